@@ -1,0 +1,166 @@
+//! What each wasm store carries: the memory limiter, the guest's log budget, and a WASI context
+//! that grants nothing.
+//!
+//! Rust guests built for `wasm32-wasip2` import a handful of WASI interfaces for their standard
+//! library (stderr for panic messages, environment, exit). We link WASI so such guests load, but
+//! the context has no preopened directories, no environment, no arguments, no sockets and no
+//! name lookup; stdout is discarded and stderr is captured (bounded) so a panic message ends up in
+//! the failure record.
+
+use crate::bindings::ringfence::engine::{clock, log};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+/// Bytes of guest stderr kept per instance.
+const STDERR_CAPACITY: usize = 4096;
+/// Log lines a guest may write per instance before the host stops listening.
+const LOG_BUDGET: u32 = 1000;
+const MAX_LOG_LINE: usize = 512;
+
+pub(crate) struct StoreState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub(crate) stderr: MemoryOutputPipe,
+    pub(crate) limiter: MemoryLimiter,
+    engine_name: String,
+    log_budget: u32,
+    origin: Instant,
+}
+
+impl StoreState {
+    pub(crate) fn new(engine_name: &str, memory_limit: usize) -> StoreState {
+        let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
+        let wasi = WasiCtxBuilder::new()
+            .stderr(stderr.clone())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        StoreState {
+            wasi,
+            table: ResourceTable::new(),
+            stderr,
+            limiter: MemoryLimiter::new(memory_limit),
+            engine_name: engine_name.to_owned(),
+            log_budget: LOG_BUDGET,
+            origin: Instant::now(),
+        }
+    }
+
+    /// What the guest wrote to stderr, lossily decoded and trimmed.
+    pub(crate) fn stderr_text(&self) -> String {
+        String::from_utf8_lossy(&self.stderr.contents())
+            .trim()
+            .to_owned()
+    }
+}
+
+impl WasiView for StoreState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// Enforces the per-instance memory limit and remembers whether the guest hit it, so that the
+/// trap that follows (a Rust guest aborts when allocation fails) is classified as memory.
+pub(crate) struct MemoryLimiter {
+    limit: usize,
+    pub(crate) exhausted: bool,
+    pub(crate) peak: usize,
+}
+
+impl MemoryLimiter {
+    fn new(limit: usize) -> MemoryLimiter {
+        MemoryLimiter {
+            limit,
+            exhausted: false,
+            peak: 0,
+        }
+    }
+}
+
+impl wasmtime::ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.limit {
+            self.exhausted = true;
+            return Ok(false);
+        }
+        self.peak = self.peak.max(desired);
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        // Tables hold function references; a detection engine needs thousands, not millions.
+        Ok(desired <= 1 << 20)
+    }
+
+    fn instances(&self) -> usize {
+        64
+    }
+
+    fn tables(&self) -> usize {
+        64
+    }
+
+    fn memories(&self) -> usize {
+        8
+    }
+}
+
+/// The shared types interface has no functions, but the generated linker wants it implemented.
+impl crate::bindings::wit::Host for StoreState {}
+
+impl log::Host for StoreState {
+    fn write(&mut self, level: log::Level, mut message: String) {
+        if self.log_budget == 0 {
+            return;
+        }
+        self.log_budget -= 1;
+        if message.len() > MAX_LOG_LINE {
+            let mut end = MAX_LOG_LINE;
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            message.truncate(end);
+        }
+        let engine = self.engine_name.as_str();
+        match level {
+            log::Level::Trace => tracing::trace!(engine, "{message}"),
+            log::Level::Debug => tracing::debug!(engine, "{message}"),
+            log::Level::Info => tracing::info!(engine, "{message}"),
+            log::Level::Warn => tracing::warn!(engine, "{message}"),
+            log::Level::Error => tracing::error!(engine, "{message}"),
+        }
+        if self.log_budget == 0 {
+            tracing::warn!(engine, "engine log budget spent; further messages are dropped");
+        }
+    }
+}
+
+impl clock::Host for StoreState {
+    fn monotonic_ns(&mut self) -> u64 {
+        u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    fn wall_ns(&mut self) -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+            .unwrap_or(0)
+    }
+}

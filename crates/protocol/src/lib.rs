@@ -1,0 +1,15 @@
+//! Types shared by every ringfence process: what the kernel tells us (events), what engines
+//! answer (verdicts), what goes wrong (failure records), and how events are stored (corpus).
+//!
+//! Nothing here does I/O beyond reading and writing corpus files; nothing here knows about
+//! wasm, fanotify or HTTP. Every type serialises to stable JSON that is part of our public
+//! interface (corpora, alerts, reports), so fields are only ever added, never renamed.
+
+pub mod corpus;
+pub mod event;
+pub mod failure;
+pub mod verdict;
+
+pub use event::{Event, ExecEvent, ExitEvent, ForkEvent, OpenEvent};
+pub use failure::{FailureKind, FailureRecord, Frame};
+pub use verdict::{Action, FailurePolicy, Severity, Verdict};

@@ -1,0 +1,1 @@
+//! Kernel event sources: fanotify permission events and the netlink process connector.

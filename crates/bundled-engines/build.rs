@@ -36,7 +36,13 @@ fn main() {
     let mut command = Command::new(cargo);
     command
         .current_dir(&engines_dir)
-        .args(["build", "--release", "--locked", "--target", "wasm32-wasip2"])
+        .args([
+            "build",
+            "--release",
+            "--locked",
+            "--target",
+            "wasm32-wasip2",
+        ])
         .arg("--target-dir")
         .arg(target_dir.join("engines-build"));
     // The outer build's settings are for the host, not for the guests.
@@ -55,7 +61,10 @@ fn main() {
         command.env_remove(var);
     }
     let status = command.status().unwrap_or_else(|e| {
-        panic!("could not run cargo to build the engines in {}: {e}", engines_dir.display())
+        panic!(
+            "could not run cargo to build the engines in {}: {e}",
+            engines_dir.display()
+        )
     });
     assert!(
         status.success(),
@@ -85,7 +94,6 @@ fn main() {
 }
 
 fn copy(from: &Path, to: &Path) {
-    std::fs::copy(from, to).unwrap_or_else(|e| {
-        panic!("copy {} to {}: {e}", from.display(), to.display())
-    });
+    std::fs::copy(from, to)
+        .unwrap_or_else(|e| panic!("copy {} to {}: {e}", from.display(), to.display()));
 }

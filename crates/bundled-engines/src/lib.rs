@@ -36,7 +36,12 @@ mod tests {
         for engine in super::ALL {
             // Component binaries carry layer 1 in the version field; core modules carry 0.
             assert_eq!(&engine.wasm[..4], b"\0asm", "{}", engine.name);
-            assert_eq!(&engine.wasm[6..8], &[1, 0], "{} is not a component", engine.name);
+            assert_eq!(
+                &engine.wasm[6..8],
+                &[1, 0],
+                "{} is not a component",
+                engine.name
+            );
         }
     }
 }

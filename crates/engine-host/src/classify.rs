@@ -127,7 +127,13 @@ mod tests {
 
     #[test]
     fn trap_codes_are_snake_case() {
-        assert_eq!(trap_code_name(Trap::UnreachableCodeReached), "unreachable_code_reached");
-        assert_eq!(trap_code_name(Trap::MemoryOutOfBounds), "memory_out_of_bounds");
+        assert_eq!(
+            trap_code_name(Trap::UnreachableCodeReached),
+            "unreachable_code_reached"
+        );
+        assert_eq!(
+            trap_code_name(Trap::MemoryOutOfBounds),
+            "memory_out_of_bounds"
+        );
     }
 }

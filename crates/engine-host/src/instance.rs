@@ -141,9 +141,10 @@ impl Instance {
             .ringfence_engine_detector()
             .call_on_events(&mut self.store, &wit_events);
         match result {
-            Ok(verdicts) if verdicts.len() == events.len() => {
-                Ok(verdicts.into_iter().map(bindings::verdict_from_wit).collect())
-            }
+            Ok(verdicts) if verdicts.len() == events.len() => Ok(verdicts
+                .into_iter()
+                .map(bindings::verdict_from_wit)
+                .collect()),
             Ok(verdicts) => Err(load_failure(
                 &engine.settings.name,
                 &engine.content_sha256,

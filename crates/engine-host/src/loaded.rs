@@ -181,7 +181,9 @@ impl LoadedEngine {
 
     /// A fresh instance with this content loaded.
     pub(crate) fn instantiate(&self) -> Result<Instance, FailureRecord> {
-        Instance::new(self).map(|(instance, _)| instance).map_err(|e| *e.record)
+        Instance::new(self)
+            .map(|(instance, _)| instance)
+            .map_err(|e| *e.record)
     }
 
     /// True once the quarantine rule has tripped; checked on every event, so lock-free.

@@ -147,7 +147,10 @@ impl log::Host for StoreState {
             log::Level::Error => tracing::error!(engine, "{message}"),
         }
         if self.log_budget == 0 {
-            tracing::warn!(engine, "engine log budget spent; further messages are dropped");
+            tracing::warn!(
+                engine,
+                "engine log budget spent; further messages are dropped"
+            );
         }
     }
 }

@@ -100,10 +100,12 @@ impl EngineWorker {
         if let Some(decision) = self.quarantined_answer(event, started) {
             return decision;
         }
-        let result = self.ensure_live().and_then(|()| match self.active.as_mut() {
-            Some(instance) => instance.on_event(&self.engine, event),
-            None => Err(unreachable_record(&self.engine)),
-        });
+        let result = self
+            .ensure_live()
+            .and_then(|()| match self.active.as_mut() {
+                Some(instance) => instance.on_event(&self.engine, event),
+                None => Err(unreachable_record(&self.engine)),
+            });
         match result {
             Ok(verdict) => Decision {
                 verdict,
@@ -128,10 +130,12 @@ impl EngineWorker {
                 .filter_map(|event| self.quarantined_answer(event, started))
                 .collect();
         }
-        let result = self.ensure_live().and_then(|()| match self.active.as_mut() {
-            Some(instance) => instance.on_events(&self.engine, events),
-            None => Err(unreachable_record(&self.engine)),
-        });
+        let result = self
+            .ensure_live()
+            .and_then(|()| match self.active.as_mut() {
+                Some(instance) => instance.on_events(&self.engine, events),
+                None => Err(unreachable_record(&self.engine)),
+            });
         match result {
             Ok(verdicts) => {
                 let elapsed = started.elapsed();
@@ -217,11 +221,7 @@ impl EngineWorker {
             }
         });
         if ready.is_some() || self.pending_spare.is_none() {
-            self.pending_spare = Some(
-                self.engine
-                    .runtime
-                    .request_spare(Arc::clone(&self.engine)),
-            );
+            self.pending_spare = Some(self.engine.runtime.request_spare(Arc::clone(&self.engine)));
         }
         ready
     }
@@ -230,20 +230,17 @@ impl EngineWorker {
     /// synchronously if the builder cannot help.
     fn ensure_live(&mut self) -> Result<(), FailureRecord> {
         if self.active.is_none() {
-            let from_builder = self
-                .pending_spare
-                .take()
-                .and_then(|pending| pending.recv_timeout(self.engine.settings.load_deadline).ok());
+            let from_builder = self.pending_spare.take().and_then(|pending| {
+                pending
+                    .recv_timeout(self.engine.settings.load_deadline)
+                    .ok()
+            });
             let instance = match from_builder {
                 Some(instance) => instance,
                 None => self.engine.instantiate()?,
             };
             self.active = Some(instance);
-            self.pending_spare = Some(
-                self.engine
-                    .runtime
-                    .request_spare(Arc::clone(&self.engine)),
-            );
+            self.pending_spare = Some(self.engine.runtime.request_spare(Arc::clone(&self.engine)));
         }
         Ok(())
     }

@@ -4,9 +4,7 @@
 
 use ringfence_bundled_engines as bundled;
 use ringfence_engine_host::{EngineSettings, EngineWorker, LoadedEngine, QuarantineRule, Runtime};
-use ringfence_protocol::{
-    Action, Event, ExecEvent, FailureKind, FailurePolicy, ForkEvent,
-};
+use ringfence_protocol::{Action, Event, ExecEvent, FailureKind, FailurePolicy, ForkEvent};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,13 +37,21 @@ fn settings(policy: FailurePolicy) -> EngineSettings {
 }
 
 fn faulty(runtime: &Runtime, mode: &str, policy: FailurePolicy) -> Arc<LoadedEngine> {
-    LoadedEngine::load(runtime, settings(policy), bundled::faulty(), mode.as_bytes())
-        .unwrap_or_else(|e| panic!("faulty {mode} loads: {e}"))
+    LoadedEngine::load(
+        runtime,
+        settings(policy),
+        bundled::faulty(),
+        mode.as_bytes(),
+    )
+    .unwrap_or_else(|e| panic!("faulty {mode} loads: {e}"))
 }
 
 fn worker(engine: &Arc<LoadedEngine>) -> EngineWorker {
     let mut worker = EngineWorker::new(Arc::clone(engine)).expect("instantiates");
-    assert!(worker.wait_for_spare(Duration::from_secs(10)), "spare is built");
+    assert!(
+        worker.wait_for_spare(Duration::from_secs(10)),
+        "spare is built"
+    );
     worker
 }
 
@@ -66,9 +72,16 @@ fn assert_contained_with(
     let mut worker = worker(&engine);
 
     let first = worker.decide(&exec("/usr/bin/ls"));
-    let record = first.failure.clone().unwrap_or_else(|| panic!("{mode} fails"));
+    let record = first
+        .failure
+        .clone()
+        .unwrap_or_else(|| panic!("{mode} fails"));
     assert_eq!(record.kind, kind, "{mode}: {record:?}");
-    assert_eq!(first.verdict.action, Action::Observe, "fail-open allows with an alert");
+    assert_eq!(
+        first.verdict.action,
+        Action::Observe,
+        "fail-open allows with an alert"
+    );
     assert!(
         first.elapsed <= deadline + SLACK,
         "{mode}: answered after {:?}",
@@ -80,7 +93,9 @@ fn assert_contained_with(
     // The next event reaches a fresh instance (it fails the same way, not as a poisoned one).
     let second = worker.decide(&exec("/usr/bin/id"));
     assert_eq!(worker.respawns(), 2);
-    let again = second.failure.expect("fresh instance runs the same content");
+    let again = second
+        .failure
+        .expect("fresh instance runs the same content");
     assert_eq!(again.kind, kind);
     record
 }
@@ -101,7 +116,10 @@ fn ok_mode_allows_without_failures() {
 #[test]
 fn trap_is_contained_and_symbolised() {
     let record = assert_contained("trap", FailureKind::Trap);
-    assert_eq!(record.trap_code.as_deref(), Some("unreachable_code_reached"));
+    assert_eq!(
+        record.trap_code.as_deref(),
+        Some("unreachable_code_reached")
+    );
     assert!(record.top_function().is_some(), "{:?}", record.backtrace);
 }
 
@@ -166,13 +184,15 @@ fn quarantine_after_k_failures_stops_calling_the_engine() {
         failures: 3,
         window: Duration::from_secs(60),
     });
-    let engine = LoadedEngine::load(&runtime, settings, bundled::faulty(), b"loop")
-        .expect("loads");
+    let engine = LoadedEngine::load(&runtime, settings, bundled::faulty(), b"loop").expect("loads");
     let mut worker = worker(&engine);
     let mut report = None;
     for _ in 0..3 {
         let decision = worker.decide(&exec("/usr/bin/ls"));
-        assert_eq!(decision.failure.map(|f| f.kind), Some(FailureKind::Deadline));
+        assert_eq!(
+            decision.failure.map(|f| f.kind),
+            Some(FailureKind::Deadline)
+        );
         report = report.or(decision.quarantined);
     }
     let report = report.expect("third failure quarantines");
@@ -183,7 +203,10 @@ fn quarantine_after_k_failures_stops_calling_the_engine() {
     // No more calls: answered by policy at once, no new instance.
     let decision = worker.decide(&exec("/usr/bin/ls"));
     assert_eq!(decision.verdict.action, Action::Deny);
-    assert_eq!(decision.failure.map(|f| f.kind), Some(FailureKind::Quarantined));
+    assert_eq!(
+        decision.failure.map(|f| f.kind),
+        Some(FailureKind::Quarantined)
+    );
     assert!(decision.elapsed < DEADLINE, "{:?}", decision.elapsed);
     assert_eq!(worker.respawns(), 3);
 }
@@ -204,7 +227,11 @@ fn batch_failure_answers_every_event_and_counts_once() {
     let decisions = worker.decide_batch(&events);
     assert_eq!(decisions.len(), 10);
     assert_eq!(decisions.iter().filter(|d| d.failure.is_some()).count(), 1);
-    assert!(decisions.iter().all(|d| d.verdict.action == Action::Observe));
+    assert!(
+        decisions
+            .iter()
+            .all(|d| d.verdict.action == Action::Observe)
+    );
 }
 
 #[test]
@@ -220,7 +247,10 @@ fn allowlist_denies_by_rule() {
     .expect("loads");
     assert_eq!(engine.content_summary().rules, 2);
     let mut worker = worker(&engine);
-    assert_eq!(worker.decide(&exec("/usr/bin/ls")).verdict.action, Action::Allow);
+    assert_eq!(
+        worker.decide(&exec("/usr/bin/ls")).verdict.action,
+        Action::Allow
+    );
     let denied = worker.decide(&exec("/bin/sh")).verdict;
     assert_eq!(denied.action, Action::Deny);
     assert_eq!(denied.rule_id, "exec-allowlist:3");
@@ -243,7 +273,10 @@ mod bad_input {
     fn garbage_bytes() {
         let err = load_error(b"this is not wasm at all", b"");
         assert_eq!(err.kind(), FailureKind::InvalidComponent);
-        assert!(err.to_string().contains("not a valid wasm component"), "{err}");
+        assert!(
+            err.to_string().contains("not a valid wasm component"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -272,7 +305,10 @@ mod bad_input {
 
     #[test]
     fn content_the_engine_rejects() {
-        let err = load_error(bundled::exec_allowlist(), b"allow /usr/bin/*\nfrobnicate /x\n");
+        let err = load_error(
+            bundled::exec_allowlist(),
+            b"allow /usr/bin/*\nfrobnicate /x\n",
+        );
         assert_eq!(err.kind(), FailureKind::ContentRejected);
         assert!(err.to_string().contains("line 2"), "{err}");
         let err = load_error(bundled::faulty(), b"explode");

@@ -93,31 +93,123 @@ struct Program {
 }
 
 const PROGRAMS: &[Program] = &[
-    Program { exe: "/usr/bin/ls", args: &[&["-la"], &["--color=auto"], &[]] },
-    Program { exe: "/usr/bin/cat", args: &[&["/etc/os-release"], &["/proc/meminfo"]] },
-    Program { exe: "/usr/bin/grep", args: &[&["-r", "TODO", "."], &["-i", "error", "/var/log/syslog"]] },
-    Program { exe: "/usr/bin/git", args: &[&["status"], &["fetch", "origin"], &["log", "--oneline", "-5"]] },
-    Program { exe: "/usr/bin/python3", args: &[&["manage.py", "migrate"], &["-m", "pip", "list"], &["/opt/app/worker.py"]] },
-    Program { exe: "/usr/bin/ssh", args: &[&["-T", "git@github.com"], &["deploy@10.0.3.7"]] },
-    Program { exe: "/usr/bin/curl", args: &[&["-fsS", "http://127.0.0.1:8080/health"], &["-o", "/tmp/pkg.tgz", "https://example.com/pkg.tgz"]] },
-    Program { exe: "/usr/bin/systemctl", args: &[&["status", "nginx"], &["is-active", "postgresql"]] },
-    Program { exe: "/usr/bin/ps", args: &[&["aux"], &["-ef"]] },
-    Program { exe: "/usr/bin/sed", args: &[&["-i", "s/a/b/", "config.ini"], &["-n", "1p"]] },
-    Program { exe: "/usr/bin/make", args: &[&["-j2"], &["test"]] },
-    Program { exe: "/usr/bin/gcc", args: &[&["-O2", "-c", "main.c"], &["-o", "app", "main.o"]] },
-    Program { exe: "/usr/bin/tar", args: &[&["-xzf", "/tmp/pkg.tgz"], &["-czf", "backup.tgz", "data"]] },
-    Program { exe: "/usr/bin/bash", args: &[&["-c", "echo ok"], &["/opt/app/deploy.sh"], &[]] },
-    Program { exe: "/usr/bin/dash", args: &[&["-c", "run-parts /etc/cron.daily"]] },
-    Program { exe: "/usr/bin/sudo", args: &[&["systemctl", "restart", "nginx"], &["-u", "postgres", "psql"]] },
-    Program { exe: "/usr/sbin/nginx", args: &[&["-t"], &["-s", "reload"]] },
-    Program { exe: "/usr/lib/postgresql/15/bin/postgres", args: &[&["-D", "/var/lib/postgresql/15/main"]] },
-    Program { exe: "/usr/bin/apt-get", args: &[&["update"], &["install", "-y", "jq"]] },
-    Program { exe: "/usr/bin/jq", args: &[&[".items[]"], &["-r", ".name"]] },
-    Program { exe: "/usr/bin/node", args: &[&["server.js"], &["/usr/bin/npm", "test"]] },
-    Program { exe: "/usr/bin/docker", args: &[&["ps"], &["logs", "web"]] },
-    Program { exe: "/usr/bin/find", args: &[&[".", "-name", "*.log"], &["/tmp", "-mtime", "+7", "-delete"]] },
-    Program { exe: "/usr/bin/uname", args: &[&["-a"], &["-r"]] },
-    Program { exe: "/usr/bin/id", args: &[&[], &["-u"]] },
+    Program {
+        exe: "/usr/bin/ls",
+        args: &[&["-la"], &["--color=auto"], &[]],
+    },
+    Program {
+        exe: "/usr/bin/cat",
+        args: &[&["/etc/os-release"], &["/proc/meminfo"]],
+    },
+    Program {
+        exe: "/usr/bin/grep",
+        args: &[&["-r", "TODO", "."], &["-i", "error", "/var/log/syslog"]],
+    },
+    Program {
+        exe: "/usr/bin/git",
+        args: &[
+            &["status"],
+            &["fetch", "origin"],
+            &["log", "--oneline", "-5"],
+        ],
+    },
+    Program {
+        exe: "/usr/bin/python3",
+        args: &[
+            &["manage.py", "migrate"],
+            &["-m", "pip", "list"],
+            &["/opt/app/worker.py"],
+        ],
+    },
+    Program {
+        exe: "/usr/bin/ssh",
+        args: &[&["-T", "git@github.com"], &["deploy@10.0.3.7"]],
+    },
+    Program {
+        exe: "/usr/bin/curl",
+        args: &[
+            &["-fsS", "http://127.0.0.1:8080/health"],
+            &["-o", "/tmp/pkg.tgz", "https://example.com/pkg.tgz"],
+        ],
+    },
+    Program {
+        exe: "/usr/bin/systemctl",
+        args: &[&["status", "nginx"], &["is-active", "postgresql"]],
+    },
+    Program {
+        exe: "/usr/bin/ps",
+        args: &[&["aux"], &["-ef"]],
+    },
+    Program {
+        exe: "/usr/bin/sed",
+        args: &[&["-i", "s/a/b/", "config.ini"], &["-n", "1p"]],
+    },
+    Program {
+        exe: "/usr/bin/make",
+        args: &[&["-j2"], &["test"]],
+    },
+    Program {
+        exe: "/usr/bin/gcc",
+        args: &[&["-O2", "-c", "main.c"], &["-o", "app", "main.o"]],
+    },
+    Program {
+        exe: "/usr/bin/tar",
+        args: &[&["-xzf", "/tmp/pkg.tgz"], &["-czf", "backup.tgz", "data"]],
+    },
+    Program {
+        exe: "/usr/bin/bash",
+        args: &[&["-c", "echo ok"], &["/opt/app/deploy.sh"], &[]],
+    },
+    Program {
+        exe: "/usr/bin/dash",
+        args: &[&["-c", "run-parts /etc/cron.daily"]],
+    },
+    Program {
+        exe: "/usr/bin/sudo",
+        args: &[
+            &["systemctl", "restart", "nginx"],
+            &["-u", "postgres", "psql"],
+        ],
+    },
+    Program {
+        exe: "/usr/sbin/nginx",
+        args: &[&["-t"], &["-s", "reload"]],
+    },
+    Program {
+        exe: "/usr/lib/postgresql/15/bin/postgres",
+        args: &[&["-D", "/var/lib/postgresql/15/main"]],
+    },
+    Program {
+        exe: "/usr/bin/apt-get",
+        args: &[&["update"], &["install", "-y", "jq"]],
+    },
+    Program {
+        exe: "/usr/bin/jq",
+        args: &[&[".items[]"], &["-r", ".name"]],
+    },
+    Program {
+        exe: "/usr/bin/node",
+        args: &[&["server.js"], &["/usr/bin/npm", "test"]],
+    },
+    Program {
+        exe: "/usr/bin/docker",
+        args: &[&["ps"], &["logs", "web"]],
+    },
+    Program {
+        exe: "/usr/bin/find",
+        args: &[
+            &[".", "-name", "*.log"],
+            &["/tmp", "-mtime", "+7", "-delete"],
+        ],
+    },
+    Program {
+        exe: "/usr/bin/uname",
+        args: &[&["-a"], &["-r"]],
+    },
+    Program {
+        exe: "/usr/bin/id",
+        args: &[&[], &["-u"]],
+    },
 ];
 
 const PARENTS: &[&str] = &[
@@ -167,7 +259,11 @@ pub fn generate(count: usize, seed: u64) -> Vec<Event> {
             let args = program.args[rng.random_range(0..program.args.len())];
             let (uid, gid, home) = USERS[rng.random_range(0..USERS.len())];
             let parent = PARENTS[rng.random_range(0..PARENTS.len())];
-            let cwd = if rng.random_bool(0.5) { home } else { "/opt/app" };
+            let cwd = if rng.random_bool(0.5) {
+                home
+            } else {
+                "/opt/app"
+            };
             next_pid += rng.random_range(1..7);
             let pid = next_pid;
             live.push(pid);
@@ -207,7 +303,11 @@ pub fn generate(count: usize, seed: u64) -> Vec<Event> {
             })
         } else {
             let pid = live.swap_remove(rng.random_range(0..live.len()));
-            let exit_code = if rng.random_bool(0.9) { 0 } else { rng.random_range(1..128) };
+            let exit_code = if rng.random_bool(0.9) {
+                0
+            } else {
+                rng.random_range(1..128)
+            };
             Event::Exit(ExitEvent { pid, exit_code })
         };
         events.push(event);
@@ -237,7 +337,8 @@ mod tests {
 
     #[test]
     fn malformed_line_is_named() {
-        let text = "{\"kind\":\"exit\",\"pid\":1,\"exit_code\":0}\n\n{\"kind\":\"exec\",\"pid\":\"x\"}\n";
+        let text =
+            "{\"kind\":\"exit\",\"pid\":1,\"exit_code\":0}\n\n{\"kind\":\"exec\",\"pid\":\"x\"}\n";
         let err = read(text.as_bytes(), Path::new("c.jsonl")).expect_err("line 3 is bad");
         let message = err.to_string();
         assert!(message.starts_with("c.jsonl:3: "), "{message}");
@@ -247,7 +348,10 @@ mod tests {
     fn unknown_kind_and_garbage_are_rejected() {
         for bad in ["{\"kind\":\"teleport\"}", "\u{1}\u{2}garbage", "[1,2]"] {
             let err = read(bad.as_bytes(), Path::new("x")).expect_err(bad);
-            assert!(matches!(err, CorpusError::Malformed { line: 1, .. }), "{err}");
+            assert!(
+                matches!(err, CorpusError::Malformed { line: 1, .. }),
+                "{err}"
+            );
         }
         let err = read(&b"\xff\xfe\n"[..], Path::new("x")).expect_err("not utf-8");
         assert!(err.to_string().contains("UTF-8"));

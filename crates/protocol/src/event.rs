@@ -98,9 +98,10 @@ mod tests {
 
     #[test]
     fn optional_exec_fields_default() {
-        let event: Event =
-            serde_json::from_str(r#"{"kind":"exec","pid":5,"ppid":1,"uid":0,"gid":0,"exe":"/bin/ls"}"#)
-                .expect("parses");
+        let event: Event = serde_json::from_str(
+            r#"{"kind":"exec","pid":5,"ppid":1,"uid":0,"gid":0,"exe":"/bin/ls"}"#,
+        )
+        .expect("parses");
         let Event::Exec(exec) = event else {
             panic!("not exec")
         };

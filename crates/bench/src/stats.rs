@@ -1,0 +1,1 @@
+//! Timing helpers shared by the benchmarks.

@@ -1,0 +1,23 @@
+//! `ringfence bench`: each benchmark lives in `ringfence-bench`.
+
+use clap::Subcommand;
+use std::process::ExitCode;
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Engine host: throughput, call cost, wasm vs native, trap recovery, deadline cost.
+    Engine(ringfence_bench::engine::Options),
+    /// Exec authorisation latency with and without the agent (needs root).
+    Exec(ringfence_bench::exec::Options),
+    /// Sigma engine throughput by rule count, wasm vs native.
+    Sigma(ringfence_bench::sigma::Options),
+}
+
+pub fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        BenchCommand::Engine(options) => ringfence_bench::engine::run(&options)?,
+        BenchCommand::Exec(options) => ringfence_bench::exec::run(&options)?,
+        BenchCommand::Sigma(options) => ringfence_bench::sigma::run(&options)?,
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,208 @@
+//! `ringfence engine`: the vendor's local check of an engine and its content.
+
+use anyhow::Context;
+use clap::Subcommand;
+use ringfence_engine_host::{CorpusReport, EngineSettings, LoadedEngine, Runtime, run_corpus};
+use ringfence_protocol::{FailurePolicy, content, corpus};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Debug, Subcommand)]
+pub enum EngineCommand {
+    /// Run every event of a corpus through an engine in the real host and report.
+    ///
+    /// Exits 1 when any event failed (trap, deadline, memory), 2 on bad input.
+    Test(TestArgs),
+    /// List the engines built into this binary.
+    List,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct TestArgs {
+    /// The engine component: a .wasm file, or `bundled:<name>` for a built-in engine.
+    #[arg(long)]
+    engine: String,
+    /// Content for the engine: a file, or a directory of Sigma .yml rules.
+    #[arg(long)]
+    content: Option<PathBuf>,
+    /// Event corpus (JSON lines).
+    #[arg(long)]
+    events: PathBuf,
+    /// Per-call deadline in milliseconds.
+    #[arg(long, default_value_t = 5.0)]
+    deadline_ms: f64,
+    /// Memory limit per instance in MiB.
+    #[arg(long, default_value_t = 64)]
+    memory_mib: usize,
+    /// fail-open (allow and alert) or fail-closed (deny) when the engine cannot answer.
+    #[arg(long, default_value = "fail-open")]
+    policy: FailurePolicy,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Reads an engine given as a path or as `bundled:<name>`; returns (name, bytes).
+pub fn read_engine(spec: &str) -> anyhow::Result<(String, Vec<u8>)> {
+    if let Some(name) = spec.strip_prefix("bundled:") {
+        let engine = ringfence_bundled_engines::get(name).with_context(|| {
+            let names: Vec<_> = ringfence_bundled_engines::ALL
+                .iter()
+                .map(|e| e.name)
+                .collect();
+            format!(
+                "no bundled engine {name:?}; there are: {}",
+                names.join(", ")
+            )
+        })?;
+        return Ok((engine.name.to_owned(), engine.wasm.to_vec()));
+    }
+    let path = Path::new(spec);
+    let bytes = std::fs::read(path).with_context(|| format!("read engine {}", path.display()))?;
+    let name = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("engine")
+        .to_owned();
+    Ok((name, bytes))
+}
+
+pub fn run(command: EngineCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        EngineCommand::Test(args) => test(args),
+        EngineCommand::List => {
+            let mut out = std::io::stdout().lock();
+            for engine in ringfence_bundled_engines::ALL {
+                writeln!(
+                    out,
+                    "bundled:{:<16} {:>8} bytes",
+                    engine.name,
+                    engine.wasm.len()
+                )?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(
+        args.deadline_ms.is_finite() && args.deadline_ms > 0.0,
+        "--deadline-ms must be a positive number"
+    );
+    let (name, wasm) = read_engine(&args.engine)?;
+    let content_bytes = match &args.content {
+        Some(path) => content::read_content(path)?,
+        None => Vec::new(),
+    };
+    let events = corpus::read_file(&args.events)?;
+    let mut settings = EngineSettings::new(name)
+        .with_policy(args.policy)
+        .with_deadline(Duration::from_secs_f64(args.deadline_ms / 1000.0))
+        .with_memory_limit(args.memory_mib << 20);
+    // A vendor's check should report every failure, not stop calling after a few.
+    settings.quarantine.failures = u32::MAX;
+    let runtime = Runtime::new()?;
+    let engine =
+        LoadedEngine::load(&runtime, settings, &wasm, &content_bytes).with_context(|| {
+            let content = args
+                .content
+                .as_ref()
+                .map(|p| format!(" with content {}", p.display()))
+                .unwrap_or_default();
+            format!("loading engine {}{content}", args.engine)
+        })?;
+    let report = run_corpus(&engine, &events)?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer(&mut out, &report)?;
+        writeln!(out)?;
+    } else {
+        print_report(&mut out, &report, &args)?;
+    }
+    Ok(if report.failed_events() > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn print_report(
+    out: &mut impl Write,
+    report: &CorpusReport,
+    args: &TestArgs,
+) -> std::io::Result<()> {
+    writeln!(out, "engine   {} ({})", args.engine, report.engine)?;
+    if let Some(content) = &args.content {
+        writeln!(
+            out,
+            "content  {} — {} rules, sha256 {}",
+            content.display(),
+            report.content.rules,
+            &report.content_sha256[..16]
+        )?;
+    }
+    for warning in &report.content.warnings {
+        writeln!(out, "warning  {warning}")?;
+    }
+    writeln!(
+        out,
+        "events   {} from {}",
+        report.events,
+        args.events.display()
+    )?;
+    let verdicts: Vec<String> = report
+        .verdicts
+        .iter()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect();
+    writeln!(out, "verdicts {}", verdicts.join(", "))?;
+    let failures: Vec<String> = report
+        .failures
+        .iter()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect();
+    writeln!(
+        out,
+        "failures {}",
+        if failures.is_empty() {
+            "none".to_owned()
+        } else {
+            failures.join(", ")
+        }
+    )?;
+    writeln!(
+        out,
+        "latency  p50 {} µs, p99 {} µs, max {} µs",
+        report.latency_us.p50, report.latency_us.p99, report.latency_us.max
+    )?;
+    writeln!(
+        out,
+        "memory   peak {} KiB per instance",
+        report.peak_memory_bytes / 1024
+    )?;
+    if !report.rules.is_empty() {
+        writeln!(out, "rules")?;
+        let mut rules: Vec<_> = report.rules.iter().collect();
+        rules.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        for (rule, count) in rules.into_iter().take(20) {
+            writeln!(out, "  {count:>8}  {rule}")?;
+        }
+    }
+    if let Some(record) = report.failure_records.first() {
+        writeln!(
+            out,
+            "first failure: {} on a {} event in {}: {}",
+            record.kind,
+            record.event_kind.as_deref().unwrap_or("?"),
+            record.top_function().unwrap_or("?"),
+            record.message
+        )?;
+    }
+    if let Some(quarantine) = &report.quarantine {
+        writeln!(out, "{}", quarantine.message)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,64 @@
+//! Subcommands: one module each, with its clap arguments next to the code that runs it.
+
+mod agent;
+mod bench;
+mod corpus;
+mod engine;
+mod record;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// ringfence: user-mode security for Linux fleets, deployed in rings, recovered without hands.
+#[derive(Debug, Parser)]
+#[command(name = "ringfence", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// More log output (-v info, -vv debug, -vvv trace). RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Work with detection engines: test one against a corpus, list the bundled ones.
+    #[command(subcommand)]
+    Engine(engine::EngineCommand),
+    /// Make and inspect event corpora (JSON lines).
+    #[command(subcommand)]
+    Corpus(corpus::CorpusCommand),
+    /// Run the host agent.
+    Agent(agent::AgentArgs),
+    /// Record live kernel events into a corpus.
+    Record(record::RecordArgs),
+    /// Measure ringfence on this machine.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+pub fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Engine(command) => engine::run(command),
+        Command::Corpus(command) => corpus::run(command),
+        Command::Agent(args) => agent::run(args),
+        Command::Record(args) => record::run(args),
+        Command::Bench(command) => bench::run(command),
+    }
+}

@@ -78,11 +78,12 @@ pub(crate) fn classify(error: &wasmtime::Error, call: CallContext<'_>) -> Failur
             call.elapsed.as_micros()
         ),
         FailureKind::Memory => "instance tried to grow memory past its limit".to_owned(),
-        _ => format!("{error:#}")
-            .lines()
-            .next()
-            .unwrap_or_default()
-            .to_owned(),
+        // wasmtime wraps the trap in context ("error while executing at wasm backtrace: ...");
+        // the trap itself is what a person needs.
+        _ => match trap {
+            Some(trap) => trap.to_string(),
+            None => error.root_cause().to_string(),
+        },
     };
     if !call.stderr.is_empty() {
         message.push_str("; guest stderr: ");

@@ -29,7 +29,7 @@ pub use corpus_run::{CorpusReport, LatencySummary, run_corpus};
 pub use limits::{EngineSettings, QuarantineRule};
 pub use loaded::{ContentSummary, LoadError, LoadedEngine};
 pub use quarantine::QuarantineReport;
-pub use runtime::{Runtime, RuntimeError};
+pub use runtime::{EPOCH_TICK, Runtime, RuntimeConfig, RuntimeError};
 pub use worker::{Decision, EngineWorker};
 
 /// Largest component we will compile. A detection engine is a few MiB at most; anything far

@@ -63,13 +63,32 @@ impl Drop for Ticker {
     }
 }
 
+/// Runtime switches. Only benchmarks change the default.
+#[derive(Debug, Clone, Copy)]
+pub struct RuntimeConfig {
+    /// Enforce call deadlines with epoch interruption. Turning this off exists only to measure
+    /// what deadlines cost; a guest that loops would then hang its caller.
+    pub deadlines: bool,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig { deadlines: true }
+    }
+}
+
 impl Runtime {
     /// Configures wasmtime for untrusted guests and starts the ticker and spare builder.
     pub fn new() -> Result<Runtime, RuntimeError> {
+        Runtime::with_config(RuntimeConfig::default())
+    }
+
+    /// [`Runtime::new`] with explicit switches.
+    pub fn with_config(runtime_config: RuntimeConfig) -> Result<Runtime, RuntimeError> {
         let mut config = wasmtime::Config::new();
         config
             .wasm_component_model(true)
-            .epoch_interruption(true)
+            .epoch_interruption(runtime_config.deadlines)
             .wasm_backtrace_max_frames(std::num::NonZeroUsize::new(32))
             .wasm_backtrace_details(wasmtime::WasmBacktraceDetails::Disable)
             .cranelift_opt_level(wasmtime::OptLevel::Speed)

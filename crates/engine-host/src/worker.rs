@@ -196,7 +196,9 @@ impl EngineWorker {
         self.respawns += 1;
         self.active = self.take_spare();
         let quarantined = self.engine.note_failure(&record);
-        tracing::warn!(
+        // Debug, not warn: failures are reported as records; a log line per failure would let a
+        // crashing engine flood the journal.
+        tracing::debug!(
             engine = %record.engine,
             kind = %record.kind,
             function = record.top_function().unwrap_or("?"),

@@ -168,6 +168,23 @@ fn channel_file_291_traps_in_parse_template() {
 }
 
 #[test]
+fn next_event_after_a_trap_is_served_by_a_fresh_instance() {
+    let runtime = Runtime::new().expect("runtime");
+    let engine = faulty(&runtime, "trap /usr/bin/crashme", FailurePolicy::FailOpen);
+    let mut worker = worker(&engine);
+    assert_eq!(
+        worker.decide(&exec("/usr/bin/ls")).verdict.action,
+        Action::Allow
+    );
+    let crashed = worker.decide(&exec("/usr/bin/crashme"));
+    assert_eq!(crashed.failure.map(|f| f.kind), Some(FailureKind::Trap));
+    let next = worker.decide(&exec("/usr/bin/ls"));
+    assert!(next.failure.is_none(), "the spare serves the next event");
+    assert_eq!(next.verdict.action, Action::Allow);
+    assert_eq!(worker.respawns(), 1);
+}
+
+#[test]
 fn fail_closed_denies() {
     let runtime = Runtime::new().expect("runtime");
     let engine = faulty(&runtime, "trap", FailurePolicy::FailClosed);

@@ -1,6 +1,7 @@
 //! `faulty`: an engine that fails on purpose, so every containment path can be tested.
 //!
-//! Its content is one word choosing what it does on every event:
+//! Its content is one word choosing what it does on every event (or, with a second word, only
+//! on exec events whose path ends with it; other events are allowed):
 //! `ok` (allow), `trap` (unreachable), `loop` (never returns), `oom` (allocates without bound),
 //! `slow` (busy for twice the host's deadline), `panic` (Rust panic), and `cf291`, modelled on
 //! CrowdStrike's Channel File 291: a template interpreter that expects 21 input fields is given a
@@ -29,6 +30,7 @@ enum Mode {
 
 thread_local! {
     static MODE: Cell<Mode> = const { Cell::new(Mode::Ok) };
+    static ONLY_EXE_SUFFIX: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
     static DEADLINE_NS: Cell<u64> = const { Cell::new(5_000_000) };
 }
 
@@ -99,7 +101,18 @@ fn verdict(action: Action) -> Verdict {
     }
 }
 
+fn selected(event: &Event) -> bool {
+    ONLY_EXE_SUFFIX.with_borrow(|suffix| match (suffix, event) {
+        (None, _) => true,
+        (Some(suffix), Event::Exec(exec)) => exec.exe.ends_with(suffix.as_str()),
+        (Some(_), _) => false,
+    })
+}
+
 fn on_event(event: &Event) -> Verdict {
+    if !selected(event) {
+        return verdict(Action::Allow);
+    }
     match MODE.get() {
         Mode::Ok => verdict(Action::Allow),
         Mode::Trap => core::arch::wasm32::unreachable(),
@@ -139,8 +152,17 @@ impl Guest for Faulty {
     }
 
     fn load_content(content: Vec<u8>) -> Result<ContentInfo, ContentError> {
-        let word = String::from_utf8_lossy(&content);
-        let mode = match word.trim() {
+        let text = String::from_utf8_lossy(&content);
+        let mut words = text.split_whitespace();
+        let word = words.next().unwrap_or_default();
+        let suffix = words.next().map(str::to_owned);
+        if let Some(extra) = words.next() {
+            return Err(ContentError {
+                message: format!("unexpected {extra:?}; content is `<mode> [exe-suffix]`"),
+                line: Some(1),
+            });
+        }
+        let mode = match word {
             "ok" => Mode::Ok,
             "trap" => Mode::Trap,
             "loop" => Mode::Loop,
@@ -158,9 +180,10 @@ impl Guest for Faulty {
             }
         };
         MODE.set(mode);
+        ONLY_EXE_SUFFIX.set(suffix);
         Ok(ContentInfo {
             rules: 1,
-            version: word.trim().to_owned(),
+            version: text.trim().to_owned(),
             warnings: Vec::new(),
         })
     }

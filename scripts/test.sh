@@ -29,6 +29,41 @@ cleanup() {
 CLEANUP=()
 trap cleanup EXIT INT TERM
 
+# PostgreSQL: the store and server suites run on SQLite always and on PostgreSQL when
+# RINGFENCE_TEST_POSTGRES is set. We start a throwaway cluster on a private port and remove it
+# on exit, unless the caller already points at one.
+start_postgres() {
+  if [ -n "${RINGFENCE_TEST_POSTGRES:-}" ]; then
+    return
+  fi
+  if ! ls -d /usr/lib/postgresql/*/bin >/dev/null 2>&1; then
+    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+      log "installing postgresql"
+      DEBIAN_FRONTEND=noninteractive apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+    else
+      echo "note: PostgreSQL is not installed and we cannot install it; store tests cover SQLite only"
+      return
+    fi
+  fi
+  local bin dir port=54329 run=()
+  bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+  dir=$(mktemp -d /tmp/ringfence-pg.XXXXXX)
+  if [ "$(id -u)" -eq 0 ]; then
+    # PostgreSQL refuses to run as root.
+    chown postgres: "$dir"
+    run=(runuser -u postgres --)
+  fi
+  "${run[@]}" "$bin/initdb" -D "$dir/data" -A trust -U postgres >"$dir/initdb.log"
+  "${run[@]}" "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w \
+    -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200" start >/dev/null
+  CLEANUP+=("${run[*]} $bin/pg_ctl -D $dir/data -m immediate stop >/dev/null; rm -rf $dir")
+  export RINGFENCE_TEST_POSTGRES="postgres://postgres@127.0.0.1:$port/postgres"
+  echo "PostgreSQL test server at $RINGFENCE_TEST_POSTGRES"
+}
+log "services"
+start_postgres
+
 log "tests"
 if [ "$(id -u)" -ne 0 ]; then
   echo "note: not root; live fanotify and process-connector tests will report that they were skipped"

@@ -1,0 +1,107 @@
+//! Reports uploaded from agent spools: alerts, engine failure records, install outcomes.
+//! Each carries an id the agent chose, so a retried upload is stored once.
+
+use crate::{Result, Store, now_ms};
+use sqlx::Row;
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ReportRecord {
+    pub id: String,
+    pub agent_id: String,
+    pub kind: String,
+    pub at: i64,
+    pub received_at: i64,
+    pub body: serde_json::Value,
+}
+
+impl Store {
+    /// Inserts reports that are not stored yet; returns how many were new.
+    pub async fn insert_reports(&self, reports: &[ReportRecord]) -> Result<usize> {
+        let mut tx = self.pool().begin().await?;
+        let mut new = 0;
+        let received = now_ms();
+        for report in reports {
+            let exists: Option<(String,)> = sqlx::query_as("SELECT id FROM reports WHERE id = $1")
+                .bind(&report.id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if exists.is_some() {
+                continue;
+            }
+            sqlx::query(
+                "INSERT INTO reports (id, agent_id, kind, at, received_at, body) VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(&report.id)
+            .bind(&report.agent_id)
+            .bind(&report.kind)
+            .bind(report.at)
+            .bind(received)
+            .bind(report.body.to_string())
+            .execute(&mut *tx)
+            .await?;
+            new += 1;
+        }
+        tx.commit().await?;
+        Ok(new)
+    }
+
+    /// Reports of `kind` at or after `since_ms`, oldest first.
+    pub async fn reports_since(&self, kind: &str, since_ms: i64) -> Result<Vec<ReportRecord>> {
+        let rows = sqlx::query(
+            "SELECT id, agent_id, kind, at, received_at, body FROM reports \
+             WHERE kind = $1 AND at >= $2 ORDER BY at, id",
+        )
+        .bind(kind)
+        .bind(since_ms)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let body: String = row.try_get("body")?;
+                Ok(ReportRecord {
+                    id: row.try_get("id")?,
+                    agent_id: row.try_get("agent_id")?,
+                    kind: row.try_get("kind")?,
+                    at: row.try_get("at")?,
+                    received_at: row.try_get("received_at")?,
+                    body: serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
+                })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn retried_reports_are_stored_once() {
+        for (backend, store, _dir) in crate::testing::stores().await {
+            let report = ReportRecord {
+                id: "agent-1:7".into(),
+                agent_id: "agent-1".into(),
+                kind: "failure".into(),
+                at: 10,
+                received_at: 0,
+                body: serde_json::json!({"kind": "trap"}),
+            };
+            assert_eq!(
+                store
+                    .insert_reports(&[report.clone()])
+                    .await
+                    .expect("first"),
+                1
+            );
+            assert_eq!(
+                store.insert_reports(&[report]).await.expect("retry"),
+                0,
+                "{backend}"
+            );
+            assert_eq!(
+                store.reports_since("failure", 0).await.expect("list").len(),
+                1
+            );
+        }
+    }
+}

@@ -5,6 +5,7 @@
 //! wasm, fanotify or HTTP. Every type serialises to stable JSON that is part of our public
 //! interface (corpora, alerts, reports), so fields are only ever added, never renamed.
 
+pub mod api;
 pub mod content;
 pub mod corpus;
 pub mod event;

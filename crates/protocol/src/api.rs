@@ -1,0 +1,115 @@
+//! The HTTP API between agents, operators and the server: request and response bodies.
+//!
+//! Both sides compile these types, so a field added here is added everywhere; unknown fields are
+//! ignored on read so that a newer server can talk to an older agent and back.
+
+use serde::{Deserialize, Serialize};
+
+/// `POST /api/v1/enroll`: an agent trades a single-use enrollment token for its credential.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnrollRequest {
+    pub token: String,
+    pub hostname: String,
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnrollResponse {
+    pub agent_id: String,
+    /// Bearer credential for every later request; shown once.
+    pub credential: String,
+    /// Public keys (hex) that sign releases and rollback directives.
+    pub release_keys: Vec<String>,
+}
+
+/// What one release channel looks like on an agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstalledRelease {
+    pub channel: String,
+    pub current: Option<String>,
+    pub lkg: Option<String>,
+    /// `current` or `lkg`: which one is running.
+    pub running: String,
+}
+
+/// Health figures since the previous heartbeat (rates) or now (gauges).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HealthFigures {
+    pub events: u64,
+    pub denies: u64,
+    /// Denies per decided event over the interval.
+    pub deny_rate: f64,
+    /// Verdict latency p99 over the interval, µs.
+    pub p99_us: f64,
+    pub engine_failures: u64,
+    pub cpu_pct: f64,
+    pub rss_bytes: u64,
+    pub uptime_s: u64,
+    /// Spooled reports not yet uploaded.
+    pub spool_pending: u64,
+    /// Reports dropped because the spool was full (oldest telemetry first).
+    pub spool_dropped: u64,
+}
+
+/// `POST /api/v1/agents/heartbeat`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Heartbeat {
+    pub agent_version: String,
+    pub releases: Vec<InstalledRelease>,
+    pub health: HealthFigures,
+}
+
+/// What the server wants one channel on this agent to run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Assignment {
+    pub channel: String,
+    pub version: String,
+    /// Download with `GET /api/v1/blobs/{bundle_sha256}`.
+    pub bundle_sha256: String,
+    pub rollout_id: Option<String>,
+    /// Present when the assignment goes back to an older version: the signed permission to
+    /// downgrade (JSON document as the release crate defines it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback_directive: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HeartbeatResponse {
+    pub assignments: Vec<Assignment>,
+    /// Seconds until the next heartbeat is expected.
+    pub interval_s: u64,
+}
+
+/// One spooled item. `id` is chosen by the agent and unique per agent, so retries are stored
+/// once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    pub id: String,
+    /// `alert`, `failure`, `crash`, `install`, `quarantine`, `telemetry`.
+    pub kind: String,
+    pub at_ms: i64,
+    pub body: serde_json::Value,
+}
+
+/// `POST /api/v1/agents/reports`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ReportBatch {
+    pub reports: Vec<Report>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportAck {
+    /// How many were new (the rest were duplicates of earlier uploads).
+    pub stored: usize,
+    pub received: usize,
+}
+
+/// Every error body the server sends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiError {
+    pub error: String,
+}

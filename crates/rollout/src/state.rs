@@ -1,0 +1,331 @@
+//! The rollout state machine: `step` decides the next transition from the state, the spec, the
+//! clock and the fleet's health; `apply` records it. Operator actions are transitions too.
+
+use crate::gates::{GateResult, HealthSummary, evaluate_gates, summarise};
+use crate::membership::ring_of;
+use crate::spec::RolloutSpec;
+use serde::{Deserialize, Serialize};
+
+/// What the controller knows about one agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentHealth {
+    pub agent_id: String,
+    pub tags: Vec<String>,
+    /// The version of the rollout's channel the agent runs now.
+    pub version: Option<String>,
+    pub last_heartbeat_ms: i64,
+    /// When the agent's recent crash reports happened.
+    pub crashes_ms: Vec<i64>,
+    pub p99_us: f64,
+    pub deny_rate: f64,
+    pub cpu_pct: f64,
+    pub rss_bytes: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Rings up to `ring` run the release; gates are watched.
+    Running,
+    /// An operator stopped promotion; rings keep what they have.
+    Paused,
+    /// Stopped where it is (operator); nothing rolls back until asked.
+    Halted,
+    /// Every ring runs the previous release again.
+    RolledBack,
+    /// Every ring runs the release.
+    Completed,
+}
+
+impl Phase {
+    pub fn is_final(self) -> bool {
+        matches!(self, Phase::RolledBack | Phase::Completed)
+    }
+}
+
+/// One change of state, as recorded in the rollout's history and the audit log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "transition", rename_all = "snake_case")]
+pub enum Transition {
+    Promote {
+        from: usize,
+        to: usize,
+        at_ms: i64,
+    },
+    Complete {
+        at_ms: i64,
+    },
+    /// Gates failed: stop and roll back every touched ring, without a person.
+    GateFailure {
+        ring: usize,
+        at_ms: i64,
+        failed: Vec<GateResult>,
+    },
+    Pause {
+        at_ms: i64,
+        reason: String,
+    },
+    Resume {
+        at_ms: i64,
+        reason: String,
+    },
+    Halt {
+        at_ms: i64,
+        reason: String,
+    },
+    Rollback {
+        at_ms: i64,
+        reason: String,
+    },
+}
+
+impl Transition {
+    /// The audit-log action name.
+    pub fn action(&self) -> &'static str {
+        match self {
+            Transition::Promote { .. } => "promote",
+            Transition::Complete { .. } => "complete",
+            Transition::GateFailure { .. } => "gate_failure_rollback",
+            Transition::Pause { .. } => "pause",
+            Transition::Resume { .. } => "resume",
+            Transition::Halt { .. } => "halt",
+            Transition::Rollback { .. } => "rollback",
+        }
+    }
+
+    /// The audit-log reason.
+    pub fn reason(&self, spec: &RolloutSpec) -> String {
+        let ring = |i: usize| spec.rings.get(i).map(|r| r.name.as_str()).unwrap_or("?");
+        match self {
+            Transition::Promote { from, to, .. } => {
+                format!(
+                    "ring {} healthy for its bake time; promoting to ring {}",
+                    ring(*from),
+                    ring(*to)
+                )
+            }
+            Transition::Complete { .. } => "last ring healthy for its bake time".to_owned(),
+            Transition::GateFailure {
+                ring: r, failed, ..
+            } => {
+                let why: Vec<&str> = failed.iter().map(|g| g.explanation.as_str()).collect();
+                format!(
+                    "health gates failed in ring {}: {}; rolled back every touched ring",
+                    ring(*r),
+                    why.join("; ")
+                )
+            }
+            Transition::Pause { reason, .. }
+            | Transition::Resume { reason, .. }
+            | Transition::Halt { reason, .. }
+            | Transition::Rollback { reason, .. } => reason.clone(),
+        }
+    }
+}
+
+/// The controller's durable state for one rollout.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RolloutState {
+    pub phase: Phase,
+    /// The deepest ring that has been given the release.
+    pub ring: usize,
+    pub started_ms: i64,
+    pub ring_started_ms: i64,
+    /// The fleet's health when the rollout started: what gates compare against.
+    pub baseline: HealthSummary,
+    /// The most recent gate evaluation of the current ring.
+    #[serde(default)]
+    pub gates: Vec<GateResult>,
+    #[serde(default)]
+    pub ring_health: HealthSummary,
+    #[serde(default)]
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub ended_ms: Option<i64>,
+    #[serde(default)]
+    pub history: Vec<Transition>,
+}
+
+impl RolloutState {
+    /// A rollout starting now, ring 0, with the baseline taken from `fleet`.
+    pub fn start(now_ms: i64, fleet: &[AgentHealth], heartbeat_timeout_ms: i64) -> RolloutState {
+        RolloutState {
+            phase: Phase::Running,
+            ring: 0,
+            started_ms: now_ms,
+            ring_started_ms: now_ms,
+            baseline: summarise(fleet, None, now_ms, now_ms, heartbeat_timeout_ms),
+            gates: Vec::new(),
+            ring_health: HealthSummary::default(),
+            reason: None,
+            ended_ms: None,
+            history: Vec::new(),
+        }
+    }
+
+    /// Records a transition. Invalid transitions for the phase are ignored and return false.
+    pub fn apply(&mut self, transition: Transition, spec: &RolloutSpec) -> bool {
+        let valid = match (&transition, self.phase) {
+            (
+                Transition::Promote { .. }
+                | Transition::Complete { .. }
+                | Transition::GateFailure { .. },
+                Phase::Running,
+            ) => true,
+            (Transition::Pause { .. }, Phase::Running) => true,
+            (Transition::Resume { .. }, Phase::Paused | Phase::Halted) => true,
+            (Transition::Halt { .. }, Phase::Running | Phase::Paused) => true,
+            (Transition::Rollback { .. }, phase) => phase != Phase::RolledBack,
+            _ => false,
+        };
+        if !valid {
+            return false;
+        }
+        match &transition {
+            Transition::Promote { to, at_ms, .. } => {
+                self.ring = *to;
+                self.ring_started_ms = *at_ms;
+                self.gates.clear();
+            }
+            Transition::Complete { at_ms } => {
+                self.phase = Phase::Completed;
+                self.ended_ms = Some(*at_ms);
+            }
+            Transition::GateFailure { at_ms, failed, .. } => {
+                self.phase = Phase::RolledBack;
+                self.ended_ms = Some(*at_ms);
+                self.gates = failed.clone();
+            }
+            Transition::Pause { .. } => self.phase = Phase::Paused,
+            Transition::Resume { at_ms, .. } => {
+                self.phase = Phase::Running;
+                // The bake starts over: time spent paused or halted does not count.
+                self.ring_started_ms = *at_ms;
+            }
+            Transition::Halt { .. } => self.phase = Phase::Halted,
+            Transition::Rollback { at_ms, .. } => {
+                self.phase = Phase::RolledBack;
+                self.ended_ms = Some(*at_ms);
+            }
+        }
+        self.reason = Some(transition.reason(spec));
+        self.history.push(transition);
+        true
+    }
+}
+
+/// What an agent in a given ring should run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Target {
+    /// The rollout's release.
+    New,
+    /// The release the channel had before.
+    Previous,
+}
+
+pub fn target_for(state: &RolloutState, agent_ring: usize) -> Target {
+    match state.phase {
+        Phase::Completed => Target::New,
+        Phase::RolledBack => Target::Previous,
+        Phase::Running | Phase::Paused | Phase::Halted => {
+            if agent_ring <= state.ring {
+                Target::New
+            } else {
+                Target::Previous
+            }
+        }
+    }
+}
+
+/// Evaluates the current ring and returns the transition that should follow, if any. Also
+/// refreshes `state.gates` and `state.ring_health` so operators see each gate's value.
+pub fn step(
+    spec: &RolloutSpec,
+    state: &mut RolloutState,
+    rollout_id: &str,
+    version: &str,
+    now_ms: i64,
+    fleet: &[AgentHealth],
+) -> Option<Transition> {
+    if state.phase != Phase::Running {
+        return None;
+    }
+    let touched: Vec<&AgentHealth> = fleet
+        .iter()
+        .filter(|agent| ring_of(&agent.agent_id, &agent.tags, rollout_id, spec) <= state.ring)
+        .collect();
+    let current: Vec<&AgentHealth> = touched
+        .iter()
+        .copied()
+        .filter(|agent| ring_of(&agent.agent_id, &agent.tags, rollout_id, spec) == state.ring)
+        .collect();
+    // Gates watch every ring the release has reached: a late crash in ring 0 still counts.
+    let health = summarise(
+        touched.iter().copied(),
+        Some(version),
+        now_ms,
+        state.started_ms,
+        spec.gates.heartbeat_timeout_ms,
+    );
+    let results = evaluate_gates(&spec.gates, &state.baseline, &health);
+    let failed: Vec<GateResult> = results.iter().filter(|g| !g.passed).cloned().collect();
+    state.gates = results;
+    state.ring_health = health;
+    if !failed.is_empty() {
+        return Some(Transition::GateFailure {
+            ring: state.ring,
+            at_ms: now_ms,
+            failed,
+        });
+    }
+    let ring = &spec.rings[state.ring];
+    let elapsed = now_ms - state.ring_started_ms;
+    let adoption = summarise(
+        current.iter().copied(),
+        Some(version),
+        now_ms,
+        now_ms,
+        i64::MAX,
+    )
+    .adoption();
+    // An empty ring (a small fleet and a 1% slice) passes on its bake time alone.
+    let adopted = current.is_empty() || adoption >= spec.gates.min_adoption;
+    if !adopted {
+        if elapsed > spec.gates.adoption_timeout_ms {
+            let gate = GateResult {
+                gate: "adoption".to_owned(),
+                value: adoption,
+                threshold: spec.gates.min_adoption,
+                passed: false,
+                explanation: format!(
+                    "share of ring {} running the release after {} s: {adoption:.2} < {:.2}",
+                    ring.name,
+                    elapsed / 1000,
+                    spec.gates.min_adoption
+                ),
+            };
+            return Some(Transition::GateFailure {
+                ring: state.ring,
+                at_ms: now_ms,
+                failed: vec![gate],
+            });
+        }
+        return None;
+    }
+    if elapsed < ring.bake_ms {
+        return None;
+    }
+    if state.ring + 1 < spec.rings.len() {
+        Some(Transition::Promote {
+            from: state.ring,
+            to: state.ring + 1,
+            at_ms: now_ms,
+        })
+    } else {
+        Some(Transition::Complete { at_ms: now_ms })
+    }
+}
+
+#[cfg(test)]
+mod tests;

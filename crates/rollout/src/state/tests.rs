@@ -1,0 +1,212 @@
+//! State machine tests: a healthy rollout walks every ring; a crash in the first ring rolls
+//! everything back; operators can pause, resume, halt and roll back; and properties that must
+//! hold for any sequence of health inputs.
+
+use super::*;
+use crate::spec::RolloutSpec;
+use proptest::prelude::*;
+
+fn fleet(n: usize, version: &str, now: i64) -> Vec<AgentHealth> {
+    (0..n)
+        .map(|i| AgentHealth {
+            agent_id: format!("agent-{i}"),
+            tags: if i == 0 {
+                vec!["canary".to_owned()]
+            } else {
+                Vec::new()
+            },
+            version: Some(version.to_owned()),
+            last_heartbeat_ms: now,
+            crashes_ms: Vec::new(),
+            p99_us: 50.0,
+            deny_rate: 0.01,
+            cpu_pct: 1.0,
+            rss_bytes: 20e6,
+        })
+        .collect()
+}
+
+/// Agents adopt whatever the state says they should run.
+fn adopt(spec: &RolloutSpec, state: &RolloutState, fleet: &mut [AgentHealth], id: &str, now: i64) {
+    for agent in fleet.iter_mut() {
+        let ring = ring_of(&agent.agent_id, &agent.tags, id, spec);
+        agent.version = Some(match target_for(state, ring) {
+            Target::New => "2".to_owned(),
+            Target::Previous => "1".to_owned(),
+        });
+        agent.last_heartbeat_ms = now;
+    }
+}
+
+#[test]
+fn healthy_rollout_walks_every_ring() {
+    let spec = RolloutSpec::default_rings(1_000);
+    let mut agents = fleet(200, "1", 0);
+    let mut state = RolloutState::start(0, &agents, 15_000);
+    let mut now = 0;
+    while !state.phase.is_final() && now < 100_000 {
+        now += 250;
+        adopt(&spec, &state, &mut agents, "r", now);
+        if let Some(t) = step(&spec, &mut state, "r", "2", now, &agents) {
+            assert!(state.apply(t, &spec));
+        }
+    }
+    assert_eq!(state.phase, Phase::Completed);
+    assert_eq!(
+        state
+            .history
+            .iter()
+            .filter(|t| matches!(t, Transition::Promote { .. }))
+            .count(),
+        3
+    );
+    assert!(agents.iter().all(|a| a.version.as_deref() == Some("2")));
+}
+
+#[test]
+fn crash_in_canary_rolls_back_before_ring_one() {
+    let spec = RolloutSpec::default_rings(10_000);
+    let mut agents = fleet(200, "1", 0);
+    let mut state = RolloutState::start(0, &agents, 15_000);
+    let mut now = 0;
+    while !state.phase.is_final() && now < 100_000 {
+        now += 250;
+        adopt(&spec, &state, &mut agents, "r", now);
+        for agent in agents
+            .iter_mut()
+            .filter(|a| a.version.as_deref() == Some("2"))
+        {
+            if agent.crashes_ms.is_empty() {
+                agent.crashes_ms.push(now);
+            }
+        }
+        if let Some(t) = step(&spec, &mut state, "r", "2", now, &agents) {
+            assert!(state.apply(t, &spec));
+        }
+    }
+    assert_eq!(state.phase, Phase::RolledBack);
+    assert_eq!(state.ring, 0, "never promoted past the first ring");
+    assert!(
+        state
+            .reason
+            .as_deref()
+            .unwrap_or("")
+            .contains("crash reports per agent")
+    );
+    adopt(&spec, &state, &mut agents, "r", now);
+    assert!(
+        agents.iter().all(|a| a.version.as_deref() == Some("1")),
+        "everyone back"
+    );
+}
+
+#[test]
+fn operators_pause_resume_halt_and_roll_back() {
+    let spec = RolloutSpec::default_rings(1_000);
+    let agents = fleet(10, "1", 0);
+    let mut state = RolloutState::start(0, &agents, 15_000);
+    assert!(state.apply(
+        Transition::Pause {
+            at_ms: 1,
+            reason: "maintenance".into()
+        },
+        &spec
+    ));
+    assert_eq!(
+        step(&spec, &mut state, "r", "2", 5_000, &agents),
+        None,
+        "paused: no promotion"
+    );
+    assert!(state.apply(
+        Transition::Resume {
+            at_ms: 2,
+            reason: "done".into()
+        },
+        &spec
+    ));
+    assert!(state.apply(
+        Transition::Halt {
+            at_ms: 3,
+            reason: "looks odd".into()
+        },
+        &spec
+    ));
+    assert!(
+        !state.apply(
+            Transition::Pause {
+                at_ms: 4,
+                reason: "x".into()
+            },
+            &spec
+        ),
+        "halted cannot pause"
+    );
+    assert!(state.apply(
+        Transition::Rollback {
+            at_ms: 5,
+            reason: "bad".into()
+        },
+        &spec
+    ));
+    assert_eq!(state.phase, Phase::RolledBack);
+    assert!(!state.apply(
+        Transition::Rollback {
+            at_ms: 6,
+            reason: "again".into()
+        },
+        &spec
+    ));
+    assert_eq!(state.reason.as_deref(), Some("bad"));
+}
+
+#[test]
+fn ring_that_never_adopts_fails_after_the_timeout() {
+    let spec = RolloutSpec::default_rings(1_000);
+    let agents = fleet(50, "1", 0);
+    let mut state = RolloutState::start(0, &agents, i64::MAX);
+    let mut fresh = agents.clone();
+    for a in &mut fresh {
+        a.last_heartbeat_ms = spec.gates.adoption_timeout_ms + 1;
+    }
+    let transition = step(
+        &spec,
+        &mut state,
+        "r",
+        "2",
+        spec.gates.adoption_timeout_ms + 1,
+        &fresh,
+    );
+    assert!(
+        matches!(transition, Some(Transition::GateFailure { .. })),
+        "{transition:?}"
+    );
+}
+
+proptest! {
+    /// Whatever the crashes, the rollout never reaches a ring past the first crash's ring plus
+    /// one step, and a final state never changes.
+    #[test]
+    fn final_states_are_final(crash_at in proptest::option::of(0usize..40), steps in 1usize..60) {
+        let spec = RolloutSpec::default_rings(500);
+        let mut agents = fleet(100, "1", 0);
+        let mut state = RolloutState::start(0, &agents, 15_000);
+        let mut now = 0;
+        for i in 0..steps {
+            now += 250;
+            adopt(&spec, &state, &mut agents, "p", now);
+            if crash_at == Some(i) {
+                for agent in agents.iter_mut().filter(|a| a.version.as_deref() == Some("2")) {
+                    agent.crashes_ms.push(now);
+                }
+            }
+            let before = state.clone();
+            if let Some(t) = step(&spec, &mut state, "p", "2", now, &agents) {
+                state.apply(t, &spec);
+            }
+            if before.phase.is_final() {
+                prop_assert_eq!(before.phase, state.phase);
+                prop_assert_eq!(before.history.len(), state.history.len());
+            }
+        }
+    }
+}

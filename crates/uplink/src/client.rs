@@ -1,0 +1,174 @@
+//! Typed calls to the server. Errors say whether to retry (the server is away or overloaded) or
+//! not (the server refused: a bad credential, a bad request).
+
+use ringfence_protocol::api::{
+    ApiError, EnrollRequest, EnrollResponse, Heartbeat, HeartbeatResponse, ReportAck, ReportBatch,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::time::Duration;
+
+/// Largest bundle we download.
+const MAX_BLOB_BYTES: u64 = 128 << 20;
+const MAX_JSON_BYTES: u64 = 16 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// No answer: connection refused, timeout, DNS. Retry later.
+    #[error("server unreachable at {url}: {reason}")]
+    Unreachable { url: String, reason: String },
+    /// The server answered with an error status.
+    #[error("server refused {what} ({status}): {message}")]
+    Refused {
+        what: &'static str,
+        status: u16,
+        message: String,
+    },
+    /// The server answered something we cannot read.
+    #[error("unreadable answer to {what}: {reason}")]
+    Malformed { what: &'static str, reason: String },
+}
+
+impl ClientError {
+    /// True when trying again later may succeed.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ClientError::Unreachable { .. } => true,
+            ClientError::Refused { status, .. } => *status == 429 || *status >= 500,
+            ClientError::Malformed { .. } => false,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerClient {
+    base: String,
+    agent: ureq::Agent,
+    credential: Option<String>,
+}
+
+impl ServerClient {
+    pub fn new(base_url: &str, timeout: Duration) -> ServerClient {
+        let config = ureq::Agent::config_builder()
+            .timeout_global(Some(timeout))
+            .http_status_as_error(false)
+            .build();
+        ServerClient {
+            base: base_url.trim_end_matches('/').to_owned(),
+            agent: config.into(),
+            credential: None,
+        }
+    }
+
+    /// Uses `credential` as the bearer token from now on.
+    pub fn with_credential(mut self, credential: &str) -> ServerClient {
+        self.credential = Some(credential.to_owned());
+        self
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    fn unreachable(&self, error: ureq::Error) -> ClientError {
+        ClientError::Unreachable {
+            url: self.base.clone(),
+            reason: error.to_string(),
+        }
+    }
+
+    fn check(
+        &self,
+        what: &'static str,
+        mut response: ureq::http::Response<ureq::Body>,
+    ) -> Result<ureq::http::Response<ureq::Body>, ClientError> {
+        let status = response.status().as_u16();
+        if (200..300).contains(&status) {
+            return Ok(response);
+        }
+        let message = response
+            .body_mut()
+            .with_config()
+            .limit(64 << 10)
+            .read_json::<ApiError>()
+            .map(|e| e.error)
+            .unwrap_or_else(|_| "no details".to_owned());
+        Err(ClientError::Refused {
+            what,
+            status,
+            message,
+        })
+    }
+
+    fn post<B: Serialize, R: DeserializeOwned>(
+        &self,
+        what: &'static str,
+        path: &str,
+        body: &B,
+    ) -> Result<R, ClientError> {
+        let mut request = self.agent.post(format!("{}{path}", self.base));
+        if let Some(credential) = &self.credential {
+            request = request.header("Authorization", format!("Bearer {credential}"));
+        }
+        let response = request.send_json(body).map_err(|e| self.unreachable(e))?;
+        let mut response = self.check(what, response)?;
+        response
+            .body_mut()
+            .with_config()
+            .limit(MAX_JSON_BYTES)
+            .read_json()
+            .map_err(|e| ClientError::Malformed {
+                what,
+                reason: e.to_string(),
+            })
+    }
+
+    pub fn enroll(&self, request: &EnrollRequest) -> Result<EnrollResponse, ClientError> {
+        self.post("enrollment", "/api/v1/enroll", request)
+    }
+
+    pub fn heartbeat(&self, heartbeat: &Heartbeat) -> Result<HeartbeatResponse, ClientError> {
+        self.post("heartbeat", "/api/v1/agents/heartbeat", heartbeat)
+    }
+
+    pub fn upload(&self, batch: &ReportBatch) -> Result<ReportAck, ClientError> {
+        self.post("report upload", "/api/v1/agents/reports", batch)
+    }
+
+    /// Downloads a content-addressed blob. The caller verifies the hash (and the signature).
+    pub fn blob(&self, sha256: &str) -> Result<Vec<u8>, ClientError> {
+        let mut request = self
+            .agent
+            .get(format!("{}/api/v1/blobs/{sha256}", self.base));
+        if let Some(credential) = &self.credential {
+            request = request.header("Authorization", format!("Bearer {credential}"));
+        }
+        let response = request.call().map_err(|e| self.unreachable(e))?;
+        let mut response = self.check("blob download", response)?;
+        response
+            .body_mut()
+            .with_config()
+            .limit(MAX_BLOB_BYTES)
+            .read_to_vec()
+            .map_err(|e| ClientError::Malformed {
+                what: "blob download",
+                reason: e.to_string(),
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dead_server_is_transient() {
+        // Nothing listens on port 1 of loopback.
+        let client = ServerClient::new("http://127.0.0.1:1", Duration::from_millis(500));
+        let error = client
+            .heartbeat(&Heartbeat::default())
+            .expect_err("no server");
+        assert!(error.is_transient(), "{error}");
+        assert!(error.to_string().contains("unreachable"), "{error}");
+    }
+}

@@ -1,0 +1,104 @@
+//! The enrolled agent's identity on disk: id, credential, server URL and the release keys
+//! learned at enrollment. Written 0600 and atomically; the credential is a secret.
+
+use ringfence_protocol::api::EnrollResponse;
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    pub agent_id: String,
+    pub credential: String,
+    pub server: String,
+    pub release_keys: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: not a valid identity file ({reason}); remove it and enroll again")]
+    Corrupt { path: PathBuf, reason: String },
+}
+
+impl Identity {
+    pub fn from_enrollment(server: &str, response: EnrollResponse) -> Identity {
+        Identity {
+            agent_id: response.agent_id,
+            credential: response.credential,
+            server: server.to_owned(),
+            release_keys: response.release_keys,
+        }
+    }
+
+    /// `Ok(None)` when the agent has not enrolled yet.
+    pub fn load(path: &Path) -> Result<Option<Identity>, IdentityError> {
+        match std::fs::read(path) {
+            Ok(bytes) => {
+                serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|e| IdentityError::Corrupt {
+                        path: path.to_owned(),
+                        reason: e.to_string(),
+                    })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(IdentityError::Io {
+                path: path.to_owned(),
+                source,
+            }),
+        }
+    }
+
+    pub fn save(&self, path: &Path) -> Result<(), IdentityError> {
+        let io = |source| IdentityError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        let temporary = path.with_extension("tmp");
+        let bytes = serde_json::to_vec_pretty(self).unwrap_or_default();
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&temporary)
+            .map_err(io)?;
+        file.write_all(&bytes)
+            .and_then(|()| file.sync_all())
+            .map_err(io)?;
+        std::fs::rename(&temporary, path).map_err(io)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn saved_private_and_reloaded() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("identity.json");
+        assert_eq!(Identity::load(&path).expect("missing is fine"), None);
+        let identity = Identity {
+            agent_id: "agent-1".into(),
+            credential: "rfa_secret".into(),
+            server: "http://127.0.0.1:7700".into(),
+            release_keys: vec!["ab".into()],
+        };
+        identity.save(&path).expect("save");
+        let mode = std::fs::metadata(&path).expect("stat").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(Identity::load(&path).expect("load"), Some(identity));
+        std::fs::write(&path, b"{garbage").expect("corrupt");
+        let error = Identity::load(&path).expect_err("corrupt");
+        assert!(error.to_string().contains("enroll again"), "{error}");
+    }
+}

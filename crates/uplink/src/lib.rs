@@ -1,0 +1,18 @@
+//! The agent's connection to the server.
+//!
+//! - [`spool::Spool`]: every alert, failure record, crash report and telemetry sample goes to a
+//!   bounded directory on disk first, and leaves it only when the server acknowledged it.
+//! - [`client::ServerClient`]: typed HTTP calls (enroll, heartbeat, reports, blobs) with errors
+//!   that tell "the server is away" from "the server said no".
+//! - [`identity::Identity`]: the enrolled agent's id and credential, stored 0600.
+//!
+//! Architecture invariant: nothing here blocks the permission path. The agent's sensor threads
+//! only ever append to the spool; uploads happen on the uplink's own thread.
+
+pub mod client;
+pub mod identity;
+pub mod spool;
+
+pub use client::{ClientError, ServerClient};
+pub use identity::Identity;
+pub use spool::{Priority, Spool, SpoolError, SpoolStats};

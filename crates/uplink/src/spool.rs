@@ -1,0 +1,389 @@
+//! A bounded on-disk spool of reports awaiting upload.
+//!
+//! One file per report, written to a temporary name and renamed, so a crash mid-write leaves
+//! either the whole report or nothing. When the spool is full, the oldest report of the lowest
+//! priority goes first (telemetry before alerts before failures); crash reports are kept as long
+//! as anything else can make room. Every eviction is counted and reported, never silent.
+
+use ringfence_protocol::api::Report;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Which reports survive when space runs out: higher survives longer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Priority {
+    Telemetry = 0,
+    Alert = 1,
+    Failure = 2,
+    Crash = 3,
+}
+
+impl Priority {
+    pub fn of_kind(kind: &str) -> Priority {
+        match kind {
+            "telemetry" => Priority::Telemetry,
+            "alert" => Priority::Alert,
+            "crash" => Priority::Crash,
+            _ => Priority::Failure,
+        }
+    }
+
+    fn digit(self) -> u8 {
+        self as u8
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    #[error("spool {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Nothing lower-priority could be evicted to make room.
+    #[error("spool is full of reports at least as important as this {kind} report")]
+    Full { kind: String },
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct SpoolStats {
+    pub pending: u64,
+    pub bytes: u64,
+    /// Reports evicted or refused for lack of space since start.
+    pub dropped: u64,
+}
+
+/// Key of one spooled file: (priority, sequence). Sequence orders by age.
+type Key = (Priority, u64);
+
+#[derive(Debug)]
+struct Index {
+    files: BTreeMap<Key, (PathBuf, u64)>,
+    bytes: u64,
+    next: u64,
+}
+
+#[derive(Debug)]
+pub struct Spool {
+    dir: PathBuf,
+    max_bytes: u64,
+    index: Mutex<Index>,
+    dropped: AtomicU64,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SpoolError + '_ {
+    move |source| SpoolError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+fn is_no_space(error: &SpoolError) -> bool {
+    matches!(error, SpoolError::Io { source, .. } if source.raw_os_error() == Some(28))
+}
+
+impl Spool {
+    /// Opens (and creates) the spool at `dir`, holding at most `max_bytes` of reports. Reports
+    /// left by an earlier run are picked up; half-written temporary files are removed.
+    pub fn open(dir: &Path, max_bytes: u64) -> Result<Spool, SpoolError> {
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let mut index = Index {
+            files: BTreeMap::new(),
+            bytes: 0,
+            next: 0,
+        };
+        for entry in std::fs::read_dir(dir).map_err(io(dir))? {
+            let entry = entry.map_err(io(dir))?;
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".tmp") {
+                let _ = std::fs::remove_file(&path);
+                continue;
+            }
+            // `<priority>-<sequence>.json`
+            let Some((priority, sequence)) = name
+                .strip_suffix(".json")
+                .and_then(|stem| stem.split_once('-'))
+                .and_then(|(p, s)| Some((p.parse::<u8>().ok()?, s.parse::<u64>().ok()?)))
+            else {
+                continue;
+            };
+            let priority = match priority {
+                0 => Priority::Telemetry,
+                1 => Priority::Alert,
+                2 => Priority::Failure,
+                _ => Priority::Crash,
+            };
+            let size = entry.metadata().map_err(io(&path))?.len();
+            index.bytes += size;
+            index.next = index.next.max(sequence + 1);
+            index.files.insert((priority, sequence), (path, size));
+        }
+        Ok(Spool {
+            dir: dir.to_owned(),
+            max_bytes,
+            index: Mutex::new(index),
+            dropped: AtomicU64::new(0),
+        })
+    }
+
+    fn index(&self) -> std::sync::MutexGuard<'_, Index> {
+        match self.index.lock() {
+            Ok(index) => index,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// Evicts the oldest report below `priority`; false when there is none.
+    fn evict_below(&self, index: &mut Index, priority: Priority) -> bool {
+        let Some((&key, _)) = index.files.iter().find(|((p, _), _)| *p < priority) else {
+            return false;
+        };
+        if let Some((path, size)) = index.files.remove(&key) {
+            let _ = std::fs::remove_file(&path);
+            index.bytes = index.bytes.saturating_sub(size);
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(kind = ?key.0, "spool full: dropped the oldest lower-priority report");
+        }
+        true
+    }
+
+    /// Appends a report. Makes room by evicting lower-priority reports; refuses (and counts) the
+    /// report only when nothing less important is left, or the disk is full and nothing can go.
+    pub fn push(&self, report: &Report) -> Result<(), SpoolError> {
+        let priority = Priority::of_kind(&report.kind);
+        let bytes = serde_json::to_vec(report).unwrap_or_default();
+        let size = bytes.len() as u64;
+        let mut index = self.index();
+        while index.bytes + size > self.max_bytes {
+            if !self.evict_below(&mut index, priority) {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                return Err(SpoolError::Full {
+                    kind: report.kind.clone(),
+                });
+            }
+        }
+        loop {
+            let sequence = index.next;
+            index.next += 1;
+            match self.write(priority, sequence, &bytes) {
+                Ok(path) => {
+                    index.bytes += size;
+                    index.files.insert((priority, sequence), (path, size));
+                    return Ok(());
+                }
+                // The disk is full even though we are under our own limit: make room from
+                // less important reports, and give up only when there is none.
+                Err(error) if is_no_space(&error) => {
+                    if !self.evict_below(&mut index, priority) {
+                        self.dropped.fetch_add(1, Ordering::Relaxed);
+                        return Err(error);
+                    }
+                }
+                Err(error) => {
+                    self.dropped.fetch_add(1, Ordering::Relaxed);
+                    return Err(error);
+                }
+            }
+        }
+    }
+
+    fn write(
+        &self,
+        priority: Priority,
+        sequence: u64,
+        bytes: &[u8],
+    ) -> Result<PathBuf, SpoolError> {
+        let name = format!("{}-{sequence:020}.json", priority.digit());
+        let path = self.dir.join(&name);
+        let temporary = self.dir.join(format!("{name}.tmp"));
+        let result =
+            std::fs::write(&temporary, bytes).and_then(|()| std::fs::rename(&temporary, &path));
+        if let Err(source) = result {
+            let _ = std::fs::remove_file(&temporary);
+            return Err(SpoolError::Io { path, source });
+        }
+        Ok(path)
+    }
+
+    /// Up to `limit` reports to upload, most important and oldest first, with their handles.
+    pub fn peek(&self, limit: usize) -> Vec<(PathBuf, Report)> {
+        let index = self.index();
+        let mut out = Vec::new();
+        for ((_, _), (path, _)) in index.files.iter().rev().take(limit) {
+            match std::fs::read(path)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<Report>(&b).ok())
+            {
+                Some(report) => out.push((path.clone(), report)),
+                None => {
+                    tracing::warn!(path = %path.display(), "unreadable spool file; it will be removed on ack")
+                }
+            }
+        }
+        out
+    }
+
+    /// Removes reports the server acknowledged.
+    pub fn ack(&self, paths: &[PathBuf]) {
+        let mut index = self.index();
+        index.files.retain(|_, (path, _)| {
+            let acknowledged = paths.contains(path);
+            if acknowledged {
+                let _ = std::fs::remove_file(&*path);
+            }
+            !acknowledged
+        });
+        index.bytes = index.files.values().map(|(_, size)| size).sum();
+    }
+
+    pub fn stats(&self) -> SpoolStats {
+        let index = self.index();
+        SpoolStats {
+            pending: index.files.len() as u64,
+            bytes: index.bytes,
+            dropped: self.dropped.load(Ordering::Relaxed),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(id: u32, kind: &str, padding: usize) -> Report {
+        Report {
+            id: id.to_string(),
+            kind: kind.to_owned(),
+            at_ms: i64::from(id),
+            body: serde_json::json!({ "pad": "x".repeat(padding) }),
+        }
+    }
+
+    #[test]
+    fn survives_a_restart_and_acks_remove() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let spool = Spool::open(dir.path(), 1 << 20).expect("open");
+            for i in 0..5 {
+                spool.push(&report(i, "alert", 10)).expect("push");
+            }
+        }
+        let spool = Spool::open(dir.path(), 1 << 20).expect("reopen");
+        assert_eq!(spool.stats().pending, 5);
+        let batch = spool.peek(3);
+        assert_eq!(batch.len(), 3);
+        spool.ack(&batch.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>());
+        assert_eq!(spool.stats().pending, 2);
+        spool
+            .push(&report(9, "alert", 10))
+            .expect("sequence continues after reopen");
+        assert_eq!(spool.stats().pending, 3);
+    }
+
+    #[test]
+    fn full_spool_drops_oldest_telemetry_first_and_keeps_crashes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spool = Spool::open(dir.path(), 2_000).expect("open");
+        for i in 0..10 {
+            spool.push(&report(i, "telemetry", 100)).expect("telemetry");
+        }
+        for i in 10..20 {
+            spool
+                .push(&report(i, "crash", 100))
+                .expect("crash reports make room");
+        }
+        let kept = spool.peek(100);
+        let crashes = kept.iter().filter(|(_, r)| r.kind == "crash").count();
+        assert_eq!(crashes, 10, "every crash report kept");
+        assert!(spool.stats().dropped > 0, "evictions are counted");
+        // Telemetry cannot evict crash reports.
+        let mut refused = 0;
+        for i in 20..40 {
+            if spool.push(&report(i, "telemetry", 100)).is_err() {
+                refused += 1;
+            }
+        }
+        assert!(refused > 0);
+        assert_eq!(
+            spool
+                .peek(100)
+                .iter()
+                .filter(|(_, r)| r.kind == "crash")
+                .count(),
+            10
+        );
+    }
+
+    #[test]
+    fn half_written_files_are_cleaned_up() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(
+            dir.path().join("2-00000000000000000001.json.tmp"),
+            b"{\"half",
+        )
+        .expect("write");
+        let spool = Spool::open(dir.path(), 1 << 20).expect("open");
+        assert_eq!(spool.stats().pending, 0);
+        assert!(!dir.path().join("2-00000000000000000001.json.tmp").exists());
+    }
+
+    /// A really full filesystem: a 64 KiB tmpfs (needs root to mount).
+    struct TinyFs(tempfile::TempDir);
+
+    impl TinyFs {
+        fn mount() -> Option<TinyFs> {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let mounted = std::process::Command::new("mount")
+                .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+                .arg(dir.path())
+                .status()
+                .is_ok_and(|s| s.success());
+            mounted.then_some(TinyFs(dir))
+        }
+    }
+
+    impl Drop for TinyFs {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg(self.0.path())
+                .status();
+        }
+    }
+
+    #[test]
+    fn a_full_disk_evicts_telemetry_for_crash_reports() {
+        let Some(fs) = TinyFs::mount() else {
+            eprintln!("skipped: mounting a tmpfs needs root (CAP_SYS_ADMIN)");
+            return;
+        };
+        // Our own limit is far above the disk's size: the disk fills first.
+        let spool = Spool::open(fs.0.path(), 1 << 30).expect("open");
+        let mut refused = 0;
+        for i in 0..200 {
+            if spool.push(&report(i, "telemetry", 1_000)).is_err() {
+                refused += 1;
+            }
+        }
+        assert!(refused > 0, "the disk filled up");
+        let dropped = spool.stats().dropped;
+        assert!(dropped >= refused, "refusals are counted");
+        for i in 1000..1005 {
+            spool
+                .push(&report(i, "crash", 1_000))
+                .expect("crash reports evict telemetry on a full disk");
+        }
+        assert_eq!(
+            spool
+                .peek(1000)
+                .iter()
+                .filter(|(_, r)| r.kind == "crash")
+                .count(),
+            5
+        );
+        assert!(spool.stats().dropped > dropped);
+    }
+}

@@ -100,6 +100,63 @@ impl ServerClient {
         })
     }
 
+    fn read_json<R: DeserializeOwned>(
+        what: &'static str,
+        mut response: ureq::http::Response<ureq::Body>,
+    ) -> Result<R, ClientError> {
+        response
+            .body_mut()
+            .with_config()
+            .limit(MAX_JSON_BYTES)
+            .read_json()
+            .map_err(|e| ClientError::Malformed {
+                what,
+                reason: e.to_string(),
+            })
+    }
+
+    /// `GET path` → JSON; for operator tools.
+    pub fn get_json<R: DeserializeOwned>(
+        &self,
+        what: &'static str,
+        path: &str,
+    ) -> Result<R, ClientError> {
+        let mut request = self.agent.get(format!("{}{path}", self.base));
+        if let Some(credential) = &self.credential {
+            request = request.header("Authorization", format!("Bearer {credential}"));
+        }
+        let response = request.call().map_err(|e| self.unreachable(e))?;
+        Self::read_json(what, self.check(what, response)?)
+    }
+
+    /// `POST path` with raw bytes → JSON.
+    pub fn post_bytes<R: DeserializeOwned>(
+        &self,
+        what: &'static str,
+        path: &str,
+        bytes: &[u8],
+    ) -> Result<R, ClientError> {
+        let mut request = self
+            .agent
+            .post(format!("{}{path}", self.base))
+            .header("Content-Type", "application/octet-stream");
+        if let Some(credential) = &self.credential {
+            request = request.header("Authorization", format!("Bearer {credential}"));
+        }
+        let response = request.send(bytes).map_err(|e| self.unreachable(e))?;
+        Self::read_json(what, self.check(what, response)?)
+    }
+
+    /// `POST path` with a JSON body → JSON.
+    pub fn post_json<B: Serialize, R: DeserializeOwned>(
+        &self,
+        what: &'static str,
+        path: &str,
+        body: &B,
+    ) -> Result<R, ClientError> {
+        self.post(what, path, body)
+    }
+
     fn post<B: Serialize, R: DeserializeOwned>(
         &self,
         what: &'static str,
@@ -111,16 +168,7 @@ impl ServerClient {
             request = request.header("Authorization", format!("Bearer {credential}"));
         }
         let response = request.send_json(body).map_err(|e| self.unreachable(e))?;
-        let mut response = self.check(what, response)?;
-        response
-            .body_mut()
-            .with_config()
-            .limit(MAX_JSON_BYTES)
-            .read_json()
-            .map_err(|e| ClientError::Malformed {
-                what,
-                reason: e.to_string(),
-            })
+        Self::read_json(what, self.check(what, response)?)
     }
 
     pub fn enroll(&self, request: &EnrollRequest) -> Result<EnrollResponse, ClientError> {

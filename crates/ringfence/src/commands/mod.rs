@@ -4,7 +4,10 @@ mod agent;
 mod bench;
 mod corpus;
 mod engine;
+mod operator;
 mod record;
+mod rollout;
+mod status;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -33,6 +36,11 @@ pub enum Command {
     Agent(agent::AgentArgs),
     /// Record live kernel events into a corpus.
     Record(record::RecordArgs),
+    /// Start and steer rollouts.
+    #[command(subcommand)]
+    Rollout(rollout::RolloutCommand),
+    /// Fleet summary from the server.
+    Status(status::StatusArgs),
     /// Measure ringfence on this machine.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -60,5 +68,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Agent(args) => agent::run(args),
         Command::Record(args) => record::run(args),
         Command::Bench(command) => bench::run(command),
+        Command::Rollout(command) => rollout::run(command),
+        Command::Status(args) => status::run(args),
     }
 }

@@ -1,1 +1,35 @@
 //! The host agent: sensors in, engine verdicts out, every permission event answered on time.
+//!
+//! ```text
+//!  fanotify reader ──mute/cache hit──▶ answer
+//!        │ miss
+//!        ▼
+//!  bounded queue ──full──▶ answer by policy (counted)
+//!        │                         ▲
+//!        ▼                         │ deadline passed
+//!  workers (EngineWorker per engine) ──▶ answer ◀── deadline responder
+//!  proc connector / replay ──▶ notification thread (batched) ──▶ alerts
+//! ```
+//!
+//! **Architecture invariant:** every permission ticket is answered exactly once, by whoever is
+//! first: worker, responder, queue-full or shutdown. No engine call sits between the kernel and
+//! its answer without the responder watching.
+
+mod agent;
+pub mod alerts;
+pub mod cache;
+mod config;
+mod core;
+pub mod engines;
+pub mod mute;
+mod notify;
+mod responder;
+mod sensors;
+pub mod stats;
+mod worker;
+
+pub use agent::Agent;
+pub use config::{AgentConfig, AgentError, Sensor};
+pub use core::Submitted;
+pub use mute::MuteSet;
+pub use stats::StatsSnapshot;

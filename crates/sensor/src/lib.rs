@@ -1,1 +1,30 @@
 //! Kernel event sources: fanotify permission events and the netlink process connector.
+//!
+//! - [`Fanotify`] marks mounts for exec authorisation and paths for open authorisation and
+//!   yields [`FanEvent`]s, each permission event carrying a [`Ticket`] answered exactly once.
+//! - [`ProcConnector`] yields fork/exec/exit notifications enriched from /proc.
+//! - [`replay`] reads a recorded corpus so everything above the sensor runs without root.
+//!
+//! **Architecture invariant:** every raw system call is in [`sys`]; the rest of the crate (and of
+//! ringfence) is safe Rust, and every decoder of kernel bytes is a pure function that cannot panic.
+
+pub mod connector;
+pub mod decode;
+mod error;
+pub mod fanotify;
+pub mod mounts;
+pub mod procfs;
+pub mod resolve;
+pub mod sys;
+mod ticket;
+
+pub use connector::ProcConnector;
+pub use error::SensorError;
+pub use fanotify::{Access, FanEvent, Fanotify, FanotifyConfig, FileId};
+pub use resolve::{resolve_exec, resolve_open};
+pub use ticket::Ticket;
+
+/// Reads a recorded corpus for the replay sensor.
+pub fn replay(path: &std::path::Path) -> Result<Vec<ringfence_protocol::Event>, SensorError> {
+    Ok(ringfence_protocol::corpus::read_file(path)?)
+}

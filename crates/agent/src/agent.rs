@@ -1,0 +1,259 @@
+//! Starting and stopping an agent: opens the sensors, starts the threads, and on shutdown
+//! stops reading, unmarks, and answers every pending permission event before returning.
+
+use crate::alerts::AlertSink;
+use crate::cache::DecisionCache;
+use crate::config::{AgentConfig, AgentError, Sensor};
+use crate::core::{Core, Pending, Submitted};
+use crate::engines::EngineSlot;
+use crate::stats::{Stats, StatsSnapshot};
+use crate::worker::Engines;
+use crate::{notify, responder, sensors, worker};
+use ringfence_engine_host::LoadedEngine;
+use ringfence_protocol::Event;
+use ringfence_sensor::{Fanotify, ProcConnector, Ticket};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// A running agent. Dropping it shuts it down.
+#[derive(Debug)]
+pub struct Agent {
+    core: Arc<Core>,
+    sensors: Vec<JoinHandle<()>>,
+    workers: Vec<JoinHandle<()>>,
+    responder: Option<JoinHandle<()>>,
+    notifier: Option<JoinHandle<()>>,
+    replay_done: Arc<AtomicBool>,
+    has_replay: bool,
+    audit: bool,
+}
+
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, AgentError> {
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(f)
+        .map_err(AgentError::Thread)
+}
+
+impl Agent {
+    /// Opens every sensor, builds the engine workers, and starts answering.
+    ///
+    /// Sensors are opened first so that a missing privilege or mount fails here, before any
+    /// thread runs.
+    pub fn start(
+        config: AgentConfig,
+        engines: Vec<Arc<LoadedEngine>>,
+    ) -> Result<Agent, AgentError> {
+        if config.workers == 0 || config.queue_capacity == 0 {
+            return Err(AgentError::Config(
+                "workers and queue capacity must be at least 1".into(),
+            ));
+        }
+        let alerts = if config.discard_alerts {
+            AlertSink::Discard
+        } else {
+            match &config.alerts {
+                Some(path) => AlertSink::file(path).map_err(|source| AgentError::Alerts {
+                    path: path.clone(),
+                    source,
+                })?,
+                None => AlertSink::Stdout,
+            }
+        };
+        let mut mute = config.mute.clone();
+        if let Some(path) = &config.alerts {
+            mute = mute.with_path(path.clone());
+        }
+        let mut fanotify = None;
+        let mut connector = None;
+        let mut replays = Vec::new();
+        for sensor in &config.sensors {
+            match sensor {
+                Sensor::Fanotify => fanotify = Some(Fanotify::open(&config.fanotify)?),
+                Sensor::Proc => connector = Some(ProcConnector::open()?),
+                Sensor::Replay(events) => replays.push(events.clone()),
+            }
+        }
+        let slot = EngineSlot::new(engines);
+        // Build every worker's engines before the first event: a worker that cannot
+        // instantiate must fail the start, not the first exec.
+        let mut worker_engines = Vec::new();
+        for _ in 0..config.workers {
+            worker_engines.push(Engines::build(slot.current())?);
+        }
+        let notify_engines = Engines::build(slot.current())?;
+        let (queue_tx, queue_rx) = mpsc::sync_channel(config.queue_capacity);
+        let (watch_tx, watch_rx) = mpsc::channel();
+        let (notify_tx, notify_rx) = mpsc::sync_channel(16_384);
+        let core = Arc::new(Core {
+            engines: slot,
+            cache: config.cache.then(DecisionCache::default),
+            mute,
+            stats: Stats::default(),
+            alerts,
+            perm_deadline: config.perm_deadline,
+            stopping: AtomicBool::new(false),
+            queue: Mutex::new(Some(queue_tx)),
+            jobs: Mutex::new(queue_rx),
+            watch: Mutex::new(Some(watch_tx)),
+            notify: Mutex::new(Some(notify_tx)),
+        });
+        let audit = fanotify.as_ref().is_some_and(Fanotify::audit_enabled);
+        let mut agent = Agent {
+            core: Arc::clone(&core),
+            sensors: Vec::new(),
+            workers: Vec::new(),
+            responder: None,
+            notifier: None,
+            replay_done: Arc::new(AtomicBool::new(replays.is_empty())),
+            has_replay: !replays.is_empty(),
+            audit,
+        };
+        let c = Arc::clone(&core);
+        agent.responder = Some(spawn("rf-responder", move || {
+            responder::run(&c, &watch_rx)
+        })?);
+        for (i, engines) in worker_engines.into_iter().enumerate() {
+            let c = Arc::clone(&core);
+            agent
+                .workers
+                .push(spawn(&format!("rf-worker-{i}"), move || {
+                    worker::run(&c, engines)
+                })?);
+        }
+        let notified = Arc::new(AtomicU64::new(0));
+        let c = Arc::clone(&core);
+        let n = Arc::clone(&notified);
+        agent.notifier = Some(spawn("rf-notify", move || {
+            notify::run(&c, notify_engines, &notify_rx, &n);
+        })?);
+        if let Some(fan) = fanotify {
+            let c = Arc::clone(&core);
+            agent
+                .sensors
+                .push(spawn("rf-fanotify", move || sensors::fanotify(&c, &fan))?);
+        }
+        if let Some(connector) = connector {
+            let c = Arc::clone(&core);
+            agent.sensors.push(spawn("rf-proc", move || {
+                sensors::proc_connector(&c, connector)
+            })?);
+        }
+        if !replays.is_empty() {
+            let c = Arc::clone(&core);
+            let done = Arc::clone(&agent.replay_done);
+            agent.sensors.push(spawn("rf-replay", move || {
+                for events in replays {
+                    sensors::replay(&c, events, &notified);
+                }
+                done.store(true, Ordering::Release);
+            })?);
+        }
+        tracing::info!(audit, "agent started");
+        Ok(agent)
+    }
+
+    pub fn stats(&self) -> StatsSnapshot {
+        self.core.stats.snapshot()
+    }
+
+    /// True when denials go to the audit log too (`FAN_AUDIT`).
+    pub fn audit_enabled(&self) -> bool {
+        self.audit
+    }
+
+    /// The engine-set generation now serving.
+    pub fn generation(&self) -> u64 {
+        self.core.engines.current().generation
+    }
+
+    /// Replaces every engine at once; new events go to the new set, events already being
+    /// decided finish on the old one. Invalidates the decision cache. Returns the generation.
+    pub fn swap_engines(&self, engines: Vec<Arc<LoadedEngine>>) -> u64 {
+        let generation = self.core.engines.swap(engines);
+        if let Some(cache) = &self.core.cache {
+            cache.clear();
+        }
+        generation
+    }
+
+    /// Submits a permission event as if a sensor had read it (tests, embedders); never
+    /// blocks: a full queue answers by policy.
+    pub fn submit(&self, event: Event, ticket: Arc<Ticket>) -> Submitted {
+        Stats::add(&self.core.stats.events);
+        self.core.submit(ticket, Pending::Ready(event), None)
+    }
+
+    /// Submits a notification event.
+    pub fn notify(&self, event: Event) {
+        Stats::add(&self.core.stats.events);
+        self.core.notify(event);
+    }
+
+    /// Number of cached decisions.
+    pub fn cached(&self) -> usize {
+        self.core.cache.as_ref().map_or(0, DecisionCache::len)
+    }
+
+    /// Waits until every replay sensor has finished (true) or `timeout` passed (false).
+    pub fn wait_replay(&self, timeout: Duration) -> bool {
+        let until = Instant::now() + timeout;
+        while !self.replay_done.load(Ordering::Acquire) {
+            if Instant::now() >= until {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        true
+    }
+
+    /// True when this agent replays a corpus (and so has an end).
+    pub fn has_replay(&self) -> bool {
+        self.has_replay
+    }
+
+    /// Stops reading, unmarks, answers every pending permission event by policy, joins every
+    /// thread, and returns the final counters.
+    pub fn shutdown(mut self) -> StatsSnapshot {
+        self.stop();
+        self.core.stats.snapshot()
+    }
+
+    fn stop(&mut self) {
+        self.core.stopping.store(true, Ordering::Release);
+        // Sensors first: they stop reading, unmark and answer what the kernel still queued.
+        for handle in self.sensors.drain(..) {
+            let _ = handle.join();
+        }
+        // Closing the queue lets workers drain (answering by policy) and exit.
+        if let Ok(mut queue) = self.core.queue.lock() {
+            queue.take();
+        }
+        for handle in self.workers.drain(..) {
+            let _ = handle.join();
+        }
+        if let Ok(mut watch) = self.core.watch.lock() {
+            watch.take();
+        }
+        if let Some(handle) = self.responder.take() {
+            let _ = handle.join();
+        }
+        if let Ok(mut notify) = self.core.notify.lock() {
+            notify.take();
+        }
+        if let Some(handle) = self.notifier.take() {
+            let _ = handle.join();
+        }
+        tracing::info!(stats = ?self.core.stats.snapshot(), "agent stopped");
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if self.responder.is_some() {
+            self.stop();
+        }
+    }
+}

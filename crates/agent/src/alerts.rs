@@ -1,0 +1,266 @@
+//! Alerts as JSON lines in OCSF (Open Cybersecurity Schema Framework) 1.3: Process Activity
+//! (class 1007) for execs, forks and exits, File System Activity (class 1001) for opens.
+//! `docs/alerts.md` documents the fields; ringfence-specific ones live under `unmapped`.
+
+use ringfence_protocol::{Action, Event, FailureRecord, Severity, Verdict};
+use serde_json::{Value, json};
+use std::io::Write;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Why the agent answered the way it did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// The engines decided.
+    Engine,
+    /// The decision cache answered.
+    Cache,
+    /// The deadline passed; the failure policy answered.
+    Deadline,
+    /// The queue was full; the failure policy answered.
+    QueueFull,
+    /// A notification (nothing waited on the answer).
+    Notification,
+    /// The agent was shutting down; the failure policy answered.
+    Shutdown,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Engine => "engine",
+            Reason::Cache => "cache",
+            Reason::Deadline => "deadline",
+            Reason::QueueFull => "queue_full",
+            Reason::Notification => "notification",
+            Reason::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// One verdict worth reporting from one engine.
+#[derive(Debug, Clone)]
+pub struct EngineVerdict {
+    pub engine: String,
+    pub verdict: Verdict,
+}
+
+/// Everything one alert says.
+#[derive(Debug, Clone)]
+pub struct Alert<'a> {
+    pub event: &'a Event,
+    /// The combined verdict (strongest of all engines).
+    pub verdict: &'a Verdict,
+    /// Whether the operation was allowed (`None` for notifications: nothing was asked).
+    pub allowed: Option<bool>,
+    pub reason: Reason,
+    pub engines: &'a [EngineVerdict],
+    pub failures: &'a [FailureRecord],
+}
+
+fn severity_id(severity: Severity) -> (u8, &'static str) {
+    match severity {
+        Severity::Info => (1, "Informational"),
+        Severity::Low => (2, "Low"),
+        Severity::Medium => (3, "Medium"),
+        Severity::High => (4, "High"),
+        Severity::Critical => (5, "Critical"),
+    }
+}
+
+fn now_ms() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0)
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// The OCSF object for an alert.
+pub fn ocsf(alert: &Alert<'_>) -> Value {
+    let (class_uid, class_name, activity_id, activity_name, body) = match alert.event {
+        Event::Exec(e) => (
+            1007,
+            "Process Activity",
+            1,
+            "Launch",
+            json!({
+                "process": {
+                    "pid": e.pid,
+                    "file": {"path": e.exe},
+                    "cmd_line": e.argv.join(" "),
+                    "working_directory": e.cwd,
+                    "user": {"uid": e.uid.to_string()},
+                    "group": {"gid": e.gid.to_string()},
+                },
+                "actor": {"process": {"pid": e.ppid, "file": {"path": e.parent_exe}}},
+            }),
+        ),
+        Event::Open(e) => (
+            1001,
+            "File System Activity",
+            14,
+            "Open",
+            json!({
+                "file": {"path": e.path},
+                "actor": {"process": {"pid": e.pid, "file": {"path": e.exe},
+                          "user": {"uid": e.uid.to_string()}}},
+            }),
+        ),
+        Event::Fork(e) => (
+            1007,
+            "Process Activity",
+            1,
+            "Launch",
+            json!({
+                "process": {"pid": e.child_pid},
+                "actor": {"process": {"pid": e.parent_pid}},
+            }),
+        ),
+        Event::Exit(e) => (
+            1007,
+            "Process Activity",
+            2,
+            "Terminate",
+            json!({"process": {"pid": e.pid}, "exit_code": e.exit_code}),
+        ),
+    };
+    let (severity_id, severity) = severity_id(alert.verdict.severity);
+    let (action_id, action, disposition_id, disposition) = match alert.allowed {
+        Some(true) => (1, "Allowed", 1, "Allowed"),
+        Some(false) => (2, "Denied", 2, "Blocked"),
+        None => (0, "Unknown", 15, "Detected"),
+    };
+    let mut object = json!({
+        "class_uid": class_uid,
+        "class_name": class_name,
+        "category_uid": 1,
+        "category_name": "System Activity",
+        "activity_id": activity_id,
+        "activity_name": activity_name,
+        "type_uid": class_uid * 100 + activity_id,
+        "time": now_ms() as u64,
+        "severity_id": severity_id,
+        "severity": severity,
+        "action_id": action_id,
+        "action": action,
+        "disposition_id": disposition_id,
+        "disposition": disposition,
+        "status_id": 1,
+        "message": alert.verdict.message,
+        "metadata": {
+            "version": "1.3.0",
+            "product": {"name": "ringfence", "vendor_name": "ringfence",
+                        "version": env!("CARGO_PKG_VERSION")},
+        },
+        "device": {"hostname": hostname(), "type_id": 0},
+        "unmapped": {
+            "ringfence": {
+                "reason": alert.reason.as_str(),
+                "verdict": alert.verdict.action.as_str(),
+                "rule_id": alert.verdict.rule_id,
+                "tags": alert.verdict.tags,
+                "engines": alert.engines.iter().map(|v| json!({
+                    "engine": v.engine,
+                    "action": v.verdict.action.as_str(),
+                    "rule_id": v.verdict.rule_id,
+                    "message": v.verdict.message,
+                })).collect::<Vec<_>>(),
+                "failures": alert.failures,
+            }
+        },
+    });
+    if let (Value::Object(target), Value::Object(fields)) = (&mut object, body) {
+        target.extend(fields);
+    }
+    object
+}
+
+/// Where alerts go: a file (JSON lines, flushed per alert), standard output, or nowhere.
+#[derive(Debug)]
+pub enum AlertSink {
+    File(Mutex<std::fs::File>),
+    Stdout,
+    Discard,
+}
+
+impl AlertSink {
+    /// Opens (appends to) an alert file, creating it with mode 0600.
+    pub fn file(path: &Path) -> std::io::Result<AlertSink> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)?;
+        Ok(AlertSink::File(Mutex::new(file)))
+    }
+
+    /// Writes one alert line; one `write` per line so concurrent writers never interleave.
+    pub fn write(&self, alert: &Alert<'_>) -> std::io::Result<()> {
+        let mut line = serde_json::to_vec(&ocsf(alert)).map_err(std::io::Error::other)?;
+        line.push(b'\n');
+        match self {
+            AlertSink::File(file) => {
+                let mut file = file
+                    .lock()
+                    .map_err(|_| std::io::Error::other("alert file lock poisoned"))?;
+                file.write_all(&line)
+            }
+            AlertSink::Stdout => std::io::stdout().lock().write_all(&line),
+            AlertSink::Discard => Ok(()),
+        }
+    }
+}
+
+/// True when a verdict is worth an alert.
+pub fn alerts(verdict: &Verdict) -> bool {
+    verdict.action != Action::Allow
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ringfence_protocol::ExecEvent;
+
+    #[test]
+    fn exec_alert_is_ocsf_process_activity() {
+        let event = Event::Exec(ExecEvent {
+            pid: 10,
+            ppid: 1,
+            uid: 0,
+            gid: 0,
+            exe: "/tmp/evil".into(),
+            argv: vec!["/tmp/evil".into()],
+            cwd: "/".into(),
+            parent_exe: "/bin/sh".into(),
+        });
+        let verdict = Verdict {
+            action: Action::Deny,
+            rule_id: "r1".into(),
+            severity: Severity::High,
+            message: "no".into(),
+            tags: vec![],
+        };
+        let alert = Alert {
+            event: &event,
+            verdict: &verdict,
+            allowed: Some(false),
+            reason: Reason::Engine,
+            engines: &[],
+            failures: &[],
+        };
+        let value = ocsf(&alert);
+        assert_eq!(value["class_uid"], 1007);
+        assert_eq!(value["type_uid"], 100_701);
+        assert_eq!(value["disposition"], "Blocked");
+        assert_eq!(value["process"]["file"]["path"], "/tmp/evil");
+        assert_eq!(value["unmapped"]["ringfence"]["rule_id"], "r1");
+    }
+}

@@ -1,0 +1,82 @@
+//! How an agent is configured: which sensors, where alerts go, deadlines, workers, the mute
+//! set. The CLI and the guard build one of these; nothing here touches the system.
+
+use crate::mute::MuteSet;
+use ringfence_protocol::Event;
+use ringfence_sensor::FanotifyConfig;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// One event source.
+#[derive(Debug, Clone)]
+pub enum Sensor {
+    /// fanotify permission events on the marks in [`AgentConfig::fanotify`] (root).
+    Fanotify,
+    /// Netlink process connector notifications (root).
+    Proc,
+    /// A recorded corpus, replayed once: exec/open as permission events (answered, timed and
+    /// cached like live ones, with backpressure instead of queue-full answers), fork/exit as
+    /// notifications.
+    Replay(Vec<Event>),
+}
+
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub sensors: Vec<Sensor>,
+    pub fanotify: FanotifyConfig,
+    /// Alert file (JSON lines); `None` writes alerts to standard output.
+    pub alerts: Option<PathBuf>,
+    /// Discard alerts entirely (benchmarks).
+    pub discard_alerts: bool,
+    /// Every permission event is answered within this, whatever the engines do.
+    pub perm_deadline: Duration,
+    /// Worker threads deciding permission events.
+    pub workers: usize,
+    /// Permission events waiting for a worker; beyond this, policy answers at once.
+    pub queue_capacity: usize,
+    pub cache: bool,
+    pub mute: MuteSet,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            sensors: vec![Sensor::Fanotify],
+            fanotify: FanotifyConfig {
+                exec_mounts: vec![PathBuf::from("/")],
+                ..FanotifyConfig::default()
+            },
+            alerts: None,
+            discard_alerts: false,
+            perm_deadline: Duration::from_millis(20),
+            workers: 2,
+            queue_capacity: 1024,
+            cache: true,
+            mute: MuteSet::defaults(),
+        }
+    }
+}
+
+/// Why an agent could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// A sensor could not be opened.
+    #[error(transparent)]
+    Sensor(#[from] ringfence_sensor::SensorError),
+    /// An engine could not be instantiated for a worker.
+    #[error(transparent)]
+    Engine(#[from] ringfence_engine_host::LoadError),
+    /// The alert file could not be opened.
+    #[error("alert file {path}: {source}")]
+    Alerts {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A thread could not be started.
+    #[error("could not start a thread: {0}")]
+    Thread(std::io::Error),
+    /// The configuration makes no sense.
+    #[error("{0}")]
+    Config(String),
+}

@@ -1,0 +1,253 @@
+//! State shared by every agent thread, and the two ways a permission event enters the pipeline.
+
+use crate::alerts::{Alert, AlertSink, EngineVerdict, Reason};
+use crate::cache::{CacheKey, DecisionCache};
+use crate::engines::EngineSlot;
+use crate::mute::MuteSet;
+use crate::stats::Stats;
+use ringfence_protocol::{Event, Verdict};
+use ringfence_sensor::Ticket;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, Sender, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A permission event not yet resolved from /proc (live) or already complete (replay).
+#[derive(Debug, Clone)]
+pub enum Pending {
+    Exec { pid: u32, path: String },
+    Open { pid: u32, path: String },
+    Ready(Event),
+}
+
+impl Pending {
+    pub fn resolve(self) -> Event {
+        match self {
+            Pending::Exec { pid, path } => ringfence_sensor::resolve_exec(pid, &path),
+            Pending::Open { pid, path } => ringfence_sensor::resolve_open(pid, &path),
+            Pending::Ready(event) => event,
+        }
+    }
+
+    /// A cheap event for alerts written by the responder (no /proc reads on its thread).
+    pub fn summary(&self) -> Event {
+        use ringfence_protocol::{ExecEvent, OpenEvent};
+        match self {
+            Pending::Exec { pid, path } => Event::Exec(ExecEvent {
+                pid: *pid,
+                ppid: 0,
+                uid: 0,
+                gid: 0,
+                exe: path.clone(),
+                argv: Vec::new(),
+                cwd: String::new(),
+                parent_exe: String::new(),
+            }),
+            Pending::Open { pid, path } => Event::Open(OpenEvent {
+                pid: *pid,
+                uid: 0,
+                gid: 0,
+                path: path.clone(),
+                exe: String::new(),
+                write: false,
+            }),
+            Pending::Ready(event) => event.clone(),
+        }
+    }
+}
+
+/// One permission event in the queue.
+#[derive(Debug)]
+pub struct Job {
+    pub ticket: Arc<Ticket>,
+    pub pending: Pending,
+    pub key: Option<CacheKey>,
+    pub deadline: Instant,
+}
+
+/// What the deadline responder watches.
+#[derive(Debug)]
+pub struct Watch {
+    pub ticket: Arc<Ticket>,
+    pub pending: Pending,
+    pub deadline: Instant,
+}
+
+/// Everything the threads share.
+#[derive(Debug)]
+pub struct Core {
+    pub engines: EngineSlot,
+    pub cache: Option<DecisionCache>,
+    pub mute: MuteSet,
+    pub stats: Stats,
+    pub alerts: AlertSink,
+    pub perm_deadline: Duration,
+    pub stopping: AtomicBool,
+    pub queue: Mutex<Option<SyncSender<Job>>>,
+    pub jobs: Mutex<Receiver<Job>>,
+    pub watch: Mutex<Option<Sender<Watch>>>,
+    pub notify: Mutex<Option<SyncSender<Event>>>,
+}
+
+/// How a submission went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Submitted {
+    /// Queued for a worker, watched by the deadline responder.
+    Queued,
+    /// The queue was full (or closed): answered by policy already.
+    AnsweredByPolicy,
+}
+
+impl Core {
+    pub fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+
+    /// Answers by the current engine set's failure policy, counts it and alerts.
+    pub fn answer_by_policy(&self, ticket: &Ticket, pending: &Pending, reason: Reason) -> bool {
+        let set = self.engines.current();
+        let allow = set.fallback_allows();
+        if !ticket.respond(allow) {
+            return false;
+        }
+        let counter = match reason {
+            Reason::Deadline => &self.stats.deadline_answers,
+            Reason::QueueFull => &self.stats.queue_full,
+            _ => &self.stats.shutdown_answers,
+        };
+        Stats::add(counter);
+        self.count_answer(allow);
+        let why = match reason {
+            Reason::Deadline => "no verdict within the permission deadline",
+            Reason::QueueFull => "the decision queue was full",
+            _ => "the agent was stopping",
+        };
+        let verdict = set.fallback_policy().verdict("ringfence", why);
+        self.alert(&Alert {
+            event: &pending.summary(),
+            verdict: &verdict,
+            allowed: Some(allow),
+            reason,
+            engines: &[],
+            failures: &[],
+        });
+        true
+    }
+
+    pub fn count_answer(&self, allow: bool) {
+        Stats::add(if allow {
+            &self.stats.allowed
+        } else {
+            &self.stats.denied
+        });
+    }
+
+    pub fn alert(&self, alert: &Alert<'_>) {
+        match self.alerts.write(alert) {
+            Ok(()) => Stats::add(&self.stats.alerts),
+            Err(error) => {
+                Stats::add(&self.stats.alert_errors);
+                tracing::error!(%error, "could not write alert");
+            }
+        }
+    }
+
+    /// Queues a permission event without ever blocking: a full queue is answered by policy.
+    pub fn submit(
+        &self,
+        ticket: Arc<Ticket>,
+        pending: Pending,
+        key: Option<CacheKey>,
+    ) -> Submitted {
+        Stats::add(&self.stats.permission_events);
+        let deadline = Instant::now() + self.perm_deadline;
+        let watch = Watch {
+            ticket: Arc::clone(&ticket),
+            pending: pending.clone(),
+            deadline,
+        };
+        let job = Job {
+            ticket,
+            pending,
+            key,
+            deadline,
+        };
+        let sent = match self.queue.lock() {
+            Ok(queue) => match queue.as_ref() {
+                Some(queue) => queue.try_send(job),
+                None => Err(TrySendError::Disconnected(job)),
+            },
+            Err(_) => Err(TrySendError::Disconnected(job)),
+        };
+        match sent {
+            Ok(()) => {
+                if let Ok(watch_tx) = self.watch.lock()
+                    && let Some(tx) = watch_tx.as_ref()
+                {
+                    let _ = tx.send(watch);
+                }
+                Submitted::Queued
+            }
+            Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) => {
+                self.answer_by_policy(&job.ticket, &job.pending, Reason::QueueFull);
+                Submitted::AnsweredByPolicy
+            }
+        }
+    }
+
+    /// Like [`Core::submit`] but waits for room (replay: backpressure, not policy answers).
+    pub fn submit_blocking(&self, ticket: Arc<Ticket>, pending: Pending) -> Submitted {
+        let queue = match self.queue.lock() {
+            Ok(queue) => queue.clone(),
+            Err(_) => None,
+        };
+        let Some(queue) = queue else {
+            return self.submit(ticket, pending, None);
+        };
+        Stats::add(&self.stats.permission_events);
+        let deadline = Instant::now() + self.perm_deadline;
+        if let Ok(watch_tx) = self.watch.lock()
+            && let Some(tx) = watch_tx.as_ref()
+        {
+            let _ = tx.send(Watch {
+                ticket: Arc::clone(&ticket),
+                pending: pending.clone(),
+                deadline,
+            });
+        }
+        let job = Job {
+            ticket,
+            pending,
+            key: None,
+            deadline,
+        };
+        match queue.send(job) {
+            Ok(()) => Submitted::Queued,
+            Err(err) => {
+                let job = err.0;
+                self.answer_by_policy(&job.ticket, &job.pending, Reason::Shutdown);
+                Submitted::AnsweredByPolicy
+            }
+        }
+    }
+
+    /// Hands notification events to the notification thread; drops and counts when full.
+    pub fn notify(&self, event: Event) {
+        Stats::add(&self.stats.notifications);
+        let sent = match self.notify.lock() {
+            Ok(tx) => tx.as_ref().is_some_and(|tx| tx.try_send(event).is_ok()),
+            Err(_) => false,
+        };
+        if !sent {
+            Stats::add(&self.stats.notifications_dropped);
+        }
+    }
+}
+
+/// Combines engine verdicts: any deny wins, then observe (an alert), then allow.
+pub fn combine(verdicts: &[EngineVerdict]) -> Verdict {
+    verdicts
+        .iter()
+        .map(|v| v.verdict.clone())
+        .fold(Verdict::allow(), Verdict::strongest)
+}

@@ -1,0 +1,66 @@
+//! Counters the agent keeps so that operators (and the health gates of a rollout) can see what
+//! it did: every event in, every answer out, and every time policy answered instead of engines.
+
+use serde::Serialize;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+macro_rules! counters {
+    ($($(#[$doc:meta])* $name:ident),* $(,)?) => {
+        /// Live counters, shared by every agent thread.
+        #[derive(Debug, Default)]
+        pub struct Stats { $($(#[$doc])* pub $name: AtomicU64,)* }
+
+        /// A copy of the counters at one moment.
+        #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+        pub struct StatsSnapshot { $($(#[$doc])* pub $name: u64,)* }
+
+        impl Stats {
+            pub fn snapshot(&self) -> StatsSnapshot {
+                StatsSnapshot { $($name: self.$name.load(Ordering::Relaxed),)* }
+            }
+        }
+    };
+}
+
+counters! {
+    /// Events read from every sensor.
+    events,
+    /// Permission events (the kernel or a replay waits for an answer).
+    permission_events,
+    /// Notification events (fork, exec and exit notifications).
+    notifications,
+    /// Permission answers: allowed.
+    allowed,
+    /// Permission answers: denied.
+    denied,
+    /// Answered by the engines' failure policy because the deadline passed first.
+    deadline_answers,
+    /// Answered by policy at once because the queue was full.
+    queue_full,
+    /// Answered from the decision cache.
+    cache_hits,
+    /// Permission events of muted processes or paths, allowed without a look.
+    muted,
+    /// Engine calls made (one per engine per event, one per engine per batch).
+    engine_calls,
+    /// Engine calls that failed (trap, deadline, memory, quarantine).
+    engine_failures,
+    /// Worker verdicts that came after the deadline responder had answered.
+    late_verdicts,
+    /// Alerts written.
+    alerts,
+    /// Alerts that could not be written.
+    alert_errors,
+    /// Notifications dropped because the notification queue was full.
+    notifications_dropped,
+    /// Kernel queue overflows (fanotify or process connector).
+    overflows,
+    /// Permission events answered by policy during shutdown.
+    shutdown_answers,
+}
+
+impl Stats {
+    pub(crate) fn add(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,256 @@
+//! The fanotify sensor: marks mounts for exec authorisation and paths for open authorisation,
+//! reads events, and turns each into a [`FanEvent`] with a [`Ticket`] to answer it.
+//!
+//! Reading does as little as possible (no /proc access beyond the event's own fd link) so the
+//! reader thread can answer muted and cached events at once; process details are resolved by
+//! whoever decides the event, with [`crate::resolve_exec`] / [`crate::resolve_open`].
+
+use crate::decode::{self, RawFanEvent};
+use crate::error::SensorError;
+use crate::ticket::Ticket;
+use crate::{mounts, procfs, sys};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Identity of a file for the decision cache: a rewritten binary gets a new change time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FileId {
+    pub dev: u64,
+    pub ino: u64,
+    pub ctime_sec: i64,
+    pub ctime_nsec: i64,
+}
+
+impl FileId {
+    /// The identity of an open file.
+    pub fn of(file: &std::fs::File) -> std::io::Result<FileId> {
+        let meta = file.metadata()?;
+        Ok(FileId::from_metadata(&meta))
+    }
+
+    pub fn from_metadata(meta: &std::fs::Metadata) -> FileId {
+        FileId {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            ctime_sec: meta.ctime(),
+            ctime_nsec: meta.ctime_nsec(),
+        }
+    }
+}
+
+/// Where to mark.
+#[derive(Debug, Clone, Default)]
+pub struct FanotifyConfig {
+    /// Mount points whose execs need authorisation (`FAN_MARK_MOUNT`).
+    pub exec_mounts: Vec<PathBuf>,
+    /// Filesystems (given by any path on them) whose execs need authorisation
+    /// (`FAN_MARK_FILESYSTEM`: every mount of that filesystem, bind mounts included).
+    pub exec_filesystems: Vec<PathBuf>,
+    /// Files or directories (their direct children) whose opens need authorisation.
+    pub watch_open: Vec<PathBuf>,
+    /// Notification mode for the recorder: same marks, no permission events, nothing waits.
+    pub notify_only: bool,
+}
+
+/// What kind of access an event is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Exec,
+    Open,
+    /// The kernel queue overflowed: events were lost (notifications only; permission events
+    /// are never dropped by the kernel).
+    Overflow,
+    Other,
+}
+
+/// One event read from the group.
+#[derive(Debug)]
+pub struct FanEvent {
+    pub access: Access,
+    pub mask: u64,
+    /// Process (thread group) that caused the event.
+    pub pid: u32,
+    /// Path of the file, from the event fd; may end in " (deleted)".
+    pub path: String,
+    pub file: Option<FileId>,
+    /// Present for permission events: answer it, or dropping it allows.
+    pub ticket: Option<Arc<Ticket>>,
+}
+
+/// An open fanotify group with its marks.
+#[derive(Debug)]
+pub struct Fanotify {
+    group: Arc<OwnedFd>,
+    audit: bool,
+    notify_only: bool,
+    marks: Vec<(u32, u64, PathBuf)>,
+}
+
+fn init_error(error: std::io::Error) -> SensorError {
+    match error.raw_os_error() {
+        Some(libc::EPERM) => SensorError::NeedsCapSysAdmin,
+        Some(libc::ENOSYS) => SensorError::Unsupported("fanotify"),
+        _ => SensorError::io("fanotify_init", error),
+    }
+}
+
+impl Fanotify {
+    /// Opens a group and places every mark; fails before marking anything it cannot.
+    pub fn open(config: &FanotifyConfig) -> Result<Fanotify, SensorError> {
+        if !config.notify_only && !procfs::has_capability(procfs::CAP_SYS_ADMIN) {
+            return Err(SensorError::NeedsCapSysAdmin);
+        }
+        let mut marks = Vec::new();
+        let (exec_mask, open_mask) = if config.notify_only {
+            (libc::FAN_OPEN_EXEC, libc::FAN_OPEN)
+        } else {
+            (libc::FAN_OPEN_EXEC_PERM, libc::FAN_OPEN_PERM)
+        };
+        for mount in &config.exec_mounts {
+            let path = existing(mount)?;
+            if !mounts::is_mount_point(&path) {
+                return Err(SensorError::NotAMountPoint(path));
+            }
+            marks.push((libc::FAN_MARK_MOUNT, exec_mask, path));
+        }
+        for fs in &config.exec_filesystems {
+            marks.push((libc::FAN_MARK_FILESYSTEM, exec_mask, existing(fs)?));
+        }
+        for watched in &config.watch_open {
+            let path = existing(watched)?;
+            let mask = if path.is_dir() {
+                open_mask | libc::FAN_EVENT_ON_CHILD
+            } else {
+                open_mask
+            };
+            marks.push((0, mask, path));
+        }
+        let class = if config.notify_only {
+            libc::FAN_CLASS_NOTIF
+        } else {
+            libc::FAN_CLASS_CONTENT
+        };
+        let base = class | libc::FAN_CLOEXEC | libc::FAN_NONBLOCK;
+        let event_flags = (libc::O_RDONLY | libc::O_LARGEFILE | libc::O_CLOEXEC) as u32;
+        // FAN_ENABLE_AUDIT needs CONFIG_AUDITSYSCALL and CAP_AUDIT_WRITE; probe and fall back.
+        let (group, audit) = match sys::fanotify_init(base | libc::FAN_ENABLE_AUDIT, event_flags) {
+            Ok(group) => (group, !config.notify_only),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EPERM)) => (
+                sys::fanotify_init(base, event_flags).map_err(init_error)?,
+                false,
+            ),
+            Err(e) => return Err(init_error(e)),
+        };
+        for (flags, mask, path) in &marks {
+            sys::fanotify_mark(&group, libc::FAN_MARK_ADD | flags, *mask, Some(path)).map_err(
+                |e| match e.raw_os_error() {
+                    Some(libc::ENOENT) => SensorError::NoSuchPath(path.clone()),
+                    Some(libc::EINVAL) if *mask & libc::FAN_OPEN_EXEC_PERM != 0 => {
+                        SensorError::Unsupported("FAN_OPEN_EXEC_PERM (Linux 5.0 or later)")
+                    }
+                    Some(libc::EPERM) => SensorError::NeedsCapSysAdmin,
+                    _ => SensorError::io(format!("fanotify_mark {}", path.display()), e),
+                },
+            )?;
+            tracing::info!(path = %path.display(), mask, flags, "fanotify mark added");
+        }
+        Ok(Fanotify {
+            group: Arc::new(group),
+            audit,
+            notify_only: config.notify_only,
+            marks,
+        })
+    }
+
+    /// True when denials are written to the audit log (`FAN_AUDIT`).
+    pub fn audit_enabled(&self) -> bool {
+        self.audit
+    }
+
+    /// Waits up to `timeout` and returns the events read (possibly none).
+    pub fn read(&self, timeout: Duration) -> Result<Vec<FanEvent>, SensorError> {
+        if !sys::poll_readable(&self.group, timeout).map_err(|e| SensorError::io("poll", e))? {
+            return Ok(Vec::new());
+        }
+        let mut buf = vec![0u8; 16 * 1024];
+        let n = match sys::read(&self.group, &mut buf) {
+            Ok(n) => n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+                ) =>
+            {
+                return Ok(Vec::new());
+            }
+            Err(e) => return Err(SensorError::io("read fanotify", e)),
+        };
+        let (raw, error) = decode::fanotify_events(buf.get(..n).unwrap_or_default());
+        if let Some(error) = error {
+            tracing::error!(%error, "garbled fanotify buffer; decoded events are still answered");
+        }
+        Ok(raw.into_iter().map(|raw| self.event(raw)).collect())
+    }
+
+    fn event(&self, raw: RawFanEvent) -> FanEvent {
+        let pid = u32::try_from(raw.pid).unwrap_or(0);
+        let access = if raw.mask & libc::FAN_Q_OVERFLOW != 0 {
+            Access::Overflow
+        } else if raw.mask & (libc::FAN_OPEN_EXEC_PERM | libc::FAN_OPEN_EXEC) != 0 {
+            Access::Exec
+        } else if raw.mask & (libc::FAN_OPEN_PERM | libc::FAN_OPEN) != 0 {
+            Access::Open
+        } else {
+            Access::Other
+        };
+        let Some(fd) = sys::adopt_event_fd(raw.fd) else {
+            return FanEvent {
+                access,
+                mask: raw.mask,
+                pid,
+                path: String::new(),
+                file: None,
+                ticket: None,
+            };
+        };
+        let path = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let file = std::fs::File::from(fd);
+        let id = FileId::of(&file).ok();
+        let fd = OwnedFd::from(file);
+        let is_perm = raw.mask & (libc::FAN_OPEN_EXEC_PERM | libc::FAN_OPEN_PERM) != 0;
+        let ticket = (is_perm && !self.notify_only)
+            .then(|| Arc::new(Ticket::kernel(Arc::clone(&self.group), fd, self.audit)));
+        FanEvent {
+            access,
+            mask: raw.mask,
+            pid,
+            path,
+            file: id,
+            ticket,
+        }
+    }
+
+    /// Removes every mark so no new permission events arrive; events already queued are still
+    /// read and answered by the caller (and the kernel allows any left when the group closes).
+    pub fn unmark(&self) {
+        for (flags, mask, path) in &self.marks {
+            if let Err(error) = sys::fanotify_mark(
+                &self.group,
+                libc::FAN_MARK_REMOVE | flags,
+                *mask,
+                Some(path),
+            ) {
+                tracing::warn!(%error, path = %path.display(), "could not remove fanotify mark");
+            }
+        }
+    }
+}
+
+fn existing(path: &Path) -> Result<PathBuf, SensorError> {
+    std::fs::canonicalize(path).map_err(|_| SensorError::NoSuchPath(path.to_owned()))
+}

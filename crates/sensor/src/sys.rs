@@ -1,0 +1,236 @@
+//! Every raw system call the sensor makes, wrapped once: fanotify, netlink sockets, signal
+//! masks and adopting descriptors the kernel hands us. Nothing outside this module is `unsafe`.
+#![allow(
+    unsafe_code,
+    reason = "the one place where ringfence talks to the kernel through raw system calls"
+)]
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::time::Duration;
+
+fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+fn check_size(ret: libc::ssize_t) -> io::Result<usize> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret.unsigned_abs())
+    }
+}
+
+/// `fanotify_init(2)`; returns the group descriptor.
+pub fn fanotify_init(flags: u32, event_f_flags: u32) -> io::Result<OwnedFd> {
+    // SAFETY: fanotify_init takes two integers and returns a new descriptor or -1; no memory
+    // is shared with the kernel.
+    let fd = check(unsafe { libc::fanotify_init(flags, event_f_flags) })?;
+    // SAFETY: the kernel just created `fd` for us and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `fanotify_mark(2)` on a path (or, with `FAN_MARK_FLUSH`, on everything: pass `None`).
+pub fn fanotify_mark(
+    group: &OwnedFd,
+    flags: u32,
+    mask: u64,
+    path: Option<&Path>,
+) -> io::Result<()> {
+    let c_path = match path {
+        Some(path) => Some(
+            CString::new(path.as_os_str().as_bytes())
+                .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))?,
+        ),
+        None => None,
+    };
+    let ptr = c_path.as_ref().map_or(std::ptr::null(), |p| p.as_ptr());
+    // SAFETY: `group` is a live fanotify descriptor, `ptr` is null or a NUL-terminated string
+    // that outlives the call; the kernel only reads it.
+    check(unsafe { libc::fanotify_mark(group.as_raw_fd(), flags, mask, libc::AT_FDCWD, ptr) })?;
+    Ok(())
+}
+
+/// Writes one `fanotify_response` for the event descriptor `fd`.
+pub fn fanotify_respond(group: &OwnedFd, fd: RawFd, response: u32) -> io::Result<()> {
+    let answer = libc::fanotify_response { fd, response };
+    let size = std::mem::size_of::<libc::fanotify_response>();
+    // SAFETY: `answer` is a plain C struct that lives for the call; we pass its exact size and
+    // the kernel only reads it.
+    let written = check_size(unsafe {
+        libc::write(
+            group.as_raw_fd(),
+            std::ptr::from_ref(&answer).cast::<libc::c_void>(),
+            size,
+        )
+    })?;
+    if written != size {
+        return Err(io::Error::new(
+            io::ErrorKind::WriteZero,
+            "short fanotify response",
+        ));
+    }
+    Ok(())
+}
+
+/// Waits until `fd` is readable or `timeout` passes; true when readable.
+pub fn poll_readable(fd: &OwnedFd, timeout: Duration) -> io::Result<bool> {
+    let mut pfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
+    // SAFETY: one valid pollfd, count 1; the kernel writes only `revents`.
+    match check(unsafe { libc::poll(&mut pfd, 1, ms) }) {
+        Ok(n) => Ok(n > 0),
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// `read(2)` into `buf`; returns how many bytes the kernel wrote.
+pub fn read(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is a valid writable slice of `buf.len()` bytes for the whole call.
+    check_size(unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) })
+}
+
+/// Takes ownership of a descriptor the kernel placed in our table (a fanotify event fd).
+///
+/// Returns `None` for negative numbers (`FAN_NOFD`) and for numbers that are not open, so a
+/// garbled event can never make us close someone else's descriptor... except by the kernel
+/// lying, which we cannot defend against.
+pub fn adopt_event_fd(fd: RawFd) -> Option<OwnedFd> {
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: F_GETFD only inspects the descriptor table.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return None;
+    }
+    // SAFETY: the kernel created this descriptor for the event we just read and handed it to
+    // us; we are its only owner.
+    Some(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// A netlink socket of `protocol`, bound to the multicast `groups`.
+pub fn netlink_socket(protocol: libc::c_int, groups: u32) -> io::Result<OwnedFd> {
+    // SAFETY: socket takes integers and returns a new descriptor or -1.
+    let fd = check(unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+            protocol,
+        )
+    })?;
+    // SAFETY: the kernel just created `fd` and nothing else owns it.
+    let socket = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: sockaddr_nl is a plain C struct for which all-zero is a valid value.
+    let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+    addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+    addr.nl_pid = 0;
+    addr.nl_groups = groups;
+    let len = std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t;
+    // SAFETY: `addr` is a valid sockaddr_nl of `len` bytes that outlives the call.
+    check(unsafe {
+        libc::bind(
+            socket.as_raw_fd(),
+            std::ptr::from_ref(&addr).cast::<libc::sockaddr>(),
+            len,
+        )
+    })?;
+    Ok(socket)
+}
+
+/// Sends one datagram to the kernel (netlink pid 0).
+pub fn netlink_send(socket: &OwnedFd, bytes: &[u8]) -> io::Result<()> {
+    // SAFETY: see netlink_socket; all-zero sockaddr_nl is valid and means "the kernel".
+    let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+    addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+    let len = std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t;
+    // SAFETY: `bytes` and `addr` are valid for reads for the whole call.
+    check_size(unsafe {
+        libc::sendto(
+            socket.as_raw_fd(),
+            bytes.as_ptr().cast(),
+            bytes.len(),
+            0,
+            std::ptr::from_ref(&addr).cast::<libc::sockaddr>(),
+            len,
+        )
+    })?;
+    Ok(())
+}
+
+/// Sets `SO_RCVBUF` (best effort: a larger buffer loses fewer process events under bursts).
+pub fn set_receive_buffer(socket: &OwnedFd, bytes: libc::c_int) -> io::Result<()> {
+    // SAFETY: we pass a pointer to a c_int and its size; the kernel only reads it.
+    check(unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            std::ptr::from_ref(&bytes).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    })?;
+    Ok(())
+}
+
+/// Termination signals a daemon turns into a clean shutdown.
+pub const TERMINATION_SIGNALS: [libc::c_int; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
+
+fn termination_set() -> libc::sigset_t {
+    // SAFETY: sigset_t is plain data; sigemptyset initialises it before any use.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid sigset_t owned by this frame.
+    unsafe { libc::sigemptyset(&mut set) };
+    for signal in TERMINATION_SIGNALS {
+        // SAFETY: as above; the signal numbers are valid constants.
+        unsafe { libc::sigaddset(&mut set, signal) };
+    }
+    set
+}
+
+/// Blocks the termination signals in the calling thread, and so in every thread it starts
+/// afterwards; call it first thing in `main`, then collect them with [`wait_termination`].
+pub fn block_termination_signals() -> io::Result<()> {
+    let set = termination_set();
+    // SAFETY: `set` is initialised; the old mask is not wanted (null).
+    let ret = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    if ret != 0 {
+        return Err(io::Error::from_raw_os_error(ret));
+    }
+    Ok(())
+}
+
+/// Waits up to `timeout` for a blocked termination signal; returns its number.
+pub fn wait_termination(timeout: Duration) -> Option<libc::c_int> {
+    let set = termination_set();
+    let ts = libc::timespec {
+        tv_sec: libc::time_t::try_from(timeout.as_secs()).unwrap_or(libc::time_t::MAX),
+        tv_nsec: libc::c_long::from(timeout.subsec_nanos().min(999_999_999) as i32),
+    };
+    // SAFETY: `set` and `ts` are initialised and outlive the call; siginfo is not wanted.
+    let signal = unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), &ts) };
+    (signal > 0).then_some(signal)
+}
+
+/// The pid of this process.
+pub fn getpid() -> u32 {
+    std::process::id()
+}
+
+/// The pid of this process's parent.
+pub fn getppid() -> u32 {
+    // SAFETY: getppid has no arguments and cannot fail.
+    let pid = unsafe { libc::getppid() };
+    u32::try_from(pid).unwrap_or(0)
+}

@@ -1,11 +1,235 @@
-//! `ringfence agent`.
+//! `ringfence agent`: loads engines, builds an agent configuration from the command line and
+//! runs the agent until SIGTERM (or until a replayed corpus is done).
 
+use super::engine::read_engine;
+use anyhow::Context;
+use ringfence_agent::{Agent, AgentConfig, MuteSet, Sensor};
+use ringfence_engine_host::{EngineSettings, LoadedEngine, Runtime};
+use ringfence_protocol::{FailurePolicy, content};
+use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SensorArg {
+    /// fanotify permission events (exec on --mount, open on --watch-open); root.
+    Fanotify,
+    /// Netlink process connector notifications (fork/exec/exit); root.
+    Proc,
+    /// Replay the corpus given with --events, then exit.
+    Replay,
+}
 
 /// Run the host agent.
 #[derive(Debug, clap::Args)]
-pub struct AgentArgs {}
+pub struct AgentArgs {
+    /// Run without a server (the only mode so far).
+    #[arg(long)]
+    standalone: bool,
+    /// Engine component: a .wasm file or `bundled:<name>`; repeat, paired with --content.
+    #[arg(long)]
+    engine: Vec<String>,
+    /// Content for the engine at the same position.
+    #[arg(long)]
+    content: Vec<PathBuf>,
+    /// A JSON file: {"engines":[{"engine":"..","content":"..","policy":"fail-closed"}]}.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// fail-open or fail-closed: once for every engine, or once per engine in order.
+    #[arg(long)]
+    policy: Vec<FailurePolicy>,
+    /// Event sources; repeat for several.
+    #[arg(long, value_enum, default_values_t = vec![SensorArg::Fanotify])]
+    sensor: Vec<SensorArg>,
+    /// Corpus for the replay sensor.
+    #[arg(long)]
+    events: Option<PathBuf>,
+    /// Alert file (OCSF JSON lines); standard output when absent.
+    #[arg(long)]
+    alerts: Option<PathBuf>,
+    /// Every permission event is answered within this many milliseconds.
+    #[arg(long, default_value_t = 20)]
+    perm_deadline: u64,
+    /// Deadline of one engine call in milliseconds (the wasm epoch deadline).
+    #[arg(long, default_value_t = 5)]
+    engine_deadline: u64,
+    /// Worker threads.
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
+    /// Permission events waiting for a worker before policy answers at once.
+    #[arg(long, default_value_t = 1024)]
+    queue: usize,
+    /// Mount points whose execs need authorisation (default: /).
+    #[arg(long)]
+    mount: Vec<PathBuf>,
+    /// Paths whose filesystems' execs need authorisation (every mount of them).
+    #[arg(long)]
+    filesystem: Vec<PathBuf>,
+    /// Files or directories whose opens need authorisation.
+    #[arg(long)]
+    watch_open: Vec<PathBuf>,
+    /// Do not cache decisions.
+    #[arg(long)]
+    no_cache: bool,
+    /// More pids never to block (besides the agent, its parent and journald).
+    #[arg(long)]
+    mute_pid: Vec<u32>,
+    /// More paths never to block.
+    #[arg(long)]
+    mute_path: Vec<PathBuf>,
+    /// The agent's data directory (muted).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Print the final counters as JSON on standard error at exit.
+    #[arg(long)]
+    stats_json: bool,
+}
 
-pub fn run(_args: AgentArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`ringfence agent` is being written")
+#[derive(Debug, serde::Deserialize)]
+struct ConfigFile {
+    engines: Vec<EngineEntry>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct EngineEntry {
+    engine: String,
+    #[serde(default)]
+    content: Option<PathBuf>,
+    #[serde(default)]
+    policy: Option<FailurePolicy>,
+}
+
+fn engine_entries(args: &AgentArgs) -> anyhow::Result<Vec<EngineEntry>> {
+    let mut entries = Vec::new();
+    if let Some(path) = &args.config {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+        let file: ConfigFile =
+            serde_json::from_str(&text).with_context(|| format!("parse {}", path.display()))?;
+        entries.extend(file.engines);
+    }
+    anyhow::ensure!(
+        args.content.len() <= args.engine.len(),
+        "more --content than --engine: each --content pairs with the --engine before it"
+    );
+    for (i, engine) in args.engine.iter().enumerate() {
+        entries.push(EngineEntry {
+            engine: engine.clone(),
+            content: args.content.get(i).cloned(),
+            policy: None,
+        });
+    }
+    anyhow::ensure!(
+        !entries.is_empty(),
+        "give at least one --engine (or --config)"
+    );
+    match args.policy.len() {
+        0 => {}
+        1 => entries
+            .iter_mut()
+            .for_each(|e| e.policy = e.policy.or(Some(args.policy[0]))),
+        n if n == entries.len() => entries
+            .iter_mut()
+            .zip(&args.policy)
+            .for_each(|(e, p)| e.policy = Some(*p)),
+        n => anyhow::bail!("{n} --policy values for {} engines", entries.len()),
+    }
+    Ok(entries)
+}
+
+/// Loads every engine of the command line or config file.
+pub fn load_engines(runtime: &Runtime, args: &AgentArgs) -> anyhow::Result<Vec<Arc<LoadedEngine>>> {
+    let mut engines = Vec::new();
+    for entry in engine_entries(args)? {
+        let (name, wasm) = read_engine(&entry.engine)?;
+        let bytes = match &entry.content {
+            Some(path) => content::read_content(path)?,
+            None => Vec::new(),
+        };
+        let settings = EngineSettings::new(name)
+            .with_policy(entry.policy.unwrap_or_default())
+            .with_deadline(Duration::from_millis(args.engine_deadline.max(1)));
+        let engine = LoadedEngine::load(runtime, settings, &wasm, &bytes)
+            .with_context(|| format!("loading engine {}", entry.engine))?;
+        engines.push(engine);
+    }
+    Ok(engines)
+}
+
+fn config(args: &AgentArgs) -> anyhow::Result<AgentConfig> {
+    let mut mute = MuteSet::defaults();
+    for pid in &args.mute_pid {
+        mute = mute.with_pid(*pid);
+    }
+    for path in args.mute_path.iter().chain(&args.data_dir) {
+        mute = mute.with_path(path.clone());
+    }
+    let mut config = AgentConfig {
+        alerts: args.alerts.clone(),
+        perm_deadline: Duration::from_millis(args.perm_deadline.max(1)),
+        workers: args.workers,
+        queue_capacity: args.queue,
+        cache: !args.no_cache,
+        mute,
+        sensors: Vec::new(),
+        ..AgentConfig::default()
+    };
+    if !args.mount.is_empty() || !args.filesystem.is_empty() {
+        config.fanotify.exec_mounts = args.mount.clone();
+    }
+    config.fanotify.exec_filesystems = args.filesystem.clone();
+    config.fanotify.watch_open = args.watch_open.clone();
+    for sensor in &args.sensor {
+        config.sensors.push(match sensor {
+            SensorArg::Fanotify => Sensor::Fanotify,
+            SensorArg::Proc => Sensor::Proc,
+            SensorArg::Replay => {
+                let path = args
+                    .events
+                    .as_ref()
+                    .context("--sensor replay needs --events CORPUS")?;
+                Sensor::Replay(ringfence_sensor::replay(path)?)
+            }
+        });
+    }
+    Ok(config)
+}
+
+pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(
+        args.standalone,
+        "only --standalone is available: the agent does not talk to a server yet"
+    );
+    // Before any thread exists, so every thread inherits the mask and SIGTERM is collected
+    // here as a clean shutdown instead of killing the process mid-answer.
+    ringfence_sensor::sys::block_termination_signals().context("block SIGTERM")?;
+    let runtime = Runtime::new()?;
+    let engines = load_engines(&runtime, &args)?;
+    let config = config(&args)?;
+    let agent = Agent::start(config, engines)?;
+    eprintln!(
+        "ringfence agent: ready (pid {}, audit {})",
+        std::process::id(),
+        if agent.audit_enabled() { "on" } else { "off" }
+    );
+    loop {
+        if let Some(signal) = ringfence_sensor::sys::wait_termination(Duration::from_millis(100)) {
+            tracing::info!(signal, "stopping on signal");
+            break;
+        }
+        if agent.has_replay() && agent.wait_replay(Duration::ZERO) {
+            break;
+        }
+    }
+    let stats = agent.shutdown();
+    if args.stats_json {
+        let mut err = std::io::stderr().lock();
+        serde_json::to_writer(&mut err, &stats)?;
+        writeln!(err)?;
+    } else {
+        eprintln!("ringfence agent: stopped: {stats:?}");
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,191 @@
+//! The event view rules are matched against: a few named fields, filled from whatever the
+//! caller has (WIT types in the wasm guest, `ringfence_protocol::Event` natively).
+
+use std::borrow::Cow;
+
+/// A Sigma field ringfence can fill. Names follow Sysmon for Linux, which SigmaHQ's Linux
+/// `process_creation` rules are written against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Field {
+    Image,
+    CommandLine,
+    ParentImage,
+    ParentCommandLine,
+    User,
+    CurrentDirectory,
+    ProcessId,
+    ParentProcessId,
+    TargetFilename,
+}
+
+/// Number of [`Field`] variants; sizes per-event caches.
+pub const FIELD_COUNT: usize = 9;
+
+impl Field {
+    /// Every field, in index order.
+    pub const ALL: [Field; FIELD_COUNT] = [
+        Field::Image,
+        Field::CommandLine,
+        Field::ParentImage,
+        Field::ParentCommandLine,
+        Field::User,
+        Field::CurrentDirectory,
+        Field::ProcessId,
+        Field::ParentProcessId,
+        Field::TargetFilename,
+    ];
+
+    /// The Sigma spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            Field::Image => "Image",
+            Field::CommandLine => "CommandLine",
+            Field::ParentImage => "ParentImage",
+            Field::ParentCommandLine => "ParentCommandLine",
+            Field::User => "User",
+            Field::CurrentDirectory => "CurrentDirectory",
+            Field::ProcessId => "ProcessId",
+            Field::ParentProcessId => "ParentProcessId",
+            Field::TargetFilename => "TargetFilename",
+        }
+    }
+
+    /// Looks a field up by its Sigma name. ASCII case is ignored because rule authors are
+    /// not consistent about it and no two supported fields differ only by case.
+    pub fn from_name(name: &str) -> Option<Field> {
+        Field::ALL
+            .into_iter()
+            .find(|field| field.name().eq_ignore_ascii_case(name))
+    }
+
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Which Sigma log source category an event belongs to, as a bit set: a write-open is both a
+/// `file_event` and a `file_access`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Categories(u8);
+
+impl Categories {
+    pub const NONE: Categories = Categories(0);
+    pub const PROCESS_CREATION: Categories = Categories(1);
+    pub const FILE_EVENT: Categories = Categories(2);
+    pub const FILE_ACCESS: Categories = Categories(4);
+
+    /// The category named in a rule's `logsource.category`, if supported.
+    pub fn from_logsource(category: &str) -> Option<Categories> {
+        match category {
+            "process_creation" => Some(Categories::PROCESS_CREATION),
+            "file_event" => Some(Categories::FILE_EVENT),
+            "file_access" => Some(Categories::FILE_ACCESS),
+            _ => None,
+        }
+    }
+
+    pub fn union(self, other: Categories) -> Categories {
+        Categories(self.0 | other.0)
+    }
+
+    pub fn intersects(self, other: Categories) -> bool {
+        self.0 & other.0 != 0
+    }
+
+    pub fn is_process_creation(self) -> bool {
+        self.intersects(Categories::PROCESS_CREATION)
+    }
+}
+
+/// One event as rules see it. Absent fields are `None`; Sigma's `null` matches absent and
+/// empty fields alike.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventFields<'a> {
+    pub categories: Categories,
+    values: [Option<Cow<'a, str>>; FIELD_COUNT],
+}
+
+/// The parts of an exec that rules can see; borrowed so the guest need not copy WIT strings.
+#[derive(Debug, Clone, Copy)]
+pub struct ExecView<'a> {
+    pub pid: u32,
+    pub ppid: u32,
+    pub uid: u32,
+    pub exe: &'a str,
+    pub argv: &'a [String],
+    pub cwd: &'a str,
+    /// Empty when the parent is gone.
+    pub parent_exe: &'a str,
+}
+
+/// The parts of an open that rules can see.
+#[derive(Debug, Clone, Copy)]
+pub struct OpenView<'a> {
+    pub pid: u32,
+    pub uid: u32,
+    pub path: &'a str,
+    /// Empty when the opening process is gone.
+    pub exe: &'a str,
+    pub write: bool,
+}
+
+impl<'a> EventFields<'a> {
+    /// An event of `categories` with no fields set.
+    pub fn new(categories: Categories) -> EventFields<'a> {
+        EventFields {
+            categories,
+            values: Default::default(),
+        }
+    }
+
+    /// Sets (or clears) one field.
+    pub fn set(&mut self, field: Field, value: Option<Cow<'a, str>>) -> &mut Self {
+        self.values[field.index()] = value;
+        self
+    }
+
+    /// Builder form of [`EventFields::set`].
+    pub fn with(mut self, field: Field, value: impl Into<Cow<'a, str>>) -> Self {
+        self.values[field.index()] = Some(value.into());
+        self
+    }
+
+    pub fn get(&self, field: Field) -> Option<&str> {
+        self.values[field.index()].as_deref()
+    }
+
+    /// A `process_creation` event. `CommandLine` is argv joined with single spaces (what
+    /// `ps` shows; quoting is lost). `User` is the numeric uid as a decimal string: the engine
+    /// has no access to `/etc/passwd`. `ParentCommandLine` is absent: exec events do not carry
+    /// the parent's argv.
+    pub fn from_exec(exec: ExecView<'a>) -> EventFields<'a> {
+        let mut fields = EventFields::new(Categories::PROCESS_CREATION)
+            .with(Field::Image, exec.exe)
+            .with(Field::CommandLine, exec.argv.join(" "))
+            .with(Field::User, exec.uid.to_string())
+            .with(Field::CurrentDirectory, exec.cwd)
+            .with(Field::ProcessId, exec.pid.to_string())
+            .with(Field::ParentProcessId, exec.ppid.to_string());
+        if !exec.parent_exe.is_empty() {
+            fields.set(Field::ParentImage, Some(Cow::Borrowed(exec.parent_exe)));
+        }
+        fields
+    }
+
+    /// A `file_access` event, and also a `file_event` when the file is opened for writing.
+    pub fn from_open(open: OpenView<'a>) -> EventFields<'a> {
+        let categories = if open.write {
+            Categories::FILE_ACCESS.union(Categories::FILE_EVENT)
+        } else {
+            Categories::FILE_ACCESS
+        };
+        let mut fields = EventFields::new(categories)
+            .with(Field::TargetFilename, open.path)
+            .with(Field::User, open.uid.to_string())
+            .with(Field::ProcessId, open.pid.to_string());
+        if !open.exe.is_empty() {
+            fields.set(Field::Image, Some(Cow::Borrowed(open.exe)));
+        }
+        fields
+    }
+}

@@ -12,6 +12,7 @@ use std::process::Command;
 const ENGINES: &[(&str, &str, &str)] = &[
     ("exec-allowlist", "exec_allowlist", "exec-allowlist"),
     ("faulty", "faulty", "faulty"),
+    ("sigma", "sigma", "sigma"),
 ];
 
 fn main() {

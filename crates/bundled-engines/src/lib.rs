@@ -29,6 +29,11 @@ pub fn faulty() -> &'static [u8] {
     get("faulty").map(|e| e.wasm).unwrap_or_default()
 }
 
+/// The `sigma` engine.
+pub fn sigma() -> &'static [u8] {
+    get("sigma").map(|e| e.wasm).unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -1,0 +1,95 @@
+//! Helpers shared by the agent's integration tests: engines, root checks, a private tmpfs to
+//! mark, and a watchdog that aborts the whole test process rather than let it hang.
+#![allow(dead_code, reason = "each test binary uses a different subset")]
+
+use ringfence_engine_host::{EngineSettings, LoadedEngine, QuarantineRule, Runtime};
+use ringfence_protocol::FailurePolicy;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub fn engine(
+    runtime: &Runtime,
+    name: &str,
+    policy: FailurePolicy,
+    deadline: Duration,
+    content: &[u8],
+) -> Arc<LoadedEngine> {
+    let wasm = ringfence_bundled_engines::get(name)
+        .expect("bundled engine")
+        .wasm;
+    let settings = EngineSettings::new(name)
+        .with_policy(policy)
+        .with_deadline(deadline)
+        .with_quarantine(QuarantineRule {
+            failures: 1_000_000,
+            window: Duration::from_secs(1),
+        });
+    LoadedEngine::load(runtime, settings, wasm, content).expect("engine loads")
+}
+
+/// True when live-kernel tests can run; otherwise says why they are skipped.
+pub fn root_or_skip(test: &str) -> bool {
+    if ringfence_sensor::procfs::has_capability(ringfence_sensor::procfs::CAP_SYS_ADMIN) {
+        return true;
+    }
+    eprintln!("SKIPPED {test}: needs root (CAP_SYS_ADMIN) for fanotify and the process connector");
+    false
+}
+
+/// Aborts the process if `f` does not return within `limit`. Aborting closes our fanotify
+/// groups, and the kernel then allows every event still waiting: nothing stays blocked.
+pub fn within<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(value) => value,
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            eprintln!("test exceeded its hard timeout of {limit:?}; aborting");
+            std::process::abort()
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => panic!("test body panicked"),
+    }
+}
+
+/// A tmpfs mounted on a temporary directory, unmounted on drop: marking it can never affect
+/// anything but the binaries a test copies there.
+pub struct Tmpfs {
+    pub dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    pub fn new() -> Tmpfs {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=32m,mode=0755", "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .expect("run mount");
+        assert!(status.success(), "mount tmpfs");
+        Tmpfs { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Copies a system binary into the tmpfs under `name`.
+    pub fn binary(&self, name: &str) -> PathBuf {
+        let to = self.path().join(name);
+        std::fs::copy("/usr/bin/true", &to).expect("copy binary");
+        to
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}

@@ -1,0 +1,149 @@
+//! The agent pipeline without the kernel: replay end to end, queue-full answers, deadline
+//! answers by policy, engine swap invalidating generations. Runs anywhere, root or not.
+
+mod common;
+
+use common::{engine, within};
+use ringfence_agent::{Agent, AgentConfig, MuteSet, Sensor, Submitted};
+use ringfence_engine_host::Runtime;
+use ringfence_protocol::{Event, ExecEvent, FailurePolicy};
+use ringfence_sensor::Ticket;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn exec(exe: &str) -> Event {
+    Event::Exec(ExecEvent {
+        pid: 4242,
+        ppid: 1,
+        uid: 0,
+        gid: 0,
+        exe: exe.to_owned(),
+        argv: vec![exe.to_owned()],
+        cwd: "/".to_owned(),
+        parent_exe: "/usr/bin/bash".to_owned(),
+    })
+}
+
+fn config(alerts: &std::path::Path) -> AgentConfig {
+    AgentConfig {
+        sensors: Vec::new(),
+        alerts: Some(alerts.to_owned()),
+        mute: MuteSet::default(),
+        ..AgentConfig::default()
+    }
+}
+
+#[test]
+fn replay_end_to_end_writes_alerts() {
+    within(Duration::from_secs(120), || {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let alerts = dir.path().join("alerts.jsonl");
+        let runtime = Runtime::new().expect("runtime");
+        let allowlist = engine(
+            &runtime,
+            "exec-allowlist",
+            FailurePolicy::FailClosed,
+            Duration::from_millis(50),
+            b"deny /usr/bin/curl\nallow /**\n",
+        );
+        let events = ringfence_protocol::corpus::generate(1000, 7);
+        let curls = events
+            .iter()
+            .filter(|e| matches!(e, Event::Exec(x) if x.exe == "/usr/bin/curl"))
+            .count() as u64;
+        let mut config = config(&alerts);
+        config.sensors = vec![Sensor::Replay(events)];
+        config.perm_deadline = Duration::from_secs(5);
+        let agent = Agent::start(config, vec![allowlist]).expect("agent starts");
+        assert!(
+            agent.wait_replay(Duration::from_secs(60)),
+            "replay finishes"
+        );
+        let stats = agent.shutdown();
+        assert_eq!(stats.events, 1000);
+        assert_eq!(stats.allowed + stats.denied, stats.permission_events);
+        assert_eq!(stats.denied, curls, "{stats:?}");
+        let text = std::fs::read_to_string(&alerts).expect("alerts written");
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("alert is JSON"))
+            .collect();
+        let blocked = lines
+            .iter()
+            .filter(|a| a["disposition"] == "Blocked" && a["class_uid"] == 1007)
+            .count() as u64;
+        assert_eq!(blocked, curls);
+    });
+}
+
+#[test]
+fn full_queue_and_hung_engine_are_answered_by_policy() {
+    within(Duration::from_secs(120), || {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let runtime = Runtime::new().expect("runtime");
+        // The engine hangs for 2 s per call: only the responder and the queue can answer.
+        let hung = engine(
+            &runtime,
+            "faulty",
+            FailurePolicy::FailClosed,
+            Duration::from_secs(2),
+            b"loop",
+        );
+        let mut config = config(&dir.path().join("alerts.jsonl"));
+        config.workers = 1;
+        config.queue_capacity = 1;
+        config.perm_deadline = Duration::from_millis(20);
+        let agent = Agent::start(config, vec![hung]).expect("agent starts");
+        let tickets: Vec<Arc<Ticket>> = (0..6).map(|_| Arc::new(Ticket::detached())).collect();
+        let started = Instant::now();
+        let outcomes: Vec<Submitted> = tickets
+            .iter()
+            .map(|t| agent.submit(exec("/usr/bin/ls"), Arc::clone(t)))
+            .collect();
+        assert!(
+            outcomes.contains(&Submitted::AnsweredByPolicy),
+            "{outcomes:?}"
+        );
+        while tickets.iter().any(|t| t.answer().is_none()) {
+            assert!(
+                started.elapsed() < Duration::from_millis(500),
+                "answered late"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // Fail-closed: every one denied.
+        assert!(tickets.iter().all(|t| t.answer() == Some(false)));
+        let stats = agent.stats();
+        assert!(stats.queue_full >= 1, "{stats:?}");
+        assert!(stats.deadline_answers >= 1, "{stats:?}");
+        let stats = agent.shutdown();
+        assert_eq!(stats.allowed + stats.denied, 6, "{stats:?}");
+    });
+}
+
+#[test]
+fn swap_bumps_the_generation() {
+    within(Duration::from_secs(60), || {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let runtime = Runtime::new().expect("runtime");
+        let ok = engine(
+            &runtime,
+            "faulty",
+            FailurePolicy::FailOpen,
+            Duration::from_millis(50),
+            b"ok",
+        );
+        let agent = Agent::start(config(&dir.path().join("a")), vec![Arc::clone(&ok)])
+            .expect("agent starts");
+        assert_eq!(agent.generation(), 1);
+        assert_eq!(agent.swap_engines(vec![ok]), 2);
+        let ticket = Arc::new(Ticket::detached());
+        agent.submit(exec("/usr/bin/ls"), Arc::clone(&ticket));
+        let until = Instant::now() + Duration::from_secs(5);
+        while ticket.answer().is_none() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(ticket.answer(), Some(true));
+        agent.shutdown();
+    });
+}

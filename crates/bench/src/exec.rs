@@ -1,10 +1,233 @@
-//! `ringfence bench exec`.
+//! `ringfence bench exec`: what exec authorisation costs. fork+exec+wait of a small binary on a
+//! private tmpfs, without an agent and with agents of increasing work, in one run; plus the RSS
+//! of a real `ringfence agent` process with two engines loaded.
+
+use crate::stats::{Percentiles, Row, print};
+use anyhow::Context;
+use ringfence_agent::{Agent, AgentConfig, MuteSet, Sensor};
+use ringfence_engine_host::{EngineSettings, LoadedEngine, Runtime};
+use ringfence_protocol::FailurePolicy;
+use ringfence_sensor::FanotifyConfig;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Instant;
 
 /// Options for `ringfence bench exec`.
 #[derive(Debug, Clone, clap::Args)]
-pub struct Options {}
+pub struct Options {
+    /// Execs per scenario.
+    #[arg(long, default_value_t = 1000)]
+    pub iterations: usize,
+    /// Rules in the allow-list scenario.
+    #[arg(long, default_value_t = 100)]
+    pub rules: usize,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A tmpfs on a temporary directory, so only the benchmark's binary is marked.
+struct Tmpfs {
+    dir: PathBuf,
+}
+
+impl Tmpfs {
+    fn new() -> anyhow::Result<Tmpfs> {
+        let dir = std::env::temp_dir().join(format!("ringfence-bench-exec-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=16m", "tmpfs"])
+            .arg(&dir)
+            .status()
+            .context("run mount")?
+            .success();
+        anyhow::ensure!(ok, "could not mount a tmpfs on {}", dir.display());
+        Ok(Tmpfs { dir })
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+fn measure(bin: &Path, iterations: usize) -> anyhow::Result<Percentiles> {
+    // Warm up page cache and the decision cache alike.
+    for _ in 0..20 {
+        Command::new(bin).status()?;
+    }
+    let mut samples = Vec::with_capacity(iterations);
+    for _ in 0..iterations {
+        let started = Instant::now();
+        let status = Command::new(bin).status()?;
+        samples.push(started.elapsed());
+        anyhow::ensure!(status.success(), "{} failed: {status}", bin.display());
+    }
+    Ok(Percentiles::of(&mut samples))
+}
+
+fn engine(runtime: &Runtime, name: &str, content: &[u8]) -> anyhow::Result<Arc<LoadedEngine>> {
+    let wasm = ringfence_bundled_engines::get(name)
+        .with_context(|| format!("bundled engine {name}"))?
+        .wasm;
+    let settings = EngineSettings::new(name).with_policy(FailurePolicy::FailOpen);
+    Ok(LoadedEngine::load(runtime, settings, wasm, content)?)
+}
+
+fn with_agent(
+    mount: &Path,
+    bin: &Path,
+    engines: Vec<Arc<LoadedEngine>>,
+    cache: bool,
+    iterations: usize,
+) -> anyhow::Result<(Percentiles, ringfence_agent::StatsSnapshot)> {
+    let config = AgentConfig {
+        sensors: vec![Sensor::Fanotify],
+        fanotify: FanotifyConfig {
+            exec_mounts: vec![mount.to_owned()],
+            ..FanotifyConfig::default()
+        },
+        discard_alerts: true,
+        cache,
+        mute: MuteSet::defaults(),
+        ..AgentConfig::default()
+    };
+    let agent = Agent::start(config, engines)?;
+    let result = measure(bin, iterations);
+    let stats = agent.shutdown();
+    Ok((result?, stats))
+}
+
+/// Resident set size of a process, in KiB.
+fn rss_kib(pid: u32) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
+/// Starts `ringfence agent` with two engines on the tmpfs, runs some execs, reads its RSS.
+fn agent_process_rss(mount: &Path, bin: &Path, rules: &Path) -> anyhow::Result<Option<u64>> {
+    let exe = std::env::current_exe()?;
+    if exe.file_stem().and_then(|s| s.to_str()) != Some("ringfence") {
+        return Ok(None);
+    }
+    let ok = mount.join("ok.txt");
+    std::fs::write(&ok, "ok")?;
+    let mut child = Command::new(exe)
+        .args([
+            "agent",
+            "--standalone",
+            "--engine",
+            "bundled:exec-allowlist",
+            "--content",
+        ])
+        .arg(rules)
+        .args(["--engine", "bundled:faulty", "--content"])
+        .arg(&ok)
+        .arg("--mount")
+        .arg(mount)
+        .arg("--alerts")
+        .arg(mount.join("alerts.jsonl"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let stderr = child.stderr.take().context("agent stderr")?;
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
+    let ready = lines.any(|l| l.is_ok_and(|l| l.contains("ready")));
+    for _ in 0..200 {
+        Command::new(bin).status()?;
+    }
+    let rss = if ready { rss_kib(child.id()) } else { None };
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    Ok(rss)
+}
 
 /// Runs the benchmark and prints its report.
-pub fn run(_options: &Options) -> anyhow::Result<()> {
-    anyhow::bail!("`ringfence bench exec` is being written")
+pub fn run(options: &Options) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        ringfence_sensor::procfs::has_capability(ringfence_sensor::procfs::CAP_SYS_ADMIN),
+        "`bench exec` measures real fanotify permission events: run it as root"
+    );
+    let iterations = options.iterations.max(10);
+    let fs = Tmpfs::new()?;
+    let bin = fs.dir.join("true");
+    std::fs::copy("/usr/bin/true", &bin).context("copy /usr/bin/true")?;
+    let mut rules = String::new();
+    for i in 0..options.rules.saturating_sub(1) {
+        rules.push_str(&format!("deny /opt/never/{i}/**\n"));
+    }
+    rules.push_str("allow /**\n");
+    let rules_path = fs.dir.join("rules.txt");
+    std::fs::write(&rules_path, &rules)?;
+
+    let runtime = Runtime::new()?;
+    let trivial = engine(&runtime, "faulty", b"ok")?;
+    let allowlist = engine(&runtime, "exec-allowlist", rules.as_bytes())?;
+
+    let base = measure(&bin, iterations)?;
+    let (no_cache, _) = with_agent(&fs.dir, &bin, vec![Arc::clone(&trivial)], false, iterations)?;
+    let (cached, cached_stats) = with_agent(&fs.dir, &bin, vec![trivial], true, iterations)?;
+    let (list, _) = with_agent(&fs.dir, &bin, vec![allowlist], false, iterations)?;
+    let rss = agent_process_rss(&fs.dir, &bin, &rules_path)?;
+
+    let us = |ns: u64| ns as f64 / 1000.0;
+    let added = |p: &Percentiles, q: fn(&Percentiles) -> u64| us(q(p).saturating_sub(q(&base)));
+    let mut rows = vec![
+        Row::new("no agent: exec p50", us(base.p50_ns), "µs"),
+        Row::new("no agent: exec p99", us(base.p99_ns), "µs"),
+    ];
+    for (name, p) in [
+        ("trivial engine, no cache", &no_cache),
+        ("trivial engine, cache", &cached),
+        (
+            &*format!("exec-allowlist {} rules, no cache", options.rules),
+            &list,
+        ),
+    ] {
+        rows.push(
+            Row::new(format!("{name}: added p50"), added(p, |p| p.p50_ns), "µs")
+                .ratio(p.p50_ns as f64 / base.p50_ns.max(1) as f64, "no agent p50"),
+        );
+        let row = Row::new(format!("{name}: added p99"), added(p, |p| p.p99_ns), "µs")
+            .ratio(p.p99_ns as f64 / base.p99_ns.max(1) as f64, "no agent p99");
+        rows.push(if name == "trivial engine, cache" {
+            row.goal("≤ 50 µs")
+        } else {
+            row
+        });
+    }
+    rows.push(Row::new(
+        "cache hits in the cached run",
+        cached_stats.cache_hits as f64,
+        "execs",
+    ));
+    if let Some(kib) = rss {
+        rows.push(Row::new("agent RSS, two engines", kib as f64 / 1024.0, "MiB").goal("≤ 30 MiB"));
+    }
+    let fapolicyd = ["/usr/sbin/fapolicyd", "/sbin/fapolicyd"]
+        .iter()
+        .any(|p| Path::new(p).exists());
+    print(
+        &format!(
+            "bench exec: fork+exec+wait of {} ({} execs per scenario; {})",
+            bin.display(),
+            iterations,
+            if fapolicyd {
+                "fapolicyd is installed but not compared yet"
+            } else {
+                "fapolicyd is not installed, so no side-by-side comparison"
+            }
+        ),
+        &rows,
+        options.json,
+    )?;
+    Ok(())
 }

@@ -12,4 +12,6 @@ mod state;
 pub use gates::{GateResult, HealthSummary, evaluate_gates, summarise};
 pub use membership::{ring_of, ring_position};
 pub use spec::{GateSpec, RingSpec, RolloutSpec};
-pub use state::{AgentHealth, Phase, RolloutState, Target, Transition, step, target_for};
+pub use state::{
+    AgentHealth, Phase, RolloutState, Target, Transition, step, step_with_health, target_for,
+};

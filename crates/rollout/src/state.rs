@@ -149,12 +149,21 @@ pub struct RolloutState {
 impl RolloutState {
     /// A rollout starting now, ring 0, with the baseline taken from `fleet`.
     pub fn start(now_ms: i64, fleet: &[AgentHealth], heartbeat_timeout_ms: i64) -> RolloutState {
+        RolloutState::start_with_baseline(
+            now_ms,
+            summarise(fleet, None, now_ms, now_ms, heartbeat_timeout_ms),
+        )
+    }
+
+    /// A rollout starting now with a baseline the caller has already summarised (the simulator
+    /// aggregates a million agents without materialising an [`AgentHealth`] for each).
+    pub fn start_with_baseline(now_ms: i64, baseline: HealthSummary) -> RolloutState {
         RolloutState {
             phase: Phase::Running,
             ring: 0,
             started_ms: now_ms,
             ring_started_ms: now_ms,
-            baseline: summarise(fleet, None, now_ms, now_ms, heartbeat_timeout_ms),
+            baseline,
             gates: Vec::new(),
             ring_health: HealthSummary::default(),
             reason: None,
@@ -268,10 +277,36 @@ pub fn step(
         state.started_ms,
         spec.gates.heartbeat_timeout_ms,
     );
-    let results = evaluate_gates(&spec.gates, &state.baseline, &health);
+    let current = summarise(
+        current.iter().copied(),
+        Some(version),
+        now_ms,
+        now_ms,
+        i64::MAX,
+    );
+    step_with_health(spec, state, now_ms, health, &current)
+}
+
+/// The decision half of [`step`], for callers that aggregate health themselves (the simulator
+/// keeps running per-ring totals instead of re-reading a million agents every tick).
+///
+/// `touched` is the health of every ring up to `state.ring`, as [`summarise`] gives it for the
+/// rollout's version with crashes since `state.started_ms` and the gate's heartbeat timeout.
+/// `current` is the current ring alone; only its `agents` and `adopted` counts are read.
+pub fn step_with_health(
+    spec: &RolloutSpec,
+    state: &mut RolloutState,
+    now_ms: i64,
+    touched: HealthSummary,
+    current: &HealthSummary,
+) -> Option<Transition> {
+    if state.phase != Phase::Running {
+        return None;
+    }
+    let results = evaluate_gates(&spec.gates, &state.baseline, &touched);
     let failed: Vec<GateResult> = results.iter().filter(|g| !g.passed).cloned().collect();
     state.gates = results;
-    state.ring_health = health;
+    state.ring_health = touched;
     if !failed.is_empty() {
         return Some(Transition::GateFailure {
             ring: state.ring,
@@ -281,16 +316,9 @@ pub fn step(
     }
     let ring = &spec.rings[state.ring];
     let elapsed = now_ms - state.ring_started_ms;
-    let adoption = summarise(
-        current.iter().copied(),
-        Some(version),
-        now_ms,
-        now_ms,
-        i64::MAX,
-    )
-    .adoption();
+    let adoption = current.adoption();
     // An empty ring (a small fleet and a 1% slice) passes on its bake time alone.
-    let adopted = current.is_empty() || adoption >= spec.gates.min_adoption;
+    let adopted = current.agents == 0 || adoption >= spec.gates.min_adoption;
     if !adopted {
         if elapsed > spec.gates.adoption_timeout_ms {
             let gate = GateResult {

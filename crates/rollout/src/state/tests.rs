@@ -3,6 +3,7 @@
 //! hold for any sequence of health inputs.
 
 use super::*;
+use crate::gates::HealthSummary;
 use crate::spec::RolloutSpec;
 use proptest::prelude::*;
 
@@ -209,4 +210,71 @@ proptest! {
             }
         }
     }
+}
+
+/// The simulator feeds `step_with_health` running totals instead of a fleet; the same totals
+/// must lead to the same transition and the same operator-visible state as `step`.
+#[test]
+fn step_with_health_on_totals_matches_step() {
+    let spec = RolloutSpec::default_rings(10_000);
+    let mut agents = fleet(300, "1", 0);
+    let start = RolloutState::start(0, &agents, 15_000);
+    assert_eq!(
+        start,
+        RolloutState::start_with_baseline(0, start.baseline.clone())
+    );
+    adopt(&spec, &start, &mut agents, "r", 1_000);
+    let ring0: Vec<usize> = (0..agents.len())
+        .filter(|&i| ring_of(&agents[i].agent_id, &agents[i].tags, "r", &spec) == 0)
+        .collect();
+    // Every ring-0 agent crashes once; the first also goes silent.
+    for &i in &ring0 {
+        agents[i].crashes_ms.push(2_000);
+    }
+    agents[ring0[0]].last_heartbeat_ms = -10_000;
+    let now = 10_000;
+    let mut by_step = start.clone();
+    let expected = step(&spec, &mut by_step, "r", "2", now, &agents);
+    let touched = HealthSummary {
+        agents: ring0.len(),
+        adopted: ring0.len(),
+        crashes: ring0.len(),
+        silent: 1,
+        p99_us: 50.0,
+        deny_rate: 0.01,
+        cpu_pct: 1.0,
+        rss_bytes: 20e6,
+    };
+    let current = HealthSummary {
+        agents: ring0.len(),
+        adopted: ring0.len(),
+        ..HealthSummary::default()
+    };
+    let mut by_totals = start.clone();
+    let got = step_with_health(&spec, &mut by_totals, now, touched, &current);
+    assert!(
+        matches!(got, Some(Transition::GateFailure { .. })),
+        "{got:?}"
+    );
+    assert_eq!(got, expected);
+    assert_eq!(by_totals, by_step);
+}
+
+#[test]
+fn step_with_health_promotes_an_empty_ring_on_bake_time() {
+    let spec = RolloutSpec::default_rings(1_000);
+    let mut state = RolloutState::start_with_baseline(0, HealthSummary::default());
+    let empty = HealthSummary::default();
+    assert_eq!(
+        step_with_health(&spec, &mut state, 500, empty.clone(), &empty),
+        None
+    );
+    assert_eq!(
+        step_with_health(&spec, &mut state, 1_000, empty.clone(), &empty),
+        Some(Transition::Promote {
+            from: 0,
+            to: 1,
+            at_ms: 1_000
+        })
+    );
 }

@@ -10,6 +10,7 @@ pub mod content;
 pub mod corpus;
 pub mod event;
 pub mod failure;
+pub mod guard_link;
 pub mod verdict;
 
 pub use event::{Event, ExecEvent, ExitEvent, ForkEvent, OpenEvent};

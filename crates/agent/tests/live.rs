@@ -47,7 +47,7 @@ fn allowlist_denies_one_binary_with_eperm_and_alerts() {
         return;
     }
     within(LIMIT, || {
-        let fs = Tmpfs::new();
+        let fs = Tmpfs::mount();
         let good = fs.binary("good");
         let bad = fs.binary("bad");
         let alerts = fs.path().join("alerts.jsonl");
@@ -66,7 +66,7 @@ fn allowlist_denies_one_binary_with_eperm_and_alerts() {
         assert!(is_eperm(&denied), "bad binary: {denied:?}");
         assert!(run(&good).expect("good binary runs").success());
         assert!(
-            run(&Path::new("/usr/bin/true").to_owned())
+            run(Path::new("/usr/bin/true"))
                 .expect("system true")
                 .success()
         );
@@ -83,7 +83,7 @@ fn allowlist_denies_one_binary_with_eperm_and_alerts() {
 
 fn hung_engine(policy: FailurePolicy) {
     within(LIMIT, move || {
-        let fs = Tmpfs::new();
+        let fs = Tmpfs::mount();
         let bin = fs.binary("bin");
         let runtime = Runtime::new().expect("runtime");
         // A 3 s engine deadline: only the agent's 20 ms responder can answer in time.
@@ -125,7 +125,7 @@ fn cache_answers_repeat_execs_and_modification_invalidates() {
         return;
     }
     within(LIMIT, || {
-        let fs = Tmpfs::new();
+        let fs = Tmpfs::mount();
         let bin = fs.binary("cached");
         let runtime = Runtime::new().expect("runtime");
         let ok = engine(
@@ -166,7 +166,7 @@ fn muted_path_is_never_blocked() {
         return;
     }
     within(LIMIT, || {
-        let fs = Tmpfs::new();
+        let fs = Tmpfs::mount();
         std::fs::create_dir(fs.path().join("data")).expect("mkdir");
         let muted = fs.path().join("data").join("helper");
         std::fs::copy("/usr/bin/true", &muted).expect("copy");

@@ -62,7 +62,7 @@ pub struct Tmpfs {
 }
 
 impl Tmpfs {
-    pub fn new() -> Tmpfs {
+    pub fn mount() -> Tmpfs {
         let dir = tempfile::tempdir().expect("tempdir");
         let status = Command::new("mount")
             .args(["-t", "tmpfs", "-o", "size=32m,mode=0755", "tmpfs"])

@@ -88,7 +88,7 @@ mod tests {
             };
             assert_eq!(
                 store
-                    .insert_reports(&[report.clone()])
+                    .insert_reports(std::slice::from_ref(&report))
                     .await
                     .expect("first"),
                 1

@@ -28,6 +28,13 @@ pub async fn stores() -> Vec<(String, Store, Option<tempfile::TempDir>)> {
 
 /// A new, empty database on the server at `base`, so tests never see each other's rows.
 pub async fn fresh_postgres(base: &str) -> Store {
+    Store::connect(&fresh_postgres_url(base).await)
+        .await
+        .expect("connect to test database")
+}
+
+/// Creates a new, empty database on the server at `base` and returns its URL.
+pub async fn fresh_postgres_url(base: &str) -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static COUNTER: AtomicU32 = AtomicU32::new(0);
     sqlx::any::install_default_drivers();
@@ -49,7 +56,5 @@ pub async fn fresh_postgres(base: &str) -> Store {
     let (prefix, _) = base
         .rsplit_once('/')
         .expect("postgres URL has a database part");
-    Store::connect(&format!("{prefix}/{name}"))
-        .await
-        .expect("connect to test database")
+    format!("{prefix}/{name}")
 }

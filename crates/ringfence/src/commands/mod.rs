@@ -8,6 +8,7 @@ mod guard;
 mod operator;
 mod record;
 mod rollout;
+mod server;
 mod status;
 
 use clap::{Parser, Subcommand};
@@ -37,6 +38,8 @@ pub enum Command {
     Agent(agent::AgentArgs),
     /// Record live kernel events into a corpus.
     Record(record::RecordArgs),
+    /// Run the control plane, or make its tokens.
+    Server(server::ServerArgs),
     /// Start and steer rollouts.
     #[command(subcommand)]
     Rollout(rollout::RolloutCommand),
@@ -71,6 +74,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Agent(args) => agent::run(args),
         Command::Record(args) => record::run(args),
         Command::Bench(command) => bench::run(command),
+        Command::Server(args) => server::run(args),
         Command::Rollout(command) => rollout::run(command),
         Command::Status(args) => status::run(args),
         Command::Guard(args) => guard::run(args),

@@ -1,0 +1,182 @@
+//! `ringfence server`: run the control plane, and make its tokens.
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use ringfence_server::ServerConfig;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct ServerArgs {
+    #[command(subcommand)]
+    command: Option<ServerCommand>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct StoreArgs {
+    /// Data directory: the SQLite database (by default) and the release signing key.
+    #[arg(
+        long,
+        env = "RINGFENCE_DATA_DIR",
+        default_value = "/var/lib/ringfence/server"
+    )]
+    data_dir: PathBuf,
+    /// `postgres://user@host/db` for PostgreSQL; SQLite in the data directory when absent.
+    #[arg(long, env = "RINGFENCE_DATABASE")]
+    database: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Address to listen on. Loopback by default.
+    #[arg(long, default_value = "127.0.0.1:7700")]
+    listen: SocketAddr,
+    /// Event corpus for preflight (JSON lines); a generated corpus is built in.
+    #[arg(long)]
+    preflight_corpus: Option<PathBuf>,
+    /// How far above the current release's deny rate a new release may go (0.02 = 2 points).
+    #[arg(long, default_value_t = 0.02)]
+    preflight_deny_margin: f64,
+    /// How often the rollout controller evaluates gates, in milliseconds.
+    #[arg(long, default_value_t = 500)]
+    controller_tick_ms: u64,
+    /// Heartbeat interval agents are told to use, in seconds.
+    #[arg(long, default_value_t = 5)]
+    heartbeat_interval_s: u64,
+}
+
+#[derive(Debug, Subcommand)]
+enum ServerCommand {
+    /// Operator API tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Single-use enrollment tokens for agents.
+    #[command(subcommand)]
+    EnrollToken(EnrollTokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Create an operator token and print it (only its hash is stored).
+    Create {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long, default_value = "operator")]
+        label: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum EnrollTokenCommand {
+    /// Create enrollment tokens, one per line.
+    Create {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long, default_value_t = 1)]
+        count: usize,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 86_400)]
+        ttl_s: u64,
+        #[arg(long, default_value = "agents")]
+        label: String,
+    },
+}
+
+fn config(store: &StoreArgs) -> ServerConfig {
+    let mut config = ServerConfig::new(store.data_dir.clone());
+    config.database_url = store.database.clone();
+    config
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("start the async runtime")
+}
+
+pub fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
+    match args.command {
+        None => serve(args.run),
+        Some(ServerCommand::Token(TokenCommand::Create { store, label })) => {
+            runtime()?.block_on(async {
+                std::fs::create_dir_all(&store.data_dir)
+                    .with_context(|| format!("create {}", store.data_dir.display()))?;
+                let db = ringfence_store::Store::connect(&config(&store).database_url()).await?;
+                println!(
+                    "{}",
+                    ringfence_server::create_operator_token(&db, &label).await?
+                );
+                Ok(ExitCode::SUCCESS)
+            })
+        }
+        Some(ServerCommand::EnrollToken(EnrollTokenCommand::Create {
+            store,
+            count,
+            ttl_s,
+            label,
+        })) => runtime()?.block_on(async {
+            std::fs::create_dir_all(&store.data_dir)
+                .with_context(|| format!("create {}", store.data_dir.display()))?;
+            let db = ringfence_store::Store::connect(&config(&store).database_url()).await?;
+            for token in ringfence_server::create_enroll_tokens(
+                &db,
+                &label,
+                count,
+                Duration::from_secs(ttl_s),
+            )
+            .await?
+            {
+                println!("{token}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }),
+    }
+}
+
+fn serve(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let mut config = config(&args.store);
+    config.listen = args.listen;
+    config.preflight_corpus = args.preflight_corpus;
+    config.preflight_deny_margin = args.preflight_deny_margin;
+    config.controller_tick = Duration::from_millis(args.controller_tick_ms.max(10));
+    config.heartbeat_interval = Duration::from_secs(args.heartbeat_interval_s.max(1));
+    runtime()?.block_on(async move {
+        let listen = config.listen;
+        let state = ringfence_server::open(config).await?;
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("listen on {listen}"))?;
+        let bound = listener.local_addr()?;
+        // Scripts wait for this line to know where we are.
+        println!(
+            "ringfence server listening on http://{bound} (database: {:?})",
+            state.store.backend()
+        );
+        ringfence_server::serve(state, listener, shutdown_signal()).await?;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    let mut terminate =
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(_) => {
+                let _ = interrupt.await;
+                return;
+            }
+        };
+    tokio::select! {
+        _ = interrupt => {},
+        _ = terminate.recv() => {},
+    }
+}

@@ -1,0 +1,199 @@
+//! Enrollment, heartbeats and report uploads: the agent-facing half of the API.
+
+use crate::auth::{AGENT_PREFIX, Agent, ENROLL_PREFIX, Operator, hash_token, new_token};
+use crate::error::{ApiResult, AppError};
+use crate::state::AppState;
+use axum::Json;
+use axum::extract::State;
+use ringfence_protocol::api::{
+    EnrollRequest, EnrollResponse, Heartbeat, HeartbeatResponse, ReportAck, ReportBatch,
+};
+use ringfence_store::{AgentStatusUpdate, ReportRecord, TokenKind, now_ms};
+use serde::{Deserialize, Serialize};
+use std::sync::atomic::Ordering;
+
+const MAX_TAGS: usize = 16;
+const MAX_REPORTS_PER_BATCH: usize = 1000;
+
+pub async fn enroll(
+    State(state): State<AppState>,
+    Json(request): Json<EnrollRequest>,
+) -> ApiResult<Json<EnrollResponse>> {
+    if request.hostname.is_empty() || request.hostname.len() > 255 {
+        return Err(AppError::bad_request("hostname must be 1–255 bytes"));
+    }
+    if request.tags.len() > MAX_TAGS || request.tags.iter().any(|t| t.is_empty() || t.len() > 64) {
+        return Err(AppError::bad_request(format!(
+            "at most {MAX_TAGS} tags of 1–64 bytes"
+        )));
+    }
+    if !request.token.starts_with(ENROLL_PREFIX)
+        || !state
+            .store
+            .consume_enroll_token(&hash_token(&request.token))
+            .await?
+    {
+        state.metrics.auth_failures.fetch_add(1, Ordering::Relaxed);
+        return Err(AppError::new(
+            axum::http::StatusCode::UNAUTHORIZED,
+            "enrollment token is unknown, expired or already used",
+        ));
+    }
+    let agent_id = format!("agent-{}", &new_token("")[..16]);
+    let credential = new_token(AGENT_PREFIX);
+    state
+        .store
+        .insert_agent(
+            &agent_id,
+            &hash_token(&credential),
+            &request.hostname,
+            &request.tags,
+        )
+        .await?;
+    state.metrics.enrollments.fetch_add(1, Ordering::Relaxed);
+    state
+        .store
+        .audit(
+            &format!("agent:{agent_id}"),
+            "enroll",
+            &request.hostname,
+            "enrolled with a single-use token",
+        )
+        .await?;
+    Ok(Json(EnrollResponse {
+        agent_id,
+        credential,
+        release_keys: state.authority.public_keys(),
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollTokenRequest {
+    #[serde(default)]
+    pub label: String,
+    /// Lifetime in seconds (default one day).
+    #[serde(default)]
+    pub ttl_s: Option<i64>,
+    /// How many tokens (default 1).
+    #[serde(default)]
+    pub count: Option<usize>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct EnrollTokens {
+    pub tokens: Vec<String>,
+    pub expires_at_ms: i64,
+}
+
+pub async fn create_enroll_token(
+    State(state): State<AppState>,
+    operator: Operator,
+    Json(request): Json<EnrollTokenRequest>,
+) -> ApiResult<Json<EnrollTokens>> {
+    let count = request.count.unwrap_or(1);
+    if !(1..=10_000).contains(&count) {
+        return Err(AppError::bad_request("count must be 1–10000"));
+    }
+    let ttl_ms = request.ttl_s.unwrap_or(86_400).clamp(1, 30 * 86_400) * 1000;
+    let expires_at_ms = now_ms() + ttl_ms;
+    let mut tokens = Vec::with_capacity(count);
+    for _ in 0..count {
+        let token = new_token(ENROLL_PREFIX);
+        state
+            .store
+            .insert_token(
+                &hash_token(&token),
+                TokenKind::Enroll,
+                &request.label,
+                Some(expires_at_ms),
+            )
+            .await?;
+        tokens.push(token);
+    }
+    state
+        .store
+        .audit(
+            &operator.actor(),
+            "create_enroll_tokens",
+            &request.label,
+            &format!("{count} token(s)"),
+        )
+        .await?;
+    Ok(Json(EnrollTokens {
+        tokens,
+        expires_at_ms,
+    }))
+}
+
+pub async fn heartbeat(
+    State(state): State<AppState>,
+    agent: Agent,
+    Json(heartbeat): Json<Heartbeat>,
+) -> ApiResult<Json<HeartbeatResponse>> {
+    state.metrics.heartbeats.fetch_add(1, Ordering::Relaxed);
+    let assignments = state
+        .fleet
+        .assignments(&agent.id, &heartbeat.releases, &state.authority);
+    let status =
+        serde_json::to_value(&heartbeat).map_err(|e| AppError::internal("heartbeat", e))?;
+    state.heartbeats.push(AgentStatusUpdate {
+        agent_id: agent.id,
+        seen_at: now_ms(),
+        status,
+    });
+    Ok(Json(HeartbeatResponse {
+        assignments,
+        interval_s: state.config.heartbeat_interval.as_secs().max(1),
+    }))
+}
+
+pub async fn reports(
+    State(state): State<AppState>,
+    agent: Agent,
+    Json(batch): Json<ReportBatch>,
+) -> ApiResult<Json<ReportAck>> {
+    if batch.reports.len() > MAX_REPORTS_PER_BATCH {
+        return Err(AppError::bad_request(format!(
+            "at most {MAX_REPORTS_PER_BATCH} reports per batch"
+        )));
+    }
+    let records: Vec<ReportRecord> = batch
+        .reports
+        .into_iter()
+        .map(|report| ReportRecord {
+            // Scoped by the authenticated agent, so one agent cannot overwrite another's.
+            id: format!("{}:{}", agent.id, report.id),
+            agent_id: agent.id.clone(),
+            kind: report.kind,
+            at: report.at_ms,
+            received_at: 0,
+            body: report.body,
+        })
+        .collect();
+    let received = records.len();
+    let stored = state.store.insert_reports(&records).await?;
+    state
+        .metrics
+        .reports
+        .fetch_add(stored as u64, Ordering::Relaxed);
+    Ok(Json(ReportAck { stored, received }))
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    _operator: Operator,
+) -> ApiResult<Json<serde_json::Value>> {
+    state.heartbeats.flush(&state.store).await?;
+    let agents = state.store.agents().await?;
+    let agents: Vec<_> = agents
+        .into_iter()
+        .map(|a| {
+            serde_json::json!({
+                "id": a.id, "hostname": a.hostname, "tags": a.tags,
+                "enrolled_at_ms": a.enrolled_at, "last_seen_at_ms": a.last_seen_at, "status": a.status,
+            })
+        })
+        .collect();
+    Ok(Json(serde_json::json!({ "agents": agents })))
+}

@@ -1,0 +1,51 @@
+//! Liveness, metrics and the OpenAPI document: the unauthenticated endpoints.
+
+use crate::state::AppState;
+use axum::Json;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+
+/// 200 when the database answers, 503 with the reason when it does not.
+pub async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
+    match state.store.ping().await {
+        Ok(()) => (
+            StatusCode::OK,
+            Json(
+                serde_json::json!({ "status": "ok", "database": "ok", "leader": state.metrics.is_leader() }),
+            ),
+        ),
+        Err(error) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(
+                serde_json::json!({ "status": "degraded", "database": error.to_string(), "leader": false }),
+            ),
+        ),
+    }
+}
+
+pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let agents = state.store.agent_count().await.unwrap_or(-1);
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(agents),
+    )
+}
+
+pub async fn openapi() -> impl IntoResponse {
+    Json(crate::openapi::document())
+}
+
+/// The dashboard: one self-contained page (no external assets), polling the API.
+pub async fn dashboard() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'",
+            ),
+        ],
+        include_str!("../../assets/dashboard.html"),
+    )
+}

@@ -1,0 +1,41 @@
+//! HTTP handlers, one module per resource. Every write checks the caller's kind; bodies are
+//! size-limited by the router and parsed strictly.
+
+pub mod agents;
+pub mod health;
+pub mod releases;
+pub mod rollouts;
+pub mod status;
+
+use crate::state::AppState;
+use axum::Router;
+use axum::routing::{get, post};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/metrics", get(health::metrics))
+        .route("/openapi.json", get(health::openapi))
+        .route("/api/v1/enroll", post(agents::enroll))
+        .route("/api/v1/enroll-tokens", post(agents::create_enroll_token))
+        .route("/api/v1/agents", get(agents::list))
+        .route("/api/v1/agents/heartbeat", post(agents::heartbeat))
+        .route("/api/v1/agents/reports", post(agents::reports))
+        .route("/api/v1/blobs/{sha256}", get(releases::blob))
+        .route(
+            "/api/v1/releases",
+            post(releases::publish).get(releases::list),
+        )
+        .route("/api/v1/releases/{channel}/{version}", get(releases::show))
+        .route(
+            "/api/v1/rollouts",
+            post(rollouts::start).get(rollouts::list),
+        )
+        .route("/api/v1/rollouts/{id}", get(rollouts::show))
+        .route("/api/v1/rollouts/{id}/{action}", post(rollouts::act))
+        .route("/api/v1/status", get(status::fleet))
+        .route("/api/v1/audit", get(status::audit))
+        .route("/api/v1/reports", get(status::reports))
+        .route("/api/v1/crash-groups", get(status::crash_groups))
+        .route("/", get(health::dashboard))
+}

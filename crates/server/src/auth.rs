@@ -1,0 +1,158 @@
+//! Credentials: operator API tokens, single-use enrollment tokens and per-agent credentials.
+//! Only sha256 hashes are stored; a token is shown once, when it is made.
+
+use crate::error::AppError;
+use crate::state::AppState;
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+
+pub const OPERATOR_PREFIX: &str = "rfo_";
+pub const ENROLL_PREFIX: &str = "rfe_";
+pub const AGENT_PREFIX: &str = "rfa_";
+
+/// A new random token with a prefix that says what it is.
+pub fn new_token(prefix: &str) -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    format!("{prefix}{}", hex::encode(bytes))
+}
+
+pub fn hash_token(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+fn bearer(parts: &Parts) -> Option<&str> {
+    let value = parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    value.strip_prefix("Bearer ").map(str::trim)
+}
+
+/// An authenticated operator.
+#[derive(Debug, Clone)]
+pub struct Operator {
+    pub label: String,
+}
+
+impl Operator {
+    pub fn actor(&self) -> String {
+        format!("operator:{}", self.label)
+    }
+}
+
+impl FromRequestParts<AppState> for Operator {
+    type Rejection = AppError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let token = bearer(parts).ok_or_else(AppError::unauthorized)?;
+        if token.starts_with(AGENT_PREFIX) {
+            return Err(AppError::forbidden(
+                "agent credentials cannot perform operator actions",
+            ));
+        }
+        let record = state.store.operator_token(&hash_token(token)).await?;
+        match record {
+            Some(record)
+                if record
+                    .expires_at
+                    .is_none_or(|at| at > ringfence_store::now_ms()) =>
+            {
+                Ok(Operator {
+                    label: record.label,
+                })
+            }
+            _ => Err(AppError::unauthorized()),
+        }
+    }
+}
+
+/// An authenticated agent: handlers take its id from here, never from the body, so an agent
+/// can only write about itself.
+#[derive(Debug, Clone)]
+pub struct Agent {
+    pub id: String,
+}
+
+impl FromRequestParts<AppState> for Agent {
+    type Rejection = AppError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let token = bearer(parts).ok_or_else(AppError::unauthorized)?;
+        if !token.starts_with(AGENT_PREFIX) {
+            return Err(AppError::forbidden(
+                "this endpoint takes an agent credential",
+            ));
+        }
+        let hash = hash_token(token);
+        if let Some(id) = state
+            .agent_ids
+            .read()
+            .ok()
+            .and_then(|cache| cache.get(&hash).cloned())
+        {
+            return Ok(Agent { id });
+        }
+        let agent = state
+            .store
+            .agent_by_credential(&hash)
+            .await?
+            .ok_or_else(AppError::unauthorized)?;
+        if let Ok(mut cache) = state.agent_ids.write() {
+            cache.insert(hash, agent.id.clone());
+        }
+        Ok(Agent { id: agent.id })
+    }
+}
+
+/// Either kind of caller; for reads both may do (blob downloads).
+#[derive(Debug, Clone)]
+pub enum Caller {
+    Operator(Operator),
+    Agent(Agent),
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = AppError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        match bearer(parts) {
+            Some(token) if token.starts_with(AGENT_PREFIX) => {
+                Agent::from_request_parts(parts, state)
+                    .await
+                    .map(Caller::Agent)
+            }
+            Some(_) => Operator::from_request_parts(parts, state)
+                .await
+                .map(Caller::Operator),
+            None => Err(AppError::unauthorized()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_prefixed_random_and_hashed() {
+        let a = new_token(OPERATOR_PREFIX);
+        let b = new_token(OPERATOR_PREFIX);
+        assert!(a.starts_with("rfo_") && a.len() == 68);
+        assert_ne!(a, b);
+        assert_eq!(hash_token(&a).len(), 64);
+        assert_ne!(hash_token(&a), hash_token(&b));
+    }
+}

@@ -1,0 +1,46 @@
+//! Server configuration, from the command line.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Holds the SQLite database (by default) and the release signing key.
+    pub data_dir: PathBuf,
+    /// `sqlite://...` or `postgres://...`; `None` means SQLite in `data_dir`.
+    pub database_url: Option<String>,
+    pub listen: SocketAddr,
+    /// Events preflight runs releases over; `None` uses a generated default corpus.
+    pub preflight_corpus: Option<PathBuf>,
+    /// How much higher a release's deny rate may be than the channel's current release.
+    pub preflight_deny_margin: f64,
+    /// How often the rollout controller looks at the fleet.
+    pub controller_tick: Duration,
+    /// Heartbeat interval agents are told to use.
+    pub heartbeat_interval: Duration,
+    /// Largest request body (release bundles are the biggest).
+    pub max_body_bytes: usize,
+}
+
+impl ServerConfig {
+    pub fn new(data_dir: PathBuf) -> ServerConfig {
+        ServerConfig {
+            data_dir,
+            database_url: None,
+            listen: SocketAddr::from(([127, 0, 0, 1], 7700)),
+            preflight_corpus: None,
+            preflight_deny_margin: 0.02,
+            controller_tick: Duration::from_millis(500),
+            heartbeat_interval: Duration::from_secs(5),
+            max_body_bytes: 64 << 20,
+        }
+    }
+
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => format!("sqlite://{}", self.data_dir.join("ringfence.db").display()),
+        }
+    }
+}

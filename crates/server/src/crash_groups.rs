@@ -1,0 +1,261 @@
+//! Crash groups: reports that share a signature (engine, failure kind, trap code, top frames)
+//! are one problem. Each group is linked to the release that carried the content and the rollout
+//! that shipped it, and explained in a sentence a person can act on.
+
+use ringfence_protocol::FailureRecord;
+use ringfence_store::{ReleaseRecord, ReportRecord};
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::fleet::ActiveRollout;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CrashGroup {
+    pub signature: String,
+    pub count: usize,
+    pub hosts: usize,
+    pub first_ms: i64,
+    pub last_ms: i64,
+    pub engine: String,
+    pub kind: String,
+    pub trap_code: Option<String>,
+    pub function: Option<String>,
+    pub event_kinds: Vec<String>,
+    /// `channel@version` of the release whose content crashed, when known.
+    pub release: Option<String>,
+    pub rollout: Option<String>,
+    pub summary: String,
+}
+
+struct Accumulator {
+    record: FailureRecord,
+    count: usize,
+    hosts: BTreeSet<String>,
+    first_ms: i64,
+    last_ms: i64,
+    event_kinds: BTreeSet<String>,
+}
+
+/// The release whose manifest names this content hash.
+fn release_of<'a>(
+    releases: &'a [ReleaseRecord],
+    content_sha256: &str,
+) -> Option<&'a ReleaseRecord> {
+    releases
+        .iter()
+        .find(|release| release.manifest.to_string().contains(content_sha256))
+}
+
+fn plain_words(group: &CrashGroup, rollout: Option<&ActiveRollout>) -> String {
+    let what = match group.kind.as_str() {
+        "trap" => format!(
+            "crashed{}",
+            group
+                .trap_code
+                .as_deref()
+                .map(|c| format!(" ({})", c.replace('_', " ")))
+                .unwrap_or_default()
+        ),
+        "deadline" => "ran past its deadline".to_owned(),
+        "memory" => "ran out of memory".to_owned(),
+        "native" => "took the agent down (native crash)".to_owned(),
+        other => other.replace('_', " "),
+    };
+    let place = group
+        .function
+        .as_deref()
+        .map(|f| format!(" in {f}"))
+        .unwrap_or_default();
+    let on = if group.event_kinds.is_empty() {
+        String::new()
+    } else {
+        format!(" on {} events", group.event_kinds.join("/"))
+    };
+    let release = group
+        .release
+        .as_deref()
+        .map(|r| format!("release {r}: "))
+        .unwrap_or_default();
+    let mut sentence = format!(
+        "{release}engine {} {what}{place}{on}; {} report{} from {} host{}",
+        group.engine,
+        group.count,
+        if group.count == 1 { "" } else { "s" },
+        group.hosts,
+        if group.hosts == 1 { "" } else { "s" }
+    );
+    if let Some(rollout) = rollout {
+        let ring = rollout
+            .doc
+            .spec
+            .rings
+            .get(rollout.state.ring)
+            .map(|r| r.name.as_str())
+            .unwrap_or("?");
+        let fate = match rollout.state.phase {
+            ringfence_rollout::Phase::RolledBack => format!(
+                "rollout {} halted at ring {ring} and rolled back",
+                rollout.id
+            ),
+            ringfence_rollout::Phase::Halted => {
+                format!("rollout {} halted at ring {ring}", rollout.id)
+            }
+            phase => format!("rollout {} is {phase:?} at ring {ring}", rollout.id).to_lowercase(),
+        };
+        sentence.push_str("; ");
+        sentence.push_str(&fate);
+    }
+    sentence
+}
+
+/// Groups failure and crash reports.
+pub fn group(
+    reports: &[ReportRecord],
+    releases: &[ReleaseRecord],
+    rollouts: &[ActiveRollout],
+) -> Vec<CrashGroup> {
+    let mut groups: BTreeMap<String, Accumulator> = BTreeMap::new();
+    for report in reports {
+        let record: FailureRecord = match serde_json::from_value(report.body.clone()) {
+            Ok(record) => record,
+            // Native crash reports carry their own shape; fold them in by their signature field.
+            Err(_) => FailureRecord {
+                engine: report
+                    .body
+                    .get("engine")
+                    .and_then(|e| e.as_str())
+                    .unwrap_or("agent")
+                    .to_owned(),
+                content_sha256: String::new(),
+                kind: ringfence_protocol::FailureKind::Trap,
+                trap_code: report
+                    .body
+                    .get("signal")
+                    .and_then(|s| s.as_str())
+                    .map(str::to_owned),
+                message: report
+                    .body
+                    .get("message")
+                    .and_then(|m| m.as_str())
+                    .unwrap_or("")
+                    .to_owned(),
+                event_kind: None,
+                backtrace: Vec::new(),
+                at_unix_ns: 0,
+                elapsed_us: 0,
+            },
+        };
+        let signature = record.signature();
+        let entry = groups.entry(signature).or_insert_with(|| Accumulator {
+            record: record.clone(),
+            count: 0,
+            hosts: BTreeSet::new(),
+            first_ms: report.at,
+            last_ms: report.at,
+            event_kinds: BTreeSet::new(),
+        });
+        entry.count += 1;
+        entry.hosts.insert(report.agent_id.clone());
+        entry.first_ms = entry.first_ms.min(report.at);
+        entry.last_ms = entry.last_ms.max(report.at);
+        if let Some(kind) = &record.event_kind {
+            entry.event_kinds.insert(kind.clone());
+        }
+    }
+    let mut out: Vec<CrashGroup> = groups
+        .into_iter()
+        .map(|(signature, acc)| {
+            let release = release_of(releases, &acc.record.content_sha256)
+                .filter(|_| !acc.record.content_sha256.is_empty());
+            let rollout = release.and_then(|r| {
+                rollouts
+                    .iter()
+                    .find(|ro| ro.channel == r.channel && ro.version == r.version)
+            });
+            let mut group = CrashGroup {
+                signature,
+                count: acc.count,
+                hosts: acc.hosts.len(),
+                first_ms: acc.first_ms,
+                last_ms: acc.last_ms,
+                engine: acc.record.engine.clone(),
+                kind: acc.record.kind.as_str().to_owned(),
+                trap_code: acc.record.trap_code.clone(),
+                function: acc.record.top_function().map(str::to_owned),
+                event_kinds: acc.event_kinds.into_iter().collect(),
+                release: release.map(|r| format!("{}@{}", r.channel, r.version)),
+                rollout: rollout.map(|r| r.id.clone()),
+                summary: String::new(),
+            };
+            group.summary = plain_words(&group, rollout);
+            group
+        })
+        .collect();
+    out.sort_by(|a, b| b.count.cmp(&a.count).then(a.signature.cmp(&b.signature)));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ringfence_protocol::{FailureKind, Frame};
+
+    fn failure(agent: &str, at: i64) -> ReportRecord {
+        let record = FailureRecord {
+            engine: "faulty".into(),
+            content_sha256: "c0ffee".into(),
+            kind: FailureKind::Trap,
+            trap_code: Some("memory_out_of_bounds".into()),
+            message: "wasm trap: out of bounds memory access".into(),
+            event_kind: Some("exec".into()),
+            backtrace: vec![Frame {
+                function: Some("faulty::parse_template".into()),
+                func_index: 1,
+                module_offset: Some(10),
+                module: None,
+            }],
+            at_unix_ns: 0,
+            elapsed_us: 1,
+        };
+        ReportRecord {
+            id: format!("{agent}:{at}"),
+            agent_id: agent.into(),
+            kind: "failure".into(),
+            at,
+            received_at: at,
+            body: serde_json::to_value(record).expect("serialises"),
+        }
+    }
+
+    #[test]
+    fn same_signature_is_one_group_in_plain_words() {
+        let reports = [failure("a", 1), failure("b", 2), failure("a", 3)];
+        let release = ReleaseRecord {
+            channel: "detection".into(),
+            version: "291.0.0".into(),
+            manifest: serde_json::json!({"content": {"sha256": "c0ffee"}}),
+            bundle_sha256: "x".into(),
+            published_at: 0,
+            preflight: ringfence_store::PreflightStatus::Skipped,
+            preflight_report: None,
+        };
+        let groups = group(&reports, &[release], &[]);
+        assert_eq!(groups.len(), 1);
+        let g = &groups[0];
+        assert_eq!((g.count, g.hosts), (3, 2));
+        assert_eq!(g.release.as_deref(), Some("detection@291.0.0"));
+        assert!(
+            g.summary.contains(
+                "crashed (memory out of bounds) in faulty::parse_template on exec events"
+            ),
+            "{}",
+            g.summary
+        );
+        assert!(
+            g.summary
+                .starts_with("release detection@291.0.0: engine faulty"),
+            "{}",
+            g.summary
+        );
+    }
+}

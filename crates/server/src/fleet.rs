@@ -1,0 +1,154 @@
+//! The server's in-memory view of what each agent should run: active rollouts and where
+//! releases live. Refreshed from the database (every replica, every tick), so a heartbeat is
+//! answered without touching the database.
+
+use crate::signing::ReleaseAuthority;
+use ringfence_protocol::api::{Assignment, InstalledRelease};
+use ringfence_rollout::{RolloutSpec, RolloutState, Target, ring_of, target_for};
+use ringfence_store::{RolloutRecord, Store, StoreError};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::RwLock;
+
+/// What the `spec` column of a rollout holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RolloutDoc {
+    pub spec: RolloutSpec,
+    /// The version agents go back to on rollback; `None` for a channel's first rollout.
+    pub previous_version: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ActiveRollout {
+    pub id: String,
+    pub channel: String,
+    pub version: String,
+    pub doc: RolloutDoc,
+    pub state: RolloutState,
+}
+
+impl ActiveRollout {
+    pub fn from_record(record: &RolloutRecord) -> Result<ActiveRollout, StoreError> {
+        let corrupt = |what, e: serde_json::Error| StoreError::Corrupt {
+            what,
+            reason: e.to_string(),
+        };
+        Ok(ActiveRollout {
+            id: record.id.clone(),
+            channel: record.channel.clone(),
+            version: record.version.clone(),
+            doc: serde_json::from_value(record.spec.clone())
+                .map_err(|e| corrupt("rollout spec", e))?,
+            state: serde_json::from_value(record.state.clone())
+                .map_err(|e| corrupt("rollout state", e))?,
+        })
+    }
+
+    /// The version this agent should run for the rollout's channel.
+    pub fn version_for(&self, agent_id: &str, tags: &[String]) -> Option<&str> {
+        let ring = ring_of(agent_id, tags, &self.id, &self.doc.spec);
+        match target_for(&self.state, ring) {
+            Target::New => Some(&self.version),
+            Target::Previous => self.doc.previous_version.as_deref(),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Snapshot {
+    /// Newest rollout per channel.
+    latest: HashMap<String, ActiveRollout>,
+    /// (channel, version) → bundle sha256.
+    bundles: HashMap<(String, String), String>,
+    /// agent id → tags.
+    tags: HashMap<String, Vec<String>>,
+}
+
+#[derive(Debug, Default)]
+pub struct FleetCache {
+    snapshot: RwLock<Snapshot>,
+}
+
+impl FleetCache {
+    pub async fn refresh(&self, store: &Store) -> Result<(), StoreError> {
+        let mut snapshot = Snapshot::default();
+        for record in store.rollouts().await? {
+            // `rollouts()` is newest first: keep the first per channel.
+            if snapshot.latest.contains_key(&record.channel) {
+                continue;
+            }
+            match ActiveRollout::from_record(&record) {
+                Ok(rollout) => {
+                    snapshot.latest.insert(record.channel.clone(), rollout);
+                }
+                Err(error) => {
+                    tracing::error!(rollout = %record.id, "skipping unreadable rollout: {error}")
+                }
+            }
+        }
+        for release in store.releases().await? {
+            snapshot
+                .bundles
+                .insert((release.channel, release.version), release.bundle_sha256);
+        }
+        for agent in store.agents().await? {
+            snapshot.tags.insert(agent.id, agent.tags);
+        }
+        if let Ok(mut current) = self.snapshot.write() {
+            *current = snapshot;
+        }
+        Ok(())
+    }
+
+    /// What `agent_id` should run on every channel with a rollout, given what it runs now.
+    pub fn assignments(
+        &self,
+        agent_id: &str,
+        installed: &[InstalledRelease],
+        authority: &ReleaseAuthority,
+    ) -> Vec<Assignment> {
+        let Ok(snapshot) = self.snapshot.read() else {
+            return Vec::new();
+        };
+        let no_tags = Vec::new();
+        let tags = snapshot.tags.get(agent_id).unwrap_or(&no_tags);
+        let mut assignments = Vec::new();
+        for rollout in snapshot.latest.values() {
+            let Some(version) = rollout.version_for(agent_id, tags) else {
+                continue;
+            };
+            let Some(bundle) = snapshot
+                .bundles
+                .get(&(rollout.channel.clone(), version.to_owned()))
+            else {
+                continue;
+            };
+            let running = installed
+                .iter()
+                .find(|r| r.channel == rollout.channel)
+                .and_then(|r| r.current.as_deref());
+            // Going back from the rollout's version needs the server's signed permission.
+            let rollback_directive = (version != rollout.version
+                && running == Some(rollout.version.as_str()))
+            .then(|| authority.rollback_directive(&rollout.channel, &rollout.version, version))
+            .flatten();
+            assignments.push(Assignment {
+                channel: rollout.channel.clone(),
+                version: version.to_owned(),
+                bundle_sha256: bundle.clone(),
+                rollout_id: Some(rollout.id.clone()),
+                rollback_directive,
+            });
+        }
+        assignments.sort_by(|a, b| a.channel.cmp(&b.channel));
+        assignments
+    }
+
+    /// The newest rollout of every channel.
+    pub fn rollouts(&self) -> Vec<ActiveRollout> {
+        self.snapshot
+            .read()
+            .map(|s| s.latest.values().cloned().collect())
+            .unwrap_or_default()
+    }
+}

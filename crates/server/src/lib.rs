@@ -1,0 +1,169 @@
+//! The ringfence control plane: agents enroll and heartbeat, operators publish signed releases,
+//! preflight runs them in the real engine host, and the rollout controller moves them through
+//! rings, watching health gates and rolling back by itself.
+//!
+//! Architecture invariant: the server never trusts a body's claim about who sent it. Agent ids
+//! come from the credential; release contents are verified against the release keys; every
+//! write needs a credential of the right kind.
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod controller;
+pub mod crash_groups;
+pub mod error;
+pub mod fleet;
+pub mod heartbeats;
+pub mod metrics;
+pub mod openapi;
+pub mod preflight;
+pub mod signing;
+pub mod state;
+
+pub use config::ServerConfig;
+pub use state::AppState;
+
+use axum::Router;
+use ringfence_store::{Store, TokenKind};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Store(#[from] ringfence_store::StoreError),
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("release keys: {0}")]
+    Keys(String),
+    #[error("wasm runtime: {0}")]
+    Runtime(#[from] ringfence_engine_host::RuntimeError),
+}
+
+/// Opens the data directory, the database and the keys; does not listen.
+pub async fn open(config: ServerConfig) -> Result<AppState, ServerError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| ServerError::Io {
+        path: config.data_dir.display().to_string(),
+        source,
+    })?;
+    let store = Store::connect(&config.database_url()).await?;
+    let authority = signing::ReleaseAuthority::open(&config.data_dir).map_err(ServerError::Keys)?;
+    let state = AppState {
+        store,
+        config: Arc::new(config),
+        heartbeats: Arc::default(),
+        fleet: Arc::default(),
+        agent_ids: Arc::default(),
+        metrics: Arc::default(),
+        authority: Arc::new(authority),
+        engines: ringfence_engine_host::Runtime::new()?,
+        replica: format!("{}-{}", hostname(), std::process::id()),
+    };
+    state.fleet.refresh(&state.store).await?;
+    Ok(state)
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "server".to_owned())
+}
+
+/// The HTTP application: routes, body limit, request tracing.
+pub fn router(state: AppState) -> Router {
+    let limit = state.config.max_body_bytes;
+    api::routes()
+        .layer(axum::extract::DefaultBodyLimit::max(limit))
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(limit))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// Starts the background tasks (heartbeat flusher, rollout controller) for `state`.
+pub fn spawn_background(state: &AppState) -> Vec<tokio::task::JoinHandle<()>> {
+    let flusher = {
+        let state = state.clone();
+        tokio::spawn(async move {
+            state
+                .heartbeats
+                .run(state.store.clone(), Duration::from_millis(200))
+                .await;
+        })
+    };
+    let controller = tokio::spawn(controller::run(state.clone()));
+    vec![flusher, controller]
+}
+
+/// Serves until `shutdown` resolves, then flushes heartbeats and gives up the lease.
+pub async fn serve(
+    state: AppState,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let tasks = spawn_background(&state);
+    let app = router(state.clone());
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await;
+    for task in tasks {
+        task.abort();
+    }
+    if let Err(error) = state.heartbeats.flush(&state.store).await {
+        tracing::warn!("could not write the last heartbeats: {error}");
+    }
+    let _ = state
+        .store
+        .release_lease("controller", &state.replica)
+        .await;
+    served.map_err(|source| ServerError::Io {
+        path: "listener".to_owned(),
+        source,
+    })
+}
+
+/// Creates an operator API token and returns it (shown once; only its hash is stored).
+pub async fn create_operator_token(store: &Store, label: &str) -> Result<String, ServerError> {
+    let token = auth::new_token(auth::OPERATOR_PREFIX);
+    store
+        .insert_token(&auth::hash_token(&token), TokenKind::Operator, label, None)
+        .await?;
+    store
+        .audit(
+            "cli",
+            "create_operator_token",
+            label,
+            "created on the server host",
+        )
+        .await?;
+    Ok(token)
+}
+
+/// Creates enrollment tokens valid for `ttl`.
+pub async fn create_enroll_tokens(
+    store: &Store,
+    label: &str,
+    count: usize,
+    ttl: Duration,
+) -> Result<Vec<String>, ServerError> {
+    let expires =
+        ringfence_store::now_ms() + i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2);
+    let mut tokens = Vec::with_capacity(count);
+    for _ in 0..count {
+        let token = auth::new_token(auth::ENROLL_PREFIX);
+        store
+            .insert_token(
+                &auth::hash_token(&token),
+                TokenKind::Enroll,
+                label,
+                Some(expires),
+            )
+            .await?;
+        tokens.push(token);
+    }
+    Ok(tokens)
+}

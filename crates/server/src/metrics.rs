@@ -1,0 +1,103 @@
+//! Prometheus metrics at `/metrics`, in the text exposition format.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub heartbeats: AtomicU64,
+    pub reports: AtomicU64,
+    pub enrollments: AtomicU64,
+    pub releases_published: AtomicU64,
+    pub preflight_rejections: AtomicU64,
+    pub auth_failures: AtomicU64,
+    leader: AtomicBool,
+    transitions: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+impl Metrics {
+    pub fn set_leader(&self, leader: bool) {
+        self.leader.store(leader, Ordering::Relaxed);
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.leader.load(Ordering::Relaxed)
+    }
+
+    pub fn count_transition(&self, action: &'static str) {
+        if let Ok(mut transitions) = self.transitions.lock() {
+            *transitions.entry(action).or_insert(0) += 1;
+        }
+    }
+
+    /// The exposition text; `agents` comes from the database at scrape time.
+    pub fn render(&self, agents: i64) -> String {
+        let mut out = String::new();
+        let counter = |out: &mut String, name: &str, help: &str, value: u64| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+            );
+        };
+        counter(
+            &mut out,
+            "ringfence_heartbeats_total",
+            "Heartbeats received.",
+            self.heartbeats.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "ringfence_reports_total",
+            "Reports received from agents.",
+            self.reports.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "ringfence_enrollments_total",
+            "Agents enrolled.",
+            self.enrollments.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "ringfence_releases_published_total",
+            "Releases accepted.",
+            self.releases_published.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "ringfence_preflight_rejections_total",
+            "Releases rejected by preflight.",
+            self.preflight_rejections.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "ringfence_auth_failures_total",
+            "Requests refused for credentials.",
+            self.auth_failures.load(Ordering::Relaxed),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP ringfence_agents Enrolled agents.\n# TYPE ringfence_agents gauge\nringfence_agents {agents}"
+        );
+        let _ = writeln!(
+            out,
+            "# HELP ringfence_controller_leader 1 if this replica runs the rollout controller.\n# TYPE ringfence_controller_leader gauge\nringfence_controller_leader {}",
+            u8::from(self.is_leader())
+        );
+        let _ = writeln!(
+            out,
+            "# HELP ringfence_rollout_transitions_total Rollout transitions applied by this replica.\n# TYPE ringfence_rollout_transitions_total counter"
+        );
+        if let Ok(transitions) = self.transitions.lock() {
+            for (action, count) in transitions.iter() {
+                let _ = writeln!(
+                    out,
+                    "ringfence_rollout_transitions_total{{action=\"{action}\"}} {count}"
+                );
+            }
+        }
+        out
+    }
+}

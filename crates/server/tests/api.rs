@@ -1,0 +1,233 @@
+//! The HTTP API in-process (Router + oneshot), on SQLite and on PostgreSQL when
+//! `RINGFENCE_TEST_POSTGRES` is set: authentication and roles, body limits, enrollment,
+//! heartbeats, idempotent reports, health, metrics and the OpenAPI document.
+
+mod common;
+
+use axum::http::StatusCode;
+use common::{Harness, harnesses};
+use serde_json::json;
+
+#[tokio::test]
+async fn unauthenticated_and_wrong_role_writes_are_refused_and_store_nothing() {
+    for h in harnesses().await {
+        let (status, _) = h
+            .post_json(
+                "/api/v1/rollouts",
+                None,
+                json!({"channel": "c", "version": "1"}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{}", h.name);
+        let (status, _) = h
+            .post_json(
+                "/api/v1/rollouts",
+                Some("rfo_bogus"),
+                json!({"channel": "c", "version": "1"}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{}", h.name);
+        let agent = h.enroll("host-1", &[]).await;
+        let (status, _) = h
+            .post_json(
+                "/api/v1/rollouts",
+                Some(&agent.credential),
+                json!({"channel": "c", "version": "1"}),
+            )
+            .await;
+        assert_eq!(
+            status,
+            StatusCode::FORBIDDEN,
+            "agent credential on an operator endpoint"
+        );
+        let (status, _) = h
+            .post_json("/api/v1/agents/heartbeat", Some(&h.operator), json!({}))
+            .await;
+        assert_eq!(
+            status,
+            StatusCode::FORBIDDEN,
+            "operator token on an agent endpoint"
+        );
+        let (status, _) = h
+            .post_bytes("/api/v1/releases", None, b"bundle".to_vec())
+            .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert!(h.state.store.rollouts().await.expect("list").is_empty());
+        assert!(h.state.store.releases().await.expect("list").is_empty());
+    }
+}
+
+#[tokio::test]
+async fn enrollment_tokens_are_single_use() {
+    for h in harnesses().await {
+        let tokens = h.enroll_tokens(1).await;
+        let body = json!({"token": tokens[0], "hostname": "a"});
+        let (status, _) = h.post_json("/api/v1/enroll", None, body.clone()).await;
+        assert_eq!(status, StatusCode::OK, "{}", h.name);
+        let (status, reply) = h.post_json("/api/v1/enroll", None, body).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{}", h.name);
+        assert!(
+            reply["error"]
+                .as_str()
+                .expect("error")
+                .contains("already used")
+        );
+        assert_eq!(h.state.store.agents().await.expect("agents").len(), 1);
+    }
+}
+
+#[tokio::test]
+async fn malformed_and_oversized_bodies_get_4xx_and_store_nothing() {
+    for h in harnesses().await {
+        let (status, _) = h
+            .post_raw_json("/api/v1/enroll", None, b"{not json".to_vec())
+            .await;
+        assert!(status.is_client_error(), "{status}");
+        let (status, _) = h
+            .post_json(
+                "/api/v1/enroll",
+                None,
+                json!({"token": "rfe_x", "hostname": ""}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        let agent = h.enroll("host-1", &[]).await;
+        let huge = vec![b' '; h.state.config.max_body_bytes + 1];
+        let (status, _) = h
+            .post_raw_json("/api/v1/agents/reports", Some(&agent.credential), huge)
+            .await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{}", h.name);
+        let too_many: Vec<_> = (0..1001)
+            .map(|i| json!({"id": i.to_string(), "kind": "alert", "at_ms": 1, "body": {}}))
+            .collect();
+        let (status, _) = h
+            .post_json(
+                "/api/v1/agents/reports",
+                Some(&agent.credential),
+                json!({"reports": too_many}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(
+            h.state
+                .store
+                .reports_since("alert", 0)
+                .await
+                .expect("reports")
+                .is_empty()
+        );
+    }
+}
+
+#[tokio::test]
+async fn reports_are_stored_once_and_scoped_to_the_sender() {
+    for h in harnesses().await {
+        let a = h.enroll("a", &[]).await;
+        let b = h.enroll("b", &[]).await;
+        let batch = json!({"reports": [{"id": "1", "kind": "failure", "at_ms": 5, "body": {"kind": "trap"}}]});
+        let (_, ack) = h
+            .post_json("/api/v1/agents/reports", Some(&a.credential), batch.clone())
+            .await;
+        assert_eq!(ack["stored"], 1);
+        let (_, ack) = h
+            .post_json("/api/v1/agents/reports", Some(&a.credential), batch.clone())
+            .await;
+        assert_eq!(ack["stored"], 0, "a retried upload is stored once");
+        let (_, ack) = h
+            .post_json("/api/v1/agents/reports", Some(&b.credential), batch)
+            .await;
+        assert_eq!(
+            ack["stored"], 1,
+            "the same id from another agent is another report"
+        );
+        let reports = h
+            .state
+            .store
+            .reports_since("failure", 0)
+            .await
+            .expect("reports");
+        let owners: Vec<_> = reports.iter().map(|r| r.agent_id.clone()).collect();
+        assert!(owners.contains(&a.agent_id) && owners.contains(&b.agent_id));
+    }
+}
+
+#[tokio::test]
+async fn heartbeats_update_status_and_health_reports_the_database() {
+    for h in harnesses().await {
+        let agent = h.enroll("a", &["canary".to_owned()]).await;
+        let heartbeat = json!({"agent_version": "0.1.0", "releases": [], "health": {"events": 10, "deny_rate": 0.1}});
+        let (status, reply) = h
+            .post_json(
+                "/api/v1/agents/heartbeat",
+                Some(&agent.credential),
+                heartbeat,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            reply["assignments"]
+                .as_array()
+                .expect("assignments")
+                .is_empty()
+        );
+        h.state
+            .heartbeats
+            .flush(&h.state.store)
+            .await
+            .expect("flush");
+        let stored = h
+            .state
+            .store
+            .agent(&agent.agent_id)
+            .await
+            .expect("get")
+            .expect("exists");
+        assert_eq!(stored.status.expect("status")["health"]["events"], 10);
+        let (status, health) = h.get("/healthz", None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(health["database"], "ok");
+        let (status, summary) = h.get("/api/v1/status", Some(&h.operator)).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(summary["agents"], 1);
+        assert_eq!(summary["online"], 1, "{}", h.name);
+    }
+}
+
+#[tokio::test]
+async fn database_outage_shows_in_health_and_errors() {
+    let h = Harness::sqlite().await;
+    h.state.store.close().await;
+    let (status, health) = h.get("/healthz", None).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(health["status"], "degraded");
+    let (status, body) = h.get("/api/v1/releases", Some(&h.operator)).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+}
+
+#[tokio::test]
+async fn metrics_and_openapi_are_served_and_agree_with_the_router() {
+    let h = Harness::sqlite().await;
+    let (status, text) = h.get_text("/metrics").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(text.contains("ringfence_heartbeats_total 0"), "{text}");
+    let (status, doc) = h.get("/openapi.json", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(doc["openapi"], "3.1.0");
+    for (method, path, _, _) in ringfence_server::openapi::ROUTES {
+        assert!(doc["paths"][path][method].is_object(), "{method} {path}");
+        // Every documented route is routed: axum answers an unrouted path with an empty 404
+        // and a wrong method with 405; our handlers always answer with a body.
+        let concrete = path
+            .replace("{sha256}", &"0".repeat(64))
+            .replace("{channel}", "c")
+            .replace("{version}", "1")
+            .replace("{id}", "x")
+            .replace("{action}", "pause");
+        let (status, body) = h.request(method, &concrete, Some(&h.operator)).await;
+        assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+        assert!(!body.is_empty(), "{method} {path} is not routed ({status})");
+    }
+    let (status, page) = h.get_text("/").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("<title>ringfence</title>"));
+}

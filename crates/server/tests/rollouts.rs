@@ -1,0 +1,413 @@
+//! Rollouts end to end inside one process, on SQLite and PostgreSQL: a good release walks every
+//! ring; a crashing release halts in the first ring and every touched ring rolls back; operators
+//! steer; the controller survives a restart; two replicas never apply a transition twice.
+//!
+//! Agents here are simulated by their heartbeats and reports: the server only ever sees those.
+
+mod common;
+
+use axum::http::StatusCode;
+use common::{Enrolled, Harness, harnesses};
+use ringfence_server::controller;
+use ringfence_store::{PreflightStatus, ReleaseRecord};
+use serde_json::{Value, json};
+
+async fn publish_directly(h: &Harness, version: &str) {
+    let bundle = format!("bundle-{version}");
+    let sha = format!("{:0>64}", version.replace('.', ""));
+    h.state
+        .store
+        .put_blob(&sha, bundle.as_bytes())
+        .await
+        .expect("blob");
+    h.state
+        .store
+        .insert_release(&ReleaseRecord {
+            channel: "detection".into(),
+            version: version.into(),
+            manifest: json!({"name": "detection", "version": version}),
+            bundle_sha256: sha,
+            published_at: 0,
+            preflight: PreflightStatus::Passed,
+            preflight_report: Some(json!({"deny_rate": 0.0})),
+        })
+        .await
+        .expect("release");
+}
+
+/// One heartbeat; the agent then "installs" whatever it was assigned. Returns the version.
+async fn beat(h: &Harness, agent: &Enrolled, running: Option<&str>) -> Option<String> {
+    let releases = match running {
+        Some(version) => {
+            json!([{"channel": "detection", "current": version, "lkg": null, "running": "current"}])
+        }
+        None => json!([]),
+    };
+    let body = json!({"agent_version": "0.1.0", "releases": releases, "health": {"p99_us": 40.0, "deny_rate": 0.0, "cpu_pct": 1.0, "rss_bytes": 20000000}});
+    let (status, reply) = h
+        .post_json("/api/v1/agents/heartbeat", Some(&agent.credential), body)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    reply["assignments"]
+        .as_array()
+        .and_then(|a| a.iter().find(|x| x["channel"] == "detection"))
+        .and_then(|a| a["version"].as_str())
+        .map(str::to_owned)
+        .or_else(|| running.map(str::to_owned))
+}
+
+struct Fleet {
+    agents: Vec<Enrolled>,
+    versions: Vec<Option<String>>,
+}
+
+impl Fleet {
+    async fn enroll(h: &Harness, n: usize) -> Fleet {
+        let mut agents = Vec::new();
+        for i in 0..n {
+            let tags = if i < 2 {
+                vec!["canary".to_owned()]
+            } else {
+                Vec::new()
+            };
+            agents.push(h.enroll(&format!("host-{i}"), &tags).await);
+        }
+        Fleet {
+            versions: vec![None; n],
+            agents,
+        }
+    }
+
+    /// Every agent heartbeats and adopts its assignment; crashing versions file a report.
+    async fn round(&mut self, h: &Harness, crashing: Option<&str>) {
+        for (i, agent) in self.agents.iter().enumerate() {
+            let next = beat(h, agent, self.versions[i].as_deref()).await;
+            if next.is_some() && next.as_deref() == crashing && self.versions[i] != next {
+                let report = json!({"reports": [{"id": format!("crash-{i}"), "kind": "failure", "at_ms": ringfence_store::now_ms(),
+                    "body": {"engine": "faulty", "content_sha256": "", "kind": "trap", "message": "out of bounds", "at_unix_ns": 0}}]});
+                let (status, _) = h
+                    .post_json("/api/v1/agents/reports", Some(&agent.credential), report)
+                    .await;
+                assert_eq!(status, StatusCode::OK);
+            }
+            self.versions[i] = next;
+        }
+        h.state
+            .heartbeats
+            .flush(&h.state.store)
+            .await
+            .expect("flush");
+        controller::tick(&h.state).await.expect("controller tick");
+        h.state
+            .fleet
+            .refresh(&h.state.store)
+            .await
+            .expect("refresh");
+    }
+
+    fn count(&self, version: &str) -> usize {
+        self.versions
+            .iter()
+            .filter(|v| v.as_deref() == Some(version))
+            .count()
+    }
+}
+
+async fn start(h: &Harness, version: &str, bake_s: f64) -> Value {
+    let (status, rollout) = h
+        .post_json(
+            "/api/v1/rollouts",
+            Some(&h.operator),
+            json!({"channel": "detection", "version": version, "rings": "5,25,50,100", "bake_s": bake_s}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{rollout}");
+    rollout
+}
+
+async fn rollout(h: &Harness, id: &str) -> Value {
+    let (status, rollout) = h
+        .get(&format!("/api/v1/rollouts/{id}"), Some(&h.operator))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    rollout
+}
+
+async fn complete_good_release(h: &Harness, fleet: &mut Fleet) {
+    publish_directly(h, "1.0.0").await;
+    let started = start(h, "1.0.0", 0.0).await;
+    let id = started["id"].as_str().expect("id").to_owned();
+    for _ in 0..12 {
+        fleet.round(h, None).await;
+    }
+    let done = rollout(h, &id).await;
+    assert_eq!(done["phase"], "completed", "{}: {done}", h.name);
+    assert_eq!(fleet.count("1.0.0"), fleet.agents.len());
+}
+
+#[tokio::test]
+async fn good_release_walks_every_ring() {
+    for h in harnesses().await {
+        let mut fleet = Fleet::enroll(&h, 20).await;
+        complete_good_release(&h, &mut fleet).await;
+        let (_, audit) = h.get("/api/v1/audit?limit=50", Some(&h.operator)).await;
+        let actions: Vec<&str> = audit["entries"]
+            .as_array()
+            .expect("entries")
+            .iter()
+            .filter_map(|e| e["action"].as_str())
+            .collect();
+        assert_eq!(
+            actions.iter().filter(|a| **a == "promote").count(),
+            3,
+            "{actions:?}"
+        );
+        assert!(actions.contains(&"complete"));
+    }
+}
+
+#[tokio::test]
+async fn crashing_release_halts_in_the_first_ring_and_rolls_back() {
+    for h in harnesses().await {
+        let mut fleet = Fleet::enroll(&h, 20).await;
+        complete_good_release(&h, &mut fleet).await;
+        publish_directly(&h, "2.0.0").await;
+        let started = start(&h, "2.0.0", 3600.0).await;
+        let id = started["id"].as_str().expect("id").to_owned();
+        let mut reached = 0;
+        for _ in 0..6 {
+            fleet.round(&h, Some("2.0.0")).await;
+            reached = reached.max(fleet.count("2.0.0"));
+        }
+        let after = rollout(&h, &id).await;
+        assert_eq!(after["phase"], "rolled_back", "{}: {after}", h.name);
+        assert_eq!(after["ring"], 0, "never past the first ring");
+        assert!(
+            after["reason"]
+                .as_str()
+                .expect("reason")
+                .contains("crash reports per agent"),
+            "{after}"
+        );
+        assert!(
+            (2..20).contains(&reached),
+            "the canaries got it, the fleet did not: {reached}"
+        );
+        fleet.round(&h, Some("2.0.0")).await;
+        assert_eq!(
+            fleet.count("1.0.0"),
+            20,
+            "every host back on the previous release"
+        );
+        let gate = after["gates"]
+            .as_array()
+            .expect("gates")
+            .iter()
+            .find(|g| g["gate"] == "crashes")
+            .expect("crash gate");
+        assert_eq!(gate["passed"], false);
+    }
+}
+
+#[tokio::test]
+async fn rollback_assignments_carry_a_directive_only_for_downgrades() {
+    let h = Harness::sqlite().await;
+    let mut fleet = Fleet::enroll(&h, 4).await;
+    complete_good_release(&h, &mut fleet).await;
+    publish_directly(&h, "2.0.0").await;
+    let started = start(&h, "2.0.0", 3600.0).await;
+    let id = started["id"].as_str().expect("id").to_owned();
+    fleet.round(&h, None).await;
+    let (status, _) = h
+        .post_json(
+            &format!("/api/v1/rollouts/{id}/rollback"),
+            Some(&h.operator),
+            json!({"reason": "operator saw something"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let canary = &fleet.agents[0];
+    let body = json!({"releases": [{"channel": "detection", "current": "2.0.0", "lkg": "1.0.0", "running": "current"}]});
+    let (_, reply) = h
+        .post_json("/api/v1/agents/heartbeat", Some(&canary.credential), body)
+        .await;
+    let assignment = &reply["assignments"][0];
+    assert_eq!(assignment["version"], "1.0.0");
+    assert!(assignment.get("rollback_directive").is_some(), "{reply}");
+}
+
+#[tokio::test]
+async fn operators_steer_and_bad_requests_are_refused() {
+    let h = Harness::sqlite().await;
+    let mut fleet = Fleet::enroll(&h, 10).await;
+    complete_good_release(&h, &mut fleet).await;
+    publish_directly(&h, "2.0.0").await;
+    let id = start(&h, "2.0.0", 3600.0).await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let (status, _) = h
+        .post_json(
+            "/api/v1/rollouts",
+            Some(&h.operator),
+            json!({"channel": "detection", "version": "2.0.0"}),
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::CONFLICT,
+        "one active rollout per channel"
+    );
+    let (status, _) = h
+        .post_json(
+            "/api/v1/rollouts",
+            Some(&h.operator),
+            json!({"channel": "detection", "version": "9.9.9"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    for (action, phase) in [
+        ("pause", "paused"),
+        ("resume", "running"),
+        ("halt", "halted"),
+        ("rollback", "rolled_back"),
+    ] {
+        let (status, reply) = h
+            .post_json(
+                &format!("/api/v1/rollouts/{id}/{action}"),
+                Some(&h.operator),
+                json!({"reason": format!("test {action}")}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{action}: {reply}");
+        assert_eq!(reply["phase"], phase);
+    }
+    let (status, _) = h
+        .post_json(
+            &format!("/api/v1/rollouts/{id}/pause"),
+            Some(&h.operator),
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::CONFLICT,
+        "a rolled-back rollout cannot be paused"
+    );
+    let (status, _) = h
+        .post_json(
+            &format!("/api/v1/rollouts/{id}/explode"),
+            Some(&h.operator),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (_, audit) = h.get("/api/v1/audit", Some(&h.operator)).await;
+    let reasons: Vec<&str> = audit["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter_map(|e| e["reason"].as_str())
+        .collect();
+    assert!(reasons.contains(&"test halt"), "{reasons:?}");
+}
+
+#[tokio::test]
+async fn rejected_release_cannot_be_rolled_out() {
+    let h = Harness::sqlite().await;
+    h.state
+        .store
+        .insert_release(&ReleaseRecord {
+            channel: "detection".into(),
+            version: "6.6.6".into(),
+            manifest: json!({}),
+            bundle_sha256: "0".repeat(64),
+            published_at: 0,
+            preflight: PreflightStatus::Rejected,
+            preflight_report: Some(json!({"reason": "3 traps"})),
+        })
+        .await
+        .expect("insert");
+    let (status, reply) = h
+        .post_json(
+            "/api/v1/rollouts",
+            Some(&h.operator),
+            json!({"channel": "detection", "version": "6.6.6"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        reply["error"]
+            .as_str()
+            .expect("error")
+            .contains("rejected by preflight")
+    );
+}
+
+#[tokio::test]
+async fn controller_resumes_from_the_database_after_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", dir.path().join("db.sqlite").display());
+    let first = Harness::at(dir.path(), Some(url.clone())).await;
+    let mut fleet = Fleet::enroll(&first, 10).await;
+    publish_directly(&first, "1.0.0").await;
+    let id = start(&first, "1.0.0", 0.0).await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    fleet.round(&first, None).await;
+    let ring_before = rollout(&first, &id).await["ring"].as_u64().expect("ring");
+    first.state.store.close().await;
+    drop(first);
+    // A new server process on the same database picks up where the old one stopped.
+    let second = Harness::at(dir.path(), Some(url)).await;
+    let reopened = rollout(&second, &id).await;
+    assert_eq!(reopened["ring"].as_u64(), Some(ring_before));
+    for _ in 0..12 {
+        fleet.round(&second, None).await;
+    }
+    assert_eq!(rollout(&second, &id).await["phase"], "completed");
+}
+
+#[tokio::test]
+async fn two_replicas_never_apply_a_transition_twice() {
+    let Ok(base) = std::env::var("RINGFENCE_TEST_POSTGRES") else {
+        eprintln!("skipped: RINGFENCE_TEST_POSTGRES is not set (scripts/test.sh sets it)");
+        return;
+    };
+    let url = ringfence_store::testing::fresh_postgres_url(&base).await;
+    let a = Harness::at(
+        tempfile::tempdir().expect("tempdir").path(),
+        Some(url.clone()),
+    )
+    .await;
+    let b = Harness::at(tempfile::tempdir().expect("tempdir").path(), Some(url)).await;
+    let mut fleet = Fleet::enroll(&a, 10).await;
+    publish_directly(&a, "1.0.0").await;
+    let id = start(&a, "1.0.0", 0.0).await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    // Both replicas tick the controller at once, many times: leases pick one leader, and
+    // optimistic concurrency stops a stale one from applying anything twice.
+    for _ in 0..8 {
+        fleet.round(&a, None).await;
+        let (ra, rb) = tokio::join!(controller::tick(&a.state), controller::tick(&b.state));
+        ra.expect("tick a");
+        rb.expect("tick b");
+    }
+    // Kill the leader (stop using it); the other finishes the rollout.
+    a.state.store.close().await;
+    for _ in 0..8 {
+        fleet.round(&b, None).await;
+    }
+    let done = rollout(&b, &id).await;
+    assert_eq!(done["phase"], "completed", "{done}");
+    let promotions = done["history"]
+        .as_array()
+        .expect("history")
+        .iter()
+        .filter(|t| t["transition"] == "promote")
+        .count();
+    assert_eq!(promotions, 3, "every promotion exactly once: {done}");
+}

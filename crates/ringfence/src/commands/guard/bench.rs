@@ -134,13 +134,18 @@ fn crash_to_lkg(mode: &str) -> anyhow::Result<Duration> {
     }
 }
 
-fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+/// Resident memory in KiB: total, anonymous (the guard's own heap and stacks) and file-backed
+/// (pages of the shared `ringfence` binary and libraries that it touched).
+fn rss_kib(pid: u32) -> anyhow::Result<[u64; 3]> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .context("no VmRSS")
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .with_context(|| format!("no {name} in /proc/{pid}/status"))
+    };
+    Ok([field("VmRSS:")?, field("RssAnon:")?, field("RssFile:")?])
 }
 
 /// CPU time in nanoseconds: the first field of schedstat, with no clock-tick guesswork.
@@ -152,7 +157,7 @@ fn cpu_ns(pid: u32) -> anyhow::Result<u64> {
         .context("bad schedstat")
 }
 
-fn idle(secs: u64) -> anyhow::Result<(u64, f64)> {
+fn idle(secs: u64) -> anyhow::Result<([u64; 3], f64)> {
     let dir = Scratch::new()?;
     let record: PathBuf = dir.path().join("record");
     let guard = GuardProcess::start(dir.path(), &["--mode", "ok"], &record)?;
@@ -184,7 +189,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             "third_crash_to_serving_on_lkg_ms": restores.iter().map(|(m, d)| serde_json::json!({"mode": m, "ms": d.as_secs_f64() * 1000.0})).collect::<Vec<_>>(),
             "worst_ms": worst.as_secs_f64() * 1000.0,
             "goal_ms": 10_000,
-            "idle_rss_kib": rss,
+            "idle_rss_kib": rss[0],
+            "idle_rss_anon_kib": rss[1],
+            "idle_rss_file_kib": rss[2],
             "idle_cpu_percent": cpu,
             "idle_secs": args.idle_secs,
         });
@@ -202,8 +209,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             worst.as_secs_f64() * 10.0
         );
         println!(
-            "guard idle: RSS {rss} KiB, CPU {cpu:.3}% over {} s",
-            args.idle_secs
+            "guard idle: RSS {} KiB ({} KiB anonymous, {} KiB file-backed), CPU {cpu:.3}% over {} s",
+            rss[0], rss[1], rss[2], args.idle_secs
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -9,6 +9,7 @@ mod operator;
 mod record;
 mod rollout;
 mod server;
+mod sim;
 mod status;
 
 use clap::{Parser, Subcommand};
@@ -47,6 +48,8 @@ pub enum Command {
     Status(status::StatusArgs),
     /// Supervise the agent and restore the last known good release locally (`guard status`).
     Guard(guard::GuardArgs),
+    /// Compare rollout strategies on a simulated fleet in virtual time.
+    Sim(sim::SimArgs),
     /// Measure ringfence on this machine.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -74,6 +77,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Agent(args) => agent::run(args),
         Command::Record(args) => record::run(args),
         Command::Bench(command) => bench::run(command),
+        Command::Sim(args) => sim::run(args),
         Command::Server(args) => server::run(args),
         Command::Rollout(command) => rollout::run(command),
         Command::Status(args) => status::run(args),

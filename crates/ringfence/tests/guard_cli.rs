@@ -276,3 +276,45 @@ fn status_without_a_guard_says_so() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("no guard status"), "{stderr}");
 }
+
+#[test]
+fn under_systemd_the_guard_says_ready_and_pings_the_watchdog() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket_path = dir.path().join("notify");
+    let socket = UnixDatagram::bind(&socket_path).expect("bind");
+    socket
+        .set_read_timeout(Some(Duration::from_secs(1)))
+        .expect("timeout");
+    let record = dir.path().join("record");
+    let mut child = Command::new(BIN)
+        .arg("guard")
+        .arg("--data-dir")
+        .arg(dir.path())
+        .arg("--")
+        .arg(BIN)
+        .args(["guard", "test-child", "--record"])
+        .arg(&record)
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("WATCHDOG_USEC", "400000")
+        .env_remove("WATCHDOG_PID")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start guard");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (mut ready, mut watchdog) = (false, 0);
+    let mut buf = [0u8; 512];
+    while Instant::now() < deadline && !(ready && watchdog >= 2) {
+        if let Ok(n) = socket.recv(&mut buf) {
+            let msg = String::from_utf8_lossy(&buf[..n]);
+            ready |= msg.contains("READY=1") && msg.contains(&format!("MAINPID={}", child.id()));
+            watchdog += usize::from(msg.contains("WATCHDOG=1"));
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(ready, "no READY=1 with MAINPID");
+    assert!(watchdog >= 2, "only {watchdog} watchdog pings");
+}

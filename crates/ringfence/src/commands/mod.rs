@@ -7,6 +7,7 @@ mod engine;
 mod guard;
 mod operator;
 mod record;
+mod release;
 mod rollout;
 mod server;
 mod sim;
@@ -41,6 +42,9 @@ pub enum Command {
     Record(record::RecordArgs),
     /// Run the control plane, or make its tokens.
     Server(server::ServerArgs),
+    /// Build, sign, verify and inspect release bundles; sign rollback directives.
+    #[command(subcommand)]
+    Release(release::ReleaseCommand),
     /// Start and steer rollouts.
     #[command(subcommand)]
     Rollout(rollout::RolloutCommand),
@@ -79,6 +83,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bench(command) => bench::run(command),
         Command::Sim(args) => sim::run(args),
         Command::Server(args) => server::run(args),
+        Command::Release(command) => release::run(command),
         Command::Rollout(command) => rollout::run(command),
         Command::Status(args) => status::run(args),
         Command::Guard(args) => guard::run(args),

@@ -1,5 +1,6 @@
 //! The chart `ringfence sim --svg` writes: hosts on the bad release over time, one line per
-//! strategy, on a logarithmic scale so a 1% canary and a whole fleet fit on the same axes.
+//! strategy (dashed: where the controller halted it), on a logarithmic scale so a 1% canary and
+//! a whole fleet fit on the same axes.
 
 use crate::report::SimReport;
 use std::fmt::Write as _;
@@ -136,6 +137,15 @@ pub fn render_svg(report: &SimReport) -> String {
             svg,
             r#"<polyline fill="none" stroke="{colour}" stroke-width="2" points="{points}"/>"#
         );
+        // The controller's halt, where the curve should turn.
+        if let Some(halt) = strategy.time_to_halt_min {
+            let hx = x(halt);
+            let _ = writeln!(
+                svg,
+                r#"<line x1="{hx:.1}" y1="{TOP}" x2="{hx:.1}" y2="{:.1}" stroke="{colour}" stroke-dasharray="4 4" opacity="0.6"/>"#,
+                TOP + plot_h
+            );
+        }
         let ly = TOP + 10.0 + k as f64 * 36.0;
         let lx = LEFT + plot_w + 16.0;
         let _ = writeln!(

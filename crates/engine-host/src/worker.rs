@@ -10,7 +10,7 @@ use crate::loaded::{LoadError, LoadedEngine};
 use crate::quarantine::QuarantineReport;
 use ringfence_protocol::{Event, FailureKind, FailureRecord, Verdict};
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 /// The answer for one event, with what it cost and what went wrong.
@@ -217,10 +217,7 @@ impl EngineWorker {
     fn take_spare(&mut self) -> Option<Instance> {
         let ready = self.spare.take().or_else(|| {
             let pending = self.pending_spare.as_ref()?;
-            match pending.try_recv() {
-                Ok(instance) => Some(instance),
-                Err(TryRecvError::Empty | TryRecvError::Disconnected) => None,
-            }
+            pending.try_recv().ok()
         });
         if ready.is_some() || self.pending_spare.is_none() {
             self.pending_spare = Some(self.engine.runtime.request_spare(Arc::clone(&self.engine)));

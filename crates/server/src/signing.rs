@@ -115,8 +115,8 @@ impl ReleaseAuthority {
         serde_json::to_value(signed).ok()
     }
 
-    /// Public keys (hex) agents should trust, for enrollment.
+    /// Public keys (`ed25519:<hex>`) agents should trust, for enrollment.
     pub fn public_keys(&self) -> Vec<String> {
-        vec![hex::encode(self.key.public().as_bytes())]
+        vec![self.key.public().to_string()]
     }
 }

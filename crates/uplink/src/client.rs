@@ -86,13 +86,20 @@ impl ServerClient {
         if (200..300).contains(&status) {
             return Ok(response);
         }
-        let message = response
+        // Errors are `{"error": ...}`; a preflight rejection is the release with its report.
+        let body: serde_json::Value = response
             .body_mut()
             .with_config()
-            .limit(64 << 10)
-            .read_json::<ApiError>()
-            .map(|e| e.error)
-            .unwrap_or_else(|_| "no details".to_owned());
+            .limit(1 << 20)
+            .read_json()
+            .unwrap_or(serde_json::Value::Null);
+        let message = match serde_json::from_value::<ApiError>(body.clone()) {
+            Ok(error) => error.error,
+            Err(_) => body["preflight_report"]["reason"]
+                .as_str()
+                .map(|reason| format!("preflight rejected it: {reason}"))
+                .unwrap_or_else(|| "no details".to_owned()),
+        };
         Err(ClientError::Refused {
             what,
             status,

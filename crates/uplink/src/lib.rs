@@ -11,8 +11,10 @@
 
 pub mod client;
 pub mod identity;
+pub mod link;
 pub mod spool;
 
 pub use client::{ClientError, ServerClient};
 pub use identity::Identity;
+pub use link::{AgentHost, Link, LinkConfig};
 pub use spool::{Priority, Spool, SpoolError, SpoolStats};

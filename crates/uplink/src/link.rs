@@ -1,0 +1,358 @@
+//! The uplink loop: heartbeat, follow assignments, upload the spool — on its own thread, so
+//! the agent's permission path never waits on the network.
+//!
+//! An assignment is followed in four steps, each of which can refuse: download the bundle,
+//! check it is the blob that was named (sha256), verify it (signature, hashes, rollback floor
+//! or a signed rollback directive), stage it in the slot store. Only then is it activated and
+//! handed to the agent. Every outcome is spooled as an `install` report; a refused release
+//! leaves the agent on what it runs.
+
+use crate::client::{ClientError, ServerClient};
+use crate::identity::Identity;
+use crate::spool::Spool;
+use ringfence_protocol::api::{
+    Assignment, HealthFigures, Heartbeat, InstalledRelease, Report, ReportBatch,
+};
+use ringfence_release::{
+    Bundle, LoadedRelease, SignedRollbackDirective, SlotStore, TrustedKeys, VerifyOptions, Version,
+    verify,
+};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// What the uplink needs from the agent.
+pub trait AgentHost: Send + Sync + 'static {
+    /// Runs this release from now on (swap engines). An error keeps the agent on what it ran.
+    fn activate(&self, channel: &str, release: &LoadedRelease) -> Result<(), String>;
+    /// Health figures since the previous call.
+    fn health(&self) -> HealthFigures;
+}
+
+#[derive(Debug, Clone)]
+pub struct LinkConfig {
+    pub agent_version: Version,
+    /// First heartbeat interval; the server's answer sets the next ones.
+    pub interval: Duration,
+    /// A release that ran this long without failures becomes the last known good.
+    pub bless_after: Duration,
+    /// Reports uploaded per request.
+    pub upload_batch: usize,
+}
+
+impl Default for LinkConfig {
+    fn default() -> Self {
+        LinkConfig {
+            agent_version: Version::new(0, 1, 0),
+            interval: Duration::from_secs(5),
+            bless_after: Duration::from_secs(30),
+            upload_batch: 500,
+        }
+    }
+}
+
+/// The running uplink; stops (after one last upload) when dropped or stopped.
+pub struct Link {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Link").finish_non_exhaustive()
+    }
+}
+
+fn unix_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// Report ids must be unique per agent across restarts: time plus a counter.
+static REPORT_SEQUENCE: AtomicU64 = AtomicU64::new(0);
+
+/// A report ready for the spool.
+pub fn report(kind: &str, body: serde_json::Value) -> Report {
+    let sequence = REPORT_SEQUENCE.fetch_add(1, Ordering::Relaxed);
+    Report {
+        id: format!("{}-{sequence}", unix_ms()),
+        kind: kind.to_owned(),
+        at_ms: unix_ms(),
+        body,
+    }
+}
+
+/// Parses the release keys learned at enrollment.
+pub fn trusted_keys(identity: &Identity) -> Result<TrustedKeys, String> {
+    let mut keys = TrustedKeys::new();
+    for text in &identity.release_keys {
+        keys.insert(text.parse()?);
+    }
+    Ok(keys)
+}
+
+struct Worker<H: AgentHost> {
+    client: ServerClient,
+    spool: Arc<Spool>,
+    slots: SlotStore,
+    keys: TrustedKeys,
+    host: Arc<H>,
+    config: LinkConfig,
+    /// When each channel's current release was activated, for blessing.
+    activated: HashMap<String, Instant>,
+    /// Assignments that failed, and when to try again.
+    refused: HashMap<(String, String), Instant>,
+}
+
+impl<H: AgentHost> Worker<H> {
+    fn installed(&self) -> Vec<InstalledRelease> {
+        let channels = self.slots.channels().unwrap_or_default();
+        channels
+            .into_iter()
+            .filter_map(|channel| {
+                let state = self.slots.state(&channel).ok()?;
+                // The slot store's current is what runs: a guard's restore moves current to
+                // the LKG rather than running a different slot.
+                Some(InstalledRelease {
+                    current: state.current.map(|v| v.to_string()),
+                    lkg: state.lkg.map(|v| v.to_string()),
+                    running: "current".to_owned(),
+                    channel,
+                })
+            })
+            .collect()
+    }
+
+    fn install(&mut self, assignment: &Assignment) -> Result<bool, String> {
+        let version =
+            Version::parse(&assignment.version).map_err(|e| format!("bad version: {e}"))?;
+        let state = self
+            .slots
+            .state(&assignment.channel)
+            .map_err(|e| e.to_string())?;
+        if state.current.as_ref() == Some(&version) {
+            return Ok(false);
+        }
+        if !self.slots.is_staged(&assignment.channel, &version) {
+            let bytes = self
+                .client
+                .blob(&assignment.bundle_sha256)
+                .map_err(|e| e.to_string())?;
+            let got = hex::encode(Sha256::digest(&bytes));
+            if got != assignment.bundle_sha256 {
+                return Err(format!(
+                    "downloaded bundle hashes to {got}, not {}",
+                    assignment.bundle_sha256
+                ));
+            }
+            let bundle = Bundle::read(&bytes).map_err(|e| e.to_string())?;
+            let directive: Option<SignedRollbackDirective> = match &assignment.rollback_directive {
+                Some(value) => Some(
+                    serde_json::from_value(value.clone())
+                        .map_err(|e| format!("bad rollback directive: {e}"))?,
+                ),
+                None => None,
+            };
+            let options = VerifyOptions {
+                agent_version: Some(&self.config.agent_version),
+                now: u64::try_from(unix_ms() / 1000).unwrap_or(0),
+                rollback: directive.as_ref(),
+            };
+            let verified =
+                verify(&bundle, &self.keys, &state, &options).map_err(|e| e.to_string())?;
+            if verified.manifest().name != assignment.channel
+                || verified.manifest().version != version
+            {
+                return Err("the bundle is not the release that was assigned".to_owned());
+            }
+            self.slots.stage(&verified).map_err(|e| e.to_string())?;
+        }
+        let previous = state.current.clone();
+        self.slots
+            .activate(&assignment.channel, &version)
+            .map_err(|e| e.to_string())?;
+        let loaded = self
+            .slots
+            .load(&assignment.channel, &version, &self.keys)
+            .map_err(|e| e.to_string())?;
+        if let Err(reason) = self.host.activate(&assignment.channel, &loaded) {
+            // Put the slots back the way they were: the agent still runs the previous release.
+            if let Some(previous) = previous {
+                let _ = self.slots.activate(&assignment.channel, &previous);
+            }
+            return Err(format!("the agent could not start the release: {reason}"));
+        }
+        self.activated
+            .insert(assignment.channel.clone(), Instant::now());
+        Ok(true)
+    }
+
+    fn follow(&mut self, assignments: &[Assignment]) {
+        for assignment in assignments {
+            let key = (assignment.channel.clone(), assignment.version.clone());
+            if self
+                .refused
+                .get(&key)
+                .is_some_and(|until| Instant::now() < *until)
+            {
+                continue;
+            }
+            let outcome = self.install(assignment);
+            let body = match &outcome {
+                Ok(false) => continue,
+                Ok(true) => {
+                    tracing::info!(channel = %assignment.channel, version = %assignment.version, "release installed and running");
+                    serde_json::json!({"channel": assignment.channel, "version": assignment.version, "outcome": "running"})
+                }
+                Err(reason) => {
+                    tracing::warn!(channel = %assignment.channel, version = %assignment.version, "release refused: {reason}");
+                    self.refused
+                        .insert(key, Instant::now() + Duration::from_secs(30));
+                    serde_json::json!({"channel": assignment.channel, "version": assignment.version, "outcome": "refused", "reason": reason})
+                }
+            };
+            if let Err(error) = self.spool.push(&report("install", body)) {
+                tracing::warn!("could not spool an install report: {error}");
+            }
+        }
+    }
+
+    /// Blesses releases that ran long enough without engine failures.
+    fn bless(&mut self, failures_seen: bool) {
+        if failures_seen {
+            // Failures restart the clock: only a quiet release becomes the LKG.
+            for started in self.activated.values_mut() {
+                *started = Instant::now();
+            }
+            return;
+        }
+        let due: Vec<String> = self
+            .activated
+            .iter()
+            .filter(|(_, started)| started.elapsed() >= self.config.bless_after)
+            .map(|(channel, _)| channel.clone())
+            .collect();
+        for channel in due {
+            match self.slots.bless(&channel) {
+                Ok(_) => {
+                    tracing::info!(%channel, "current release blessed as last known good");
+                    self.activated.remove(&channel);
+                }
+                Err(error) => tracing::warn!(%channel, "could not bless: {error}"),
+            }
+        }
+    }
+
+    fn upload(&self) -> Result<(), ClientError> {
+        loop {
+            let batch = self.spool.peek(self.config.upload_batch);
+            if batch.is_empty() {
+                return Ok(());
+            }
+            let reports: Vec<Report> = batch.iter().map(|(_, report)| report.clone()).collect();
+            self.client.upload(&ReportBatch { reports })?;
+            let paths: Vec<_> = batch.into_iter().map(|(path, _)| path).collect();
+            self.spool.ack(&paths);
+        }
+    }
+
+    fn beat(&mut self) -> Option<Duration> {
+        let health = self.host.health();
+        let failures = health.engine_failures > 0;
+        let mut health = health;
+        let stats = self.spool.stats();
+        health.spool_pending = stats.pending;
+        health.spool_dropped = stats.dropped;
+        let heartbeat = Heartbeat {
+            agent_version: self.config.agent_version.to_string(),
+            releases: self.installed(),
+            health,
+        };
+        // Upload first: the server's gates should see failures before the next decision.
+        if let Err(error) = self.upload() {
+            tracing::debug!("report upload deferred: {error}");
+        }
+        let interval = match self.client.heartbeat(&heartbeat) {
+            Ok(response) => {
+                self.follow(&response.assignments);
+                Some(Duration::from_secs(response.interval_s.max(1)))
+            }
+            Err(error) => {
+                tracing::debug!("heartbeat failed, will retry: {error}");
+                None
+            }
+        };
+        self.bless(failures);
+        interval
+    }
+}
+
+impl Link {
+    /// Starts the uplink thread.
+    pub fn start<H: AgentHost>(
+        identity: &Identity,
+        spool: Arc<Spool>,
+        slots: SlotStore,
+        host: Arc<H>,
+        config: LinkConfig,
+    ) -> Result<Link, String> {
+        let client = ServerClient::new(&identity.server, Duration::from_secs(10))
+            .with_credential(&identity.credential);
+        let keys = trusted_keys(identity)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut worker = Worker {
+            client,
+            spool,
+            slots,
+            keys,
+            host,
+            config,
+            activated: HashMap::new(),
+            refused: HashMap::new(),
+        };
+        let flag = Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name("ringfence-uplink".into())
+            .spawn(move || {
+                let mut interval = worker.config.interval;
+                while !flag.load(Ordering::Relaxed) {
+                    if let Some(next) = worker.beat() {
+                        interval =
+                            next.min(worker.config.interval.max(Duration::from_secs(1)) * 10);
+                    }
+                    let deadline = Instant::now() + interval;
+                    while Instant::now() < deadline && !flag.load(Ordering::Relaxed) {
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                }
+                let _ = worker.upload();
+            })
+            .map_err(|e| format!("could not start the uplink thread: {e}"))?;
+        Ok(Link {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    pub fn stop(mut self) {
+        self.halt();
+    }
+
+    fn halt(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        self.halt();
+    }
+}

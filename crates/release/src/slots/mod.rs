@@ -46,10 +46,13 @@ pub enum SlotError {
     Tampered {
         channel: String,
         version: Version,
-        source: VerifyError,
+        source: Box<VerifyError>,
     },
     #[error(transparent)]
     Transition(#[from] TransitionError),
+    /// [`SlotStore::install`] refused the release.
+    #[error("release refused: {0}")]
+    Refused(Box<VerifyError>),
 }
 
 /// A staged release read back from disk, with hashes and signature checked again.

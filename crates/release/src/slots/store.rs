@@ -15,7 +15,7 @@ use crate::fsutil::{self, ReadLimited};
 use crate::keys::TrustedKeys;
 use crate::manifest::validate_channel;
 use crate::sign::{self, Purpose, Signatures};
-use crate::verify::{VerifiedRelease, VerifyError};
+use crate::verify::{VerifiedRelease, VerifyError, VerifyOptions};
 use semver::Version;
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -242,6 +242,22 @@ impl SlotStore {
         result
     }
 
+    /// The agent's one call for a downloaded bundle: parse, verify against this channel's
+    /// state, and stage. Activation is a separate step.
+    pub fn install(
+        &self,
+        bytes: &[u8],
+        keys: &TrustedKeys,
+        options: &VerifyOptions<'_>,
+    ) -> Result<VerifiedRelease, SlotError> {
+        let refused = |e: VerifyError| SlotError::Refused(Box::new(e));
+        let bundle = Bundle::read(bytes).map_err(|e| refused(e.into()))?;
+        let state = self.state(&bundle.manifest().name)?;
+        let release = crate::verify::verify(&bundle, keys, &state, options).map_err(refused)?;
+        self.stage(&release)?;
+        Ok(release)
+    }
+
     /// `Some(dir)` when this exact release is already staged; an error when another release
     /// with the same version is.
     fn already_staged(
@@ -396,7 +412,7 @@ impl SlotStore {
         let tampered = |source: VerifyError| SlotError::Tampered {
             channel: channel.to_owned(),
             version: version.clone(),
-            source,
+            source: Box::new(source),
         };
         let read = |member: Member, required: bool| -> Result<Option<Vec<u8>>, SlotError> {
             let path = dir.join(member.file_name());

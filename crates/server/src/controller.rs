@@ -73,6 +73,12 @@ pub async fn fleet_health(
     let mut crashes: HashMap<String, Vec<i64>> = HashMap::new();
     for kind in ["failure", "crash"] {
         for report in state.store.reports_since(kind, since).await? {
+            // A missed deadline on a busy host is latency, not a crash; traps, memory
+            // exhaustion and native crashes are what the crash gate counts.
+            let failure_kind = report.body.get("kind").and_then(|k| k.as_str());
+            if kind == "failure" && !matches!(failure_kind, Some("trap" | "memory")) {
+                continue;
+            }
             crashes.entry(report.agent_id).or_default().push(report.at);
         }
     }

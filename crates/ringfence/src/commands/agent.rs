@@ -25,9 +25,11 @@ pub enum SensorArg {
 /// Run the host agent.
 #[derive(Debug, clap::Args)]
 pub struct AgentArgs {
-    /// Run without a server (the only mode so far).
-    #[arg(long)]
+    /// Run without a server, on the engines given here.
+    #[arg(long, conflicts_with = "server")]
     standalone: bool,
+    #[command(flatten)]
+    managed: super::managed::ManagedArgs,
     /// Engine component: a .wasm file or `bundled:<name>`; repeat, paired with --content.
     #[arg(long)]
     engine: Vec<String>,
@@ -199,12 +201,20 @@ fn config(args: &AgentArgs) -> anyhow::Result<AgentConfig> {
 
 pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(
-        args.standalone,
-        "only --standalone is available: the agent does not talk to a server yet"
+        args.standalone || args.managed.server.is_some(),
+        "give --standalone (with --engine) or --server URL (managed by a control plane)"
     );
     // Before any thread exists, so every thread inherits the mask and SIGTERM is collected
     // here as a clean shutdown instead of killing the process mid-answer.
     ringfence_sensor::sys::block_termination_signals().context("block SIGTERM")?;
+    if args.managed.server.is_some() {
+        let data_dir = args
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("/var/lib/ringfence/agent"));
+        let config = config(&args)?;
+        return super::managed::run(config, args.managed, &data_dir);
+    }
     let runtime = Runtime::new()?;
     let engines = load_engines(&runtime, &args)?;
     let config = config(&args)?;

@@ -5,6 +5,7 @@ mod bench;
 mod corpus;
 mod engine;
 mod guard;
+mod managed;
 mod operator;
 mod record;
 mod release;
@@ -37,7 +38,7 @@ pub enum Command {
     #[command(subcommand)]
     Corpus(corpus::CorpusCommand),
     /// Run the host agent.
-    Agent(agent::AgentArgs),
+    Agent(Box<agent::AgentArgs>),
     /// Record live kernel events into a corpus.
     Record(record::RecordArgs),
     /// Run the control plane, or make its tokens.
@@ -78,7 +79,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Engine(command) => engine::run(command),
         Command::Corpus(command) => corpus::run(command),
-        Command::Agent(args) => agent::run(args),
+        Command::Agent(args) => agent::run(*args),
         Command::Record(args) => record::run(args),
         Command::Bench(command) => bench::run(command),
         Command::Sim(args) => sim::run(args),
@@ -87,5 +88,16 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Rollout(command) => rollout::run(command),
         Command::Status(args) => status::run(args),
         Command::Guard(args) => guard::run(args),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// clap checks argument definitions lazily, per subcommand; check them all at once.
+    #[test]
+    fn the_command_line_is_consistent() {
+        super::Cli::command().debug_assert();
     }
 }

@@ -29,6 +29,23 @@ pub enum ReleaseCommand {
     Inspect(InspectArgs),
     /// Sign a rollback directive allowing hosts to go back to an older release.
     RollbackDirective(DirectiveArgs),
+    /// Publish a bundle to the server; preflight runs there unless skipped.
+    ///
+    /// Exits 0 when the server accepted it, 1 when preflight rejected it.
+    Publish(PublishArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PublishArgs {
+    #[command(flatten)]
+    operator: super::operator::OperatorArgs,
+    /// The bundle from `ringfence release build`.
+    bundle: PathBuf,
+    /// Skip preflight (demos and emergencies); recorded in the server's audit log.
+    #[arg(long)]
+    skip_preflight: bool,
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -136,6 +153,43 @@ pub fn run(command: ReleaseCommand) -> anyhow::Result<ExitCode> {
         ReleaseCommand::Verify(args) => verify(args),
         ReleaseCommand::Inspect(args) => inspect(args),
         ReleaseCommand::RollbackDirective(args) => directive(args),
+        ReleaseCommand::Publish(args) => publish(args),
+    }
+}
+
+fn publish(args: PublishArgs) -> anyhow::Result<ExitCode> {
+    let bytes =
+        std::fs::read(&args.bundle).with_context(|| format!("read {}", args.bundle.display()))?;
+    let path = format!("/api/v1/releases?skip_preflight={}", args.skip_preflight);
+    let result: Result<serde_json::Value, _> =
+        args.operator.client().post_bytes("publish", &path, &bytes);
+    match result {
+        Ok(release) => {
+            if args.json {
+                println!("{release}");
+            } else {
+                println!(
+                    "published {}@{} (preflight {}){}",
+                    release["channel"].as_str().unwrap_or("?"),
+                    release["version"].as_str().unwrap_or("?"),
+                    release["preflight"].as_str().unwrap_or("?"),
+                    release["preflight_report"]["reason"]
+                        .as_str()
+                        .map(|r| format!(": {r}"))
+                        .unwrap_or_default()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(ringfence_uplink::ClientError::Refused {
+            status: 422,
+            message,
+            ..
+        }) => {
+            eprintln!("ringfence: release refused: {message}");
+            Ok(ExitCode::from(1))
+        }
+        Err(error) => Err(error.into()),
     }
 }
 

@@ -8,6 +8,8 @@ use std::process::ExitCode;
 #[derive(Debug, Subcommand)]
 pub enum RolloutCommand {
     /// Start rolling a published release out through rings.
+    // `--version` is the release's version here, not ringfence's.
+    #[command(disable_version_flag = true)]
     Start {
         #[command(flatten)]
         operator: OperatorArgs,

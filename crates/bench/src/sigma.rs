@@ -46,26 +46,49 @@ fn native(content: &str, events: &[Event]) -> anyhow::Result<Measured> {
     let loaded = ringfence_sigma::load(content.as_bytes(), &Config::default())?;
     anyhow::ensure!(loaded.skipped.is_empty(), "{:?}", loaded.skipped);
     let mut scratch = Scratch::default();
-    let mut alerts = 0;
     // Warm up caches and branch predictors on a slice of the corpus.
     for event in events.iter().take(1000) {
         ringfence_sigma::protocol::decide(&loaded.rules, event, &mut scratch);
     }
-    let started = Instant::now();
-    for event in events {
-        let verdict = ringfence_sigma::protocol::decide(&loaded.rules, event, &mut scratch);
-        alerts += usize::from(verdict.action != Action::Allow);
-    }
-    Ok(Measured {
-        per_second: events.len() as f64 / started.elapsed().as_secs_f64(),
-        alerts,
+    best(|| {
+        let mut alerts = 0;
+        let started = Instant::now();
+        for event in events {
+            let verdict = ringfence_sigma::protocol::decide(&loaded.rules, event, &mut scratch);
+            alerts += usize::from(verdict.action != Action::Allow);
+        }
+        Ok(Measured {
+            per_second: events.len() as f64 / started.elapsed().as_secs_f64(),
+            alerts,
+        })
     })
 }
 
 struct Wasm {
     measured: Measured,
+    /// `on-events` in batches of [`BATCH`]: the matcher with the per-call host cost amortised.
+    batched_per_second: f64,
+    /// Component compile + link + first content load (what a new release costs).
     load: Duration,
+    /// A fresh instance running `init` + `load-content` (what a respawn or hot swap costs).
+    content_load: Duration,
     peak_memory: usize,
+}
+
+const BATCH: usize = 256;
+
+/// Best of `REPEAT` runs: the machine is shared, and the fastest run is the least disturbed.
+const REPEAT: usize = 3;
+
+fn best(mut f: impl FnMut() -> anyhow::Result<Measured>) -> anyhow::Result<Measured> {
+    let mut best = f()?;
+    for _ in 1..REPEAT {
+        let next = f()?;
+        if next.per_second > best.per_second {
+            best = next;
+        }
+    }
+    Ok(best)
 }
 
 fn wasm(runtime: &Runtime, content: &str, events: &[Event]) -> anyhow::Result<Wasm> {
@@ -84,24 +107,45 @@ fn wasm(runtime: &Runtime, content: &str, events: &[Event]) -> anyhow::Result<Wa
         "{:?}",
         engine.content_summary().warnings
     );
+    let started = Instant::now();
     let mut worker = EngineWorker::new(Arc::clone(&engine))?;
+    let content_load = started.elapsed();
     worker.wait_for_spare(Duration::from_secs(30));
     for event in events.iter().take(1000) {
         worker.decide(event);
     }
-    let mut alerts = 0;
-    let started = Instant::now();
-    for event in events {
-        let decision = worker.decide(event);
-        anyhow::ensure!(decision.failure.is_none(), "{:?}", decision.failure);
-        alerts += usize::from(decision.verdict.action != Action::Allow);
-    }
-    Ok(Wasm {
-        measured: Measured {
+    let measured = best(|| {
+        let mut alerts = 0;
+        let started = Instant::now();
+        for event in events {
+            let decision = worker.decide(event);
+            anyhow::ensure!(decision.failure.is_none(), "{:?}", decision.failure);
+            alerts += usize::from(decision.verdict.action != Action::Allow);
+        }
+        Ok(Measured {
             per_second: events.len() as f64 / started.elapsed().as_secs_f64(),
             alerts,
-        },
+        })
+    })?;
+    let batched = best(|| {
+        let started = Instant::now();
+        let mut alerts = 0;
+        for chunk in events.chunks(BATCH) {
+            for decision in worker.decide_batch(chunk) {
+                anyhow::ensure!(decision.failure.is_none(), "{:?}", decision.failure);
+                alerts += usize::from(decision.verdict.action != Action::Allow);
+            }
+        }
+        Ok(Measured {
+            per_second: events.len() as f64 / started.elapsed().as_secs_f64(),
+            alerts,
+        })
+    })?;
+    Ok(Wasm {
+        measured,
+        batched_per_second: batched.per_second,
         load,
+        content_load,
         peak_memory: worker.peak_memory(),
     })
 }
@@ -139,6 +183,17 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
             row = row.goal(goal);
         }
         rows.push(row);
+        rows.push(
+            Row::new(
+                format!("wasm batched ({BATCH}/call), {count} rules"),
+                wasm.batched_per_second,
+                "events/s",
+            )
+            .ratio(
+                native.per_second / wasm.batched_per_second,
+                "slower than native",
+            ),
+        );
         rows.push(Row::new(
             format!("native, {count} rules"),
             native.per_second,
@@ -150,8 +205,13 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
             "events",
         ));
         rows.push(Row::new(
-            format!("load (compile + instantiate), {count} rules"),
+            format!("wasm engine load (component compile + first content), {count} rules"),
             wasm.load.as_secs_f64() * 1000.0,
+            "ms",
+        ));
+        rows.push(Row::new(
+            format!("wasm content load (new instance: init + load-content), {count} rules"),
+            wasm.content_load.as_secs_f64() * 1000.0,
             "ms",
         ));
         rows.push(Row::new(

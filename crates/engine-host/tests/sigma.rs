@@ -52,10 +52,17 @@ fn curated_rules_give_verdicts_in_the_real_host() {
     ));
     assert!(shell.failure.is_none(), "{:?}", shell.failure);
     assert_eq!(shell.verdict.action, Action::Deny, "tagged ringfence.block");
-    assert_eq!(shell.verdict.rule_id, "6c1f0a52-7d0e-4a8b-9f0c-2b1e5a0d7e01");
+    assert_eq!(
+        shell.verdict.rule_id,
+        "6c1f0a52-7d0e-4a8b-9f0c-2b1e5a0d7e01"
+    );
     assert_eq!(shell.verdict.severity, Severity::Critical);
     assert!(shell.verdict.tags.iter().any(|t| t == "attack.t1059.004"));
-    assert!(shell.verdict.message.starts_with("Reverse shell"), "{}", shell.verdict.message);
+    assert!(
+        shell.verdict.message.starts_with("Reverse shell"),
+        "{}",
+        shell.verdict.message
+    );
 
     let setuid = worker.decide(&exec("/usr/bin/chmod", "chmod u+s /tmp/x"));
     assert_eq!(setuid.verdict.action, Action::Observe);
@@ -83,5 +90,8 @@ fn skipped_rules_are_warnings_and_the_rest_load() {
     let engine = load(EngineSettings::new("sigma"), &content);
     let warnings = &engine.content_summary().warnings;
     assert_eq!(warnings.len(), 1, "{warnings:?}");
-    assert!(warnings[0].starts_with("bad-rule: unknown modifier `frobnicate`"), "{warnings:?}");
+    assert!(
+        warnings[0].starts_with("bad-rule: unknown modifier `frobnicate`"),
+        "{warnings:?}"
+    );
 }

@@ -3,7 +3,6 @@
 use crate::bindings::{self, ContentError, ContentInfo};
 use crate::classify::{CallContext, classify, load_failure};
 use crate::loaded::{ContentSummary, LoadError, LoadedEngine};
-use crate::runtime::Runtime;
 use crate::state::StoreState;
 use ringfence_protocol::{Event, FailureKind, FailureRecord, Verdict};
 use std::time::{Duration, Instant};
@@ -23,7 +22,8 @@ impl Instance {
             StoreState::new(&settings.name, settings.memory_limit),
         );
         store.limiter(|state| &mut state.limiter);
-        store.set_epoch_deadline(Runtime::ticks_for(settings.load_deadline));
+        StoreState::install_deadline_check(&mut store);
+        StoreState::arm(&mut store, settings.load_deadline);
         let started = Instant::now();
         let fail = |store: &Store<StoreState>, error: wasmtime::Error| {
             LoadError::from(classify(
@@ -110,8 +110,7 @@ impl Instance {
         event: &Event,
     ) -> Result<Verdict, FailureRecord> {
         let wit_event = bindings::event_to_wit(event);
-        self.store
-            .set_epoch_deadline(Runtime::ticks_for(engine.settings.deadline));
+        StoreState::arm(&mut self.store, engine.settings.deadline);
         let started = Instant::now();
         match self
             .bindings
@@ -134,7 +133,7 @@ impl Instance {
         let budget = per_event
             .saturating_mul(u32::try_from(events.len()).unwrap_or(u32::MAX))
             .min(engine.settings.load_deadline.max(per_event));
-        self.store.set_epoch_deadline(Runtime::ticks_for(budget));
+        StoreState::arm(&mut self.store, budget);
         let started = Instant::now();
         let result = self
             .bindings

@@ -8,9 +8,10 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-/// Deadlines are enforced in units of this tick; a call stops within one tick after its
-/// deadline. Small enough for a 5 ms deadline to mean 5–5.5 ms, large enough that the ticker
-/// costs nothing measurable.
+/// How often a running guest is interrupted to compare its call's wall time with its deadline
+/// (see `StoreState::install_deadline_check`): a call stops within about one tick after its
+/// deadline, and never before it. Small enough for a 5 ms deadline to mean 5–5.5 ms, large
+/// enough that the ticker costs nothing measurable.
 pub const EPOCH_TICK: Duration = Duration::from_micros(500);
 
 #[derive(Debug, thiserror::Error)]
@@ -151,13 +152,6 @@ impl Runtime {
         &self.engine
     }
 
-    /// Epoch ticks that cover `deadline`, plus one so that a call always gets its full deadline.
-    pub(crate) fn ticks_for(deadline: Duration) -> u64 {
-        let tick = EPOCH_TICK.as_nanos();
-        let ticks = deadline.as_nanos().div_ceil(tick) + 1;
-        u64::try_from(ticks).unwrap_or(u64::MAX)
-    }
-
     /// Asks the builder thread for a fresh instance of `engine`, delivered on the returned
     /// channel.
     pub(crate) fn request_spare(&self, engine: Arc<LoadedEngine>) -> mpsc::Receiver<Instance> {
@@ -166,16 +160,5 @@ impl Runtime {
         // synchronously instead.
         let _ = self.spare_requests.send(SpareRequest { engine, reply });
         receiver
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ticks_cover_the_deadline() {
-        assert_eq!(Runtime::ticks_for(Duration::from_millis(5)), 11);
-        assert_eq!(Runtime::ticks_for(Duration::from_micros(1)), 2);
     }
 }

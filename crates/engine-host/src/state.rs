@@ -27,6 +27,10 @@ pub(crate) struct StoreState {
     engine_name: String,
     log_budget: u32,
     origin: Instant,
+    /// When the running call started and how long it may take: the epoch callback compares
+    /// wall time against these, so a deadline never fires early after a burst of ticks.
+    call_started: Instant,
+    call_budget: std::time::Duration,
 }
 
 impl StoreState {
@@ -46,7 +50,30 @@ impl StoreState {
             engine_name: engine_name.to_owned(),
             log_budget: LOG_BUDGET,
             origin: Instant::now(),
+            call_started: Instant::now(),
+            call_budget: std::time::Duration::ZERO,
         }
+    }
+
+    /// Arms the deadline for the next call into the guest.
+    pub(crate) fn arm(store: &mut wasmtime::Store<StoreState>, budget: std::time::Duration) {
+        let state = store.data_mut();
+        state.call_started = Instant::now();
+        state.call_budget = budget;
+        // Check at the next tick; the callback decides with the wall clock.
+        store.set_epoch_deadline(1);
+    }
+
+    /// Installs the epoch callback that turns "a tick passed" into "the deadline passed".
+    pub(crate) fn install_deadline_check(store: &mut wasmtime::Store<StoreState>) {
+        store.epoch_deadline_callback(|context| {
+            let state = context.data();
+            Ok(if state.call_started.elapsed() >= state.call_budget {
+                wasmtime::UpdateDeadline::Interrupt
+            } else {
+                wasmtime::UpdateDeadline::Continue(1)
+            })
+        });
     }
 
     /// What the guest wrote to stderr, lossily decoded and trimmed.

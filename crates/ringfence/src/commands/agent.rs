@@ -20,6 +20,8 @@ pub enum SensorArg {
     Proc,
     /// Replay the corpus given with --events, then exit.
     Replay,
+    /// No event source: a managed agent fed only by --traffic, or a dry run.
+    None,
 }
 
 /// Run the host agent.
@@ -185,6 +187,7 @@ fn config(args: &AgentArgs) -> anyhow::Result<AgentConfig> {
     config.fanotify.watch_open = args.watch_open.clone();
     for sensor in &args.sensor {
         config.sensors.push(match sensor {
+            SensorArg::None => continue,
             SensorArg::Fanotify => Sensor::Fanotify,
             SensorArg::Proc => Sensor::Proc,
             SensorArg::Replay => {

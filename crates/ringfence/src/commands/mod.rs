@@ -3,6 +3,7 @@
 mod agent;
 mod bench;
 mod corpus;
+mod demo;
 mod engine;
 mod guard;
 mod managed;
@@ -41,6 +42,8 @@ pub enum Command {
     Agent(Box<agent::AgentArgs>),
     /// Record live kernel events into a corpus.
     Record(record::RecordArgs),
+    /// Replay a poisoned content update against a fleet on this machine.
+    Demo(demo::DemoArgs),
     /// Run the control plane, or make its tokens.
     Server(server::ServerArgs),
     /// Build, sign, verify and inspect release bundles; sign rollback directives.
@@ -83,6 +86,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Record(args) => record::run(args),
         Command::Bench(command) => bench::run(command),
         Command::Sim(args) => sim::run(args),
+        Command::Demo(args) => demo::run(args),
         Command::Server(args) => server::run(args),
         Command::Release(command) => release::run(command),
         Command::Rollout(command) => rollout::run(command),

@@ -1,0 +1,82 @@
+//! The demo's result: what the bad release cost, as a table for people and one JSON object for
+//! scripts.
+
+use serde::Serialize;
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Summary {
+    pub hosts_total: usize,
+    pub canary_hosts: usize,
+    pub live_host: bool,
+    pub hosts_reached_by_bad_release: usize,
+    /// 0 = the first ring.
+    pub bad_release_max_ring: u64,
+    /// From the bad rollout's start to its automatic halt and rollback.
+    pub time_to_halt_s: f64,
+    /// From the halt until every host ran the good release again.
+    pub time_to_recover_s: f64,
+    /// Permission events that never got an answer.
+    pub events_lost: u64,
+    /// Permission events answered, over the whole demo.
+    pub events_answered: u64,
+    /// Denies: neither release denies anything, so every deny would be wrong.
+    pub wrong_denies: u64,
+    /// Engine failures contained in the sandbox (traps answered by policy).
+    pub engine_failures_contained: u64,
+    pub crash_groups: usize,
+    /// True when act two's preflight stopped the same content before any host.
+    pub preflight_blocked: bool,
+    pub preflight_reason: String,
+    /// Hosts whose guard restored the last known good release after agent crashes.
+    pub guard_restores: usize,
+    pub wall_time_s: f64,
+}
+
+impl Summary {
+    pub fn table(&self) -> String {
+        let rows = [
+            ("hosts", self.hosts_total.to_string()),
+            ("canary hosts (ring 0)", self.canary_hosts.to_string()),
+            (
+                "hosts reached by the bad release",
+                self.hosts_reached_by_bad_release.to_string(),
+            ),
+            (
+                "furthest ring it reached",
+                format!("{} (0 = first)", self.bad_release_max_ring),
+            ),
+            ("time to halt", format!("{:.1} s", self.time_to_halt_s)),
+            (
+                "time to full recovery after the halt",
+                format!("{:.1} s", self.time_to_recover_s),
+            ),
+            (
+                "engine failures contained",
+                self.engine_failures_contained.to_string(),
+            ),
+            (
+                "permission events answered",
+                self.events_answered.to_string(),
+            ),
+            ("events lost", self.events_lost.to_string()),
+            ("wrong denies", self.wrong_denies.to_string()),
+            ("crash groups on the server", self.crash_groups.to_string()),
+            ("guard restores needed", self.guard_restores.to_string()),
+            (
+                "act two: preflight blocked it",
+                if self.preflight_blocked {
+                    "yes".to_owned()
+                } else {
+                    "NO".to_owned()
+                },
+            ),
+            ("demo wall time", format!("{:.1} s", self.wall_time_s)),
+        ];
+        let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+        let mut out = String::new();
+        for (key, value) in rows {
+            out.push_str(&format!("  {key:<width$}  {value}\n"));
+        }
+        out
+    }
+}

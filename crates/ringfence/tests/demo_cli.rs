@@ -1,0 +1,70 @@
+//! `ringfence demo` end to end, as the README runs it (a smaller fleet): the bad release stays
+//! in the first ring, every host recovers, nothing is lost or wrongly denied, and act two's
+//! preflight stops the same content.
+
+use std::process::Command;
+
+#[test]
+fn demo_contains_the_poisoned_update() {
+    let output = Command::new(env!("CARGO_BIN_EXE_ringfence"))
+        .args([
+            "demo",
+            "--hosts",
+            "4",
+            "--canaries",
+            "1",
+            "--no-live",
+            "--json",
+        ])
+        .output()
+        .expect("run the demo");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "demo failed: {stderr}");
+    let summary: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("one JSON object");
+    for key in [
+        "hosts_total",
+        "canary_hosts",
+        "hosts_reached_by_bad_release",
+        "bad_release_max_ring",
+        "time_to_halt_s",
+        "time_to_recover_s",
+        "events_lost",
+        "wrong_denies",
+        "crash_groups",
+        "preflight_blocked",
+    ] {
+        assert!(summary.get(key).is_some(), "missing {key}: {summary}");
+    }
+    assert_eq!(summary["hosts_total"], 4);
+    assert_eq!(summary["bad_release_max_ring"], 0, "{summary}");
+    assert!(
+        summary["hosts_reached_by_bad_release"]
+            .as_u64()
+            .expect("count")
+            <= 1,
+        "only the canary: {summary}"
+    );
+    assert_eq!(summary["events_lost"], 0, "{summary}");
+    assert_eq!(summary["wrong_denies"], 0, "{summary}");
+    assert_eq!(summary["preflight_blocked"], true, "{summary}");
+    assert!(
+        summary["crash_groups"].as_u64().expect("groups") >= 1,
+        "{summary}"
+    );
+    assert!(
+        summary["events_answered"].as_u64().expect("answered") > 0,
+        "{summary}"
+    );
+    // Everything the demo made is gone.
+    let leftovers = std::fs::read_dir(std::env::temp_dir())
+        .expect("temp dir")
+        .filter_map(Result::ok)
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("ringfence-demo.")
+        })
+        .count();
+    assert_eq!(leftovers, 0, "temporary directories left behind");
+}

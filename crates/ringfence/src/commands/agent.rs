@@ -227,7 +227,15 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
         std::process::id(),
         if agent.audit_enabled() { "on" } else { "off" }
     );
+    // Under a guard, beat its heartbeat while the agent runs; a hung agent stops beating.
+    let guard = ringfence_protocol::guard_link::GuardLink::from_env();
+    if let Some(guard) = &guard {
+        guard.ready();
+    }
     loop {
+        if let Some(guard) = &guard {
+            guard.beat();
+        }
         if let Some(signal) = ringfence_sensor::sys::wait_termination(Duration::from_millis(100)) {
             tracing::info!(signal, "stopping on signal");
             break;

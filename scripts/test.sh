@@ -61,8 +61,23 @@ start_postgres() {
   export RINGFENCE_TEST_POSTGRES="postgres://postgres@127.0.0.1:$port/postgres"
   echo "PostgreSQL test server at $RINGFENCE_TEST_POSTGRES"
 }
+# A real browser for the dashboard test: Debian's chromium.
+install_chromium() {
+  if [ -x /usr/bin/chromium ]; then
+    return
+  fi
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+    log "installing chromium"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "note: chromium is not installed and we cannot install it; the dashboard test will say it skipped"
+  fi
+}
+
 log "services"
 start_postgres
+install_chromium
 
 log "tests"
 if [ "$(id -u)" -ne 0 ]; then

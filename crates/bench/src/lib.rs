@@ -6,5 +6,6 @@
 
 pub mod engine;
 pub mod exec;
+pub mod server;
 pub mod sigma;
 pub mod stats;

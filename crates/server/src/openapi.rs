@@ -5,7 +5,18 @@ use serde_json::{Value, json};
 
 /// (method, path, summary, who may call it).
 pub const ROUTES: &[(&str, &str, &str, &str)] = &[
-    ("get", "/healthz", "Liveness and database health", "anyone"),
+    (
+        "get",
+        "/livez",
+        "Liveness: the process serves HTTP",
+        "anyone",
+    ),
+    (
+        "get",
+        "/healthz",
+        "Readiness: database health and leadership",
+        "anyone",
+    ),
     ("get", "/metrics", "Prometheus metrics", "anyone"),
     ("get", "/openapi.json", "This document", "anyone"),
     (

@@ -11,6 +11,8 @@ pub enum BenchCommand {
     Exec(ringfence_bench::exec::Options),
     /// Sigma engine throughput by rule count, wasm vs native.
     Sigma(ringfence_bench::sigma::Options),
+    /// Heartbeats per second through HTTP into the server (SQLite or PostgreSQL).
+    Server(ringfence_bench::server::Options),
 }
 
 pub fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
@@ -18,6 +20,7 @@ pub fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
         BenchCommand::Engine(options) => ringfence_bench::engine::run(&options)?,
         BenchCommand::Exec(options) => ringfence_bench::exec::run(&options)?,
         BenchCommand::Sigma(options) => ringfence_bench::sigma::run(&options)?,
+        BenchCommand::Server(options) => ringfence_bench::server::run(&options)?,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -6,6 +6,11 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 
+/// 200 while the process serves HTTP; touches nothing else (load balancers, benchmarks).
+pub async fn livez() -> &'static str {
+    "ok"
+}
+
 /// 200 when the database answers, 503 with the reason when it does not.
 pub async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
     match state.store.ping().await {

@@ -115,8 +115,13 @@ impl ReleaseAuthority {
         serde_json::to_value(signed).ok()
     }
 
-    /// Public keys (`ed25519:<hex>`) agents should trust, for enrollment.
+    /// Public keys (`ed25519:<hex>`) agents should trust, for enrollment: the server's own
+    /// and every operator key in `trusted-keys/`.
     pub fn public_keys(&self) -> Vec<String> {
-        vec![self.key.public().to_string()]
+        self.trusted
+            .ids()
+            .filter_map(|id| self.trusted.get(id))
+            .map(ToString::to_string)
+            .collect()
     }
 }

@@ -37,13 +37,22 @@ async fn publish_directly(h: &Harness, version: &str) {
 
 /// One heartbeat; the agent then "installs" whatever it was assigned. Returns the version.
 async fn beat(h: &Harness, agent: &Enrolled, running: Option<&str>) -> Option<String> {
+    beat_with(h, agent, running, 0.0).await
+}
+
+async fn beat_with(
+    h: &Harness,
+    agent: &Enrolled,
+    running: Option<&str>,
+    deny_rate: f64,
+) -> Option<String> {
     let releases = match running {
         Some(version) => {
             json!([{"channel": "detection", "current": version, "lkg": null, "running": "current"}])
         }
         None => json!([]),
     };
-    let body = json!({"agent_version": "0.1.0", "releases": releases, "health": {"p99_us": 40.0, "deny_rate": 0.0, "cpu_pct": 1.0, "rss_bytes": 20000000}});
+    let body = json!({"agent_version": "0.1.0", "releases": releases, "health": {"p99_us": 40.0, "deny_rate": deny_rate, "cpu_pct": 1.0, "rss_bytes": 20000000}});
     let (status, reply) = h
         .post_json("/api/v1/agents/heartbeat", Some(&agent.credential), body)
         .await;
@@ -410,4 +419,76 @@ async fn two_replicas_never_apply_a_transition_twice() {
         .filter(|t| t["transition"] == "promote")
         .count();
     assert_eq!(promotions, 3, "every promotion exactly once: {done}");
+}
+
+#[tokio::test]
+async fn release_that_denies_the_shell_halts_on_its_deny_rate() {
+    // The same bad allow-list preflight rejects, published with preflight skipped: agents on
+    // it report a deny rate far above the baseline and the deny-rate gate stops it.
+    for h in harnesses().await {
+        let mut fleet = Fleet::enroll(&h, 20).await;
+        complete_good_release(&h, &mut fleet).await;
+        publish_directly(&h, "2.0.0").await;
+        let id = start(&h, "2.0.0", 3600.0).await["id"]
+            .as_str()
+            .expect("id")
+            .to_owned();
+        for _ in 0..4 {
+            for (i, agent) in fleet.agents.iter().enumerate() {
+                let running = fleet.versions[i].clone();
+                let deny = if running.as_deref() == Some("2.0.0") {
+                    0.35
+                } else {
+                    0.0
+                };
+                fleet.versions[i] = beat_with(&h, agent, running.as_deref(), deny).await;
+            }
+            h.state
+                .heartbeats
+                .flush(&h.state.store)
+                .await
+                .expect("flush");
+            controller::tick(&h.state).await.expect("tick");
+            h.state
+                .fleet
+                .refresh(&h.state.store)
+                .await
+                .expect("refresh");
+        }
+        let after = rollout(&h, &id).await;
+        assert_eq!(after["phase"], "rolled_back", "{}: {after}", h.name);
+        assert_eq!(after["ring"], 0);
+        assert!(
+            after["reason"]
+                .as_str()
+                .expect("reason")
+                .contains("deny rate"),
+            "{after}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn agent_offline_for_a_whole_rollout_catches_up_when_it_returns() {
+    let h = Harness::sqlite().await;
+    let mut fleet = Fleet::enroll(&h, 10).await;
+    complete_good_release(&h, &mut fleet).await;
+    let sleeper = fleet.agents.pop().expect("an agent");
+    fleet.versions.pop();
+    publish_directly(&h, "2.0.0").await;
+    // A ring counts as adopted at 50%, so one silent host does not hold the rollout back.
+    let body = json!({"channel": "detection", "version": "2.0.0", "rings": "5,25,50,100", "bake_s": 0.0,
+        "gates": {"min_adoption": 0.5}});
+    let (status, started) = h
+        .post_json("/api/v1/rollouts", Some(&h.operator), body)
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{started}");
+    let id = started["id"].as_str().expect("id").to_owned();
+    for _ in 0..12 {
+        fleet.round(&h, None).await;
+    }
+    assert_eq!(rollout(&h, &id).await["phase"], "completed");
+    // Back after the whole rollout: its first heartbeat assigns the final release.
+    let assigned = beat(&h, &sleeper, Some("1.0.0")).await;
+    assert_eq!(assigned.as_deref(), Some("2.0.0"));
 }

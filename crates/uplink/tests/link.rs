@@ -45,7 +45,13 @@ struct Server {
 
 impl Server {
     fn start() -> Server {
+        Server::start_with(|_| {})
+    }
+
+    /// Starts a server after `prepare` has set up its (empty) data directory.
+    fn start_with(prepare: impl FnOnce(&std::path::Path)) -> Server {
         let data_dir = tempfile::tempdir().expect("tempdir");
+        prepare(data_dir.path());
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
@@ -91,6 +97,16 @@ impl Server {
 
     fn publish(&self, version: &str, content: &[u8], skip_preflight: bool) -> Value {
         let key = ReleaseKey::read_file(&self.data_dir.path().join("release.key")).expect("key");
+        self.publish_signed(&key, version, content, skip_preflight)
+    }
+
+    fn publish_signed(
+        &self,
+        key: &ReleaseKey,
+        version: &str,
+        content: &[u8],
+        skip_preflight: bool,
+    ) -> Value {
         let wasm = bundled::faulty().to_vec();
         let manifest = Manifest {
             format: MANIFEST_FORMAT,
@@ -299,5 +315,75 @@ fn reports_spooled_while_the_server_is_down_arrive_once() {
         alerts["reports"].as_array().expect("list").len(),
         5,
         "each report exactly once"
+    );
+}
+
+#[test]
+fn a_release_the_agent_does_not_trust_is_refused_and_reported() {
+    // The server trusts an extra key the agent never learned: the agent must refuse releases
+    // signed only by it, keep running what it has, and say why.
+    let stranger = ReleaseKey::generate().expect("key");
+    let stranger_public = stranger.public();
+    let server = Server::start_with(|dir| {
+        std::fs::create_dir_all(dir.join("trusted-keys")).expect("mkdir");
+        stranger_public
+            .write_file(&dir.join("trusted-keys/stranger.pub"))
+            .expect("write key");
+    });
+    let agent = Agent::enroll(&server, &["canary"]);
+    // Enrollment told the agent about every key the server trusts; forget the stranger, as an
+    // agent provisioned with only the fleet's release key would.
+    let own = server.data_dir.path().join("release.pub");
+    let own_key = std::fs::read_to_string(own)
+        .expect("release.pub")
+        .trim()
+        .to_owned();
+    let mut identity = agent.identity.clone();
+    identity.release_keys = vec![own_key];
+    let agent = Agent { identity, ..agent };
+    let _link = agent.link();
+    server.publish("1.0.0", b"ok", false);
+    let first = server.start_rollout("1.0.0");
+    wait_for("1.0.0 installed", Duration::from_secs(20), || {
+        agent.current().as_deref() == Some("1.0.0")
+    });
+    wait_for("rollout complete", Duration::from_secs(20), || {
+        server.rollout(&first)["phase"] == "completed"
+    });
+    server.publish_signed(&stranger, "1.1.0", b"ok", false);
+    server.start_rollout("1.1.0");
+    wait_for("a refusal report", Duration::from_secs(20), || {
+        let installs: Value = server
+            .operator()
+            .get_json("reports", "/api/v1/reports?kind=install")
+            .expect("reports");
+        installs["reports"]
+            .as_array()
+            .expect("list")
+            .iter()
+            .any(|r| r["body"]["outcome"] == "refused")
+    });
+    assert_eq!(
+        agent.current().as_deref(),
+        Some("1.0.0"),
+        "still on what it ran"
+    );
+    let installs: Value = server
+        .operator()
+        .get_json("reports", "/api/v1/reports?kind=install")
+        .expect("reports");
+    let refusal = installs["reports"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .find(|r| r["body"]["outcome"] == "refused")
+        .cloned()
+        .expect("refusal");
+    assert!(
+        refusal["body"]["reason"]
+            .as_str()
+            .expect("reason")
+            .contains("key"),
+        "{refusal}"
     );
 }

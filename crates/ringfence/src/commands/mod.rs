@@ -3,6 +3,7 @@
 mod agent;
 mod bench;
 mod corpus;
+mod crashes;
 mod demo;
 mod engine;
 mod guard;
@@ -52,6 +53,9 @@ pub enum Command {
     /// Start and steer rollouts.
     #[command(subcommand)]
     Rollout(rollout::RolloutCommand),
+    /// Crash groups from the server, in plain words.
+    #[command(subcommand)]
+    Crashes(crashes::CrashesCommand),
     /// Fleet summary from the server.
     Status(status::StatusArgs),
     /// Supervise the agent and restore the last known good release locally (`guard status`).
@@ -91,6 +95,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Release(command) => release::run(command),
         Command::Rollout(command) => rollout::run(command),
         Command::Status(args) => status::run(args),
+        Command::Crashes(command) => crashes::run(command),
         Command::Guard(args) => guard::run(args),
     }
 }

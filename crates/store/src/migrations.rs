@@ -1,50 +1,31 @@
-//! Schema migrations, applied in order on every start. Each step has a SQLite and a PostgreSQL
-//! form; they differ only in types (BLOB/BYTEA) and identity columns.
+//! Schema migrations, applied in order on every start. SQLite and PostgreSQL share the
+//! statements; only the binary and identity-column types differ.
 
 use crate::{Backend, Result, Store, now_ms};
 
+/// One schema step. Statements are written once; `{blob}` and `{id}` become the backend's
+/// binary and identity-column types.
 struct Migration {
     version: i64,
-    sqlite: &'static [&'static str],
-    postgres: &'static [&'static str],
+    statements: &'static [&'static str],
 }
 
 const MIGRATIONS: &[Migration] = &[Migration {
     version: 1,
-    sqlite: &[
+    statements: &[
         "CREATE TABLE tokens (hash TEXT PRIMARY KEY, kind TEXT NOT NULL, label TEXT NOT NULL, \
          created_at BIGINT NOT NULL, expires_at BIGINT, used_at BIGINT)",
         "CREATE TABLE agents (id TEXT PRIMARY KEY, credential_hash TEXT NOT NULL UNIQUE, \
          hostname TEXT NOT NULL, tags TEXT NOT NULL, enrolled_at BIGINT NOT NULL, \
          last_seen_at BIGINT, status TEXT)",
-        "CREATE TABLE blobs (sha256 TEXT PRIMARY KEY, bytes BLOB NOT NULL)",
+        "CREATE TABLE blobs (sha256 TEXT PRIMARY KEY, bytes {blob} NOT NULL)",
         "CREATE TABLE releases (channel TEXT NOT NULL, version TEXT NOT NULL, \
          manifest TEXT NOT NULL, bundle_sha256 TEXT NOT NULL, published_at BIGINT NOT NULL, \
          preflight_status TEXT NOT NULL, preflight_report TEXT, PRIMARY KEY (channel, version))",
         "CREATE TABLE rollouts (id TEXT PRIMARY KEY, channel TEXT NOT NULL, version TEXT NOT NULL, \
          spec TEXT NOT NULL, state TEXT NOT NULL, revision BIGINT NOT NULL, \
          created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL)",
-        "CREATE TABLE audit (id INTEGER PRIMARY KEY AUTOINCREMENT, at BIGINT NOT NULL, \
-         actor TEXT NOT NULL, action TEXT NOT NULL, subject TEXT NOT NULL, reason TEXT NOT NULL)",
-        "CREATE TABLE reports (id TEXT PRIMARY KEY, agent_id TEXT NOT NULL, kind TEXT NOT NULL, \
-         at BIGINT NOT NULL, received_at BIGINT NOT NULL, body TEXT NOT NULL)",
-        "CREATE INDEX reports_kind_at ON reports (kind, at)",
-        "CREATE TABLE leases (name TEXT PRIMARY KEY, holder TEXT NOT NULL, expires_at BIGINT NOT NULL)",
-    ],
-    postgres: &[
-        "CREATE TABLE tokens (hash TEXT PRIMARY KEY, kind TEXT NOT NULL, label TEXT NOT NULL, \
-         created_at BIGINT NOT NULL, expires_at BIGINT, used_at BIGINT)",
-        "CREATE TABLE agents (id TEXT PRIMARY KEY, credential_hash TEXT NOT NULL UNIQUE, \
-         hostname TEXT NOT NULL, tags TEXT NOT NULL, enrolled_at BIGINT NOT NULL, \
-         last_seen_at BIGINT, status TEXT)",
-        "CREATE TABLE blobs (sha256 TEXT PRIMARY KEY, bytes BYTEA NOT NULL)",
-        "CREATE TABLE releases (channel TEXT NOT NULL, version TEXT NOT NULL, \
-         manifest TEXT NOT NULL, bundle_sha256 TEXT NOT NULL, published_at BIGINT NOT NULL, \
-         preflight_status TEXT NOT NULL, preflight_report TEXT, PRIMARY KEY (channel, version))",
-        "CREATE TABLE rollouts (id TEXT PRIMARY KEY, channel TEXT NOT NULL, version TEXT NOT NULL, \
-         spec TEXT NOT NULL, state TEXT NOT NULL, revision BIGINT NOT NULL, \
-         created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL)",
-        "CREATE TABLE audit (id BIGSERIAL PRIMARY KEY, at BIGINT NOT NULL, \
+        "CREATE TABLE audit (id {id}, at BIGINT NOT NULL, \
          actor TEXT NOT NULL, action TEXT NOT NULL, subject TEXT NOT NULL, reason TEXT NOT NULL)",
         "CREATE TABLE reports (id TEXT PRIMARY KEY, agent_id TEXT NOT NULL, kind TEXT NOT NULL, \
          at BIGINT NOT NULL, received_at BIGINT NOT NULL, body TEXT NOT NULL)",
@@ -52,6 +33,15 @@ const MIGRATIONS: &[Migration] = &[Migration {
         "CREATE TABLE leases (name TEXT PRIMARY KEY, holder TEXT NOT NULL, expires_at BIGINT NOT NULL)",
     ],
 }];
+
+/// The statement in the backend's dialect.
+fn dialect(statement: &str, backend: Backend) -> String {
+    let (blob, id) = match backend {
+        Backend::Sqlite => ("BLOB", "INTEGER PRIMARY KEY AUTOINCREMENT"),
+        Backend::Postgres => ("BYTEA", "BIGSERIAL PRIMARY KEY"),
+    };
+    statement.replace("{blob}", blob).replace("{id}", id)
+}
 
 /// Applies every migration not yet recorded, each in its own transaction. Concurrent replicas
 /// starting together are serialised by the primary key on `schema_migrations`.
@@ -82,12 +72,10 @@ pub(crate) async fn apply(store: &Store) -> Result<()> {
             tx.rollback().await?;
             continue;
         }
-        let statements = match store.backend() {
-            Backend::Sqlite => migration.sqlite,
-            Backend::Postgres => migration.postgres,
-        };
-        for statement in statements {
-            sqlx::query(*statement).execute(&mut *tx).await?;
+        for statement in migration.statements {
+            // Our own constant DDL, only with type names substituted.
+            let sql = sqlx::AssertSqlSafe(dialect(statement, store.backend()));
+            sqlx::query(sql).execute(&mut *tx).await?;
         }
         tx.commit().await?;
         tracing::info!(version = migration.version, "applied schema migration");

@@ -5,7 +5,8 @@ use crate::alerts::AlertSink;
 use crate::cache::DecisionCache;
 use crate::config::{AgentConfig, AgentError, Sensor};
 use crate::core::{Core, Pending, Submitted};
-use crate::engines::EngineSlot;
+use crate::engines::{self as engine_set, EngineSlot, SwapError};
+use crate::recent::RecentEvents;
 use crate::stats::{Stats, StatsSnapshot};
 use crate::worker::Engines;
 use crate::{notify, responder, sensors, worker};
@@ -28,6 +29,7 @@ pub struct Agent {
     replay_done: Arc<AtomicBool>,
     has_replay: bool,
     audit: bool,
+    workers_started: usize,
 }
 
 fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, AgentError> {
@@ -76,14 +78,15 @@ impl Agent {
                 Sensor::Replay(events) => replays.push(events.clone()),
             }
         }
-        let slot = EngineSlot::new(engines);
+        // One handoff slot per worker plus the notification thread (index `workers`).
+        let slot = EngineSlot::with_threads(engines, config.workers + 1);
         // Build every worker's engines before the first event: a worker that cannot
         // instantiate must fail the start, not the first exec.
         let mut worker_engines = Vec::new();
-        for _ in 0..config.workers {
-            worker_engines.push(Engines::build(slot.current())?);
+        for index in 0..config.workers {
+            worker_engines.push(Engines::build(slot.current(), index)?);
         }
-        let notify_engines = Engines::build(slot.current())?;
+        let notify_engines = Engines::build(slot.current(), config.workers)?;
         let (queue_tx, queue_rx) = mpsc::sync_channel(config.queue_capacity);
         let (watch_tx, watch_rx) = mpsc::channel();
         let (notify_tx, notify_rx) = mpsc::sync_channel(16_384);
@@ -92,6 +95,7 @@ impl Agent {
             cache: config.cache.then(DecisionCache::default),
             mute,
             stats: Stats::default(),
+            recent: RecentEvents::default(),
             alerts,
             perm_deadline: config.perm_deadline,
             stopping: AtomicBool::new(false),
@@ -110,6 +114,7 @@ impl Agent {
             replay_done: Arc::new(AtomicBool::new(replays.is_empty())),
             has_replay: !replays.is_empty(),
             audit,
+            workers_started: 0,
         };
         let c = Arc::clone(&core);
         agent.responder = Some(spawn("rf-responder", move || {
@@ -151,6 +156,7 @@ impl Agent {
                 done.store(true, Ordering::Release);
             })?);
         }
+        agent.workers_started = config.workers;
         tracing::info!(audit, "agent started");
         Ok(agent)
     }
@@ -171,12 +177,72 @@ impl Agent {
 
     /// Replaces every engine at once; new events go to the new set, events already being
     /// decided finish on the old one. Invalidates the decision cache. Returns the generation.
+    ///
+    /// Each thread's engine instances are built here, on the caller's thread, and handed over
+    /// with the switch, so no event waits for an instantiation. If they cannot be built the
+    /// previous set keeps serving, the refusal is logged and counted, and the returned
+    /// generation is the unchanged current one; use [`Agent::swap_engines_checked`] to see why.
     pub fn swap_engines(&self, engines: Vec<Arc<LoadedEngine>>) -> u64 {
-        let generation = self.core.engines.swap(engines);
+        match self.swap_engines_checked(engines, &[]) {
+            Ok(generation) => generation,
+            Err(error) => {
+                tracing::error!(%error, "engine swap refused; the previous engines keep serving");
+                self.generation()
+            }
+        }
+    }
+
+    /// Like [`Agent::swap_engines`], but first runs every new engine over `sample` (typically
+    /// [`Agent::recent_events`]) on this thread; if any call fails (trap, deadline, memory,
+    /// quarantine) or an engine cannot be instantiated, the previous set keeps serving and the
+    /// error says which engine failed how. Refusals are counted in `swaps_refused`.
+    pub fn swap_engines_checked(
+        &self,
+        engines: Vec<Arc<LoadedEngine>>,
+        sample: &[Event],
+    ) -> Result<u64, SwapError> {
+        let prepared = engine_set::validate(&engines, sample)
+            .and_then(|()| engine_set::prebuild(&engines, self.core.engines.threads()));
+        let handoffs = match prepared {
+            Ok(handoffs) => handoffs,
+            Err(error) => {
+                Stats::add(&self.core.stats.swaps_refused);
+                return Err(error);
+            }
+        };
+        let generation = self.core.engines.install(engines, handoffs);
         if let Some(cache) = &self.core.cache {
             cache.clear();
         }
-        generation
+        Stats::add(&self.core.stats.swaps);
+        tracing::info!(generation, "engine set swapped");
+        Ok(generation)
+    }
+
+    /// The last permission events decided (at most [`crate::RECENT_EVENTS`]), oldest first:
+    /// the sample for [`Agent::swap_engines_checked`].
+    pub fn recent_events(&self) -> Vec<Event> {
+        self.core.recent.snapshot()
+    }
+
+    /// Waits until every permission worker has switched to `generation` (or newer): true, or
+    /// false after `timeout`. Workers switch before their next event, so this needs traffic
+    /// (or up to the idle poll per worker).
+    pub fn wait_serving(&self, generation: u64, timeout: Duration) -> bool {
+        let until = Instant::now() + timeout;
+        loop {
+            if self
+                .core
+                .engines
+                .all_serving(self.workers_started, generation)
+            {
+                return true;
+            }
+            if Instant::now() >= until {
+                return false;
+            }
+            std::thread::sleep(Duration::from_micros(50));
+        }
     }
 
     /// Submits a permission event as if a sensor had read it (tests, embedders); never

@@ -4,6 +4,7 @@ use crate::alerts::{Alert, AlertSink, EngineVerdict, Reason};
 use crate::cache::{CacheKey, DecisionCache};
 use crate::engines::EngineSlot;
 use crate::mute::MuteSet;
+use crate::recent::RecentEvents;
 use crate::stats::Stats;
 use ringfence_protocol::{Event, Verdict};
 use ringfence_sensor::Ticket;
@@ -80,6 +81,8 @@ pub struct Core {
     pub cache: Option<DecisionCache>,
     pub mute: MuteSet,
     pub stats: Stats,
+    /// Recent permission events, the sample a validated swap tries the new engines on.
+    pub recent: RecentEvents,
     pub alerts: AlertSink,
     pub perm_deadline: Duration,
     pub stopping: AtomicBool,

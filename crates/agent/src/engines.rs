@@ -3,18 +3,28 @@
 //! Workers hold an `Arc<EngineSet>` for the event they are deciding and look for a newer one
 //! before the next; a swap replaces the `Arc` under a short write lock and bumps the generation.
 //! The generation is part of every decision-cache key, so a swap invalidates the cache without
-//! touching it. (Hot patching builds on this: load and warm the new set off the hot path, then
-//! [`EngineSlot::swap`].)
+//! touching it.
+//!
+//! Hot patching: [`EngineSlot::install`] takes a set whose per-worker `EngineWorker`s were
+//! already instantiated by the caller (off the hot path). Each worker takes its own handoff
+//! when it first sees the new generation, so switching costs a worker a mutex and a move, never
+//! an instantiation. Events a worker is already deciding finish on the old set; the old set and
+//! its instances are dropped once the last worker lets go of it.
 
-use ringfence_engine_host::LoadedEngine;
-use ringfence_protocol::FailurePolicy;
-use std::sync::{Arc, RwLock};
+use ringfence_engine_host::{EngineWorker, LoadError, LoadedEngine};
+use ringfence_protocol::{Event, FailurePolicy, FailureRecord};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
 /// Engines that decide together: any deny wins; observe becomes an alert.
 #[derive(Debug)]
 pub struct EngineSet {
     pub generation: u64,
     pub engines: Vec<Arc<LoadedEngine>>,
+    /// One pre-built `EngineWorker` per engine for each agent thread (by thread index), taken
+    /// by that thread when it switches to this set. Empty for sets installed without handoffs:
+    /// threads then build their own (see [`EngineSlot::swap`]).
+    handoffs: Vec<Mutex<Option<Vec<EngineWorker>>>>,
 }
 
 impl EngineSet {
@@ -34,22 +44,47 @@ impl EngineSet {
             FailurePolicy::FailClosed
         }
     }
+
+    /// Takes the pre-built engine workers for thread `index`, if there are any left.
+    pub fn take_handoff(&self, index: usize) -> Option<Vec<EngineWorker>> {
+        let slot = self.handoffs.get(index)?;
+        match slot.lock() {
+            Ok(mut slot) => slot.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        }
+    }
 }
 
-/// The current engine set.
+/// The current engine set, and which generation each agent thread is serving.
 #[derive(Debug)]
 pub struct EngineSlot {
     current: RwLock<Arc<EngineSet>>,
+    /// Generation each thread last switched to, by thread index (workers first, then the
+    /// notification thread). Lets a swap tell when every worker serves the new set.
+    serving: Vec<AtomicU64>,
 }
 
 impl EngineSlot {
+    /// A slot for `threads` agent threads, starting at generation 1.
     pub fn new(engines: Vec<Arc<LoadedEngine>>) -> EngineSlot {
+        EngineSlot::with_threads(engines, 0)
+    }
+
+    /// A slot whose swaps can hand pre-built workers to `threads` threads.
+    pub fn with_threads(engines: Vec<Arc<LoadedEngine>>, threads: usize) -> EngineSlot {
         EngineSlot {
             current: RwLock::new(Arc::new(EngineSet {
                 generation: 1,
                 engines,
+                handoffs: Vec::new(),
             })),
+            serving: (0..threads).map(|_| AtomicU64::new(1)).collect(),
         }
+    }
+
+    /// How many threads a swap should pre-build workers for.
+    pub fn threads(&self) -> usize {
+        self.serving.len()
     }
 
     pub fn current(&self) -> Arc<EngineSet> {
@@ -59,17 +94,124 @@ impl EngineSlot {
         }
     }
 
-    /// Replaces the set; returns the new generation.
+    /// Replaces the set without handoffs (threads build their own workers at their next
+    /// event); returns the new generation. Prefer [`EngineSlot::install`].
     pub fn swap(&self, engines: Vec<Arc<LoadedEngine>>) -> u64 {
+        self.install(engines, Vec::new())
+    }
+
+    /// Replaces the set, handing `handoffs[i]` to thread `i`; returns the new generation.
+    /// Only the pointer swap happens under the write lock: everything costly was done by the
+    /// caller before.
+    pub fn install(
+        &self,
+        engines: Vec<Arc<LoadedEngine>>,
+        handoffs: Vec<Vec<EngineWorker>>,
+    ) -> u64 {
+        let handoffs = handoffs
+            .into_iter()
+            .map(|workers| Mutex::new(Some(workers)))
+            .collect();
         let mut guard = match self.current.write() {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),
         };
         let generation = guard.generation + 1;
-        *guard = Arc::new(EngineSet {
-            generation,
-            engines,
-        });
+        let old = std::mem::replace(
+            &mut *guard,
+            Arc::new(EngineSet {
+                generation,
+                engines,
+                handoffs,
+            }),
+        );
+        drop(guard);
+        // The old set (and its unused handoffs) may be the last reference: drop it after the
+        // lock so workers reading the slot never wait for instances being torn down.
+        drop(old);
         generation
     }
+
+    /// Records that thread `index` now decides with `generation`.
+    pub fn mark_serving(&self, index: usize, generation: u64) {
+        if let Some(serving) = self.serving.get(index) {
+            serving.store(generation, Ordering::Release);
+        }
+    }
+
+    /// True when each of the first `threads` threads serves `generation` or newer.
+    pub fn all_serving(&self, threads: usize, generation: u64) -> bool {
+        self.serving
+            .iter()
+            .take(threads)
+            .all(|g| g.load(Ordering::Acquire) >= generation)
+    }
+}
+
+/// Why a swap was refused; the previous engine set keeps serving.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SwapError {
+    /// An engine could not be instantiated for a worker.
+    #[error("engine swap refused: could not instantiate: {0}")]
+    Instantiate(#[from] LoadError),
+    /// An engine failed on one of the sample events (trap, deadline, memory, quarantine).
+    #[error(
+        "engine swap refused: engine {} failed on sample event {index} ({}): {}: {}",
+        .record.engine,
+        .record.event_kind.as_deref().unwrap_or("?"),
+        .record.kind,
+        .record.message
+    )]
+    Validation {
+        /// Position of the failing event in the sample.
+        index: usize,
+        record: Box<FailureRecord>,
+    },
+}
+
+impl SwapError {
+    /// The failure behind the refusal.
+    pub fn record(&self) -> &FailureRecord {
+        match self {
+            SwapError::Instantiate(error) => &error.record,
+            SwapError::Validation { record, .. } => record,
+        }
+    }
+}
+
+/// Runs every engine over `sample` in a throwaway worker; the first failing call refuses.
+///
+/// Runs on the caller's thread, never a worker's: the live set keeps answering meanwhile.
+pub fn validate(engines: &[Arc<LoadedEngine>], sample: &[Event]) -> Result<(), SwapError> {
+    if sample.is_empty() {
+        return Ok(());
+    }
+    for engine in engines {
+        let mut worker = EngineWorker::new(Arc::clone(engine))?;
+        for (index, event) in sample.iter().enumerate() {
+            if let Some(record) = worker.decide(event).failure {
+                return Err(SwapError::Validation {
+                    index,
+                    record: Box::new(record),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Instantiates one `EngineWorker` per engine for each of `threads` threads.
+pub fn prebuild(
+    engines: &[Arc<LoadedEngine>],
+    threads: usize,
+) -> Result<Vec<Vec<EngineWorker>>, SwapError> {
+    let mut handoffs = Vec::with_capacity(threads);
+    for _ in 0..threads {
+        let workers = engines
+            .iter()
+            .map(|engine| EngineWorker::new(Arc::clone(engine)))
+            .collect::<Result<Vec<_>, _>>()?;
+        handoffs.push(workers);
+    }
+    Ok(handoffs)
 }

@@ -30,7 +30,7 @@ pub fn run(core: &Core, mut engines: Engines, events: &Receiver<Event>, done: &A
                 Err(_) => break,
             }
         }
-        engines.refresh(core);
+        drop(engines.refresh(core));
         decide(core, &mut engines, &batch);
         done.fetch_add(batch.len() as u64, Ordering::Release);
         batch.clear();

@@ -57,6 +57,13 @@ counters! {
     overflows,
     /// Permission events answered by policy during shutdown.
     shutdown_answers,
+    /// Engine sets installed by a swap.
+    swaps,
+    /// Swaps refused: the new engines could not be instantiated or failed the sample.
+    swaps_refused,
+    /// Times a thread had to instantiate engines itself on the event path (a set installed
+    /// without pre-built workers); zero when every swap hands its workers over.
+    lazy_engine_builds,
 }
 
 impl Stats {

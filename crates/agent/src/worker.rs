@@ -2,7 +2,9 @@
 //! (unless the deadline responder already did), cache clean verdicts, write alerts.
 //!
 //! Each worker owns one `EngineWorker` per engine of the set it last saw; when the set's
-//! generation changes it builds new ones before deciding the next event.
+//! generation changes it takes the ones the swap pre-built for it (a move, no instantiation)
+//! before deciding the next event. Only a set installed without handoffs makes it build its
+//! own, on the event path, and that is counted.
 
 use crate::alerts::{Alert, EngineVerdict, Reason};
 use crate::cache::Cached;
@@ -15,32 +17,63 @@ use std::sync::Arc;
 use std::sync::mpsc::RecvTimeoutError;
 use std::time::{Duration, Instant};
 
+/// Engines a thread stopped using; dropping this tears their instances down.
+pub struct Retired {
+    _set: Arc<EngineSet>,
+    _workers: Vec<EngineWorker>,
+}
+
 /// A worker's engines for one generation of the engine set.
 pub struct Engines {
     pub set: Arc<EngineSet>,
     pub workers: Vec<EngineWorker>,
+    /// This thread's index into the set's handoffs and the slot's serving generations.
+    pub index: usize,
 }
 
 impl Engines {
-    pub fn build(set: Arc<EngineSet>) -> Result<Engines, LoadError> {
+    pub fn build(set: Arc<EngineSet>, index: usize) -> Result<Engines, LoadError> {
         let workers = set
             .engines
             .iter()
             .map(|engine| EngineWorker::new(Arc::clone(engine)))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Engines { set, workers })
+        Ok(Engines {
+            set,
+            workers,
+            index,
+        })
     }
 
-    /// Follows the current set; on failure keeps the old engines and says so.
-    pub fn refresh(&mut self, core: &Core) {
+    /// Follows the current set; on failure keeps the old engines and says so. Returns the
+    /// engines it replaced so that the caller can drop them when it is idle (after answering).
+    pub fn refresh(&mut self, core: &Core) -> Option<Retired> {
         let current = core.engines.current();
         if current.generation == self.set.generation {
-            return;
+            return None;
         }
-        match Engines::build(current) {
-            Ok(engines) => *self = engines,
-            Err(error) => tracing::error!(%error, "could not build workers for the new engine set"),
-        }
+        let generation = current.generation;
+        let workers = match current.take_handoff(self.index) {
+            Some(workers) => workers,
+            None => {
+                // No pre-built workers (a plain `EngineSlot::swap`): instantiate here, on the
+                // event path, and count it so a regression shows.
+                Stats::add(&core.stats.lazy_engine_builds);
+                match Engines::build(Arc::clone(&current), self.index) {
+                    Ok(engines) => engines.workers,
+                    Err(error) => {
+                        tracing::error!(%error, "could not build workers for the new engine set");
+                        return None;
+                    }
+                }
+            }
+        };
+        let retired = Retired {
+            _set: std::mem::replace(&mut self.set, current),
+            _workers: std::mem::replace(&mut self.workers, workers),
+        };
+        core.engines.mark_serving(self.index, generation);
+        Some(retired)
     }
 
     /// Asks every engine about one event.
@@ -76,7 +109,7 @@ pub fn run(core: &Core, mut engines: Engines) {
         };
         match job {
             Ok(job) => handle(core, &mut engines, job),
-            Err(RecvTimeoutError::Timeout) => engines.refresh(core),
+            Err(RecvTimeoutError::Timeout) => drop(engines.refresh(core)),
             Err(RecvTimeoutError::Disconnected) => return,
         }
     }
@@ -93,7 +126,8 @@ fn handle(core: &Core, engines: &mut Engines, job: Job) {
         core.answer_by_policy(&job.ticket, &job.pending, Reason::Shutdown);
         return;
     }
-    engines.refresh(core);
+    // Kept until after the answer: tearing the old instances down must not delay it.
+    let retired = engines.refresh(core);
     let event = job.pending.resolve();
     let (verdicts, failures) = engines.decide(core, &event);
     let verdict = combine(&verdicts);
@@ -104,6 +138,9 @@ fn handle(core: &Core, engines: &mut Engines, job: Job) {
         return;
     }
     core.count_answer(allow);
+    drop(retired);
+    // After the answer: the sample for validated swaps costs the kernel nothing.
+    core.recent.record(&event);
     if !on_time {
         tracing::debug!("verdict after the deadline, answered before the responder");
     }

@@ -6,6 +6,7 @@
 
 pub mod engine;
 pub mod exec;
+pub mod hotswap;
 pub mod server;
 pub mod sigma;
 pub mod stats;

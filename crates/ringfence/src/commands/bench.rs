@@ -9,6 +9,8 @@ pub enum BenchCommand {
     Engine(ringfence_bench::engine::Options),
     /// Exec authorisation latency with and without the agent (needs root).
     Exec(ringfence_bench::exec::Options),
+    /// Live engine swap under a steady event stream: swap latency, dropped, duplicated.
+    Hotswap(ringfence_bench::hotswap::Options),
     /// Sigma engine throughput by rule count, wasm vs native.
     Sigma(ringfence_bench::sigma::Options),
     /// Heartbeats per second through HTTP into the server (SQLite or PostgreSQL).
@@ -19,6 +21,7 @@ pub fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
     match command {
         BenchCommand::Engine(options) => ringfence_bench::engine::run(&options)?,
         BenchCommand::Exec(options) => ringfence_bench::exec::run(&options)?,
+        BenchCommand::Hotswap(options) => ringfence_bench::hotswap::run(&options)?,
         BenchCommand::Sigma(options) => ringfence_bench::sigma::run(&options)?,
         BenchCommand::Server(options) => ringfence_bench::server::run(&options)?,
     }

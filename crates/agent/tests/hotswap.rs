@@ -147,6 +147,10 @@ fn swap_under_load_answers_every_ticket_exactly_once() {
             "no worker instantiated on the event path: {stats:?}"
         );
         assert_eq!(agent.generation(), 1 + swaps);
+        assert!(
+            agent.wait_serving(last, Duration::from_secs(5)),
+            "every worker switched to the last set"
+        );
         assert!(agent.recent_events().len() <= ringfence_agent::RECENT_EVENTS);
         let answered = tickets.iter().filter(|t| t.answer().is_some()).count() as u64;
         assert_eq!(answered, submitted);

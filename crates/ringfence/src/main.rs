@@ -8,6 +8,11 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli = commands::Cli::parse();
+    if cli.command.is_filter() {
+        // Output piped into `head` should end the command quietly. Only for commands that
+        // print and exit: daemons keep Rust's default, where a closed socket is an error value.
+        ringfence_sensor::sys::restore_default_sigpipe();
+    }
     commands::init_logging(cli.verbose);
     match commands::run(cli) {
         Ok(code) => code,

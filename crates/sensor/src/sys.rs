@@ -211,6 +211,17 @@ pub fn block_termination_signals() -> io::Result<()> {
     Ok(())
 }
 
+/// Restores the default action for SIGPIPE, which Rust's runtime ignores: a command-line tool
+/// whose output is piped into `head` should end quietly when the reader goes, not panic on
+/// the failed write.
+pub fn restore_default_sigpipe() {
+    // SAFETY: installing the default disposition for SIGPIPE has no preconditions; it runs
+    // before any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 /// Waits up to `timeout` for a blocked termination signal; returns its number.
 pub fn wait_termination(timeout: Duration) -> Option<libc::c_int> {
     let set = termination_set();

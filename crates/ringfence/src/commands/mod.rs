@@ -67,6 +67,21 @@ pub enum Command {
     Bench(bench::BenchCommand),
 }
 
+impl Command {
+    /// Commands that print a result and exit (as opposed to services and orchestrators).
+    pub fn is_filter(&self) -> bool {
+        matches!(
+            self,
+            Command::Engine(_)
+                | Command::Corpus(_)
+                | Command::Rollout(_)
+                | Command::Status(_)
+                | Command::Crashes(_)
+                | Command::Sim(_)
+        )
+    }
+}
+
 pub fn init_logging(verbose: u8) {
     let default = match verbose {
         0 => "warn",

@@ -9,6 +9,7 @@
 //! run. The agent runs in its own process group and dies with SIGKILL if the guard dies.
 
 pub mod backoff;
+pub mod crash_report;
 mod fsutil;
 pub mod heartbeat;
 pub mod notify;

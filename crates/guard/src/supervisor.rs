@@ -454,6 +454,12 @@ impl<'a> Guard<'a> {
             }
         };
         tracing::warn!(pid = agent.pid.as_raw(), %failure, ran = ?agent.started.elapsed(), "agent stopped");
+        let ran_ms = u64::try_from(agent.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        if let Err(error) =
+            crate::crash_report::write(&self.config.data_dir, &failure, self.slot.as_str(), ran_ms)
+        {
+            tracing::warn!("could not write the crash report: {error}");
+        }
         self.on_failure(failure);
     }
 

@@ -179,6 +179,20 @@ fn segfaulting_agent_is_restored_to_lkg_within_ten_seconds_of_the_third_crash() 
             .contains("SIGSEGV"),
         "{status}"
     );
+    // Each crash left a native crash report in the agent's spool for the uplink to send.
+    let reports: Vec<serde_json::Value> = std::fs::read_dir(dir.path().join("spool"))
+        .expect("spool directory")
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+        .map(|e| serde_json::from_slice(&std::fs::read(e.path()).expect("read")).expect("json"))
+        .collect();
+    assert!(reports.len() >= 3, "{reports:?}");
+    assert!(
+        reports
+            .iter()
+            .all(|r| r["kind"] == "crash" && r["body"]["signal"] == "SIGSEGV"),
+        "{reports:?}"
+    );
 }
 
 #[test]

@@ -47,6 +47,18 @@ fn release_of<'a>(
 }
 
 fn plain_words(group: &CrashGroup, rollout: Option<&ActiveRollout>) -> String {
+    let plural = |n: usize| if n == 1 { "" } else { "s" };
+    if group.engine == "agent" {
+        return format!(
+            "the agent process died ({}); {} report{} from {} host{}; its guard restarted it, \
+             and restores the last known good release after repeated crashes",
+            group.trap_code.as_deref().unwrap_or("unknown cause"),
+            group.count,
+            plural(group.count),
+            group.hosts,
+            plural(group.hosts)
+        );
+    }
     let what = match group.kind.as_str() {
         "trap" => format!(
             "crashed{}",
@@ -118,7 +130,8 @@ pub fn group(
     for report in reports {
         let record: FailureRecord = match serde_json::from_value(report.body.clone()) {
             Ok(record) => record,
-            // Native crash reports carry their own shape; fold them in by their signature field.
+            // Native crash reports (written by the guard when the agent process dies) carry
+            // their own shape: the agent as the "engine", the signal (or exit code) as the code.
             Err(_) => FailureRecord {
                 engine: report
                     .body
@@ -132,7 +145,11 @@ pub fn group(
                     .body
                     .get("signal")
                     .and_then(|s| s.as_str())
-                    .map(str::to_owned),
+                    .map(str::to_owned)
+                    .or_else(|| {
+                        let code = report.body.get("exit_code").and_then(|c| c.as_i64())?;
+                        Some(format!("exit {code}"))
+                    }),
                 message: report
                     .body
                     .get("message")
@@ -225,6 +242,27 @@ mod tests {
             received_at: at,
             body: serde_json::to_value(record).expect("serialises"),
         }
+    }
+
+    #[test]
+    fn native_crashes_from_the_guard_are_grouped_in_plain_words() {
+        let report = ReportRecord {
+            id: "a:guard-1".into(),
+            agent_id: "a".into(),
+            kind: "crash".into(),
+            at: 1,
+            received_at: 1,
+            body: serde_json::json!({"engine": "agent", "kind": "native", "signal": "SIGSEGV", "message": "the agent killed by SIGSEGV"}),
+        };
+        let groups = group(&[report], &[], &[]);
+        assert_eq!(groups.len(), 1);
+        assert!(
+            groups[0]
+                .summary
+                .starts_with("the agent process died (SIGSEGV)"),
+            "{}",
+            groups[0].summary
+        );
     }
 
     #[test]

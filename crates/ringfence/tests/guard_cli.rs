@@ -193,6 +193,18 @@ fn segfaulting_agent_is_restored_to_lkg_within_ten_seconds_of_the_third_crash() 
             .all(|r| r["kind"] == "crash" && r["body"]["signal"] == "SIGSEGV"),
         "{reports:?}"
     );
+    // `ringfence status --host` tells the same story.
+    let out = Command::new(env!("CARGO_BIN_EXE_ringfence"))
+        .args(["status", "--host", "--json", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .expect("status");
+    let host: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(host["guard"]["slot"], "lkg", "{host}");
+    assert!(
+        host["spool_pending"].as_u64().expect("pending") >= 3,
+        "{host}"
+    );
 }
 
 #[test]

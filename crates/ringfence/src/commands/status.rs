@@ -1,23 +1,130 @@
-//! `ringfence status`: the fleet in a few lines.
+//! `ringfence status`: the fleet from the server in a few lines, or with `--host` this machine
+//! in plain words — what the guard and agent are doing, which release runs from which slot, the
+//! last restore and why, reports waiting to be sent.
 
 use super::operator::OperatorArgs;
-use serde_json::Value;
+use anyhow::Context;
+use ringfence_release::SlotStore;
+use serde_json::{Value, json};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Debug, clap::Args)]
 pub struct StatusArgs {
-    #[command(flatten)]
-    operator: OperatorArgs,
+    /// Describe this host (guard, agent, slots, spool) instead of the fleet.
+    #[arg(long)]
+    host: bool,
+    /// The host's data directory (with --host).
+    #[arg(long, default_value = "/var/lib/ringfence")]
+    data_dir: PathBuf,
+    /// Server URL (fleet view).
+    #[arg(
+        long,
+        env = "RINGFENCE_SERVER",
+        default_value = "http://127.0.0.1:7700"
+    )]
+    server: String,
+    /// Operator API token (fleet view).
+    #[arg(long, env = "RINGFENCE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     #[arg(long)]
     json: bool,
 }
 
 pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
-    let status: Value = args
-        .operator
-        .client()
-        .get_json("status", "/api/v1/status")?;
+    if args.host {
+        return host(&args);
+    }
+    let token = args.token.clone().context(
+        "give --token (or RINGFENCE_TOKEN) for the fleet view, or --host for this machine",
+    )?;
+    let operator = OperatorArgs {
+        server: args.server.clone(),
+        token,
+    };
+    fleet(&operator, args.json)
+}
+
+fn host(args: &StatusArgs) -> anyhow::Result<ExitCode> {
+    let guard =
+        ringfence_guard::status::read(&ringfence_guard::supervisor::status_path(&args.data_dir));
+    let identity = ringfence_uplink::Identity::load(&args.data_dir.join("identity.json"))
+        .ok()
+        .flatten();
+    let mut channels = Vec::new();
+    if let Ok(slots) = SlotStore::open(args.data_dir.join("slots")) {
+        for channel in slots.channels().unwrap_or_default() {
+            match slots.state(&channel) {
+                Ok(state) => channels.push(json!({
+                    "channel": channel,
+                    "current": state.current.map(|v| v.to_string()),
+                    "current_blessed": state.current_blessed,
+                    "lkg": state.lkg.map(|v| v.to_string()),
+                    "highest_installed": state.highest_installed.map(|v| v.to_string()),
+                })),
+                Err(error) => {
+                    channels.push(json!({"channel": channel, "error": error.to_string()}))
+                }
+            }
+        }
+    }
+    let pending = std::fs::read_dir(args.data_dir.join("spool"))
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+                .count()
+        })
+        .unwrap_or(0);
     if args.json {
+        let guard = match &guard {
+            Ok(status) => serde_json::to_value(status)?,
+            Err(error) => json!({"error": error.to_string()}),
+        };
+        let report = json!({
+            "guard": guard,
+            "agent": identity.as_ref().map(|i| json!({"agent_id": i.agent_id, "server": i.server})),
+            "releases": channels,
+            "spool_pending": pending,
+        });
+        println!("{report}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    match &guard {
+        Ok(status) => println!("{}", status.summary()),
+        Err(error) => println!("guard: {error}"),
+    }
+    match &identity {
+        Some(identity) => println!(
+            "agent {} is managed by {}",
+            identity.agent_id, identity.server
+        ),
+        None => println!("agent: not enrolled with a server (standalone, or never started)"),
+    }
+    if channels.is_empty() {
+        println!("releases: none installed");
+    }
+    for channel in &channels {
+        let text = |key: &str| channel[key].as_str().unwrap_or("none").to_owned();
+        println!(
+            "release channel {}: runs {}{}, last known good {}",
+            text("channel"),
+            text("current"),
+            if channel["current_blessed"] == true {
+                " (blessed)"
+            } else {
+                " (not yet blessed)"
+            },
+            text("lkg")
+        );
+    }
+    println!("reports waiting to be sent: {pending}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn fleet(operator: &OperatorArgs, json_out: bool) -> anyhow::Result<ExitCode> {
+    let status: Value = operator.client().get_json("status", "/api/v1/status")?;
+    if json_out {
         println!("{status}");
         return Ok(ExitCode::SUCCESS);
     }

@@ -76,10 +76,30 @@ pub struct Assignment {
     pub rollback_directive: Option<serde_json::Value>,
 }
 
+/// A remediation plan for this agent: it overrides rollout assignments on its channel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Remediation {
+    pub id: String,
+    pub channel: String,
+    /// `pin`: run `version` (and ignore rollouts); `disable`: run no engine on the channel.
+    pub action: String,
+    #[serde(default)]
+    pub version: Option<String>,
+    /// Download with `GET /api/v1/blobs/{bundle_sha256}` (for `pin`).
+    #[serde(default)]
+    pub bundle_sha256: Option<String>,
+    pub reason: String,
+    /// Signed permission to go back, when `pin` is older than what the agent runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback_directive: Option<serde_json::Value>,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct HeartbeatResponse {
     pub assignments: Vec<Assignment>,
+    /// Plans that apply to this agent; on their channels they replace the assignments.
+    pub remediations: Vec<Remediation>,
     /// Seconds until the next heartbeat is expected.
     pub interval_s: u64,
 }

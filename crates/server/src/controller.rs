@@ -148,6 +148,13 @@ pub async fn tick(state: &AppState) -> Result<usize, StoreError> {
                         .store
                         .audit("controller", action, &rollout.id, &reason)
                         .await?;
+                    if rollout.state.phase == ringfence_rollout::Phase::RolledBack
+                        && rollout.doc.previous_version.is_none()
+                    {
+                        // Nothing to roll back to: the channel's first release failed. Hosts
+                        // that got it must stop running it; a plan disables the engine there.
+                        remediate_first_release(state, &rollout, &reason).await?;
+                    }
                 }
             }
             // An operator or another replica changed it first; look again next tick.
@@ -159,4 +166,31 @@ pub async fn tick(state: &AppState) -> Result<usize, StoreError> {
         state.fleet.refresh(&state.store).await?;
     }
     Ok(applied)
+}
+
+/// Writes the plan that disables a channel whose first release failed its gates.
+async fn remediate_first_release(
+    state: &AppState,
+    rollout: &ActiveRollout,
+    reason: &str,
+) -> Result<(), StoreError> {
+    let plan = ringfence_store::RemediationRecord {
+        id: format!("rm-{}", &crate::auth::new_token("")[..12]),
+        scope: "fleet".to_owned(),
+        channel: rollout.channel.clone(),
+        action: "disable".to_owned(),
+        version: None,
+        reason: format!(
+            "{}@{} has no earlier release to go back to: {reason}",
+            rollout.channel, rollout.version
+        ),
+        created_by: "controller".to_owned(),
+        created_at: 0,
+        active: true,
+    };
+    state.store.insert_remediation(&plan).await?;
+    state
+        .store
+        .audit("controller", "remediation", &plan.id, &plan.reason)
+        .await
 }

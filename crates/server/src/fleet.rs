@@ -3,9 +3,9 @@
 //! answered without touching the database.
 
 use crate::signing::ReleaseAuthority;
-use ringfence_protocol::api::{Assignment, InstalledRelease};
+use ringfence_protocol::api::{Assignment, InstalledRelease, Remediation};
 use ringfence_rollout::{RolloutSpec, RolloutState, Target, ring_of, target_for};
-use ringfence_store::{RolloutRecord, Store, StoreError};
+use ringfence_store::{RemediationRecord, RolloutRecord, Store, StoreError};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::RwLock;
@@ -62,6 +62,17 @@ struct Snapshot {
     bundles: HashMap<(String, String), String>,
     /// agent id → tags.
     tags: HashMap<String, Vec<String>>,
+    remediations: Vec<RemediationRecord>,
+}
+
+/// True when a plan's scope covers this agent.
+fn in_scope(scope: &str, agent_id: &str, tags: &[String]) -> bool {
+    match scope.split_once(':') {
+        None => scope == "fleet",
+        Some(("agent", id)) => id == agent_id,
+        Some(("tag", tag)) => tags.iter().any(|t| t == tag),
+        Some(_) => false,
+    }
 }
 
 #[derive(Debug, Default)]
@@ -94,13 +105,72 @@ impl FleetCache {
         for agent in store.agents().await? {
             snapshot.tags.insert(agent.id, agent.tags);
         }
+        snapshot.remediations = store.active_remediations().await?;
         if let Ok(mut current) = self.snapshot.write() {
             *current = snapshot;
         }
         Ok(())
     }
 
+    /// The remediation plans for `agent_id`, newest per channel; pins carry a rollback
+    /// directive when they go back from what the agent runs.
+    pub fn remediations(
+        &self,
+        agent_id: &str,
+        installed: &[InstalledRelease],
+        authority: &ReleaseAuthority,
+    ) -> Vec<Remediation> {
+        let Ok(snapshot) = self.snapshot.read() else {
+            return Vec::new();
+        };
+        let no_tags = Vec::new();
+        let tags = snapshot.tags.get(agent_id).unwrap_or(&no_tags);
+        let mut by_channel: HashMap<&str, &RemediationRecord> = HashMap::new();
+        for plan in snapshot
+            .remediations
+            .iter()
+            .filter(|p| in_scope(&p.scope, agent_id, tags))
+        {
+            // Oldest first: a later plan on the same channel wins.
+            by_channel.insert(plan.channel.as_str(), plan);
+        }
+        let mut plans: Vec<Remediation> = by_channel
+            .into_values()
+            .map(|plan| {
+                let running = installed
+                    .iter()
+                    .find(|r| r.channel == plan.channel)
+                    .and_then(|r| r.current.clone());
+                let rollback_directive = match (&plan.version, &running) {
+                    (Some(version), Some(running))
+                        if plan.action == "pin" && version != running =>
+                    {
+                        authority.rollback_directive(&plan.channel, running, version)
+                    }
+                    _ => None,
+                };
+                Remediation {
+                    id: plan.id.clone(),
+                    channel: plan.channel.clone(),
+                    action: plan.action.clone(),
+                    bundle_sha256: plan.version.as_ref().and_then(|v| {
+                        snapshot
+                            .bundles
+                            .get(&(plan.channel.clone(), v.clone()))
+                            .cloned()
+                    }),
+                    version: plan.version.clone(),
+                    reason: plan.reason.clone(),
+                    rollback_directive,
+                }
+            })
+            .collect();
+        plans.sort_by(|a, b| a.channel.cmp(&b.channel));
+        plans
+    }
+
     /// What `agent_id` should run on every channel with a rollout, given what it runs now.
+    /// Channels under a remediation plan get no assignment: the plan decides there.
     pub fn assignments(
         &self,
         agent_id: &str,
@@ -114,6 +184,13 @@ impl FleetCache {
         let tags = snapshot.tags.get(agent_id).unwrap_or(&no_tags);
         let mut assignments = Vec::new();
         for rollout in snapshot.latest.values() {
+            if snapshot
+                .remediations
+                .iter()
+                .any(|p| p.channel == rollout.channel && in_scope(&p.scope, agent_id, tags))
+            {
+                continue;
+            }
             let Some(version) = rollout.version_for(agent_id, tags) else {
                 continue;
             };

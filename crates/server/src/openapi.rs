@@ -97,6 +97,24 @@ pub const ROUTES: &[(&str, &str, &str, &str)] = &[
         "pause, resume, halt or rollback",
         "operator",
     ),
+    (
+        "post",
+        "/api/v1/remediations",
+        "Write a remediation plan (pin a version or disable an engine) for the fleet, a tag or an agent",
+        "operator",
+    ),
+    (
+        "get",
+        "/api/v1/remediations",
+        "Active remediation plans",
+        "operator",
+    ),
+    (
+        "post",
+        "/api/v1/remediations/{id}/retire",
+        "Retire a plan; rollouts decide again",
+        "operator",
+    ),
     ("get", "/api/v1/status", "Fleet summary", "operator"),
     (
         "get",

@@ -492,3 +492,94 @@ async fn agent_offline_for_a_whole_rollout_catches_up_when_it_returns() {
     let assigned = beat(&h, &sleeper, Some("1.0.0")).await;
     assert_eq!(assigned.as_deref(), Some("2.0.0"));
 }
+
+#[tokio::test]
+async fn first_release_that_crashes_gets_a_disable_plan() {
+    for h in harnesses().await {
+        let mut fleet = Fleet::enroll(&h, 10).await;
+        publish_directly(&h, "1.0.0").await;
+        let id = start(&h, "1.0.0", 3600.0).await["id"]
+            .as_str()
+            .expect("id")
+            .to_owned();
+        for _ in 0..4 {
+            fleet.round(&h, Some("1.0.0")).await;
+        }
+        assert_eq!(rollout(&h, &id).await["phase"], "rolled_back", "{}", h.name);
+        let (_, plans) = h.get("/api/v1/remediations", Some(&h.operator)).await;
+        let plan = &plans["remediations"][0];
+        assert_eq!(plan["action"], "disable", "{plans}");
+        assert_eq!(plan["created_by"], "controller");
+        // Every agent is told to disable the channel and gets no assignment for it.
+        let canary = &fleet.agents[0];
+        let body = json!({"releases": [{"channel": "detection", "current": "1.0.0", "lkg": null, "running": "current"}]});
+        let (_, reply) = h
+            .post_json("/api/v1/agents/heartbeat", Some(&canary.credential), body)
+            .await;
+        assert_eq!(reply["remediations"][0]["action"], "disable", "{reply}");
+        assert!(
+            reply["assignments"].as_array().expect("list").is_empty(),
+            "{reply}"
+        );
+        // Retiring the plan hands the channel back to rollouts.
+        let plan_id = plan["id"].as_str().expect("id");
+        let (status, _) = h
+            .post_json(
+                &format!("/api/v1/remediations/{plan_id}/retire"),
+                Some(&h.operator),
+                json!({}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        let (status, _) = h
+            .post_json(
+                &format!("/api/v1/remediations/{plan_id}/retire"),
+                Some(&h.operator),
+                json!({}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+    }
+}
+
+#[tokio::test]
+async fn bad_plans_are_refused() {
+    let h = Harness::sqlite().await;
+    for (body, expected) in [
+        (
+            json!({"scope": "planet", "channel": "c", "action": "disable", "reason": "x"}),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            json!({"scope": "fleet", "channel": "c", "action": "pin", "reason": "x"}),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            json!({"scope": "fleet", "channel": "c", "action": "pin", "version": "9.9.9", "reason": "x"}),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            json!({"scope": "fleet", "channel": "c", "action": "explode", "reason": "x"}),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            json!({"scope": "fleet", "channel": "c", "action": "disable", "reason": " "}),
+            StatusCode::BAD_REQUEST,
+        ),
+    ] {
+        let (status, reply) = h
+            .post_json("/api/v1/remediations", Some(&h.operator), body.clone())
+            .await;
+        assert_eq!(status, expected, "{body} -> {reply}");
+    }
+    let (status, _) = h.post_json("/api/v1/remediations", None, json!({})).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(
+        h.state
+            .store
+            .active_remediations()
+            .await
+            .expect("list")
+            .is_empty()
+    );
+}

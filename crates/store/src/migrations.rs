@@ -10,29 +10,39 @@ struct Migration {
     statements: &'static [&'static str],
 }
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    statements: &[
-        "CREATE TABLE tokens (hash TEXT PRIMARY KEY, kind TEXT NOT NULL, label TEXT NOT NULL, \
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        statements: &[
+            "CREATE TABLE tokens (hash TEXT PRIMARY KEY, kind TEXT NOT NULL, label TEXT NOT NULL, \
          created_at BIGINT NOT NULL, expires_at BIGINT, used_at BIGINT)",
-        "CREATE TABLE agents (id TEXT PRIMARY KEY, credential_hash TEXT NOT NULL UNIQUE, \
+            "CREATE TABLE agents (id TEXT PRIMARY KEY, credential_hash TEXT NOT NULL UNIQUE, \
          hostname TEXT NOT NULL, tags TEXT NOT NULL, enrolled_at BIGINT NOT NULL, \
          last_seen_at BIGINT, status TEXT)",
-        "CREATE TABLE blobs (sha256 TEXT PRIMARY KEY, bytes {blob} NOT NULL)",
-        "CREATE TABLE releases (channel TEXT NOT NULL, version TEXT NOT NULL, \
+            "CREATE TABLE blobs (sha256 TEXT PRIMARY KEY, bytes {blob} NOT NULL)",
+            "CREATE TABLE releases (channel TEXT NOT NULL, version TEXT NOT NULL, \
          manifest TEXT NOT NULL, bundle_sha256 TEXT NOT NULL, published_at BIGINT NOT NULL, \
          preflight_status TEXT NOT NULL, preflight_report TEXT, PRIMARY KEY (channel, version))",
-        "CREATE TABLE rollouts (id TEXT PRIMARY KEY, channel TEXT NOT NULL, version TEXT NOT NULL, \
+            "CREATE TABLE rollouts (id TEXT PRIMARY KEY, channel TEXT NOT NULL, version TEXT NOT NULL, \
          spec TEXT NOT NULL, state TEXT NOT NULL, revision BIGINT NOT NULL, \
          created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL)",
-        "CREATE TABLE audit (id {id}, at BIGINT NOT NULL, \
+            "CREATE TABLE audit (id {id}, at BIGINT NOT NULL, \
          actor TEXT NOT NULL, action TEXT NOT NULL, subject TEXT NOT NULL, reason TEXT NOT NULL)",
-        "CREATE TABLE reports (id TEXT PRIMARY KEY, agent_id TEXT NOT NULL, kind TEXT NOT NULL, \
+            "CREATE TABLE reports (id TEXT PRIMARY KEY, agent_id TEXT NOT NULL, kind TEXT NOT NULL, \
          at BIGINT NOT NULL, received_at BIGINT NOT NULL, body TEXT NOT NULL)",
-        "CREATE INDEX reports_kind_at ON reports (kind, at)",
-        "CREATE TABLE leases (name TEXT PRIMARY KEY, holder TEXT NOT NULL, expires_at BIGINT NOT NULL)",
-    ],
-}];
+            "CREATE INDEX reports_kind_at ON reports (kind, at)",
+            "CREATE TABLE leases (name TEXT PRIMARY KEY, holder TEXT NOT NULL, expires_at BIGINT NOT NULL)",
+        ],
+    },
+    Migration {
+        version: 2,
+        statements: &[
+            "CREATE TABLE remediations (id TEXT PRIMARY KEY, scope TEXT NOT NULL, channel TEXT NOT NULL, \
+         action TEXT NOT NULL, version TEXT, reason TEXT NOT NULL, created_by TEXT NOT NULL, \
+         created_at BIGINT NOT NULL, active BIGINT NOT NULL)",
+        ],
+    },
+];
 
 /// The statement in the backend's dialect.
 fn dialect(statement: &str, backend: Backend) -> String {

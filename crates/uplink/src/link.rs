@@ -11,7 +11,7 @@ use crate::client::{ClientError, ServerClient};
 use crate::identity::Identity;
 use crate::spool::Spool;
 use ringfence_protocol::api::{
-    Assignment, HealthFigures, Heartbeat, InstalledRelease, Report, ReportBatch,
+    Assignment, HealthFigures, Heartbeat, InstalledRelease, Remediation, Report, ReportBatch,
 };
 use ringfence_release::{
     Bundle, LoadedRelease, SignedRollbackDirective, SlotStore, TrustedKeys, VerifyOptions, Version,
@@ -28,6 +28,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 pub trait AgentHost: Send + Sync + 'static {
     /// Runs this release from now on (swap engines). An error keeps the agent on what it ran.
     fn activate(&self, channel: &str, release: &LoadedRelease) -> Result<(), String>;
+    /// Stops running any engine on this channel (a remediation plan said so).
+    fn disable(&self, channel: &str) -> Result<(), String>;
     /// Health figures since the previous call.
     fn health(&self) -> HealthFigures;
 }
@@ -107,6 +109,8 @@ struct Worker<H: AgentHost> {
     activated: HashMap<String, Instant>,
     /// Assignments that failed, and when to try again.
     refused: HashMap<(String, String), Instant>,
+    /// Remediation plans already carried out.
+    remediated: std::collections::HashSet<String>,
 }
 
 impl<H: AgentHost> Worker<H> {
@@ -222,6 +226,48 @@ impl<H: AgentHost> Worker<H> {
         }
     }
 
+    /// Carries out remediation plans, once each: a pin is installed like an assignment, a
+    /// disable takes the channel's engine away.
+    fn remediate(&mut self, plans: &[Remediation]) {
+        for plan in plans {
+            if self.remediated.contains(&plan.id) {
+                continue;
+            }
+            let outcome = match (plan.action.as_str(), &plan.version, &plan.bundle_sha256) {
+                ("pin", Some(version), Some(bundle)) => {
+                    let assignment = Assignment {
+                        channel: plan.channel.clone(),
+                        version: version.clone(),
+                        bundle_sha256: bundle.clone(),
+                        rollout_id: None,
+                        rollback_directive: plan.rollback_directive.clone(),
+                    };
+                    self.install(&assignment).map(|_| ())
+                }
+                ("disable", _, _) => self.host.disable(&plan.channel),
+                (action, _, _) => Err(format!("cannot carry out plan action {action:?}")),
+            };
+            let body = serde_json::json!({
+                "plan": plan.id, "action": plan.action, "channel": plan.channel,
+                "outcome": if outcome.is_ok() { "applied" } else { "refused" },
+                "reason": outcome.as_ref().err(),
+            });
+            match &outcome {
+                Ok(()) => {
+                    tracing::warn!(plan = %plan.id, channel = %plan.channel, "remediation plan applied: {}", plan.reason)
+                }
+                Err(reason) => {
+                    tracing::warn!(plan = %plan.id, "remediation plan refused: {reason}")
+                }
+            }
+            // A refused plan is reported once too; the operator sees why and writes another.
+            self.remediated.insert(plan.id.clone());
+            if let Err(error) = self.spool.push(&report("remediation", body)) {
+                tracing::warn!("could not spool a remediation report: {error}");
+            }
+        }
+    }
+
     /// Blesses releases that ran long enough without engine failures.
     fn bless(&mut self, failures_seen: bool) {
         if failures_seen {
@@ -279,6 +325,7 @@ impl<H: AgentHost> Worker<H> {
         }
         let interval = match self.client.heartbeat(&heartbeat) {
             Ok(response) => {
+                self.remediate(&response.remediations);
                 self.follow(&response.assignments);
                 Some(Duration::from_secs(response.interval_s.max(1)))
             }
@@ -314,6 +361,7 @@ impl Link {
             config,
             activated: HashMap::new(),
             refused: HashMap::new(),
+            remediated: std::collections::HashSet::new(),
         };
         let flag = Arc::clone(&stop);
         let thread = std::thread::Builder::new()

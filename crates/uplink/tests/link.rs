@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 #[derive(Default)]
 struct RecordingHost {
     activated: Mutex<Vec<String>>,
+    disabled: Mutex<Vec<String>>,
 }
 
 impl AgentHost for RecordingHost {
@@ -27,6 +28,11 @@ impl AgentHost for RecordingHost {
             .lock()
             .expect("lock")
             .push(format!("{channel}@{}", release.version()));
+        Ok(())
+    }
+
+    fn disable(&self, channel: &str) -> Result<(), String> {
+        self.disabled.lock().expect("lock").push(channel.to_owned());
         Ok(())
     }
 
@@ -120,7 +126,7 @@ impl Server {
             created_at: 1,
             notes: String::new(),
         };
-        let bytes = Bundle::build(&manifest, Some(wasm), Some(content.to_vec()), &key)
+        let bytes = Bundle::build(&manifest, Some(wasm), Some(content.to_vec()), key)
             .expect("build")
             .to_bytes()
             .expect("bytes");
@@ -386,4 +392,50 @@ fn a_release_the_agent_does_not_trust_is_refused_and_reported() {
             .contains("key"),
         "{refusal}"
     );
+}
+
+#[test]
+fn remediation_plans_pin_and_disable() {
+    let server = Server::start();
+    let agent = Agent::enroll(&server, &["canary"]);
+    let _link = agent.link();
+    server.publish("1.0.0", b"ok", false);
+    let first = server.start_rollout("1.0.0");
+    wait_for("rollout complete", Duration::from_secs(20), || {
+        server.rollout(&first)["phase"] == "completed"
+    });
+    server.publish("2.0.0", b"ok", false);
+    let second = server.start_rollout("2.0.0");
+    wait_for("2.0.0 installed", Duration::from_secs(20), || {
+        agent.current().as_deref() == Some("2.0.0")
+    });
+    wait_for("rollout complete", Duration::from_secs(20), || {
+        server.rollout(&second)["phase"] == "completed"
+    });
+    // An operator pins the fleet back to 1.0.0: the plan overrides the completed rollout and
+    // carries the signed permission to go back.
+    let pin = json!({"scope": "fleet", "channel": "detection", "action": "pin", "version": "1.0.0", "reason": "pin while we investigate"});
+    let _: Value = server
+        .operator()
+        .post_json("plan", "/api/v1/remediations", &pin)
+        .expect("pin plan");
+    wait_for("pinned to 1.0.0", Duration::from_secs(20), || {
+        agent.current().as_deref() == Some("1.0.0")
+    });
+    // Then disables the channel on canaries altogether.
+    let disable = json!({"scope": "tag:canary", "channel": "detection", "action": "disable", "reason": "stop detection on canaries"});
+    let _: Value = server
+        .operator()
+        .post_json("plan", "/api/v1/remediations", &disable)
+        .expect("disable plan");
+    wait_for("disabled", Duration::from_secs(20), || {
+        !agent.host.disabled.lock().expect("lock").is_empty()
+    });
+    wait_for("remediation reports", Duration::from_secs(20), || {
+        let reports: Value = server
+            .operator()
+            .get_json("reports", "/api/v1/reports?kind=remediation")
+            .expect("reports");
+        reports["reports"].as_array().expect("list").len() == 2
+    });
 }

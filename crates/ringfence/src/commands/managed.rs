@@ -129,6 +129,19 @@ impl AgentHost for ManagedHost {
         Ok(())
     }
 
+    fn disable(&self, channel: &str) -> Result<(), String> {
+        let mut engines = self
+            .engines
+            .lock()
+            .map_err(|_| "engine table poisoned".to_owned())?;
+        if engines.remove(channel).is_some()
+            && let Some(agent) = self.agent.get()
+        {
+            agent.swap_engines(engines.values().cloned().collect());
+        }
+        Ok(())
+    }
+
     fn health(&self) -> HealthFigures {
         let Some(agent) = self.agent.get() else {
             return HealthFigures::default();

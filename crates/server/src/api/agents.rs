@@ -135,6 +135,9 @@ pub async fn heartbeat(
     let assignments = state
         .fleet
         .assignments(&agent.id, &heartbeat.releases, &state.authority);
+    let remediations = state
+        .fleet
+        .remediations(&agent.id, &heartbeat.releases, &state.authority);
     let status =
         serde_json::to_value(&heartbeat).map_err(|e| AppError::internal("heartbeat", e))?;
     state.heartbeats.push(AgentStatusUpdate {
@@ -144,6 +147,7 @@ pub async fn heartbeat(
     });
     Ok(Json(HeartbeatResponse {
         assignments,
+        remediations,
         interval_s: state.config.heartbeat_interval.as_secs().max(1),
     }))
 }

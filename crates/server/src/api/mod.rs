@@ -4,6 +4,7 @@
 pub mod agents;
 pub mod health;
 pub mod releases;
+pub mod remediations;
 pub mod rollouts;
 pub mod status;
 
@@ -34,6 +35,14 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/api/v1/rollouts/{id}", get(rollouts::show))
         .route("/api/v1/rollouts/{id}/{action}", post(rollouts::act))
+        .route(
+            "/api/v1/remediations",
+            post(remediations::create).get(remediations::list),
+        )
+        .route(
+            "/api/v1/remediations/{id}/retire",
+            post(remediations::retire),
+        )
         .route("/api/v1/status", get(status::fleet))
         .route("/api/v1/audit", get(status::audit))
         .route("/api/v1/reports", get(status::reports))

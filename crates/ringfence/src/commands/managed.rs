@@ -52,6 +52,48 @@ pub struct ManagedArgs {
     /// Where to write the final counters on exit (JSON), for demos and tests.
     #[arg(long)]
     pub stats_out: Option<PathBuf>,
+    /// Do not start the crash monitor (no minidumps if the agent crashes).
+    #[arg(long)]
+    pub no_crash_monitor: bool,
+    /// Fault injection for tests: abort the agent this many milliseconds after start.
+    #[arg(long, hide = true)]
+    pub crash_after_ms: Option<u64>,
+}
+
+/// The crash monitor child and the handler that talks to it; the monitor exits on its own
+/// when the agent disconnects, and is reaped here.
+struct CrashMonitor {
+    child: std::process::Child,
+    _capture: ringfence_crash::CrashCapture,
+}
+
+impl Drop for CrashMonitor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_crash_monitor(data_dir: &Path) -> anyhow::Result<CrashMonitor> {
+    let socket = data_dir.join("crash-monitor.sock");
+    let exe = std::env::current_exe().context("find the ringfence binary")?;
+    let child = std::process::Command::new(exe)
+        .arg("crash-monitor")
+        .arg("--socket")
+        .arg(&socket)
+        .arg("--dumps")
+        .arg(data_dir.join("crashes"))
+        .arg("--spool")
+        .arg(data_dir.join("spool"))
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .context("start the crash monitor")?;
+    let capture =
+        ringfence_crash::CrashCapture::install(&socket, child.id(), Duration::from_secs(5))?;
+    Ok(CrashMonitor {
+        child,
+        _capture: capture,
+    })
 }
 
 /// Swaps engines as releases arrive and reports health to the uplink.
@@ -334,6 +376,25 @@ pub fn run(
         .context("--server is required in managed mode")?;
     std::fs::create_dir_all(data_dir).with_context(|| format!("create {}", data_dir.display()))?;
     let identity = identity(&args, data_dir, &server)?;
+    let _crash_monitor = if args.no_crash_monitor {
+        None
+    } else {
+        match start_crash_monitor(data_dir) {
+            Ok(monitor) => Some(monitor),
+            Err(error) => {
+                // Crash capture is evidence, not protection: run without it rather than not at all.
+                tracing::warn!("running without minidump capture: {error:#}");
+                None
+            }
+        }
+    };
+    if let Some(after) = args.crash_after_ms {
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(after));
+            tracing::error!("aborting on purpose (--crash-after-ms)");
+            std::process::abort();
+        });
+    }
     let spool = Arc::new(Spool::open(&data_dir.join("spool"), 64 << 20)?);
     let slots = SlotStore::open(data_dir.join("slots"))?;
     let keys = trusted_keys(&identity).map_err(anyhow::Error::msg)?;

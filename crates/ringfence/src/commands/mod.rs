@@ -3,6 +3,7 @@
 mod agent;
 mod bench;
 mod corpus;
+mod crash_monitor;
 mod crashes;
 mod demo;
 mod engine;
@@ -62,6 +63,9 @@ pub enum Command {
     Guard(guard::GuardArgs),
     /// Compare rollout strategies on a simulated fleet in virtual time.
     Sim(sim::SimArgs),
+    /// Write a minidump of a crashed agent (started by the agent itself).
+    #[command(hide = true)]
+    CrashMonitor(crash_monitor::CrashMonitorArgs),
     /// Measure ringfence on this machine.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -104,6 +108,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Agent(args) => agent::run(*args),
         Command::Record(args) => record::run(args),
         Command::Bench(command) => bench::run(command),
+        Command::CrashMonitor(args) => crash_monitor::run(args),
         Command::Sim(args) => sim::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Server(args) => server::run(args),

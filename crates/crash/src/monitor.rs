@@ -1,0 +1,108 @@
+//! The monitor process: waits for a crash request, writes the minidump, spools a report.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Largest dump embedded in the report; bigger ones stay on the host and are named.
+const MAX_EMBEDDED_BYTES: usize = 512 << 10;
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+struct Handler {
+    dumps: PathBuf,
+    spool: PathBuf,
+}
+
+impl Handler {
+    fn spool_report(&self, body: serde_json::Value) -> std::io::Result<()> {
+        std::fs::create_dir_all(&self.spool)?;
+        let now = unix_ms();
+        let report = serde_json::json!({
+            "id": format!("minidump-{now}"),
+            "kind": "minidump",
+            "at_ms": now,
+            "body": body,
+        });
+        // Priority 2 in the spool's format: evidence, kept after telemetry and alerts.
+        let name = format!(
+            "2-{:020}.json",
+            now.saturating_mul(1000).saturating_add(999)
+        );
+        let temporary = self.spool.join(format!("{name}.tmp"));
+        std::fs::write(&temporary, report.to_string())?;
+        std::fs::rename(&temporary, self.spool.join(name))
+    }
+}
+
+impl minidumper::ServerHandler for Handler {
+    fn create_minidump_file(&self) -> Result<(File, PathBuf), std::io::Error> {
+        std::fs::create_dir_all(&self.dumps)?;
+        let path = self.dumps.join(format!("agent-{}.dmp", unix_ms()));
+        Ok((File::create(&path)?, path))
+    }
+
+    fn on_minidump_created(
+        &self,
+        result: Result<minidumper::MinidumpBinary, minidumper::Error>,
+    ) -> minidumper::LoopAction {
+        let body = match result {
+            Ok(binary) => {
+                let bytes = std::fs::metadata(&binary.path)
+                    .map(|m| m.len())
+                    .unwrap_or(0);
+                tracing::error!(path = %binary.path.display(), bytes, "the agent crashed; minidump written");
+                serde_json::json!({
+                    "engine": "agent",
+                    "path": binary.path.display().to_string(),
+                    "bytes": bytes,
+                    "embedded": binary.contents.as_ref().filter(|c| c.len() <= MAX_EMBEDDED_BYTES).map(|c| hex_encode(c)),
+                })
+            }
+            Err(error) => serde_json::json!({"engine": "agent", "error": error.to_string()}),
+        };
+        if let Err(error) = self.spool_report(body) {
+            tracing::error!("could not spool the minidump report: {error}");
+        }
+        // One crash per agent process: the monitor's job is done.
+        minidumper::LoopAction::Exit
+    }
+
+    fn on_message(&self, _kind: u32, _buffer: Vec<u8>) {}
+
+    fn on_client_disconnected(&self, clients: usize) -> minidumper::LoopAction {
+        // The agent went away without crashing (a clean stop): nothing left to watch.
+        if clients == 0 {
+            minidumper::LoopAction::Exit
+        } else {
+            minidumper::LoopAction::Continue
+        }
+    }
+}
+
+fn hex_encode(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        out.push(char::from(DIGITS[usize::from(byte >> 4)]));
+        out.push(char::from(DIGITS[usize::from(byte & 15)]));
+    }
+    out
+}
+
+/// Serves crash requests on `socket` until one dump is written or the agent disconnects.
+pub fn run_monitor(socket: &Path, dumps: &Path, spool: &Path) -> Result<(), minidumper::Error> {
+    let mut server = minidumper::Server::with_name(minidumper::SocketName::Path(socket))?;
+    let shutdown = AtomicBool::new(false);
+    let handler = Handler {
+        dumps: dumps.to_owned(),
+        spool: spool.to_owned(),
+    };
+    server.run(Box::new(handler), &shutdown, None)
+}

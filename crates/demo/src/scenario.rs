@@ -120,6 +120,25 @@ impl Demo {
         Ok(out)
     }
 
+    /// True when every host has reported, after `since_ms`, that it runs `version`: a report
+    /// from before the halt says nothing about recovery.
+    fn all_on_since(&self, version: &str, since_ms: i64) -> Result<bool, DemoError> {
+        let agents = self.get("/api/v1/agents")?;
+        Ok(agents["agents"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .all(|agent| {
+                let current = agent["status"]["releases"]
+                    .as_array()
+                    .and_then(|r| r.iter().find(|r| r["channel"] == CHANNEL))
+                    .and_then(|r| r["current"].as_str());
+                current == Some(version)
+                    && agent["last_seen_at_ms"].as_i64().unwrap_or(0) > since_ms
+            }))
+    }
+
     /// Agents whose install reports say they ran `version`.
     fn reached(&self, version: &str) -> Result<BTreeSet<String>, DemoError> {
         let reports = self.get("/api/v1/reports?kind=install")?;
@@ -353,7 +372,7 @@ pub fn run(options: DemoOptions) -> Result<Summary, DemoError> {
     demo.wait(
         "every host back on the good release",
         Duration::from_secs(120),
-        |d| Ok(d.versions()?.values().all(|v| v.as_deref() == Some(GOOD))),
+        |d| d.all_on_since(GOOD, final_state["ended_ms"].as_i64().unwrap_or(0)),
     )?;
     // Measured from the server's own halt time, not from when we noticed it.
     let halted_at_s = final_state["ended_ms"].as_i64().unwrap_or(0) as f64 / 1000.0;
@@ -394,6 +413,20 @@ pub fn run(options: DemoOptions) -> Result<Summary, DemoError> {
         .as_array()
         .map(Vec::len)
         .unwrap_or(0);
+    // Trap time is in the failure record (the sandbox's clock); arrival is the server's.
+    let mut latencies: Vec<f64> = demo.get("/api/v1/reports?kind=failure")?["reports"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .filter(|r| r["body"]["kind"] == "trap")
+        .filter_map(|r| {
+            let trapped_ms = r["body"]["at_unix_ns"].as_f64()? / 1e6;
+            let received_ms = r["received_at"].as_f64()?;
+            Some(((received_ms - trapped_ms) / 1000.0).max(0.0))
+        })
+        .collect();
+    latencies.sort_by(f64::total_cmp);
 
     demo.timeline.say(Tone::Step, "Stopping the fleet");
     demo.fleet.stop_hosts();
@@ -409,6 +442,8 @@ pub fn run(options: DemoOptions) -> Result<Summary, DemoError> {
         preflight_blocked,
         preflight_reason,
         guard_restores: restores,
+        crash_report_latency_s: latencies.get(latencies.len() / 2).copied().unwrap_or(0.0),
+        crash_report_latency_max_s: latencies.last().copied().unwrap_or(0.0),
         ..Summary::default()
     };
     for host in &demo.fleet.hosts {

@@ -24,6 +24,9 @@ pub struct Summary {
     /// Engine failures contained in the sandbox (traps answered by policy).
     pub engine_failures_contained: u64,
     pub crash_groups: usize,
+    /// From a trap in a canary's sandbox to its report stored on the server: median and worst.
+    pub crash_report_latency_s: f64,
+    pub crash_report_latency_max_s: f64,
     /// True when act two's preflight stopped the same content before any host.
     pub preflight_blocked: bool,
     pub preflight_reason: String,
@@ -61,6 +64,13 @@ impl Summary {
             ("events lost", self.events_lost.to_string()),
             ("wrong denies", self.wrong_denies.to_string()),
             ("crash groups on the server", self.crash_groups.to_string()),
+            (
+                "trap → report on the server",
+                format!(
+                    "{:.2} s median, {:.2} s worst",
+                    self.crash_report_latency_s, self.crash_report_latency_max_s
+                ),
+            ),
             ("guard restores needed", self.guard_restores.to_string()),
             (
                 "act two: preflight blocked it",

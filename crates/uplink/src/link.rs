@@ -56,6 +56,31 @@ impl Default for LinkConfig {
     }
 }
 
+/// Exponential backoff with jitter for retries against a server that is away: 0.25 s doubling
+/// to 30 s, each delay stretched by up to half again so hosts spread out.
+#[derive(Debug, Default)]
+struct Backoff {
+    failures: u32,
+}
+
+impl Backoff {
+    fn next(&mut self) -> Duration {
+        let base = Duration::from_millis(250).saturating_mul(1 << self.failures.min(7));
+        self.failures = self.failures.saturating_add(1);
+        let capped = base.min(Duration::from_secs(30));
+        // Jitter from the clock's low bits: no shared seed, so hosts disagree.
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        capped + capped.mul_f64(f64::from(nanos % 1000) / 2000.0)
+    }
+
+    fn reset(&mut self) {
+        self.failures = 0;
+    }
+}
+
 /// The running uplink; stops (after one last upload) when dropped or stopped.
 pub struct Link {
     stop: Arc<AtomicBool>,
@@ -367,14 +392,32 @@ impl Link {
         let thread = std::thread::Builder::new()
             .name("ringfence-uplink".into())
             .spawn(move || {
-                let mut interval = worker.config.interval;
+                let mut retry = Backoff::default();
+                let mut urgent_retry = Backoff::default();
+                let mut urgent_at = Instant::now();
                 while !flag.load(Ordering::Relaxed) {
-                    if let Some(next) = worker.beat() {
-                        interval =
-                            next.min(worker.config.interval.max(Duration::from_secs(1)) * 10);
-                    }
+                    let interval = match worker.beat() {
+                        Some(next) => {
+                            retry.reset();
+                            next.min(worker.config.interval.max(Duration::from_secs(1)) * 10)
+                        }
+                        // The server is away: keep what we have, try again later, and do not
+                        // let a whole fleet come back in lockstep.
+                        None => retry.next(),
+                    };
                     let deadline = Instant::now() + interval;
                     while Instant::now() < deadline && !flag.load(Ordering::Relaxed) {
+                        // Failures and crashes go out at once, not with the next heartbeat:
+                        // the rollout's crash gate is waiting for them.
+                        if worker.spool.urgent() > 0 && Instant::now() >= urgent_at {
+                            urgent_at = match worker.upload() {
+                                Ok(()) => {
+                                    urgent_retry.reset();
+                                    Instant::now()
+                                }
+                                Err(_) => Instant::now() + urgent_retry.next(),
+                            };
+                        }
                         std::thread::sleep(Duration::from_millis(50));
                     }
                 }
@@ -402,5 +445,30 @@ impl Link {
 impl Drop for Link {
     fn drop(&mut self) {
         self.halt();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_caps_and_resets() {
+        let mut backoff = Backoff::default();
+        let first = backoff.next();
+        assert!(
+            first >= Duration::from_millis(250) && first <= Duration::from_millis(375),
+            "{first:?}"
+        );
+        let mut last = first;
+        for _ in 0..20 {
+            last = backoff.next();
+        }
+        assert!(
+            last >= Duration::from_secs(30) && last <= Duration::from_secs(45),
+            "{last:?}"
+        );
+        backoff.reset();
+        assert!(backoff.next() <= Duration::from_millis(375));
     }
 }

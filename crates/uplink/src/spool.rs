@@ -240,6 +240,15 @@ impl Spool {
         index.bytes = index.files.values().map(|(_, size)| size).sum();
     }
 
+    /// Reports that should not wait for the next heartbeat: failures and crashes.
+    pub fn urgent(&self) -> usize {
+        self.index()
+            .files
+            .keys()
+            .filter(|(priority, _)| *priority >= Priority::Failure)
+            .count()
+    }
+
     pub fn stats(&self) -> SpoolStats {
         let index = self.index();
         SpoolStats {

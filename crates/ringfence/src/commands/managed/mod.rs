@@ -1,0 +1,258 @@
+//! `ringfence agent --server URL`: the agent managed by a control plane.
+//!
+//! Glue between the agent core and the uplink: enroll (or load the identity), start on the
+//! release in the current slot (or the last known good when the guard says so), let the uplink
+//! swap engines as assignments arrive, ship engine failures and alerts through the spool, and
+//! beat the guard's heartbeat while the agent answers.
+
+mod alerts;
+mod crash;
+mod host;
+mod traffic;
+
+use anyhow::Context;
+use host::{ManagedHost, cpu_ticks, engine_for};
+use ringfence_agent::{Agent, AgentConfig};
+use ringfence_engine_host::Runtime;
+use ringfence_protocol::api::EnrollRequest;
+use ringfence_protocol::corpus;
+use ringfence_protocol::guard_link::GuardLink;
+use ringfence_release::SlotStore;
+use ringfence_uplink::link::{report, trusted_keys};
+use ringfence_uplink::{Identity, Link, LinkConfig, ServerClient, Spool};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// Arguments of the managed mode (given together with `--server`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct ManagedArgs {
+    /// Control plane URL; without it the agent runs standalone.
+    #[arg(long, env = "RINGFENCE_SERVER")]
+    pub server: Option<String>,
+    /// Single-use enrollment token, needed on the first start only.
+    #[arg(long, env = "RINGFENCE_ENROLL_TOKEN", hide_env_values = true)]
+    pub enroll_token: Option<String>,
+    /// Tags for ring membership (e.g. `canary`); repeat.
+    #[arg(long = "tag")]
+    pub tags: Vec<String>,
+    /// Host name to enroll with (default: the kernel's).
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// Which release slot to start on; the guard passes `lkg` after a crash loop.
+    #[arg(long, env = "RINGFENCE_SLOT", default_value = "current")]
+    pub slot: String,
+    /// Replay this corpus in a loop as permission traffic (demos and load tests).
+    #[arg(long)]
+    pub traffic: Option<PathBuf>,
+    /// Events per second of replayed traffic.
+    #[arg(long, default_value_t = 200)]
+    pub traffic_rate: u64,
+    /// A release that ran this long without engine failures becomes the last known good.
+    #[arg(long, default_value_t = 30)]
+    pub bless_after_s: u64,
+    /// Where to write the final counters on exit (JSON), for demos and tests.
+    #[arg(long)]
+    pub stats_out: Option<PathBuf>,
+    /// Do not start the crash monitor (no minidumps if the agent crashes).
+    #[arg(long)]
+    pub no_crash_monitor: bool,
+    /// Fault injection for tests: abort the agent this many milliseconds after start.
+    #[arg(long, hide = true)]
+    pub crash_after_ms: Option<u64>,
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "host".to_owned())
+}
+
+/// Loads the saved identity, or enrolls with the token.
+fn identity(args: &ManagedArgs, data_dir: &Path, server: &str) -> anyhow::Result<Identity> {
+    let path = data_dir.join("identity.json");
+    if let Some(identity) = Identity::load(&path)? {
+        return Ok(identity);
+    }
+    let token = args
+        .enroll_token
+        .clone()
+        .context("this agent has not enrolled yet: pass --enroll-token (ringfence server enroll-token create)")?;
+    let client = ServerClient::new(server, Duration::from_secs(30));
+    let response = client.enroll(&EnrollRequest {
+        token,
+        hostname: args.hostname.clone().unwrap_or_else(hostname),
+        tags: args.tags.clone(),
+    })?;
+    let identity = Identity::from_enrollment(server, response);
+    identity.save(&path)?;
+    tracing::info!(agent = %identity.agent_id, "enrolled");
+    Ok(identity)
+}
+
+/// Runs the managed agent until SIGTERM/SIGINT. The caller has blocked those signals before
+/// any thread started (`ringfence_sensor::sys::block_termination_signals`).
+pub fn run(
+    mut config: AgentConfig,
+    args: ManagedArgs,
+    data_dir: &Path,
+) -> anyhow::Result<ExitCode> {
+    let server = args
+        .server
+        .clone()
+        .context("--server is required in managed mode")?;
+    std::fs::create_dir_all(data_dir).with_context(|| format!("create {}", data_dir.display()))?;
+    let identity = identity(&args, data_dir, &server)?;
+    let _crash_monitor = if args.no_crash_monitor {
+        None
+    } else {
+        match crash::start_crash_monitor(data_dir) {
+            Ok(monitor) => Some(monitor),
+            Err(error) => {
+                // Crash capture is evidence, not protection: run without it rather than not at all.
+                tracing::warn!("running without minidump capture: {error:#}");
+                None
+            }
+        }
+    };
+    if let Some(after) = args.crash_after_ms {
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(after));
+            tracing::error!("aborting on purpose (--crash-after-ms)");
+            std::process::abort();
+        });
+    }
+    let spool = Arc::new(Spool::open(&data_dir.join("spool"), 64 << 20)?);
+    let slots = SlotStore::open(data_dir.join("slots"))?;
+    let keys = trusted_keys(&identity).map_err(anyhow::Error::msg)?;
+    let runtime = Runtime::new()?;
+
+    // Start on what the slots say; the guard asks for the last known good after a crash loop.
+    let mut engines = BTreeMap::new();
+    for channel in slots.channels()? {
+        if args.slot == "lkg" {
+            match slots.restore_lkg(&channel) {
+                Ok(_) => {
+                    tracing::warn!(%channel, "started on the last known good release at the guard's request");
+                    let _ = spool.push(&report("restore", serde_json::json!({"channel": channel, "reason": "guard asked for the last known good slot"})));
+                }
+                Err(error) => {
+                    tracing::warn!(%channel, "no last known good release to restore: {error}")
+                }
+            }
+        }
+        match slots.load_current(&channel, &keys) {
+            Ok(release) => match engine_for(&runtime, &release) {
+                Ok(engine) => {
+                    engines.insert(channel, engine);
+                }
+                Err(error) => tracing::error!(%channel, "current release does not load: {error}"),
+            },
+            Err(error) => tracing::warn!(%channel, "no usable current release: {error}"),
+        }
+    }
+
+    let alerts_path = data_dir.join("alerts.jsonl");
+    config.alerts = Some(alerts_path.clone());
+    config.mute = config.mute.clone().with_path(data_dir.to_owned());
+    let host = Arc::new(ManagedHost {
+        runtime,
+        agent: OnceLock::new(),
+        engines: Mutex::new(engines.clone()),
+        previous: Mutex::new((
+            ringfence_agent::StatsSnapshot::default(),
+            Instant::now(),
+            cpu_ticks(),
+        )),
+    });
+    let agent = Arc::new(Agent::start(config, engines.into_values().collect())?);
+    let _ = host.agent.set(Arc::clone(&agent));
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let shipper = alerts::ship_alerts(alerts_path, Arc::clone(&spool), Arc::clone(&stop));
+    let link_config = LinkConfig {
+        bless_after: Duration::from_secs(args.bless_after_s),
+        interval: Duration::from_secs(1),
+        ..LinkConfig::default()
+    };
+    let link = Link::start(
+        &identity,
+        Arc::clone(&spool),
+        slots,
+        Arc::clone(&host),
+        link_config,
+    )
+    .map_err(anyhow::Error::msg)?;
+    let sent = Arc::new(AtomicU64::new(0));
+    let unanswered = Arc::new(AtomicU64::new(0));
+    let traffic_thread = match &args.traffic {
+        Some(path) => Some(traffic::traffic(
+            Arc::clone(&agent),
+            corpus::read_file(path)?,
+            args.traffic_rate,
+            Arc::clone(&stop),
+            Arc::clone(&sent),
+            Arc::clone(&unanswered),
+        )),
+        None => None,
+    };
+
+    let guard = GuardLink::from_env();
+    if let Some(guard) = &guard {
+        guard.ready();
+    }
+    eprintln!(
+        "ringfence agent: ready, managed by {server} as {}",
+        identity.agent_id
+    );
+    loop {
+        if let Some(signal) = ringfence_sensor::sys::wait_termination(Duration::from_millis(200)) {
+            tracing::info!(signal, "stopping on signal");
+            break;
+        }
+        if let Some(guard) = &guard {
+            guard.beat();
+        }
+    }
+
+    stop.store(true, Ordering::Relaxed);
+    if let Some(thread) = traffic_thread {
+        let _ = thread.join();
+    }
+    let _ = shipper.join();
+    link.stop();
+    let final_stats = match Arc::try_unwrap(agent) {
+        Ok(agent) => agent.shutdown(),
+        Err(agent) => agent.stats(),
+    };
+    if let Some(path) = &args.stats_out {
+        write_stats(
+            path,
+            &final_stats,
+            sent.load(Ordering::Relaxed),
+            unanswered.load(Ordering::Relaxed),
+        )?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn write_stats(
+    path: &Path,
+    stats: &ringfence_agent::StatsSnapshot,
+    sent: u64,
+    unanswered: u64,
+) -> anyhow::Result<()> {
+    let value = serde_json::json!({
+        "traffic_sent": sent,
+        "traffic_unanswered": unanswered,
+        "events": stats.events,
+        "allowed": stats.allowed,
+        "denied": stats.denied,
+        "engine_failures": stats.engine_failures,
+        "deadline_answers": stats.deadline_answers,
+    });
+    std::fs::write(path, value.to_string()).with_context(|| format!("write {}", path.display()))
+}

@@ -89,8 +89,19 @@ impl Fleet {
 
     /// Every agent heartbeats and adopts its assignment; crashing versions file a report.
     async fn round(&mut self, h: &Harness, crashing: Option<&str>) {
+        self.round_with(h, crashing, |_| 0.0).await;
+    }
+
+    /// A round where each agent reports the deny rate `deny_rate(version it runs)`.
+    async fn round_with(
+        &mut self,
+        h: &Harness,
+        crashing: Option<&str>,
+        deny_rate: impl Fn(Option<&str>) -> f64,
+    ) {
         for (i, agent) in self.agents.iter().enumerate() {
-            let next = beat(h, agent, self.versions[i].as_deref()).await;
+            let running = self.versions[i].clone();
+            let next = beat_with(h, agent, running.as_deref(), deny_rate(running.as_deref())).await;
             if next.is_some() && next.as_deref() == crashing && self.versions[i] != next {
                 let report = json!({"reports": [{"id": format!("crash-{i}"), "kind": "failure", "at_ms": ringfence_store::now_ms(),
                     "body": {"engine": "faulty", "content_sha256": "", "kind": "trap", "message": "out of bounds", "at_unix_ns": 0}}]});
@@ -434,26 +445,13 @@ async fn release_that_denies_the_shell_halts_on_its_deny_rate() {
             .expect("id")
             .to_owned();
         for _ in 0..4 {
-            for (i, agent) in fleet.agents.iter().enumerate() {
-                let running = fleet.versions[i].clone();
-                let deny = if running.as_deref() == Some("2.0.0") {
-                    0.35
-                } else {
-                    0.0
-                };
-                fleet.versions[i] = beat_with(&h, agent, running.as_deref(), deny).await;
-            }
-            h.state
-                .heartbeats
-                .flush(&h.state.store)
-                .await
-                .expect("flush");
-            controller::tick(&h.state).await.expect("tick");
-            h.state
-                .fleet
-                .refresh(&h.state.store)
-                .await
-                .expect("refresh");
+            fleet
+                .round_with(
+                    &h,
+                    None,
+                    |running| if running == Some("2.0.0") { 0.35 } else { 0.0 },
+                )
+                .await;
         }
         let after = rollout(&h, &id).await;
         assert_eq!(after["phase"], "rolled_back", "{}: {after}", h.name);

@@ -41,9 +41,10 @@ fn release_of<'a>(
     releases: &'a [ReleaseRecord],
     content_sha256: &str,
 ) -> Option<&'a ReleaseRecord> {
+    // The manifest names its content by hash in exactly one place.
     releases
         .iter()
-        .find(|release| release.manifest.to_string().contains(content_sha256))
+        .find(|release| release.manifest["content"]["sha256"].as_str() == Some(content_sha256))
 }
 
 fn plain_words(group: &CrashGroup, rollout: Option<&ActiveRollout>) -> String {

@@ -7,6 +7,7 @@ mod crash_monitor;
 mod crashes;
 mod demo;
 mod engine;
+mod generate_assets;
 mod guard;
 mod managed;
 mod operator;
@@ -69,6 +70,9 @@ pub enum Command {
     /// Measure ringfence on this machine.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Write man pages and shell completions from this command line (used by packaging).
+    #[command(hide = true)]
+    GenerateAssets(generate_assets::GenerateAssetsArgs),
 }
 
 impl Command {
@@ -117,6 +121,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status(args) => status::run(args),
         Command::Crashes(command) => crashes::run(command),
         Command::Guard(args) => guard::run(args),
+        Command::GenerateAssets(args) => generate_assets::run(args),
     }
 }
 

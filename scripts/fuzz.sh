@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Builds every cargo-fuzz target in fuzz/ once and runs each for a few seconds, so that a parser
+# change that panics on garbage fails the test command, not a host. See docs/fuzzing.md for
+# the targets and for longer runs.
+#
+#   bash scripts/fuzz.sh [SECONDS]      # seconds per target, default 5
+#
+# libFuzzer needs the nightly toolchain and cargo-fuzz; both are installed when missing. When
+# they cannot be (no network), fuzzing is skipped with the reason and the script exits 0: that
+# is the only failure it forgives. A crash fails the run and names the saved input.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+seconds=${1:-5}
+skip() {
+  echo "fuzzing SKIPPED: $*"
+  exit 0
+}
+
+if ! rustup run nightly rustc --version >/dev/null 2>&1; then
+  echo "installing the nightly toolchain (libFuzzer's instrumentation needs -Z flags)"
+  rustup toolchain install nightly --profile minimal ||
+    skip "the nightly toolchain is missing and could not be installed (offline?)"
+fi
+if ! cargo fuzz --version >/dev/null 2>&1; then
+  echo "installing cargo-fuzz"
+  cargo install cargo-fuzz --locked ||
+    skip "cargo-fuzz is missing and could not be installed (offline?)"
+fi
+
+fuzz() { cargo +nightly fuzz "$@" --fuzz-dir fuzz; }
+fuzz build
+targets=$(fuzz list)
+
+# New inputs go to fuzz/corpus/<target> (ignored by git and kept between runs); the checked-in
+# seeds in fuzz/seeds/<target> are only read.
+failed=()
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+for target in $targets; do
+  mkdir -p "fuzz/corpus/$target"
+  if fuzz run "$target" "fuzz/corpus/$target" "fuzz/seeds/$target" -- \
+    -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+    >"$log" 2>&1; then
+    runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")
+    rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log")
+    printf '%-20s ok   %10s runs  %8s execs/s\n' "$target" "${runs:-?}" "${rate:-?}"
+  else
+    printf '%-20s FAILED\n' "$target"
+    tail -n 40 "$log"
+    grep -h 'Test unit written to' "$log" || true
+    failed+=("$target")
+  fi
+done
+
+if [ "${#failed[@]}" -gt 0 ]; then
+  echo "fuzzing found crashes in: ${failed[*]}"
+  echo "inputs are in fuzz/artifacts/<target>/; reproduce with: cargo +nightly fuzz run <target> <input>"
+  exit 1
+fi
+echo "fuzzing: ${seconds}s per target, no crashes"

@@ -86,4 +86,8 @@ fi
 cargo test --workspace --locked --all-targets
 cargo test --workspace --locked --doc
 
+# A short run of every fuzz target (docs/fuzzing.md); RINGFENCE_FUZZ_SECONDS runs longer.
+log "fuzzing"
+bash scripts/fuzz.sh "${RINGFENCE_FUZZ_SECONDS:-5}"
+
 log "all tests passed"

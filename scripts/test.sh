@@ -90,4 +90,9 @@ cargo test --workspace --locked --doc
 log "fuzzing"
 bash scripts/fuzz.sh "${RINGFENCE_FUZZ_SECONDS:-5}"
 
+# The .deb packages, installed, removed and purged in a throwaway root (docs/packaging.md),
+# made from the binary the tests above have built.
+log "packages"
+bash scripts/test-package.sh --no-build
+
 log "all tests passed"

@@ -160,5 +160,34 @@ check "purge removes the group" not_in_group
 check "purge removes the data" test ! -e "$root/var/lib/ringfence"
 check "purge leaves no ringfence file in /usr, /etc or /var/lib" no_ringfence_files
 
+# Once more as on a host that systemd runs: /run/systemd/system exists and a stand-in
+# systemctl, first on PATH, records what the maintainer scripts ask of systemd.
+mkdir -p "$root/run/systemd/system"
+cat >"$root/usr/local/sbin/systemctl" <<'STUB'
+#!/bin/sh
+echo "$*" >>/tmp/systemctl.log
+STUB
+chmod 755 "$root/usr/local/sbin/systemctl"
+asked() { grep -qx -- "$1" "$root/tmp/systemctl.log"; }
+not_asked() { ! asked "$1"; }
+in_root sh -c 'dpkg -i /tmp/debs/*.deb' >"$tmp/install.log" 2>&1 || {
+  cat "$tmp/install.log"
+  echo "FAILED: dpkg -i under systemd"
+  exit 1
+}
+check "install reloads systemd" asked "daemon-reload"
+check "install enables the guard" asked "--quiet enable ringfence-guard.service"
+check "install enables the server" asked "--quiet enable ringfence-server.service"
+check "install starts the server" asked "start ringfence-server.service"
+check "install does not start an unconfigured agent" not_asked "start ringfence-guard.service"
+check "install says how to configure the agent" grep -q 'set RINGFENCE_SERVER in /etc/default/ringfence' "$tmp/install.log"
+: >"$root/tmp/systemctl.log"
+in_root sh -c 'dpkg -i /tmp/debs/*.deb' >/dev/null 2>&1
+check "an upgrade restarts only running units" asked "try-restart ringfence-guard.service"
+check "an upgrade keeps the enablement as it is" not_asked "--quiet enable ringfence-server.service"
+in_root dpkg -P ringfence-agent ringfence-server ringfence >/dev/null 2>&1
+check "remove stops the guard" asked "stop ringfence-guard.service"
+check "remove stops the server" asked "stop ringfence-server.service"
+
 echo "package install test: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

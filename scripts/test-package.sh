@@ -63,9 +63,10 @@ check() {
   fi
 }
 # Commands inside the root get a clean environment; dpkg wants the sbin directories on PATH.
+# No standard input: nothing may wait for an answer.
 in_root() {
   env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin LC_ALL=C \
-    DEBIAN_FRONTEND=noninteractive chroot "$root" "$@"
+    DEBIAN_FRONTEND=noninteractive chroot "$root" "$@" </dev/null
 }
 in_passwd() { grep -q '^ringfence:' "$root/etc/passwd"; }
 # Names resolved by the root's /etc/passwd: the user exists only there.
@@ -80,9 +81,16 @@ conffiles() { [ "$(in_root dpkg-query -W -f '${Conffiles}\n' ringfence-agent rin
 runs() { [ "$(in_root ringfence --version)" = "ringfence ${version%-*}" ]; }
 no_ringfence_files() { [ -z "$(find "$root/usr" "$root/etc" "$root/var/lib" -name '*ringfence*' -print -quit)" ]; }
 
-# The lower layer is this machine: a host that has ringfence installed would not give a fresh root.
-if [ -e "$root/usr/bin/ringfence" ] || in_passwd; then
-  echo "FAILED: this machine has ringfence installed already (/usr/bin/ringfence or the user); the test root would not be fresh"
+# The lower layer is this machine: a host that has ringfence installed would not give a fresh
+# root (and a stray config would make dpkg ask about it).
+for file in /usr/bin/ringfence /etc/default/ringfence /etc/default/ringfence-server; do
+  if [ -e "$root$file" ]; then
+    echo "FAILED: this machine has $file already; the test root would not be fresh"
+    exit 1
+  fi
+done
+if in_passwd; then
+  echo "FAILED: this machine has a ringfence user already; the test root would not be fresh"
   exit 1
 fi
 

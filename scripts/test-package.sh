@@ -73,10 +73,12 @@ in_passwd() { grep -q '^ringfence:' "$root/etc/passwd"; }
 owned_by_ringfence() { [ "$(in_root stat -c %U:%G /var/lib/ringfence/server)" = ringfence:ringfence ]; }
 mode_is() { [ "$(stat -c %a "$root$2")" = "$1" ]; }
 enabled() { [ -L "$root/etc/systemd/system/multi-user.target.wants/$1" ]; }
+# shellcheck disable=SC2016 # ${...} is dpkg-query's format, not the shell's
 installed() { in_root dpkg-query -W -f '${Status}\n' "$1" 2>/dev/null | grep -q ' installed$'; }
 not_known_to_dpkg() { ! in_root dpkg-query -W "$1" >/dev/null 2>&1; }
 not_in_passwd() { ! grep -q '^ringfence:' "$1/etc/passwd"; }
 not_in_group() { ! grep -q '^ringfence:' "$root/etc/group"; }
+# shellcheck disable=SC2016
 conffiles() { [ "$(in_root dpkg-query -W -f '${Conffiles}\n' ringfence-agent ringfence-server | grep -c ' /etc/default/ringfence')" -eq 2 ]; }
 runs() { [ "$(in_root ringfence --version)" = "ringfence ${version%-*}" ]; }
 no_ringfence_files() { [ -z "$(find "$root/usr" "$root/etc" "$root/var/lib" -name '*ringfence*' -print -quit)" ]; }

@@ -191,6 +191,11 @@ check "install enables the server" asked "--quiet enable ringfence-server.servic
 check "install starts the server" asked "start ringfence-server.service"
 check "install does not start an unconfigured agent" not_asked "start ringfence-guard.service"
 check "install says how to configure the agent" grep -q 'set RINGFENCE_SERVER in /etc/default/ringfence' "$tmp/install.log"
+# Configured (in the systemd EnvironmentFile form, unquoted with a space), the first configure
+# starts the guard.
+echo 'RINGFENCE_AGENT_ARGS=--standalone --engine bundled:exec-allowlist' >>"$root/etc/default/ringfence"
+in_root /var/lib/dpkg/info/ringfence-agent.postinst configure >/dev/null
+check "install starts a configured agent" asked "start ringfence-guard.service"
 : >"$root/tmp/systemctl.log"
 in_root sh -c 'dpkg -i /tmp/debs/*.deb' >/dev/null 2>&1
 check "an upgrade restarts only running units" asked "try-restart ringfence-guard.service"

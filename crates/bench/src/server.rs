@@ -1,11 +1,16 @@
 //! `ringfence bench server`: heartbeats per second through real HTTP into the real server,
 //! with the load generator in this process, against the cost of an empty request measured the
-//! same way in the same run.
+//! same way in the same run; then the price of TLS: heartbeats over HTTPS against plain HTTP,
+//! and new TLS connections (handshake included) against new plain connections, all served by
+//! the same server state on the same cores.
 
 use crate::stats::{Percentiles, Row, print};
 use anyhow::Context;
 use ringfence_protocol::api::{HealthFigures, Heartbeat, InstalledRelease};
 use ringfence_server::ServerConfig;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use std::io::{Read, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -36,12 +41,14 @@ struct Load {
 }
 
 /// Fires requests from `connections` threads for `seconds`; each thread reuses one connection.
+/// `tls` is the client configuration for an https:// `url`.
 fn load(
     url: &str,
     connections: usize,
     seconds: f64,
     credentials: &Arc<Vec<String>>,
     heartbeat: bool,
+    tls: &ureq::tls::TlsConfig,
 ) -> Load {
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
@@ -50,10 +57,12 @@ fn load(
             let stop = Arc::clone(&stop);
             let credentials = Arc::clone(credentials);
             let url = url.to_owned();
+            let tls = tls.clone();
             std::thread::spawn(move || {
                 let agent: ureq::Agent = ureq::Agent::config_builder()
                     .timeout_global(Some(Duration::from_secs(10)))
                     .http_status_as_error(false)
+                    .tls_config(tls)
                     .build()
                     .into();
                 let body = serde_json::to_vec(&Heartbeat {
@@ -115,6 +124,77 @@ fn load(
     }
 }
 
+/// Opens a new connection per request for `seconds` from `connections` threads: connect,
+/// (with `tls`) a full handshake, `GET /livez`, close. Returns connections per second.
+fn fresh_connections(
+    address: std::net::SocketAddr,
+    connections: usize,
+    seconds: f64,
+    tls: Option<Arc<rustls::ClientConfig>>,
+) -> f64 {
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let threads: Vec<_> = (0..connections)
+        .map(|_| {
+            let stop = Arc::clone(&stop);
+            let tls = tls.clone();
+            std::thread::spawn(move || {
+                let mut done = 0usize;
+                while !stop.load(Ordering::Relaxed) {
+                    if one_connection(address, tls.as_ref()).is_ok() {
+                        done += 1;
+                    }
+                }
+                done
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs_f64(seconds));
+    stop.store(true, Ordering::Relaxed);
+    let total: usize = threads.into_iter().map(|t| t.join().unwrap_or(0)).sum();
+    total as f64 / started.elapsed().as_secs_f64()
+}
+
+fn one_connection(
+    address: std::net::SocketAddr,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+) -> anyhow::Result<()> {
+    let request = b"GET /livez HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+    let mut tcp = std::net::TcpStream::connect(address)?;
+    tcp.set_nodelay(true)?;
+    tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut answer = Vec::with_capacity(256);
+    match tls {
+        Some(config) => {
+            let name = ServerName::try_from("127.0.0.1")?;
+            let mut connection = rustls::ClientConnection::new(Arc::clone(config), name)?;
+            let mut stream = rustls::Stream::new(&mut connection, &mut tcp);
+            stream.write_all(request)?;
+            read_answer(&mut stream, &mut answer)?;
+        }
+        None => {
+            tcp.write_all(request)?;
+            read_answer(&mut tcp, &mut answer)?;
+        }
+    }
+    anyhow::ensure!(answer.starts_with(b"HTTP/1.1 200"), "not a 200");
+    Ok(())
+}
+
+/// Reads until the `ok` body of `/livez` has arrived; the server may close without a TLS
+/// close_notify, which is not a failure here.
+fn read_answer(stream: &mut impl Read, answer: &mut Vec<u8>) -> std::io::Result<()> {
+    let mut buffer = [0u8; 1024];
+    while !(answer.ends_with(b"\r\n\r\nok")) {
+        let n = stream.read(&mut buffer)?;
+        if n == 0 {
+            break;
+        }
+        answer.extend_from_slice(&buffer[..n]);
+    }
+    Ok(())
+}
+
 fn database_bytes(dir: &std::path::Path) -> u64 {
     std::fs::read_dir(dir)
         .map(|entries| {
@@ -141,16 +221,46 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     } else {
         "SQLite"
     };
-    let (url, state) = runtime.block_on(async {
+    // One server state (HTTPS with its generated CA) served twice: over TLS, and over plain
+    // HTTP on loopback through a copy of the state without TLS. Each serve runs its own
+    // background tasks; they share the heartbeat buffer and the lease, so the work is the same.
+    let (plain_address, tls_address, state) = runtime.block_on(async {
         let state = ringfence_server::open(config).await?;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let url = format!("http://{}", listener.local_addr()?);
+        let plain = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let plain_address = plain.local_addr()?;
+        let mut plain_state = state.clone();
+        plain_state.tls = None;
+        tokio::spawn(async move {
+            let _ = ringfence_server::serve(plain_state, plain, std::future::pending()).await;
+        });
+        let secure = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let tls_address = secure.local_addr()?;
         let served = state.clone();
         tokio::spawn(async move {
-            let _ = ringfence_server::serve(served, listener, std::future::pending()).await;
+            let _ = ringfence_server::serve(served, secure, std::future::pending()).await;
         });
-        anyhow::Ok((url, state))
+        anyhow::Ok((plain_address, tls_address, state))
     })?;
+    let url = format!("http://{plain_address}");
+    let tls_url = format!("https://{tls_address}");
+    let ca =
+        CertificateDer::from_pem_file(dir.path().join("tls/ca.pem")).context("the server's CA")?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let ureq_tls = ureq::tls::TlsConfig::builder()
+        .provider(ureq::tls::TlsProvider::Rustls)
+        .unversioned_rustls_crypto_provider(Arc::clone(&provider))
+        .root_certs(ureq::tls::RootCerts::Specific(Arc::new(vec![
+            ureq::tls::Certificate::from_der(&ca).to_owned(),
+        ])))
+        .build();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.clone())?;
+    let rustls_config = Arc::new(
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    );
     // Enrollment through the API would measure enrollment; the bench enrolls in the store.
     let credentials: Vec<String> = (0..options.agents)
         .map(|i| format!("rfa_bench_{i:08}"))
@@ -167,13 +277,21 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     })?;
     let credentials = Arc::new(credentials);
     // Warm the credential cache and the connection pool, then measure.
-    load(&url, options.connections, 1.0, &credentials, true);
+    load(
+        &url,
+        options.connections,
+        1.0,
+        &credentials,
+        true,
+        &ureq_tls,
+    );
     let empty = load(
         &url,
         options.connections,
         options.seconds,
         &credentials,
         false,
+        &ureq_tls,
     );
     let beats = load(
         &url,
@@ -181,10 +299,36 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         options.seconds,
         &credentials,
         true,
+        &ureq_tls,
+    );
+    load(
+        &tls_url,
+        options.connections,
+        1.0,
+        &credentials,
+        true,
+        &ureq_tls,
+    );
+    let tls_beats = load(
+        &tls_url,
+        options.connections,
+        options.seconds,
+        &credentials,
+        true,
+        &ureq_tls,
+    );
+    let plain_connections =
+        fresh_connections(plain_address, options.connections, options.seconds, None);
+    let handshakes = fresh_connections(
+        tls_address,
+        options.connections,
+        options.seconds,
+        Some(rustls_config),
     );
     runtime.block_on(state.heartbeats.flush(&state.store))?;
     let empty_rate = empty.requests as f64 / empty.seconds;
     let rate = beats.requests as f64 / beats.seconds;
+    let tls_rate = tls_beats.requests as f64 / tls_beats.seconds;
     let mut rows = vec![
         Row::new("empty request (GET /livez)", empty_rate, "req/s"),
         Row::new(format!("heartbeats, {backend}"), rate, "beats/s")
@@ -201,6 +345,33 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
             "µs",
         ),
     ];
+    rows.extend([
+        Row::new(
+            format!("heartbeats over HTTPS, {backend}"),
+            tls_rate,
+            "beats/s",
+        )
+        .ratio(tls_rate / rate.max(1.0), "of the plain-HTTP heartbeat rate"),
+        Row::new(
+            "heartbeat latency p99 over HTTPS",
+            tls_beats.latency.p99_ns as f64 / 1000.0,
+            "µs",
+        ),
+        Row::new(
+            "new plain connections (connect, GET, close)",
+            plain_connections,
+            "conn/s",
+        ),
+        Row::new(
+            "new TLS connections (with handshake)",
+            handshakes,
+            "handshakes/s",
+        )
+        .ratio(
+            handshakes / plain_connections.max(1.0),
+            "of the new plain-connection rate",
+        ),
+    ]);
     if options.database.is_none() {
         let bytes = database_bytes(dir.path());
         rows.push(Row::new(

@@ -19,6 +19,8 @@ pub struct Fleet {
     pub dir: tempfile::TempDir,
     pub exe: PathBuf,
     pub url: String,
+    /// The server's CA fingerprint as it printed it; agents pin it at enrollment.
+    pub ca_fingerprint: String,
     pub operator: String,
     server: Option<Child>,
     pub hosts: Vec<Host>,
@@ -61,7 +63,8 @@ fn cli(exe: &Path, args: &[&str]) -> Result<String, DemoError> {
 }
 
 impl Fleet {
-    /// Starts the server on an ephemeral loopback port with a fresh SQLite database.
+    /// Starts the server on an ephemeral loopback port with a fresh SQLite database, serving
+    /// HTTPS with the CA it makes, as in production.
     pub fn start_server(exe: &Path) -> Result<Fleet, DemoError> {
         let dir = tempfile::Builder::new()
             .prefix("ringfence-demo.")
@@ -98,11 +101,14 @@ impl Fleet {
                 ));
             }
         };
-        let url = line
-            .split_whitespace()
-            .find(|word| word.starts_with("http://"))
-            .ok_or_else(|| DemoError::Failed(format!("unexpected server output: {line}")))?
-            .to_owned();
+        let word = |prefix: &str| {
+            line.split_whitespace()
+                .find(|word| word.starts_with(prefix))
+                .map(str::to_owned)
+                .ok_or_else(|| DemoError::Failed(format!("unexpected server output: {line}")))
+        };
+        let url = word("https://")?;
+        let ca_fingerprint = word("sha256:")?;
         let operator = cli(
             exe,
             &[
@@ -121,6 +127,7 @@ impl Fleet {
             dir,
             exe: exe.to_owned(),
             url,
+            ca_fingerprint,
             operator,
             server: Some(child),
             hosts: Vec::new(),
@@ -129,6 +136,12 @@ impl Fleet {
 
     pub fn server_dir(&self) -> PathBuf {
         self.dir.path().join("server")
+    }
+
+    /// The CA file the server made; the demo's own operator calls use it, as an operator on
+    /// the server's host would.
+    pub fn ca_file(&self) -> PathBuf {
+        self.server_dir().join("tls").join("ca.pem")
     }
 
     /// Single-use enrollment tokens, one per host.
@@ -177,6 +190,8 @@ impl Fleet {
                 "agent".into(),
                 "--server".into(),
                 self.url.clone(),
+                "--server-ca-fingerprint".into(),
+                self.ca_fingerprint.clone(),
                 "--enroll-token".into(),
                 token.clone(),
                 "--data-dir".into(),

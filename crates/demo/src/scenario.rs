@@ -5,7 +5,7 @@ use crate::releases::{self, CHANNEL};
 use crate::summary::Summary;
 use crate::timeline::{Timeline, Tone};
 use crate::{DemoError, io};
-use ringfence_uplink::{ClientError, ServerClient};
+use ringfence_uplink::{CaCert, ClientError, ServerClient};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -227,8 +227,18 @@ pub fn run(options: DemoOptions) -> Result<Summary, DemoError> {
             fleet.dir.path().display()
         ),
     );
-    let client =
-        ServerClient::new(&fleet.url, Duration::from_secs(120)).with_credential(&fleet.operator);
+    timeline.say(
+        Tone::Note,
+        format!(
+            "  HTTPS with its own CA, fingerprint {} — agents pin it at enrollment",
+            fleet.ca_fingerprint
+        ),
+    );
+    let ca = CaCert::read_file(&fleet.ca_file())
+        .map_err(|e| DemoError::Failed(format!("the server's CA: {e}")))?;
+    let client = ServerClient::new(&fleet.url, Duration::from_secs(120))
+        .with_ca(&ca)
+        .with_credential(&fleet.operator);
     let mut demo = Demo {
         fleet,
         client,

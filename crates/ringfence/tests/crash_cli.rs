@@ -70,6 +70,9 @@ fn native_crash_leaves_a_minidump_and_reaches_the_server() {
     let mut server = ringfence()
         .args([
             "server",
+            // Plain HTTP on loopback: this test reads reports with a std-only HTTP GET; TLS is
+            // tested in server_cli.
+            "--insecure-http",
             "--listen",
             "127.0.0.1:0",
             "--heartbeat-interval-s",

@@ -1,14 +1,25 @@
 //! The operator's commands against a real `ringfence server` process: tokens made on the server
-//! host, then status, rollouts and crash groups over HTTP, and clear errors for a bad token or a
-//! server that is not there.
+//! host, then status, rollouts and crash groups over HTTPS verified against the server's own CA,
+//! and clear errors for a bad token, a server that is not there, a missing or wrong CA, a wrong
+//! pin, and plain HTTP where it is not allowed.
 
 use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 struct Server {
     child: Child,
     url: String,
+    /// `sha256:…` as the server printed it.
+    fingerprint: String,
     dir: tempfile::TempDir,
+}
+
+impl Server {
+    fn ca(&self) -> PathBuf {
+        self.dir.path().join("tls/ca.pem")
+    }
 }
 
 impl Drop for Server {
@@ -36,12 +47,22 @@ fn start() -> Server {
     BufReader::new(stdout)
         .read_line(&mut line)
         .expect("first line");
-    let url = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .expect("url")
-        .to_owned();
-    Server { child, url, dir }
+    let word = |prefix: &str| {
+        line.split_whitespace()
+            .find(|w| w.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix} in {line:?}"))
+            .to_owned()
+    };
+    Server {
+        child,
+        url: word("https://"),
+        fingerprint: word("sha256:"),
+        dir,
+    }
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 fn token(server: &Server) -> String {
@@ -55,13 +76,20 @@ fn token(server: &Server) -> String {
 }
 
 #[test]
-fn operator_commands_over_http() {
+fn operator_commands_over_https() {
     let server = start();
     let token = token(&server);
+    let ca = server.ca().display().to_string();
     for args in [
-        &["status", "--json"][..],
-        &["rollout", "status", "--json"],
-        &["crashes", "list", "--json"],
+        &["status", "--json", "--ca", &ca][..],
+        &["rollout", "status", "--json", "--ca", &ca],
+        &[
+            "crashes",
+            "list",
+            "--json",
+            "--ca-fingerprint",
+            &server.fingerprint,
+        ],
     ] {
         let out = ringfence()
             .args(args)
@@ -78,6 +106,7 @@ fn operator_commands_over_http() {
     }
     let out = ringfence()
         .args(["status", "--server", &server.url, "--token", "rfo_wrong"])
+        .env("RINGFENCE_CA", &ca)
         .output()
         .expect("run");
     assert_eq!(out.status.code(), Some(2));
@@ -95,11 +124,181 @@ fn operator_commands_over_http() {
             &server.url,
             "--token",
             &token,
+            "--ca",
+            &ca,
         ])
         .output()
         .expect("run");
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no crash group"));
+}
+
+#[test]
+fn operator_commands_without_the_right_ca_are_refused() {
+    let server = start();
+    let token = token(&server);
+    let other = start();
+    let status = |extra: &[&str]| {
+        ringfence()
+            .args(["status", "--server", &server.url, "--token", &token])
+            .args(extra)
+            .env_remove("RINGFENCE_CA")
+            .env_remove("RINGFENCE_CA_FINGERPRINT")
+            .output()
+            .expect("run")
+    };
+    let out = status(&[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("give the server's CA file"),
+        "{}",
+        stderr(&out)
+    );
+
+    let other_ca = other.ca().display().to_string();
+    let out = status(&["--ca", &other_ca]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("not signed by the CA we trust"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = status(&["--ca-fingerprint", &other.fingerprint]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains(&other.fingerprint) && stderr(&out).contains(&server.fingerprint),
+        "names both fingerprints: {}",
+        stderr(&out)
+    );
+
+    let plain = server.url.replacen("https://", "http://", 1);
+    let out = ringfence()
+        .args(["status", "--server", &plain, "--token", &token])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("speaks HTTPS"), "{}", stderr(&out));
+}
+
+#[test]
+fn the_ca_is_made_once_and_reused_on_restart() {
+    let first = start();
+    let dir = first.dir.path().to_owned();
+    let fingerprint = first.fingerprint.clone();
+    let mut first = first;
+    let _ = first.child.kill();
+    let _ = first.child.wait();
+    let mut child = ringfence()
+        .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("restart");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("first line");
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(line.contains(&fingerprint), "{line}");
+}
+
+#[test]
+fn insecure_http_only_on_loopback() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = ringfence()
+        .args([
+            "server",
+            "--insecure-http",
+            "--listen",
+            "0.0.0.0:0",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("loopback"), "{}", stderr(&out));
+    assert!(
+        !dir.path().join("ringfence.db").exists(),
+        "refused before opening anything"
+    );
+}
+
+/// Runs a managed agent until it has written its identity (or exited); returns its stderr.
+fn agent(server: &Server, host: &Path, pin: &str) -> (Option<String>, String) {
+    let enroll = {
+        let out = ringfence()
+            .args(["server", "enroll-token", "create", "--data-dir"])
+            .arg(server.dir.path())
+            .output()
+            .expect("token");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let log = host.join("agent.log");
+    let mut child = ringfence()
+        .args([
+            "agent",
+            "--server",
+            &server.url,
+            "--server-ca-fingerprint",
+            pin,
+        ])
+        .args([
+            "--enroll-token",
+            &enroll,
+            "--sensor",
+            "none",
+            "--no-crash-monitor",
+        ])
+        .arg("--data-dir")
+        .arg(host)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("agent");
+    let identity = host.join("identity.json");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline && !identity.exists() && matches!(child.try_wait(), Ok(None)) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .stderr(Stdio::null())
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    (
+        std::fs::read_to_string(&identity).ok(),
+        std::fs::read_to_string(&log).unwrap_or_default(),
+    )
+}
+
+#[test]
+fn an_agent_pins_the_ca_fingerprint_and_a_wrong_pin_enrolls_nothing() {
+    let server = start();
+    let other = start();
+    let host = tempfile::tempdir().expect("tempdir");
+    let (identity, log) = agent(&server, host.path(), &other.fingerprint);
+    assert_eq!(identity, None, "nothing enrolled: {log}");
+    assert!(log.contains("was pinned"), "{log}");
+
+    let (identity, log) = agent(&server, host.path(), &server.fingerprint);
+    let identity = identity.unwrap_or_else(|| panic!("enrolled: {log}"));
+    let identity: serde_json::Value = serde_json::from_str(&identity).expect("identity");
+    let pem = std::fs::read_to_string(server.ca()).expect("CA");
+    assert_eq!(
+        identity["server_ca"],
+        pem.as_str(),
+        "the CA is kept for later runs"
+    );
 }
 
 #[test]

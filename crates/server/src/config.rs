@@ -1,5 +1,6 @@
 //! Server configuration, from the command line.
 
+pub use crate::tls::Transport;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -11,6 +12,8 @@ pub struct ServerConfig {
     /// `sqlite://...` or `postgres://...`; `None` means SQLite in `data_dir`.
     pub database_url: Option<String>,
     pub listen: SocketAddr,
+    /// HTTPS (generated or given certificate) or, on loopback only, plain HTTP.
+    pub transport: Transport,
     /// Events preflight runs releases over; `None` uses a generated default corpus.
     pub preflight_corpus: Option<PathBuf>,
     /// How much higher a release's deny rate may be than the channel's current release.
@@ -29,6 +32,7 @@ impl ServerConfig {
             data_dir,
             database_url: None,
             listen: SocketAddr::from(([127, 0, 0, 1], 7700)),
+            transport: Transport::GeneratedTls { names: Vec::new() },
             preflight_corpus: None,
             preflight_deny_margin: 0.02,
             controller_tick: Duration::from_millis(500),

@@ -19,11 +19,13 @@ pub mod openapi;
 pub mod preflight;
 pub mod signing;
 pub mod state;
+pub mod tls;
 
 pub use config::ServerConfig;
 pub use state::AppState;
 
 use axum::Router;
+use axum::serve::ListenerExt;
 use ringfence_store::{Store, TokenKind};
 use std::future::Future;
 use std::sync::Arc;
@@ -43,6 +45,8 @@ pub enum ServerError {
     Keys(String),
     #[error("wasm runtime: {0}")]
     Runtime(#[from] ringfence_engine_host::RuntimeError),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
 }
 
 /// Opens the data directory, the database and the keys; does not listen.
@@ -53,6 +57,7 @@ pub async fn open(config: ServerConfig) -> Result<AppState, ServerError> {
     })?;
     let store = Store::connect(&config.database_url()).await?;
     let authority = signing::ReleaseAuthority::open(&config.data_dir).map_err(ServerError::Keys)?;
+    let tls = tls::TlsMaterial::for_transport(&config.transport, &config.data_dir)?;
     let state = AppState {
         store,
         config: Arc::new(config),
@@ -63,12 +68,13 @@ pub async fn open(config: ServerConfig) -> Result<AppState, ServerError> {
         authority: Arc::new(authority),
         engines: ringfence_engine_host::Runtime::new()?,
         replica: format!("{}-{}", hostname(), std::process::id()),
+        tls: tls.map(Arc::new),
     };
     state.fleet.refresh(&state.store).await?;
     Ok(state)
 }
 
-fn hostname() -> String {
+pub(crate) fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_owned())
         .unwrap_or_else(|_| "server".to_owned())
@@ -99,17 +105,40 @@ pub fn spawn_background(state: &AppState) -> Vec<tokio::task::JoinHandle<()>> {
     vec![flusher, controller]
 }
 
-/// Serves until `shutdown` resolves, then flushes heartbeats and gives up the lease.
+/// Serves HTTPS (or, when configured and on loopback, plain HTTP) until `shutdown` resolves,
+/// then flushes heartbeats and gives up the lease.
 pub async fn serve(
     state: AppState,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
-    let tasks = spawn_background(&state);
+    let io = |source| ServerError::Io {
+        path: "listener".to_owned(),
+        source,
+    };
     let app = router(state.clone());
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let tasks;
+    let served = match &state.tls {
+        Some(material) => {
+            let listener =
+                tls::TlsListener::new(listener, Arc::clone(&material.config)).map_err(io)?;
+            tasks = spawn_background(&state);
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+        None => {
+            tls::check_insecure_listen(listener.local_addr().map_err(io)?)?;
+            tasks = spawn_background(&state);
+            let listener = listener.tap_io(|tcp| {
+                // The same socket options as the TLS listener, so the two compare fairly.
+                let _ = tcp.set_nodelay(true);
+            });
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+    };
     for task in tasks {
         task.abort();
     }
@@ -120,10 +149,7 @@ pub async fn serve(
         .store
         .release_lease("controller", &state.replica)
         .await;
-    served.map_err(|source| ServerError::Io {
-        path: "listener".to_owned(),
-        source,
-    })
+    served.map_err(io)
 }
 
 /// Creates an operator API token and returns it (shown once; only its hash is stored).

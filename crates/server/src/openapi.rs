@@ -20,6 +20,12 @@ pub const ROUTES: &[(&str, &str, &str, &str)] = &[
     ("get", "/metrics", "Prometheus metrics", "anyone"),
     ("get", "/openapi.json", "This document", "anyone"),
     (
+        "get",
+        "/api/v1/tls/ca.pem",
+        "The server's private CA (PEM), for clients that pinned its fingerprint; 404 with an operator's certificate",
+        "anyone",
+    ),
+    (
         "post",
         "/api/v1/enroll",
         "Trade a single-use enrollment token for an agent credential",

@@ -26,4 +26,6 @@ pub struct AppState {
     pub engines: ringfence_engine_host::Runtime,
     /// This replica's name in leases and the audit log.
     pub replica: String,
+    /// The server's TLS identity; `None` when it serves plain HTTP on loopback.
+    pub tls: Option<Arc<crate::tls::TlsMaterial>>,
 }

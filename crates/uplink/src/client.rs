@@ -1,6 +1,7 @@
 //! Typed calls to the server. Errors say whether to retry (the server is away or overloaded) or
 //! not (the server refused: a bad credential, a bad request).
 
+use crate::tls::{self, CaCert};
 use ringfence_protocol::api::{
     ApiError, EnrollRequest, EnrollResponse, Heartbeat, HeartbeatResponse, ReportAck, ReportBatch,
 };
@@ -27,6 +28,10 @@ pub enum ClientError {
     /// The server answered something we cannot read.
     #[error("unreadable answer to {what}: {reason}")]
     Malformed { what: &'static str, reason: String },
+    /// A server answered but could not be verified: the wrong CA, a certificate for another
+    /// name, or no TLS at all. Nothing was sent to it.
+    #[error("will not talk to the server at {url}: {reason}")]
+    Untrusted { url: String, reason: String },
 }
 
 impl ClientError {
@@ -35,7 +40,7 @@ impl ClientError {
         match self {
             ClientError::Unreachable { .. } => true,
             ClientError::Refused { status, .. } => *status == 429 || *status >= 500,
-            ClientError::Malformed { .. } => false,
+            ClientError::Malformed { .. } | ClientError::Untrusted { .. } => false,
         }
     }
 }
@@ -45,19 +50,37 @@ pub struct ServerClient {
     base: String,
     agent: ureq::Agent,
     credential: Option<String>,
+    timeout: Duration,
+    has_ca: bool,
+}
+
+fn agent(timeout: Duration, ca: Option<&CaCert>) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .timeout_global(Some(timeout))
+        .http_status_as_error(false)
+        .tls_config(tls::config(ca))
+        .build()
+        .into()
 }
 
 impl ServerClient {
+    /// A client that trusts no certificate yet: fine for http:// (a server started with
+    /// `--insecure-http`); an https:// server needs [`ServerClient::with_ca`].
     pub fn new(base_url: &str, timeout: Duration) -> ServerClient {
-        let config = ureq::Agent::config_builder()
-            .timeout_global(Some(timeout))
-            .http_status_as_error(false)
-            .build();
         ServerClient {
             base: base_url.trim_end_matches('/').to_owned(),
-            agent: config.into(),
+            agent: agent(timeout, None),
             credential: None,
+            timeout,
+            has_ca: false,
         }
+    }
+
+    /// Verifies the server against `ca`, and nothing else, from now on.
+    pub fn with_ca(mut self, ca: &CaCert) -> ServerClient {
+        self.agent = agent(self.timeout, Some(ca));
+        self.has_ca = true;
+        self
     }
 
     /// Uses `credential` as the bearer token from now on.
@@ -71,9 +94,15 @@ impl ServerClient {
     }
 
     fn unreachable(&self, error: ureq::Error) -> ClientError {
-        ClientError::Unreachable {
-            url: self.base.clone(),
-            reason: error.to_string(),
+        match tls::explain(&error, self.has_ca) {
+            Some(reason) => ClientError::Untrusted {
+                url: self.base.clone(),
+                reason,
+            },
+            None => ClientError::Unreachable {
+                url: self.base.clone(),
+                reason: error.to_string(),
+            },
         }
     }
 

@@ -1,6 +1,8 @@
-//! The enrolled agent's identity on disk: id, credential, server URL and the release keys
-//! learned at enrollment. Written 0600 and atomically; the credential is a secret.
+//! The enrolled agent's identity on disk: id, credential, server URL, the server's CA and the
+//! release keys learned at enrollment. Written 0600 and atomically; the credential is a secret.
 
+use crate::client::ServerClient;
+use crate::tls::{CaCert, TrustError};
 use ringfence_protocol::api::EnrollResponse;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
@@ -13,6 +15,10 @@ pub struct Identity {
     pub credential: String,
     pub server: String,
     pub release_keys: Vec<String>,
+    /// The CA (PEM) the server was verified against at enrollment; every later connection is
+    /// verified against it. Absent for a plain-HTTP server on loopback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_ca: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -28,13 +34,31 @@ pub enum IdentityError {
 }
 
 impl Identity {
-    pub fn from_enrollment(server: &str, response: EnrollResponse) -> Identity {
+    pub fn from_enrollment(
+        server: &str,
+        ca: Option<&CaCert>,
+        response: EnrollResponse,
+    ) -> Identity {
         Identity {
             agent_id: response.agent_id,
             credential: response.credential,
             server: server.to_owned(),
             release_keys: response.release_keys,
+            server_ca: ca.map(|ca| ca.pem().to_owned()),
         }
+    }
+
+    /// A client for the server this agent enrolled with, trusting its CA and carrying the
+    /// credential.
+    pub fn client(&self, timeout: std::time::Duration) -> Result<ServerClient, TrustError> {
+        let mut client = ServerClient::new(&self.server, timeout).with_credential(&self.credential);
+        if let Some(pem) = &self.server_ca {
+            client = client.with_ca(&CaCert::from_pem(
+                "the identity's server CA",
+                pem.as_bytes(),
+            )?);
+        }
+        Ok(client)
     }
 
     /// `Ok(None)` when the agent has not enrolled yet.
@@ -92,6 +116,7 @@ mod tests {
             credential: "rfa_secret".into(),
             server: "http://127.0.0.1:7700".into(),
             release_keys: vec!["ab".into()],
+            server_ca: None,
         };
         identity.save(&path).expect("save");
         let mode = std::fs::metadata(&path).expect("stat").permissions().mode() & 0o777;

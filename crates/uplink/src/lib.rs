@@ -5,6 +5,8 @@
 //! - [`client::ServerClient`]: typed HTTP calls (enroll, heartbeat, reports, blobs) with errors
 //!   that tell "the server is away" from "the server said no".
 //! - [`identity::Identity`]: the enrolled agent's id and credential, stored 0600.
+//! - [`tls::CaCert`]: the server's CA, from a file or fetched once against a pinned fingerprint;
+//!   every connection is verified against it and nothing else.
 //!
 //! Architecture invariant: nothing here blocks the permission path. The agent's sensor threads
 //! only ever append to the spool; uploads happen on the uplink's own thread.
@@ -13,8 +15,10 @@ pub mod client;
 pub mod identity;
 pub mod link;
 pub mod spool;
+pub mod tls;
 
 pub use client::{ClientError, ServerClient};
 pub use identity::Identity;
 pub use link::{AgentHost, Link, LinkConfig};
 pub use spool::{Priority, Spool, SpoolError, SpoolStats};
+pub use tls::{CaCert, Fingerprint, TrustError};

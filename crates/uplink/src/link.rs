@@ -373,8 +373,9 @@ impl Link {
         host: Arc<H>,
         config: LinkConfig,
     ) -> Result<Link, String> {
-        let client = ServerClient::new(&identity.server, Duration::from_secs(10))
-            .with_credential(&identity.credential);
+        let client = identity
+            .client(Duration::from_secs(10))
+            .map_err(|e| e.to_string())?;
         let keys = trusted_keys(identity)?;
         let stop = Arc::new(AtomicBool::new(false));
         let mut worker = Worker {

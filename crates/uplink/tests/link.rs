@@ -10,7 +10,7 @@ use ringfence_release::{
 };
 use ringfence_server::ServerConfig;
 use ringfence_uplink::link::report;
-use ringfence_uplink::{AgentHost, Identity, Link, LinkConfig, ServerClient, Spool};
+use ringfence_uplink::{AgentHost, CaCert, Identity, Link, LinkConfig, ServerClient, Spool};
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -43,6 +43,8 @@ impl AgentHost for RecordingHost {
 
 struct Server {
     url: String,
+    /// The CA the server made in its data directory; agents and operator verify it over TLS.
+    ca: CaCert,
     operator: String,
     data_dir: tempfile::TempDir,
     runtime: tokio::runtime::Runtime,
@@ -74,14 +76,16 @@ impl Server {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
                 .await
                 .expect("bind");
-            let url = format!("http://{}", listener.local_addr().expect("addr"));
+            let url = format!("https://{}", listener.local_addr().expect("addr"));
             tokio::spawn(ringfence_server::serve(state, listener, async {
                 let _ = rx.await;
             }));
             (url, operator)
         });
+        let ca = CaCert::read_file(&data_dir.path().join("tls/ca.pem")).expect("server CA");
         Server {
             url,
+            ca,
             operator,
             data_dir,
             runtime,
@@ -90,7 +94,9 @@ impl Server {
     }
 
     fn operator(&self) -> ServerClient {
-        ServerClient::new(&self.url, Duration::from_secs(60)).with_credential(&self.operator)
+        ServerClient::new(&self.url, Duration::from_secs(60))
+            .with_ca(&self.ca)
+            .with_credential(&self.operator)
     }
 
     fn enroll_token(&self) -> String {
@@ -176,7 +182,7 @@ struct Agent {
 
 impl Agent {
     fn enroll(server: &Server, tags: &[&str]) -> Agent {
-        let client = ServerClient::new(&server.url, Duration::from_secs(10));
+        let client = ServerClient::new(&server.url, Duration::from_secs(10)).with_ca(&server.ca);
         let response = client
             .enroll(&EnrollRequest {
                 token: server.enroll_token(),
@@ -187,7 +193,7 @@ impl Agent {
         let dir = tempfile::tempdir().expect("tempdir");
         let spool = Arc::new(Spool::open(&dir.path().join("spool"), 1 << 20).expect("spool"));
         Agent {
-            identity: Identity::from_enrollment(&server.url, response),
+            identity: Identity::from_enrollment(&server.url, Some(&server.ca), response),
             dir,
             spool,
             host: Arc::default(),
@@ -296,7 +302,7 @@ fn reports_spooled_while_the_server_is_down_arrive_once() {
     // serves again on a new listener.
     let data_dir = server.data_dir.path().to_owned();
     let runtime = &server.runtime;
-    let addr = url.trim_start_matches("http://").to_owned();
+    let addr = url.trim_start_matches("https://").to_owned();
     runtime.block_on(async {
         let mut config = ServerConfig::new(data_dir);
         config.heartbeat_interval = Duration::from_secs(1);

@@ -26,7 +26,7 @@ pub enum CrashesCommand {
 
 fn groups(operator: &OperatorArgs) -> anyhow::Result<Vec<Value>> {
     let reply: Value = operator
-        .client()
+        .client()?
         .get_json("crash groups", "/api/v1/crash-groups")?;
     Ok(reply["groups"].as_array().cloned().unwrap_or_default())
 }

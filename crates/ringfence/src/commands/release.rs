@@ -162,7 +162,7 @@ fn publish(args: PublishArgs) -> anyhow::Result<ExitCode> {
         std::fs::read(&args.bundle).with_context(|| format!("read {}", args.bundle.display()))?;
     let path = format!("/api/v1/releases?skip_preflight={}", args.skip_preflight);
     let result: Result<serde_json::Value, _> =
-        args.operator.client().post_bytes("publish", &path, &bytes);
+        args.operator.client()?.post_bytes("publish", &path, &bytes);
     match result {
         Ok(release) => {
             if args.json {

@@ -97,7 +97,7 @@ pub fn print_rollout(rollout: &Value) {
 
 fn act(action: &str, args: ActionArgs) -> anyhow::Result<ExitCode> {
     let body = json!({ "reason": args.reason });
-    let rollout: Value = args.operator.client().post_json(
+    let rollout: Value = args.operator.client()?.post_json(
         "rollout action",
         &format!("/api/v1/rollouts/{}/{action}", args.id),
         &body,
@@ -124,7 +124,7 @@ pub fn run(command: RolloutCommand) -> anyhow::Result<ExitCode> {
                 json!({ "channel": channel, "version": version, "rings": rings, "bake_s": bake_s });
             let rollout: Value =
                 operator
-                    .client()
+                    .client()?
                     .post_json("rollout start", "/api/v1/rollouts", &body)?;
             if json {
                 println!("{rollout}");
@@ -134,7 +134,7 @@ pub fn run(command: RolloutCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         RolloutCommand::Status { operator, id, json } => {
-            let client = operator.client();
+            let client = operator.client()?;
             let rollouts: Vec<Value> = match id {
                 Some(id) => vec![client.get_json("rollout", &format!("/api/v1/rollouts/{id}"))?],
                 None => {

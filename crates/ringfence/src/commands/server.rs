@@ -3,6 +3,7 @@
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use ringfence_server::ServerConfig;
+use ringfence_server::tls::Transport;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -38,6 +39,20 @@ pub struct RunArgs {
     /// Address to listen on. Loopback by default.
     #[arg(long, default_value = "127.0.0.1:7700")]
     listen: SocketAddr,
+    /// Certificate chain (PEM) to serve instead of the generated one; needs --tls-key.
+    #[arg(long, requires = "tls_key", conflicts_with_all = ["insecure_http", "tls_names"])]
+    tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Another name (DNS or IP) the generated certificate must carry besides localhost, the
+    /// loopback addresses and the host name; repeat.
+    #[arg(long = "tls-name", id = "tls_names")]
+    tls_names: Vec<String>,
+    /// Serve plain HTTP instead of HTTPS: loopback addresses only (tests, or behind a local
+    /// TLS terminator). Agents and tokens travel in the clear.
+    #[arg(long, conflicts_with_all = ["tls_key", "tls_names"])]
+    insecure_http: bool,
     /// Event corpus for preflight (JSON lines); a generated corpus is built in.
     #[arg(long)]
     preflight_corpus: Option<PathBuf>,
@@ -144,6 +159,17 @@ pub fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
 fn serve(args: RunArgs) -> anyhow::Result<ExitCode> {
     let mut config = config(&args.store);
     config.listen = args.listen;
+    config.transport = match (args.insecure_http, args.tls_cert, args.tls_key) {
+        (true, _, _) => {
+            // Refuse before opening anything: the flag is a mistake anywhere but loopback.
+            ringfence_server::tls::check_insecure_listen(args.listen)?;
+            Transport::InsecureHttp
+        }
+        (false, Some(cert), Some(key)) => Transport::GivenTls { cert, key },
+        _ => Transport::GeneratedTls {
+            names: args.tls_names,
+        },
+    };
     config.preflight_corpus = args.preflight_corpus;
     config.preflight_deny_margin = args.preflight_deny_margin;
     config.controller_tick = Duration::from_millis(args.controller_tick_ms.max(10));
@@ -155,11 +181,31 @@ fn serve(args: RunArgs) -> anyhow::Result<ExitCode> {
             .await
             .with_context(|| format!("listen on {listen}"))?;
         let bound = listener.local_addr()?;
-        // Scripts wait for this line to know where we are.
-        println!(
-            "ringfence server listening on http://{bound} (database: {:?})",
-            state.store.backend()
-        );
+        let database = state.store.backend();
+        // Scripts wait for this one line to know where we are and which CA to pin; they may
+        // stop reading after it, so everything else goes to stderr.
+        match state.tls.as_deref() {
+            None => println!(
+                "ringfence server listening on http://{bound} (database: {database:?}; plain HTTP, loopback only)"
+            ),
+            Some(ringfence_server::tls::TlsMaterial {
+                ca_fingerprint: Some(fingerprint),
+                ca_path,
+                ..
+            }) => {
+                let ca_path = ca_path.as_deref().unwrap_or(std::path::Path::new("?")).display();
+                println!(
+                    "ringfence server listening on https://{bound} (database: {database:?}) CA fingerprint {fingerprint} file {ca_path}"
+                );
+                eprintln!(
+                    "agents: ringfence agent --server https://{bound} --server-ca-fingerprint {fingerprint} --enroll-token …"
+                );
+                eprintln!("operators: --server https://{bound} --ca {ca_path} (or RINGFENCE_CA)");
+            }
+            Some(_) => println!(
+                "ringfence server listening on https://{bound} (database: {database:?}; the operator's certificate)"
+            ),
+        }
         ringfence_server::serve(state, listener, shutdown_signal()).await?;
         Ok(ExitCode::SUCCESS)
     })

@@ -2,7 +2,7 @@
 //! in plain words — what the guard and agent are doing, which release runs from which slot, the
 //! last restore and why, reports waiting to be sent.
 
-use super::operator::OperatorArgs;
+use super::operator::{OperatorArgs, TrustArgs};
 use anyhow::Context;
 use ringfence_release::SlotStore;
 use serde_json::{Value, json};
@@ -21,9 +21,11 @@ pub struct StatusArgs {
     #[arg(
         long,
         env = "RINGFENCE_SERVER",
-        default_value = "http://127.0.0.1:7700"
+        default_value = "https://127.0.0.1:7700"
     )]
     server: String,
+    #[command(flatten)]
+    trust: TrustArgs,
     /// Operator API token (fleet view).
     #[arg(long, env = "RINGFENCE_TOKEN", hide_env_values = true)]
     token: Option<String>,
@@ -40,6 +42,7 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
     )?;
     let operator = OperatorArgs {
         server: args.server.clone(),
+        trust: args.trust.clone(),
         token,
     };
     fleet(&operator, args.json)
@@ -123,7 +126,7 @@ fn host(args: &StatusArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn fleet(operator: &OperatorArgs, json_out: bool) -> anyhow::Result<ExitCode> {
-    let status: Value = operator.client().get_json("status", "/api/v1/status")?;
+    let status: Value = operator.client()?.get_json("status", "/api/v1/status")?;
     if json_out {
         println!("{status}");
         return Ok(ExitCode::SUCCESS);

@@ -1,4 +1,5 @@
-//! Liveness, metrics and the OpenAPI document: the unauthenticated endpoints.
+//! Liveness, metrics, the OpenAPI document and the CA certificate: the unauthenticated
+//! endpoints.
 
 use crate::state::AppState;
 use axum::Json;
@@ -39,6 +40,21 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
 
 pub async fn openapi() -> impl IntoResponse {
     Json(crate::openapi::document())
+}
+
+/// The private CA, public by nature: a client that pinned its fingerprint fetches it over an
+/// unverified connection, checks the hash, and verifies everything after against it.
+pub async fn ca_pem(State(state): State<AppState>) -> axum::response::Response {
+    match state.tls.as_ref().and_then(|tls| tls.ca_pem.clone()) {
+        Some(pem) => ([(header::CONTENT_TYPE, "application/x-pem-file")], pem).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(serde_json::json!({
+                "error": "this server has no CA of its own (plain HTTP, or an operator's certificate): get the CA file from its operator"
+            })),
+        )
+            .into_response(),
+    }
 }
 
 /// The dashboard: one self-contained page (no external assets), polling the API.

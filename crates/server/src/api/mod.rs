@@ -18,6 +18,7 @@ pub fn routes() -> Router<AppState> {
         .route("/healthz", get(health::healthz))
         .route("/metrics", get(health::metrics))
         .route("/openapi.json", get(health::openapi))
+        .route("/api/v1/tls/ca.pem", get(health::ca_pem))
         .route("/api/v1/enroll", post(agents::enroll))
         .route("/api/v1/enroll-tokens", post(agents::create_enroll_token))
         .route("/api/v1/agents", get(agents::list))

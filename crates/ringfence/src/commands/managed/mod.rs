@@ -19,7 +19,7 @@ use ringfence_protocol::corpus;
 use ringfence_protocol::guard_link::GuardLink;
 use ringfence_release::SlotStore;
 use ringfence_uplink::link::{report, trusted_keys};
-use ringfence_uplink::{Identity, Link, LinkConfig, ServerClient, Spool};
+use ringfence_uplink::{Fingerprint, Identity, Link, LinkConfig, ServerClient, Spool, tls};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -33,6 +33,13 @@ pub struct ManagedArgs {
     /// Control plane URL; without it the agent runs standalone.
     #[arg(long, env = "RINGFENCE_SERVER")]
     pub server: Option<String>,
+    /// The server's CA certificate (PEM), checked at enrollment and kept in the identity.
+    #[arg(long, env = "RINGFENCE_SERVER_CA")]
+    pub server_ca: Option<PathBuf>,
+    /// The server's CA fingerprint (`sha256:…`, printed by `ringfence server`): at enrollment
+    /// the CA is fetched, kept only if it matches, and verified against from then on.
+    #[arg(long, env = "RINGFENCE_SERVER_CA_FINGERPRINT")]
+    pub server_ca_fingerprint: Option<Fingerprint>,
     /// Single-use enrollment token, needed on the first start only.
     #[arg(long, env = "RINGFENCE_ENROLL_TOKEN", hide_env_values = true)]
     pub enroll_token: Option<String>,
@@ -71,7 +78,8 @@ fn hostname() -> String {
         .unwrap_or_else(|_| "host".to_owned())
 }
 
-/// Loads the saved identity, or enrolls with the token.
+/// Loads the saved identity, or enrolls with the token. The server's CA is settled here, once:
+/// later runs trust what the identity recorded, whatever the flags say.
 fn identity(args: &ManagedArgs, data_dir: &Path, server: &str) -> anyhow::Result<Identity> {
     let path = data_dir.join("identity.json");
     if let Some(identity) = Identity::load(&path)? {
@@ -81,13 +89,24 @@ fn identity(args: &ManagedArgs, data_dir: &Path, server: &str) -> anyhow::Result
         .enroll_token
         .clone()
         .context("this agent has not enrolled yet: pass --enroll-token (ringfence server enroll-token create)")?;
-    let client = ServerClient::new(server, Duration::from_secs(30));
+    let timeout = Duration::from_secs(30);
+    let ca = tls::resolve(
+        server,
+        args.server_ca.as_deref(),
+        args.server_ca_fingerprint,
+        timeout,
+    )
+    .context("cannot verify the server (--server-ca FILE or --server-ca-fingerprint sha256:…)")?;
+    let mut client = ServerClient::new(server, timeout);
+    if let Some(ca) = &ca {
+        client = client.with_ca(ca);
+    }
     let response = client.enroll(&EnrollRequest {
         token,
         hostname: args.hostname.clone().unwrap_or_else(hostname),
         tags: args.tags.clone(),
     })?;
-    let identity = Identity::from_enrollment(server, response);
+    let identity = Identity::from_enrollment(server, ca.as_ref(), response);
     identity.save(&path)?;
     tracing::info!(agent = %identity.agent_id, "enrolled");
     Ok(identity)

@@ -1,0 +1,263 @@
+//! The agent's client against a real server over real sockets and real TLS, with bad input: the
+//! wrong CA, a certificate for another name, a pinned fingerprint that does not match, plain
+//! HTTP to the HTTPS port and HTTPS to a plain port, plain HTTP off loopback, expired and reused
+//! enrollment tokens. Each fails with an error that says what is wrong, and enrolls nothing.
+
+use ringfence_protocol::api::EnrollRequest;
+use ringfence_server::ServerConfig;
+use ringfence_server::tls::{TlsMaterial, Transport};
+use ringfence_uplink::{CaCert, ClientError, Fingerprint, ServerClient, TrustError};
+use std::io::{Read, Write};
+use std::time::Duration;
+
+struct Server {
+    url: String,
+    address: std::net::SocketAddr,
+    dir: tempfile::TempDir,
+    runtime: tokio::runtime::Runtime,
+    state: ringfence_server::AppState,
+}
+
+impl Server {
+    /// A server on `bind` (port 0) serving `transport`.
+    fn start(bind: &str, transport: Transport) -> Server {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let mut config = ServerConfig::new(dir.path().to_owned());
+        let scheme = if transport == Transport::InsecureHttp {
+            "http"
+        } else {
+            "https"
+        };
+        config.transport = transport;
+        let (address, state) = runtime.block_on(async {
+            let state = ringfence_server::open(config).await.expect("open");
+            let listener = tokio::net::TcpListener::bind(bind).await.expect("bind");
+            let address = listener.local_addr().expect("address");
+            tokio::spawn(ringfence_server::serve(
+                state.clone(),
+                listener,
+                std::future::pending(),
+            ));
+            (address, state)
+        });
+        Server {
+            url: format!("{scheme}://{address}"),
+            address,
+            dir,
+            runtime,
+            state,
+        }
+    }
+
+    fn tls(bind: &str) -> Server {
+        Server::start(bind, Transport::GeneratedTls { names: Vec::new() })
+    }
+
+    fn ca(&self) -> CaCert {
+        CaCert::read_file(&self.dir.path().join("tls/ca.pem")).expect("CA")
+    }
+
+    fn token(&self, ttl: Duration) -> String {
+        self.runtime
+            .block_on(ringfence_server::create_enroll_tokens(
+                &self.state.store,
+                "test",
+                1,
+                ttl,
+            ))
+            .expect("token")
+            .remove(0)
+    }
+
+    fn enrolled(&self) -> usize {
+        self.runtime
+            .block_on(self.state.store.agents())
+            .expect("agents")
+            .len()
+    }
+}
+
+fn enroll(client: &ServerClient, token: String) -> Result<String, ClientError> {
+    client
+        .enroll(&EnrollRequest {
+            token,
+            hostname: "host".into(),
+            tags: Vec::new(),
+        })
+        .map(|response| response.agent_id)
+}
+
+fn client(url: &str) -> ServerClient {
+    ServerClient::new(url, Duration::from_secs(10))
+}
+
+#[test]
+fn the_servers_own_ca_is_trusted_and_another_ca_is_refused() {
+    let server = Server::tls("127.0.0.1:0");
+    let other = tempfile::tempdir().expect("tempdir");
+    TlsMaterial::generated(other.path(), &[]).expect("another CA");
+    let wrong = CaCert::read_file(&other.path().join("ca.pem")).expect("CA");
+
+    let error = enroll(
+        &client(&server.url).with_ca(&wrong),
+        server.token(Duration::from_secs(60)),
+    )
+    .expect_err("wrong CA");
+    assert!(matches!(error, ClientError::Untrusted { .. }), "{error}");
+    assert!(
+        error.to_string().contains("not signed by the CA we trust"),
+        "{error}"
+    );
+    assert!(!error.is_transient());
+
+    let error = enroll(&client(&server.url), server.token(Duration::from_secs(60)))
+        .expect_err("no CA at all");
+    assert!(error.to_string().contains("no CA is configured"), "{error}");
+    assert_eq!(server.enrolled(), 0, "nothing enrolled");
+
+    enroll(
+        &client(&server.url).with_ca(&server.ca()),
+        server.token(Duration::from_secs(60)),
+    )
+    .expect("the right CA");
+    assert_eq!(server.enrolled(), 1);
+}
+
+#[test]
+fn a_certificate_for_another_name_is_refused() {
+    // 127.0.0.2 is loopback too, but not a name the generated certificate carries.
+    let server = Server::tls("127.0.0.2:0");
+    let error = enroll(
+        &client(&server.url).with_ca(&server.ca()),
+        server.token(Duration::from_secs(60)),
+    )
+    .expect_err("wrong name");
+    assert!(error.to_string().contains("for another name"), "{error}");
+    assert_eq!(server.enrolled(), 0);
+
+    // With the name given to the server (--tls-name), the same address is fine.
+    let named = Server::start(
+        "127.0.0.2:0",
+        Transport::GeneratedTls {
+            names: vec!["127.0.0.2".into()],
+        },
+    );
+    enroll(
+        &client(&named.url).with_ca(&named.ca()),
+        named.token(Duration::from_secs(60)),
+    )
+    .expect("named");
+}
+
+#[test]
+fn a_pinned_fingerprint_fetches_the_ca_and_a_mismatch_is_refused() {
+    let server = Server::tls("127.0.0.1:0");
+    let pin = server.ca().fingerprint();
+    let fetched = CaCert::fetch_pinned(&server.url, pin, Duration::from_secs(10)).expect("pinned");
+    assert_eq!(fetched, server.ca());
+    enroll(
+        &client(&server.url).with_ca(&fetched),
+        server.token(Duration::from_secs(60)),
+    )
+    .expect("enroll with the pinned CA");
+
+    let wrong: Fingerprint = format!("sha256:{}", "00".repeat(32)).parse().expect("pin");
+    let error =
+        CaCert::fetch_pinned(&server.url, wrong, Duration::from_secs(10)).expect_err("mismatch");
+    assert!(matches!(error, TrustError::Mismatch { .. }), "{error}");
+    let text = error.to_string();
+    assert!(
+        text.contains(&wrong.to_string()) && text.contains(&pin.to_string()),
+        "names both fingerprints: {text}"
+    );
+    assert_eq!(server.enrolled(), 1, "only the pinned enrollment");
+}
+
+#[test]
+fn plain_http_to_the_https_port_gets_a_clear_400() {
+    let server = Server::tls("127.0.0.1:0");
+    let mut stream = std::net::TcpStream::connect(server.address).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(
+        stream,
+        "GET /livez HTTP/1.1\r\nHost: {}\r\n\r\n",
+        server.address
+    )
+    .expect("write");
+    let mut answer = String::new();
+    stream
+        .read_to_string(&mut answer)
+        .expect("an answer, not a hang");
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("this port speaks HTTPS"), "{answer}");
+
+    // The agent's client with an http:// URL says the same, and enrolls nothing.
+    let plain = server.url.replacen("https://", "http://", 1);
+    let error =
+        enroll(&client(&plain), server.token(Duration::from_secs(60))).expect_err("plain HTTP");
+    assert!(
+        matches!(error, ClientError::Refused { status: 400, .. }),
+        "{error}"
+    );
+    assert!(error.to_string().contains("speaks HTTPS"), "{error}");
+    assert_eq!(server.enrolled(), 0);
+}
+
+#[test]
+fn https_to_a_plain_http_server_is_named() {
+    let server = Server::start("127.0.0.1:0", Transport::InsecureHttp);
+    let tls = server.url.replacen("http://", "https://", 1);
+    let ca = Server::tls("127.0.0.1:0").ca();
+    let error = enroll(
+        &client(&tls).with_ca(&ca),
+        server.token(Duration::from_secs(60)),
+    )
+    .expect_err("no TLS there");
+    assert!(error.to_string().contains("does not speak TLS"), "{error}");
+    // Plain HTTP still works on loopback where it was asked for.
+    enroll(&client(&server.url), server.token(Duration::from_secs(60))).expect("plain");
+}
+
+#[test]
+fn insecure_http_is_refused_off_loopback() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let mut config = ServerConfig::new(dir.path().to_owned());
+    config.transport = Transport::InsecureHttp;
+    let error = runtime
+        .block_on(async {
+            let state = ringfence_server::open(config).await.expect("open");
+            let listener = tokio::net::TcpListener::bind("0.0.0.0:0")
+                .await
+                .expect("bind");
+            ringfence_server::serve(state, listener, std::future::pending()).await
+        })
+        .expect_err("refused");
+    assert!(error.to_string().contains("loopback"), "{error}");
+}
+
+#[test]
+fn expired_and_reused_enrollment_tokens_are_refused_over_tls() {
+    let server = Server::tls("127.0.0.1:0");
+    let client = client(&server.url).with_ca(&server.ca());
+    let expired = server.token(Duration::ZERO);
+    std::thread::sleep(Duration::from_millis(5));
+    let error = enroll(&client, expired).expect_err("expired");
+    assert!(
+        matches!(error, ClientError::Refused { status: 401, .. }),
+        "{error}"
+    );
+    assert!(error.to_string().contains("expired"), "{error}");
+    let token = server.token(Duration::from_secs(60));
+    enroll(&client, token.clone()).expect("first use");
+    let error = enroll(&client, token).expect_err("reused");
+    assert!(error.to_string().contains("already used"), "{error}");
+    assert_eq!(server.enrolled(), 1);
+}

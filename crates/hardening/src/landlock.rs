@@ -1,20 +1,23 @@
-//! Landlock: the filesystem view of the agent, in two layers.
+//! Landlock: what the agent's least exposed-to-introspection threads may write and execute.
 //!
-//! The process layer (every thread) handles writing, creating, removing, truncating, device
-//! ioctls and executing: the agent writes only its data directory, its alert file and
-//! `/dev/null`, and executes only its own binary's directory and the shared libraries (a
-//! self-upgrade re-exec and the crash monitor need both). It does not handle reading: the
-//! fanotify reader thread receives each event's file descriptor opened by the kernel with the
-//! reader's own credentials, Landlock domain included, and a refused open makes the kernel deny
-//! the exec. So a read restriction on that thread would deny every exec outside the view.
+//! The agent cannot be Landlocked as a whole. Landlock also restricts ptrace-mode access
+//! checks: a thread in a domain cannot read `/proc/PID/exe`, `cwd` or `syscall` of any process
+//! outside that domain (`hook_ptrace_access_check`), whatever its capabilities, and every
+//! process the agent watches is outside it. The threads that resolve processes (the fanotify
+//! reader, the workers, the notification and process-connector threads) and the main thread
+//! (a Landlock domain survives `execve`, and the self-upgrade re-exec happens there) therefore
+//! stay outside. The domain goes on a dedicated thread instead, and the threads it creates
+//! inherit it: the wasm runtime's threads (the spare builder instantiates guests and runs
+//! their `load-content`), and in managed mode the uplink and the alert shipper, which talk to
+//! the network and write the data directory.
 //!
-//! The engine layer (threads that run wasm guests, stacked on the process layer) handles
-//! reading too and allows nothing but reading `/proc`, which is where those threads resolve
-//! process details.
+//! The domain handles writing, creating, removing, truncating, device ioctls and executing:
+//! those threads write only the data directory, the alert file and `/dev/null`, and execute
+//! only the directory of the agent's binary and the shared libraries. Reading is not handled.
 
 use crate::HardeningError;
 use landlock::{
-    ABI, Access, AccessFs, BitFlags, CompatLevel, Compatible, LandlockStatus, PathBeneath, PathFd,
+    ABI, AccessFs, BitFlags, CompatLevel, Compatible, LandlockStatus, PathBeneath, PathFd,
     RestrictionStatus, Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetStatus,
 };
 use std::path::{Path, PathBuf};
@@ -91,7 +94,7 @@ fn landlock_error(error: impl std::fmt::Display) -> HardeningError {
 }
 
 /// Restricts the calling thread (and threads it creates afterwards) to `view`.
-pub fn restrict_process(view: &FsView) -> Result<LandlockReport, HardeningError> {
+pub fn restrict_thread(view: &FsView) -> Result<LandlockReport, HardeningError> {
     let handled = write_access() | AccessFs::Execute;
     let mut ruleset = Ruleset::default()
         .set_compatibility(CompatLevel::BestEffort)
@@ -118,27 +121,6 @@ pub fn restrict_process(view: &FsView) -> Result<LandlockReport, HardeningError>
     }
     for rule in rules.into_iter().flatten() {
         ruleset = ruleset.add_rule(rule).map_err(landlock_error)?;
-    }
-    let status = ruleset.restrict_self().map_err(landlock_error)?;
-    Ok(report(&status))
-}
-
-/// Restricts the calling thread to reading `/proc`: the engine layer.
-pub fn restrict_engine_thread() -> Result<LandlockReport, HardeningError> {
-    let handled = AccessFs::from_all(ABI_WANTED);
-    let proc = rule(
-        Path::new("/proc"),
-        AccessFs::from_read(ABI_WANTED) & !AccessFs::Execute,
-    )?;
-    let mut ruleset = Ruleset::default()
-        .set_compatibility(CompatLevel::BestEffort)
-        .handle_access(handled)
-        .map_err(landlock_error)?
-        .create()
-        .map_err(landlock_error)?
-        .no_new_privs(false);
-    if let Some(proc) = proc {
-        ruleset = ruleset.add_rule(proc).map_err(landlock_error)?;
     }
     let status = ruleset.restrict_self().map_err(landlock_error)?;
     Ok(report(&status))

@@ -3,14 +3,14 @@
 //! 1. capabilities: every one dropped but [`caps::KEPT`], from every set including bounding and
 //!    ambient, secure bits locked so that executing as root regains nothing;
 //! 2. `no_new_privs`: no setuid or file-capability gain through `execve`, ever;
-//! 3. Landlock: what the agent may write and execute ([`FsView`]), and for engine threads, that
-//!    they read nothing but `/proc`;
+//! 3. Landlock: what the threads that never look at other processes may write and execute
+//!    ([`FsView`], [`Hardening::landlocked`]; why not every thread: see the `landlock` module);
 //! 4. seccomp allow-lists per thread role ([`Role`], `policy/*.json`): the agent list on every
 //!    thread (TSYNC), the engine list stacked on each thread that runs wasm guests.
 //!
-//! Order matters. Capabilities are per thread and Landlock domains are inherited at thread
-//! creation, so [`Hardening::confine_process`] runs on the main thread after the kernel channels
-//! are open (they need `CAP_SYS_ADMIN`/`CAP_NET_ADMIN`) and before any other thread exists.
+//! Order matters. Capabilities are per thread and inherited at thread creation, so
+//! [`Hardening::confine_process`] runs on the main thread after the kernel channels are open
+//! (they need `CAP_SYS_ADMIN`/`CAP_NET_ADMIN`) and before any other thread exists.
 //! Seccomp filters stack and TSYNC refuses a thread whose filter stack is not the caller's, so
 //! the process filter goes first and engine threads stack theirs afterwards
 //! ([`EngineConfinement::confine_current_thread`]).
@@ -49,7 +49,6 @@ pub struct Report {
     pub caps_dropped_now: bool,
     pub agent_syscalls: usize,
     pub engine_syscalls: usize,
-    pub landlock: LandlockReport,
 }
 
 impl std::fmt::Display for Report {
@@ -57,7 +56,7 @@ impl std::fmt::Display for Report {
         write!(
             f,
             "caps kept [{}]{}, no_new_privs, seccomp agent ({} syscalls, all threads) + engine ({} \
-             syscalls, wasm threads), {}",
+             syscalls, wasm threads)",
             self.caps_kept.join(" "),
             if self.caps_dropped_now {
                 ""
@@ -66,7 +65,6 @@ impl std::fmt::Display for Report {
             },
             self.agent_syscalls,
             self.engine_syscalls,
-            self.landlock
         )
     }
 }
@@ -110,14 +108,31 @@ impl Hardening {
             true
         };
         sys::set_no_new_privs().map_err(HardeningError::NoNewPrivs)?;
-        let landlock = landlock::restrict_process(&self.view)?;
         install(Role::Agent, &self.agent, true)?;
         Ok(Report {
             caps_kept: kept_names(),
             caps_dropped_now,
             agent_syscalls: allowed(Role::Agent)?.len(),
             engine_syscalls: allowed(Role::Engine)?.len(),
-            landlock,
+        })
+    }
+
+    /// Runs `f` on a new thread restricted to the Landlock view; threads `f` creates inherit
+    /// the domain. For the threads that never read other processes' `/proc` entries.
+    pub fn landlocked<T: Send>(
+        &self,
+        f: impl FnOnce() -> T + Send,
+    ) -> Result<(T, LandlockReport), HardeningError> {
+        std::thread::scope(|scope| {
+            std::thread::Builder::new()
+                .name("rf-landlock".into())
+                .spawn_scoped(scope, || {
+                    let report = landlock::restrict_thread(&self.view)?;
+                    Ok((f(), report))
+                })
+                .map_err(|e| HardeningError::Landlock(e.to_string()))?
+                .join()
+                .map_err(|_| HardeningError::Landlock("the Landlock thread panicked".into()))?
         })
     }
 
@@ -127,8 +142,7 @@ impl Hardening {
     }
 }
 
-/// The engine role: the Landlock layer (read `/proc` only) and the engine allow-list, stacked
-/// on the calling thread.
+/// The engine role: the engine allow-list, stacked on the calling thread's agent filter.
 #[derive(Debug)]
 pub struct EngineConfinement {
     program: BpfProgram,
@@ -138,7 +152,6 @@ impl EngineConfinement {
     /// Confines the calling thread; the rest of the process is untouched.
     pub fn confine_current_thread(&self) -> Result<(), HardeningError> {
         sys::set_no_new_privs().map_err(HardeningError::NoNewPrivs)?;
-        landlock::restrict_engine_thread()?;
         install(Role::Engine, &self.program, false)
     }
 }

@@ -136,6 +136,14 @@ impl Hardening {
         })
     }
 
+    /// Installs the agent filter on the calling thread only (no TSYNC); threads it creates
+    /// afterwards inherit it. For measuring what the filters cost beside an unfiltered
+    /// baseline in one process (`ringfence bench exec`).
+    pub fn filter_current_thread(&self) -> Result<(), HardeningError> {
+        sys::set_no_new_privs().map_err(HardeningError::NoNewPrivs)?;
+        install(Role::Agent, &self.agent, false)
+    }
+
     /// What each engine thread applies to itself when it starts.
     pub fn engine_confinement(&self) -> Arc<EngineConfinement> {
         Arc::clone(&self.engine)

@@ -13,7 +13,8 @@ pub enum BenchCommand {
     Hotswap(ringfence_bench::hotswap::Options),
     /// Sigma engine throughput by rule count, wasm vs native.
     Sigma(ringfence_bench::sigma::Options),
-    /// Heartbeats per second through HTTP into the server (SQLite or PostgreSQL).
+    /// Heartbeats per second into the server (SQLite or PostgreSQL), over HTTP and HTTPS, and
+    /// TLS handshakes per second against new plain connections.
     Server(ringfence_bench::server::Options),
 }
 

@@ -77,6 +77,42 @@ async fn enrollment_tokens_are_single_use() {
 }
 
 #[tokio::test]
+async fn the_ca_is_served_to_anyone_and_matches_the_printed_fingerprint() {
+    let h = Harness::sqlite().await;
+    let (status, pem) = h.request("GET", "/api/v1/tls/ca.pem", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let tls = h.state.tls.as_ref().expect("HTTPS by default");
+    assert_eq!(Some(String::from_utf8_lossy(&pem).into_owned()), tls.ca_pem);
+    let file = std::fs::read_to_string(tls.ca_path.as_ref().expect("CA file")).expect("read");
+    assert_eq!(Some(file), tls.ca_pem, "the file on disk is what is served");
+    assert!(
+        tls.ca_fingerprint
+            .as_deref()
+            .is_some_and(|f| f.starts_with("sha256:"))
+    );
+}
+
+#[tokio::test]
+async fn expired_enrollment_tokens_enroll_nothing() {
+    for h in harnesses().await {
+        let tokens = ringfence_server::create_enroll_tokens(
+            &h.state.store,
+            "test",
+            1,
+            std::time::Duration::ZERO,
+        )
+        .await
+        .expect("token");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        let body = json!({"token": tokens[0], "hostname": "late"});
+        let (status, reply) = h.post_json("/api/v1/enroll", None, body).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{}", h.name);
+        assert!(reply["error"].as_str().expect("error").contains("expired"));
+        assert!(h.state.store.agents().await.expect("agents").is_empty());
+    }
+}
+
+#[tokio::test]
 async fn malformed_and_oversized_bodies_get_4xx_and_store_nothing() {
     for h in harnesses().await {
         let (status, _) = h

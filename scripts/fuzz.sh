@@ -44,7 +44,8 @@ for target in $targets; do
     >"$log" 2>&1; then
     runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")
     rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log")
-    printf '%-20s ok   %10s runs  %8s execs/s\n' "$target" "${runs:-?}" "${rate:-?}"
+    took=$(sed -n 's/^Done [0-9]* runs in \([0-9]*\) second.*/\1/p' "$log")
+    printf '%-20s ok   %10s runs  %8s execs/s  %4ss\n' "$target" "${runs:-?}" "${rate:-?}" "${took:-?}"
   else
     printf '%-20s FAILED\n' "$target"
     tail -n 40 "$log"

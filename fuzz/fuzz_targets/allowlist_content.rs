@@ -11,56 +11,67 @@ use libfuzzer_sys::fuzz_target;
 use ringfence_allowlist::RuleSet;
 
 /// Paths tried when the input names none.
-const PATHS: &[&str] = &["/usr/bin/ls", "/tmp/x/run.sh", "/", "", "a/b"];
+const PATHS: &[&str] = &[
+    "/usr/bin/ls",
+    "/tmp/x/run.sh",
+    "/",
+    "",
+    "a/b",
+    "/tmp/é",
+    "/opt/€𝄞/x",
+];
 /// The reference is quadratic; longer globs and paths add time but no new behaviour.
 const MAX_LEN: usize = 256;
 
 #[derive(Clone, Copy)]
 enum Token {
-    Byte(u8),
+    Char(char),
     AnyChar,
     Star,
     GlobStar,
 }
 
-/// Tokenises a glob as `ringfence_allowlist::Glob` documents it, independently of its compiler.
+/// Tokenises a glob as `ringfence_allowlist::Glob` documents it, in characters, independently
+/// of its compiler (which works in bytes).
 fn tokens(pattern: &str) -> Vec<Token> {
-    let bytes = pattern.as_bytes();
+    let chars: Vec<char> = pattern.chars().collect();
     let mut out = Vec::new();
     let mut i = 0;
-    while i < bytes.len() {
-        out.push(match bytes[i] {
-            b'\\' if i + 1 < bytes.len() => {
+    while i < chars.len() {
+        out.push(match chars[i] {
+            '\\' if i + 1 < chars.len() => {
                 i += 1;
-                Token::Byte(bytes[i])
+                Token::Char(chars[i])
             }
-            b'*' if bytes.get(i + 1) == Some(&b'*') => {
+            '*' if chars.get(i + 1) == Some(&'*') => {
                 i += 1;
                 Token::GlobStar
             }
-            b'*' => Token::Star,
-            b'?' => Token::AnyChar,
-            b => Token::Byte(b),
+            '*' => Token::Star,
+            '?' => Token::AnyChar,
+            c => Token::Char(c),
         });
         i += 1;
     }
     out
 }
 
-/// Whether `tokens` match all of `path`, by dynamic programming over (token, byte) suffixes.
-fn reference(tokens: &[Token], path: &[u8]) -> bool {
+/// Whether `tokens` match all of `path`, by dynamic programming over (token, character)
+/// suffixes.
+fn reference(tokens: &[Token], path: &str) -> bool {
+    let path: Vec<char> = path.chars().collect();
     let width = path.len() + 1;
     let mut next = vec![false; width];
     next[path.len()] = true;
     for token in tokens.iter().rev() {
         let mut here = vec![false; width];
         for j in (0..width).rev() {
-            let byte = path.get(j).copied();
+            let c = path.get(j).copied();
             here[j] = match token {
-                Token::Byte(b) => byte == Some(*b) && next[j + 1],
-                Token::AnyChar => byte.is_some_and(|c| c != b'/') && next[j + 1],
-                Token::Star => next[j] || (byte.is_some_and(|c| c != b'/') && here[j + 1]),
-                Token::GlobStar => next[j] || (byte.is_some() && here[j + 1]),
+                Token::Char(want) => c == Some(*want) && next[j + 1],
+                Token::AnyChar => c.is_some_and(|c| c != '/') && next[j + 1],
+                Token::Star => next[j] || (c.is_some_and(|c| c != '/') && here[j + 1]),
+                Token::GlobStar => next[j] || (c.is_some() && here[j + 1]),
             };
         }
         next = here;
@@ -91,7 +102,7 @@ fuzz_target!(|data: &[u8]| {
             if rule.glob.as_str().len() > MAX_LEN {
                 continue;
             }
-            let expected = reference(glob, path.as_bytes());
+            let expected = reference(glob, path);
             assert_eq!(
                 rule.glob.matches(path),
                 expected,

@@ -2,7 +2,8 @@
 //! character other than `/`, and `\` escapes the next character.
 //!
 //! Matching is the classic two-pointer algorithm with one backtrack point per star kind, so it
-//! runs in O(pattern × path) at worst and needs no allocation per match.
+//! runs in O(pattern × path) at worst and needs no allocation per match. It works on bytes but
+//! only ever stops on character boundaries, so `?` takes a whole UTF-8 character.
 
 use std::fmt;
 
@@ -142,7 +143,7 @@ fn matches_tokens(tokens: &[Token], path: &[u8]) -> bool {
                 Token::AnyChar => {
                     if p < path.len() && path[p] != b'/' {
                         t += 1;
-                        p += 1;
+                        p += char_len(path[p]);
                         continue;
                     }
                 }
@@ -163,21 +164,34 @@ fn matches_tokens(tokens: &[Token], path: &[u8]) -> bool {
         }
         match star {
             Some((next, reached)) if reached < path.len() && path[reached] != b'/' => {
-                star = Some((next, reached + 1));
+                let reached = reached + char_len(path[reached]);
+                star = Some((next, reached));
                 t = next;
-                p = reached + 1;
+                p = reached;
                 continue;
             }
             _ => star = None,
         }
         match globstar {
             Some((next, reached)) if reached < path.len() => {
-                globstar = Some((next, reached + 1));
+                let reached = reached + char_len(path[reached]);
+                globstar = Some((next, reached));
                 t = next;
-                p = reached + 1;
+                p = reached;
             }
             _ => return false,
         }
+    }
+}
+
+/// Length of the UTF-8 character starting with `lead`. Paths are `str` and literals are whole
+/// characters of the pattern, so every position the matcher stops at starts a character.
+fn char_len(lead: u8) -> usize {
+    match lead {
+        0xf0.. => 4,
+        0xe0.. => 3,
+        0xc0.. => 2,
+        _ => 1,
     }
 }
 
@@ -220,6 +234,20 @@ mod tests {
         assert!(m("/bin/?s", "/bin/ls"));
         assert!(!m("/bin/?s", "/bin/s"));
         assert!(!m("/bin?ls", "/bin/ls"));
+    }
+
+    /// Found while writing the `allowlist_content` fuzz target's reference matcher to the
+    /// documented semantics: `?` took one byte, so `deny /tmp/?` let `/tmp/é` run and
+    /// `allow /tmp/??` matched it, and a `*` that stopped inside a character let `?`s match
+    /// the character's remaining bytes.
+    #[test]
+    fn question_mark_is_one_character_not_one_byte() {
+        assert!(m("/tmp/?", "/tmp/é"));
+        assert!(!m("/tmp/??", "/tmp/é"));
+        assert!(!m("/tmp/*??", "/tmp/€"));
+        assert!(!m("/**??", "/€"));
+        assert!(m("/tmp/?€?", "/tmp/é€𝄞"));
+        assert!(m("/**/?", "/a/b/𝄞"));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use crate::state::{self, GuardState};
 use crate::status::{self, Phase, Status};
 use crate::sys;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use nix::sys::signal::{Signal, killpg};
+use nix::sys::signal::{Signal, kill, killpg};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -60,15 +60,30 @@ pub fn status_path(data_dir: &Path) -> PathBuf {
 pub trait Shutdown: AsFd {
     /// Consumes the pending request; true if the guard should stop.
     fn take(&self) -> bool;
+
+    /// True once per request to upgrade the agent in place (consumed by [`Shutdown::take`]).
+    fn take_upgrade(&self) -> bool {
+        false
+    }
 }
 
 impl Shutdown for crate::signals::ShutdownSignals {
     fn take(&self) -> bool {
-        let signal = crate::signals::ShutdownSignals::take(self);
-        if let Some(signal) = signal {
-            tracing::info!(%signal, "guard asked to stop");
+        match crate::signals::ShutdownSignals::take(self) {
+            Some(Signal::SIGUSR2) => {
+                self.request_upgrade();
+                false
+            }
+            Some(signal) => {
+                tracing::info!(%signal, "guard asked to stop");
+                true
+            }
+            None => false,
         }
-        signal.is_some()
+    }
+
+    fn take_upgrade(&self) -> bool {
+        crate::signals::ShutdownSignals::take_upgrade(self)
     }
 }
 
@@ -265,6 +280,9 @@ impl<'a> Guard<'a> {
             if stop && shutdown.take() {
                 self.stop(shutdown);
                 return;
+            }
+            if shutdown.take_upgrade() {
+                self.forward_upgrade();
             }
             if beat {
                 self.on_heartbeat();
@@ -497,6 +515,26 @@ impl<'a> Guard<'a> {
                     }
                 }
             }
+        }
+    }
+
+    /// Passes an upgrade request to the agent alone (not its process group: the crash monitor
+    /// is not an agent). The agent re-executes itself under the same pid, so nothing here
+    /// changes; if the new image dies, that is an agent exit like any other.
+    fn forward_upgrade(&mut self) {
+        match &self.agent {
+            Some(agent) => {
+                tracing::info!(
+                    pid = agent.pid.as_raw(),
+                    "asking the agent to upgrade in place"
+                );
+                if let Err(error) = kill(agent.pid, Signal::SIGUSR2) {
+                    tracing::warn!(%error, "could not signal the agent");
+                }
+            }
+            None => tracing::warn!(
+                "upgrade requested while no agent runs; it starts on the new binary anyway"
+            ),
         }
     }
 

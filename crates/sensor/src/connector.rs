@@ -35,6 +35,25 @@ impl ProcConnector {
         })
     }
 
+    /// Takes over a subscribed socket a previous image of this agent handed across `execve`
+    /// (see [`crate::handoff`]); notifications that arrived meanwhile wait in its buffer.
+    pub fn adopt(socket: OwnedFd) -> ProcConnector {
+        ProcConnector {
+            socket,
+            overflows: 0,
+        }
+    }
+
+    /// A duplicate of the socket that survives `execve` (see [`crate::handoff`]).
+    pub fn inheritable_fd(&self) -> Result<OwnedFd, SensorError> {
+        let dup = self
+            .socket
+            .try_clone()
+            .map_err(|e| SensorError::io("dup process connector socket", e))?;
+        sys::set_cloexec(&dup, false).map_err(|e| SensorError::io("clear FD_CLOEXEC", e))?;
+        Ok(dup)
+    }
+
     /// Waits up to `timeout`; returns the events of one datagram, enriched.
     pub fn read(&mut self, timeout: Duration) -> Result<Vec<Event>, SensorError> {
         if !sys::poll_readable(&self.socket, timeout)

@@ -27,6 +27,9 @@ pub enum SensorError {
         #[source]
         source: std::io::Error,
     },
+    /// The self-upgrade handoff from a previous image is malformed.
+    #[error("self-upgrade handoff: {0}")]
+    Handoff(String),
     /// A replay corpus could not be read.
     #[error(transparent)]
     Corpus(#[from] ringfence_protocol::corpus::CorpusError),

@@ -87,7 +87,13 @@ pub struct Fanotify {
     audit: bool,
     notify_only: bool,
     marks: Vec<(u32, u64, PathBuf)>,
+    /// Files whose exec events this group ignores for now (see [`Fanotify::ignore_exec_of`]).
+    ignored: Vec<PathBuf>,
 }
+
+/// The events an exec ignore mark suppresses: an exec opens the file for exec and, as a second
+/// event, for reading.
+const EXEC_IGNORE_MASK: u64 = libc::FAN_OPEN_EXEC_PERM | libc::FAN_OPEN_PERM;
 
 fn init_error(error: std::io::Error) -> SensorError {
     match error.raw_os_error() {
@@ -103,31 +109,7 @@ impl Fanotify {
         if !config.notify_only && !procfs::has_capability(procfs::CAP_SYS_ADMIN) {
             return Err(SensorError::NeedsCapSysAdmin);
         }
-        let mut marks = Vec::new();
-        let (exec_mask, open_mask) = if config.notify_only {
-            (libc::FAN_OPEN_EXEC, libc::FAN_OPEN)
-        } else {
-            (libc::FAN_OPEN_EXEC_PERM, libc::FAN_OPEN_PERM)
-        };
-        for mount in &config.exec_mounts {
-            let path = existing(mount)?;
-            if !mounts::is_mount_point(&path) {
-                return Err(SensorError::NotAMountPoint(path));
-            }
-            marks.push((libc::FAN_MARK_MOUNT, exec_mask, path));
-        }
-        for fs in &config.exec_filesystems {
-            marks.push((libc::FAN_MARK_FILESYSTEM, exec_mask, existing(fs)?));
-        }
-        for watched in &config.watch_open {
-            let path = existing(watched)?;
-            let mask = if path.is_dir() {
-                open_mask | libc::FAN_EVENT_ON_CHILD
-            } else {
-                open_mask
-            };
-            marks.push((0, mask, path));
-        }
+        let marks = planned_marks(config)?;
         let class = if config.notify_only {
             libc::FAN_CLASS_NOTIF
         } else {
@@ -145,24 +127,103 @@ impl Fanotify {
             Err(e) => return Err(init_error(e)),
         };
         for (flags, mask, path) in &marks {
-            sys::fanotify_mark(&group, libc::FAN_MARK_ADD | flags, *mask, Some(path)).map_err(
-                |e| match e.raw_os_error() {
-                    Some(libc::ENOENT) => SensorError::NoSuchPath(path.clone()),
-                    Some(libc::EINVAL) if *mask & libc::FAN_OPEN_EXEC_PERM != 0 => {
-                        SensorError::Unsupported("FAN_OPEN_EXEC_PERM (Linux 5.0 or later)")
-                    }
-                    Some(libc::EPERM) => SensorError::NeedsCapSysAdmin,
-                    _ => SensorError::io(format!("fanotify_mark {}", path.display()), e),
-                },
-            )?;
-            tracing::info!(path = %path.display(), mask, flags, "fanotify mark added");
+            add_mark(&group, *flags, *mask, path)?;
         }
         Ok(Fanotify {
             group: Arc::new(group),
             audit,
             notify_only: config.notify_only,
             marks,
+            ignored: Vec::new(),
         })
+    }
+
+    /// Takes over a group a previous image of this agent handed across `execve` (see
+    /// [`crate::handoff`]). Its marks are still in place in the kernel and so are the events
+    /// queued while no one read; nothing is marked again, so no capability is needed.
+    ///
+    /// `ignored` are the exec ignore marks the previous image placed for its own exec; remove
+    /// them with [`Fanotify::clear_ignores`] once a reader runs.
+    pub fn adopt(
+        group: OwnedFd,
+        config: &FanotifyConfig,
+        audit: bool,
+        ignored: Vec<PathBuf>,
+    ) -> Result<Fanotify, SensorError> {
+        Ok(Fanotify {
+            group: Arc::new(group),
+            audit,
+            notify_only: config.notify_only,
+            marks: planned_marks(config)?,
+            ignored,
+        })
+    }
+
+    /// Stops asking about execs of `paths` until [`Fanotify::clear_ignores`].
+    ///
+    /// A self-upgrading agent needs this for the new binary and its ELF interpreter: its own
+    /// `execve` raises exec permission events on this group while no thread of it can read
+    /// them any more, which would block the exec for ever.
+    pub fn ignore_exec_of(&mut self, paths: &[PathBuf]) -> Result<(), SensorError> {
+        for path in paths {
+            let path = existing(path)?;
+            add_mark(
+                &self.group,
+                libc::FAN_MARK_IGNORED_MASK,
+                EXEC_IGNORE_MASK,
+                &path,
+            )?;
+            self.ignored.push(path);
+        }
+        Ok(())
+    }
+
+    /// The exec ignore marks in place (handed to the next image with the group).
+    pub fn ignored(&self) -> &[PathBuf] {
+        &self.ignored
+    }
+
+    /// Removes every exec ignore mark: execs of those files are asked about again.
+    pub fn clear_ignores(&mut self) {
+        for path in self.ignored.drain(..) {
+            if let Err(error) = sys::fanotify_mark(
+                &self.group,
+                libc::FAN_MARK_REMOVE | libc::FAN_MARK_IGNORED_MASK,
+                EXEC_IGNORE_MASK,
+                Some(&path),
+            ) {
+                // A file replaced since has no mark left to remove.
+                tracing::debug!(%error, path = %path.display(), "exec ignore mark not removed");
+            }
+        }
+    }
+
+    /// A duplicate of the group descriptor that survives `execve`, for handing the group to a
+    /// new image of the agent. Dropping it (when the exec failed) closes only the duplicate.
+    pub fn inheritable_fd(&self) -> Result<OwnedFd, SensorError> {
+        let dup = self
+            .group
+            .try_clone()
+            .map_err(|e| SensorError::io("dup fanotify group", e))?;
+        sys::set_cloexec(&dup, false).map_err(|e| SensorError::io("clear FD_CLOEXEC", e))?;
+        Ok(dup)
+    }
+
+    /// Adds open-permission marks on single files and directories (their direct children)
+    /// after start, e.g. the agent's own binary and data: inode marks need no capability on a
+    /// group the agent already owns, so this works after privileges are dropped and after a
+    /// self-upgrade. Removed with the others on [`Fanotify::unmark`].
+    pub fn watch_open(&mut self, paths: &[PathBuf]) -> Result<(), SensorError> {
+        if self.notify_only {
+            return Ok(());
+        }
+        for path in paths {
+            let path = existing(path)?;
+            let mask = open_mask(&path, libc::FAN_OPEN_PERM);
+            add_mark(&self.group, 0, mask, &path)?;
+            self.marks.push((0, mask, path));
+        }
+        Ok(())
     }
 
     /// True when denials are written to the audit log (`FAN_AUDIT`).
@@ -235,6 +296,22 @@ impl Fanotify {
         }
     }
 
+    /// Removes the open marks on `paths` placed by [`Fanotify::watch_open`].
+    pub fn unwatch_open(&mut self, paths: &[PathBuf]) {
+        let canonical: Vec<PathBuf> = paths.iter().filter_map(|p| existing(p).ok()).collect();
+        self.marks.retain(|(flags, mask, path)| {
+            if *flags != 0 || !canonical.contains(path) {
+                return true;
+            }
+            if let Err(error) =
+                sys::fanotify_mark(&self.group, libc::FAN_MARK_REMOVE, *mask, Some(path))
+            {
+                tracing::warn!(%error, path = %path.display(), "could not remove open mark");
+            }
+            false
+        });
+    }
+
     /// Removes every mark so no new permission events arrive; events already queued are still
     /// read and answered by the caller (and the kernel allows any left when the group closes).
     pub fn unmark(&self) {
@@ -245,10 +322,66 @@ impl Fanotify {
                 *mask,
                 Some(path),
             ) {
-                tracing::warn!(%error, path = %path.display(), "could not remove fanotify mark");
+                // A hardened agent has no CAP_SYS_ADMIN left for mount marks; closing the
+                // group removes them anyway.
+                if error.raw_os_error() == Some(libc::EPERM) {
+                    tracing::debug!(path = %path.display(), "mark stays until the group closes");
+                } else {
+                    tracing::warn!(%error, path = %path.display(), "could not remove fanotify mark");
+                }
             }
         }
     }
+}
+
+/// Every mark a configuration asks for, checked (paths exist, mounts are mount points) before
+/// anything is marked.
+fn planned_marks(config: &FanotifyConfig) -> Result<Vec<(u32, u64, PathBuf)>, SensorError> {
+    let mut marks = Vec::new();
+    let (exec_mask, open_perm) = if config.notify_only {
+        (libc::FAN_OPEN_EXEC, libc::FAN_OPEN)
+    } else {
+        (libc::FAN_OPEN_EXEC_PERM, libc::FAN_OPEN_PERM)
+    };
+    for mount in &config.exec_mounts {
+        let path = existing(mount)?;
+        if !mounts::is_mount_point(&path) {
+            return Err(SensorError::NotAMountPoint(path));
+        }
+        marks.push((libc::FAN_MARK_MOUNT, exec_mask, path));
+    }
+    for fs in &config.exec_filesystems {
+        marks.push((libc::FAN_MARK_FILESYSTEM, exec_mask, existing(fs)?));
+    }
+    for watched in &config.watch_open {
+        let path = existing(watched)?;
+        marks.push((0, open_mask(&path, open_perm), path));
+    }
+    Ok(marks)
+}
+
+/// A directory's mark covers its direct children.
+fn open_mask(path: &Path, open: u64) -> u64 {
+    if path.is_dir() {
+        open | libc::FAN_EVENT_ON_CHILD
+    } else {
+        open
+    }
+}
+
+fn add_mark(group: &OwnedFd, flags: u32, mask: u64, path: &Path) -> Result<(), SensorError> {
+    sys::fanotify_mark(group, libc::FAN_MARK_ADD | flags, mask, Some(path)).map_err(|e| match e
+        .raw_os_error()
+    {
+        Some(libc::ENOENT) => SensorError::NoSuchPath(path.to_owned()),
+        Some(libc::EINVAL) if mask & libc::FAN_OPEN_EXEC_PERM != 0 => {
+            SensorError::Unsupported("FAN_OPEN_EXEC_PERM (Linux 5.0 or later)")
+        }
+        Some(libc::EPERM) => SensorError::NeedsCapSysAdmin,
+        _ => SensorError::io(format!("fanotify_mark {}", path.display()), e),
+    })?;
+    tracing::info!(path = %path.display(), mask, flags, "fanotify mark added");
+    Ok(())
 }
 
 fn existing(path: &Path) -> Result<PathBuf, SensorError> {

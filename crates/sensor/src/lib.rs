@@ -3,6 +3,8 @@
 //! - [`Fanotify`] marks mounts for exec authorisation and paths for open authorisation and
 //!   yields [`FanEvent`]s, each permission event carrying a [`Ticket`] answered exactly once.
 //! - [`ProcConnector`] yields fork/exec/exit notifications enriched from /proc.
+//! - [`handoff`] passes the fanotify group and the connector socket to a new image of the agent
+//!   across `execve` (self-upgrade).
 //! - [`replay`] reads a recorded corpus so everything above the sensor runs without root.
 //!
 //! **Architecture invariant:** every raw system call is in [`sys`]; the rest of the crate (and of
@@ -12,6 +14,8 @@ pub mod connector;
 pub mod decode;
 mod error;
 pub mod fanotify;
+pub mod handoff;
+pub mod intent;
 pub mod mounts;
 pub mod procfs;
 pub mod resolve;
@@ -21,6 +25,7 @@ mod ticket;
 pub use connector::ProcConnector;
 pub use error::SensorError;
 pub use fanotify::{Access, FanEvent, Fanotify, FanotifyConfig, FileId};
+pub use handoff::{Channels, HANDOFF_ENV, Inheritable};
 pub use resolve::{resolve_exec, resolve_open};
 pub use ticket::Ticket;
 

@@ -184,22 +184,27 @@ pub fn set_receive_buffer(socket: &OwnedFd, bytes: libc::c_int) -> io::Result<()
     Ok(())
 }
 
-/// Termination signals a daemon turns into a clean shutdown.
-pub const TERMINATION_SIGNALS: [libc::c_int; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
+/// The signal that asks a running agent to upgrade itself in place (re-exec its binary).
+pub const UPGRADE_SIGNAL: libc::c_int = libc::SIGUSR2;
+
+/// Signals a daemon collects instead of dying by them: the termination signals, which it turns
+/// into a clean shutdown, and [`UPGRADE_SIGNAL`].
+pub const DAEMON_SIGNALS: [libc::c_int; 4] =
+    [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, UPGRADE_SIGNAL];
 
 fn termination_set() -> libc::sigset_t {
     // SAFETY: sigset_t is plain data; sigemptyset initialises it before any use.
     let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
     // SAFETY: `set` is a valid sigset_t owned by this frame.
     unsafe { libc::sigemptyset(&mut set) };
-    for signal in TERMINATION_SIGNALS {
+    for signal in DAEMON_SIGNALS {
         // SAFETY: as above; the signal numbers are valid constants.
         unsafe { libc::sigaddset(&mut set, signal) };
     }
     set
 }
 
-/// Blocks the termination signals in the calling thread, and so in every thread it starts
+/// Blocks [`DAEMON_SIGNALS`] in the calling thread, and so in every thread it starts
 /// afterwards; call it first thing in `main`, then collect them with [`wait_termination`].
 pub fn block_termination_signals() -> io::Result<()> {
     let set = termination_set();
@@ -222,7 +227,7 @@ pub fn restore_default_sigpipe() {
     }
 }
 
-/// Waits up to `timeout` for a blocked termination signal; returns its number.
+/// Waits up to `timeout` for one of [`DAEMON_SIGNALS`]; returns its number.
 pub fn wait_termination(timeout: Duration) -> Option<libc::c_int> {
     let set = termination_set();
     let ts = libc::timespec {
@@ -244,4 +249,52 @@ pub fn getppid() -> u32 {
     // SAFETY: getppid has no arguments and cannot fail.
     let pid = unsafe { libc::getppid() };
     u32::try_from(pid).unwrap_or(0)
+}
+
+/// Sets or clears `FD_CLOEXEC`: a descriptor handed to a re-executed agent must survive
+/// `execve`, and every other one must not.
+pub fn set_cloexec(fd: &OwnedFd, cloexec: bool) -> io::Result<()> {
+    // SAFETY: F_GETFD only reads the descriptor flags of a descriptor we own.
+    let flags = check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFD) })?;
+    let flags = if cloexec {
+        flags | libc::FD_CLOEXEC
+    } else {
+        flags & !libc::FD_CLOEXEC
+    };
+    // SAFETY: F_SETFD only writes the descriptor flags of a descriptor we own.
+    check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, flags) })?;
+    Ok(())
+}
+
+/// Takes ownership of a descriptor a previous image of this process left open for us across
+/// `execve` (the self-upgrade handoff), after checking that it is open and that
+/// `/proc/self/fd/<fd>` names the kind of object we expect (e.g. `anon_inode:[fanotify]`).
+///
+/// The caller must adopt each handed-over number once; [`crate::handoff`] guarantees that by
+/// consuming the handoff description exactly once per process.
+pub fn adopt_inherited_fd(fd: RawFd, expected_link_prefix: &str) -> io::Result<OwnedFd> {
+    if fd < 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "negative descriptor",
+        ));
+    }
+    // SAFETY: F_GETFD only inspects the descriptor table.
+    check(unsafe { libc::fcntl(fd, libc::F_GETFD) })?;
+    let link = std::fs::read_link(format!("/proc/self/fd/{fd}"))?;
+    if !link.to_string_lossy().starts_with(expected_link_prefix) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "descriptor {fd} is {}, not {expected_link_prefix}",
+                link.display()
+            ),
+        ));
+    }
+    // SAFETY: the descriptor is open, is the kind of object our previous image handed over,
+    // and nothing else in this process owns it: the handoff is consumed once, at start,
+    // before any other code could have wrapped the number.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    set_cloexec(&owned, true)?;
+    Ok(owned)
 }

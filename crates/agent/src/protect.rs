@@ -1,0 +1,140 @@
+//! Self-protection: the agent's binary, configuration and data may be changed only by the agent
+//! itself, its guard and the package manager.
+//!
+//! A root attacker's first move against a security agent is to rewrite it: truncate the
+//! binary, edit its configuration, poison its data directory. The agent marks those files on
+//! its own fanotify group for open permission and, for every open by another process, decides
+//! here: processes running the agent's own binary (the agent, its guard, its crash monitor, the
+//! operator CLI) and the package manager may; anyone else may read or execute but not open for
+//! writing, and is denied with an alert. What fanotify cannot see (rename over, unlink, a
+//! write through a descriptor opened before the agent started, anything by the kernel) stays
+//! out of reach; `docs/threat-model.md` says so.
+
+use ringfence_sensor::intent::{self, OpenIntent};
+use std::collections::HashSet;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+/// The package manager's binaries: upgrades replace the agent's files through them.
+const PACKAGE_MANAGERS: [&str; 2] = ["/usr/bin/dpkg", "/bin/dpkg"];
+
+/// What is protected and who is trusted.
+#[derive(Debug, Clone)]
+pub struct SelfProtection {
+    /// As configured: files, and directories whose direct children are protected.
+    paths: Vec<PathBuf>,
+    files: HashSet<(u64, u64)>,
+    dirs: Vec<PathBuf>,
+    /// (dev, ino) of the agent's own binary: processes running it are the agent's family.
+    own_binary: Option<(u64, u64)>,
+}
+
+/// Why an open of a protected file was decided the way it was.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Allow,
+    /// Denied: the opening process, its executable and what it tried.
+    Deny {
+        exe: String,
+        intent: OpenIntent,
+    },
+}
+
+impl SelfProtection {
+    /// Protects `paths` (missing ones are skipped with a warning: a config file is optional).
+    pub fn new(paths: &[PathBuf]) -> SelfProtection {
+        let mut protection = SelfProtection {
+            paths: Vec::new(),
+            files: HashSet::new(),
+            dirs: Vec::new(),
+            own_binary: std::fs::metadata("/proc/self/exe")
+                .ok()
+                .map(|m| (m.dev(), m.ino())),
+        };
+        for path in paths {
+            let Ok(canonical) = std::fs::canonicalize(path) else {
+                tracing::warn!(path = %path.display(), "not protected: it does not exist");
+                continue;
+            };
+            let Ok(meta) = std::fs::metadata(&canonical) else {
+                continue;
+            };
+            if meta.is_dir() {
+                protection.dirs.push(canonical.clone());
+            } else {
+                protection.files.insert((meta.dev(), meta.ino()));
+            }
+            protection.paths.push(canonical);
+        }
+        protection
+    }
+
+    /// The canonical paths to mark.
+    pub fn paths(&self) -> &[PathBuf] {
+        &self.paths
+    }
+
+    /// True when an open of `path` (identity `file`) touches a protected file.
+    pub fn covers(&self, path: &str, file: Option<(u64, u64)>) -> bool {
+        file.is_some_and(|id| self.files.contains(&id))
+            || Path::new(path)
+                .parent()
+                .is_some_and(|parent| self.dirs.iter().any(|dir| dir == parent))
+    }
+
+    /// Decides an open of a protected file by `pid` (never our own pid: the caller answers
+    /// those first, without looking).
+    pub fn decide(&self, pid: u32) -> Decision {
+        let exe = ringfence_sensor::procfs::exe(pid);
+        if self.trusted(pid, &exe) {
+            return Decision::Allow;
+        }
+        match intent::open_intent(pid) {
+            OpenIntent::Exec | OpenIntent::Read => Decision::Allow,
+            intent => Decision::Deny { exe, intent },
+        }
+    }
+
+    fn trusted(&self, pid: u32, exe: &str) -> bool {
+        if PACKAGE_MANAGERS.contains(&exe) {
+            return true;
+        }
+        let running = std::fs::metadata(format!("/proc/{pid}/exe"))
+            .ok()
+            .map(|m| (m.dev(), m.ino()));
+        running.is_some() && running == self.own_binary
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn covers_protected_files_and_direct_children_of_protected_dirs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).expect("mkdir");
+        let config = dir.path().join("agent.conf");
+        std::fs::write(&config, "x").expect("write");
+        let protection =
+            SelfProtection::new(&[data.clone(), config.clone(), dir.path().join("missing")]);
+        assert_eq!(protection.paths().len(), 2);
+        let meta = std::fs::metadata(&config).expect("stat");
+        let canonical = |p: &Path| std::fs::canonicalize(p).expect("canonical");
+        assert!(protection.covers(
+            &canonical(&config).to_string_lossy(),
+            Some((meta.dev(), meta.ino()))
+        ));
+        let inside = canonical(&data).join("spool");
+        assert!(protection.covers(&inside.to_string_lossy(), None));
+        assert!(!protection.covers(&inside.join("deeper").to_string_lossy(), None));
+        assert!(!protection.covers("/etc/passwd", None));
+    }
+
+    #[test]
+    fn processes_running_our_binary_are_trusted() {
+        let protection = SelfProtection::new(&[]);
+        assert_eq!(protection.decide(std::process::id()), Decision::Allow);
+    }
+}

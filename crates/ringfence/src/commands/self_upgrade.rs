@@ -1,0 +1,161 @@
+//! Agent self-upgrade: on `SIGUSR2` the agent replaces its own image with the binary it was
+//! started from (typically just replaced by the package manager) without closing its fanotify
+//! group, so no exec on the host runs unchecked and none is lost.
+//!
+//! The order matters, and each step is there for a failure seen or reasoned about:
+//! 1. **Probe** the new binary in a child (`--version`, bounded): a truncated file, a binary
+//!    for another machine or one missing a library is refused here, and the running agent
+//!    carries on untouched.
+//! 2. **Hand off** ([`Agent::handoff`]): readers stop without unmarking, events already read
+//!    are decided by the engines and answered; new events wait in the kernel queue.
+//! 3. **Ignore our own exec**: `execve` of the new binary (and its ELF interpreter) raises exec
+//!    permission events on our own group, which no thread of ours can answer any more; an
+//!    ignore mark lets it through, and the new image removes it at start.
+//! 4. **Exec** with the group and the process-connector socket inheritable and named in
+//!    [`ringfence_sensor::HANDOFF_ENV`]. The pid does not change: the guard's child, systemd's
+//!    `MAINPID` and the guard heartbeat pipe (inherited) stay valid.
+//! 5. If `execve` itself fails, the old image starts serving again on the same channels. If the
+//!    new image dies after the exec, the guard sees its child exit and restarts the agent.
+
+use anyhow::Context;
+use ringfence_agent::Agent;
+use ringfence_sensor::{Channels, HANDOFF_ENV};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long the new binary may take to answer `--version`.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where the next image comes from.
+#[derive(Debug, Clone)]
+pub struct SelfUpgrade {
+    binary: PathBuf,
+}
+
+impl SelfUpgrade {
+    /// The binary at `binary`, or else the path this process was started from. Call it at
+    /// start: once the package manager has replaced the file, `/proc/self/exe` reads
+    /// "… (deleted)".
+    pub fn new(binary: Option<PathBuf>) -> anyhow::Result<SelfUpgrade> {
+        let binary = match binary {
+            Some(binary) => binary,
+            None => {
+                let exe = std::env::current_exe().context("find this executable")?;
+                let text = exe.to_string_lossy();
+                match text.strip_suffix(" (deleted)") {
+                    Some(path) => PathBuf::from(path),
+                    None => exe,
+                }
+            }
+        };
+        Ok(SelfUpgrade { binary })
+    }
+
+    pub fn binary(&self) -> &Path {
+        &self.binary
+    }
+
+    /// Runs `<binary> --version` in a child; the version line, or why the binary is unfit.
+    pub fn probe(&self) -> anyhow::Result<String> {
+        let mut child = Command::new(&self.binary)
+            .arg("--version")
+            .env_remove(HANDOFF_ENV)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("{} does not start", self.binary.display()))?;
+        let until = Instant::now() + PROBE_TIMEOUT;
+        let status = loop {
+            if let Some(status) = child.try_wait().context("wait for the probe")? {
+                break status;
+            }
+            if Instant::now() >= until {
+                let _ = child.kill();
+                let _ = child.wait();
+                anyhow::bail!(
+                    "{} did not answer --version within {PROBE_TIMEOUT:?}",
+                    self.binary.display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        let output = child
+            .wait_with_output()
+            .context("read the probe's output")?;
+        let version = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+        anyhow::ensure!(
+            status.success() && version.starts_with("ringfence "),
+            "{} --version: {status}, printed {version:?}; not a ringfence binary that runs here",
+            self.binary.display()
+        );
+        Ok(version)
+    }
+
+    /// Probes the new binary, then replaces this process image with it, handing `agent`'s live
+    /// channels over.
+    ///
+    /// Returns only when the upgrade did not happen: `Ok` with the agent serving (the old one
+    /// untouched when the probe refused the binary, or restarted by `restart` on the same
+    /// channels when the exec failed), after logging why.
+    pub fn run(
+        &self,
+        agent: Agent,
+        restart: impl FnOnce(Channels) -> anyhow::Result<Agent>,
+    ) -> anyhow::Result<Agent> {
+        if self.probe_logged().is_err() {
+            return Ok(agent);
+        }
+        let started = Instant::now();
+        let (channels, _error) = self.handoff_and_exec(agent);
+        let agent = restart(channels)?;
+        tracing::info!(gap = ?started.elapsed(), "serving again after the failed upgrade");
+        Ok(agent)
+    }
+
+    /// [`SelfUpgrade::probe`], saying why on standard error and in the log when it refuses.
+    pub fn probe_logged(&self) -> anyhow::Result<String> {
+        match self.probe() {
+            Ok(version) => {
+                tracing::info!(binary = %self.binary.display(), %version, "upgrading in place");
+                Ok(version)
+            }
+            Err(error) => {
+                tracing::error!(error = %format!("{error:#}"), "upgrade refused; this agent keeps serving");
+                eprintln!("ringfence agent: upgrade refused: {error:#}");
+                Err(error)
+            }
+        }
+    }
+
+    /// Hands `agent` over and executes the new image. Returns only if the exec failed, with the
+    /// live channels (for the caller to serve again, or drop: closing the group makes the kernel
+    /// allow whatever waits) and why.
+    pub fn handoff_and_exec(&self, agent: Agent) -> (Channels, anyhow::Error) {
+        let (mut channels, stats) = agent.handoff();
+        tracing::info!(?stats, "handed off; executing the new image");
+        let error = match self.exec(&mut channels) {
+            Ok(never) => match never {},
+            Err(error) => error,
+        };
+        tracing::error!(error = %format!("{error:#}"), "upgrade failed after the handoff");
+        eprintln!("ringfence agent: upgrade failed: {error:#}");
+        (channels, error)
+    }
+
+    fn exec(&self, channels: &mut Channels) -> anyhow::Result<std::convert::Infallible> {
+        if let Some(fan) = &mut channels.fanotify {
+            let files = ringfence_sensor::handoff::exec_opens(&self.binary)
+                .with_context(|| format!("read {}", self.binary.display()))?;
+            fan.ignore_exec_of(&files)?;
+        }
+        let inheritable = channels.inheritable()?;
+        let error = Command::new(&self.binary)
+            .args(std::env::args_os().skip(1))
+            .env(HANDOFF_ENV, inheritable.env_value())
+            .exec();
+        Err(anyhow::Error::new(error).context(format!("execve {}", self.binary.display())))
+    }
+}

@@ -1,0 +1,429 @@
+//! Real-process tests of the agent's in-place upgrade (SIGUSR2) and self-protection, as root:
+//! execs keep running through the upgrade and none fails or hangs, the pid stays the one the
+//! guard supervises, a binary that cannot start is refused while the old image keeps serving,
+//! and a stranger cannot open the agent's binary for writing.
+//!
+//! The agent binary itself lives on the marked tmpfs, so its own `execve` raises exec
+//! permission events on the group it hands over: the case the upgrade must not deadlock on.
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, mpsc};
+use std::time::{Duration, Instant};
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|h| u64::from_str_radix(h.trim(), 16).ok())
+        .is_some_and(|m| m & (1 << 21) != 0)
+}
+
+/// One test at a time: a copy of the agent binary still open for writing in one test is
+/// inherited by a child another test forks, and exec of it then fails with ETXTBSY.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A child killed and reaped when the test ends, pass or fail: no agent outlives its test.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// A tmpfs the test marks, with the agent binary, two programs and the engine content on it.
+struct Stage {
+    dir: tempfile::TempDir,
+}
+
+impl Stage {
+    fn new() -> Stage {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=1g,mode=0755", "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .expect("mount");
+        assert!(mounted.success(), "mount tmpfs");
+        let stage = Stage { dir };
+        std::fs::create_dir(stage.path().join("bin")).expect("mkdir bin");
+        std::fs::create_dir(stage.path().join("data")).expect("mkdir data");
+        std::fs::write(stage.path().join("data/state"), b"agent state").expect("state");
+        stage.install(env!("CARGO_BIN_EXE_ringfence"));
+        for name in ["good", "bad"] {
+            std::fs::copy("/usr/bin/true", stage.path().join(name)).expect("copy true");
+        }
+        let content = format!("deny {}\nallow /**\n", stage.path().join("bad").display());
+        std::fs::write(stage.content(), content).expect("content");
+        stage
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn binary(&self) -> PathBuf {
+        self.path().join("bin/ringfence")
+    }
+
+    fn content(&self) -> PathBuf {
+        self.path().join("allow.txt")
+    }
+
+    /// Replaces the agent binary the way a package manager does: a new file, renamed over.
+    fn install(&self, from: impl AsRef<Path>) {
+        let staged = self.path().join("bin/ringfence.new");
+        std::fs::copy(from, &staged).expect("stage binary");
+        std::fs::rename(&staged, self.binary()).expect("rename over");
+    }
+
+    fn agent_args(&self) -> Vec<String> {
+        let p = |p: PathBuf| p.to_string_lossy().into_owned();
+        vec![
+            "--standalone".into(),
+            "--engine".into(),
+            "bundled:exec-allowlist".into(),
+            "--content".into(),
+            p(self.content()),
+            "--mount".into(),
+            p(self.path().to_owned()),
+            "--alerts".into(),
+            p(self.path().join("alerts.jsonl")),
+            "--data-dir".into(),
+            p(self.path().join("data")),
+            "--perm-deadline".into(),
+            "5000".into(),
+        ]
+    }
+}
+
+impl Drop for Stage {
+    fn drop(&mut self) {
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// Standard error lines of a child, as they come.
+fn lines_of(child: &mut Child) -> mpsc::Receiver<String> {
+    let stderr = child.stderr.take().expect("stderr piped");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+fn wait_for(lines: &mpsc::Receiver<String>, needle: &str, limit: Duration) -> String {
+    let until = Instant::now() + limit;
+    let mut seen = Vec::new();
+    while let Some(left) = until.checked_duration_since(Instant::now()) {
+        match lines.recv_timeout(left) {
+            Ok(line) if line.contains(needle) => return line,
+            Ok(line) => seen.push(line),
+            Err(_) => break,
+        }
+    }
+    panic!(
+        "no line with {needle:?} within {limit:?}; saw:\n{}",
+        seen.join("\n")
+    );
+}
+
+fn exe_inode(pid: u32) -> u64 {
+    std::fs::metadata(format!("/proc/{pid}/exe"))
+        .expect("agent alive")
+        .ino()
+}
+
+/// Execs `good` and `bad` in a loop until stopped; counts what went wrong.
+struct ExecLoop {
+    stop: Arc<AtomicBool>,
+    runs: Arc<AtomicU64>,
+    thread: std::thread::JoinHandle<Vec<String>>,
+}
+
+impl ExecLoop {
+    fn start(stage: &Stage) -> ExecLoop {
+        let stop = Arc::new(AtomicBool::new(false));
+        let runs = Arc::new(AtomicU64::new(0));
+        let (good, bad) = (stage.path().join("good"), stage.path().join("bad"));
+        let thread = std::thread::spawn({
+            let stop = Arc::clone(&stop);
+            let runs = Arc::clone(&runs);
+            move || {
+                let mut problems = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let started = Instant::now();
+                    match Command::new(&good).status() {
+                        Ok(status) if status.success() => {}
+                        other => problems.push(format!("good: {other:?}")),
+                    }
+                    match Command::new(&bad).status() {
+                        Err(e) if e.raw_os_error() == Some(libc::EPERM) => {}
+                        other => problems.push(format!("bad not denied: {other:?}")),
+                    }
+                    let took = started.elapsed();
+                    if took > Duration::from_secs(5) {
+                        problems.push(format!("two execs took {took:?}"));
+                    }
+                    runs.fetch_add(1, Ordering::Relaxed);
+                }
+                problems
+            }
+        });
+        ExecLoop { stop, runs, thread }
+    }
+
+    fn wait_runs(&self, more: u64) {
+        let target = self.runs.load(Ordering::Relaxed) + more;
+        let until = Instant::now() + Duration::from_secs(30);
+        while self.runs.load(Ordering::Relaxed) < target {
+            assert!(Instant::now() < until, "exec loop stalled");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn finish(self) -> (u64, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        let problems = self.thread.join().expect("exec loop");
+        (self.runs.load(Ordering::Relaxed), problems)
+    }
+}
+
+/// Runs `script` in a shell with `$1` = `path`: success, and what it said on stderr.
+fn stranger(script: &str, path: &Path) -> (bool, String) {
+    let output = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .arg("sh")
+        .arg(path)
+        .output()
+        .expect("run sh");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+fn signal(pid: u32, name: &str) {
+    let sent = Command::new("kill")
+        .args([format!("-{name}"), pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(sent.success(), "kill -{name} {pid}");
+}
+
+#[test]
+fn upgrade_in_place_while_execs_loop_then_refuse_a_broken_binary() {
+    if !is_root() {
+        eprintln!(
+            "SKIPPED upgrade_in_place_while_execs_loop_then_refuse_a_broken_binary: needs root (CAP_SYS_ADMIN) for fanotify"
+        );
+        return;
+    }
+    let _serial = serial();
+    let stage = Stage::new();
+    let mut agent = Running(
+        Command::new(stage.binary())
+            .arg("agent")
+            .args(stage.agent_args())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("agent starts"),
+    );
+    let pid = agent.0.id();
+    let lines = lines_of(&mut agent.0);
+    wait_for(&lines, "ready", Duration::from_secs(60));
+    let execs = ExecLoop::start(&stage);
+    execs.wait_runs(20);
+
+    // The package manager installs a new build; the agent is asked to upgrade.
+    let before = exe_inode(pid);
+    stage.install(env!("CARGO_BIN_EXE_ringfence"));
+    let installed = std::fs::metadata(stage.binary()).expect("stat").ino();
+    signal(pid, "USR2");
+    wait_for(&lines, "upgraded in place", Duration::from_secs(60));
+    assert!(
+        agent.0.try_wait().expect("wait").is_none(),
+        "same process, still running"
+    );
+    assert_ne!(exe_inode(pid), before, "the new image runs");
+    assert_eq!(exe_inode(pid), installed, "and it is the installed binary");
+    execs.wait_runs(20);
+
+    // A broken build: refused by the probe; the running image keeps serving.
+    let broken = stage.path().join("broken");
+    std::fs::write(&broken, b"\x7fELF this is not a program").expect("write broken");
+    stage.install(&broken);
+    Command::new("chmod")
+        .arg("+x")
+        .arg(stage.binary())
+        .status()
+        .expect("chmod");
+    signal(pid, "USR2");
+    wait_for(&lines, "upgrade refused", Duration::from_secs(30));
+    assert_eq!(exe_inode(pid), installed, "still the good image");
+    execs.wait_runs(20);
+
+    let (runs, problems) = execs.finish();
+    assert!(problems.is_empty(), "after {runs} rounds: {problems:#?}");
+    signal(pid, "TERM");
+    let status = agent.0.wait().expect("agent exits");
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn strangers_cannot_open_the_agent_binary_for_writing_but_may_read_it() {
+    if !is_root() {
+        eprintln!(
+            "SKIPPED strangers_cannot_open_the_agent_binary_for_writing_but_may_read_it: needs root (CAP_SYS_ADMIN) for fanotify"
+        );
+        return;
+    }
+    let _serial = serial();
+    let stage = Stage::new();
+    let mut agent = Running(
+        Command::new(stage.binary())
+            .arg("agent")
+            .args(stage.agent_args())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("agent starts"),
+    );
+    let lines = lines_of(&mut agent.0);
+    wait_for(&lines, "ready", Duration::from_secs(60));
+
+    // The test process is the agent's parent, which the agent never blocks (as it never
+    // blocks its guard); strangers are children of a shell.
+    let binary = stage.binary();
+    let state = stage.path().join("data/state");
+    let planted = stage.path().join("data/planted");
+    // The kernel itself refuses writes to a running executable (ETXTBSY) before fanotify is
+    // asked; either way the write does not happen.
+    let (ok, why) = stranger("echo evil >> \"$1\"", &binary);
+    assert!(
+        !ok && (why.contains("not permitted") || why.contains("busy")),
+        "{why}"
+    );
+    for target in [&state, &planted] {
+        let (ok, why) = stranger("echo evil >> \"$1\"", target);
+        assert!(
+            !ok && why.contains("not permitted"),
+            "{}: {why}",
+            target.display()
+        );
+    }
+    // O_CREAT makes the inode before fanotify asks, so an empty file may appear; no byte of
+    // the stranger's gets into it.
+    assert!(
+        std::fs::metadata(&planted).map_or(true, |m| m.len() == 0),
+        "nothing was planted"
+    );
+    // Reading is not tampering, nor is running the agent's own binary (the CLI).
+    assert!(stranger("cat \"$1\" >/dev/null", &state).0);
+    assert!(stranger("head -c 4 \"$1\" >/dev/null", &binary).0);
+    assert!(stranger("\"$1\" --version >/dev/null", &binary).0);
+    assert_eq!(std::fs::read(&state).expect("state"), b"agent state");
+
+    signal(agent.0.id(), "TERM");
+    assert!(agent.0.wait().expect("agent exits").success());
+    let alerts = std::fs::read_to_string(stage.path().join("alerts.jsonl")).expect("alerts");
+    for what in ["data/state", "data/planted"] {
+        assert!(
+            alerts
+                .lines()
+                .any(|l| l.contains("ringfence-self-protection") && l.contains(what)),
+            "no tamper alert for {what}: {alerts}"
+        );
+    }
+    // Once the agent is gone nothing is protected any more.
+    assert!(stranger("echo ok >> \"$1\"", &state).0);
+}
+
+fn guard_status(data: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(data.join("guard/status.json")).unwrap_or_default();
+    serde_json::from_str(&text).unwrap_or(serde_json::Value::Null)
+}
+
+#[test]
+fn upgrade_under_the_guard_keeps_the_pid_it_supervises() {
+    if !is_root() {
+        eprintln!(
+            "SKIPPED upgrade_under_the_guard_keeps_the_pid_it_supervises: needs root (CAP_SYS_ADMIN) for fanotify"
+        );
+        return;
+    }
+    let _serial = serial();
+    let stage = Stage::new();
+    let data = stage.path().join("guard-data");
+    let mut guard = Running(
+        Command::new(stage.binary())
+            .arg("guard")
+            .arg("--data-dir")
+            .arg(&data)
+            .args(["--heartbeat-timeout", "30", "--"])
+            .args(stage.agent_args())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("guard starts"),
+    );
+    let lines = lines_of(&mut guard.0);
+    wait_for(&lines, "ringfence agent: ready", Duration::from_secs(60));
+    let until = Instant::now() + Duration::from_secs(30);
+    let pid = loop {
+        let status = guard_status(&data);
+        if status["agent_ready"] == true
+            && let Some(pid) = status["agent_pid"].as_u64()
+        {
+            break u32::try_from(pid).expect("pid");
+        }
+        assert!(
+            Instant::now() < until,
+            "guard never saw the agent ready: {status}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let execs = ExecLoop::start(&stage);
+    execs.wait_runs(10);
+
+    stage.install(env!("CARGO_BIN_EXE_ringfence"));
+    let installed = std::fs::metadata(stage.binary()).expect("stat").ino();
+    // What `systemctl reload ringfence-guard` sends.
+    signal(guard.0.id(), "USR2");
+    wait_for(&lines, "upgraded in place", Duration::from_secs(60));
+    assert_eq!(exe_inode(pid), installed, "the agent runs the new binary");
+    execs.wait_runs(10);
+    let status = guard_status(&data);
+    assert_eq!(
+        status["agent_pid"].as_u64(),
+        Some(u64::from(pid)),
+        "{status}"
+    );
+    assert_eq!(status["restarts"].as_u64(), Some(0), "no restart: {status}");
+
+    let (runs, problems) = execs.finish();
+    assert!(problems.is_empty(), "after {runs} rounds: {problems:#?}");
+    signal(guard.0.id(), "TERM");
+    assert!(guard.0.wait().expect("guard exits").success());
+}

@@ -5,6 +5,12 @@
 use crate::ast::Expr;
 use crate::error::RuleError;
 
+/// Deepest nesting of parentheses and `not`s accepted. Real rules nest a handful of levels; the
+/// parser, the compiler and both matchers recurse once per level, so unbounded nesting would
+/// overflow the stack (natively, or trap the engine's 512 KiB wasm stack) instead of failing
+/// the one rule.
+const MAX_NESTING: usize = 64;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Token {
     Open,
@@ -39,6 +45,8 @@ struct Parser<'a> {
     tokens: Vec<Token>,
     at: usize,
     names: &'a [String],
+    /// Levels of parentheses and `not` around the current position.
+    depth: usize,
 }
 
 fn is_keyword(word: &str, keyword: &str) -> bool {
@@ -46,6 +54,17 @@ fn is_keyword(word: &str, keyword: &str) -> bool {
 }
 
 impl Parser<'_> {
+    /// Runs `inner` one nesting level deeper, refusing to go past [`MAX_NESTING`].
+    fn nested(&mut self, inner: fn(&mut Self) -> Result<Expr, String>) -> Result<Expr, String> {
+        if self.depth == MAX_NESTING {
+            return Err(format!("nested more than {MAX_NESTING} levels deep"));
+        }
+        self.depth += 1;
+        let result = inner(self);
+        self.depth -= 1;
+        result
+    }
+
     fn peek_word(&self) -> Option<&str> {
         match self.tokens.get(self.at) {
             Some(Token::Word(w)) => Some(w),
@@ -82,7 +101,7 @@ impl Parser<'_> {
     fn not(&mut self) -> Result<Expr, String> {
         if self.peek_word().is_some_and(|w| is_keyword(w, "not")) {
             self.at += 1;
-            return Ok(Expr::Not(Box::new(self.not()?)));
+            return Ok(Expr::Not(Box::new(self.nested(Self::not)?)));
         }
         self.primary()
     }
@@ -94,7 +113,7 @@ impl Parser<'_> {
             None => Err("unexpected end".into()),
             Some(Token::Close) => Err("unexpected `)`".into()),
             Some(Token::Open) => {
-                let inner = self.or()?;
+                let inner = self.nested(Self::or)?;
                 match self.tokens.get(self.at) {
                     Some(Token::Close) => {
                         self.at += 1;
@@ -164,19 +183,35 @@ impl Parser<'_> {
     }
 }
 
-/// `*` and `?` over identifier names.
+/// `*` and `?` over identifier names, in O(pattern × name): only the latest `*` is ever
+/// retried, because any match a retry of an earlier one finds, the latest one finds too.
 fn name_glob(pattern: &str, name: &str) -> bool {
-    fn go(p: &[char], n: &[char]) -> bool {
-        match p.split_first() {
-            None => n.is_empty(),
-            Some(('*', rest)) => (0..=n.len()).any(|i| go(rest, &n[i..])),
-            Some(('?', rest)) => !n.is_empty() && go(rest, &n[1..]),
-            Some((c, rest)) => n.first() == Some(c) && go(rest, &n[1..]),
-        }
-    }
     let p: Vec<char> = pattern.chars().collect();
     let n: Vec<char> = name.chars().collect();
-    go(&p, &n)
+    let (mut i, mut j) = (0, 0);
+    // (pattern position after the latest `*`, name position that `*` has reached)
+    let mut star: Option<(usize, usize)> = None;
+    while j < n.len() {
+        match p.get(i) {
+            Some('*') => {
+                star = Some((i + 1, j));
+                i += 1;
+            }
+            Some(&c) if c == '?' || c == n[j] => {
+                i += 1;
+                j += 1;
+            }
+            _ => match star {
+                Some((after, reached)) => {
+                    star = Some((after, reached + 1));
+                    i = after;
+                    j = reached + 1;
+                }
+                None => return false,
+            },
+        }
+    }
+    p[i..].iter().all(|&c| c == '*')
 }
 
 /// Parses one condition string against the rule's search identifiers.
@@ -193,6 +228,7 @@ pub fn parse(condition: &str, names: &[String]) -> Result<Expr, RuleError> {
         tokens,
         at: 0,
         names,
+        depth: 0,
     };
     let expr = parser.or().map_err(fail)?;
     if parser.at != parser.tokens.len() {
@@ -246,6 +282,52 @@ mod tests {
             "x*y of",
         ] {
             assert!(parse(bad, &names()).is_err(), "{bad}");
+        }
+    }
+
+    /// Found by feeding the `sigma_rules` fuzz target crafted rules: 200,000 nested parentheses
+    /// or `not`s overflowed the stack (a few thousand do in the engine's wasm stack).
+    #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        let deep = 200_000;
+        let parens = format!("{}selection_a{}", "(".repeat(deep), ")".repeat(deep));
+        let nots = format!("{}selection_a", "not ".repeat(deep));
+        for condition in [parens, nots] {
+            let err = parse(&condition, &names()).expect_err("too deep");
+            assert!(err.to_string().contains("nested more than 64"), "{err}");
+        }
+        let limit = format!("{}selection_a", "not ".repeat(MAX_NESTING));
+        assert!(parse(&limit, &names()).is_ok());
+    }
+
+    /// Found by feeding the `sigma_rules` fuzz target a crafted rule (its timeout fired): the
+    /// recursive glob retried every `*` at every position, so a 180-byte rule
+    /// (`1 of *a*a*a*a*a*a*a*a*a*a*a*a*b` over a 40-letter name) ran for hours.
+    #[test]
+    fn quantifier_globs_take_polynomial_time() {
+        let names = vec!["a".repeat(4000)];
+        let pattern = format!("{}*b", "*a".repeat(1000));
+        assert!(!name_glob(&pattern, &names[0]));
+        assert!(parse(&format!("1 of {pattern}"), &names).is_err());
+        assert!(name_glob(&format!("{}*", "*a".repeat(1000)), &names[0]));
+    }
+
+    /// The old recursive matcher: obviously right, exponential at worst.
+    fn glob_reference(p: &[char], n: &[char]) -> bool {
+        match p.split_first() {
+            None => n.is_empty(),
+            Some(('*', rest)) => (0..=n.len()).any(|i| glob_reference(rest, &n[i..])),
+            Some(('?', rest)) => !n.is_empty() && glob_reference(rest, &n[1..]),
+            Some((c, rest)) => n.first() == Some(c) && glob_reference(rest, &n[1..]),
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn name_glob_agrees_with_reference(pattern in "[ab*?]{0,8}", name in "[ab*?]{0,10}") {
+            let p: Vec<char> = pattern.chars().collect();
+            let n: Vec<char> = name.chars().collect();
+            proptest::prop_assert_eq!(name_glob(&pattern, &name), glob_reference(&p, &n));
         }
     }
 }

@@ -10,3 +10,4 @@ pub mod hotswap;
 pub mod server;
 pub mod sigma;
 pub mod stats;
+pub mod upgrade;

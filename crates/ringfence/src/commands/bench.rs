@@ -16,6 +16,9 @@ pub enum BenchCommand {
     /// Heartbeats per second into the server (SQLite or PostgreSQL), over HTTP and HTTPS, and
     /// TLS handshakes per second against new plain connections.
     Server(ringfence_bench::server::Options),
+    /// In-place agent upgrade under exec load: the slowest exec during the handoff vs steady
+    /// state (needs root).
+    Upgrade(ringfence_bench::upgrade::Options),
 }
 
 pub fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
@@ -25,6 +28,7 @@ pub fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
         BenchCommand::Hotswap(options) => ringfence_bench::hotswap::run(&options)?,
         BenchCommand::Sigma(options) => ringfence_bench::sigma::run(&options)?,
         BenchCommand::Server(options) => ringfence_bench::server::run(&options)?,
+        BenchCommand::Upgrade(options) => ringfence_bench::upgrade::run(&options)?,
     }
     Ok(ExitCode::SUCCESS)
 }

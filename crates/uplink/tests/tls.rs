@@ -179,6 +179,31 @@ fn a_pinned_fingerprint_fetches_the_ca_and_a_mismatch_is_refused() {
 }
 
 #[test]
+fn an_operators_certificate_is_served_and_there_is_no_ca_to_pin() {
+    // Stands in for a certificate from the operator's own CA (--tls-cert/--tls-key).
+    let own = tempfile::tempdir().expect("tempdir");
+    let material = TlsMaterial::generated(own.path(), &[]).expect("certificate");
+    let ca = CaCert::read_file(&own.path().join("ca.pem")).expect("CA");
+    let server = Server::start(
+        "127.0.0.1:0",
+        Transport::GivenTls {
+            cert: own.path().join("server.pem"),
+            key: own.path().join("server.key"),
+        },
+    );
+    enroll(
+        &client(&server.url).with_ca(&ca),
+        server.token(Duration::from_secs(60)),
+    )
+    .expect("verified against the operator's CA");
+    let pin = ca.fingerprint();
+    assert_eq!(material.ca_fingerprint, Some(pin.to_string()));
+    let error = CaCert::fetch_pinned(&server.url, pin, Duration::from_secs(10))
+        .expect_err("nothing to pin");
+    assert!(error.to_string().contains("no CA of its own"), "{error}");
+}
+
+#[test]
 fn plain_http_to_the_https_port_gets_a_clear_400() {
     let server = Server::tls("127.0.0.1:0");
     let mut stream = std::net::TcpStream::connect(server.address).expect("connect");

@@ -9,7 +9,7 @@ use crate::engines::{self as engine_set, EngineSlot, SwapError};
 use crate::recent::RecentEvents;
 use crate::stats::{Stats, StatsSnapshot};
 use crate::worker::Engines;
-use crate::{notify, responder, sensors, worker};
+use crate::{confine, notify, responder, sensors, worker};
 use ringfence_engine_host::LoadedEngine;
 use ringfence_protocol::Event;
 use ringfence_sensor::{Fanotify, ProcConnector, Ticket};
@@ -120,20 +120,28 @@ impl Agent {
         agent.responder = Some(spawn("rf-responder", move || {
             responder::run(&c, &watch_rx)
         })?);
+        // Engine threads confine themselves before their first guest call; the sensors start
+        // only once all of them have.
+        let mut confined = confine::Gate::new(config.engine_threads.clone());
         for (i, engines) in worker_engines.into_iter().enumerate() {
             let c = Arc::clone(&core);
+            let entry = confined.entry();
             agent
                 .workers
                 .push(spawn(&format!("rf-worker-{i}"), move || {
+                    entry.enter();
                     worker::run(&c, engines)
                 })?);
         }
         let notified = Arc::new(AtomicU64::new(0));
         let c = Arc::clone(&core);
         let n = Arc::clone(&notified);
+        let entry = confined.entry();
         agent.notifier = Some(spawn("rf-notify", move || {
+            entry.enter();
             notify::run(&c, notify_engines, &notify_rx, &n);
         })?);
+        confined.wait()?;
         if let Some(fan) = fanotify {
             let c = Arc::clone(&core);
             agent

@@ -2,9 +2,11 @@
 //! set. The CLI and the guard build one of these; nothing here touches the system.
 
 use crate::mute::MuteSet;
+use ringfence_hardening::EngineConfinement;
 use ringfence_protocol::Event;
 use ringfence_sensor::FanotifyConfig;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// One event source.
@@ -36,6 +38,9 @@ pub struct AgentConfig {
     pub queue_capacity: usize,
     pub cache: bool,
     pub mute: MuteSet,
+    /// Applied by every thread that runs engines to itself before its first event (the
+    /// engine role of `ringfence_hardening`); `None` leaves them as the process is.
+    pub engine_threads: Option<Arc<EngineConfinement>>,
 }
 
 impl Default for AgentConfig {
@@ -53,6 +58,7 @@ impl Default for AgentConfig {
             queue_capacity: 1024,
             cache: true,
             mute: MuteSet::defaults(),
+            engine_threads: None,
         }
     }
 }
@@ -76,6 +82,9 @@ pub enum AgentError {
     /// A thread could not be started.
     #[error("could not start a thread: {0}")]
     Thread(std::io::Error),
+    /// An engine thread could not confine itself.
+    #[error("confining an engine thread: {0}")]
+    Confinement(String),
     /// The configuration makes no sense.
     #[error("{0}")]
     Config(String),

@@ -19,6 +19,7 @@ mod agent;
 pub mod alerts;
 pub mod cache;
 mod config;
+mod confine;
 mod core;
 pub mod engines;
 pub mod mute;

@@ -10,6 +10,7 @@
 
 #![forbid(unsafe_code)]
 
+mod artifact;
 mod blob;
 mod bundle;
 mod digest;
@@ -24,6 +25,7 @@ mod slots;
 mod testutil;
 mod verify;
 
+pub use artifact::{ArtifactError, ArtifactSignature};
 pub use blob::{BlobError, BlobStore};
 pub use bundle::{Bundle, BundleError, Member};
 pub use digest::{DigestError, Sha256Digest};

@@ -15,6 +15,7 @@ use std::collections::BTreeSet;
 pub(crate) enum Purpose {
     Manifest,
     RollbackDirective,
+    Artifact,
 }
 
 impl Purpose {
@@ -22,6 +23,7 @@ impl Purpose {
         match self {
             Purpose::Manifest => b"ringfence-release/manifest/v1\n",
             Purpose::RollbackDirective => b"ringfence-release/rollback-directive/v1\n",
+            Purpose::Artifact => b"ringfence-release/artifact/v1\n",
         }
     }
 }

@@ -282,7 +282,11 @@ fn upgrade_in_place_while_execs_loop_then_refuse_a_broken_binary() {
         .status()
         .expect("chmod");
     signal(pid, "USR2");
-    wait_for(&lines, "upgrade refused", Duration::from_secs(30));
+    wait_for(
+        &lines,
+        "ringfence agent: upgrade refused",
+        Duration::from_secs(30),
+    );
     assert_eq!(exe_inode(pid), installed, "still the good image");
     execs.wait_runs(20);
 
@@ -426,4 +430,92 @@ fn upgrade_under_the_guard_keeps_the_pid_it_supervises() {
     assert!(problems.is_empty(), "after {runs} rounds: {problems:#?}");
     signal(guard.0.id(), "TERM");
     assert!(guard.0.wait().expect("guard exits").success());
+}
+
+fn ringfence(args: &[&std::ffi::OsStr]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_ringfence"))
+        .args(args)
+        .output()
+        .expect("run ringfence")
+}
+
+#[test]
+fn with_upgrade_keys_only_a_signed_binary_is_executed() {
+    if !is_root() {
+        eprintln!(
+            "SKIPPED with_upgrade_keys_only_a_signed_binary_is_executed: needs root (CAP_SYS_ADMIN) for fanotify"
+        );
+        return;
+    }
+    let _serial = serial();
+    let stage = Stage::new();
+    let keys = stage.path().join("keys");
+    let out = ringfence(&[
+        "release".as_ref(),
+        "keygen".as_ref(),
+        "--out".as_ref(),
+        keys.as_os_str(),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let mut agent = Running(
+        Command::new(stage.binary())
+            .arg("agent")
+            .args(stage.agent_args())
+            .arg("--upgrade-pub")
+            .arg(keys.join("release.pub"))
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("agent starts"),
+    );
+    let pid = agent.0.id();
+    let lines = lines_of(&mut agent.0);
+    wait_for(&lines, "ready", Duration::from_secs(60));
+    let first = exe_inode(pid);
+    let sign = |file: &Path| {
+        let out = ringfence(&[
+            "release".as_ref(),
+            "sign-binary".as_ref(),
+            "--key".as_ref(),
+            keys.join("release.key").as_os_str(),
+            file.as_os_str(),
+        ]);
+        assert!(out.status.success(), "{out:?}");
+    };
+
+    // Unsigned: refused.
+    stage.install(env!("CARGO_BIN_EXE_ringfence"));
+    signal(pid, "USR2");
+    let refused = wait_for(
+        &lines,
+        "ringfence agent: upgrade refused",
+        Duration::from_secs(30),
+    );
+    assert!(refused.contains("not signed"), "{refused}");
+    assert_eq!(exe_inode(pid), first);
+
+    // Signed, then changed by one byte (an ELF still runs with a byte appended): refused.
+    sign(&stage.binary());
+    let mut tampered = std::fs::OpenOptions::new()
+        .append(true)
+        .open(stage.binary())
+        .expect("open the staged binary");
+    std::io::Write::write_all(&mut tampered, b"\0").expect("append");
+    drop(tampered);
+    signal(pid, "USR2");
+    let refused = wait_for(
+        &lines,
+        "ringfence agent: upgrade refused",
+        Duration::from_secs(30),
+    );
+    assert!(refused.contains("does not verify"), "{refused}");
+    assert_eq!(exe_inode(pid), first);
+
+    // Signed as it is: executed.
+    sign(&stage.binary());
+    let installed = std::fs::metadata(stage.binary()).expect("stat").ino();
+    signal(pid, "USR2");
+    wait_for(&lines, "upgraded in place", Duration::from_secs(60));
+    assert_eq!(exe_inode(pid), installed);
+    signal(pid, "TERM");
+    assert!(agent.0.wait().expect("agent exits").success());
 }

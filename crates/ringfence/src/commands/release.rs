@@ -5,7 +5,7 @@ use anyhow::{Context, bail};
 use clap::Subcommand;
 use ringfence_protocol::FailurePolicy;
 use ringfence_release::{
-    Bundle, Component, MANIFEST_FORMAT, Manifest, ReleaseKey, RollbackDirective,
+    ArtifactSignature, Bundle, Component, MANIFEST_FORMAT, Manifest, ReleaseKey, RollbackDirective,
     SignedRollbackDirective, SlotState, TrustedKeys, VerifyOptions, Version,
 };
 use std::io::Write;
@@ -29,6 +29,11 @@ pub enum ReleaseCommand {
     Inspect(InspectArgs),
     /// Sign a rollback directive allowing hosts to go back to an older release.
     RollbackDirective(DirectiveArgs),
+    /// Sign a file shipped beside releases (the agent binary): writes FILE.sig with its sha256,
+    /// size and signature, which an agent checks before upgrading itself in place.
+    SignBinary(SignBinaryArgs),
+    /// Check FILE against FILE.sig and trusted keys. Exits 0 when it verifies, 1 when refused.
+    VerifyBinary(VerifyBinaryArgs),
     /// Publish a bundle to the server; preflight runs there unless skipped.
     ///
     /// Exits 0 when the server accepted it, 1 when preflight rejected it.
@@ -94,6 +99,24 @@ pub struct BuildArgs {
 }
 
 #[derive(Debug, clap::Args)]
+pub struct SignBinaryArgs {
+    /// The secret key file from `release keygen`.
+    #[arg(long)]
+    key: PathBuf,
+    /// The file to sign.
+    file: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct VerifyBinaryArgs {
+    /// Trusted public key file(s).
+    #[arg(long = "pub", required = true)]
+    public: Vec<PathBuf>,
+    /// The file to check; its signature is FILE.sig.
+    file: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
 pub struct VerifyArgs {
     bundle: PathBuf,
     /// Trusted public key file(s).
@@ -153,7 +176,53 @@ pub fn run(command: ReleaseCommand) -> anyhow::Result<ExitCode> {
         ReleaseCommand::Verify(args) => verify(args),
         ReleaseCommand::Inspect(args) => inspect(args),
         ReleaseCommand::RollbackDirective(args) => directive(args),
+        ReleaseCommand::SignBinary(args) => sign_binary(args),
+        ReleaseCommand::VerifyBinary(args) => verify_binary(args),
         ReleaseCommand::Publish(args) => publish(args),
+    }
+}
+
+/// `<file>.sig`, where an artifact's signature lives.
+pub fn signature_path(file: &Path) -> PathBuf {
+    let mut name = file.as_os_str().to_owned();
+    name.push(".sig");
+    PathBuf::from(name)
+}
+
+fn sign_binary(args: SignBinaryArgs) -> anyhow::Result<ExitCode> {
+    let key = ReleaseKey::read_file(&args.key)?;
+    let bytes =
+        std::fs::read(&args.file).with_context(|| format!("read {}", args.file.display()))?;
+    let name = args
+        .file
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let signature = ArtifactSignature::sign(&key, &name, &bytes);
+    let out = signature_path(&args.file);
+    std::fs::write(&out, signature.to_bytes())
+        .with_context(|| format!("write {}", out.display()))?;
+    println!("{}  {}", signature.sha256, args.file.display());
+    println!("signed by {} -> {}", key.key_id(), out.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn verify_binary(args: VerifyBinaryArgs) -> anyhow::Result<ExitCode> {
+    let keys = TrustedKeys::read_files(&args.public)?;
+    let bytes =
+        std::fs::read(&args.file).with_context(|| format!("read {}", args.file.display()))?;
+    let sig_path = signature_path(&args.file);
+    let sig_bytes =
+        std::fs::read(&sig_path).with_context(|| format!("read {}", sig_path.display()))?;
+    match ArtifactSignature::parse(&sig_bytes).and_then(|s| s.verify(&keys, &bytes)) {
+        Ok(keyid) => {
+            println!("{}: verified, signed by {keyid}", args.file.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(error) => {
+            println!("{}: REFUSED: {error}", args.file.display());
+            Ok(ExitCode::from(1))
+        }
     }
 }
 

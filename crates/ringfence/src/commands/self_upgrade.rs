@@ -3,9 +3,12 @@
 //! group, so no exec on the host runs unchecked and none is lost.
 //!
 //! The order matters, and each step is there for a failure seen or reasoned about:
-//! 1. **Probe** the new binary in a child (`--version`, bounded): a truncated file, a binary
-//!    for another machine or one missing a library is refused here, and the running agent
-//!    carries on untouched.
+//! 1. **Verify and probe** the new binary: with `--upgrade-pub`, its `<binary>.sig` must be a
+//!    trusted signature of exactly these bytes (`ringfence release sign-binary`); then it runs
+//!    `--version` in a child, bounded. A truncated file, an unsigned build, a binary for
+//!    another machine or one missing a library is refused here, and the running agent carries
+//!    on untouched. The file is opened once: what was verified is what is probed and executed
+//!    (through `/proc/self/fd`), even if the path is replaced meanwhile.
 //! 2. **Hand off** ([`Agent::handoff`]): readers stop without unmarking, events already read
 //!    are decided by the engines and answered; new events wait in the kernel queue.
 //! 3. **Ignore our own exec**: `execve` of the new binary (and its ELF interpreter) raises exec
@@ -17,9 +20,14 @@
 //! 5. If `execve` itself fails, the old image starts serving again on the same channels. If the
 //!    new image dies after the exec, the guard sees its child exit and restarts the agent.
 
+use super::release::signature_path;
 use anyhow::Context;
 use ringfence_agent::Agent;
+use ringfence_release::{ArtifactSignature, TrustedKeys};
 use ringfence_sensor::{Channels, HANDOFF_ENV};
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -28,17 +36,36 @@ use std::time::{Duration, Instant};
 /// How long the new binary may take to answer `--version`.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Where the next image comes from.
+/// Where the next image comes from, and who must have signed it.
 #[derive(Debug, Clone)]
 pub struct SelfUpgrade {
     binary: PathBuf,
+    trusted: Option<TrustedKeys>,
+}
+
+/// The next binary, opened once, verified and probed.
+#[derive(Debug)]
+pub struct Prepared {
+    file: File,
+}
+
+impl Prepared {
+    /// The path that names exactly the opened file, whatever happens to its name meanwhile.
+    fn fd_path(&self) -> PathBuf {
+        PathBuf::from(format!("/proc/self/fd/{}", self.file.as_raw_fd()))
+    }
 }
 
 impl SelfUpgrade {
     /// The binary at `binary`, or else the path this process was started from. Call it at
     /// start: once the package manager has replaced the file, `/proc/self/exe` reads
     /// "… (deleted)".
-    pub fn new(binary: Option<PathBuf>) -> anyhow::Result<SelfUpgrade> {
+    ///
+    /// With `trusted` keys, the binary must carry a valid `<binary>.sig` by one of them.
+    pub fn new(
+        binary: Option<PathBuf>,
+        trusted: Option<TrustedKeys>,
+    ) -> anyhow::Result<SelfUpgrade> {
         let binary = match binary {
             Some(binary) => binary,
             None => {
@@ -50,16 +77,44 @@ impl SelfUpgrade {
                 }
             }
         };
-        Ok(SelfUpgrade { binary })
+        Ok(SelfUpgrade { binary, trusted })
     }
 
     pub fn binary(&self) -> &Path {
         &self.binary
     }
 
-    /// Runs `<binary> --version` in a child; the version line, or why the binary is unfit.
-    pub fn probe(&self) -> anyhow::Result<String> {
-        let mut child = Command::new(&self.binary)
+    /// Opens the binary, checks its signature when keys are trusted, and runs it with
+    /// `--version` in a child; the prepared file, or why the binary is unfit.
+    pub fn prepare(&self) -> anyhow::Result<(Prepared, String)> {
+        let file =
+            File::open(&self.binary).with_context(|| format!("open {}", self.binary.display()))?;
+        if let Some(keys) = &self.trusted {
+            let mut bytes = Vec::new();
+            (&file)
+                .read_to_end(&mut bytes)
+                .with_context(|| format!("read {}", self.binary.display()))?;
+            let sig_path = signature_path(&self.binary);
+            let sig = std::fs::read(&sig_path).with_context(|| {
+                format!(
+                    "{} is not signed: read {}",
+                    self.binary.display(),
+                    sig_path.display()
+                )
+            })?;
+            let keyid = ArtifactSignature::parse(&sig)
+                .and_then(|s| s.verify(keys, &bytes))
+                .with_context(|| format!("{} does not verify", self.binary.display()))?;
+            tracing::info!(%keyid, "new agent binary verified");
+        }
+        let prepared = Prepared { file };
+        let version = self.probe(&prepared)?;
+        Ok((prepared, version))
+    }
+
+    fn probe(&self, prepared: &Prepared) -> anyhow::Result<String> {
+        let mut child = Command::new(prepared.fd_path())
+            .arg0(&self.binary)
             .arg("--version")
             .env_remove(HANDOFF_ENV)
             .stdin(Stdio::null())
@@ -105,22 +160,22 @@ impl SelfUpgrade {
         agent: Agent,
         restart: impl FnOnce(Channels) -> anyhow::Result<Agent>,
     ) -> anyhow::Result<Agent> {
-        if self.probe_logged().is_err() {
+        let Ok(prepared) = self.prepare_logged() else {
             return Ok(agent);
-        }
+        };
         let started = Instant::now();
-        let (channels, _error) = self.handoff_and_exec(agent);
+        let (channels, _error) = self.handoff_and_exec(agent, &prepared);
         let agent = restart(channels)?;
         tracing::info!(gap = ?started.elapsed(), "serving again after the failed upgrade");
         Ok(agent)
     }
 
-    /// [`SelfUpgrade::probe`], saying why on standard error and in the log when it refuses.
-    pub fn probe_logged(&self) -> anyhow::Result<String> {
-        match self.probe() {
-            Ok(version) => {
+    /// [`SelfUpgrade::prepare`], saying why on standard error and in the log when it refuses.
+    pub fn prepare_logged(&self) -> anyhow::Result<Prepared> {
+        match self.prepare() {
+            Ok((prepared, version)) => {
                 tracing::info!(binary = %self.binary.display(), %version, "upgrading in place");
-                Ok(version)
+                Ok(prepared)
             }
             Err(error) => {
                 tracing::error!(error = %format!("{error:#}"), "upgrade refused; this agent keeps serving");
@@ -133,10 +188,10 @@ impl SelfUpgrade {
     /// Hands `agent` over and executes the new image. Returns only if the exec failed, with the
     /// live channels (for the caller to serve again, or drop: closing the group makes the kernel
     /// allow whatever waits) and why.
-    pub fn handoff_and_exec(&self, agent: Agent) -> (Channels, anyhow::Error) {
+    pub fn handoff_and_exec(&self, agent: Agent, prepared: &Prepared) -> (Channels, anyhow::Error) {
         let (mut channels, stats) = agent.handoff();
         tracing::info!(?stats, "handed off; executing the new image");
-        let error = match self.exec(&mut channels) {
+        let error = match self.exec(&mut channels, prepared) {
             Ok(never) => match never {},
             Err(error) => error,
         };
@@ -145,14 +200,20 @@ impl SelfUpgrade {
         (channels, error)
     }
 
-    fn exec(&self, channels: &mut Channels) -> anyhow::Result<std::convert::Infallible> {
+    fn exec(
+        &self,
+        channels: &mut Channels,
+        prepared: &Prepared,
+    ) -> anyhow::Result<std::convert::Infallible> {
+        let path = prepared.fd_path();
         if let Some(fan) = &mut channels.fanotify {
-            let files = ringfence_sensor::handoff::exec_opens(&self.binary)
+            let files = ringfence_sensor::handoff::exec_opens(&path)
                 .with_context(|| format!("read {}", self.binary.display()))?;
             fan.ignore_exec_of(&files)?;
         }
         let inheritable = channels.inheritable()?;
-        let error = Command::new(&self.binary)
+        let error = Command::new(&path)
+            .arg0(&self.binary)
             .args(std::env::args_os().skip(1))
             .env(HANDOFF_ENV, inheritable.env_value())
             .exec();

@@ -165,6 +165,11 @@ struct ExecLoop {
 
 impl ExecLoop {
     fn start(stage: &Stage) -> ExecLoop {
+        ExecLoop::with_denials(stage, true)
+    }
+
+    /// `bad_denied`: whether an engine denies `bad` (a managed agent with no release allows it).
+    fn with_denials(stage: &Stage, bad_denied: bool) -> ExecLoop {
         let stop = Arc::new(AtomicBool::new(false));
         let runs = Arc::new(AtomicU64::new(0));
         let (good, bad) = (stage.path().join("good"), stage.path().join("bad"));
@@ -180,8 +185,9 @@ impl ExecLoop {
                         other => problems.push(format!("good: {other:?}")),
                     }
                     match Command::new(&bad).status() {
-                        Err(e) if e.raw_os_error() == Some(libc::EPERM) => {}
-                        other => problems.push(format!("bad not denied: {other:?}")),
+                        Err(e) if bad_denied && e.raw_os_error() == Some(libc::EPERM) => {}
+                        Ok(status) if !bad_denied && status.success() => {}
+                        other => problems.push(format!("bad: {other:?}")),
                     }
                     let took = started.elapsed();
                     if took > Duration::from_secs(5) {
@@ -516,6 +522,102 @@ fn with_upgrade_keys_only_a_signed_binary_is_executed() {
     signal(pid, "USR2");
     wait_for(&lines, "upgraded in place", Duration::from_secs(60));
     assert_eq!(exe_inode(pid), installed);
+    signal(pid, "TERM");
+    assert!(agent.0.wait().expect("agent exits").success());
+}
+
+/// A `ringfence server` on a free loopback port: its URL and CA fingerprint as it printed them.
+struct ServerProcess {
+    _child: Running,
+    url: String,
+    fingerprint: String,
+    dir: tempfile::TempDir,
+}
+
+fn start_server() -> ServerProcess {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ringfence"))
+        .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start server");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("first line");
+    let word = |prefix: &str| {
+        line.split_whitespace()
+            .find(|w| w.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix} in {line:?}"))
+            .to_owned()
+    };
+    ServerProcess {
+        url: word("https://"),
+        fingerprint: word("sha256:"),
+        _child: Running(child),
+        dir,
+    }
+}
+
+#[test]
+fn a_managed_agent_upgrades_in_place_and_stays_enrolled() {
+    if !is_root() {
+        eprintln!(
+            "SKIPPED a_managed_agent_upgrades_in_place_and_stays_enrolled: needs root (CAP_SYS_ADMIN) for fanotify"
+        );
+        return;
+    }
+    let _serial = serial();
+    let stage = Stage::new();
+    let server = start_server();
+    let enroll = ringfence(&[
+        "server".as_ref(),
+        "enroll-token".as_ref(),
+        "create".as_ref(),
+        "--data-dir".as_ref(),
+        server.dir.path().as_os_str(),
+    ]);
+    assert!(enroll.status.success(), "{enroll:?}");
+    let enroll = String::from_utf8_lossy(&enroll.stdout).trim().to_owned();
+    let data = stage.path().join("managed");
+    let mut agent = Running(
+        Command::new(stage.binary())
+            .args(["agent", "--server", &server.url])
+            .args(["--server-ca-fingerprint", &server.fingerprint])
+            .args(["--enroll-token", &enroll, "--sensor", "fanotify", "--mount"])
+            .arg(stage.path())
+            .arg("--data-dir")
+            .arg(&data)
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("agent starts"),
+    );
+    let pid = agent.0.id();
+    let lines = lines_of(&mut agent.0);
+    wait_for(
+        &lines,
+        "ringfence agent: ready, managed by",
+        Duration::from_secs(60),
+    );
+    let identity = std::fs::read_to_string(data.join("identity.json")).expect("enrolled");
+    let execs = ExecLoop::with_denials(&stage, false);
+    execs.wait_runs(10);
+
+    stage.install(env!("CARGO_BIN_EXE_ringfence"));
+    let installed = std::fs::metadata(stage.binary()).expect("stat").ino();
+    signal(pid, "USR2");
+    wait_for(&lines, "upgraded in place", Duration::from_secs(60));
+    assert_eq!(exe_inode(pid), installed, "the new image runs");
+    execs.wait_runs(10);
+    assert_eq!(
+        std::fs::read_to_string(data.join("identity.json")).expect("identity"),
+        identity,
+        "the same enrollment, not a new one"
+    );
+    let (runs, problems) = execs.finish();
+    assert!(problems.is_empty(), "after {runs} rounds: {problems:#?}");
     signal(pid, "TERM");
     assert!(agent.0.wait().expect("agent exits").success());
 }

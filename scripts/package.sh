@@ -58,9 +58,11 @@ if ! grep -qF "depends = \"ringfence (= $version)\"" crates/ringfence/Cargo.toml
   exit 1
 fi
 
+# --strip: the release profile keeps line tables (for backtraces in development), which would
+# make the installed binary five times larger; cargo-deb keeps what the profile asks for.
 mkdir -p "$target/debian"
 for variant in "" agent server; do
-  cargo deb --quiet --no-build --profile "$profile" -p ringfence \
+  cargo deb --quiet --no-build --strip --profile "$profile" -p ringfence \
     ${variant:+--variant "$variant"} "${compression[@]}" --deb-version "$version" \
     --output "$target/debian/"
 done

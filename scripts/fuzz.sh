@@ -28,7 +28,12 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
     skip "cargo-fuzz is missing and could not be installed (offline?)"
 fi
 
-fuzz() { cargo +nightly fuzz "$@" --fuzz-dir fuzz; }
+# `--fuzz-dir` goes right after the subcommand: anything after `--` belongs to libFuzzer.
+fuzz() {
+  local command=$1
+  shift
+  cargo +nightly fuzz "$command" --fuzz-dir fuzz "$@"
+}
 fuzz build
 targets=$(fuzz list)
 

@@ -1,11 +1,13 @@
-//! The /proc text parsers (cmdline, stat, status, mountinfo) and the " (deleted)" suffix
-//! strip on arbitrary bytes. /proc is the kernel's, but what it shows is chosen by whoever
-//! runs a process: command lines, `comm` names with spaces and parentheses, mount paths with
-//! escapes. None of it may panic the agent or smuggle a NUL into an argument.
+//! The /proc text parsers (cmdline, stat, status, mountinfo, syscall) and the " (deleted)"
+//! suffix strip on arbitrary bytes. /proc is the kernel's, but what it shows is chosen by
+//! whoever runs a process: command lines, `comm` names with spaces and parentheses, mount paths
+//! with escapes, system call arguments. None of it may panic the agent or smuggle a NUL into an
+//! argument, and self-protection may only take a blocked call for a read when it is an open.
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use ringfence_sensor::intent::{OpenIntent, parse_syscall_line};
 use ringfence_sensor::mounts::parse_mount_points;
 use ringfence_sensor::procfs::{parse_cmdline, parse_stat_ppid, parse_status_ids};
 use ringfence_sensor::resolve::clean_path;
@@ -28,4 +30,15 @@ fuzz_target!(|data: &[u8]| {
     assert!(mounts.iter().map(String::len).sum::<usize>() <= text.len());
     let cleaned = clean_path(&text);
     assert!(text.starts_with(cleaned));
+
+    if parse_syscall_line(&text) == OpenIntent::Read {
+        let nr = text
+            .split_ascii_whitespace()
+            .next()
+            .and_then(|n| n.parse().ok());
+        assert!(
+            nr == Some(libc::SYS_openat) || nr == Some(libc::SYS_open),
+            "a read from syscall {nr:?}"
+        );
+    }
 });

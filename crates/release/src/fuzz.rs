@@ -9,8 +9,9 @@
 //! signature check, while the assertions hold it to never getting anything else accepted.
 
 use crate::{
-    Bundle, Component, MANIFEST_FORMAT, Manifest, ReleaseKey, RollbackDirective, Signatures,
-    SignedRollbackDirective, SlotState, TrustedKeys, VerifyOptions, Version, verify_bytes,
+    ArtifactSignature, Bundle, Component, MANIFEST_FORMAT, Manifest, ReleaseKey, RollbackDirective,
+    Signatures, SignedRollbackDirective, SlotState, TrustedKeys, VerifyOptions, Version,
+    verify_bytes,
 };
 use ringfence_protocol::FailurePolicy;
 use std::sync::OnceLock;
@@ -21,6 +22,8 @@ const KEY_SEED: [u8; 32] = [0xf2; 32];
 const NOW: u64 = 1_800_000_000;
 const SEED_ENGINE: &[u8] = b"\0asm fuzz seed component";
 const SEED_CONTENT: &[u8] = b"allow /usr/bin/*\ndefault deny\n";
+/// The one artifact (a stand-in agent binary) the fuzzing key signs.
+const SEED_ARTIFACT: &[u8] = b"\x7fELF fuzz seed agent binary";
 
 fn key() -> ReleaseKey {
     ReleaseKey::from_seed(&KEY_SEED)
@@ -76,6 +79,12 @@ fn seed_directive() -> &'static SignedRollbackDirective {
         .sign(&key())
         .unwrap_or_else(|e| panic!("fixture directive: {e}"))
     })
+}
+
+/// The signature of [`SEED_ARTIFACT`] by the fuzzing key.
+fn seed_artifact() -> &'static ArtifactSignature {
+    static SIGNED: OnceLock<ArtifactSignature> = OnceLock::new();
+    SIGNED.get_or_init(|| ArtifactSignature::sign(&key(), "ringfence", SEED_ARTIFACT))
 }
 
 /// Parses bundle bytes.
@@ -137,6 +146,24 @@ pub fn rollback_directive(data: &[u8]) {
     }
 }
 
+/// Parses an artifact's detached `.sig` (what a self-upgrading agent downloads beside the new
+/// binary) and checks it against the seed artifact: one that parses writes back to itself, and
+/// only the name, digest and size the key signed may verify.
+pub fn artifact_signature(data: &[u8]) {
+    if let Ok(signature) = ArtifactSignature::parse(data) {
+        if signature.verify(trusted(), SEED_ARTIFACT).is_ok() {
+            let seed = seed_artifact();
+            assert_eq!(
+                (&signature.name, signature.sha256, signature.size),
+                (&seed.name, seed.sha256, seed.size)
+            );
+        }
+        assert!(
+            ArtifactSignature::parse(&signature.to_bytes()).is_ok_and(|again| again == signature)
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,6 +201,7 @@ mod tests {
                 "release_rollback/directive.json",
                 seed_directive().to_bytes(),
             ),
+            ("release_artifact/ringfence.sig", seed_artifact().to_bytes()),
         ]
     }
 
@@ -207,6 +235,7 @@ mod tests {
             manifest(&bytes);
             signatures(&bytes);
             rollback_directive(&bytes);
+            artifact_signature(&bytes);
             if name.starts_with("release_bundle/") {
                 let installed = SlotState {
                     highest_installed: Some(version("1.0.0")),
@@ -221,5 +250,6 @@ mod tests {
             }
         }
         assert!(seed_directive().verify(trusted(), NOW).is_ok());
+        assert!(seed_artifact().verify(trusted(), SEED_ARTIFACT).is_ok());
     }
 }

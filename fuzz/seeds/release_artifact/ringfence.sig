@@ -1,0 +1,11 @@
+{
+  "name": "ringfence",
+  "sha256": "a90825cdf6413a38f274dbdc28ce9dca9eb020f77ccc9a53b82f755d6e351306",
+  "size": 27,
+  "signatures": [
+    {
+      "keyid": "b3f339e347e1d06bab4e6a5b6e870118345e614d9e194389e8543b2702b6768c",
+      "sig": "70e65b76797b8a767451056329607edca46334db450947df01d4a68a9d829e28ced5abc429e621c1ca0c3ec8e17090350da3e21c0ac6a952c58c865395b71f04"
+    }
+  ]
+}

@@ -53,8 +53,9 @@ for target in $targets; do
     printf '%-20s ok   %10s runs  %8s execs/s  %4ss\n' "$target" "${runs:-?}" "${rate:-?}" "${took:-?}"
   else
     printf '%-20s FAILED\n' "$target"
-    tail -n 40 "$log"
-    grep -h 'Test unit written to' "$log" || true
+    # The panic or sanitizer report, then where libFuzzer saved the input.
+    grep -E -A3 'panicked at|==ERROR|ERROR: libFuzzer|^SUMMARY' "$log" | head -n 30 || true
+    grep 'Test unit written to' "$log" || true
     failed+=("$target")
   fi
 done

@@ -48,6 +48,9 @@ pub enum SpoolError {
     Full { kind: String },
 }
 
+/// Sequence numbers at or above this are not ours (2^63: centuries of reports per second).
+const MAX_SEQUENCE: u64 = 1 << 63;
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct SpoolStats {
     pub pending: u64,
@@ -111,6 +114,12 @@ impl Spool {
             else {
                 continue;
             };
+            // No spool of ours gets anywhere near this; a planted or corrupt name must not
+            // make the next sequence overflow. The file stays for an operator to look at.
+            if sequence >= MAX_SEQUENCE {
+                tracing::warn!(path = %path.display(), "spool file with an impossible sequence number; left alone");
+                continue;
+            }
             let priority = match priority {
                 0 => Priority::Telemetry,
                 1 => Priority::Alert,
@@ -291,6 +300,16 @@ mod tests {
             .push(&report(9, "alert", 10))
             .expect("sequence continues after reopen");
         assert_eq!(spool.stats().pending, 3);
+    }
+
+    #[test]
+    fn a_file_with_an_impossible_sequence_is_left_alone() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join(format!("1-{}.json", u64::MAX)), b"{}").expect("plant");
+        let spool = Spool::open(dir.path(), 1 << 20).expect("open does not overflow");
+        assert_eq!(spool.stats().pending, 0);
+        spool.push(&report(1, "alert", 10)).expect("push");
+        assert_eq!(spool.stats().pending, 1);
     }
 
     #[test]

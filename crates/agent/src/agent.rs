@@ -6,13 +6,14 @@ use crate::cache::DecisionCache;
 use crate::config::{AgentConfig, AgentError, Sensor};
 use crate::core::{Core, Pending, Submitted};
 use crate::engines::{self as engine_set, EngineSlot, SwapError};
+use crate::protect::SelfProtection;
 use crate::recent::RecentEvents;
 use crate::stats::{Stats, StatsSnapshot};
 use crate::worker::Engines;
 use crate::{confine, notify, responder, sensors, worker};
 use ringfence_engine_host::LoadedEngine;
 use ringfence_protocol::Event;
-use ringfence_sensor::{Fanotify, ProcConnector, Ticket};
+use ringfence_sensor::{Channels, Fanotify, ProcConnector, Ticket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
@@ -22,6 +23,8 @@ use std::time::{Duration, Instant};
 #[derive(Debug)]
 pub struct Agent {
     core: Arc<Core>,
+    fanotify_reader: Option<JoinHandle<Option<Fanotify>>>,
+    proc_reader: Option<JoinHandle<Option<ProcConnector>>>,
     sensors: Vec<JoinHandle<()>>,
     workers: Vec<JoinHandle<()>>,
     responder: Option<JoinHandle<()>>,
@@ -32,7 +35,10 @@ pub struct Agent {
     workers_started: usize,
 }
 
-fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, AgentError> {
+fn spawn<T: Send + 'static>(
+    name: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<JoinHandle<T>, AgentError> {
     std::thread::Builder::new()
         .name(name.to_owned())
         .spawn(f)
@@ -47,6 +53,17 @@ impl Agent {
     pub fn start(
         config: AgentConfig,
         engines: Vec<Arc<LoadedEngine>>,
+    ) -> Result<Agent, AgentError> {
+        Agent::start_with(config, engines, Channels::default())
+    }
+
+    /// Like [`Agent::start`], but takes over live channels handed from a previous image of
+    /// the agent (self-upgrade, see [`ringfence_sensor::handoff`]) instead of opening new ones;
+    /// a sensor with no channel handed over is opened as usual.
+    pub fn start_with(
+        config: AgentConfig,
+        engines: Vec<Arc<LoadedEngine>>,
+        mut inherited: Channels,
     ) -> Result<Agent, AgentError> {
         if config.workers == 0 || config.queue_capacity == 0 {
             return Err(AgentError::Config(
@@ -73,10 +90,36 @@ impl Agent {
         let mut replays = Vec::new();
         for sensor in &config.sensors {
             match sensor {
-                Sensor::Fanotify => fanotify = Some(Fanotify::open(&config.fanotify)?),
-                Sensor::Proc => connector = Some(ProcConnector::open()?),
+                Sensor::Fanotify => {
+                    fanotify = Some(match inherited.fanotify.take() {
+                        Some(fan) => fan,
+                        None => Fanotify::open(&config.fanotify)?,
+                    });
+                }
+                Sensor::Proc => {
+                    connector = Some(match inherited.proc.take() {
+                        Some(connector) => connector,
+                        None => ProcConnector::open()?,
+                    });
+                }
                 Sensor::Replay(events) => replays.push(events.clone()),
             }
+        }
+        let mut protection = None;
+        if let Some(fan) = &mut fanotify {
+            // Left by a previous image for its own exec (self-upgrade); execs of those files
+            // are asked about again from here on.
+            fan.clear_ignores();
+            if !config.protect.is_empty() {
+                let protect = SelfProtection::new(&config.protect);
+                fan.watch_open(protect.paths())?;
+                tracing::info!(paths = ?protect.paths(), "self-protection marks placed");
+                protection = Some(protect);
+            }
+        } else if !config.protect.is_empty() {
+            tracing::warn!(
+                "self-protection needs the fanotify sensor; the agent's files are not protected"
+            );
         }
         // One handoff slot per worker plus the notification thread (index `workers`).
         let slot = EngineSlot::with_threads(engines, config.workers + 1);
@@ -94,11 +137,13 @@ impl Agent {
             engines: slot,
             cache: config.cache.then(DecisionCache::default),
             mute,
+            protection,
             stats: Stats::default(),
             recent: RecentEvents::default(),
             alerts,
             perm_deadline: config.perm_deadline,
             stopping: AtomicBool::new(false),
+            handing_off: AtomicBool::new(false),
             queue: Mutex::new(Some(queue_tx)),
             jobs: Mutex::new(queue_rx),
             watch: Mutex::new(Some(watch_tx)),
@@ -107,6 +152,8 @@ impl Agent {
         let audit = fanotify.as_ref().is_some_and(Fanotify::audit_enabled);
         let mut agent = Agent {
             core: Arc::clone(&core),
+            fanotify_reader: None,
+            proc_reader: None,
             sensors: Vec::new(),
             workers: Vec::new(),
             responder: None,
@@ -144,13 +191,11 @@ impl Agent {
         confined.wait()?;
         if let Some(fan) = fanotify {
             let c = Arc::clone(&core);
-            agent
-                .sensors
-                .push(spawn("rf-fanotify", move || sensors::fanotify(&c, &fan))?);
+            agent.fanotify_reader = Some(spawn("rf-fanotify", move || sensors::fanotify(&c, fan))?);
         }
         if let Some(connector) = connector {
             let c = Arc::clone(&core);
-            agent.sensors.push(spawn("rf-proc", move || {
+            agent.proc_reader = Some(spawn("rf-proc", move || {
                 sensors::proc_connector(&c, connector)
             })?);
         }
@@ -295,19 +340,56 @@ impl Agent {
         self.core.stats.snapshot()
     }
 
-    fn stop(&mut self) {
-        self.core.stopping.store(true, Ordering::Release);
-        // Sensors first: they stop reading, unmark and answer what the kernel still queued.
+    /// Stops for a self-upgrade and returns the live channels for the next image: the readers
+    /// stop without unmarking, every event already read is decided by the engines (not by
+    /// policy) and answered, and every thread is joined. Events the kernel queues from now on
+    /// wait for whoever adopts the channels; if nobody does, dropping them closes the group and
+    /// the kernel allows those events.
+    pub fn handoff(mut self) -> (Channels, StatsSnapshot) {
+        self.core.handing_off.store(true, Ordering::Release);
+        let channels = Channels {
+            fanotify: self
+                .fanotify_reader
+                .take()
+                .and_then(|h| h.join().ok().flatten()),
+            proc: self
+                .proc_reader
+                .take()
+                .and_then(|h| h.join().ok().flatten()),
+        };
         for handle in self.sensors.drain(..) {
             let _ = handle.join();
         }
-        // Closing the queue lets workers drain (answering by policy) and exit.
+        // Workers still decide with the engines: `stopping` is not set until they are done.
+        self.drain_workers();
+        self.stop();
+        (channels, self.core.stats.snapshot())
+    }
+
+    fn drain_workers(&mut self) {
+        // Closing the queue lets workers drain and exit.
         if let Ok(mut queue) = self.core.queue.lock() {
             queue.take();
         }
         for handle in self.workers.drain(..) {
             let _ = handle.join();
         }
+    }
+
+    fn stop(&mut self) {
+        self.core.stopping.store(true, Ordering::Release);
+        // Sensors first: they stop reading, unmark and answer what the kernel still queued.
+        if let Some(handle) = self.fanotify_reader.take() {
+            let _ = handle.join();
+        }
+        if let Some(handle) = self.proc_reader.take() {
+            let _ = handle.join();
+        }
+        for handle in self.sensors.drain(..) {
+            let _ = handle.join();
+        }
+        // Workers answer what is still queued by policy.
+        self.drain_workers();
         if let Ok(mut watch) = self.core.watch.lock() {
             watch.take();
         }

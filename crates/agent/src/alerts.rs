@@ -24,6 +24,8 @@ pub enum Reason {
     Notification,
     /// The agent was shutting down; the failure policy answered.
     Shutdown,
+    /// Self-protection: a process tried to modify the agent's own files.
+    Tamper,
 }
 
 impl Reason {
@@ -35,6 +37,7 @@ impl Reason {
             Reason::QueueFull => "queue_full",
             Reason::Notification => "notification",
             Reason::Shutdown => "shutdown",
+            Reason::Tamper => "tamper",
         }
     }
 }

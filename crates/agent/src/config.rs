@@ -41,6 +41,9 @@ pub struct AgentConfig {
     /// Applied by every thread that runs engines to itself before its first event (the
     /// engine role of `ringfence_hardening`); `None` leaves them as the process is.
     pub engine_threads: Option<Arc<EngineConfinement>>,
+    /// The agent's own files and directories (their direct children): only the agent, its
+    /// family and the package manager may open them for writing. Needs the fanotify sensor.
+    pub protect: Vec<PathBuf>,
 }
 
 impl Default for AgentConfig {
@@ -59,6 +62,7 @@ impl Default for AgentConfig {
             cache: true,
             mute: MuteSet::defaults(),
             engine_threads: None,
+            protect: Vec::new(),
         }
     }
 }

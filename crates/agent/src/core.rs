@@ -4,6 +4,7 @@ use crate::alerts::{Alert, AlertSink, EngineVerdict, Reason};
 use crate::cache::{CacheKey, DecisionCache};
 use crate::engines::EngineSlot;
 use crate::mute::MuteSet;
+use crate::protect::SelfProtection;
 use crate::recent::RecentEvents;
 use crate::stats::Stats;
 use ringfence_protocol::{Event, Verdict};
@@ -80,12 +81,15 @@ pub struct Core {
     pub engines: EngineSlot,
     pub cache: Option<DecisionCache>,
     pub mute: MuteSet,
+    pub protection: Option<SelfProtection>,
     pub stats: Stats,
     /// Recent permission events, the sample a validated swap tries the new engines on.
     pub recent: RecentEvents,
     pub alerts: AlertSink,
     pub perm_deadline: Duration,
     pub stopping: AtomicBool,
+    /// Set for a self-upgrade: readers stop and give their channels back, unmarking nothing.
+    pub handing_off: AtomicBool,
     pub queue: Mutex<Option<SyncSender<Job>>>,
     pub jobs: Mutex<Receiver<Job>>,
     pub watch: Mutex<Option<Sender<Watch>>>,
@@ -104,6 +108,15 @@ pub enum Submitted {
 impl Core {
     pub fn stopping(&self) -> bool {
         self.stopping.load(Ordering::Acquire)
+    }
+
+    /// True when sensors must stop reading: shutting down or handing off.
+    pub fn sensors_stop(&self) -> bool {
+        self.stopping() || self.handing_off.load(Ordering::Acquire)
+    }
+
+    pub fn handing_off(&self) -> bool {
+        self.handing_off.load(Ordering::Acquire)
     }
 
     /// Answers by the current engine set's failure policy, counts it and alerts.

@@ -24,6 +24,7 @@ mod core;
 pub mod engines;
 pub mod mute;
 mod notify;
+pub mod protect;
 mod recent;
 mod responder;
 mod sensors;

@@ -4,8 +4,9 @@
 use crate::alerts::{Alert, Reason};
 use crate::cache::CacheKey;
 use crate::core::{Core, Pending};
+use crate::protect::{Decision, SelfProtection};
 use crate::stats::Stats;
-use ringfence_protocol::{Action, Event};
+use ringfence_protocol::{Action, Event, OpenEvent, Severity, Verdict};
 use ringfence_sensor::{Access, FanEvent, Fanotify, ProcConnector, Ticket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,16 +15,21 @@ use std::time::{Duration, Instant};
 /// How long a reader blocks before it looks at the stop flag.
 const POLL: Duration = Duration::from_millis(50);
 
-/// Reads fanotify until stopped, then unmarks and answers everything still queued.
-pub fn fanotify(core: &Core, fan: &Fanotify) {
-    while !core.stopping() {
-        match fan.read(POLL) {
-            Ok(events) => events.into_iter().for_each(|e| fan_event(core, e)),
-            Err(error) => {
-                tracing::error!(%error, "fanotify read failed");
-                std::thread::sleep(POLL);
-            }
+/// Reads fanotify until stopped, then unmarks and answers everything still queued; or, when
+/// handing off, returns the group as it is, marks and queued events included.
+pub fn fanotify(core: &Core, mut fan: Fanotify) -> Option<Fanotify> {
+    while !core.sensors_stop() {
+        read_once(core, &fan, POLL);
+    }
+    if core.handing_off() {
+        // Our own threads open protected files (spool, alerts); with nobody reading until the
+        // next image starts, those opens would wait on us for ever. So the protection marks
+        // go now, and whatever they queued is answered in one last pass.
+        if let Some(protection) = &core.protection {
+            fan.unwatch_open(protection.paths());
         }
+        read_once(core, &fan, Duration::ZERO);
+        return Some(fan);
     }
     fan.unmark();
     // Events the kernel queued before the marks went are still ours to answer.
@@ -41,6 +47,17 @@ pub fn fanotify(core: &Core, fan: &Fanotify) {
             _ => break,
         }
     }
+    None
+}
+
+fn read_once(core: &Core, fan: &Fanotify, timeout: Duration) {
+    match fan.read(timeout) {
+        Ok(events) => events.into_iter().for_each(|e| fan_event(core, e)),
+        Err(error) => {
+            tracing::error!(%error, "fanotify read failed");
+            std::thread::sleep(POLL);
+        }
+    }
 }
 
 fn pending_of(access: &Access, pid: u32, path: String) -> Pending {
@@ -56,8 +73,24 @@ fn fan_event(core: &Core, event: FanEvent) {
         Stats::add(&core.stats.overflows);
         tracing::warn!("fanotify queue overflow");
     }
-    let Some(ticket) = event.ticket else { return };
-    if core.mute.pid(event.pid) || core.mute.path(&event.path) {
+    let Some(ticket) = event.ticket.clone() else {
+        return;
+    };
+    if core.mute.pid(event.pid) {
+        Stats::add(&core.stats.muted);
+        ticket.respond(true);
+        return;
+    }
+    // Before the muted paths: the data directory is muted for execs and reads, not for
+    // writes by strangers.
+    if event.access == Access::Open
+        && let Some(protection) = &core.protection
+        && protection.covers(&event.path, event.file.map(|f| (f.dev, f.ino)))
+    {
+        protected_open(core, protection, &event, &ticket);
+        return;
+    }
+    if core.mute.path(&event.path) {
         Stats::add(&core.stats.muted);
         ticket.respond(true);
         return;
@@ -97,10 +130,52 @@ fn fan_event(core: &Core, event: FanEvent) {
     core.submit(ticket, pending, key);
 }
 
-/// Reads the process connector until stopped.
-pub fn proc_connector(core: &Core, mut connector: ProcConnector) {
+/// Answers an open of one of the agent's own files; a denial is a tamper alert.
+fn protected_open(core: &Core, protection: &SelfProtection, event: &FanEvent, ticket: &Ticket) {
+    match protection.decide(event.pid) {
+        Decision::Allow => {
+            ticket.respond(true);
+            Stats::add(&core.stats.protected_opens_allowed);
+        }
+        Decision::Deny { exe, intent } => {
+            ticket.respond(false);
+            Stats::add(&core.stats.tamper_denied);
+            core.count_answer(false);
+            let info = ringfence_sensor::procfs::process(event.pid);
+            let tampering = Event::Open(OpenEvent {
+                pid: event.pid,
+                uid: info.uid,
+                gid: info.gid,
+                path: event.path.clone(),
+                exe: exe.clone(),
+                write: true,
+            });
+            let verdict = Verdict {
+                action: Action::Deny,
+                rule_id: "ringfence-self-protection".into(),
+                severity: Severity::High,
+                message: format!(
+                    "{exe} (pid {}) tried to open the agent's file {} ({intent:?}); denied",
+                    event.pid, event.path
+                ),
+                tags: vec!["tamper".into()],
+            };
+            core.alert(&Alert {
+                event: &tampering,
+                verdict: &verdict,
+                allowed: Some(false),
+                reason: Reason::Tamper,
+                engines: &[],
+                failures: &[],
+            });
+        }
+    }
+}
+
+/// Reads the process connector until stopped; returns the socket when handing off.
+pub fn proc_connector(core: &Core, mut connector: ProcConnector) -> Option<ProcConnector> {
     let mut overflows = 0;
-    while !core.stopping() {
+    while !core.sensors_stop() {
         match connector.read(POLL) {
             Ok(events) => {
                 for event in events {
@@ -120,6 +195,7 @@ pub fn proc_connector(core: &Core, mut connector: ProcConnector) {
             Stats::add(&core.stats.overflows);
         }
     }
+    core.handing_off().then_some(connector)
 }
 
 /// Replays a corpus once; returns when every event has been answered or processed (or the
@@ -128,7 +204,7 @@ pub fn replay(core: &Core, events: Vec<Event>, notified: &AtomicU64) {
     let mut tickets = Vec::new();
     let mut notifications = 0u64;
     for event in events {
-        if core.stopping() {
+        if core.sensors_stop() {
             break;
         }
         Stats::add(&core.stats.events);

@@ -64,6 +64,10 @@ counters! {
     /// Times a thread had to instantiate engines itself on the event path (a set installed
     /// without pre-built workers); zero when every swap hands its workers over.
     lazy_engine_builds,
+    /// Opens of the agent's own files by others, allowed (reads, execs, trusted processes).
+    protected_opens_allowed,
+    /// Opens of the agent's own files for writing by untrusted processes, denied.
+    tamper_denied,
 }
 
 impl Stats {

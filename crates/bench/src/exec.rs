@@ -1,13 +1,15 @@
 //! `ringfence bench exec`: what exec authorisation costs. fork+exec+wait of a small binary on a
-//! private tmpfs, without an agent and with agents of increasing work, in one run; plus the RSS
-//! of a real `ringfence agent` process with two engines loaded.
+//! private tmpfs, without an agent and with agents of increasing work, in one run; what the
+//! seccomp filters of a hardened agent add to that path (the same agent with and without
+//! them); plus the RSS of a real `ringfence agent` process with two engines loaded.
 
 use crate::stats::{Percentiles, Row, print};
 use anyhow::Context;
 use ringfence_agent::{Agent, AgentConfig, MuteSet, Sensor};
 use ringfence_engine_host::{EngineSettings, LoadedEngine, Runtime};
+use ringfence_hardening::{FsView, Hardening};
 use ringfence_protocol::FailurePolicy;
-use ringfence_sensor::FanotifyConfig;
+use ringfence_sensor::{Channels, Fanotify, FanotifyConfig};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -27,17 +29,23 @@ pub struct Options {
     pub json: bool,
 }
 
-/// A tmpfs on a temporary directory, so only the benchmark's binary is marked.
-struct Tmpfs {
-    dir: PathBuf,
+/// A tmpfs on a temporary directory, so only the benchmark's binaries are marked.
+pub(crate) struct Tmpfs {
+    pub(crate) dir: PathBuf,
 }
 
 impl Tmpfs {
     fn new() -> anyhow::Result<Tmpfs> {
-        let dir = std::env::temp_dir().join(format!("ringfence-bench-exec-{}", std::process::id()));
+        Tmpfs::sized("exec", "16m")
+    }
+
+    /// A tmpfs of `size` (mount's `size=` syntax) named after the benchmark.
+    pub(crate) fn sized(bench: &str, size: &str) -> anyhow::Result<Tmpfs> {
+        let dir =
+            std::env::temp_dir().join(format!("ringfence-bench-{bench}-{}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
         let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=16m", "tmpfs"])
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
             .arg(&dir)
             .status()
             .context("run mount")?
@@ -77,14 +85,8 @@ fn engine(runtime: &Runtime, name: &str, content: &[u8]) -> anyhow::Result<Arc<L
     Ok(LoadedEngine::load(runtime, settings, wasm, content)?)
 }
 
-fn with_agent(
-    mount: &Path,
-    bin: &Path,
-    engines: Vec<Arc<LoadedEngine>>,
-    cache: bool,
-    iterations: usize,
-) -> anyhow::Result<(Percentiles, ringfence_agent::StatsSnapshot)> {
-    let config = AgentConfig {
+fn agent_config(mount: &Path, cache: bool) -> AgentConfig {
+    AgentConfig {
         sensors: vec![Sensor::Fanotify],
         fanotify: FanotifyConfig {
             exec_mounts: vec![mount.to_owned()],
@@ -94,11 +96,52 @@ fn with_agent(
         cache,
         mute: MuteSet::defaults(),
         ..AgentConfig::default()
-    };
-    let agent = Agent::start(config, engines)?;
+    }
+}
+
+fn with_agent(
+    mount: &Path,
+    bin: &Path,
+    engines: Vec<Arc<LoadedEngine>>,
+    cache: bool,
+    iterations: usize,
+) -> anyhow::Result<(Percentiles, ringfence_agent::StatsSnapshot)> {
+    let agent = Agent::start(agent_config(mount, cache), engines)?;
     let result = measure(bin, iterations);
     let stats = agent.shutdown();
     Ok((result?, stats))
+}
+
+/// Like [`with_agent`], with the agent's threads under the seccomp filters of a hardened agent
+/// (the agent list on every agent thread, the engine list stacked on workers). The filters are
+/// installed on a thread that then starts the agent, so its threads inherit them while this
+/// process's own fork+exec loop, like every other process on a host, runs unfiltered.
+fn with_filtered_agent(
+    mount: &Path,
+    bin: &Path,
+    engines: Vec<Arc<LoadedEngine>>,
+    iterations: usize,
+) -> anyhow::Result<Percentiles> {
+    let hardening = Hardening::new(FsView::default())?;
+    let mut config = agent_config(mount, false);
+    config.engine_threads = Some(hardening.engine_confinement());
+    let agent = std::thread::scope(|scope| {
+        scope
+            .spawn(|| -> anyhow::Result<Agent> {
+                // The group is opened before the filter: fanotify_init is not on the agent list.
+                let channels = Channels {
+                    fanotify: Some(Fanotify::open(&config.fanotify)?),
+                    proc: None,
+                };
+                hardening.filter_current_thread()?;
+                Ok(Agent::start_with(config, engines, channels)?)
+            })
+            .join()
+            .map_err(|_| anyhow::anyhow!("the filtered agent's starter panicked"))?
+    })?;
+    let result = measure(bin, iterations);
+    agent.shutdown();
+    result
 }
 
 /// Resident set size of a process, in KiB.
@@ -174,8 +217,12 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
 
     let base = measure(&bin, iterations)?;
     let (no_cache, _) = with_agent(&fs.dir, &bin, vec![Arc::clone(&trivial)], false, iterations)?;
-    let (cached, cached_stats) = with_agent(&fs.dir, &bin, vec![trivial], true, iterations)?;
+    let (cached, cached_stats) =
+        with_agent(&fs.dir, &bin, vec![Arc::clone(&trivial)], true, iterations)?;
     let (list, _) = with_agent(&fs.dir, &bin, vec![allowlist], false, iterations)?;
+    // Unfiltered and filtered back to back, with the same engine, so the ratio is the filters'.
+    let (unfiltered, _) = with_agent(&fs.dir, &bin, vec![Arc::clone(&trivial)], false, iterations)?;
+    let filtered = with_filtered_agent(&fs.dir, &bin, vec![Arc::clone(&trivial)], iterations)?;
     let rss = agent_process_rss(&fs.dir, &bin, &rules_path)?;
 
     let us = |ns: u64| ns as f64 / 1000.0;
@@ -203,6 +250,25 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         } else {
             row
         });
+    }
+    for (name, q) in [
+        (
+            "p50",
+            (|p: &Percentiles| p.p50_ns) as fn(&Percentiles) -> u64,
+        ),
+        ("p99", |p: &Percentiles| p.p99_ns),
+    ] {
+        rows.push(
+            Row::new(
+                format!("seccomp-filtered agent, no cache: exec {name}"),
+                us(q(&filtered)),
+                "µs",
+            )
+            .ratio(
+                q(&filtered) as f64 / q(&unfiltered).max(1) as f64,
+                format!("same agent unfiltered ({:.1} µs)", us(q(&unfiltered))),
+            ),
+        );
     }
     rows.push(Row::new(
         "cache hits in the cached run",

@@ -98,7 +98,9 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     }
     std::thread::sleep(Duration::from_millis(options.steady_ms));
     stop.store(true, Ordering::Relaxed);
-    looper.join().map_err(|_| anyhow::anyhow!("exec loop panicked"))?;
+    looper
+        .join()
+        .map_err(|_| anyhow::anyhow!("exec loop panicked"))?;
 
     let samples = samples.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
     let overlaps = |(start, took): &Sample, (from, to): &(Duration, Duration)| {
@@ -118,7 +120,10 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     let worst = during.iter().max().copied().unwrap_or_default();
     let mut upgrade_times: Vec<Duration> = windows.iter().map(|(a, b)| *b - *a).collect();
     let upgrade = Percentiles::of(&mut upgrade_times);
-    let failed = failures.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.len();
+    let failed = failures
+        .lock()
+        .map_err(|_| anyhow::anyhow!("poisoned"))?
+        .len();
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     let ns_ms = |ns: u64| ns as f64 / 1e6;
     let rows = vec![
@@ -127,8 +132,16 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         Row::new("exec p99, steady", ns_ms(steady.p99_ns), "ms"),
         Row::new("worst exec during an upgrade", ms(worst), "ms")
             .ratio(ms(worst) / ns_ms(steady.p99_ns).max(1e-6), "steady p99"),
-        Row::new("upgrade, signal to serving (p50)", ns_ms(upgrade.p50_ns), "ms"),
-        Row::new("upgrade, signal to serving (max)", ns_ms(upgrade.max_ns), "ms"),
+        Row::new(
+            "upgrade, signal to serving (p50)",
+            ns_ms(upgrade.p50_ns),
+            "ms",
+        ),
+        Row::new(
+            "upgrade, signal to serving (max)",
+            ns_ms(upgrade.max_ns),
+            "ms",
+        ),
     ];
     print(
         &format!("in-place agent upgrade ({} upgrades)", options.upgrades),

@@ -2,10 +2,12 @@
 //! runs the agent until SIGTERM (or until a replayed corpus is done).
 
 use super::engine::read_engine;
+use super::self_upgrade::SelfUpgrade;
 use anyhow::Context;
 use ringfence_agent::{Agent, AgentConfig, MuteSet, Sensor};
 use ringfence_engine_host::{EngineSettings, LoadedEngine, Runtime};
 use ringfence_protocol::{FailurePolicy, content};
+use ringfence_sensor::Channels;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -89,6 +91,20 @@ pub struct AgentArgs {
     /// Print the final counters as JSON on standard error at exit.
     #[arg(long)]
     stats_json: bool,
+    /// The binary a self-upgrade (SIGUSR2) executes; by default the one this agent was
+    /// started from, as the package manager replaces it.
+    #[arg(long)]
+    upgrade_binary: Option<PathBuf>,
+    /// Trusted public key for self-upgrades (repeat for several): the new binary must carry a
+    /// valid `<binary>.sig` by one of them (`ringfence release sign-binary`).
+    #[arg(long = "upgrade-pub")]
+    upgrade_pub: Vec<PathBuf>,
+    /// Do not protect the agent's binary, configuration and data directory from being
+    /// modified by other processes (fanotify sensor only).
+    #[arg(long)]
+    no_self_protect: bool,
+    #[command(flatten)]
+    harden: super::harden::HardenArgs,
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -162,7 +178,7 @@ pub fn load_engines(runtime: &Runtime, args: &AgentArgs) -> anyhow::Result<Vec<A
     Ok(engines)
 }
 
-fn config(args: &AgentArgs) -> anyhow::Result<AgentConfig> {
+fn config(args: &AgentArgs, upgrade: &SelfUpgrade) -> anyhow::Result<AgentConfig> {
     let mut mute = MuteSet::defaults();
     for pid in &args.mute_pid {
         mute = mute.with_pid(*pid);
@@ -185,6 +201,11 @@ fn config(args: &AgentArgs) -> anyhow::Result<AgentConfig> {
     }
     config.fanotify.exec_filesystems = args.filesystem.clone();
     config.fanotify.watch_open = args.watch_open.clone();
+    if !args.no_self_protect {
+        config.protect.push(upgrade.binary().to_owned());
+        config.protect.extend(args.config.iter().cloned());
+        config.protect.extend(args.data_dir.iter().cloned());
+    }
     for sensor in &args.sensor {
         config.sensors.push(match sensor {
             SensorArg::None => continue,
@@ -210,22 +231,48 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
     // Before any thread exists, so every thread inherits the mask and SIGTERM is collected
     // here as a clean shutdown instead of killing the process mid-answer.
     ringfence_sensor::sys::block_termination_signals().context("block SIGTERM")?;
+    if args.harden.print_policy {
+        super::harden::print_policy()?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let trusted = if args.upgrade_pub.is_empty() {
+        None
+    } else {
+        Some(ringfence_release::TrustedKeys::read_files(
+            &args.upgrade_pub,
+        )?)
+    };
+    let upgrade = SelfUpgrade::new(args.upgrade_binary.clone(), trusted)?;
     if args.managed.server.is_some() {
         let data_dir = args
             .data_dir
             .clone()
             .unwrap_or_else(|| PathBuf::from("/var/lib/ringfence/agent"));
-        let config = config(&args)?;
-        return super::managed::run(config, args.managed, &data_dir);
+        let mut config = config(&args, &upgrade)?;
+        if !args.no_self_protect && args.data_dir.is_none() {
+            config.protect.push(data_dir.clone());
+        }
+        return super::managed::run(config, args.managed, &data_dir, &upgrade, &args.harden);
     }
-    let runtime = Runtime::new()?;
+    let mut config = config(&args, &upgrade)?;
+    // A previous image of this agent may have handed its live channels over (self-upgrade).
+    let inherited = Channels::adopt_from_env(&config.fanotify)?;
+    let upgraded = inherited.is_some();
+    // Channels open, then privileges go, then the first thread (the wasm runtime's) starts.
+    let view = super::harden::view(
+        args.data_dir.as_deref(),
+        config.alerts.as_deref(),
+        upgrade.binary(),
+    );
+    let (channels, hardening) = super::harden::confine(&args.harden, &mut config, inherited, view)?;
+    let runtime = super::harden::landlocked(hardening.as_ref(), "wasm runtime", Runtime::new)??;
     let engines = load_engines(&runtime, &args)?;
-    let config = config(&args)?;
-    let agent = Agent::start(config, engines)?;
+    let mut agent = Agent::start_with(config.clone(), engines.clone(), channels)?;
     eprintln!(
-        "ringfence agent: ready (pid {}, audit {})",
+        "ringfence agent: ready (pid {}, audit {}{})",
         std::process::id(),
-        if agent.audit_enabled() { "on" } else { "off" }
+        if agent.audit_enabled() { "on" } else { "off" },
+        if upgraded { ", upgraded in place" } else { "" }
     );
     // Under a guard, beat its heartbeat while the agent runs; a hung agent stops beating.
     let guard = ringfence_protocol::guard_link::GuardLink::from_env();
@@ -236,9 +283,27 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
         if let Some(guard) = &guard {
             guard.beat();
         }
-        if let Some(signal) = ringfence_sensor::sys::wait_termination(Duration::from_millis(100)) {
-            tracing::info!(signal, "stopping on signal");
-            break;
+        match ringfence_sensor::sys::wait_termination(Duration::from_millis(100)) {
+            Some(ringfence_sensor::sys::UPGRADE_SIGNAL) if agent.has_replay() => {
+                tracing::warn!("a replaying agent does not upgrade in place; signal ignored");
+            }
+            Some(ringfence_sensor::sys::UPGRADE_SIGNAL) => {
+                agent = upgrade.run(agent, |channels| {
+                    Ok(Agent::start_with(
+                        config.clone(),
+                        engines.clone(),
+                        channels,
+                    )?)
+                })?;
+                if let Some(guard) = &guard {
+                    guard.ready();
+                }
+            }
+            Some(signal) => {
+                tracing::info!(signal, "stopping on signal");
+                break;
+            }
+            None => {}
         }
         if agent.has_replay() && agent.wait_replay(Duration::ZERO) {
             break;

@@ -10,6 +10,7 @@ mod crash;
 mod host;
 mod traffic;
 
+use super::self_upgrade::SelfUpgrade;
 use anyhow::Context;
 use host::{ManagedHost, cpu_ticks, engine_for};
 use ringfence_agent::{Agent, AgentConfig};
@@ -18,6 +19,7 @@ use ringfence_protocol::api::EnrollRequest;
 use ringfence_protocol::corpus;
 use ringfence_protocol::guard_link::GuardLink;
 use ringfence_release::SlotStore;
+use ringfence_sensor::Channels;
 use ringfence_uplink::link::{report, trusted_keys};
 use ringfence_uplink::{Fingerprint, Identity, Link, LinkConfig, ServerClient, Spool, tls};
 use std::collections::BTreeMap;
@@ -118,6 +120,8 @@ pub fn run(
     mut config: AgentConfig,
     args: ManagedArgs,
     data_dir: &Path,
+    upgrade: &SelfUpgrade,
+    harden: &super::harden::HardenArgs,
 ) -> anyhow::Result<ExitCode> {
     let server = args
         .server
@@ -125,7 +129,14 @@ pub fn run(
         .context("--server is required in managed mode")?;
     std::fs::create_dir_all(data_dir).with_context(|| format!("create {}", data_dir.display()))?;
     let identity = identity(&args, data_dir, &server)?;
-    let _crash_monitor = if args.no_crash_monitor {
+    // An image started by an in-place upgrade inherits its predecessor's confinement (no
+    // capabilities, seccomp, Landlock): a crash monitor started now could neither ptrace us nor
+    // write dumps, and we would wait for it in vain while execs queue for us.
+    let upgraded_in = std::env::var_os(ringfence_sensor::HANDOFF_ENV).is_some();
+    let crash_monitor = if args.no_crash_monitor {
+        None
+    } else if upgraded_in {
+        tracing::info!("upgraded in place: no crash monitor until the next fresh start");
         None
     } else {
         match crash::start_crash_monitor(data_dir) {
@@ -137,6 +148,15 @@ pub fn run(
             }
         }
     };
+    let alerts_path = data_dir.join("alerts.jsonl");
+    config.alerts = Some(alerts_path.clone());
+    config.mute = config.mute.clone().with_path(data_dir.to_owned());
+    // A previous image of this agent may have handed its live channels over (self-upgrade).
+    let inherited = Channels::adopt_from_env(&config.fanotify)?;
+    let upgraded = inherited.is_some();
+    // After the crash monitor started (it must stay free to ptrace us), before any thread.
+    let view = super::harden::view(Some(data_dir), None, upgrade.binary());
+    let (channels, hardening) = super::harden::confine(harden, &mut config, inherited, view)?;
     if let Some(after) = args.crash_after_ms {
         std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(after));
@@ -147,7 +167,7 @@ pub fn run(
     let spool = Arc::new(Spool::open(&data_dir.join("spool"), 64 << 20)?);
     let slots = SlotStore::open(data_dir.join("slots"))?;
     let keys = trusted_keys(&identity).map_err(anyhow::Error::msg)?;
-    let runtime = Runtime::new()?;
+    let runtime = super::harden::landlocked(hardening.as_ref(), "wasm runtime", Runtime::new)??;
 
     // Start on what the slots say; the guard asks for the last known good after a crash loop.
     let mut engines = BTreeMap::new();
@@ -174,9 +194,6 @@ pub fn run(
         }
     }
 
-    let alerts_path = data_dir.join("alerts.jsonl");
-    config.alerts = Some(alerts_path.clone());
-    config.mute = config.mute.clone().with_path(data_dir.to_owned());
     let host = Arc::new(ManagedHost {
         runtime,
         agent: OnceLock::new(),
@@ -187,24 +204,32 @@ pub fn run(
             cpu_ticks(),
         )),
     });
-    let agent = Arc::new(Agent::start(config, engines.into_values().collect())?);
+    let agent = Arc::new(Agent::start_with(
+        config,
+        engines.into_values().collect(),
+        channels,
+    )?);
     let _ = host.agent.set(Arc::clone(&agent));
 
     let stop = Arc::new(AtomicBool::new(false));
-    let shipper = alerts::ship_alerts(alerts_path, Arc::clone(&spool), Arc::clone(&stop));
     let link_config = LinkConfig {
         bless_after: Duration::from_secs(args.bless_after_s),
         interval: Duration::from_secs(1),
         ..LinkConfig::default()
     };
-    let link = Link::start(
-        &identity,
-        Arc::clone(&spool),
-        slots,
-        Arc::clone(&host),
-        link_config,
-    )
-    .map_err(anyhow::Error::msg)?;
+    // The network-facing threads write nothing but the data directory: Landlock holds them to it.
+    let (shipper, link) = super::harden::landlocked(hardening.as_ref(), "uplink", || {
+        let shipper = alerts::ship_alerts(alerts_path, Arc::clone(&spool), Arc::clone(&stop));
+        let link = Link::start(
+            &identity,
+            Arc::clone(&spool),
+            slots,
+            Arc::clone(&host),
+            link_config,
+        );
+        (shipper, link)
+    })?;
+    let link = link.map_err(anyhow::Error::msg)?;
     let sent = Arc::new(AtomicU64::new(0));
     let unanswered = Arc::new(AtomicU64::new(0));
     let traffic_thread = match &args.traffic {
@@ -224,18 +249,29 @@ pub fn run(
         guard.ready();
     }
     eprintln!(
-        "ringfence agent: ready, managed by {server} as {}",
-        identity.agent_id
+        "ringfence agent: ready, managed by {server} as {}{}",
+        identity.agent_id,
+        if upgraded { ", upgraded in place" } else { "" }
     );
-    loop {
-        if let Some(signal) = ringfence_sensor::sys::wait_termination(Duration::from_millis(200)) {
-            tracing::info!(signal, "stopping on signal");
-            break;
+    let upgrading = loop {
+        match ringfence_sensor::sys::wait_termination(Duration::from_millis(200)) {
+            // Verify and probe before tearing anything down: a refused binary leaves
+            // everything running.
+            Some(ringfence_sensor::sys::UPGRADE_SIGNAL) => {
+                if let Ok(prepared) = upgrade.prepare_logged() {
+                    break Some(prepared);
+                }
+            }
+            None => {}
+            Some(signal) => {
+                tracing::info!(signal, "stopping on signal");
+                break None;
+            }
         }
         if let Some(guard) = &guard {
             guard.beat();
         }
-    }
+    };
 
     stop.store(true, Ordering::Relaxed);
     if let Some(thread) = traffic_thread {
@@ -243,6 +279,20 @@ pub fn run(
     }
     let _ = shipper.join();
     link.stop();
+    if let Some(prepared) = upgrading {
+        // The link and its host were the other owners of the agent; both are gone now.
+        drop(host);
+        let agent = Arc::try_unwrap(agent)
+            .map_err(|_| anyhow::anyhow!("the agent is still shared; cannot hand it off"))?;
+        // The next image starts its own monitor; this one would linger as a zombie.
+        drop(crash_monitor);
+        let (channels, error) = upgrade.handoff_and_exec(agent, &prepared);
+        // Closing the group lets the kernel allow what waits; the guard starts a fresh agent.
+        drop(channels);
+        return Err(
+            error.context("self-upgrade failed; exiting for the guard to restart the agent")
+        );
+    }
     let final_stats = match Arc::try_unwrap(agent) {
         Ok(agent) => agent.shutdown(),
         Err(agent) => agent.stats(),

@@ -1,10 +1,11 @@
-//! Self-protection: the agent's binary, configuration and data may be changed only by the agent
-//! itself, its guard and the package manager.
+//! Self-protection: the agent's configuration and data may be changed only by the agent itself,
+//! its guard and the package manager.
 //!
-//! A root attacker's first move against a security agent is to rewrite it: truncate the
-//! binary, edit its configuration, poison its data directory. The agent marks those files on
-//! its own fanotify group for open permission and, for every open by another process, decides
-//! here: processes running the agent's own binary (the agent, its guard, its crash monitor, the
+//! A root attacker's first move against a security agent is to rewrite it: edit its
+//! configuration, poison its data directory. (Its running binary the kernel already guards: an
+//! open for writing fails with ETXTBSY. Marking it too would hang the crash monitor, which reads
+//! it while the agent is stopped for a dump.) The agent marks those files on its own fanotify
+//! group for open permission and, for every open by another process, decides here: processes running the agent's own binary (the agent, its guard, its crash monitor, the
 //! operator CLI) and the package manager may; anyone else may read or execute but not open for
 //! writing, and is denied with an alert. What fanotify cannot see (rename over, unlink, a
 //! write through a descriptor opened before the agent started, anything by the kernel) stays

@@ -99,7 +99,7 @@ pub struct AgentArgs {
     /// valid `<binary>.sig` by one of them (`ringfence release sign-binary`).
     #[arg(long = "upgrade-pub")]
     upgrade_pub: Vec<PathBuf>,
-    /// Do not protect the agent's binary, configuration and data directory from being
+    /// Do not protect the agent's configuration and data directory from being
     /// modified by other processes (fanotify sensor only).
     #[arg(long)]
     no_self_protect: bool,
@@ -178,7 +178,7 @@ pub fn load_engines(runtime: &Runtime, args: &AgentArgs) -> anyhow::Result<Vec<A
     Ok(engines)
 }
 
-fn config(args: &AgentArgs, upgrade: &SelfUpgrade) -> anyhow::Result<AgentConfig> {
+fn config(args: &AgentArgs) -> anyhow::Result<AgentConfig> {
     let mut mute = MuteSet::defaults();
     for pid in &args.mute_pid {
         mute = mute.with_pid(*pid);
@@ -201,8 +201,10 @@ fn config(args: &AgentArgs, upgrade: &SelfUpgrade) -> anyhow::Result<AgentConfig
     }
     config.fanotify.exec_filesystems = args.filesystem.clone();
     config.fanotify.watch_open = args.watch_open.clone();
+    // The binary is not marked: the kernel already refuses to open a running executable for
+    // writing (ETXTBSY), and the crash monitor reads it while the agent is stopped for a dump,
+    // when nobody could answer a permission event for it.
     if !args.no_self_protect {
-        config.protect.push(upgrade.binary().to_owned());
         config.protect.extend(args.config.iter().cloned());
         config.protect.extend(args.data_dir.iter().cloned());
     }
@@ -248,13 +250,13 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
             .data_dir
             .clone()
             .unwrap_or_else(|| PathBuf::from("/var/lib/ringfence/agent"));
-        let mut config = config(&args, &upgrade)?;
+        let mut config = config(&args)?;
         if !args.no_self_protect && args.data_dir.is_none() {
             config.protect.push(data_dir.clone());
         }
         return super::managed::run(config, args.managed, &data_dir, &upgrade, &args.harden);
     }
-    let mut config = config(&args, &upgrade)?;
+    let mut config = config(&args)?;
     // A previous image of this agent may have handed its live channels over (self-upgrade).
     let inherited = Channels::adopt_from_env(&config.fanotify)?;
     let upgraded = inherited.is_some();

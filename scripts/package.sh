@@ -67,3 +67,15 @@ for variant in "" agent server; do
     --output "$target/debian/"
 done
 ls -l "$target"/debian/ringfence{,-agent,-server}_"$version"_*.deb
+
+# Supply chain: checksums of every package, and with RINGFENCE_RELEASE_KEY (a key from
+# `ringfence release keygen`) a detached signature of each, checked with
+# `ringfence release verify-binary --pub release.pub <package>.deb`.
+(cd "$target/debian" && sha256sum ringfence{,-agent,-server}_"$version"_*.deb > SHA256SUMS)
+if [ -n "${RINGFENCE_RELEASE_KEY:-}" ]; then
+  for deb in "$target"/debian/ringfence{,-agent,-server}_"$version"_*.deb; do
+    "$binary" release sign-binary --key "$RINGFENCE_RELEASE_KEY" "$deb" >/dev/null
+  done
+  echo "signed with $RINGFENCE_RELEASE_KEY"
+fi
+cat "$target/debian/SHA256SUMS"

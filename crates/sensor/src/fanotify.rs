@@ -166,14 +166,19 @@ impl Fanotify {
     /// them any more, which would block the exec for ever.
     pub fn ignore_exec_of(&mut self, paths: &[PathBuf]) -> Result<(), SensorError> {
         for path in paths {
-            let path = existing(path)?;
+            if !path.exists() {
+                return Err(SensorError::NoSuchPath(path.clone()));
+            }
+            // Marked through the path as given: `/proc/self/fd/N` names exactly the file
+            // opened and verified, even if its name was replaced since.
             add_mark(
                 &self.group,
                 libc::FAN_MARK_IGNORED_MASK,
                 EXEC_IGNORE_MASK,
-                &path,
+                path,
             )?;
-            self.ignored.push(path);
+            self.ignored
+                .push(std::fs::canonicalize(path).unwrap_or_else(|_| path.clone()));
         }
         Ok(())
     }
@@ -184,7 +189,13 @@ impl Fanotify {
     }
 
     /// Removes every exec ignore mark: execs of those files are asked about again.
+    ///
+    /// In the new image the binary's mark is also removed through `/proc/self/exe`, the file
+    /// this image runs, in case its name was replaced between the mark and the exec.
     pub fn clear_ignores(&mut self) {
+        if !self.ignored.is_empty() {
+            self.ignored.push(PathBuf::from("/proc/self/exe"));
+        }
         for path in self.ignored.drain(..) {
             if let Err(error) = sys::fanotify_mark(
                 &self.group,

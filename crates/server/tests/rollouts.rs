@@ -471,8 +471,6 @@ async fn agent_offline_for_a_whole_rollout_catches_up_when_it_returns() {
     let h = Harness::sqlite().await;
     let mut fleet = Fleet::enroll(&h, 10).await;
     complete_good_release(&h, &mut fleet).await;
-    let sleeper = fleet.agents.pop().expect("an agent");
-    fleet.versions.pop();
     publish_directly(&h, "2.0.0").await;
     // A ring counts as adopted at 50%, so one silent host does not hold the rollout back.
     let body = json!({"channel": "detection", "version": "2.0.0", "rings": "5,25,50,100", "bake_s": 0.0,
@@ -482,10 +480,33 @@ async fn agent_offline_for_a_whole_rollout_catches_up_when_it_returns() {
         .await;
     assert_eq!(status, StatusCode::CREATED, "{started}");
     let id = started["id"].as_str().expect("id").to_owned();
+    // The sleeper comes from the most populated ring: alone in its ring, its silence would
+    // rightly hold the rollout there (ids are random, so rings are too). Fleet::enroll tags
+    // the first two hosts `canary`.
+    let spec = ringfence_rollout::RolloutSpec::from_percentages("5,25,50,100", 0).expect("spec");
+    let ring = |i: usize| {
+        let tags = if i < 2 {
+            vec!["canary".to_owned()]
+        } else {
+            Vec::new()
+        };
+        ringfence_rollout::ring_of(&fleet.agents[i].agent_id, &tags, &id, &spec)
+    };
+    let rings: Vec<usize> = (0..fleet.agents.len()).map(ring).collect();
+    let crowded = (0..spec.rings.len())
+        .max_by_key(|&r| rings.iter().filter(|&&x| x == r).count())
+        .expect("a ring");
+    let pick = rings
+        .iter()
+        .position(|&r| r == crowded)
+        .expect("an agent in it");
+    let sleeper = fleet.agents.remove(pick);
+    fleet.versions.remove(pick);
     for _ in 0..12 {
         fleet.round(&h, None).await;
     }
-    assert_eq!(rollout(&h, &id).await["phase"], "completed");
+    let state = rollout(&h, &id).await;
+    assert_eq!(state["phase"], "completed", "{state:#}");
     // Back after the whole rollout: its first heartbeat assigns the final release.
     let assigned = beat(&h, &sleeper, Some("1.0.0")).await;
     assert_eq!(assigned.as_deref(), Some("2.0.0"));

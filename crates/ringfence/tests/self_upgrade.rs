@@ -6,6 +6,9 @@
 //! The agent binary itself lives on the marked tmpfs, so its own `execve` raises exec
 //! permission events on the group it hands over: the case the upgrade must not deadlock on.
 
+mod common;
+
+use common::Server;
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -91,6 +94,19 @@ impl Stage {
         std::fs::rename(&staged, self.binary()).expect("rename over");
     }
 
+    /// Runs the staged binary with the arguments `configure` adds: the child and its standard
+    /// error lines.
+    fn run(
+        &self,
+        configure: impl FnOnce(&mut Command) -> &mut Command,
+    ) -> (Running, mpsc::Receiver<String>) {
+        let mut command = Command::new(self.binary());
+        configure(&mut command).stderr(Stdio::piped());
+        let mut child = Running(command.spawn().expect("the staged binary starts"));
+        let lines = lines_of(&mut child.0);
+        (child, lines)
+    }
+
     fn agent_args(&self) -> Vec<String> {
         let p = |p: PathBuf| p.to_string_lossy().into_owned();
         vec![
@@ -118,6 +134,17 @@ impl Drop for Stage {
             .arg(self.dir.path())
             .status();
     }
+}
+
+/// The stage for one test, holding the lock that runs these tests one at a time; `None`, saying
+/// why, without root.
+fn staged(test: &str) -> Option<(MutexGuard<'static, ()>, Stage)> {
+    if !is_root() {
+        eprintln!("SKIPPED {test}: needs root (CAP_SYS_ADMIN) for fanotify");
+        return None;
+    }
+    let serial = serial();
+    Some((serial, Stage::new()))
 }
 
 /// Standard error lines of a child, as they come.
@@ -242,24 +269,13 @@ fn signal(pid: u32, name: &str) {
 
 #[test]
 fn upgrade_in_place_while_execs_loop_then_refuse_a_broken_binary() {
-    if !is_root() {
-        eprintln!(
-            "SKIPPED upgrade_in_place_while_execs_loop_then_refuse_a_broken_binary: needs root (CAP_SYS_ADMIN) for fanotify"
-        );
+    let Some((_serial, stage)) =
+        staged("upgrade_in_place_while_execs_loop_then_refuse_a_broken_binary")
+    else {
         return;
-    }
-    let _serial = serial();
-    let stage = Stage::new();
-    let mut agent = Running(
-        Command::new(stage.binary())
-            .arg("agent")
-            .args(stage.agent_args())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("agent starts"),
-    );
+    };
+    let (mut agent, lines) = stage.run(|command| command.arg("agent").args(stage.agent_args()));
     let pid = agent.0.id();
-    let lines = lines_of(&mut agent.0);
     wait_for(&lines, "ready", Duration::from_secs(60));
     let execs = ExecLoop::start(&stage);
     execs.wait_runs(20);
@@ -305,23 +321,12 @@ fn upgrade_in_place_while_execs_loop_then_refuse_a_broken_binary() {
 
 #[test]
 fn strangers_cannot_open_the_agent_binary_for_writing_but_may_read_it() {
-    if !is_root() {
-        eprintln!(
-            "SKIPPED strangers_cannot_open_the_agent_binary_for_writing_but_may_read_it: needs root (CAP_SYS_ADMIN) for fanotify"
-        );
+    let Some((_serial, stage)) =
+        staged("strangers_cannot_open_the_agent_binary_for_writing_but_may_read_it")
+    else {
         return;
-    }
-    let _serial = serial();
-    let stage = Stage::new();
-    let mut agent = Running(
-        Command::new(stage.binary())
-            .arg("agent")
-            .args(stage.agent_args())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("agent starts"),
-    );
-    let lines = lines_of(&mut agent.0);
+    };
+    let (mut agent, lines) = stage.run(|command| command.arg("agent").args(stage.agent_args()));
     wait_for(&lines, "ready", Duration::from_secs(60));
 
     // The test process is the agent's parent, which the agent never blocks (as it never
@@ -374,27 +379,19 @@ fn guard_status(data: &Path) -> serde_json::Value {
 
 #[test]
 fn upgrade_under_the_guard_keeps_the_pid_it_supervises() {
-    if !is_root() {
-        eprintln!(
-            "SKIPPED upgrade_under_the_guard_keeps_the_pid_it_supervises: needs root (CAP_SYS_ADMIN) for fanotify"
-        );
+    let Some((_serial, stage)) = staged("upgrade_under_the_guard_keeps_the_pid_it_supervises")
+    else {
         return;
-    }
-    let _serial = serial();
-    let stage = Stage::new();
+    };
     let data = stage.path().join("guard-data");
-    let mut guard = Running(
-        Command::new(stage.binary())
+    let (mut guard, lines) = stage.run(|command| {
+        command
             .arg("guard")
             .arg("--data-dir")
             .arg(&data)
             .args(["--heartbeat-timeout", "30", "--"])
             .args(stage.agent_args())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("guard starts"),
-    );
-    let lines = lines_of(&mut guard.0);
+    });
     wait_for(&lines, "ringfence agent: ready", Duration::from_secs(60));
     let until = Instant::now() + Duration::from_secs(30);
     let pid = loop {
@@ -443,14 +440,10 @@ fn ringfence(args: &[&std::ffi::OsStr]) -> std::process::Output {
 
 #[test]
 fn with_upgrade_keys_only_a_signed_binary_is_executed() {
-    if !is_root() {
-        eprintln!(
-            "SKIPPED with_upgrade_keys_only_a_signed_binary_is_executed: needs root (CAP_SYS_ADMIN) for fanotify"
-        );
+    let Some((_serial, stage)) = staged("with_upgrade_keys_only_a_signed_binary_is_executed")
+    else {
         return;
-    }
-    let _serial = serial();
-    let stage = Stage::new();
+    };
     let keys = stage.path().join("keys");
     let out = ringfence(&[
         "release".as_ref(),
@@ -459,18 +452,14 @@ fn with_upgrade_keys_only_a_signed_binary_is_executed() {
         keys.as_os_str(),
     ]);
     assert!(out.status.success(), "{out:?}");
-    let mut agent = Running(
-        Command::new(stage.binary())
+    let (mut agent, lines) = stage.run(|command| {
+        command
             .arg("agent")
             .args(stage.agent_args())
             .arg("--upgrade-pub")
             .arg(keys.join("release.pub"))
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("agent starts"),
-    );
+    });
     let pid = agent.0.id();
-    let lines = lines_of(&mut agent.0);
     wait_for(&lines, "ready", Duration::from_secs(60));
     let first = exe_inode(pid);
     let sign = |file: &Path| {
@@ -522,52 +511,13 @@ fn with_upgrade_keys_only_a_signed_binary_is_executed() {
     assert!(agent.0.wait().expect("agent exits").success());
 }
 
-/// A `ringfence server` on a free loopback port: its URL and CA fingerprint as it printed them.
-struct ServerProcess {
-    _child: Running,
-    url: String,
-    fingerprint: String,
-    dir: tempfile::TempDir,
-}
-
-fn start_server() -> ServerProcess {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ringfence"))
-        .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start server");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("first line");
-    let word = |prefix: &str| {
-        line.split_whitespace()
-            .find(|w| w.starts_with(prefix))
-            .unwrap_or_else(|| panic!("no {prefix} in {line:?}"))
-            .to_owned()
-    };
-    ServerProcess {
-        url: word("https://"),
-        fingerprint: word("sha256:"),
-        _child: Running(child),
-        dir,
-    }
-}
-
 #[test]
 fn a_managed_agent_upgrades_in_place_and_stays_enrolled() {
-    if !is_root() {
-        eprintln!(
-            "SKIPPED a_managed_agent_upgrades_in_place_and_stays_enrolled: needs root (CAP_SYS_ADMIN) for fanotify"
-        );
+    let Some((_serial, stage)) = staged("a_managed_agent_upgrades_in_place_and_stays_enrolled")
+    else {
         return;
-    }
-    let _serial = serial();
-    let stage = Stage::new();
-    let server = start_server();
+    };
+    let server = Server::start();
     let enroll = ringfence(&[
         "server".as_ref(),
         "enroll-token".as_ref(),
@@ -578,20 +528,16 @@ fn a_managed_agent_upgrades_in_place_and_stays_enrolled() {
     assert!(enroll.status.success(), "{enroll:?}");
     let enroll = String::from_utf8_lossy(&enroll.stdout).trim().to_owned();
     let data = stage.path().join("managed");
-    let mut agent = Running(
-        Command::new(stage.binary())
+    let (mut agent, lines) = stage.run(|command| {
+        command
             .args(["agent", "--server", &server.url])
             .args(["--server-ca-fingerprint", &server.fingerprint])
             .args(["--enroll-token", &enroll, "--sensor", "fanotify", "--mount"])
             .arg(stage.path())
             .arg("--data-dir")
             .arg(&data)
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("agent starts"),
-    );
+    });
     let pid = agent.0.id();
-    let lines = lines_of(&mut agent.0);
     wait_for(
         &lines,
         "ringfence agent: ready, managed by",

@@ -3,62 +3,16 @@
 //! and clear errors for a bad token, a server that is not there, a missing or wrong CA, a wrong
 //! pin, and plain HTTP where it is not allowed.
 
+mod common;
+
+use common::Server;
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-struct Server {
-    child: Child,
-    url: String,
-    /// `sha256:…` as the server printed it.
-    fingerprint: String,
-    dir: tempfile::TempDir,
-}
-
-impl Server {
-    fn ca(&self) -> PathBuf {
-        self.dir.path().join("tls/ca.pem")
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn ringfence() -> Command {
     Command::new(env!("CARGO_BIN_EXE_ringfence"))
-}
-
-fn start() -> Server {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut child = ringfence()
-        .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start server");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("first line");
-    let word = |prefix: &str| {
-        line.split_whitespace()
-            .find(|w| w.starts_with(prefix))
-            .unwrap_or_else(|| panic!("no {prefix} in {line:?}"))
-            .to_owned()
-    };
-    Server {
-        child,
-        url: word("https://"),
-        fingerprint: word("sha256:"),
-        dir,
-    }
 }
 
 fn stderr(out: &std::process::Output) -> String {
@@ -77,7 +31,7 @@ fn token(server: &Server) -> String {
 
 #[test]
 fn operator_commands_over_https() {
-    let server = start();
+    let server = Server::start();
     let token = token(&server);
     let ca = server.ca().display().to_string();
     for args in [
@@ -135,9 +89,9 @@ fn operator_commands_over_https() {
 
 #[test]
 fn operator_commands_without_the_right_ca_are_refused() {
-    let server = start();
+    let server = Server::start();
     let token = token(&server);
-    let other = start();
+    let other = Server::start();
     let status = |extra: &[&str]| {
         ringfence()
             .args(["status", "--server", &server.url, "--token", &token])
@@ -183,7 +137,7 @@ fn operator_commands_without_the_right_ca_are_refused() {
 
 #[test]
 fn the_ca_is_made_once_and_reused_on_restart() {
-    let first = start();
+    let first = Server::start();
     let dir = first.dir.path().to_owned();
     let fingerprint = first.fingerprint.clone();
     let mut first = first;
@@ -283,8 +237,8 @@ fn agent(server: &Server, host: &Path, pin: &str) -> (Option<String>, String) {
 
 #[test]
 fn an_agent_pins_the_ca_fingerprint_and_a_wrong_pin_enrolls_nothing() {
-    let server = start();
-    let other = start();
+    let server = Server::start();
+    let other = Server::start();
     let host = tempfile::tempdir().expect("tempdir");
     let (identity, log) = agent(&server, host.path(), &other.fingerprint);
     assert_eq!(identity, None, "nothing enrolled: {log}");

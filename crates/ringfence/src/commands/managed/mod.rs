@@ -129,13 +129,15 @@ pub fn run(
         .context("--server is required in managed mode")?;
     std::fs::create_dir_all(data_dir).with_context(|| format!("create {}", data_dir.display()))?;
     let identity = identity(&args, data_dir, &server)?;
+    // A previous image of this agent may have handed its live channels over (self-upgrade).
+    let inherited = Channels::adopt_from_env(&config.fanotify)?;
+    let upgraded = inherited.is_some();
     // An image started by an in-place upgrade inherits its predecessor's confinement (no
     // capabilities, seccomp, Landlock): a crash monitor started now could neither ptrace us nor
     // write dumps, and we would wait for it in vain while execs queue for us.
-    let upgraded_in = std::env::var_os(ringfence_sensor::HANDOFF_ENV).is_some();
     let crash_monitor = if args.no_crash_monitor {
         None
-    } else if upgraded_in {
+    } else if upgraded {
         tracing::info!("upgraded in place: no crash monitor until the next fresh start");
         None
     } else {
@@ -151,9 +153,6 @@ pub fn run(
     let alerts_path = data_dir.join("alerts.jsonl");
     config.alerts = Some(alerts_path.clone());
     config.mute = config.mute.clone().with_path(data_dir.to_owned());
-    // A previous image of this agent may have handed its live channels over (self-upgrade).
-    let inherited = Channels::adopt_from_env(&config.fanotify)?;
-    let upgraded = inherited.is_some();
     // After the crash monitor started (it must stay free to ptrace us), before any thread.
     let view = super::harden::view(Some(data_dir), None, upgrade.binary());
     let (channels, hardening) = super::harden::confine(harden, &mut config, inherited, view)?;

@@ -283,3 +283,45 @@ fn missing_mount_and_non_mount_point_are_clear_errors() {
         "{not_mount}"
     );
 }
+
+/// What a failed self-upgrade exec falls back to: the channels handed off are served again by a
+/// new agent, and an exec that started while nobody read waits in the kernel queue and is
+/// decided by the new agent's engines (here: denied), not lost and not allowed by default.
+#[test]
+fn handed_off_channels_are_served_again_and_execs_queued_meanwhile_are_decided() {
+    if !root_or_skip("handed_off_channels_are_served_again_and_execs_queued_meanwhile_are_decided")
+    {
+        return;
+    }
+    within(LIMIT, || {
+        let fs = Tmpfs::mount();
+        let bad = fs.binary("bad");
+        let good = fs.binary("good");
+        let runtime = Runtime::new().expect("runtime");
+        let content = format!("deny {}\nallow /**\n", bad.display());
+        let allowlist = || {
+            engine(
+                &runtime,
+                "exec-allowlist",
+                FailurePolicy::FailOpen,
+                Duration::from_millis(50),
+                content.as_bytes(),
+            )
+        };
+        let config = fan_config(fs.path(), fs.path().join("alerts.jsonl"));
+        let agent = Agent::start(config.clone(), vec![allowlist()]).expect("agent starts");
+        assert!(run(&good).expect("good runs").success());
+        let (channels, _) = agent.handoff();
+        assert!(channels.fanotify.is_some(), "the group comes back");
+        // Nobody reads now: this exec waits in the kernel queue.
+        let waiting = std::thread::spawn(move || run(&bad));
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(!waiting.is_finished(), "the exec waits for a reader");
+        let again = Agent::start_with(config, vec![allowlist()], channels).expect("serves again");
+        let queued = waiting.join().expect("exec thread");
+        assert!(is_eperm(&queued), "decided by the engines: {queued:?}");
+        assert!(run(&good).expect("good runs again").success());
+        let stats = again.shutdown();
+        assert!(stats.denied >= 1, "{stats:?}");
+    });
+}

@@ -233,12 +233,13 @@ fn process_connector_sees_short_lived_exec_with_argv() {
     }
     within(LIMIT, || {
         let mut connector = ProcConnector::open().expect("connector");
-        let marker = format!("rf-marker-{}", std::process::id());
-        // Short-lived, but long enough for /proc to be read after the exec notification.
+        // A marker `sleep` accepts (it sums its arguments), so the child lives its 0.3 s: the
+        // connector reads exe and argv from /proc after the notification, and a child that
+        // exited at once on a bad argument raced that read.
+        let marker = format!("0.000{}", std::process::id());
         let mut child = Command::new("/usr/bin/sleep")
-            .arg("0.2")
+            .arg("0.3")
             .arg(&marker)
-            .stderr(std::process::Stdio::null())
             .spawn()
             .expect("spawn");
         let pid = child.id();
@@ -253,7 +254,6 @@ fn process_connector_sees_short_lived_exec_with_argv() {
                 }
             }
         }
-        // sleep rejects the marker argument and exits at once: that is fine, it is short-lived.
         let _ = child.wait();
         let exec = found.expect("exec notification seen");
         assert_eq!(exec.exe, "/usr/bin/sleep");

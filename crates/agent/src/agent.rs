@@ -13,7 +13,7 @@ use crate::worker::Engines;
 use crate::{confine, notify, responder, sensors, worker};
 use ringfence_engine_host::LoadedEngine;
 use ringfence_protocol::Event;
-use ringfence_sensor::{Channels, Fanotify, ProcConnector, Ticket};
+use ringfence_sensor::{Channels, EntryWatch, Fanotify, ProcConnector, Ticket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
@@ -25,6 +25,7 @@ pub struct Agent {
     core: Arc<Core>,
     fanotify_reader: Option<JoinHandle<Option<Fanotify>>>,
     proc_reader: Option<JoinHandle<Option<ProcConnector>>>,
+    entry_reader: Option<JoinHandle<Option<EntryWatch>>>,
     sensors: Vec<JoinHandle<()>>,
     workers: Vec<JoinHandle<()>>,
     responder: Option<JoinHandle<()>>,
@@ -106,6 +107,7 @@ impl Agent {
             }
         }
         let mut protection = None;
+        let mut entries = None;
         if let Some(fan) = &mut fanotify {
             // Left by a previous image for its own exec (self-upgrade); execs of those files
             // are asked about again from here on.
@@ -114,6 +116,7 @@ impl Agent {
                 let protect = SelfProtection::new(&config.protect);
                 fan.watch_open(protect.paths())?;
                 tracing::info!(paths = ?protect.paths(), "self-protection marks placed");
+                entries = entry_watch(&protect, inherited.entries.take());
                 protection = Some(protect);
             }
         } else if !config.protect.is_empty() {
@@ -154,6 +157,7 @@ impl Agent {
             core: Arc::clone(&core),
             fanotify_reader: None,
             proc_reader: None,
+            entry_reader: None,
             sensors: Vec::new(),
             workers: Vec::new(),
             responder: None,
@@ -192,6 +196,12 @@ impl Agent {
         if let Some(fan) = fanotify {
             let c = Arc::clone(&core);
             agent.fanotify_reader = Some(spawn("rf-fanotify", move || sensors::fanotify(&c, fan))?);
+        }
+        if let (Some(watch), Some(protection)) = (entries, core.protection.clone()) {
+            let c = Arc::clone(&core);
+            agent.entry_reader = Some(spawn("rf-entries", move || {
+                sensors::entry_watch(&c, &protection, watch)
+            })?);
         }
         if let Some(connector) = connector {
             let c = Arc::clone(&core);
@@ -356,6 +366,10 @@ impl Agent {
                 .proc_reader
                 .take()
                 .and_then(|h| h.join().ok().flatten()),
+            entries: self
+                .entry_reader
+                .take()
+                .and_then(|h| h.join().ok().flatten()),
         };
         for handle in self.sensors.drain(..) {
             let _ = handle.join();
@@ -385,6 +399,9 @@ impl Agent {
         if let Some(handle) = self.proc_reader.take() {
             let _ = handle.join();
         }
+        if let Some(handle) = self.entry_reader.take() {
+            let _ = handle.join();
+        }
         for handle in self.sensors.drain(..) {
             let _ = handle.join();
         }
@@ -412,4 +429,22 @@ impl Drop for Agent {
             self.stop();
         }
     }
+}
+
+/// The entry watch of a protected agent: the one handed over, or a new one. Without it the
+/// agent still runs (its files are still protected from writes), but renames and deletions
+/// of them go unseen, so that is logged loudly.
+fn entry_watch(protection: &SelfProtection, inherited: Option<EntryWatch>) -> Option<EntryWatch> {
+    let mut watch = match inherited.map_or_else(EntryWatch::open, Ok) {
+        Ok(watch) => watch,
+        Err(error) => {
+            tracing::error!(
+                %error,
+                "renames and deletions of the agent's files will go unseen"
+            );
+            return None;
+        }
+    };
+    protection.watch_entries(&mut watch);
+    Some(watch)
 }

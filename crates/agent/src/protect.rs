@@ -7,10 +7,15 @@
 //! it while the agent is stopped for a dump.) The agent marks those files on its own fanotify
 //! group for open permission and, for every open by another process, decides here: processes running the agent's own binary (the agent, its guard, its crash monitor, the
 //! operator CLI) and the package manager may; anyone else may read or execute but not open for
-//! writing, and is denied with an alert. What fanotify cannot see (rename over, unlink, a
-//! write through a descriptor opened before the agent started, anything by the kernel) stays
-//! out of reach; `docs/threat-model.md` says so.
+//! writing, and is denied with an alert.
+//!
+//! No fanotify event can refuse a rename or an unlink, so the entries of the binary, the
+//! configuration and the data directory's files are watched too ([`ringfence_sensor::EntryWatch`]):
+//! a stranger who renames a file over the binary or deletes the configuration is reported, not
+//! stopped. What neither can see (a write through a descriptor opened before the agent started,
+//! anything by the kernel) stays out of reach; `docs/threat-model.md` says so.
 
+use ringfence_sensor::EntryWatch;
 use ringfence_sensor::intent::{self, OpenIntent};
 use std::collections::HashSet;
 use std::os::unix::fs::MetadataExt;
@@ -28,6 +33,8 @@ pub struct SelfProtection {
     dirs: Vec<PathBuf>,
     /// (dev, ino) of the agent's own binary: processes running it are the agent's family.
     own_binary: Option<(u64, u64)>,
+    /// Where that binary is (as /proc/self/exe reads at start).
+    binary_path: Option<PathBuf>,
 }
 
 /// Why an open of a protected file was decided the way it was.
@@ -51,6 +58,7 @@ impl SelfProtection {
             own_binary: std::fs::metadata("/proc/self/exe")
                 .ok()
                 .map(|m| (m.dev(), m.ino())),
+            binary_path: std::fs::read_link("/proc/self/exe").ok(),
         };
         for path in paths {
             let Ok(canonical) = std::fs::canonicalize(path) else {
@@ -94,6 +102,31 @@ impl SelfProtection {
             OpenIntent::Exec | OpenIntent::Read => Decision::Allow,
             intent => Decision::Deny { exe, intent },
         }
+    }
+
+    /// Watches the entries of everything protected, and of the agent's binary, on `watch`.
+    /// A path that cannot be watched is logged and skipped: the rest still is.
+    pub fn watch_entries(&self, watch: &mut EntryWatch) {
+        let entries = self
+            .binary_path
+            .iter()
+            .chain(self.paths.iter().filter(|path| !self.dirs.contains(path)));
+        for path in entries {
+            if let Err(error) = watch.watch_entry(path) {
+                tracing::warn!(%error, path = %path.display(), "entry not watched");
+            }
+        }
+        for dir in &self.dirs {
+            if let Err(error) = watch.watch_children(dir) {
+                tracing::warn!(%error, dir = %dir.display(), "entries not watched");
+            }
+        }
+    }
+
+    /// True when `pid` may change the agent's files: it runs the agent's binary or is the
+    /// package manager. A process that has exited cannot be told apart, so it is not.
+    pub fn trusted_pid(&self, pid: u32) -> bool {
+        self.trusted(pid, &ringfence_sensor::procfs::exe(pid))
     }
 
     fn trusted(&self, pid: u32, exe: &str) -> bool {

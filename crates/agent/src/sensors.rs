@@ -7,7 +7,9 @@ use crate::core::{Core, Pending};
 use crate::protect::{Decision, SelfProtection};
 use crate::stats::Stats;
 use ringfence_protocol::{Action, Event, OpenEvent, Severity, Verdict};
-use ringfence_sensor::{Access, FanEvent, Fanotify, ProcConnector, Ticket};
+use ringfence_sensor::{
+    Access, EntryChange, EntryWatch, FanEvent, Fanotify, ProcConnector, Ticket,
+};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -170,6 +172,76 @@ fn protected_open(core: &Core, protection: &SelfProtection, event: &FanEvent, ti
             });
         }
     }
+}
+
+/// Reads the entry watch until stopped; returns the group when handing off. Every change to
+/// the agent's own entries by a process that may not make it is a tamper alert.
+pub fn entry_watch(
+    core: &Core,
+    protection: &SelfProtection,
+    mut watch: EntryWatch,
+) -> Option<EntryWatch> {
+    let own_pid = std::process::id();
+    while !core.sensors_stop() {
+        let changes = match watch.read(POLL) {
+            Ok(changes) => changes,
+            Err(error) => {
+                tracing::error!(%error, "entry watch read failed");
+                std::thread::sleep(POLL);
+                continue;
+            }
+        };
+        for change in changes {
+            if change.pid != own_pid && !protection.trusted_pid(change.pid) {
+                tamper_seen(core, &change);
+            }
+        }
+        let lost = core.stats.entry_overflows.load(Ordering::Relaxed);
+        if watch.overflows > lost {
+            core.stats
+                .entry_overflows
+                .fetch_add(watch.overflows - lost, Ordering::Relaxed);
+        }
+    }
+    core.handing_off().then_some(watch)
+}
+
+fn tamper_seen(core: &Core, change: &EntryChange) {
+    Stats::add(&core.stats.tamper_seen);
+    let exe = ringfence_sensor::procfs::exe(change.pid);
+    let info = ringfence_sensor::procfs::process(change.pid);
+    let who = if exe.is_empty() {
+        format!("a process that has exited (pid {})", change.pid)
+    } else {
+        format!("{exe} (pid {})", change.pid)
+    };
+    let path = change.path.to_string_lossy().into_owned();
+    let tampering = Event::Open(OpenEvent {
+        pid: change.pid,
+        uid: info.uid,
+        gid: info.gid,
+        path: path.clone(),
+        exe,
+        write: true,
+    });
+    let verdict = Verdict {
+        action: Action::Observe,
+        rule_id: "ringfence-self-protection".into(),
+        severity: Severity::High,
+        message: format!(
+            "{who} {} {path}, one of the agent's files (changes to directory entries are reported, not refused)",
+            change.kind.verb()
+        ),
+        tags: vec!["tamper".into(), "entry".into()],
+    };
+    core.alert(&Alert {
+        event: &tampering,
+        verdict: &verdict,
+        allowed: None,
+        reason: Reason::Tamper,
+        engines: &[],
+        failures: &[],
+    });
 }
 
 /// Reads the process connector until stopped; returns the socket when handing off.

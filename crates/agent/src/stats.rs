@@ -68,6 +68,11 @@ counters! {
     protected_opens_allowed,
     /// Opens of the agent's own files for writing by untrusted processes, denied.
     tamper_denied,
+    /// Entries of the agent's own files created, deleted or renamed by untrusted processes
+    /// (reported: such changes cannot be refused).
+    tamper_seen,
+    /// Times the entry watch queue overflowed.
+    entry_overflows,
 }
 
 impl Stats {

@@ -72,7 +72,7 @@ fn scenario(dir: &Path) {
     // As `ringfence agent` does it: the channel first, then confinement, then every thread.
     let channels = Channels {
         fanotify: Some(Fanotify::open(&config.fanotify).expect("fanotify")),
-        proc: None,
+        ..Channels::default()
     };
     let hardening = Hardening::new(FsView {
         read_write: vec![data.clone()],

@@ -131,7 +131,7 @@ fn with_filtered_agent(
                 // The group is opened before the filter: fanotify_init is not on the agent list.
                 let channels = Channels {
                     fanotify: Some(Fanotify::open(&config.fanotify)?),
-                    proc: None,
+                    ..Channels::default()
                 };
                 hardening.filter_current_thread()?;
                 Ok(Agent::start_with(config, engines, channels)?)

@@ -1,7 +1,8 @@
 //! Real-process tests of the agent's in-place upgrade (SIGUSR2) and self-protection, as root:
 //! execs keep running through the upgrade and none fails or hangs, the pid stays the one the
 //! guard supervises, a binary that cannot start is refused while the old image keeps serving,
-//! and a stranger cannot open the agent's binary for writing.
+//! a stranger cannot open the agent's files for writing, and renaming over or deleting them is
+//! reported, before and after an upgrade.
 //!
 //! The agent binary itself lives on the marked tmpfs, so its own `execve` raises exec
 //! permission events on the group it hands over: the case the upgrade must not deadlock on.
@@ -320,12 +321,14 @@ fn upgrade_in_place_while_execs_loop_then_refuse_a_broken_binary() {
 }
 
 #[test]
-fn strangers_cannot_open_the_agent_binary_for_writing_but_may_read_it() {
+fn strangers_cannot_write_the_agent_files_and_renames_or_deletions_are_reported() {
     let Some((_serial, stage)) =
-        staged("strangers_cannot_open_the_agent_binary_for_writing_but_may_read_it")
+        staged("strangers_cannot_write_the_agent_files_and_renames_or_deletions_are_reported")
     else {
         return;
     };
+    let doomed = stage.path().join("data/doomed");
+    std::fs::write(&doomed, b"to be deleted").expect("doomed");
     let (mut agent, lines) = stage.run(|command| command.arg("agent").args(stage.agent_args()));
     wait_for(&lines, "ready", Duration::from_secs(60));
 
@@ -357,15 +360,33 @@ fn strangers_cannot_open_the_agent_binary_for_writing_but_may_read_it() {
     assert!(stranger("\"$1\" --version >/dev/null", &binary).0);
     assert_eq!(std::fs::read(&state).expect("state"), b"agent state");
 
+    // No fanotify event can refuse a rename or an unlink: they are reported. The file renamed
+    // over the binary is a copy of it, so the upgrade below runs; the deletion after it is
+    // seen by the new image, on the watch handed over.
+    assert!(
+        stranger("cp \"$1\" \"$1.evil\" && mv \"$1.evil\" \"$1\"", &binary).0,
+        "rename over the binary"
+    );
+    signal(agent.0.id(), "USR2");
+    wait_for(&lines, "upgraded in place", Duration::from_secs(60));
+    assert!(stranger("rm \"$1\"", &doomed).0, "delete a data file");
+
     signal(agent.0.id(), "TERM");
     assert!(agent.0.wait().expect("agent exits").success());
     let alerts = std::fs::read_to_string(stage.path().join("alerts.jsonl")).expect("alerts");
-    for what in ["data/state", "data/planted"] {
+    for (what, how) in [
+        ("data/state", "denied"),
+        ("data/planted", "denied"),
+        ("bin/ringfence", "renamed another file over"),
+        ("data/doomed", "deleted"),
+    ] {
         assert!(
             alerts
                 .lines()
-                .any(|l| l.contains("ringfence-self-protection") && l.contains(what)),
-            "no tamper alert for {what}: {alerts}"
+                .any(|l| l.contains("ringfence-self-protection")
+                    && l.contains(what)
+                    && l.contains(how)),
+            "no tamper alert for {what} ({how}): {alerts}"
         );
     }
     // Once the agent is gone nothing is protected any more.

@@ -44,33 +44,120 @@ fn u64_at(buf: &[u8], at: usize) -> Option<u64> {
     Some(u64::from_ne_bytes(buf.get(at..at + 8)?.try_into().ok()?))
 }
 
+/// The fixed header of the fanotify record at `at`: (record length, mask, fd, pid), with the
+/// length checked against the header size and the buffer.
+fn record_header(buf: &[u8], at: usize) -> Result<(usize, u64, i32, i32), DecodeError> {
+    let header = (
+        u32_at(buf, at),
+        buf.get(at + 4).copied(),
+        u64_at(buf, at + 8),
+        i32_at(buf, at + 16),
+        i32_at(buf, at + 20),
+    );
+    let (Some(len), Some(version), Some(mask), Some(fd), Some(pid)) = header else {
+        return Err(DecodeError::Truncated(at));
+    };
+    if version != libc::FANOTIFY_METADATA_VERSION {
+        return Err(DecodeError::Version(version));
+    }
+    let len = len as usize;
+    if len < FAN_METADATA_LEN || at.saturating_add(len) > buf.len() {
+        return Err(DecodeError::BadLength { at, len });
+    }
+    Ok((len, mask, fd, pid))
+}
+
 /// Decodes every complete fanotify record in `buf`. Records before an error are returned with
 /// it, so the caller can still answer (and close) the events it did get.
 pub fn fanotify_events(buf: &[u8]) -> (Vec<RawFanEvent>, Option<DecodeError>) {
     let mut events = Vec::new();
     let mut at = 0;
     while at < buf.len() {
-        let header = (
-            u32_at(buf, at),
-            buf.get(at + 4).copied(),
-            u64_at(buf, at + 8),
-            i32_at(buf, at + 16),
-            i32_at(buf, at + 20),
-        );
-        let (Some(len), Some(version), Some(mask), Some(fd), Some(pid)) = header else {
-            return (events, Some(DecodeError::Truncated(at)));
+        match record_header(buf, at) {
+            Ok((len, mask, fd, pid)) => {
+                events.push(RawFanEvent { mask, fd, pid });
+                at += len;
+            }
+            Err(error) => return (events, Some(error)),
+        }
+    }
+    (events, None)
+}
+
+/// One event of a group that reports directory entries (`FAN_REPORT_DFID_NAME`): what
+/// happened, to which name, in which directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawEntryEvent {
+    pub mask: u64,
+    pub pid: i32,
+    /// The directory as the kernel identifies it: filesystem id, handle size, handle type and
+    /// handle bytes, exactly as in the record (compare with [`crate::sys::fanotify_dir_key`]).
+    /// Empty when the record carried no directory (queue overflow).
+    pub dir: Vec<u8>,
+    /// The entry's name in that directory, without its NUL terminator.
+    pub name: Vec<u8>,
+}
+
+/// `struct fanotify_event_info_header` + `__kernel_fsid_t`.
+const INFO_HEADER_LEN: usize = 4;
+const FSID_LEN: usize = 8;
+/// `struct file_handle` before its bytes: `handle_bytes` and `handle_type`.
+const HANDLE_HEADER_LEN: usize = 8;
+
+/// Decodes every complete record of a `FAN_REPORT_DFID_NAME` group, with the directory and
+/// name from its info record. Like [`fanotify_events`], records before an error are returned
+/// with it.
+pub fn fanotify_entry_events(buf: &[u8]) -> (Vec<RawEntryEvent>, Option<DecodeError>) {
+    let mut events = Vec::new();
+    let mut at = 0;
+    while at < buf.len() {
+        let (len, mask, _fd, pid) = match record_header(buf, at) {
+            Ok(header) => header,
+            Err(error) => return (events, Some(error)),
         };
-        if version != libc::FANOTIFY_METADATA_VERSION {
-            return (events, Some(DecodeError::Version(version)));
+        match entry_info(buf, at + FAN_METADATA_LEN, at + len) {
+            Ok((dir, name)) => events.push(RawEntryEvent {
+                mask,
+                pid,
+                dir: dir.to_vec(),
+                name: name.to_vec(),
+            }),
+            Err(error) => return (events, Some(error)),
         }
-        let len = len as usize;
-        if len < FAN_METADATA_LEN || at.saturating_add(len) > buf.len() {
-            return (events, Some(DecodeError::BadLength { at, len }));
-        }
-        events.push(RawFanEvent { mask, fd, pid });
         at += len;
     }
     (events, None)
+}
+
+/// The directory key and name of the first `DFID_NAME` info record in `buf[start..end]`;
+/// empty for a record that has none.
+fn entry_info(buf: &[u8], start: usize, end: usize) -> Result<(&[u8], &[u8]), DecodeError> {
+    let mut at = start;
+    while at < end {
+        let (Some(info_type), Some(info_len)) = (buf.get(at).copied(), u16_at(buf, at + 2)) else {
+            return Err(DecodeError::Truncated(at));
+        };
+        let info_len = usize::from(info_len);
+        if info_len < INFO_HEADER_LEN || at + info_len > end {
+            return Err(DecodeError::BadLength { at, len: info_len });
+        }
+        if info_type == libc::FAN_EVENT_INFO_TYPE_DFID_NAME {
+            let record = &buf[at..at + info_len];
+            let key_start = INFO_HEADER_LEN;
+            let handle_start = key_start + FSID_LEN;
+            let handle_bytes =
+                u32_at(record, handle_start).ok_or(DecodeError::BadLength { at, len: info_len })?;
+            let key_end = (handle_start + HANDLE_HEADER_LEN)
+                .checked_add(handle_bytes as usize)
+                .filter(|&e| e <= record.len())
+                .ok_or(DecodeError::BadLength { at, len: info_len })?;
+            let rest = &record[key_end..];
+            let name = rest.split(|&b| b == 0).next().unwrap_or_default();
+            return Ok((&record[key_start..key_end], name));
+        }
+        at += info_len;
+    }
+    Ok((&[], &[]))
 }
 
 /// `CN_IDX_PROC` / `CN_VAL_PROC`: the connector id of the process events connector.
@@ -181,6 +268,86 @@ mod tests {
         r.extend_from_slice(&fd.to_ne_bytes());
         r.extend_from_slice(&pid.to_ne_bytes());
         r
+    }
+
+    /// A `FAN_REPORT_DFID_NAME` record: metadata, then one info record with fsid, a handle
+    /// and a NUL-padded name.
+    fn entry_record(mask: u64, pid: i32, handle: &[u8], name: &str) -> Vec<u8> {
+        let mut info = vec![libc::FAN_EVENT_INFO_TYPE_DFID_NAME, 0, 0, 0];
+        info.extend_from_slice(&[7, 0, 0, 0, 9, 0, 0, 0]);
+        info.extend_from_slice(&(handle.len() as u32).to_ne_bytes());
+        info.extend_from_slice(&1i32.to_ne_bytes());
+        info.extend_from_slice(handle);
+        info.extend_from_slice(name.as_bytes());
+        info.push(0);
+        while info.len() % 4 != 0 {
+            info.push(0);
+        }
+        let info_len = info.len() as u16;
+        info[2..4].copy_from_slice(&info_len.to_ne_bytes());
+        let mut record = fan_record(
+            (FAN_METADATA_LEN + info.len()) as u32,
+            libc::FANOTIFY_METADATA_VERSION,
+            mask,
+            -1,
+            pid,
+        );
+        record.extend_from_slice(&info);
+        record
+    }
+
+    #[test]
+    fn decodes_directory_entry_records() {
+        let mut buf = entry_record(
+            libc::FAN_MOVED_TO,
+            42,
+            &[1, 2, 3, 4, 5, 6, 7, 8],
+            "ringfence",
+        );
+        buf.extend(entry_record(libc::FAN_DELETE, 43, &[9; 12], "agent.toml"));
+        // An overflow record carries no info record at all.
+        buf.extend(fan_record(
+            24,
+            libc::FANOTIFY_METADATA_VERSION,
+            libc::FAN_Q_OVERFLOW,
+            -1,
+            0,
+        ));
+        let (events, error) = fanotify_entry_events(&buf);
+        assert_eq!(error, None);
+        assert_eq!(events.len(), 3);
+        assert_eq!(events[0].mask, libc::FAN_MOVED_TO);
+        assert_eq!(events[0].pid, 42);
+        assert_eq!(events[0].name, b"ringfence");
+        assert_eq!(events[0].dir.len(), FSID_LEN + HANDLE_HEADER_LEN + 8);
+        assert_eq!(&events[0].dir[..4], &[7, 0, 0, 0]);
+        assert_eq!(events[1].name, b"agent.toml");
+        assert_ne!(events[0].dir, events[1].dir);
+        assert!(events[2].dir.is_empty() && events[2].name.is_empty());
+    }
+
+    #[test]
+    fn garbled_entry_records_keep_the_good_ones_and_never_panic() {
+        let good = entry_record(libc::FAN_CREATE, 1, &[1; 8], "x");
+        // A handle claiming more bytes than its record holds.
+        let mut lying = entry_record(libc::FAN_CREATE, 2, &[1; 8], "y");
+        let at = FAN_METADATA_LEN + INFO_HEADER_LEN + FSID_LEN;
+        lying[at..at + 4].copy_from_slice(&4096u32.to_ne_bytes());
+        let mut buf = good.clone();
+        buf.extend(&lying);
+        let (events, error) = fanotify_entry_events(&buf);
+        assert_eq!(events.len(), 1);
+        assert!(
+            matches!(error, Some(DecodeError::BadLength { .. })),
+            "{error:?}"
+        );
+        for cut in 0..buf.len() {
+            let _ = fanotify_entry_events(&buf[..cut]);
+        }
+        // An info length of zero must not loop for ever.
+        let mut zero = good;
+        zero[FAN_METADATA_LEN + 2..FAN_METADATA_LEN + 4].copy_from_slice(&0u16.to_ne_bytes());
+        assert!(fanotify_entry_events(&zero).1.is_some());
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! The exec keeps the pid, so the guard's child, systemd's `MAINPID` and audit trails stay
 //! right without telling anyone.
 
+use crate::entries::EntryWatch;
 use crate::error::SensorError;
 use crate::fanotify::{Fanotify, FanotifyConfig};
 use crate::{ProcConnector, sys};
@@ -21,7 +22,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The environment variable naming the handed-over descriptors, e.g.
-/// `fanotify=5,audit=1,proc=6`.
+/// `fanotify=5,audit=1,proc=6,entries=7`.
 pub const HANDOFF_ENV: &str = "RINGFENCE_HANDOFF";
 
 /// What `/proc/self/fd/N` reads for a fanotify group.
@@ -37,6 +38,8 @@ static TAKEN: AtomicBool = AtomicBool::new(false);
 pub struct Channels {
     pub fanotify: Option<Fanotify>,
     pub proc: Option<ProcConnector>,
+    /// The group watching the entries of the agent's own files (self-protection).
+    pub entries: Option<EntryWatch>,
 }
 
 /// Duplicates of the channels' descriptors that survive `execve`, and the value of
@@ -76,6 +79,11 @@ impl Channels {
             parts.push(format!("proc={}", fd.as_raw_fd()));
             fds.push(fd);
         }
+        if let Some(entries) = &self.entries {
+            let fd = entries.inheritable_fd()?;
+            parts.push(format!("entries={}", fd.as_raw_fd()));
+            fds.push(fd);
+        }
         Ok(Inheritable {
             _fds: fds,
             env: parts.join(","),
@@ -105,6 +113,11 @@ impl Channels {
                 SensorError::io(format!("adopt process connector descriptor {fd}"), e)
             })?;
             channels.proc = Some(ProcConnector::adopt(socket));
+        }
+        if let Some(fd) = spec.entries {
+            let group = sys::adopt_inherited_fd(fd, FANOTIFY_LINK)
+                .map_err(|e| SensorError::io(format!("adopt entry watch descriptor {fd}"), e))?;
+            channels.entries = Some(EntryWatch::adopt(group));
         }
         Ok(Some(channels))
     }
@@ -171,6 +184,7 @@ struct HandoffSpec {
     fanotify: Option<i32>,
     audit: bool,
     proc: Option<i32>,
+    entries: Option<i32>,
     /// Paths (hex of their bytes: any byte may be in a path) under an exec ignore mark.
     ignored: Vec<PathBuf>,
 }
@@ -195,11 +209,15 @@ impl HandoffSpec {
             match key {
                 "fanotify" => spec.fanotify = Some(number),
                 "proc" => spec.proc = Some(number),
+                "entries" => spec.entries = Some(number),
                 "audit" => spec.audit = number != 0,
                 other => return Err(bad(format!("unknown key {other:?}"))),
             }
         }
-        for fd in [spec.fanotify, spec.proc].into_iter().flatten() {
+        for fd in [spec.fanotify, spec.proc, spec.entries]
+            .into_iter()
+            .flatten()
+        {
             // 0–2 are stdio: a handoff never names them.
             if fd < 3 {
                 return Err(bad(format!(
@@ -217,14 +235,15 @@ mod tests {
 
     #[test]
     fn parses_what_inheritable_writes() {
-        let spec =
-            HandoffSpec::parse("fanotify=5,audit=1,proc=6,ignored=2f62696e2f78").expect("parse");
+        let spec = HandoffSpec::parse("fanotify=5,audit=1,proc=6,entries=7,ignored=2f62696e2f78")
+            .expect("parse");
         assert_eq!(
             spec,
             HandoffSpec {
                 fanotify: Some(5),
                 audit: true,
                 proc: Some(6),
+                entries: Some(7),
                 ignored: vec![PathBuf::from("/bin/x")],
             }
         );
@@ -242,6 +261,7 @@ mod tests {
             "fanotify=1",
             "pid=7",
             "proc=-4",
+            "entries=2",
             "ignored=zz",
         ] {
             let error = HandoffSpec::parse(bad).expect_err(bad).to_string();

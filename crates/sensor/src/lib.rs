@@ -2,8 +2,9 @@
 //!
 //! - [`Fanotify`] marks mounts for exec authorisation and paths for open authorisation and
 //!   yields [`FanEvent`]s, each permission event carrying a [`Ticket`] answered exactly once.
+//! - [`EntryWatch`] reports who creates, deletes or renames the agent's own files.
 //! - [`ProcConnector`] yields fork/exec/exit notifications enriched from /proc.
-//! - [`handoff`] passes the fanotify group and the connector socket to a new image of the agent
+//! - [`handoff`] passes the fanotify groups and the connector socket to a new image of the agent
 //!   across `execve` (self-upgrade).
 //! - [`replay`] reads a recorded corpus so everything above the sensor runs without root.
 //!
@@ -12,6 +13,7 @@
 
 pub mod connector;
 pub mod decode;
+pub mod entries;
 mod error;
 pub mod fanotify;
 pub mod handoff;
@@ -23,6 +25,7 @@ pub mod sys;
 mod ticket;
 
 pub use connector::ProcConnector;
+pub use entries::{EntryChange, EntryChangeKind, EntryWatch};
 pub use error::SensorError;
 pub use fanotify::{Access, FanEvent, Fanotify, FanotifyConfig, FileId};
 pub use handoff::{Channels, HANDOFF_ENV, Inheritable};

@@ -298,3 +298,55 @@ pub fn adopt_inherited_fd(fd: RawFd, expected_link_prefix: &str) -> io::Result<O
     set_cloexec(&owned, true)?;
     Ok(owned)
 }
+
+/// `MAX_HANDLE_SZ` of `<linux/exportfs.h>`: the largest file handle any filesystem makes.
+const MAX_HANDLE_SZ: usize = 128;
+
+/// `struct file_handle` with room for the largest handle.
+#[repr(C)]
+struct FileHandleBuf {
+    handle_bytes: libc::c_uint,
+    handle_type: libc::c_int,
+    f_handle: [u8; MAX_HANDLE_SZ],
+}
+
+/// How a `FAN_REPORT_DFID_NAME` group names the directory `path` in its events: the filesystem
+/// id (`statfs`), then the directory's file handle (`name_to_handle_at`) with its size and
+/// type, laid out as in the event's info record, so that a key and an event compare bytewise.
+pub fn fanotify_dir_key(path: &Path) -> io::Result<Vec<u8>> {
+    let c_path = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))?;
+    // SAFETY: `struct statfs` is plain old data; all zeroes is a valid value.
+    let mut stat: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: statfs reads the NUL-terminated path and writes one `struct statfs` into the
+    // value we own.
+    check(unsafe { libc::statfs(c_path.as_ptr(), &mut stat) })?;
+    // SAFETY: `fsid_t` is `#[repr(C)]` around `[c_int; 2]` (its field is private in libc);
+    // transmute checks the sizes are equal.
+    let fsid: [libc::c_int; 2] = unsafe { std::mem::transmute(stat.f_fsid) };
+    let mut handle = FileHandleBuf {
+        handle_bytes: MAX_HANDLE_SZ as libc::c_uint,
+        handle_type: 0,
+        f_handle: [0; MAX_HANDLE_SZ],
+    };
+    let mut mount_id: libc::c_int = 0;
+    // SAFETY: `handle` is a `struct file_handle` whose `handle_bytes` says how much room
+    // follows it; the kernel writes no more than that, and `mount_id` is a valid int.
+    check(unsafe {
+        libc::name_to_handle_at(
+            libc::AT_FDCWD,
+            c_path.as_ptr(),
+            std::ptr::from_mut(&mut handle).cast::<libc::file_handle>(),
+            &mut mount_id,
+            0,
+        )
+    })?;
+    let len = (handle.handle_bytes as usize).min(MAX_HANDLE_SZ);
+    let mut key = Vec::with_capacity(16 + len);
+    key.extend_from_slice(&fsid[0].to_ne_bytes());
+    key.extend_from_slice(&fsid[1].to_ne_bytes());
+    key.extend_from_slice(&handle.handle_bytes.to_ne_bytes());
+    key.extend_from_slice(&handle.handle_type.to_ne_bytes());
+    key.extend_from_slice(&handle.f_handle[..len]);
+    Ok(key)
+}

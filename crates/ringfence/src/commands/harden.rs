@@ -11,7 +11,7 @@
 use anyhow::Context;
 use ringfence_agent::{AgentConfig, Sensor};
 use ringfence_hardening::{FsView, Hardening, Role};
-use ringfence_sensor::{Channels, Fanotify, ProcConnector};
+use ringfence_sensor::{Channels, EntryWatch, Fanotify, ProcConnector};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
@@ -78,6 +78,15 @@ pub fn confine(
             }
             Sensor::Proc if channels.proc.is_none() => channels.proc = Some(ProcConnector::open()?),
             _ => {}
+        }
+    }
+    // Self-protection's entry watch must be told who changed what, which only a group made
+    // with CAP_SYS_ADMIN is; the agent logs it if the group cannot be had.
+    let fanotify = config.sensors.iter().any(|s| matches!(s, Sensor::Fanotify));
+    if fanotify && !config.protect.is_empty() && channels.entries.is_none() {
+        match EntryWatch::open() {
+            Ok(watch) => channels.entries = Some(watch),
+            Err(error) => tracing::warn!(%error, "no entry watch for self-protection"),
         }
     }
     // Landlock rules name existing files: the alert file must exist before the view is made.

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# RustSec advisories for both workspaces (deny.toml, [advisories]): fails on any known
+# vulnerability in a dependency.
+#
+#   bash scripts/advisories.sh
+#
+# The advisory database lives on GitHub. Where it cannot be fetched (an offline network) this
+# says so loudly and checks nothing, instead of failing the build on the network; licences,
+# bans and sources are checked offline by .ci/run either way. With RINGFENCE_ADVISORY_DB set
+# to a checkout of github.com/rustsec/advisory-db, that checkout is used and nothing is fetched.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+manifests=(Cargo.toml engines/Cargo.toml)
+
+if [ -n "${RINGFENCE_ADVISORY_DB:-}" ]; then
+  # cargo-deny looks for the database under db-path, in a directory named after its URL.
+  db=$(mktemp -d)
+  trap 'rm -rf "$db"' EXIT
+  ln -s "$(realpath "$RINGFENCE_ADVISORY_DB")" "$db/advisory-db-3157b0e258782691"
+  config="$db/deny.toml"
+  sed "s|^\[advisories\]\$|[advisories]\ndb-path = \"$db\"|" deny.toml >"$config"
+  echo "advisories: database $(git -C "$RINGFENCE_ADVISORY_DB" log -1 --format='%h of %cs' 2>/dev/null || echo "at $RINGFENCE_ADVISORY_DB")"
+  for manifest in "${manifests[@]}"; do
+    cargo deny --offline --config "$config" --manifest-path "$manifest" check advisories
+  done
+  exit 0
+fi
+
+if ! timeout 180 cargo deny fetch db >/dev/null 2>&1; then
+  echo "advisories: NOT CHECKED: the RustSec database (github.com/rustsec/advisory-db) cannot be fetched from here"
+  exit 0
+fi
+for manifest in "${manifests[@]}"; do
+  cargo deny --offline --manifest-path "$manifest" check advisories
+done

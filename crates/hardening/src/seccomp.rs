@@ -113,6 +113,17 @@ mod tests {
         }
     }
 
+    /// Filters survive `execve`, so every in-place upgrade stacks one more agent filter and the
+    /// kernel refuses a stack over 32,768 instructions (each filter costs 4 more): the agent
+    /// filter must stay small enough for a long run of upgrades between restarts
+    /// (`docs/hardening.md` says what happens past it).
+    #[test]
+    fn fifty_in_place_upgrades_fit_the_kernel_filter_stack() {
+        let agent = compile(Role::Agent).expect("agent").len() + 4;
+        let engine = compile(Role::Engine).expect("engine").len() + 4;
+        assert!(51 * agent + engine <= 32_768, "agent {agent}, engine {engine}");
+    }
+
     #[test]
     fn no_syscall_is_listed_twice() {
         for role in Role::ALL {

@@ -98,8 +98,9 @@ fn hung_engine(policy: FailurePolicy) {
             FailurePolicy::FailOpen => assert!(result.expect("runs").success()),
             FailurePolicy::FailClosed => assert!(is_eperm(&result), "{result:?}"),
         }
-        // 20 ms deadline plus fork/exec and scheduling slack on a shared 2-core machine.
-        assert!(took < Duration::from_millis(20 + 480), "exec took {took:?}");
+        // The 20 ms deadline plus fork/exec and scheduling slack on a loaded 2-core machine;
+        // still far from the engine's 3 s, so only the responder can have answered.
+        assert!(took < Duration::from_millis(1_500), "exec took {took:?}");
         let stats = agent.shutdown();
         assert!(stats.deadline_answers >= 1, "{stats:?}");
     });

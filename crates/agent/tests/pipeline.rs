@@ -105,8 +105,9 @@ fn full_queue_and_hung_engine_are_answered_by_policy() {
             "{outcomes:?}"
         );
         while tickets.iter().any(|t| t.answer().is_none()) {
+            // Well under the engine's 2 s: only the responder or the queue can have answered.
             assert!(
-                started.elapsed() < Duration::from_millis(500),
+                started.elapsed() < Duration::from_millis(1_000),
                 "answered late"
             );
             std::thread::sleep(Duration::from_millis(1));

@@ -121,7 +121,10 @@ mod tests {
     fn fifty_in_place_upgrades_fit_the_kernel_filter_stack() {
         let agent = compile(Role::Agent).expect("agent").len() + 4;
         let engine = compile(Role::Engine).expect("engine").len() + 4;
-        assert!(51 * agent + engine <= 32_768, "agent {agent}, engine {engine}");
+        assert!(
+            51 * agent + engine <= 32_768,
+            "agent {agent}, engine {engine}"
+        );
     }
 
     #[test]

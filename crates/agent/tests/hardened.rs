@@ -79,7 +79,7 @@ fn scenario(dir: &Path) {
         execute: vec![dir.to_owned()],
     })
     .expect("policies compile");
-    let report = hardening.confine_process().expect("confined");
+    let report = hardening.confine_process(None).expect("confined");
     eprintln!("hardened: {report}");
     config.engine_threads = Some(hardening.engine_confinement());
 

@@ -31,13 +31,29 @@ pub use crate::seccomp::{Allowed, Role, allowed};
 pub use error::HardeningError;
 
 use seccompiler::BpfProgram;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+
+/// Names, across the `execve` of an in-place upgrade, the agent filter the previous image left
+/// in force (its [`Hardening::agent_filter_id`]). Filters survive `execve`; a new image whose
+/// own filter is that same program does not stack a second copy, so upgrades do not fill the
+/// kernel's filter stack.
+pub const INHERITED_FILTER_ENV: &str = "RINGFENCE_SECCOMP_AGENT";
+
+/// The id of the agent filter this process put (or found) in force.
+static AGENT_FILTER_IN_FORCE: OnceLock<String> = OnceLock::new();
+
+/// The id of the agent filter in force in this process, to name in [`INHERITED_FILTER_ENV`]
+/// for the next image; `None` when the process is not confined.
+pub fn agent_filter_in_force() -> Option<&'static str> {
+    AGENT_FILTER_IN_FORCE.get().map(String::as_str)
+}
 
 /// Compiled policies, ready to apply.
 #[derive(Debug)]
 pub struct Hardening {
     view: FsView,
     agent: BpfProgram,
+    agent_id: String,
     engine: Arc<EngineConfinement>,
 }
 
@@ -49,14 +65,17 @@ pub struct Report {
     pub caps_dropped_now: bool,
     pub agent_syscalls: usize,
     pub engine_syscalls: usize,
+    /// True when the same agent filter was already in force (left by the previous image of an
+    /// in-place upgrade) and none was added.
+    pub agent_filter_inherited: bool,
 }
 
 impl std::fmt::Display for Report {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "caps kept [{}]{}, no_new_privs, seccomp agent ({} syscalls, all threads) + engine ({} \
-             syscalls, wasm threads)",
+            "caps kept [{}]{}, no_new_privs, seccomp agent ({} syscalls, all threads{}) + engine \
+             ({} syscalls, wasm threads)",
             self.caps_kept.join(" "),
             if self.caps_dropped_now {
                 ""
@@ -64,9 +83,23 @@ impl std::fmt::Display for Report {
                 " (already reduced)"
             },
             self.agent_syscalls,
+            if self.agent_filter_inherited {
+                ", in force since the previous image"
+            } else {
+                ""
+            },
             self.engine_syscalls,
         )
     }
+}
+
+/// True when the kernel says this thread runs under a seccomp filter (`Seccomp: 2`).
+fn in_filter_mode() -> bool {
+    std::fs::read_to_string("/proc/thread-self/status").is_ok_and(|status| {
+        status
+            .lines()
+            .any(|line| line.split_whitespace().eq(["Seccomp:", "2"]))
+    })
 }
 
 fn install(
@@ -88,19 +121,34 @@ fn install(
 impl Hardening {
     /// Compiles both allow-lists; fails on an unknown system call name or a missing reason.
     pub fn new(view: FsView) -> Result<Hardening, HardeningError> {
+        let agent = seccomp::compile(Role::Agent)?;
         Ok(Hardening {
             view,
-            agent: seccomp::compile(Role::Agent)?,
+            agent_id: seccomp::program_id(&agent),
+            agent,
             engine: Arc::new(EngineConfinement {
                 program: seccomp::compile(Role::Engine)?,
             }),
         })
     }
 
+    /// The id of the compiled agent filter (see [`INHERITED_FILTER_ENV`]).
+    pub fn agent_filter_id(&self) -> &str {
+        &self.agent_id
+    }
+
     /// Confines the whole process. Call on the main thread after the kernel channels are open
     /// and before any other thread is created: threads created earlier keep their
     /// capabilities and escape the Landlock domain (seccomp reaches them through TSYNC).
-    pub fn confine_process(&self) -> Result<Report, HardeningError> {
+    ///
+    /// `inherited_filter` is what a previous image of an in-place upgrade said it left in force
+    /// ([`INHERITED_FILTER_ENV`]). When it is this very program and the kernel confirms the
+    /// process is filtered, no second copy is stacked: the filter in force is at least as
+    /// strict as ours. Anything else installs ours, on top of whatever is there.
+    pub fn confine_process(
+        &self,
+        inherited_filter: Option<&str>,
+    ) -> Result<Report, HardeningError> {
         let caps_dropped_now = if caps::already_reduced() {
             false
         } else {
@@ -108,12 +156,18 @@ impl Hardening {
             true
         };
         sys::set_no_new_privs().map_err(HardeningError::NoNewPrivs)?;
-        install(Role::Agent, &self.agent, true)?;
+        let agent_filter_inherited =
+            inherited_filter == Some(self.agent_id.as_str()) && in_filter_mode();
+        if !agent_filter_inherited {
+            install(Role::Agent, &self.agent, true)?;
+        }
+        let _ = AGENT_FILTER_IN_FORCE.set(self.agent_id.clone());
         Ok(Report {
             caps_kept: kept_names(),
             caps_dropped_now,
             agent_syscalls: allowed(Role::Agent)?.len(),
             engine_syscalls: allowed(Role::Engine)?.len(),
+            agent_filter_inherited,
         })
     }
 

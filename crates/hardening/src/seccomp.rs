@@ -100,6 +100,19 @@ pub fn compile(role: Role) -> Result<BpfProgram, HardeningError> {
         })
 }
 
+/// The identity of a compiled program: SHA-256 over its instructions, in hex. Two images built
+/// from the same policy for the same architecture compile the same program.
+pub fn program_id(program: &[seccompiler::sock_filter]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    for instruction in program {
+        hash.update(instruction.code.to_le_bytes());
+        hash.update([instruction.jt, instruction.jf]);
+        hash.update(instruction.k.to_le_bytes());
+    }
+    hex::encode(hash.finalize())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,10 +126,10 @@ mod tests {
         }
     }
 
-    /// Filters survive `execve`, so every in-place upgrade stacks one more agent filter and the
-    /// kernel refuses a stack over 32,768 instructions (each filter costs 4 more): the agent
-    /// filter must stay small enough for a long run of upgrades between restarts
-    /// (`docs/hardening.md` says what happens past it).
+    /// Filters survive `execve`, so every in-place upgrade that changes the policy stacks one
+    /// more agent filter, and the kernel refuses a stack over 32,768 instructions (each filter
+    /// costs 4 more): the agent filter must stay small enough for a long run of such upgrades
+    /// between restarts (`docs/hardening.md` says what happens past it).
     #[test]
     fn fifty_in_place_upgrades_fit_the_kernel_filter_stack() {
         let agent = compile(Role::Agent).expect("agent").len() + 4;
@@ -125,6 +138,14 @@ mod tests {
             51 * agent + engine <= 32_768,
             "agent {agent}, engine {engine}"
         );
+    }
+
+    #[test]
+    fn a_program_id_is_stable_and_tells_policies_apart() {
+        let agent = program_id(&compile(Role::Agent).expect("agent"));
+        assert_eq!(agent, program_id(&compile(Role::Agent).expect("agent")));
+        assert_ne!(agent, program_id(&compile(Role::Engine).expect("engine")));
+        assert_eq!(agent.len(), 64);
     }
 
     #[test]

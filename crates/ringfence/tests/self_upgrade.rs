@@ -178,6 +178,16 @@ fn wait_for(lines: &mpsc::Receiver<String>, needle: &str, limit: Duration) -> St
     );
 }
 
+/// `Seccomp_filters` of the main thread of `pid`: how many filters are stacked on it.
+fn seccomp_filters(pid: u32) -> u32 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .expect("agent alive")
+        .lines()
+        .find_map(|l| l.strip_prefix("Seccomp_filters:"))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("Seccomp_filters in status")
+}
+
 fn exe_inode(pid: u32) -> u64 {
     std::fs::metadata(format!("/proc/{pid}/exe"))
         .expect("agent alive")
@@ -283,10 +293,22 @@ fn upgrade_in_place_while_execs_loop_then_refuse_a_broken_binary() {
 
     // The package manager installs a new build; the agent is asked to upgrade.
     let before = exe_inode(pid);
+    let filters = seccomp_filters(pid);
+    assert!(filters >= 1, "the agent is confined");
     stage.install(env!("CARGO_BIN_EXE_ringfence"));
     let installed = std::fs::metadata(stage.binary()).expect("stat").ino();
     signal(pid, "USR2");
+    wait_for(
+        &lines,
+        "all threads, in force since the previous image",
+        Duration::from_secs(60),
+    );
     wait_for(&lines, "upgraded in place", Duration::from_secs(60));
+    assert_eq!(
+        seccomp_filters(pid),
+        filters,
+        "the same filter is not stacked again"
+    );
     assert!(
         agent.0.try_wait().expect("wait").is_none(),
         "same process, still running"

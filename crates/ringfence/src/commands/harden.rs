@@ -58,6 +58,8 @@ pub fn confine(
     inherited: Option<Channels>,
     view: FsView,
 ) -> anyhow::Result<(Channels, Option<Hardening>)> {
+    // Only an image that adopted a handoff is the next image of a confined agent.
+    let upgraded = inherited.is_some();
     let mut channels = inherited.unwrap_or_default();
     if args.no_harden {
         eprintln!("ringfence agent: hardening off (--no-harden)");
@@ -105,8 +107,11 @@ pub fn confine(
     }
     view.read_write.retain(|p| p.exists());
     let hardening = Hardening::new(view).context("hardening policy")?;
+    let inherited_filter = upgraded
+        .then(|| std::env::var(ringfence_hardening::INHERITED_FILTER_ENV).ok())
+        .flatten();
     let report = hardening
-        .confine_process()
+        .confine_process(inherited_filter.as_deref())
         .context("hardening (run with --no-harden to debug without it)")?;
     eprintln!("ringfence agent: hardened: {report}");
     config.engine_threads = Some(hardening.engine_confinement());

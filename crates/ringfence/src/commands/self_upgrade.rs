@@ -212,11 +212,17 @@ impl SelfUpgrade {
             fan.ignore_exec_of(&files)?;
         }
         let inheritable = channels.inheritable()?;
-        let error = Command::new(&path)
+        let mut command = Command::new(&path);
+        command
             .arg0(&self.binary)
             .args(std::env::args_os().skip(1))
-            .env(HANDOFF_ENV, inheritable.env_value())
-            .exec();
+            .env(HANDOFF_ENV, inheritable.env_value());
+        // The filter in force survives the exec; the next image need not stack a copy of it.
+        match ringfence_hardening::agent_filter_in_force() {
+            Some(id) => command.env(ringfence_hardening::INHERITED_FILTER_ENV, id),
+            None => command.env_remove(ringfence_hardening::INHERITED_FILTER_ENV),
+        };
+        let error = command.exec();
         Err(anyhow::Error::new(error).context(format!("execve {}", self.binary.display())))
     }
 }

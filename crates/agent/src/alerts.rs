@@ -26,6 +26,26 @@ pub enum Reason {
     Shutdown,
     /// Self-protection: a process tried to modify the agent's own files.
     Tamper,
+    /// Self-protection: a process created, deleted or renamed one of the agent's own files.
+    TamperEntry(EntryActivity),
+}
+
+/// What a process did to a directory entry, as OCSF File System Activity names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryActivity {
+    Create,
+    Delete,
+    Rename,
+}
+
+impl EntryActivity {
+    fn ocsf(self) -> (u32, &'static str) {
+        match self {
+            EntryActivity::Create => (1, "Create"),
+            EntryActivity::Delete => (4, "Delete"),
+            EntryActivity::Rename => (5, "Rename"),
+        }
+    }
 }
 
 impl Reason {
@@ -37,7 +57,7 @@ impl Reason {
             Reason::QueueFull => "queue_full",
             Reason::Notification => "notification",
             Reason::Shutdown => "shutdown",
-            Reason::Tamper => "tamper",
+            Reason::Tamper | Reason::TamperEntry(_) => "tamper",
         }
     }
 }
@@ -133,6 +153,10 @@ pub fn ocsf(alert: &Alert<'_>) -> Value {
             "Terminate",
             json!({"process": {"pid": e.pid}, "exit_code": e.exit_code}),
         ),
+    };
+    let (activity_id, activity_name) = match alert.reason {
+        Reason::TamperEntry(activity) => activity.ocsf(),
+        _ => (activity_id, activity_name),
     };
     let (severity_id, severity) = severity_id(alert.verdict.severity);
     let (action_id, action, disposition_id, disposition) = match alert.allowed {
@@ -265,5 +289,39 @@ mod tests {
         assert_eq!(value["disposition"], "Blocked");
         assert_eq!(value["process"]["file"]["path"], "/tmp/evil");
         assert_eq!(value["unmapped"]["ringfence"]["rule_id"], "r1");
+    }
+
+    #[test]
+    fn a_renamed_agent_file_is_file_system_rename_detected() {
+        let event = Event::Open(ringfence_protocol::OpenEvent {
+            pid: 11,
+            uid: 0,
+            gid: 0,
+            path: "/usr/bin/ringfence".into(),
+            exe: "/usr/bin/mv".into(),
+            write: true,
+        });
+        let verdict = Verdict {
+            action: Action::Observe,
+            rule_id: "ringfence-self-protection".into(),
+            severity: Severity::High,
+            message: "renamed".into(),
+            tags: vec!["tamper".into()],
+        };
+        let alert = Alert {
+            event: &event,
+            verdict: &verdict,
+            allowed: None,
+            reason: Reason::TamperEntry(EntryActivity::Rename),
+            engines: &[],
+            failures: &[],
+        };
+        let value = ocsf(&alert);
+        assert_eq!(value["class_uid"], 1001);
+        assert_eq!(value["activity_name"], "Rename");
+        assert_eq!(value["type_uid"], 100_105);
+        assert_eq!(value["disposition"], "Detected");
+        assert_eq!(value["unmapped"]["ringfence"]["reason"], "tamper");
+        assert_eq!(value["file"]["path"], "/usr/bin/ringfence");
     }
 }

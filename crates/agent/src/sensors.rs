@@ -1,14 +1,14 @@
 //! Sensor threads: read events and push them into the pipeline. The fanotify reader answers
 //! muted and cached events itself, so a busy queue never delays them.
 
-use crate::alerts::{Alert, Reason};
+use crate::alerts::{Alert, EntryActivity, Reason};
 use crate::cache::CacheKey;
 use crate::core::{Core, Pending};
 use crate::protect::{Decision, SelfProtection};
 use crate::stats::Stats;
 use ringfence_protocol::{Action, Event, OpenEvent, Severity, Verdict};
 use ringfence_sensor::{
-    Access, EntryChange, EntryWatch, FanEvent, Fanotify, ProcConnector, Ticket,
+    Access, EntryChange, EntryChangeKind, EntryWatch, FanEvent, Fanotify, ProcConnector, Ticket,
 };
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -238,7 +238,11 @@ fn tamper_seen(core: &Core, change: &EntryChange) {
         event: &tampering,
         verdict: &verdict,
         allowed: None,
-        reason: Reason::Tamper,
+        reason: Reason::TamperEntry(match change.kind {
+            EntryChangeKind::Created => EntryActivity::Create,
+            EntryChangeKind::Deleted => EntryActivity::Delete,
+            EntryChangeKind::MovedIn | EntryChangeKind::MovedOut => EntryActivity::Rename,
+        }),
         engines: &[],
         failures: &[],
     });

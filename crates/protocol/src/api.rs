@@ -12,6 +12,10 @@ pub struct EnrollRequest {
     pub hostname: String,
     #[serde(default)]
     pub tags: Vec<String>,
+    /// A PKCS#10 certificate signing request (PEM) for a key the agent made and keeps; a server
+    /// with its own CA answers with a client certificate for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub csr: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -21,6 +25,26 @@ pub struct EnrollResponse {
     pub credential: String,
     /// Public keys (hex) that sign releases and rollback directives.
     pub release_keys: Vec<String>,
+    /// The agent's client certificate (PEM), signed by the server's CA for the request's `csr`,
+    /// to present on every later connection. Absent when no CSR was sent or the server has no
+    /// CA of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert: Option<String>,
+}
+
+/// `POST /api/v1/agents/certificate`: an agent trades a signing request for a new key for a
+/// fresh client certificate, before its current one expires.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertificateRenewal {
+    /// PKCS#10 certificate signing request (PEM) for the agent's new key.
+    pub csr: String,
+}
+
+/// The answer to a [`CertificateRenewal`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RenewedCertificate {
+    /// The client certificate (PEM) for the new key.
+    pub client_cert: String,
 }
 
 /// What one release channel looks like on an agent.

@@ -1,12 +1,15 @@
 //! The operator's commands against a real `ringfence server` process: tokens made on the server
 //! host, then status, rollouts and crash groups over HTTPS verified against the server's own CA,
 //! and clear errors for a bad token, a server that is not there, a missing or wrong CA, a wrong
-//! pin, and plain HTTP where it is not allowed.
+//! pin, and plain HTTP where it is not allowed. Agents enroll with a key of their own and get a
+//! client certificate; a server requiring them serves those agents and tells an agent without
+//! one to re-enroll.
 
 mod common;
 
 use common::Server;
 use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -183,6 +186,16 @@ fn insecure_http_only_on_loopback() {
 
 /// Runs a managed agent until it has written its identity (or exited); returns its stderr.
 fn agent(server: &Server, host: &Path, pin: &str) -> (Option<String>, String) {
+    agent_until(server, host, pin, &|| host.join("identity.json").exists())
+}
+
+/// Runs a managed agent until `done` (or it exited); returns its identity and its stderr.
+fn agent_until(
+    server: &Server,
+    host: &Path,
+    pin: &str,
+    done: &dyn Fn() -> bool,
+) -> (Option<String>, String) {
     let enroll = {
         let out = ringfence()
             .args(["server", "enroll-token", "create", "--data-dir"])
@@ -215,7 +228,7 @@ fn agent(server: &Server, host: &Path, pin: &str) -> (Option<String>, String) {
         .expect("agent");
     let identity = host.join("identity.json");
     let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline && !identity.exists() && matches!(child.try_wait(), Ok(None)) {
+    while Instant::now() < deadline && !done() && matches!(child.try_wait(), Ok(None)) {
         std::thread::sleep(Duration::from_millis(50));
     }
     let _ = Command::new("kill")
@@ -253,6 +266,99 @@ fn an_agent_pins_the_ca_fingerprint_and_a_wrong_pin_enrolls_nothing() {
         pem.as_str(),
         "the CA is kept for later runs"
     );
+    // The key made on the host and the certificate the server signed for it, kept 0600.
+    let certificate = identity["client_cert"]["certificate"]
+        .as_str()
+        .unwrap_or("");
+    assert!(
+        certificate.starts_with("-----BEGIN CERTIFICATE-----"),
+        "{identity}"
+    );
+    let key = identity["client_cert"]["key"].as_str().unwrap_or("");
+    assert!(key.contains("PRIVATE KEY"), "{identity}");
+    let mode = std::fs::metadata(host.path().join("identity.json"))
+        .expect("identity")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+}
+
+/// Agents the server saw heartbeat recently, as `ringfence status` reports them.
+fn online(server: &Server, token: &str) -> u64 {
+    let out = ringfence()
+        .args([
+            "status",
+            "--json",
+            "--server",
+            &server.url,
+            "--token",
+            token,
+        ])
+        .arg("--ca")
+        .arg(server.ca())
+        .output()
+        .expect("status");
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    status["online"].as_u64().unwrap_or(0)
+}
+
+#[test]
+fn with_required_agent_certificates_an_agent_heartbeats_and_an_old_identity_is_told_to_re_enroll() {
+    let server = Server::start_with(&["--require-agent-certs"]);
+    let token = token(&server);
+    let host = tempfile::tempdir().expect("tempdir");
+    let (identity, log) = agent_until(&server, host.path(), &server.fingerprint, &|| {
+        online(&server, &token) == 1
+    });
+    assert!(identity.is_some(), "enrolled: {log}");
+    assert_eq!(
+        online(&server, &token),
+        1,
+        "heartbeats over mutual TLS: {log}"
+    );
+
+    // An identity from before client certificates: the credential alone is refused, and the
+    // agent says what to do.
+    let path = host.path().join("identity.json");
+    let mut identity: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("identity")).expect("json");
+    identity
+        .as_object_mut()
+        .expect("object")
+        .remove("client_cert");
+    std::fs::write(&path, identity.to_string()).expect("write");
+    let log_path = host.path().join("agent.log");
+    let (_, log) = agent_until(&server, host.path(), &server.fingerprint, &|| {
+        std::fs::read_to_string(&log_path).is_ok_and(|log| log.contains("re-enroll the agent"))
+    });
+    assert!(
+        log.contains("requires agent client certificates; re-enroll the agent"),
+        "{log}"
+    );
+}
+
+#[test]
+fn requiring_agent_certificates_without_the_generated_ca_is_refused_at_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = ringfence()
+        .args([
+            "server",
+            "--insecure-http",
+            "--require-agent-certs",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(dir.path().join("data"))
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("--require-agent-certs needs the server's own CA"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!dir.path().join("data").exists(), "nothing was made");
 }
 
 #[test]

@@ -1,12 +1,17 @@
 //! Credentials: operator API tokens, single-use enrollment tokens and per-agent credentials.
-//! Only sha256 hashes are stored; a token is shown once, when it is made.
+//! Only sha256 hashes are stored; a token is shown once, when it is made. An agent's credential
+//! is also checked against the client certificate of its connection, when there is one (or
+//! must be, with `--require-agent-certs`).
 
 use crate::error::AppError;
 use crate::state::AppState;
-use axum::extract::FromRequestParts;
+use crate::tls::ClientCert;
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::StatusCode;
 use axum::http::request::Parts;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
+use std::sync::atomic::Ordering;
 
 pub const OPERATOR_PREFIX: &str = "rfo_";
 pub const ENROLL_PREFIX: &str = "rfe_";
@@ -94,23 +99,53 @@ impl FromRequestParts<AppState> for Agent {
             ));
         }
         let hash = hash_token(token);
-        if let Some(id) = state
+        let cached = state
             .agent_ids
             .read()
             .ok()
-            .and_then(|cache| cache.get(&hash).cloned())
-        {
-            return Ok(Agent { id });
+            .and_then(|cache| cache.get(&hash).cloned());
+        let id = match cached {
+            Some(id) => id,
+            None => {
+                let agent = state
+                    .store
+                    .agent_by_credential(&hash)
+                    .await?
+                    .ok_or_else(AppError::unauthorized)?;
+                if let Ok(mut cache) = state.agent_ids.write() {
+                    cache.insert(hash, agent.id.clone());
+                }
+                agent.id
+            }
+        };
+        if let Err(error) = check_client_cert(parts, state, &id) {
+            state.metrics.auth_failures.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(agent = %id, "agent refused: {}", error.message);
+            return Err(error);
         }
-        let agent = state
-            .store
-            .agent_by_credential(&hash)
-            .await?
-            .ok_or_else(AppError::unauthorized)?;
-        if let Ok(mut cache) = state.agent_ids.write() {
-            cache.insert(hash, agent.id.clone());
+        Ok(Agent { id })
+    }
+}
+
+/// A client certificate proves the key the agent made at enrollment; it must name the agent the
+/// credential belongs to, or a stolen credential could ride on another host's certificate.
+/// Requests without a connection (in-process tests) have no certificate.
+fn check_client_cert(parts: &Parts, state: &AppState, agent_id: &str) -> Result<(), AppError> {
+    let certificate = parts
+        .extensions
+        .get::<ConnectInfo<ClientCert>>()
+        .map_or(&ClientCert::Absent, |info| &info.0);
+    let refuse = |message: &str| Err(AppError::new(StatusCode::UNAUTHORIZED, message));
+    match certificate {
+        ClientCert::Agent(named) if named == agent_id => Ok(()),
+        ClientCert::Agent(_) => {
+            refuse("the client certificate belongs to another agent than the credential")
         }
-        Ok(Agent { id: agent.id })
+        ClientCert::Unnamed => refuse("the client certificate names no agent"),
+        ClientCert::Absent if state.config.require_agent_certs => refuse(
+            "this server requires agent client certificates; re-enroll the agent (it needs a version that sends a CSR at enrollment)",
+        ),
+        ClientCert::Absent => Ok(()),
     }
 }
 

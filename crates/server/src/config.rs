@@ -24,6 +24,12 @@ pub struct ServerConfig {
     pub heartbeat_interval: Duration,
     /// Largest request body (release bundles are the biggest).
     pub max_body_bytes: usize,
+    /// Agents must present the client certificate signed at their enrollment; a credential
+    /// alone is refused. Needs `Transport::GeneratedTls`.
+    pub require_agent_certs: bool,
+    /// How long the client certificates signed for agents are valid; agents renew theirs when a
+    /// third of it is left.
+    pub agent_cert_validity: Duration,
 }
 
 impl ServerConfig {
@@ -38,6 +44,8 @@ impl ServerConfig {
             controller_tick: Duration::from_millis(500),
             heartbeat_interval: Duration::from_secs(5),
             max_body_bytes: 64 << 20,
+            require_agent_certs: false,
+            agent_cert_validity: Duration::from_secs(365 * 86_400),
         }
     }
 

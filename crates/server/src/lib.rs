@@ -51,6 +51,12 @@ pub enum ServerError {
 
 /// Opens the data directory, the database and the keys; does not listen.
 pub async fn open(config: ServerConfig) -> Result<AppState, ServerError> {
+    // Refused before anything is created: only the server's own CA can sign agent certificates.
+    if config.require_agent_certs
+        && !matches!(config.transport, tls::Transport::GeneratedTls { .. })
+    {
+        return Err(tls::TlsError::AgentCertsUnavailable.into());
+    }
     std::fs::create_dir_all(&config.data_dir).map_err(|source| ServerError::Io {
         path: config.data_dir.display().to_string(),
         source,
@@ -123,6 +129,7 @@ pub async fn serve(
             let listener =
                 tls::TlsListener::new(listener, Arc::clone(&material.config)).map_err(io)?;
             tasks = spawn_background(&state);
+            let app = app.into_make_service_with_connect_info::<tls::ClientCert>();
             axum::serve(listener, app)
                 .with_graceful_shutdown(shutdown)
                 .await

@@ -28,7 +28,7 @@ pub const ROUTES: &[(&str, &str, &str, &str)] = &[
     (
         "post",
         "/api/v1/enroll",
-        "Trade a single-use enrollment token for an agent credential",
+        "Trade a single-use enrollment token for an agent credential; with `csr` (a PEM certificate signing request for a key the agent keeps) a server with its own CA also returns `client_cert`, the agent's client certificate for mutual TLS",
         "anyone with an enrollment token",
     ),
     (
@@ -53,6 +53,12 @@ pub const ROUTES: &[(&str, &str, &str, &str)] = &[
         "post",
         "/api/v1/agents/reports",
         "Upload spooled alerts, failures and crash reports (idempotent by id)",
+        "agent",
+    ),
+    (
+        "post",
+        "/api/v1/agents/certificate",
+        "Renew the agent's client certificate: `csr` (PEM) for a new key in, `client_cert` out; 404 on a server without a CA of its own",
         "agent",
     ),
     (
@@ -157,9 +163,16 @@ pub fn document() -> Value {
             json!([{ "bearer": [] }])
         };
         let entry = paths.entry((*path).to_owned()).or_insert_with(|| json!({}));
+        let description = if who.starts_with("agent") {
+            format!(
+                "Caller: {who}. An agent's client certificate, when it presents one (always, on a server started with --require-agent-certs), must name the agent its credential belongs to."
+            )
+        } else {
+            format!("Caller: {who}.")
+        };
         entry[*method] = json!({
             "summary": summary,
-            "description": format!("Caller: {who}."),
+            "description": description,
             "security": security,
             "responses": {
                 "200": { "description": "OK" },

@@ -6,7 +6,9 @@ mod common;
 
 use axum::http::StatusCode;
 use common::{Harness, harnesses};
+use ringfence_server::tls::ClientCert;
 use serde_json::json;
+use std::sync::Arc;
 
 #[tokio::test]
 async fn unauthenticated_and_wrong_role_writes_are_refused_and_store_nothing() {
@@ -109,6 +111,118 @@ async fn expired_enrollment_tokens_enroll_nothing() {
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{}", h.name);
         assert!(reply["error"].as_str().expect("error").contains("expired"));
         assert!(h.state.store.agents().await.expect("agents").is_empty());
+    }
+}
+
+fn csr() -> String {
+    let key = rcgen::KeyPair::generate().expect("key");
+    rcgen::CertificateParams::default()
+        .serialize_request(&key)
+        .expect("csr")
+        .pem()
+        .expect("pem")
+}
+
+#[tokio::test]
+async fn a_malformed_csr_is_refused_and_the_token_is_not_spent() {
+    for h in harnesses().await {
+        let token = h.enroll_tokens(1).await.remove(0);
+        let envelope =
+            "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n";
+        for csr in ["garbage", envelope, &"A".repeat(20_000)] {
+            let body = json!({"token": token, "hostname": "a", "csr": csr});
+            let (status, reply) = h.post_json("/api/v1/enroll", None, body).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{}: {reply}", h.name);
+            assert!(
+                reply["error"]
+                    .as_str()
+                    .expect("error")
+                    .contains("certificate signing request"),
+                "{reply}"
+            );
+        }
+        assert!(h.state.store.agents().await.expect("agents").is_empty());
+        let body = json!({"token": token, "hostname": "a", "csr": csr()});
+        let (status, reply) = h.post_json("/api/v1/enroll", None, body).await;
+        assert_eq!(status, StatusCode::OK, "the token still works: {reply}");
+        assert!(
+            reply["client_cert"]
+                .as_str()
+                .expect("client certificate")
+                .starts_with("-----BEGIN CERTIFICATE-----")
+        );
+        assert_eq!(h.state.store.agents().await.expect("agents").len(), 1);
+    }
+}
+
+async fn beat(
+    h: &Harness,
+    certificate: ClientCert,
+    credential: &str,
+) -> (StatusCode, serde_json::Value) {
+    h.post_json_with_cert(
+        "/api/v1/agents/heartbeat",
+        Some(credential),
+        json!({}),
+        certificate,
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_client_certificate_must_name_the_credentials_agent() {
+    for mut h in harnesses().await {
+        let a = h.enroll("host-a", &[]).await;
+        let b = h.enroll("host-b", &[]).await;
+        // Twice each: the second request finds the credential in the cache.
+        for _ in 0..2 {
+            let (status, _) = beat(&h, ClientCert::Agent(a.agent_id.clone()), &a.credential).await;
+            assert_eq!(status, StatusCode::OK, "{}", h.name);
+            let (status, reply) =
+                beat(&h, ClientCert::Agent(a.agent_id.clone()), &b.credential).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{reply}");
+            assert!(
+                reply["error"]
+                    .as_str()
+                    .expect("error")
+                    .contains("another agent")
+            );
+            let (status, reply) = beat(&h, ClientCert::Unnamed, &a.credential).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{reply}");
+            let (status, _) = beat(&h, ClientCert::Absent, &a.credential).await;
+            assert_eq!(status, StatusCode::OK, "optional by default");
+        }
+
+        let mut config = (*h.state.config).clone();
+        config.require_agent_certs = true;
+        h.state.config = Arc::new(config);
+        let (status, reply) = beat(&h, ClientCert::Absent, &b.credential).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{reply}");
+        assert!(
+            reply["error"]
+                .as_str()
+                .expect("error")
+                .contains("requires agent client certificates"),
+            "{reply}"
+        );
+        let (status, _) = beat(&h, ClientCert::Agent(b.agent_id.clone()), &b.credential).await;
+        assert_eq!(status, StatusCode::OK);
+        // Operators never present one.
+        let (status, _) = h.get("/api/v1/agents", Some(&h.operator)).await;
+        assert_eq!(status, StatusCode::OK);
+        // An enrollment without a CSR is refused before its token is spent.
+        let token = h.enroll_tokens(1).await.remove(0);
+        let (status, reply) = h
+            .post_json(
+                "/api/v1/enroll",
+                None,
+                json!({"token": token, "hostname": "c"}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{reply}");
+        let body = json!({"token": token, "hostname": "c", "csr": csr()});
+        let (status, reply) = h.post_json("/api/v1/enroll", None, body).await;
+        assert_eq!(status, StatusCode::OK, "{reply}");
     }
 }
 
@@ -266,4 +380,72 @@ async fn metrics_and_openapi_are_served_and_agree_with_the_router() {
     let (status, page) = h.get_text("/").await;
     assert_eq!(status, StatusCode::OK);
     assert!(page.contains("<title>ringfence</title>"));
+}
+
+async fn renew(
+    h: &Harness,
+    certificate: ClientCert,
+    credential: &str,
+    csr: String,
+) -> (StatusCode, serde_json::Value) {
+    h.post_json_with_cert(
+        "/api/v1/agents/certificate",
+        Some(credential),
+        json!({ "csr": csr }),
+        certificate,
+    )
+    .await
+}
+
+#[tokio::test]
+async fn certificate_renewal_takes_the_agents_own_certificate_and_a_valid_csr() {
+    for h in harnesses().await {
+        let a = h.enroll("host-a", &[]).await;
+        let b = h.enroll("host-b", &[]).await;
+        let (status, reply) = renew(
+            &h,
+            ClientCert::Agent(a.agent_id.clone()),
+            &a.credential,
+            csr(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{}: {reply}", h.name);
+        assert!(
+            reply["client_cert"]
+                .as_str()
+                .is_some_and(|pem| pem.starts_with("-----BEGIN CERTIFICATE-----"))
+        );
+        let (status, _) = renew(
+            &h,
+            ClientCert::Agent(b.agent_id.clone()),
+            &a.credential,
+            csr(),
+        )
+        .await;
+        assert_eq!(
+            status,
+            StatusCode::UNAUTHORIZED,
+            "B's certificate, A's credential"
+        );
+        let (status, _) = renew(
+            &h,
+            ClientCert::Agent(a.agent_id.clone()),
+            &a.credential,
+            "junk".into(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        let (status, _) = h
+            .post_json(
+                "/api/v1/agents/certificate",
+                Some(&h.operator),
+                json!({ "csr": csr() }),
+            )
+            .await;
+        assert_eq!(
+            status,
+            StatusCode::FORBIDDEN,
+            "operators have no certificate to renew"
+        );
+    }
 }

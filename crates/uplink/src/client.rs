@@ -1,9 +1,11 @@
 //! Typed calls to the server. Errors say whether to retry (the server is away or overloaded) or
 //! not (the server refused: a bad credential, a bad request).
 
-use crate::tls::{self, CaCert};
+use crate::client_cert::AgentCertificate;
+use crate::tls::{self, CaCert, TrustError};
 use ringfence_protocol::api::{
-    ApiError, EnrollRequest, EnrollResponse, Heartbeat, HeartbeatResponse, ReportAck, ReportBatch,
+    ApiError, CertificateRenewal, EnrollRequest, EnrollResponse, Heartbeat, HeartbeatResponse,
+    RenewedCertificate, ReportAck, ReportBatch,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -51,14 +53,19 @@ pub struct ServerClient {
     agent: ureq::Agent,
     credential: Option<String>,
     timeout: Duration,
-    has_ca: bool,
+    ca: Option<CaCert>,
+    client_cert: Option<ureq::tls::ClientCert>,
 }
 
-fn agent(timeout: Duration, ca: Option<&CaCert>) -> ureq::Agent {
+fn agent(
+    timeout: Duration,
+    ca: Option<&CaCert>,
+    client_cert: Option<ureq::tls::ClientCert>,
+) -> ureq::Agent {
     ureq::Agent::config_builder()
         .timeout_global(Some(timeout))
         .http_status_as_error(false)
-        .tls_config(tls::config(ca))
+        .tls_config(tls::config(ca, client_cert))
         .build()
         .into()
 }
@@ -69,18 +76,30 @@ impl ServerClient {
     pub fn new(base_url: &str, timeout: Duration) -> ServerClient {
         ServerClient {
             base: base_url.trim_end_matches('/').to_owned(),
-            agent: agent(timeout, None),
+            agent: agent(timeout, None, None),
             credential: None,
             timeout,
-            has_ca: false,
+            ca: None,
+            client_cert: None,
         }
     }
 
     /// Verifies the server against `ca`, and nothing else, from now on.
     pub fn with_ca(mut self, ca: &CaCert) -> ServerClient {
-        self.agent = agent(self.timeout, Some(ca));
-        self.has_ca = true;
+        self.agent = agent(self.timeout, Some(ca), self.client_cert.clone());
+        self.ca = Some(ca.clone());
         self
+    }
+
+    /// Presents the agent's client certificate from now on (mutual TLS).
+    pub fn with_client_cert(
+        mut self,
+        certificate: &AgentCertificate,
+    ) -> Result<ServerClient, TrustError> {
+        let client_cert = certificate.for_tls()?;
+        self.agent = agent(self.timeout, self.ca.as_ref(), Some(client_cert.clone()));
+        self.client_cert = Some(client_cert);
+        Ok(self)
     }
 
     /// Uses `credential` as the bearer token from now on.
@@ -94,7 +113,7 @@ impl ServerClient {
     }
 
     fn unreachable(&self, error: ureq::Error) -> ClientError {
-        match tls::explain(&error, self.has_ca) {
+        match tls::explain(&error, self.ca.is_some()) {
             Some(reason) => ClientError::Untrusted {
                 url: self.base.clone(),
                 reason,
@@ -213,6 +232,14 @@ impl ServerClient {
 
     pub fn heartbeat(&self, heartbeat: &Heartbeat) -> Result<HeartbeatResponse, ClientError> {
         self.post("heartbeat", "/api/v1/agents/heartbeat", heartbeat)
+    }
+
+    /// A new client certificate for the key whose signing request this is.
+    pub fn renew_certificate(
+        &self,
+        request: &CertificateRenewal,
+    ) -> Result<RenewedCertificate, ClientError> {
+        self.post("certificate renewal", "/api/v1/agents/certificate", request)
     }
 
     pub fn upload(&self, batch: &ReportBatch) -> Result<ReportAck, ClientError> {

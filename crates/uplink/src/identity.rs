@@ -1,7 +1,9 @@
-//! The enrolled agent's identity on disk: id, credential, server URL, the server's CA and the
-//! release keys learned at enrollment. Written 0600 and atomically; the credential is a secret.
+//! The enrolled agent's identity on disk: id, credential, server URL, the server's CA, the
+//! release keys learned at enrollment and the agent's client certificate with its key. Written
+//! 0600 and atomically; the credential and the key are secrets.
 
 use crate::client::ServerClient;
+use crate::client_cert::{AgentCertificate, AgentKey};
 use crate::tls::{CaCert, TrustError};
 use ringfence_protocol::api::EnrollResponse;
 use serde::{Deserialize, Serialize};
@@ -19,6 +21,11 @@ pub struct Identity {
     /// verified against it. Absent for a plain-HTTP server on loopback.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_ca: Option<String>,
+    /// The client certificate the server's CA signed at enrollment, presented on every
+    /// connection. Absent for identities from before mutual TLS and for servers without a CA of
+    /// their own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert: Option<AgentCertificate>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -34,22 +41,29 @@ pub enum IdentityError {
 }
 
 impl Identity {
+    /// The identity an enrollment answered; `key` is the one whose CSR the request carried.
     pub fn from_enrollment(
         server: &str,
         ca: Option<&CaCert>,
+        key: AgentKey,
         response: EnrollResponse,
-    ) -> Identity {
-        Identity {
+    ) -> Result<Identity, TrustError> {
+        let client_cert = response
+            .client_cert
+            .map(|certificate| key.certified(certificate))
+            .transpose()?;
+        Ok(Identity {
             agent_id: response.agent_id,
             credential: response.credential,
             server: server.to_owned(),
             release_keys: response.release_keys,
             server_ca: ca.map(|ca| ca.pem().to_owned()),
-        }
+            client_cert,
+        })
     }
 
-    /// A client for the server this agent enrolled with, trusting its CA and carrying the
-    /// credential.
+    /// A client for the server this agent enrolled with, trusting its CA, carrying the
+    /// credential and presenting the client certificate.
     pub fn client(&self, timeout: std::time::Duration) -> Result<ServerClient, TrustError> {
         let mut client = ServerClient::new(&self.server, timeout).with_credential(&self.credential);
         if let Some(pem) = &self.server_ca {
@@ -57,6 +71,9 @@ impl Identity {
                 "the identity's server CA",
                 pem.as_bytes(),
             )?);
+        }
+        if let Some(certificate) = &self.client_cert {
+            client = client.with_client_cert(certificate)?;
         }
         Ok(client)
     }
@@ -117,6 +134,10 @@ mod tests {
             server: "http://127.0.0.1:7700".into(),
             release_keys: vec!["ab".into()],
             server_ca: None,
+            client_cert: Some(AgentCertificate {
+                certificate: "cert".into(),
+                key: "key".into(),
+            }),
         };
         identity.save(&path).expect("save");
         let mode = std::fs::metadata(&path).expect("stat").permissions().mode() & 0o777;
@@ -125,5 +146,26 @@ mod tests {
         std::fs::write(&path, b"{garbage").expect("corrupt");
         let error = Identity::load(&path).expect_err("corrupt");
         assert!(error.to_string().contains("enroll again"), "{error}");
+    }
+
+    #[test]
+    fn an_identity_from_before_client_certificates_still_loads() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("identity.json");
+        // Written by an agent that knew nothing of client certificates.
+        std::fs::write(
+            &path,
+            r#"{"agent_id":"agent-1","credential":"rfa_secret","server":"https://rf:7700","release_keys":["ab"],"server_ca":"-----BEGIN CERTIFICATE-----"}"#,
+        )
+        .expect("write");
+        let identity = Identity::load(&path).expect("load").expect("enrolled");
+        assert_eq!(identity.agent_id, "agent-1");
+        assert_eq!(identity.client_cert, None);
+        identity.save(&path).expect("save");
+        let text = std::fs::read_to_string(&path).expect("read");
+        assert!(
+            !text.contains("client_cert"),
+            "nothing new is written: {text}"
+        );
     }
 }

@@ -5,6 +5,8 @@
 //! - [`client::ServerClient`]: typed HTTP calls (enroll, heartbeat, reports, blobs) with errors
 //!   that tell "the server is away" from "the server said no".
 //! - [`identity::Identity`]: the enrolled agent's id and credential, stored 0600.
+//! - [`client_cert::AgentKey`]: the key made on the host at enrollment; the certificate the
+//!   server's CA signs for it is presented on every connection (mutual TLS).
 //! - [`tls::CaCert`]: the server's CA, from a file or fetched once against a pinned fingerprint;
 //!   every connection is verified against it and nothing else.
 //!
@@ -12,12 +14,14 @@
 //! only ever append to the spool; uploads happen on the uplink's own thread.
 
 pub mod client;
+pub mod client_cert;
 pub mod identity;
 pub mod link;
 pub mod spool;
 pub mod tls;
 
 pub use client::{ClientError, ServerClient};
+pub use client_cert::{AgentCertificate, AgentKey};
 pub use identity::Identity;
 pub use link::{AgentHost, Link, LinkConfig};
 pub use spool::{Priority, Spool, SpoolError, SpoolStats};

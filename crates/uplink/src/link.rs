@@ -6,12 +6,17 @@
 //! or a signed rollback directive), stage it in the slot store. Only then is it activated and
 //! handed to the agent. Every outcome is spooled as an `install` report; a refused release
 //! leaves the agent on what it runs.
+//!
+//! After a heartbeat the server accepted, a client certificate with a third of its lifetime
+//! left is renewed (a new key, its signing request, the certificate saved with the identity).
 
 use crate::client::{ClientError, ServerClient};
+use crate::client_cert::AgentKey;
 use crate::identity::Identity;
 use crate::spool::Spool;
 use ringfence_protocol::api::{
-    Assignment, HealthFigures, Heartbeat, InstalledRelease, Remediation, Report, ReportBatch,
+    Assignment, CertificateRenewal, HealthFigures, Heartbeat, InstalledRelease, Remediation,
+    Report, ReportBatch,
 };
 use ringfence_release::{
     Bundle, LoadedRelease, SignedRollbackDirective, SlotStore, TrustedKeys, VerifyOptions, Version,
@@ -19,6 +24,7 @@ use ringfence_release::{
 };
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
@@ -43,6 +49,9 @@ pub struct LinkConfig {
     pub bless_after: Duration,
     /// Reports uploaded per request.
     pub upload_batch: usize,
+    /// Where the identity lives, so a renewed client certificate survives a restart; `None`
+    /// keeps renewals in memory.
+    pub identity_path: Option<PathBuf>,
 }
 
 impl Default for LinkConfig {
@@ -52,6 +61,7 @@ impl Default for LinkConfig {
             interval: Duration::from_secs(5),
             bless_after: Duration::from_secs(30),
             upload_batch: 500,
+            identity_path: None,
         }
     }
 }
@@ -123,8 +133,13 @@ pub fn trusted_keys(identity: &Identity) -> Result<TrustedKeys, String> {
     Ok(keys)
 }
 
+/// How long one request to the server may take.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
+
 struct Worker<H: AgentHost> {
     client: ServerClient,
+    /// What `client` was made from; replaced when the client certificate is renewed.
+    identity: Identity,
     spool: Arc<Spool>,
     slots: SlotStore,
     keys: TrustedKeys,
@@ -352,7 +367,14 @@ impl<H: AgentHost> Worker<H> {
             Ok(response) => {
                 self.remediate(&response.remediations);
                 self.follow(&response.assignments);
+                self.renew_certificate();
                 Some(Duration::from_secs(response.interval_s.max(1)))
+            }
+            // A refusal (a revoked credential, a certificate the server wants and we lack) does
+            // not go away by waiting: say it where people look.
+            Err(error) if !error.is_transient() => {
+                tracing::warn!("heartbeat refused, will retry: {error}");
+                None
             }
             Err(error) => {
                 tracing::debug!("heartbeat failed, will retry: {error}");
@@ -361,6 +383,50 @@ impl<H: AgentHost> Worker<H> {
         };
         self.bless(failures);
         interval
+    }
+}
+
+impl<H: AgentHost> Worker<H> {
+    /// Renews the client certificate while the server still accepts the old one: once it has
+    /// expired, no handshake succeeds and only a new enrollment helps.
+    fn renew_certificate(&mut self) {
+        let due = self
+            .identity
+            .client_cert
+            .as_ref()
+            .is_some_and(|certificate| certificate.renewal_due(SystemTime::now()));
+        if !due {
+            return;
+        }
+        match self.renewed() {
+            Ok((identity, client)) => {
+                self.identity = identity;
+                self.client = client;
+                tracing::info!("client certificate renewed");
+            }
+            Err(error) => tracing::warn!("could not renew the client certificate: {error}"),
+        }
+    }
+
+    fn renewed(&self) -> Result<(Identity, ServerClient), String> {
+        let key = AgentKey::generate().map_err(|e| e.to_string())?;
+        let response = self
+            .client
+            .renew_certificate(&CertificateRenewal {
+                csr: key.csr_pem().to_owned(),
+            })
+            .map_err(|e| e.to_string())?;
+        let mut identity = self.identity.clone();
+        identity.client_cert = Some(
+            key.certified(response.client_cert)
+                .map_err(|e| e.to_string())?,
+        );
+        let client = identity.client(CLIENT_TIMEOUT).map_err(|e| e.to_string())?;
+        // On disk before in use: a restart must not come back with the old one.
+        if let Some(path) = &self.config.identity_path {
+            identity.save(path).map_err(|e| e.to_string())?;
+        }
+        Ok((identity, client))
     }
 }
 
@@ -373,13 +439,12 @@ impl Link {
         host: Arc<H>,
         config: LinkConfig,
     ) -> Result<Link, String> {
-        let client = identity
-            .client(Duration::from_secs(10))
-            .map_err(|e| e.to_string())?;
+        let client = identity.client(CLIENT_TIMEOUT).map_err(|e| e.to_string())?;
         let keys = trusted_keys(identity)?;
         let stop = Arc::new(AtomicBool::new(false));
         let mut worker = Worker {
             client,
+            identity: identity.clone(),
             spool,
             slots,
             keys,

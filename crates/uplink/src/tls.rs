@@ -10,7 +10,7 @@ use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
-use ureq::tls::{Certificate, RootCerts, TlsConfig, TlsProvider};
+use ureq::tls::{Certificate, ClientCert, RootCerts, TlsConfig, TlsProvider};
 
 /// The CA certificate is small; anything bigger is not one.
 const MAX_CA_BYTES: u64 = 64 << 10;
@@ -43,6 +43,8 @@ pub enum TrustError {
         pinned: Fingerprint,
         actual: Fingerprint,
     },
+    #[error("the agent's client certificate: {0}")]
+    ClientCertificate(String),
 }
 
 /// A SHA-256 fingerprint of a certificate's DER bytes, written `sha256:<hex>`.
@@ -202,9 +204,10 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// TLS settings trusting exactly `ca`. Without a CA nothing is trusted: an https:// URL then
-/// fails with an error that says a CA is needed.
-pub(crate) fn config(ca: Option<&CaCert>) -> TlsConfig {
+/// TLS settings trusting exactly `ca`, presenting `client_cert` when the server asks for one.
+/// Without a CA nothing is trusted: an https:// URL then fails with an error that says a CA is
+/// needed.
+pub(crate) fn config(ca: Option<&CaCert>, client_cert: Option<ClientCert>) -> TlsConfig {
     let roots: Vec<Certificate<'static>> = ca
         .map(|ca| Certificate::from_der(&ca.der).to_owned())
         .into_iter()
@@ -213,13 +216,14 @@ pub(crate) fn config(ca: Option<&CaCert>) -> TlsConfig {
         .provider(TlsProvider::Rustls)
         .unversioned_rustls_crypto_provider(provider())
         .root_certs(RootCerts::Specific(Arc::new(roots)))
+        .client_cert(client_cert)
         .build()
 }
 
 /// Says in plain words why a TLS connection failed, when it is a trust problem; `None` for
 /// everything else (refused, timed out: the server is away).
 pub(crate) fn explain(error: &ureq::Error, has_ca: bool) -> Option<String> {
-    use rustls::{CertificateError, Error as Tls};
+    use rustls::{AlertDescription, CertificateError, Error as Tls};
     let tls = match error {
         ureq::Error::Rustls(tls) => tls,
         ureq::Error::Io(io) => io.get_ref()?.downcast_ref::<rustls::Error>()?,
@@ -244,6 +248,18 @@ pub(crate) fn explain(error: &ureq::Error, has_ca: bool) -> Option<String> {
         Tls::InvalidCertificate(
             CertificateError::Expired | CertificateError::ExpiredContext { .. },
         ) => "its certificate has expired".to_owned(),
+        // Sent by a server that verified our client certificate and refused it; a certificate
+        // from another ringfence server's CA carries the same issuer name, so its signature is
+        // what fails (decrypt_error).
+        Tls::AlertReceived(
+            AlertDescription::BadCertificate
+            | AlertDescription::DecryptError
+            | AlertDescription::UnknownCA
+            | AlertDescription::CertificateExpired
+            | AlertDescription::CertificateRevoked
+            | AlertDescription::CertificateUnknown
+            | AlertDescription::UnsupportedCertificate,
+        ) => "it refused our client certificate (signed by another CA, or expired): re-enroll the agent with this server".to_owned(),
         Tls::InvalidMessage(_) => {
             "it does not speak TLS (a server started with --insecure-http wants an http:// URL)"
                 .to_owned()

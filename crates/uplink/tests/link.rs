@@ -1,6 +1,6 @@
-//! The uplink against a real server over real HTTP: enroll, follow a rollout, verify and stage
-//! the bundle, report; roll back with the server's signed directive; refuse a tampered blob;
-//! lose nothing while the server is down.
+//! The uplink against a real server over real HTTPS with agent certificates required (mutual
+//! TLS): enroll, follow a rollout, verify and stage the bundle, report; roll back with the
+//! server's signed directive; refuse a tampered blob; lose nothing while the server is down.
 
 use ringfence_bundled_engines as bundled;
 use ringfence_protocol::FailurePolicy;
@@ -10,7 +10,9 @@ use ringfence_release::{
 };
 use ringfence_server::ServerConfig;
 use ringfence_uplink::link::report;
-use ringfence_uplink::{AgentHost, CaCert, Identity, Link, LinkConfig, ServerClient, Spool};
+use ringfence_uplink::{
+    AgentHost, AgentKey, CaCert, Identity, Link, LinkConfig, ServerClient, Spool,
+};
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -53,11 +55,15 @@ struct Server {
 
 impl Server {
     fn start() -> Server {
-        Server::start_with(|_| {})
+        Server::start_with(|_| {}, |_| {})
     }
 
-    /// Starts a server after `prepare` has set up its (empty) data directory.
-    fn start_with(prepare: impl FnOnce(&std::path::Path)) -> Server {
+    /// Starts a server after `prepare` has set up its (empty) data directory and `configure`
+    /// its configuration.
+    fn start_with(
+        prepare: impl FnOnce(&std::path::Path),
+        configure: impl FnOnce(&mut ServerConfig),
+    ) -> Server {
         let data_dir = tempfile::tempdir().expect("tempdir");
         prepare(data_dir.path());
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -67,6 +73,10 @@ impl Server {
         let mut config = ServerConfig::new(data_dir.path().to_owned());
         config.controller_tick = Duration::from_millis(100);
         config.heartbeat_interval = Duration::from_secs(1);
+        // Every heartbeat, download and report of these tests must then carry the agent's
+        // client certificate.
+        config.require_agent_certs = true;
+        configure(&mut config);
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let (url, operator) = runtime.block_on(async {
             let state = ringfence_server::open(config).await.expect("open");
@@ -183,21 +193,30 @@ struct Agent {
 impl Agent {
     fn enroll(server: &Server, tags: &[&str]) -> Agent {
         let client = ServerClient::new(&server.url, Duration::from_secs(10)).with_ca(&server.ca);
+        let key = AgentKey::generate().expect("key");
         let response = client
             .enroll(&EnrollRequest {
                 token: server.enroll_token(),
                 hostname: "test-host".into(),
                 tags: tags.iter().map(|t| (*t).to_owned()).collect(),
+                csr: Some(key.csr_pem().to_owned()),
             })
             .expect("enroll");
+        let identity = Identity::from_enrollment(&server.url, Some(&server.ca), key, response)
+            .expect("identity");
+        assert!(identity.client_cert.is_some(), "links run over mutual TLS");
         let dir = tempfile::tempdir().expect("tempdir");
         let spool = Arc::new(Spool::open(&dir.path().join("spool"), 1 << 20).expect("spool"));
         Agent {
-            identity: Identity::from_enrollment(&server.url, Some(&server.ca), response),
+            identity,
             dir,
             spool,
             host: Arc::default(),
         }
+    }
+
+    fn identity_path(&self) -> std::path::PathBuf {
+        self.dir.path().join("identity.json")
     }
 
     fn link(&self) -> Link {
@@ -205,6 +224,7 @@ impl Agent {
         let config = LinkConfig {
             interval: Duration::from_millis(200),
             bless_after: Duration::from_millis(300),
+            identity_path: Some(self.identity_path()),
             ..LinkConfig::default()
         };
         Link::start(
@@ -336,12 +356,15 @@ fn a_release_the_agent_does_not_trust_is_refused_and_reported() {
     // signed only by it, keep running what it has, and say why.
     let stranger = ReleaseKey::generate().expect("key");
     let stranger_public = stranger.public();
-    let server = Server::start_with(|dir| {
-        std::fs::create_dir_all(dir.join("trusted-keys")).expect("mkdir");
-        stranger_public
-            .write_file(&dir.join("trusted-keys/stranger.pub"))
-            .expect("write key");
-    });
+    let server = Server::start_with(
+        |dir| {
+            std::fs::create_dir_all(dir.join("trusted-keys")).expect("mkdir");
+            stranger_public
+                .write_file(&dir.join("trusted-keys/stranger.pub"))
+                .expect("write key");
+        },
+        |_| {},
+    );
     let agent = Agent::enroll(&server, &["canary"]);
     // Enrollment told the agent about every key the server trusts; forget the stranger, as an
     // agent provisioned with only the fleet's release key would.
@@ -444,4 +467,40 @@ fn remediation_plans_pin_and_disable() {
             .expect("reports");
         reports["reports"].as_array().expect("list").len() == 2
     });
+}
+
+#[test]
+fn a_client_certificate_is_renewed_before_it_expires_and_kept() {
+    // A day of backdating and an hour ahead: less than a third of its life is left at once.
+    let server = Server::start_with(
+        |_| {},
+        |config| config.agent_cert_validity = Duration::from_secs(3600),
+    );
+    let agent = Agent::enroll(&server, &[]);
+    agent.identity.save(&agent.identity_path()).expect("save");
+    let first = agent.identity.client_cert.clone().expect("certificate");
+    assert!(first.renewal_due(std::time::SystemTime::now()));
+    let _link = agent.link();
+    let saved = || {
+        Identity::load(&agent.identity_path())
+            .expect("load")
+            .expect("identity")
+            .client_cert
+            .expect("certificate")
+    };
+    wait_for(
+        "a renewed certificate on disk",
+        Duration::from_secs(20),
+        || saved() != first,
+    );
+    let renewed = saved();
+    assert_ne!(renewed.key, first.key, "a new key, made on the host");
+    // The renewed identity works on its own, where certificates are required.
+    let mut identity = agent.identity.clone();
+    identity.client_cert = Some(renewed);
+    identity
+        .client(Duration::from_secs(10))
+        .expect("client")
+        .heartbeat(&ringfence_protocol::api::Heartbeat::default())
+        .expect("heartbeat with the renewed certificate");
 }

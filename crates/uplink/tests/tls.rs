@@ -2,11 +2,17 @@
 //! wrong CA, a certificate for another name, a pinned fingerprint that does not match, plain
 //! HTTP to the HTTPS port and HTTPS to a plain port, plain HTTP off loopback, expired and reused
 //! enrollment tokens. Each fails with an error that says what is wrong, and enrolls nothing.
+//! Then mutual TLS: the agent's own key and the certificate the server's CA signs for it, a
+//! credential without it where one is required, another agent's certificate, a certificate from
+//! another CA, and servers that have no CA to sign with. Refused requests record nothing.
 
-use ringfence_protocol::api::EnrollRequest;
+use ringfence_protocol::api::{EnrollRequest, Heartbeat, ReportBatch};
 use ringfence_server::ServerConfig;
-use ringfence_server::tls::{TlsMaterial, Transport};
-use ringfence_uplink::{CaCert, ClientError, Fingerprint, ServerClient, TrustError};
+use ringfence_server::tls::{TlsMaterial, Transport, VerifiedCsr};
+use ringfence_uplink::link::report;
+use ringfence_uplink::{
+    AgentKey, CaCert, ClientError, Fingerprint, Identity, ServerClient, TrustError,
+};
 use std::io::{Read, Write};
 use std::time::Duration;
 
@@ -21,6 +27,19 @@ struct Server {
 impl Server {
     /// A server on `bind` (port 0) serving `transport`.
     fn start(bind: &str, transport: Transport) -> Server {
+        Server::start_with(bind, transport, false)
+    }
+
+    /// A server with its own CA that refuses agents without their client certificate.
+    fn requiring_certs() -> Server {
+        Server::start_with(
+            "127.0.0.1:0",
+            Transport::GeneratedTls { names: Vec::new() },
+            true,
+        )
+    }
+
+    fn start_with(bind: &str, transport: Transport, require_agent_certs: bool) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -34,6 +53,7 @@ impl Server {
             "https"
         };
         config.transport = transport;
+        config.require_agent_certs = require_agent_certs;
         let (address, state) = runtime.block_on(async {
             let state = ringfence_server::open(config).await.expect("open");
             let listener = tokio::net::TcpListener::bind(bind).await.expect("bind");
@@ -74,6 +94,45 @@ impl Server {
             .remove(0)
     }
 
+    /// Agents whose heartbeat the server accepted.
+    fn seen(&self) -> usize {
+        self.runtime.block_on(async {
+            self.state
+                .heartbeats
+                .flush(&self.state.store)
+                .await
+                .expect("flush");
+            let agents = self.state.store.agents().await.expect("agents");
+            agents.iter().filter(|a| a.last_seen_at.is_some()).count()
+        })
+    }
+
+    fn reports(&self) -> usize {
+        self.runtime
+            .block_on(self.state.store.reports_since("alert", 0))
+            .expect("reports")
+            .len()
+    }
+
+    /// Enrolls like `ringfence agent` does: a key made here, its CSR sent with the token.
+    fn enroll_agent(&self) -> Identity {
+        let ca = (!self.url.starts_with("http://")).then(|| self.ca());
+        let mut client = client(&self.url);
+        if let Some(ca) = &ca {
+            client = client.with_ca(ca);
+        }
+        let key = AgentKey::generate().expect("key");
+        let response = client
+            .enroll(&EnrollRequest {
+                token: self.token(Duration::from_secs(60)),
+                hostname: "host".into(),
+                tags: Vec::new(),
+                csr: Some(key.csr_pem().to_owned()),
+            })
+            .expect("enroll");
+        Identity::from_enrollment(&self.url, ca.as_ref(), key, response).expect("identity")
+    }
+
     fn enrolled(&self) -> usize {
         self.runtime
             .block_on(self.state.store.agents())
@@ -88,6 +147,7 @@ fn enroll(client: &ServerClient, token: String) -> Result<String, ClientError> {
             token,
             hostname: "host".into(),
             tags: Vec::new(),
+            csr: None,
         })
         .map(|response| response.agent_id)
 }
@@ -285,4 +345,231 @@ fn expired_and_reused_enrollment_tokens_are_refused_over_tls() {
     let error = enroll(&client, token).expect_err("reused");
     assert!(error.to_string().contains("already used"), "{error}");
     assert_eq!(server.enrolled(), 1);
+}
+
+fn alert() -> ReportBatch {
+    ReportBatch {
+        reports: vec![report("alert", serde_json::json!({"what": "test"}))],
+    }
+}
+
+#[test]
+fn an_agent_enrolls_with_its_own_key_and_talks_over_mutual_tls() {
+    let server = Server::requiring_certs();
+    let identity = server.enroll_agent();
+    let certified = identity.client_cert.clone().expect("a client certificate");
+    assert!(
+        certified
+            .certificate
+            .starts_with("-----BEGIN CERTIFICATE-----"),
+        "{certified:?}"
+    );
+    // Kept in the identity file (0600) and presented by the client made from it.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("identity.json");
+    identity.save(&path).expect("save");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&path).expect("stat").permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+    let loaded = Identity::load(&path).expect("load").expect("enrolled");
+    assert_eq!(loaded, identity);
+    let client = loaded.client(Duration::from_secs(10)).expect("client");
+    client
+        .heartbeat(&Heartbeat::default())
+        .expect("heartbeat over mutual TLS");
+    let ack = client.upload(&alert()).expect("reports over mutual TLS");
+    assert_eq!(ack.stored, 1);
+    assert_eq!((server.seen(), server.reports()), (1, 1));
+}
+
+#[test]
+fn where_certificates_are_required_a_credential_alone_is_refused() {
+    let server = Server::requiring_certs();
+    let identity = server.enroll_agent();
+    let bare = client(&server.url)
+        .with_ca(&server.ca())
+        .with_credential(&identity.credential);
+    let refused = |error: ClientError| {
+        assert!(
+            matches!(error, ClientError::Refused { status: 401, .. }),
+            "{error}"
+        );
+        assert!(
+            error
+                .to_string()
+                .contains("requires agent client certificates; re-enroll the agent"),
+            "{error}"
+        );
+    };
+    refused(
+        bare.heartbeat(&Heartbeat::default())
+            .expect_err("heartbeat"),
+    );
+    refused(bare.upload(&alert()).expect_err("upload"));
+    refused(bare.blob(&"00".repeat(32)).expect_err("download"));
+    assert_eq!(
+        (server.seen(), server.reports()),
+        (0, 0),
+        "nothing accepted"
+    );
+
+    // An agent that sends no CSR is refused before its token is spent: it can come back with one.
+    let token = server.token(Duration::from_secs(60));
+    let with_ca = client(&server.url).with_ca(&server.ca());
+    let error = enroll(&with_ca, token.clone()).expect_err("no CSR");
+    assert!(
+        matches!(error, ClientError::Refused { status: 400, .. }),
+        "{error}"
+    );
+    assert!(error.to_string().contains("must carry a CSR"), "{error}");
+    let key = AgentKey::generate().expect("key");
+    let response = with_ca
+        .enroll(&EnrollRequest {
+            token,
+            hostname: "host".into(),
+            tags: Vec::new(),
+            csr: Some(key.csr_pem().to_owned()),
+        })
+        .expect("the same token, now with a CSR");
+    assert!(response.client_cert.is_some());
+    assert_eq!(server.enrolled(), 2);
+}
+
+#[test]
+fn another_agents_certificate_with_this_credential_is_refused() {
+    let server = Server::tls("127.0.0.1:0");
+    let a = server.enroll_agent();
+    let b = server.enroll_agent();
+    let mixed = client(&server.url)
+        .with_ca(&server.ca())
+        .with_credential(&b.credential)
+        .with_client_cert(a.client_cert.as_ref().expect("A's certificate"))
+        .expect("client");
+    let error = mixed
+        .heartbeat(&Heartbeat::default())
+        .expect_err("A's certificate, B's credential");
+    assert!(
+        matches!(error, ClientError::Refused { status: 401, .. }),
+        "{error}"
+    );
+    assert!(error.to_string().contains("another agent"), "{error}");
+    mixed.upload(&alert()).expect_err("upload");
+    assert_eq!((server.seen(), server.reports()), (0, 0));
+
+    // Where certificates are optional, a credential alone is still an agent's way in.
+    client(&server.url)
+        .with_ca(&server.ca())
+        .with_credential(&b.credential)
+        .heartbeat(&Heartbeat::default())
+        .expect("bearer only");
+    b.client(Duration::from_secs(10))
+        .expect("client")
+        .heartbeat(&Heartbeat::default())
+        .expect("B with its own certificate");
+    assert_eq!(server.seen(), 1);
+}
+
+#[test]
+fn a_client_certificate_from_another_ca_fails_the_handshake() {
+    let server = Server::tls("127.0.0.1:0");
+    let agent = server.enroll_agent();
+    // Another server's CA signs a certificate naming this very agent.
+    let other = tempfile::tempdir().expect("tempdir");
+    let material = TlsMaterial::generated(other.path(), &[]).expect("another CA");
+    let key = AgentKey::generate().expect("key");
+    let csr = VerifiedCsr::from_pem(key.csr_pem()).expect("csr");
+    let issued = material
+        .agent_issuer
+        .as_ref()
+        .expect("issuer")
+        .issue(&agent.agent_id, &csr, Duration::from_secs(86_400))
+        .expect("issue");
+    let foreign = key.certified(issued).expect("certified");
+    let client = client(&server.url)
+        .with_ca(&server.ca())
+        .with_credential(&agent.credential)
+        .with_client_cert(&foreign)
+        .expect("client");
+    let error = client
+        .heartbeat(&Heartbeat::default())
+        .expect_err("foreign certificate");
+    assert!(matches!(error, ClientError::Untrusted { .. }), "{error}");
+    assert!(
+        error.to_string().contains("refused our client certificate"),
+        "{error}"
+    );
+    assert_eq!(server.seen(), 0);
+}
+
+#[test]
+fn servers_without_a_ca_of_their_own_sign_nothing_and_still_serve_the_agent() {
+    let own = tempfile::tempdir().expect("tempdir");
+    TlsMaterial::generated(own.path(), &[]).expect("certificate");
+    let given = Server::start(
+        "127.0.0.1:0",
+        Transport::GivenTls {
+            cert: own.path().join("server.pem"),
+            key: own.path().join("server.key"),
+        },
+    );
+    let operators_ca = CaCert::read_file(&own.path().join("ca.pem")).expect("CA");
+    let key = AgentKey::generate().expect("key");
+    let response = client(&given.url)
+        .with_ca(&operators_ca)
+        .enroll(&EnrollRequest {
+            token: given.token(Duration::from_secs(60)),
+            hostname: "host".into(),
+            tags: Vec::new(),
+            csr: Some(key.csr_pem().to_owned()),
+        })
+        .expect("enroll");
+    assert_eq!(response.client_cert, None, "no CA key to sign with");
+    let identity =
+        Identity::from_enrollment(&given.url, Some(&operators_ca), key, response).expect("id");
+    assert_eq!(identity.client_cert, None);
+    identity
+        .client(Duration::from_secs(10))
+        .expect("client")
+        .heartbeat(&Heartbeat::default())
+        .expect("credential only");
+
+    let plain = Server::start("127.0.0.1:0", Transport::InsecureHttp);
+    let identity = plain.enroll_agent();
+    assert_eq!(identity.client_cert, None, "no handshake to carry one");
+    identity
+        .client(Duration::from_secs(10))
+        .expect("client")
+        .heartbeat(&Heartbeat::default())
+        .expect("plain HTTP");
+    assert_eq!((given.seen(), plain.seen()), (1, 1));
+}
+
+#[test]
+fn requiring_agent_certificates_without_the_servers_own_ca_is_refused_at_start() {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    for transport in [
+        Transport::InsecureHttp,
+        Transport::GivenTls {
+            cert: "cert.pem".into(),
+            key: "key.pem".into(),
+        },
+    ] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("data");
+        let mut config = ServerConfig::new(data.clone());
+        config.transport = transport.clone();
+        config.require_agent_certs = true;
+        let error = runtime
+            .block_on(ringfence_server::open(config))
+            .err()
+            .unwrap_or_else(|| panic!("{transport:?} opened"));
+        assert!(
+            error
+                .to_string()
+                .contains("--require-agent-certs needs the server's own CA"),
+            "{error}"
+        );
+        assert!(!data.exists(), "refused before anything was made");
+    }
 }

@@ -53,6 +53,11 @@ pub struct RunArgs {
     /// TLS terminator). Agents and tokens travel in the clear.
     #[arg(long, conflicts_with_all = ["tls_key", "tls_names"])]
     insecure_http: bool,
+    /// Refuse agents that do not present the client certificate signed at their enrollment
+    /// (mutual TLS); a credential alone is no longer enough. Needs the generated CA: not with
+    /// --tls-cert or --insecure-http. Agents enrolled without a certificate must re-enroll.
+    #[arg(long)]
+    require_agent_certs: bool,
     /// Event corpus for preflight (JSON lines); a generated corpus is built in.
     #[arg(long)]
     preflight_corpus: Option<PathBuf>,
@@ -170,10 +175,12 @@ fn serve(args: RunArgs) -> anyhow::Result<ExitCode> {
             names: args.tls_names,
         },
     };
+    config.require_agent_certs = args.require_agent_certs;
     config.preflight_corpus = args.preflight_corpus;
     config.preflight_deny_margin = args.preflight_deny_margin;
     config.controller_tick = Duration::from_millis(args.controller_tick_ms.max(10));
     config.heartbeat_interval = Duration::from_secs(args.heartbeat_interval_s.max(1));
+    let require_agent_certs = config.require_agent_certs;
     runtime()?.block_on(async move {
         let listen = config.listen;
         let state = ringfence_server::open(config).await?;
@@ -201,6 +208,14 @@ fn serve(args: RunArgs) -> anyhow::Result<ExitCode> {
                     "agents: ringfence agent --server https://{bound} --server-ca-fingerprint {fingerprint} --enroll-token …"
                 );
                 eprintln!("operators: --server https://{bound} --ca {ca_path} (or RINGFENCE_CA)");
+                eprintln!(
+                    "agents get a client certificate from this CA at enrollment (mutual TLS); {}",
+                    if require_agent_certs {
+                        "required for every agent request (--require-agent-certs)"
+                    } else {
+                        "agents without one still connect with their credential"
+                    }
+                );
             }
             Some(_) => println!(
                 "ringfence server listening on https://{bound} (database: {database:?}; the operator's certificate)"

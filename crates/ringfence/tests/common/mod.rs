@@ -18,10 +18,16 @@ pub struct Server {
 impl Server {
     /// Starts a server with a fresh data directory (and so a fresh CA) on a free port.
     pub fn start() -> Server {
+        Server::start_with(&[])
+    }
+
+    /// `start` with more arguments for `ringfence server`.
+    pub fn start_with(extra: &[&str]) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut child = Command::new(env!("CARGO_BIN_EXE_ringfence"))
             .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir.path())
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()

@@ -3,10 +3,12 @@
 use crate::auth::{AGENT_PREFIX, Agent, ENROLL_PREFIX, Operator, hash_token, new_token};
 use crate::error::{ApiResult, AppError};
 use crate::state::AppState;
+use crate::tls::{AgentIssuer, VerifiedCsr};
 use axum::Json;
 use axum::extract::State;
 use ringfence_protocol::api::{
-    EnrollRequest, EnrollResponse, Heartbeat, HeartbeatResponse, ReportAck, ReportBatch,
+    CertificateRenewal, EnrollRequest, EnrollResponse, Heartbeat, HeartbeatResponse,
+    RenewedCertificate, ReportAck, ReportBatch,
 };
 use ringfence_store::{AgentStatusUpdate, ReportRecord, TokenKind, now_ms};
 use serde::{Deserialize, Serialize};
@@ -27,6 +29,10 @@ pub async fn enroll(
             "at most {MAX_TAGS} tags of 1–64 bytes"
         )));
     }
+    let agent_id = format!("agent-{}", &new_token("")[..16]);
+    // Everything that can fail on the request's content fails before the token is spent, so a
+    // bad request costs the agent nothing but a retry.
+    let client_cert = client_certificate(&state, &agent_id, request.csr.as_deref())?;
     if !request.token.starts_with(ENROLL_PREFIX)
         || !state
             .store
@@ -39,7 +45,6 @@ pub async fn enroll(
             "enrollment token is unknown, expired or already used",
         ));
     }
-    let agent_id = format!("agent-{}", &new_token("")[..16]);
     let credential = new_token(AGENT_PREFIX);
     state
         .store
@@ -51,20 +56,84 @@ pub async fn enroll(
         )
         .await?;
     state.metrics.enrollments.fetch_add(1, Ordering::Relaxed);
+    let how = if client_cert.is_some() {
+        "enrolled with a single-use token; client certificate issued"
+    } else {
+        "enrolled with a single-use token"
+    };
     state
         .store
         .audit(
             &format!("agent:{agent_id}"),
             "enroll",
             &request.hostname,
-            "enrolled with a single-use token",
+            how,
         )
         .await?;
     Ok(Json(EnrollResponse {
         agent_id,
         credential,
         release_keys: state.authority.public_keys(),
+        client_cert,
     }))
+}
+
+/// The client certificate for an enrolling agent: signed when the server has its own CA and the
+/// agent sent a CSR. Without a CA the CSR is not read (mutual TLS is unavailable there), and
+/// without a CSR a server that requires certificates refuses the enrollment.
+fn client_certificate(
+    state: &AppState,
+    agent_id: &str,
+    csr: Option<&str>,
+) -> ApiResult<Option<String>> {
+    let issuer = state
+        .tls
+        .as_deref()
+        .and_then(|tls| tls.agent_issuer.as_ref());
+    match (issuer, csr) {
+        (Some(issuer), Some(csr)) => sign(state, issuer, agent_id, csr).map(Some),
+        (_, None) if state.config.require_agent_certs => Err(AppError::bad_request(
+            "this server requires agent client certificates: the enrollment must carry a CSR (upgrade the agent)",
+        )),
+        _ => Ok(None),
+    }
+}
+
+/// A certificate for `agent_id` over the CSR's key; a CSR that does not verify is the caller's
+/// mistake (400).
+fn sign(state: &AppState, issuer: &AgentIssuer, agent_id: &str, csr: &str) -> ApiResult<String> {
+    let csr = VerifiedCsr::from_pem(csr).map_err(|e| AppError::bad_request(e.to_string()))?;
+    issuer
+        .issue(agent_id, &csr, state.config.agent_cert_validity)
+        .map_err(|e| AppError::internal("client certificate", e))
+}
+
+/// A fresh certificate for a new key of an enrolled agent, so that it never has to present an
+/// expired one (which fails the handshake). The caller proved itself like on every agent call:
+/// its credential, and its current certificate, which must name it.
+pub async fn renew_certificate(
+    State(state): State<AppState>,
+    agent: Agent,
+    Json(request): Json<CertificateRenewal>,
+) -> ApiResult<Json<RenewedCertificate>> {
+    let issuer = state
+        .tls
+        .as_deref()
+        .and_then(|tls| tls.agent_issuer.as_ref())
+        .ok_or_else(|| {
+            AppError::not_found("this server has no CA of its own and signs no agent certificates")
+        })?;
+    let client_cert = sign(&state, issuer, &agent.id, &request.csr)?;
+    state
+        .store
+        .audit(
+            &format!("agent:{}", agent.id),
+            "renew_certificate",
+            &agent.id,
+            "client certificate renewed",
+        )
+        .await?;
+    Ok(Json(RenewedCertificate { client_cert }))
 }
 
 #[derive(Debug, Deserialize)]

@@ -24,6 +24,10 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/agents", get(agents::list))
         .route("/api/v1/agents/heartbeat", post(agents::heartbeat))
         .route("/api/v1/agents/reports", post(agents::reports))
+        .route(
+            "/api/v1/agents/certificate",
+            post(agents::renew_certificate),
+        )
         .route("/api/v1/blobs/{sha256}", get(releases::blob))
         .route(
             "/api/v1/releases",

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 /// The files of a generated TLS identity.
 pub(super) struct Files {
     pub ca_cert: PathBuf,
+    pub ca_key: PathBuf,
     pub server_cert: PathBuf,
     pub server_key: PathBuf,
 }
@@ -89,6 +90,7 @@ pub(super) fn ensure(dir: &Path, names: &[String]) -> Result<Files, TlsError> {
     }
     Ok(Files {
         ca_cert,
+        ca_key,
         server_cert,
         server_key,
     })

@@ -1,7 +1,12 @@
 //! The TLS listener axum serves from. Handshakes run in their own tasks, so a slow or silent
 //! client never holds up the next one; a connection that does not open with a TLS handshake
 //! (someone used http:// on the HTTPS port) gets a plain `400` saying so instead of a hang.
+//! Each connection's verified client certificate reaches the handlers as
+//! `ConnectInfo<ClientCert>`.
 
+use super::ClientCert;
+use axum::extract::connect_info::Connected;
+use axum::serve::IncomingStream;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -65,6 +70,13 @@ impl axum::serve::Listener for TlsListener {
     }
 }
 
+impl Connected<IncomingStream<'_, TlsListener>> for ClientCert {
+    fn connect_info(stream: IncomingStream<'_, TlsListener>) -> ClientCert {
+        // Read once per connection; rustls verified the chain during the handshake.
+        ClientCert::from_chain(stream.io().get_ref().1.peer_certificates())
+    }
+}
+
 async fn accept_loop(
     listener: TcpListener,
     acceptor: TlsAcceptor,
@@ -111,11 +123,15 @@ async fn handshake(
         refuse_plaintext(tcp).await;
         return None;
     }
-    match acceptor.accept(tcp).await {
+    match acceptor.accept(tcp).into_fallible().await {
         Ok(stream) => Some(stream),
-        Err(error) => {
-            // Usually a client that does not trust our CA: it says so on its side.
+        Err((error, tcp)) => {
+            // Usually a client that does not trust our CA, which says so on its side, or a
+            // client certificate we refused. In TLS 1.3 that client already sent its request
+            // after its half of the handshake; close gently so it reads our alert (why it was
+            // refused) instead of a reset.
             tracing::debug!(%peer, "TLS handshake failed: {error}");
+            close_gently(tcp).await;
             None
         }
     }
@@ -141,8 +157,14 @@ async fn refuse_plaintext(mut tcp: TcpStream) {
     if tcp.write_all(response.as_bytes()).await.is_err() {
         return;
     }
+    close_gently(tcp).await;
+}
+
+/// Closes our side, then drains what the client still sends for a moment: closing with unread
+/// bytes would reset the connection and destroy the answer already sent.
+async fn close_gently(mut tcp: TcpStream) {
     let _ = tcp.shutdown().await;
-    // Drain what the client still sends (a body) for a moment so the close stays graceful.
+    let mut buffer = [0u8; 4096];
     let _ = tokio::time::timeout(Duration::from_millis(500), async {
         while matches!(tcp.read(&mut buffer).await, Ok(n) if n > 0) {}
     })

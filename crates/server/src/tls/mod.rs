@@ -3,10 +3,13 @@
 //! and a certificate signed by it (once, kept in `<data-dir>/tls/`), and clients trust exactly
 //! that CA, given as a file or pinned by its SHA-256 fingerprint. An operator can bring a
 //! certificate of their own instead. Plain HTTP is an explicit choice, and only on loopback.
+//! With its own CA the server also signs agents' client certificates (`client_certs`).
 
+pub mod client_certs;
 mod generate;
 pub mod listener;
 
+pub use client_certs::{AgentIssuer, ClientCert, CsrError, VerifiedCsr};
 pub use listener::TlsListener;
 
 use rustls::pki_types::pem::PemObject;
@@ -34,6 +37,10 @@ pub enum TlsError {
         "refusing plain HTTP on {0}: --insecure-http is for loopback addresses only (127.0.0.1, ::1); serve HTTPS on other addresses"
     )]
     InsecureNotLoopback(SocketAddr),
+    #[error(
+        "--require-agent-certs needs the server's own CA, which signs the agents' certificates: it cannot be used with --tls-cert/--tls-key or --insecure-http"
+    )]
+    AgentCertsUnavailable,
 }
 
 /// How the server talks to its clients.
@@ -60,6 +67,9 @@ pub struct TlsMaterial {
     pub ca_fingerprint: Option<String>,
     /// Where the CA file is, for the startup message.
     pub ca_path: Option<PathBuf>,
+    /// Signs agents' client certificates, when the server made its own CA; the handshake then
+    /// asks clients for a certificate from that CA (and accepts none).
+    pub agent_issuer: Option<AgentIssuer>,
 }
 
 /// `sha256:<64 hex>` of a DER certificate: the form printed by the server and pinned by clients.
@@ -97,10 +107,11 @@ impl TlsMaterial {
         let chain = read_chain(cert)?;
         let key = read_key(key)?;
         Ok(TlsMaterial {
-            config: server_config(chain, key)?,
+            config: server_config(chain, key, None)?,
             ca_pem: None,
             ca_fingerprint: None,
             ca_path: None,
+            agent_issuer: None,
         })
     }
 
@@ -108,21 +119,28 @@ impl TlsMaterial {
     pub fn generated(dir: &Path, extra_names: &[String]) -> Result<TlsMaterial, TlsError> {
         let files = generate::ensure(dir, &generate::server_names(extra_names))?;
         let ca = read_chain(&files.ca_cert)?;
-        let ca_der = ca.first().ok_or_else(|| TlsError::Pem {
+        let ca_der = ca.first().cloned().ok_or_else(|| TlsError::Pem {
             path: files.ca_cert.clone(),
             reason: "no certificate".into(),
         })?;
-        let ca_fingerprint = fingerprint(ca_der);
+        let ca_fingerprint = fingerprint(&ca_der);
         let ca_pem = read(&files.ca_cert)?;
+        let ca_key_pem = String::from_utf8_lossy(&read(&files.ca_key)?).into_owned();
+        let ca_key = rcgen::KeyPair::from_pem(&ca_key_pem).map_err(|e| TlsError::Pem {
+            path: files.ca_key.clone(),
+            reason: e.to_string(),
+        })?;
+        let agent_issuer = AgentIssuer::new(&ca_der, ca_key)?;
         let mut chain = read_chain(&files.server_cert)?;
         // Send the CA along: a client that pinned it sees the whole chain it verifies.
         chain.extend(ca);
         let key = read_key(&files.server_key)?;
         Ok(TlsMaterial {
-            config: server_config(chain, key)?,
+            config: server_config(chain, key, Some(ca_der))?,
             ca_pem: Some(String::from_utf8_lossy(&ca_pem).into_owned()),
             ca_fingerprint: Some(ca_fingerprint),
             ca_path: Some(files.ca_cert),
+            agent_issuer: Some(agent_issuer),
         })
     }
 }
@@ -160,16 +178,34 @@ fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
 }
 
 /// rustls with the ring provider, TLS 1.2 and 1.3, HTTP/1.1 only (the router speaks nothing
-/// else).
+/// else). With `client_ca`, clients may present a certificate, which must then be one that CA
+/// signed for client authentication, or the handshake fails; clients without one (operators,
+/// browsers, enrolling agents) still connect, and the API decides what they may do.
 fn server_config(
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
+    client_ca: Option<CertificateDer<'static>>,
 ) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+    let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
-        .map_err(|e| TlsError::Config(e.to_string()))?
-        .with_no_client_auth()
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            roots
+                .add(ca)
+                .map_err(|e| TlsError::Config(format!("the CA as a client root: {e}")))?;
+            let verifier =
+                rustls::server::WebPkiClientVerifier::builder_with_provider(roots.into(), provider)
+                    .allow_unauthenticated()
+                    .build()
+                    .map_err(|e| TlsError::Config(format!("client certificates: {e}")))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder
         .with_single_cert(chain, key)
         .map_err(|e| TlsError::Config(format!("certificate and key do not fit: {e}")))?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];

@@ -4,8 +4,10 @@
 #![allow(dead_code)]
 
 use axum::body::Body;
+use axum::extract::ConnectInfo;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
+use ringfence_server::tls::ClientCert;
 use ringfence_server::{AppState, ServerConfig};
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -154,6 +156,27 @@ impl Harness {
     ) -> (StatusCode, Value) {
         self.post_raw_json(path, token, body.to_string().into_bytes())
             .await
+    }
+
+    /// `post_json` on a connection whose client certificate proved `certificate`, as the TLS
+    /// listener would tell the router.
+    pub async fn post_json_with_cert(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        body: Value,
+        certificate: ClientCert,
+    ) -> (StatusCode, Value) {
+        let request = Self::builder("POST", path, token)
+            .header("Content-Type", "application/json")
+            .extension(ConnectInfo(certificate))
+            .body(Body::from(body.to_string()))
+            .expect("request");
+        let (status, bytes) = self.send(request).await;
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
     }
 
     pub async fn post_bytes(

@@ -21,7 +21,9 @@ use ringfence_protocol::guard_link::GuardLink;
 use ringfence_release::SlotStore;
 use ringfence_sensor::Channels;
 use ringfence_uplink::link::{report, trusted_keys};
-use ringfence_uplink::{Fingerprint, Identity, Link, LinkConfig, ServerClient, Spool, tls};
+use ringfence_uplink::{
+    AgentKey, Fingerprint, Identity, Link, LinkConfig, ServerClient, Spool, tls,
+};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -42,7 +44,9 @@ pub struct ManagedArgs {
     /// the CA is fetched, kept only if it matches, and verified against from then on.
     #[arg(long, env = "RINGFENCE_SERVER_CA_FINGERPRINT")]
     pub server_ca_fingerprint: Option<Fingerprint>,
-    /// Single-use enrollment token, needed on the first start only.
+    /// Single-use enrollment token, needed on the first start only. The agent also makes a key
+    /// and, if the server has its own CA, gets a client certificate for it (mutual TLS), kept
+    /// with the credential in `identity.json`.
     #[arg(long, env = "RINGFENCE_ENROLL_TOKEN", hide_env_values = true)]
     pub enroll_token: Option<String>,
     /// Tags for ring membership (e.g. `canary`); repeat.
@@ -103,14 +107,21 @@ fn identity(args: &ManagedArgs, data_dir: &Path, server: &str) -> anyhow::Result
     if let Some(ca) = &ca {
         client = client.with_ca(ca);
     }
+    // The key for mutual TLS is made here and stays here; the server sees its CSR only.
+    let key = AgentKey::generate()?;
     let response = client.enroll(&EnrollRequest {
         token,
         hostname: args.hostname.clone().unwrap_or_else(hostname),
         tags: args.tags.clone(),
+        csr: Some(key.csr_pem().to_owned()),
     })?;
-    let identity = Identity::from_enrollment(server, ca.as_ref(), response);
+    let identity = Identity::from_enrollment(server, ca.as_ref(), key, response)?;
     identity.save(&path)?;
-    tracing::info!(agent = %identity.agent_id, "enrolled");
+    tracing::info!(
+        agent = %identity.agent_id,
+        client_certificate = identity.client_cert.is_some(),
+        "enrolled"
+    );
     Ok(identity)
 }
 
@@ -214,6 +225,7 @@ pub fn run(
     let link_config = LinkConfig {
         bless_after: Duration::from_secs(args.bless_after_s),
         interval: Duration::from_secs(1),
+        identity_path: Some(data_dir.join("identity.json")),
         ..LinkConfig::default()
     };
     // The network-facing threads write nothing but the data directory: Landlock holds them to it.

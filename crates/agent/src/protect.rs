@@ -5,15 +5,17 @@
 //! configuration, poison its data directory. (Its running binary the kernel already guards: an
 //! open for writing fails with ETXTBSY. Marking it too would hang the crash monitor, which reads
 //! it while the agent is stopped for a dump.) The agent marks those files on its own fanotify
-//! group for open permission and, for every open by another process, decides here: processes running the agent's own binary (the agent, its guard, its crash monitor, the
-//! operator CLI) and the package manager may; anyone else may read or execute but not open for
-//! writing, and is denied with an alert.
+//! group for open permission and, for every open by another process, decides here: processes
+//! running the agent's own binary (the agent, its guard, its crash monitor, the operator CLI)
+//! and the package manager may; anyone else may read or execute but not open for writing, and
+//! is denied with an alert.
 //!
 //! No fanotify event can refuse a rename or an unlink, so the entries of the binary, the
-//! configuration and the data directory's files are watched too ([`ringfence_sensor::EntryWatch`]):
-//! a stranger who renames a file over the binary or deletes the configuration is reported, not
-//! stopped. What neither can see (a write through a descriptor opened before the agent started,
-//! anything by the kernel) stays out of reach; `docs/threat-model.md` says so.
+//! configuration and the data directory's files are watched too
+//! ([`ringfence_sensor::EntryWatch`]): a stranger who renames a file over the binary or deletes
+//! the configuration is reported, not stopped. What neither can see (a write through a
+//! descriptor opened before the agent started, anything by the kernel) stays out of reach;
+//! `docs/threat-model.md` says so.
 
 use ringfence_sensor::EntryWatch;
 use ringfence_sensor::intent::{self, OpenIntent};

@@ -1,7 +1,8 @@
 //! `ringfence bench exec`: what exec authorisation costs. fork+exec+wait of a small binary on a
-//! private tmpfs, without an agent and with agents of increasing work, in one run; what the
-//! seccomp filters of a hardened agent add to that path (the same agent with and without
-//! them); plus the RSS of a real `ringfence agent` process with two engines loaded.
+//! private tmpfs, without an agent, with a bare responder that only answers (the floor under
+//! any user-mode authoriser), and with agents of increasing work, in one run; what the seccomp
+//! filters of a hardened agent add to that path (the same agent with and without them); plus
+//! the RSS of a real `ringfence agent` process with two engines loaded.
 
 use crate::stats::{Percentiles, Row, print};
 use anyhow::Context;
@@ -97,6 +98,90 @@ fn agent_config(mount: &Path, cache: bool) -> AgentConfig {
         mute: MuteSet::defaults(),
         ..AgentConfig::default()
     }
+}
+
+/// The floor: a thread that answers every exec permission event on the mount with allow and
+/// does nothing else (no path, no file identity, no decision). What remains is the kernel's
+/// round trip and two context switches; no authoriser can add less.
+fn with_bare_responder(mount: &Path, bin: &Path, iterations: usize) -> anyhow::Result<Percentiles> {
+    use ringfence_sensor::{decode, sys};
+    use std::os::fd::AsRawFd;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let group = sys::fanotify_init(
+        libc::FAN_CLASS_CONTENT | libc::FAN_CLOEXEC | libc::FAN_NONBLOCK,
+        (libc::O_RDONLY | libc::O_LARGEFILE | libc::O_CLOEXEC) as u32,
+    )
+    .context("fanotify_init")?;
+    sys::fanotify_mark(
+        &group,
+        libc::FAN_MARK_ADD | libc::FAN_MARK_MOUNT,
+        libc::FAN_OPEN_EXEC_PERM,
+        Some(mount),
+    )
+    .context("fanotify_mark")?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let responder = {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || -> std::io::Result<()> {
+            let mut buf = vec![0u8; 16 * 1024];
+            while !stop.load(Ordering::Relaxed) {
+                if !sys::poll_readable(&group, std::time::Duration::from_millis(50))? {
+                    continue;
+                }
+                let n = match sys::read(&group, &mut buf) {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                    Err(e) => return Err(e),
+                };
+                for event in decode::fanotify_events(&buf[..n]).0 {
+                    if let Some(fd) = sys::adopt_event_fd(event.fd) {
+                        sys::fanotify_respond(&group, fd.as_raw_fd(), libc::FAN_ALLOW)?;
+                    }
+                }
+            }
+            // Closing the group removes the mark and allows anything still queued.
+            Ok(())
+        })
+    };
+    let result = measure(bin, iterations);
+    stop.store(true, Ordering::Relaxed);
+    responder
+        .join()
+        .map_err(|_| anyhow::anyhow!("the bare responder panicked"))?
+        .context("bare responder")?;
+    result
+}
+
+/// The sensor alone: every exec permission event read as the agent reads it (path from the
+/// event fd, file identity) and allowed, with no decision. Between the floor and the cached
+/// agent, it says where the agent's cached path spends its time.
+fn with_sensor_only(mount: &Path, bin: &Path, iterations: usize) -> anyhow::Result<Percentiles> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let fan = Fanotify::open(&FanotifyConfig {
+        exec_mounts: vec![mount.to_owned()],
+        ..FanotifyConfig::default()
+    })?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || -> Result<(), ringfence_sensor::SensorError> {
+            while !stop.load(Ordering::Relaxed) {
+                for event in fan.read(std::time::Duration::from_millis(50))? {
+                    if let Some(ticket) = event.ticket {
+                        ticket.respond(true);
+                    }
+                }
+            }
+            fan.unmark();
+            Ok(())
+        })
+    };
+    let result = measure(bin, iterations);
+    stop.store(true, Ordering::Relaxed);
+    reader
+        .join()
+        .map_err(|_| anyhow::anyhow!("the sensor reader panicked"))??;
+    result
 }
 
 fn with_agent(
@@ -216,6 +301,8 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     let allowlist = engine(&runtime, "exec-allowlist", rules.as_bytes())?;
 
     let base = measure(&bin, iterations)?;
+    let bare = with_bare_responder(&fs.dir, &bin, iterations)?;
+    let sensor = with_sensor_only(&fs.dir, &bin, iterations)?;
     let (no_cache, _) = with_agent(&fs.dir, &bin, vec![Arc::clone(&trivial)], false, iterations)?;
     let (cached, cached_stats) =
         with_agent(&fs.dir, &bin, vec![Arc::clone(&trivial)], true, iterations)?;
@@ -232,6 +319,8 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         Row::new("no agent: exec p99", us(base.p99_ns), "µs"),
     ];
     for (name, p) in [
+        ("bare responder (the floor)", &bare),
+        ("sensor only, no decision", &sensor),
         ("trivial engine, no cache", &no_cache),
         ("trivial engine, cache", &cached),
         (
@@ -267,6 +356,25 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
             .ratio(
                 q(&filtered) as f64 / q(&unfiltered).max(1) as f64,
                 format!("same agent unfiltered ({:.1} µs)", us(q(&unfiltered))),
+            ),
+        );
+    }
+    for (name, q) in [
+        (
+            "p50",
+            (|p: &Percentiles| p.p50_ns) as fn(&Percentiles) -> u64,
+        ),
+        ("p99", |p: &Percentiles| p.p99_ns),
+    ] {
+        rows.push(
+            Row::new(
+                format!("trivial engine, cache: added over the floor, {name}"),
+                us(q(&cached).saturating_sub(q(&bare))),
+                "µs",
+            )
+            .ratio(
+                q(&cached) as f64 / q(&bare).max(1) as f64,
+                format!("bare responder ({:.1} µs)", us(q(&bare))),
             ),
         );
     }

@@ -7,6 +7,7 @@
 pub mod engine;
 pub mod exec;
 pub mod hotswap;
+pub mod http_load;
 pub mod server;
 pub mod sigma;
 pub mod stats;

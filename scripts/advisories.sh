@@ -4,9 +4,10 @@
 #
 #   bash scripts/advisories.sh
 #
-# The advisory database lives on GitHub. Where it cannot be fetched (an offline network) this
-# says so loudly and checks nothing, instead of failing the build on the network; licences,
-# bans and sources are checked offline by .ci/run either way. With RINGFENCE_ADVISORY_DB set
+# The advisory database lives on GitHub. Where GitHub cannot be reached (an offline network)
+# this says so loudly and checks nothing, instead of failing the build on the network, unless
+# RINGFENCE_REQUIRE_ADVISORIES=1 (for release builds); licences, bans and sources are checked
+# offline by .ci/run either way. With RINGFENCE_ADVISORY_DB set
 # to a checkout of github.com/rustsec/advisory-db, that checkout is used and nothing is fetched.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,10 +28,17 @@ if [ -n "${RINGFENCE_ADVISORY_DB:-}" ]; then
   exit 0
 fi
 
-if ! timeout 180 cargo deny fetch db >/dev/null 2>&1; then
-  echo "advisories: NOT CHECKED: the RustSec database (github.com/rustsec/advisory-db) cannot be fetched from here"
+# Only an unreachable database is "not checked"; once it is reachable, any failure to fetch or
+# read it (a stale lock, a corrupt cache) fails like a vulnerability would.
+if ! timeout 60 git ls-remote --exit-code https://github.com/rustsec/advisory-db HEAD >/dev/null 2>&1; then
+  if [ "${RINGFENCE_REQUIRE_ADVISORIES:-}" = 1 ]; then
+    echo "advisories: github.com/rustsec/advisory-db cannot be reached, and RINGFENCE_REQUIRE_ADVISORIES=1" >&2
+    exit 1
+  fi
+  echo "advisories: NOT CHECKED: github.com/rustsec/advisory-db cannot be reached from here (RINGFENCE_REQUIRE_ADVISORIES=1 makes this fatal)"
   exit 0
 fi
+cargo deny fetch db
 for manifest in "${manifests[@]}"; do
   cargo deny --offline --manifest-path "$manifest" check advisories
 done

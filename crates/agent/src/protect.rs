@@ -5,10 +5,11 @@
 //! configuration, poison its data directory. (Its running binary the kernel already guards: an
 //! open for writing fails with ETXTBSY. Marking it too would hang the crash monitor, which reads
 //! it while the agent is stopped for a dump.) The agent marks those files on its own fanotify
-//! group for open permission and, for every open by another process, decides here: processes
-//! running the agent's own binary (the agent, its guard, its crash monitor, the operator CLI)
-//! and the package manager may; anyone else may read or execute but not open for writing, and
-//! is denied with an alert.
+//! group for open permission and, for every open by another process, decides here: the
+//! agent's family (the agent, its parent the guard, and children of either running the agent's
+//! binary, such as the crash monitor) and the package manager may; anyone else may read or
+//! execute but not open for writing, and is denied with an alert. Running the agent's binary
+//! is not enough: anyone can start `ringfence`, and the CLI writes where it is told.
 //!
 //! No fanotify event can refuse a rename or an unlink, so the entries of the binary, the
 //! configuration and the data directory's files are watched too
@@ -29,14 +30,19 @@ const PACKAGE_MANAGERS: [&str; 2] = ["/usr/bin/dpkg", "/bin/dpkg"];
 /// What is protected and who is trusted.
 #[derive(Debug, Clone)]
 pub struct SelfProtection {
-    /// As configured: files, and directories whose direct children are protected.
+    /// Canonical: files, and directories whose direct children are protected.
     paths: Vec<PathBuf>,
+    /// As configured (absolute, not resolved): a symlink there can be swapped too.
+    configured: Vec<PathBuf>,
     files: HashSet<(u64, u64)>,
     dirs: Vec<PathBuf>,
     /// (dev, ino) of the agent's own binary: processes running it are the agent's family.
     own_binary: Option<(u64, u64)>,
     /// Where that binary is (as /proc/self/exe reads at start).
     binary_path: Option<PathBuf>,
+    own_pid: u32,
+    /// The process that started the agent (its guard), unless that is init.
+    own_parent: Option<u32>,
 }
 
 /// Why an open of a protected file was decided the way it was.
@@ -55,12 +61,15 @@ impl SelfProtection {
     pub fn new(paths: &[PathBuf]) -> SelfProtection {
         let mut protection = SelfProtection {
             paths: Vec::new(),
+            configured: Vec::new(),
             files: HashSet::new(),
             dirs: Vec::new(),
             own_binary: std::fs::metadata("/proc/self/exe")
                 .ok()
                 .map(|m| (m.dev(), m.ino())),
             binary_path: std::fs::read_link("/proc/self/exe").ok(),
+            own_pid: ringfence_sensor::sys::getpid(),
+            own_parent: Some(ringfence_sensor::sys::getppid()).filter(|&pid| pid > 1),
         };
         for path in paths {
             let Ok(canonical) = std::fs::canonicalize(path) else {
@@ -76,6 +85,9 @@ impl SelfProtection {
                 protection.files.insert((meta.dev(), meta.ino()));
             }
             protection.paths.push(canonical);
+            protection
+                .configured
+                .push(std::path::absolute(path).unwrap_or(path.clone()));
         }
         protection
     }
@@ -106,13 +118,21 @@ impl SelfProtection {
         }
     }
 
-    /// Watches the entries of everything protected, and of the agent's binary, on `watch`.
-    /// A path that cannot be watched is logged and skipped: the rest still is.
+    /// Watches, on `watch`, the entries of everything protected and of the agent's binary, as
+    /// configured and as resolved, and the entries of every directory above them: renaming
+    /// `/etc/ringfence` away and making a new one replaces the configuration as surely as
+    /// renaming over the file. A path that cannot be watched is logged and skipped.
     pub fn watch_entries(&self, watch: &mut EntryWatch) {
-        let entries = self
+        let mut entries = HashSet::new();
+        let named = self
             .binary_path
             .iter()
-            .chain(self.paths.iter().filter(|path| !self.dirs.contains(path)));
+            .chain(&self.configured)
+            .chain(&self.paths);
+        for path in named {
+            // `ancestors` starts with the path itself and ends with "/", which has no entry.
+            entries.extend(path.ancestors().filter(|a| a.parent().is_some()));
+        }
         for path in entries {
             if let Err(error) = watch.watch_entry(path) {
                 tracing::warn!(%error, path = %path.display(), "entry not watched");
@@ -125,8 +145,8 @@ impl SelfProtection {
         }
     }
 
-    /// True when `pid` may change the agent's files: it runs the agent's binary or is the
-    /// package manager. A process that has exited cannot be told apart, so it is not.
+    /// True when `pid` may change the agent's files (see the module header). A process that
+    /// has exited cannot be told apart, so it is not.
     pub fn trusted_pid(&self, pid: u32) -> bool {
         self.trusted(pid, &ringfence_sensor::procfs::exe(pid))
     }
@@ -135,10 +155,16 @@ impl SelfProtection {
         if PACKAGE_MANAGERS.contains(&exe) {
             return true;
         }
+        let family = |pid: u32| pid == self.own_pid || Some(pid) == self.own_parent;
+        if family(pid) {
+            return true;
+        }
         let running = std::fs::metadata(format!("/proc/{pid}/exe"))
             .ok()
             .map(|m| (m.dev(), m.ino()));
-        running.is_some() && running == self.own_binary
+        running.is_some()
+            && running == self.own_binary
+            && family(ringfence_sensor::procfs::process(pid).ppid)
     }
 }
 
@@ -172,5 +198,47 @@ mod tests {
     fn processes_running_our_binary_are_trusted() {
         let protection = SelfProtection::new(&[]);
         assert_eq!(protection.decide(std::process::id()), Decision::Allow);
+    }
+
+    /// Running the agent's binary makes a process family only when the agent or its parent
+    /// started it: anyone can run `ringfence`. `sleep` stands in for the agent's binary here.
+    #[test]
+    fn our_binary_is_family_only_as_our_child() {
+        let sleep = std::fs::metadata("/usr/bin/sleep").expect("sleep");
+        let mut protection = SelfProtection::new(&[]);
+        protection.own_binary = Some((sleep.dev(), sleep.ino()));
+        let mut child = std::process::Command::new("/usr/bin/sleep")
+            .arg("5")
+            .spawn()
+            .expect("child");
+        let mut shell = std::process::Command::new("sh")
+            .args(["-c", "/usr/bin/sleep 5 & echo $!; wait"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("shell");
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(shell.stdout.take().expect("stdout")),
+            &mut line,
+        )
+        .expect("grandchild pid");
+        let grandchild: u32 = line.trim().parse().expect("pid");
+        // Until it has exec'd, the grandchild is still a shell: wait for it to run `sleep`.
+        for _ in 0..200 {
+            if ringfence_sensor::procfs::exe(grandchild) == "/usr/bin/sleep" {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(ringfence_sensor::procfs::exe(grandchild), "/usr/bin/sleep");
+        assert!(protection.trusted_pid(child.id()), "our child");
+        assert!(!protection.trusted_pid(grandchild), "a stranger's child");
+        for process in [&mut child, &mut shell] {
+            let _ = process.kill();
+            let _ = process.wait();
+        }
+        let _ = std::process::Command::new("kill")
+            .arg(grandchild.to_string())
+            .status();
     }
 }

@@ -201,9 +201,40 @@ pub fn entry_watch(
             core.stats
                 .entry_overflows
                 .fetch_add(watch.overflows - lost, Ordering::Relaxed);
+            changes_lost(core);
         }
     }
     core.handing_off().then_some(watch)
+}
+
+/// The queue is unlimited, so this takes the kernel running out of memory; whatever hid in the
+/// lost events, an operator must hear that some were lost.
+fn changes_lost(core: &Core) {
+    let nothing = Event::Open(OpenEvent {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+        path: String::new(),
+        exe: String::new(),
+        write: true,
+    });
+    let verdict = Verdict {
+        action: Action::Observe,
+        rule_id: "ringfence-self-protection".into(),
+        severity: Severity::High,
+        message: "the kernel dropped events of the watch on the agent's files: changes to them \
+                  may have gone unseen"
+            .into(),
+        tags: vec!["tamper".into(), "entry".into(), "overflow".into()],
+    };
+    core.alert(&Alert {
+        event: &nothing,
+        verdict: &verdict,
+        allowed: None,
+        reason: Reason::Tamper,
+        engines: &[],
+        failures: &[],
+    });
 }
 
 fn tamper_seen(core: &Core, change: &EntryChange) {

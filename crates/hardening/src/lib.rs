@@ -34,18 +34,38 @@ use seccompiler::BpfProgram;
 use std::sync::{Arc, OnceLock};
 
 /// Names, across the `execve` of an in-place upgrade, the agent filter the previous image left
-/// in force (its [`Hardening::agent_filter_id`]). Filters survive `execve`; a new image whose
-/// own filter is that same program does not stack a second copy, so upgrades do not fill the
-/// kernel's filter stack.
+/// in force: `<id>:<filters>`, its [`Hardening::agent_filter_id`] and how many filters were
+/// stacked on the exec'ing thread. Filters survive `execve`; a new image whose own filter is
+/// that same program, and which finds at least that many filters on itself, does not stack a
+/// second copy, so upgrades do not fill the kernel's filter stack.
 pub const INHERITED_FILTER_ENV: &str = "RINGFENCE_SECCOMP_AGENT";
 
 /// The id of the agent filter this process put (or found) in force.
 static AGENT_FILTER_IN_FORCE: OnceLock<String> = OnceLock::new();
 
-/// The id of the agent filter in force in this process, to name in [`INHERITED_FILTER_ENV`]
-/// for the next image; `None` when the process is not confined.
-pub fn agent_filter_in_force() -> Option<&'static str> {
-    AGENT_FILTER_IN_FORCE.get().map(String::as_str)
+/// The value of [`INHERITED_FILTER_ENV`] for the next image, read on the thread that will
+/// exec; `None` when the process is not confined.
+pub fn agent_filter_in_force() -> Option<String> {
+    let id = AGENT_FILTER_IN_FORCE.get()?;
+    Some(format!("{id}:{}", stacked_filters()?))
+}
+
+/// What a previous image said it left in force (see [`INHERITED_FILTER_ENV`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InheritedFilter {
+    id: String,
+    filters: u32,
+}
+
+impl InheritedFilter {
+    /// Parses `<id>:<filters>`; anything else is no evidence at all.
+    pub fn parse(value: &str) -> Option<InheritedFilter> {
+        let (id, filters) = value.split_once(':')?;
+        Some(InheritedFilter {
+            id: id.to_owned(),
+            filters: filters.parse().ok().filter(|&n| n > 0)?,
+        })
+    }
 }
 
 /// Compiled policies, ready to apply.
@@ -93,13 +113,20 @@ impl std::fmt::Display for Report {
     }
 }
 
-/// True when the kernel says this thread runs under a seccomp filter (`Seccomp: 2`).
-fn in_filter_mode() -> bool {
-    std::fs::read_to_string("/proc/thread-self/status").is_ok_and(|status| {
+/// How many seccomp filters the kernel says are stacked on this thread, when it runs under
+/// filters at all (`Seccomp: 2`).
+fn stacked_filters() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/thread-self/status").ok()?;
+    let field = |name: &str| {
         status
             .lines()
-            .any(|line| line.split_whitespace().eq(["Seccomp:", "2"]))
-    })
+            .find_map(|line| line.strip_prefix(name))
+            .map(str::trim)
+    };
+    if field("Seccomp:")? != "2" {
+        return None;
+    }
+    field("Seccomp_filters:")?.parse().ok()
 }
 
 fn install(
@@ -142,12 +169,13 @@ impl Hardening {
     /// capabilities and escape the Landlock domain (seccomp reaches them through TSYNC).
     ///
     /// `inherited_filter` is what a previous image of an in-place upgrade said it left in force
-    /// ([`INHERITED_FILTER_ENV`]). When it is this very program and the kernel confirms the
-    /// process is filtered, no second copy is stacked: the filter in force is at least as
-    /// strict as ours. Anything else installs ours, on top of whatever is there.
+    /// ([`INHERITED_FILTER_ENV`]); pass it only when this image really adopted that image's
+    /// channels. When it names this very program and the kernel shows at least as many filters
+    /// on this thread as that image had, no second copy is stacked: the filters in force are at
+    /// least as strict as ours. Anything else installs ours, on top of whatever is there.
     pub fn confine_process(
         &self,
-        inherited_filter: Option<&str>,
+        inherited_filter: Option<&InheritedFilter>,
     ) -> Result<Report, HardeningError> {
         let caps_dropped_now = if caps::already_reduced() {
             false
@@ -156,8 +184,10 @@ impl Hardening {
             true
         };
         sys::set_no_new_privs().map_err(HardeningError::NoNewPrivs)?;
-        let agent_filter_inherited =
-            inherited_filter == Some(self.agent_id.as_str()) && in_filter_mode();
+        let agent_filter_inherited = inherited_filter.is_some_and(|inherited| {
+            inherited.id == self.agent_id
+                && stacked_filters().is_some_and(|now| now >= inherited.filters)
+        });
         if !agent_filter_inherited {
             install(Role::Agent, &self.agent, true)?;
         }
@@ -215,5 +245,20 @@ impl EngineConfinement {
     pub fn confine_current_thread(&self) -> Result<(), HardeningError> {
         sys::set_no_new_privs().map_err(HardeningError::NoNewPrivs)?;
         install(Role::Engine, &self.program, false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inherited_filter_needs_an_id_and_a_positive_count() {
+        let parsed = InheritedFilter::parse("abc:3").expect("parses");
+        assert_eq!(parsed.id, "abc");
+        assert_eq!(parsed.filters, 3);
+        for bad in ["abc", "abc:0", "abc:-1", "abc:x", ""] {
+            assert_eq!(InheritedFilter::parse(bad), None, "{bad}");
+        }
     }
 }

@@ -391,7 +391,12 @@ fn strangers_cannot_write_the_agent_files_and_renames_or_deletions_are_reported(
     );
     signal(agent.0.id(), "USR2");
     wait_for(&lines, "upgraded in place", Duration::from_secs(60));
-    assert!(stranger("rm \"$1\"", &doomed).0, "delete a data file");
+    // Deleted, then planted again under the same name (the open for writing is refused, but
+    // O_CREAT has made the file by then): both are reported.
+    assert!(
+        stranger("rm \"$1\"; (: > \"$1\"); true", &doomed).0,
+        "delete a data file and plant another"
+    );
 
     signal(agent.0.id(), "TERM");
     assert!(agent.0.wait().expect("agent exits").success());
@@ -401,6 +406,7 @@ fn strangers_cannot_write_the_agent_files_and_renames_or_deletions_are_reported(
         ("data/planted", "denied"),
         ("bin/ringfence", "renamed another file over"),
         ("data/doomed", "deleted"),
+        ("data/doomed", "created"),
     ] {
         assert!(
             alerts

@@ -89,6 +89,8 @@ pub fn fanotify_events(buf: &[u8]) -> (Vec<RawFanEvent>, Option<DecodeError>) {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RawEntryEvent {
     pub mask: u64,
+    /// `FAN_NOFD` (-1) in this reporting mode; anything else is a descriptor to close.
+    pub fd: i32,
     pub pid: i32,
     /// The directory as the kernel identifies it: filesystem id, handle size, handle type and
     /// handle bytes, exactly as in the record (compare with [`crate::sys::fanotify_dir_key`]).
@@ -111,13 +113,14 @@ pub fn fanotify_entry_events(buf: &[u8]) -> (Vec<RawEntryEvent>, Option<DecodeEr
     let mut events = Vec::new();
     let mut at = 0;
     while at < buf.len() {
-        let (len, mask, _fd, pid) = match record_header(buf, at) {
+        let (len, mask, fd, pid) = match record_header(buf, at) {
             Ok(header) => header,
             Err(error) => return (events, Some(error)),
         };
         match entry_info(buf, at + FAN_METADATA_LEN, at + len) {
             Ok((dir, name)) => events.push(RawEntryEvent {
                 mask,
+                fd,
                 pid,
                 dir: dir.to_vec(),
                 name: name.to_vec(),

@@ -38,18 +38,19 @@ pub enum EntryChangeKind {
 }
 
 impl EntryChangeKind {
-    fn of(mask: u64) -> Option<EntryChangeKind> {
-        if mask & libc::FAN_MOVED_TO != 0 {
-            Some(EntryChangeKind::MovedIn)
-        } else if mask & libc::FAN_MOVED_FROM != 0 {
-            Some(EntryChangeKind::MovedOut)
-        } else if mask & libc::FAN_DELETE != 0 {
-            Some(EntryChangeKind::Deleted)
-        } else if mask & libc::FAN_CREATE != 0 {
-            Some(EntryChangeKind::Created)
-        } else {
-            None
-        }
+    /// Every change a mask reports, in the order they are most likely to have happened. The
+    /// kernel merges events on the same name by the same process while they wait in the queue,
+    /// so an unlink and a create read as one `DELETE|CREATE`: both must be reported.
+    fn all_in(mask: u64) -> impl Iterator<Item = EntryChangeKind> {
+        [
+            (libc::FAN_MOVED_FROM, EntryChangeKind::MovedOut),
+            (libc::FAN_DELETE, EntryChangeKind::Deleted),
+            (libc::FAN_CREATE, EntryChangeKind::Created),
+            (libc::FAN_MOVED_TO, EntryChangeKind::MovedIn),
+        ]
+        .into_iter()
+        .filter(move |(bit, _)| mask & bit != 0)
+        .map(|(_, kind)| kind)
     }
 
     /// What the process did, in words: "renamed another file over".
@@ -98,9 +99,12 @@ impl EntryWatch {
         if !procfs::has_capability(procfs::CAP_SYS_ADMIN) {
             return Err(SensorError::NeedsCapSysAdmin);
         }
+        // Unlimited queue: the watched directories include busy ones (the binary's, /etc),
+        // and a full queue would let a rename hide in the noise.
         let flags = libc::FAN_CLASS_NOTIF
             | libc::FAN_CLOEXEC
             | libc::FAN_NONBLOCK
+            | libc::FAN_UNLIMITED_QUEUE
             | libc::FAN_REPORT_DFID_NAME;
         let group =
             sys::fanotify_init(flags, (libc::O_RDONLY | libc::O_CLOEXEC) as u32).map_err(|e| {
@@ -194,31 +198,38 @@ impl EntryWatch {
         }
         Ok(raw
             .into_iter()
-            .filter_map(|event| self.change(event))
+            .flat_map(|event| self.changes(event))
             .collect())
     }
 
-    fn change(&mut self, event: RawEntryEvent) -> Option<EntryChange> {
+    fn changes(&mut self, event: RawEntryEvent) -> Vec<EntryChange> {
+        // This reporting mode carries no descriptors; one that came anyway must not leak.
+        drop(sys::adopt_event_fd(event.fd));
         if event.mask & libc::FAN_Q_OVERFLOW != 0 {
             self.overflows += 1;
             tracing::warn!("entry watch queue overflow: changes to the agent's files were lost");
-            return None;
+            return Vec::new();
         }
-        let kind = EntryChangeKind::of(event.mask)?;
-        let dir = self.dirs.iter().find(|d| d.key == event.dir)?;
+        let Some(dir) = self.dirs.iter().find(|d| d.key == event.dir) else {
+            return Vec::new();
+        };
         let name = OsString::from_vec(event.name);
         if dir
             .names
             .as_ref()
             .is_some_and(|names| !names.contains(&name))
         {
-            return None;
+            return Vec::new();
         }
-        Some(EntryChange {
-            kind,
-            pid: u32::try_from(event.pid).unwrap_or(0),
-            path: dir.path.join(name),
-        })
+        let pid = u32::try_from(event.pid).unwrap_or(0);
+        let path = dir.path.join(name);
+        EntryChangeKind::all_in(event.mask)
+            .map(|kind| EntryChange {
+                kind,
+                pid,
+                path: path.clone(),
+            })
+            .collect()
     }
 
     /// A duplicate of the group descriptor that survives `execve` (see [`crate::handoff`]).
@@ -255,16 +266,18 @@ mod tests {
     }
 
     #[test]
-    fn changes_are_named_by_their_strongest_bit() {
+    fn every_change_in_a_merged_mask_is_reported() {
+        let kinds = |mask| EntryChangeKind::all_in(mask).collect::<Vec<_>>();
         assert_eq!(
-            EntryChangeKind::of(libc::FAN_MOVED_TO | libc::FAN_ONDIR),
-            Some(EntryChangeKind::MovedIn)
+            kinds(libc::FAN_MOVED_TO | libc::FAN_ONDIR),
+            [EntryChangeKind::MovedIn]
         );
+        // unlink, then create of the same name by the same process: one merged event.
         assert_eq!(
-            EntryChangeKind::of(libc::FAN_DELETE),
-            Some(EntryChangeKind::Deleted)
+            kinds(libc::FAN_DELETE | libc::FAN_CREATE),
+            [EntryChangeKind::Deleted, EntryChangeKind::Created]
         );
-        assert_eq!(EntryChangeKind::of(libc::FAN_ATTRIB), None);
+        assert!(kinds(libc::FAN_ATTRIB).is_empty());
     }
 
     #[test]
@@ -279,23 +292,26 @@ mod tests {
         });
         let event = |name: &str, dir: &[u8]| RawEntryEvent {
             mask: libc::FAN_MOVED_TO,
+            fd: -1,
             pid: 7,
             dir: dir.to_vec(),
             name: name.as_bytes().to_vec(),
         };
-        let change = watch.change(event("ringfence", &key)).expect("change");
-        assert_eq!(change.kind, EntryChangeKind::MovedIn);
-        assert_eq!(change.pid, 7);
-        assert_eq!(change.path, dir.path().join("ringfence"));
-        assert_eq!(watch.change(event("other", &key)), None);
-        assert_eq!(watch.change(event("ringfence", b"elsewhere")), None);
+        let changes = watch.changes(event("ringfence", &key));
+        assert_eq!(changes.len(), 1);
+        assert_eq!(changes[0].kind, EntryChangeKind::MovedIn);
+        assert_eq!(changes[0].pid, 7);
+        assert_eq!(changes[0].path, dir.path().join("ringfence"));
+        assert!(watch.changes(event("other", &key)).is_empty());
+        assert!(watch.changes(event("ringfence", b"elsewhere")).is_empty());
         let overflow = RawEntryEvent {
             mask: libc::FAN_Q_OVERFLOW,
+            fd: -1,
             pid: 0,
             dir: Vec::new(),
             name: Vec::new(),
         };
-        assert_eq!(watch.change(overflow), None);
+        assert!(watch.changes(overflow).is_empty());
         assert_eq!(watch.overflows, 1);
     }
 }

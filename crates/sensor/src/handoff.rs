@@ -104,6 +104,7 @@ impl Channels {
         let spec = HandoffSpec::parse(&value)?;
         let mut channels = Channels::default();
         if let Some(fd) = spec.fanotify {
+            expect_group(fd, false)?;
             let group = sys::adopt_inherited_fd(fd, FANOTIFY_LINK)
                 .map_err(|e| SensorError::io(format!("adopt fanotify descriptor {fd}"), e))?;
             channels.fanotify = Some(Fanotify::adopt(group, config, spec.audit, spec.ignored)?);
@@ -115,12 +116,40 @@ impl Channels {
             channels.proc = Some(ProcConnector::adopt(socket));
         }
         if let Some(fd) = spec.entries {
+            expect_group(fd, true)?;
             let group = sys::adopt_inherited_fd(fd, FANOTIFY_LINK)
                 .map_err(|e| SensorError::io(format!("adopt entry watch descriptor {fd}"), e))?;
             channels.entries = Some(EntryWatch::adopt(group));
         }
         Ok(Some(channels))
     }
+}
+
+/// Checks that descriptor `fd` is the right one of our two fanotify groups: the entry watch
+/// reports directory and name (`FAN_REPORT_DFID_NAME`), the permission group does not. Both
+/// read `anon_inode:[fanotify]` in /proc, so swapped numbers would otherwise pass, and the
+/// permission group read as an entry watch would never answer its events.
+fn expect_group(fd: i32, entry_watch: bool) -> Result<(), SensorError> {
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}"))
+        .map_err(|e| SensorError::io(format!("read fdinfo of descriptor {fd}"), e))?;
+    let flags = group_flags(&info)
+        .ok_or_else(|| SensorError::Handoff(format!("descriptor {fd} is not a fanotify group")))?;
+    let reports_names = flags & libc::FAN_REPORT_DFID_NAME == libc::FAN_REPORT_DFID_NAME;
+    if reports_names == entry_watch {
+        Ok(())
+    } else {
+        Err(SensorError::Handoff(format!(
+            "descriptor {fd} is a fanotify group of the other kind (flags {flags:#x})"
+        )))
+    }
+}
+
+/// The `fanotify flags:` of a group's /proc/self/fdinfo text.
+fn group_flags(fdinfo: &str) -> Option<u32> {
+    fdinfo.lines().find_map(|line| {
+        let rest = line.strip_prefix("fanotify flags:")?;
+        u32::from_str_radix(rest.split_whitespace().next()?, 16).ok()
+    })
 }
 
 /// The files an `execve` of `binary` opens for exec: the binary and its ELF interpreter (the
@@ -214,15 +243,19 @@ impl HandoffSpec {
                 other => return Err(bad(format!("unknown key {other:?}"))),
             }
         }
-        for fd in [spec.fanotify, spec.proc, spec.entries]
+        let fds: Vec<i32> = [spec.fanotify, spec.proc, spec.entries]
             .into_iter()
             .flatten()
-        {
+            .collect();
+        for (i, fd) in fds.iter().enumerate() {
             // 0–2 are stdio: a handoff never names them.
-            if fd < 3 {
+            if *fd < 3 {
                 return Err(bad(format!(
                     "descriptor {fd} cannot be a handed-over channel"
                 )));
+            }
+            if fds[..i].contains(fd) {
+                return Err(bad(format!("descriptor {fd} is named twice")));
             }
         }
         Ok(spec)
@@ -267,6 +300,23 @@ mod tests {
             let error = HandoffSpec::parse(bad).expect_err(bad).to_string();
             assert!(error.contains(HANDOFF_ENV), "{error}");
         }
+    }
+
+    #[test]
+    fn a_descriptor_named_twice_is_refused() {
+        let error = HandoffSpec::parse("fanotify=5,entries=5")
+            .expect_err("twice")
+            .to_string();
+        assert!(error.contains("named twice"), "{error}");
+    }
+
+    #[test]
+    fn group_flags_are_read_from_fdinfo() {
+        let info = "pos:\t0\nflags:\t02004000\nmnt_id:\t15\nino:\t1057\n\
+                    fanotify flags:e04 event-flags:8000\n";
+        assert_eq!(group_flags(info), Some(0xe04));
+        assert_eq!(group_flags("pos:\t0\n"), None);
+        assert_eq!(group_flags("fanotify flags:zz event-flags:0\n"), None);
     }
 
     #[test]

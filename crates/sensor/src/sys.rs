@@ -330,17 +330,29 @@ pub fn fanotify_dir_key(path: &Path) -> io::Result<Vec<u8>> {
         f_handle: [0; MAX_HANDLE_SZ],
     };
     let mut mount_id: libc::c_int = 0;
-    // SAFETY: `handle` is a `struct file_handle` whose `handle_bytes` says how much room
-    // follows it; the kernel writes no more than that, and `mount_id` is a valid int.
-    check(unsafe {
-        libc::name_to_handle_at(
-            libc::AT_FDCWD,
-            c_path.as_ptr(),
-            std::ptr::from_mut(&mut handle).cast::<libc::file_handle>(),
-            &mut mount_id,
-            0,
-        )
-    })?;
+    let mut name_to_handle = |flags: libc::c_int| {
+        handle.handle_bytes = MAX_HANDLE_SZ as libc::c_uint;
+        // SAFETY: `handle` is a `struct file_handle` whose `handle_bytes` says how much room
+        // follows it; the kernel writes no more than that, and `mount_id` is a valid int.
+        check(unsafe {
+            libc::name_to_handle_at(
+                libc::AT_FDCWD,
+                c_path.as_ptr(),
+                std::ptr::from_mut(&mut handle).cast::<libc::file_handle>(),
+                &mut mount_id,
+                flags,
+            )
+        })
+    };
+    // A filesystem that cannot export handles (overlayfs without nfs_export, as in many
+    // containers) still names directories to fanotify by an id-only handle, which
+    // `AT_HANDLE_FID` (Linux 6.5) asks for.
+    if let Err(error) = name_to_handle(0) {
+        if error.raw_os_error() != Some(libc::EOPNOTSUPP) {
+            return Err(error);
+        }
+        name_to_handle(libc::AT_HANDLE_FID)?;
+    }
     let len = (handle.handle_bytes as usize).min(MAX_HANDLE_SZ);
     let mut key = Vec::with_capacity(16 + len);
     key.extend_from_slice(&fsid[0].to_ne_bytes());

@@ -58,8 +58,9 @@ pub fn confine(
     inherited: Option<Channels>,
     view: FsView,
 ) -> anyhow::Result<(Channels, Option<Hardening>)> {
-    // Only an image that adopted a handoff is the next image of a confined agent.
-    let upgraded = inherited.is_some();
+    // Only an image that adopted a live fanotify group is the next image of a running agent;
+    // a handoff variable naming nothing proves nothing.
+    let upgraded = inherited.as_ref().is_some_and(|c| c.fanotify.is_some());
     let mut channels = inherited.unwrap_or_default();
     if args.no_harden {
         eprintln!("ringfence agent: hardening off (--no-harden)");
@@ -109,9 +110,10 @@ pub fn confine(
     let hardening = Hardening::new(view).context("hardening policy")?;
     let inherited_filter = upgraded
         .then(|| std::env::var(ringfence_hardening::INHERITED_FILTER_ENV).ok())
-        .flatten();
+        .flatten()
+        .and_then(|value| ringfence_hardening::InheritedFilter::parse(&value));
     let report = hardening
-        .confine_process(inherited_filter.as_deref())
+        .confine_process(inherited_filter.as_ref())
         .context("hardening (run with --no-harden to debug without it)")?;
     eprintln!("ringfence agent: hardened: {report}");
     config.engine_threads = Some(hardening.engine_confinement());

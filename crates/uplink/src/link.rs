@@ -9,6 +9,7 @@
 //!
 //! After a heartbeat the server accepted, a client certificate with a third of its lifetime
 //! left is renewed (a new key, its signing request, the certificate saved with the identity).
+//! A renewal that fails, there or in saving, is tried again an hour later, doubling to a day.
 
 use crate::client::{ClientError, ServerClient};
 use crate::client_cert::AgentKey;
@@ -91,6 +92,38 @@ impl Backoff {
     }
 }
 
+/// When to try a failed certificate renewal again: an hour later, doubling up to a day. Every
+/// attempt mints a certificate and an audit row on the server, and what makes it fail (an
+/// identity file that cannot be written, a server refusing) rarely passes within a heartbeat;
+/// a certificate becomes due four months before it expires, so waiting costs nothing.
+#[derive(Debug, Default)]
+struct RenewalBackoff {
+    /// The pause after the last failure and when it ends; `None` after a success.
+    paused: Option<(Duration, Instant)>,
+}
+
+impl RenewalBackoff {
+    const FIRST: Duration = Duration::from_secs(3600);
+    const MAX: Duration = Duration::from_secs(86_400);
+
+    fn ready(&self, now: Instant) -> bool {
+        self.paused.is_none_or(|(_, until)| now >= until)
+    }
+
+    /// Starts the next pause and returns its length.
+    fn failed(&mut self, now: Instant) -> Duration {
+        let pause = self.paused.map_or(Self::FIRST, |(last, _)| {
+            last.saturating_mul(2).min(Self::MAX)
+        });
+        self.paused = Some((pause, now + pause));
+        pause
+    }
+
+    fn succeeded(&mut self) {
+        self.paused = None;
+    }
+}
+
 /// The running uplink; stops (after one last upload) when dropped or stopped.
 pub struct Link {
     stop: Arc<AtomicBool>,
@@ -151,6 +184,7 @@ struct Worker<H: AgentHost> {
     refused: HashMap<(String, String), Instant>,
     /// Remediation plans already carried out.
     remediated: std::collections::HashSet<String>,
+    renewal: RenewalBackoff,
 }
 
 impl<H: AgentHost> Worker<H> {
@@ -395,16 +429,23 @@ impl<H: AgentHost> Worker<H> {
             .client_cert
             .as_ref()
             .is_some_and(|certificate| certificate.renewal_due(SystemTime::now()));
-        if !due {
+        if !due || !self.renewal.ready(Instant::now()) {
             return;
         }
         match self.renewed() {
             Ok((identity, client)) => {
                 self.identity = identity;
                 self.client = client;
+                self.renewal.succeeded();
                 tracing::info!("client certificate renewed");
             }
-            Err(error) => tracing::warn!("could not renew the client certificate: {error}"),
+            Err(error) => {
+                let pause = self.renewal.failed(Instant::now());
+                tracing::warn!(
+                    "could not renew the client certificate (next try in {} min): {error}",
+                    pause.as_secs() / 60
+                );
+            }
         }
     }
 
@@ -453,6 +494,7 @@ impl Link {
             activated: HashMap::new(),
             refused: HashMap::new(),
             remediated: std::collections::HashSet::new(),
+            renewal: RenewalBackoff::default(),
         };
         let flag = Arc::clone(&stop);
         let thread = std::thread::Builder::new()
@@ -536,5 +578,26 @@ mod tests {
         );
         backoff.reset();
         assert!(backoff.next() <= Duration::from_millis(375));
+    }
+
+    #[test]
+    fn renewal_waits_an_hour_after_a_failure_doubling_to_a_day() {
+        let start = Instant::now();
+        let mut renewal = RenewalBackoff::default();
+        assert!(renewal.ready(start));
+        let hour = Duration::from_secs(3600);
+        assert_eq!(renewal.failed(start), hour);
+        assert!(!renewal.ready(start + hour - Duration::from_secs(1)));
+        assert!(renewal.ready(start + hour));
+        assert_eq!(renewal.failed(start + hour), hour * 2);
+        assert!(!renewal.ready(start + hour * 3 - Duration::from_secs(1)));
+        assert!(renewal.ready(start + hour * 3));
+        for _ in 0..10 {
+            let _ = renewal.failed(start);
+        }
+        assert!(!renewal.ready(start + hour * 24 - Duration::from_secs(1)));
+        assert!(renewal.ready(start + hour * 24), "at most a day");
+        renewal.succeeded();
+        assert!(renewal.ready(start));
     }
 }

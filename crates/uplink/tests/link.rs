@@ -220,11 +220,15 @@ impl Agent {
     }
 
     fn link(&self) -> Link {
+        self.link_saving_to(self.identity_path())
+    }
+
+    fn link_saving_to(&self, identity_path: std::path::PathBuf) -> Link {
         let slots = SlotStore::open(self.dir.path().join("slots")).expect("slots");
         let config = LinkConfig {
             interval: Duration::from_millis(200),
             bless_after: Duration::from_millis(300),
-            identity_path: Some(self.identity_path()),
+            identity_path: Some(identity_path),
             ..LinkConfig::default()
         };
         Link::start(
@@ -503,4 +507,52 @@ fn a_client_certificate_is_renewed_before_it_expires_and_kept() {
         .expect("client")
         .heartbeat(&ringfence_protocol::api::Heartbeat::default())
         .expect("heartbeat with the renewed certificate");
+}
+
+#[test]
+fn a_renewal_that_cannot_be_saved_is_not_retried_on_every_heartbeat() {
+    let server = Server::start_with(
+        |_| {},
+        |config| config.agent_cert_validity = Duration::from_secs(3600),
+    );
+    let agent = Agent::enroll(&server, &[]);
+    // The identity's directory is a file: every save fails, as on a read-only or full disk.
+    let blocker = agent.dir.path().join("not-a-directory");
+    std::fs::write(&blocker, b"").expect("file");
+    let _link = agent.link_saving_to(blocker.join("identity.json"));
+    let renewals = || {
+        let log: Value = server
+            .operator()
+            .get_json("audit", "/api/v1/audit?limit=1000")
+            .expect("audit");
+        log["entries"]
+            .as_array()
+            .expect("entries")
+            .iter()
+            .filter(|entry| entry["action"] == "renew_certificate")
+            .count()
+    };
+    let last_seen = || {
+        let agents: Value = server
+            .operator()
+            .get_json("agents", "/api/v1/agents")
+            .expect("agents");
+        agents["agents"][0]["last_seen_at_ms"].as_i64().unwrap_or(0)
+    };
+    wait_for("a first renewal", Duration::from_secs(20), || {
+        renewals() > 0
+    });
+    // The server asks for a heartbeat a second: wait for several more.
+    let mut beats = 0;
+    let mut seen = last_seen();
+    wait_for("four more heartbeats", Duration::from_secs(20), || {
+        let now = last_seen();
+        if now > seen {
+            beats += 1;
+            seen = now;
+        }
+        beats >= 4
+    });
+    assert_eq!(renewals(), 1, "one renewal over {beats} heartbeats");
+    assert!(!blocker.join("identity.json").exists());
 }

@@ -1,7 +1,7 @@
 //! Credentials: operator API tokens, single-use enrollment tokens and per-agent credentials.
 //! Only sha256 hashes are stored; a token is shown once, when it is made. An agent's credential
 //! is also checked against the client certificate of its connection, when there is one (or
-//! must be, with `--require-agent-certs`).
+//! must be: with `--require-agent-certs`, and for an agent that was issued one).
 
 use crate::error::AppError;
 use crate::state::AppState;
@@ -83,6 +83,17 @@ impl FromRequestParts<AppState> for Operator {
 #[derive(Debug, Clone)]
 pub struct Agent {
     pub id: String,
+    /// The connection presented a client certificate naming this agent, proving the key made
+    /// on its host, not only the credential.
+    pub with_certificate: bool,
+}
+
+/// What the credential cache knows about an agent.
+#[derive(Debug, Clone)]
+pub struct KnownAgent {
+    pub id: String,
+    /// A client certificate was signed for it: its credential is no longer enough alone.
+    pub certificate_issued: bool,
 }
 
 impl FromRequestParts<AppState> for Agent {
@@ -104,40 +115,70 @@ impl FromRequestParts<AppState> for Agent {
             .read()
             .ok()
             .and_then(|cache| cache.get(&hash).cloned());
-        let id = match cached {
-            Some(id) => id,
+        let known = match cached {
+            Some(known) => known,
             None => {
                 let agent = state
                     .store
                     .agent_by_credential(&hash)
                     .await?
                     .ok_or_else(AppError::unauthorized)?;
+                let known = KnownAgent {
+                    id: agent.id,
+                    certificate_issued: agent.client_cert_issued_at.is_some(),
+                };
                 if let Ok(mut cache) = state.agent_ids.write() {
-                    cache.insert(hash, agent.id.clone());
+                    cache.insert(hash, known.clone());
                 }
-                agent.id
+                known
             }
         };
-        if let Err(error) = check_client_cert(parts, state, &id) {
-            state.metrics.auth_failures.fetch_add(1, Ordering::Relaxed);
-            tracing::info!(agent = %id, "agent refused: {}", error.message);
-            return Err(error);
+        match check_client_cert(parts, state, &known) {
+            Ok(with_certificate) => Ok(Agent {
+                id: known.id,
+                with_certificate,
+            }),
+            Err(error) => {
+                state.metrics.auth_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(agent = %known.id, "agent refused: {}", error.message);
+                Err(error)
+            }
         }
-        Ok(Agent { id })
+    }
+}
+
+/// Notes in the credential cache that `agent_id` now has a client certificate, so that the
+/// next request with its credential alone is refused without waiting for the database.
+pub fn certificate_issued(state: &AppState, agent_id: &str) {
+    if let Ok(mut cache) = state.agent_ids.write() {
+        for known in cache.values_mut().filter(|known| known.id == agent_id) {
+            known.certificate_issued = true;
+        }
     }
 }
 
 /// A client certificate proves the key the agent made at enrollment; it must name the agent the
 /// credential belongs to, or a stolen credential could ride on another host's certificate.
-/// Requests without a connection (in-process tests) have no certificate.
-fn check_client_cert(parts: &Parts, state: &AppState, agent_id: &str) -> Result<(), AppError> {
+/// An agent that was given one must present it: otherwise a copy of its credential would work
+/// anywhere. Only a server with its own CA can check certificates, so only there is that
+/// enforced. Requests without a connection (in-process tests) have no certificate. Ok(true):
+/// the certificate named this agent.
+fn check_client_cert(
+    parts: &Parts,
+    state: &AppState,
+    agent: &KnownAgent,
+) -> Result<bool, AppError> {
     let certificate = parts
         .extensions
         .get::<ConnectInfo<ClientCert>>()
         .map_or(&ClientCert::Absent, |info| &info.0);
     let refuse = |message: &str| Err(AppError::new(StatusCode::UNAUTHORIZED, message));
+    let checks_certificates = state
+        .tls
+        .as_deref()
+        .is_some_and(|tls| tls.agent_issuer.is_some());
     match certificate {
-        ClientCert::Agent(named) if named == agent_id => Ok(()),
+        ClientCert::Agent(named) if *named == agent.id => Ok(true),
         ClientCert::Agent(_) => {
             refuse("the client certificate belongs to another agent than the credential")
         }
@@ -145,7 +186,10 @@ fn check_client_cert(parts: &Parts, state: &AppState, agent_id: &str) -> Result<
         ClientCert::Absent if state.config.require_agent_certs => refuse(
             "this server requires agent client certificates; re-enroll the agent (it needs a version that sends a CSR at enrollment)",
         ),
-        ClientCert::Absent => Ok(()),
+        ClientCert::Absent if agent.certificate_issued && checks_certificates => refuse(
+            "this agent was issued a client certificate and its credential is accepted only with it; if the agent lost it, re-enroll the agent",
+        ),
+        ClientCert::Absent => Ok(false),
     }
 }
 

@@ -13,6 +13,7 @@ pub struct Metrics {
     pub releases_published: AtomicU64,
     pub preflight_rejections: AtomicU64,
     pub auth_failures: AtomicU64,
+    pub client_certs_signed: AtomicU64,
     leader: AtomicBool,
     transitions: Mutex<BTreeMap<&'static str, u64>>,
 }
@@ -76,6 +77,12 @@ impl Metrics {
             "ringfence_auth_failures_total",
             "Requests refused for credentials.",
             self.auth_failures.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "ringfence_client_certificates_signed_total",
+            "Client certificates signed for agents, at enrollment and renewal.",
+            self.client_certs_signed.load(Ordering::Relaxed),
         );
         let _ = writeln!(
             out,

@@ -58,7 +58,7 @@ pub const ROUTES: &[(&str, &str, &str, &str)] = &[
     (
         "post",
         "/api/v1/agents/certificate",
-        "Renew the agent's client certificate: `csr` (PEM) for a new key in, `client_cert` out; 404 on a server without a CA of its own",
+        "Renew the agent's client certificate: `csr` (PEM) for a new key in, `client_cert` out; only over a connection presenting the agent's current certificate (401 without it); 404 on a server without a CA of its own",
         "agent",
     ),
     (
@@ -165,7 +165,7 @@ pub fn document() -> Value {
         let entry = paths.entry((*path).to_owned()).or_insert_with(|| json!({}));
         let description = if who.starts_with("agent") {
             format!(
-                "Caller: {who}. An agent's client certificate, when it presents one (always, on a server started with --require-agent-certs), must name the agent its credential belongs to."
+                "Caller: {who}. An agent's client certificate, when it presents one (always, on a server started with --require-agent-certs or for an agent that was issued one), must name the agent its credential belongs to."
             )
         } else {
             format!("Caller: {who}.")

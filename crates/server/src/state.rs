@@ -18,8 +18,8 @@ pub struct AppState {
     /// Active rollouts and releases, refreshed from the database, so heartbeats are answered
     /// without a query.
     pub fleet: Arc<FleetCache>,
-    /// Credential hash → agent id; agents authenticate on every heartbeat.
-    pub agent_ids: Arc<RwLock<HashMap<String, String>>>,
+    /// Credential hash → agent; agents authenticate on every heartbeat.
+    pub agent_ids: Arc<RwLock<HashMap<String, crate::auth::KnownAgent>>>,
     pub metrics: Arc<Metrics>,
     pub authority: Arc<ReleaseAuthority>,
     /// Runs preflight; created once because compiling engines shares its caches.

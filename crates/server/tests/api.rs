@@ -155,6 +155,42 @@ async fn a_malformed_csr_is_refused_and_the_token_is_not_spent() {
     }
 }
 
+#[tokio::test]
+async fn an_enrollment_without_a_valid_token_signs_nothing() {
+    for h in harnesses().await {
+        let spent = h.enroll_tokens(1).await.remove(0);
+        let body = json!({"token": spent, "hostname": "a"});
+        let (status, _) = h.post_json("/api/v1/enroll", None, body).await;
+        assert_eq!(status, StatusCode::OK);
+        let unknown = format!("rfe_{}", "0".repeat(64));
+        for token in ["", "bogus", unknown.as_str(), spent.as_str()] {
+            let body = json!({"token": token, "hostname": "b", "csr": csr()});
+            let (status, reply) = h.post_json("/api/v1/enroll", None, body).await;
+            assert_eq!(
+                status,
+                StatusCode::UNAUTHORIZED,
+                "{}: {token:?}: {reply}",
+                h.name
+            );
+            assert!(reply["client_cert"].is_null(), "{reply}");
+        }
+        assert_eq!(signed(&h), 0, "{}: no certificate signed", h.name);
+        assert_eq!(h.state.store.agents().await.expect("agents").len(), 1);
+        // Without a valid token the CSR is not even verified.
+        let body = json!({"token": "bogus", "hostname": "b", "csr": "junk"});
+        let (status, _) = h.post_json("/api/v1/enroll", None, body).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        let token = h.enroll_tokens(1).await.remove(0);
+        let body = json!({"token": token, "hostname": "c", "csr": csr()});
+        let (status, reply) = h.post_json("/api/v1/enroll", None, body).await;
+        assert_eq!(status, StatusCode::OK, "{reply}");
+        assert_eq!(signed(&h), 1);
+        let id = reply["agent_id"].as_str().expect("id");
+        let agent = h.state.store.agent(id).await.expect("get").expect("agent");
+        assert!(agent.client_cert_issued_at.is_some());
+    }
+}
+
 async fn beat(
     h: &Harness,
     certificate: ClientCert,
@@ -360,6 +396,10 @@ async fn metrics_and_openapi_are_served_and_agree_with_the_router() {
     let (status, text) = h.get_text("/metrics").await;
     assert_eq!(status, StatusCode::OK);
     assert!(text.contains("ringfence_heartbeats_total 0"), "{text}");
+    assert!(
+        text.contains("ringfence_client_certificates_signed_total 0"),
+        "{text}"
+    );
     let (status, doc) = h.get("/openapi.json", None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(doc["openapi"], "3.1.0");
@@ -395,6 +435,110 @@ async fn renew(
         certificate,
     )
     .await
+}
+
+fn signed(h: &Harness) -> u64 {
+    h.state
+        .metrics
+        .client_certs_signed
+        .load(std::sync::atomic::Ordering::Relaxed)
+}
+
+async fn renewals(h: &Harness) -> usize {
+    let log = h.state.store.audit_log(1000).await.expect("audit");
+    log.iter()
+        .filter(|entry| entry.action == "renew_certificate")
+        .count()
+}
+
+#[tokio::test]
+async fn a_credential_without_the_agents_certificate_renews_nothing() {
+    for h in harnesses().await {
+        let a = h.enroll("host-a", &[]).await;
+        let b = h.enroll("host-b", &[]).await;
+        // A copied credential, from a host without the agent's key: on a default server (no
+        // --require-agent-certs) it still heartbeats, but it must not buy a certificate of its
+        // own, which would let it pass for the agent even where certificates are required.
+        let (status, reply) = renew(&h, ClientCert::Absent, &a.credential, csr()).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{}: {reply}", h.name);
+        assert!(
+            reply["error"]
+                .as_str()
+                .expect("error")
+                .contains("renewal needs the agent's current client certificate; re-enroll"),
+            "{reply}"
+        );
+        let (status, reply) = renew(
+            &h,
+            ClientCert::Agent(b.agent_id.clone()),
+            &a.credential,
+            csr(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{reply}");
+        assert!(
+            reply["error"]
+                .as_str()
+                .expect("error")
+                .contains("another agent"),
+            "{reply}"
+        );
+        let (status, _) = renew(&h, ClientCert::Unnamed, &a.credential, csr()).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(signed(&h), 0, "{}: nothing signed", h.name);
+        assert_eq!(renewals(&h).await, 0, "nothing audited as renewed");
+        let agent = h.state.store.agent(&a.agent_id).await.expect("get");
+        assert_eq!(agent.expect("agent").client_cert_issued_at, None);
+        let (status, _) = beat(&h, ClientCert::Absent, &a.credential).await;
+        assert_eq!(status, StatusCode::OK, "the agent itself is unharmed");
+    }
+}
+
+#[tokio::test]
+async fn an_agent_that_was_issued_a_certificate_must_present_it() {
+    for h in harnesses().await {
+        let token = h.enroll_tokens(1).await.remove(0);
+        let body = json!({"token": token, "hostname": "a", "csr": csr()});
+        let (status, reply) = h.post_json("/api/v1/enroll", None, body).await;
+        assert_eq!(status, StatusCode::OK, "{}: {reply}", h.name);
+        let id = reply["agent_id"].as_str().expect("id").to_owned();
+        let credential = reply["credential"].as_str().expect("credential").to_owned();
+        // Twice each: the second request finds the credential in the cache.
+        for _ in 0..2 {
+            let (status, reply) = beat(&h, ClientCert::Absent, &credential).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{}: {reply}", h.name);
+            assert!(
+                reply["error"]
+                    .as_str()
+                    .expect("error")
+                    .contains("issued a client certificate"),
+                "{reply}"
+            );
+            let (status, _) = beat(&h, ClientCert::Agent(id.clone()), &credential).await;
+            assert_eq!(status, StatusCode::OK);
+        }
+
+        // An agent enrolled without a certificate (as by an older version) is bound by its
+        // first renewal, at once for the cached credential and for a restarted server.
+        let old = h.enroll("host-old", &[]).await;
+        let (status, _) = beat(&h, ClientCert::Absent, &old.credential).await;
+        assert_eq!(status, StatusCode::OK, "nothing was issued to it yet");
+        let (status, reply) = renew(
+            &h,
+            ClientCert::Agent(old.agent_id.clone()),
+            &old.credential,
+            csr(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{reply}");
+        let (status, _) = beat(&h, ClientCert::Absent, &old.credential).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "cached credential");
+        h.state.agent_ids.write().expect("cache").clear();
+        let (status, _) = beat(&h, ClientCert::Absent, &old.credential).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "from the database");
+        let (status, _) = beat(&h, ClientCert::Agent(old.agent_id.clone()), &old.credential).await;
+        assert_eq!(status, StatusCode::OK);
+    }
 }
 
 #[tokio::test]
@@ -435,6 +579,8 @@ async fn certificate_renewal_takes_the_agents_own_certificate_and_a_valid_csr() 
         )
         .await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(signed(&h), 1, "only the first renewal signed anything");
+        assert_eq!(renewals(&h).await, 1);
         let (status, _) = h
             .post_json(
                 "/api/v1/agents/certificate",

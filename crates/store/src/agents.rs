@@ -13,6 +13,31 @@ pub struct AgentRecord {
     pub last_seen_at: Option<i64>,
     /// The last heartbeat, as the server's protocol type serialised it.
     pub status: Option<serde_json::Value>,
+    /// When a client certificate was last signed for this agent. Set, its credential is only
+    /// good together with that certificate.
+    pub client_cert_issued_at: Option<i64>,
+}
+
+/// An agent about to be enrolled.
+#[derive(Debug, Clone, Copy)]
+pub struct NewAgent<'a> {
+    pub id: &'a str,
+    pub credential_hash: &'a str,
+    pub hostname: &'a str,
+    pub tags: &'a [String],
+    /// A client certificate was signed for it with this enrollment.
+    pub client_cert_issued: bool,
+}
+
+/// A SELECT of every column `agent` reads, as one static statement.
+macro_rules! select_agents {
+    ($rest:literal) => {
+        concat!(
+            "SELECT id, hostname, tags, enrolled_at, last_seen_at, status, client_cert_issued_at \
+             FROM agents ",
+            $rest
+        )
+    };
 }
 
 /// One agent's newest heartbeat, written in batches.
@@ -32,7 +57,29 @@ fn agent(row: &AnyRow) -> Result<AgentRecord> {
         enrolled_at: row.try_get("enrolled_at")?,
         last_seen_at: row.try_get("last_seen_at")?,
         status: status.and_then(|s| serde_json::from_str(&s).ok()),
+        client_cert_issued_at: row.try_get("client_cert_issued_at")?,
     })
+}
+
+async fn insert<'c>(
+    agent: &NewAgent<'_>,
+    executor: impl sqlx::Executor<'c, Database = sqlx::Any>,
+) -> Result<()> {
+    let issued_at = agent.client_cert_issued.then(now_ms);
+    sqlx::query(
+        "INSERT INTO agents (id, credential_hash, hostname, tags, enrolled_at, last_seen_at, status, \
+         client_cert_issued_at) VALUES ($1, $2, $3, $4, $5, NULL, NULL, $6)",
+    )
+    .bind(agent.id)
+    .bind(agent.credential_hash)
+    .bind(agent.hostname)
+    .bind(to_json(&agent.tags))
+    .bind(now_ms())
+    .bind(issued_at)
+    .execute(executor)
+    .await
+    .map_err(|e| unique_violation(e, format!("agent {}", agent.id)))?;
+    Ok(())
 }
 
 impl Store {
@@ -43,48 +90,61 @@ impl Store {
         hostname: &str,
         tags: &[String],
     ) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO agents (id, credential_hash, hostname, tags, enrolled_at, last_seen_at, status) \
-             VALUES ($1, $2, $3, $4, $5, NULL, NULL)",
-        )
-        .bind(id)
-        .bind(credential_hash)
-        .bind(hostname)
-        .bind(to_json(&tags))
-        .bind(now_ms())
-        .execute(self.pool())
-        .await
-        .map_err(|e| unique_violation(e, format!("agent {id}")))?;
+        let agent = NewAgent {
+            id,
+            credential_hash,
+            hostname,
+            tags,
+            client_cert_issued: false,
+        };
+        insert(&agent, self.pool()).await
+    }
+
+    /// Enrolls an agent with an enrollment token in one transaction: the token is spent only
+    /// if the agent is stored, and the agent is stored only if the token was valid, unexpired
+    /// and unused (false: nothing was written).
+    pub async fn enroll_agent(&self, token_hash: &str, agent: &NewAgent<'_>) -> Result<bool> {
+        let mut tx = self.pool().begin().await?;
+        if !crate::tokens::consume_enroll_token(token_hash, &mut *tx).await? {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        insert(agent, &mut *tx).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Remembers that a client certificate was signed for this agent.
+    pub async fn record_client_cert(&self, id: &str) -> Result<()> {
+        sqlx::query("UPDATE agents SET client_cert_issued_at = $1 WHERE id = $2")
+            .bind(now_ms())
+            .bind(id)
+            .execute(self.pool())
+            .await?;
         Ok(())
     }
 
     /// The agent owning this credential hash.
     pub async fn agent_by_credential(&self, credential_hash: &str) -> Result<Option<AgentRecord>> {
-        let row = sqlx::query(
-            "SELECT id, hostname, tags, enrolled_at, last_seen_at, status FROM agents WHERE credential_hash = $1",
-        )
-        .bind(credential_hash)
-        .fetch_optional(self.pool())
-        .await?;
+        let row = sqlx::query(select_agents!("WHERE credential_hash = $1"))
+            .bind(credential_hash)
+            .fetch_optional(self.pool())
+            .await?;
         row.as_ref().map(agent).transpose()
     }
 
     pub async fn agent(&self, id: &str) -> Result<Option<AgentRecord>> {
-        let row = sqlx::query(
-            "SELECT id, hostname, tags, enrolled_at, last_seen_at, status FROM agents WHERE id = $1",
-        )
-        .bind(id)
-        .fetch_optional(self.pool())
-        .await?;
+        let row = sqlx::query(select_agents!("WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await?;
         row.as_ref().map(agent).transpose()
     }
 
     pub async fn agents(&self) -> Result<Vec<AgentRecord>> {
-        let rows = sqlx::query(
-            "SELECT id, hostname, tags, enrolled_at, last_seen_at, status FROM agents ORDER BY id",
-        )
-        .fetch_all(self.pool())
-        .await?;
+        let rows = sqlx::query(select_agents!("ORDER BY id"))
+            .fetch_all(self.pool())
+            .await?;
         rows.iter().map(agent).collect()
     }
 
@@ -149,6 +209,61 @@ mod tests {
             assert_eq!(agent.last_seen_at, Some(42));
             assert_eq!(agent.status.expect("status")["release"], "x@1");
             assert_eq!(store.agent_count().await.expect("count"), 1);
+        }
+    }
+
+    #[tokio::test]
+    async fn an_enrollment_spends_its_token_only_with_the_agent_and_remembers_certificates() {
+        for (backend, store, _dir) in crate::testing::stores().await {
+            for token in ["t1", "t2"] {
+                store
+                    .insert_token(token, crate::TokenKind::Enroll, "t", None)
+                    .await
+                    .expect("token");
+            }
+            let first = NewAgent {
+                id: "a1",
+                credential_hash: "h1",
+                hostname: "host-1",
+                tags: &[],
+                client_cert_issued: true,
+            };
+            assert!(store.enroll_agent("t1", &first).await.expect("enroll"));
+            let stored = store.agent("a1").await.expect("get").expect("stored");
+            assert!(stored.client_cert_issued_at.is_some(), "{backend}");
+
+            // The agent cannot be stored (its id is taken): the token is not spent either.
+            let clash = NewAgent {
+                credential_hash: "h2",
+                ..first
+            };
+            let refused = store.enroll_agent("t2", &clash).await;
+            assert!(
+                matches!(refused, Err(crate::StoreError::Duplicate(_))),
+                "{backend}: {refused:?}"
+            );
+            assert!(
+                store.enroll_token_usable("t2").await.expect("check"),
+                "{backend}"
+            );
+
+            let plain = NewAgent {
+                id: "a2",
+                credential_hash: "h2",
+                client_cert_issued: false,
+                ..first
+            };
+            assert!(store.enroll_agent("t2", &plain).await.expect("enroll"));
+            let before = store.agent("a2").await.expect("get").expect("stored");
+            assert_eq!(before.client_cert_issued_at, None, "{backend}");
+            store.record_client_cert("a2").await.expect("record");
+            let after = store
+                .agent_by_credential("h2")
+                .await
+                .expect("get")
+                .expect("stored");
+            assert!(after.client_cert_issued_at.is_some(), "{backend}");
+            assert_eq!(store.agent_count().await.expect("count"), 2);
         }
     }
 }

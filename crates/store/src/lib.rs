@@ -15,7 +15,7 @@ mod reports;
 mod rollouts;
 mod tokens;
 
-pub use agents::{AgentRecord, AgentStatusUpdate};
+pub use agents::{AgentRecord, AgentStatusUpdate, NewAgent};
 pub use audit::AuditEntry;
 pub use releases::{PreflightStatus, ReleaseRecord};
 pub use remediations::RemediationRecord;

@@ -42,6 +42,12 @@ const MIGRATIONS: &[Migration] = &[
          created_at BIGINT NOT NULL, active BIGINT NOT NULL)",
         ],
     },
+    Migration {
+        version: 3,
+        // Once a client certificate was signed for an agent, its credential alone is no longer
+        // enough: a copy of it must not work without the key that stayed on the host.
+        statements: &["ALTER TABLE agents ADD COLUMN client_cert_issued_at BIGINT"],
+    },
 ];
 
 /// The statement in the backend's dialect.

@@ -71,20 +71,37 @@ impl Store {
         .transpose()
     }
 
-    /// Marks an enrollment token used, atomically: true only for the one caller that used a
-    /// valid, unexpired, unused token.
-    pub async fn consume_enroll_token(&self, hash: &str) -> Result<bool> {
-        let now = now_ms();
-        let done = sqlx::query(
-            "UPDATE tokens SET used_at = $1 WHERE hash = $2 AND kind = 'enroll' \
-             AND used_at IS NULL AND (expires_at IS NULL OR expires_at > $1)",
+    /// Whether an enrollment token would be accepted now; it stays unused. Work that only a
+    /// token holder may cause is done after this and before `enroll_agent` spends it.
+    pub async fn enroll_token_usable(&self, hash: &str) -> Result<bool> {
+        let row = sqlx::query(
+            "SELECT hash FROM tokens WHERE hash = $1 AND kind = 'enroll' \
+             AND used_at IS NULL AND (expires_at IS NULL OR expires_at > $2)",
         )
-        .bind(now)
         .bind(hash)
-        .execute(self.pool())
+        .bind(now_ms())
+        .fetch_optional(self.pool())
         .await?;
-        Ok(done.rows_affected() == 1)
+        Ok(row.is_some())
     }
+}
+
+/// Marks an enrollment token used, atomically: true only for the one caller that used a valid,
+/// unexpired, unused token.
+pub(crate) async fn consume_enroll_token<'c>(
+    hash: &str,
+    executor: impl sqlx::Executor<'c, Database = sqlx::Any>,
+) -> Result<bool> {
+    let now = now_ms();
+    let done = sqlx::query(
+        "UPDATE tokens SET used_at = $1 WHERE hash = $2 AND kind = 'enroll' \
+         AND used_at IS NULL AND (expires_at IS NULL OR expires_at > $1)",
+    )
+    .bind(now)
+    .bind(hash)
+    .execute(executor)
+    .await?;
+    Ok(done.rows_affected() == 1)
 }
 
 #[cfg(test)]
@@ -94,29 +111,47 @@ mod tests {
     #[tokio::test]
     async fn enroll_tokens_are_single_use_and_expire() {
         for (backend, store, _dir) in crate::testing::stores().await {
+            let agent = |id| crate::NewAgent {
+                id,
+                credential_hash: id,
+                hostname: "host",
+                tags: &[],
+                client_cert_issued: false,
+            };
             store
                 .insert_token("a", TokenKind::Enroll, "t", None)
                 .await
                 .expect("insert");
+            assert!(store.enroll_token_usable("a").await.expect("check"));
             assert!(
-                store.consume_enroll_token("a").await.expect("use"),
-                "{backend}"
+                store.enroll_token_usable("a").await.expect("check"),
+                "checking does not spend it"
             );
             assert!(
-                !store.consume_enroll_token("a").await.expect("reuse"),
+                store.enroll_agent("a", &agent("x1")).await.expect("use"),
+                "{backend}"
+            );
+            assert!(!store.enroll_token_usable("a").await.expect("check"));
+            assert!(
+                !store.enroll_agent("a", &agent("x2")).await.expect("reuse"),
                 "{backend}"
             );
             store
                 .insert_token("b", TokenKind::Enroll, "t", Some(now_ms() - 1))
                 .await
                 .expect("insert");
-            assert!(
-                !store.consume_enroll_token("b").await.expect("expired"),
-                "{backend}"
-            );
+            assert!(!store.enroll_token_usable("b").await.expect("expired"));
             assert!(
                 !store
-                    .consume_enroll_token("missing")
+                    .enroll_agent("b", &agent("x3"))
+                    .await
+                    .expect("expired"),
+                "{backend}"
+            );
+            assert!(!store.enroll_token_usable("missing").await.expect("unknown"));
+            assert!(
+                !store
+                    .enroll_agent("missing", &agent("x4"))
                     .await
                     .expect("unknown")
             );
@@ -125,7 +160,16 @@ mod tests {
                 .await
                 .expect("insert");
             assert!(store.operator_token("op").await.expect("get").is_some());
-            assert!(!store.consume_enroll_token("op").await.expect("wrong kind"));
+            assert!(!store.enroll_token_usable("op").await.expect("wrong kind"));
+            assert!(
+                !store
+                    .enroll_agent("op", &agent("x5"))
+                    .await
+                    .expect("wrong kind")
+            );
+            let agents = store.agents().await.expect("agents");
+            assert_eq!(agents.len(), 1, "{backend}");
+            assert_eq!(agents[0].id, "x1");
         }
     }
 }

@@ -6,7 +6,7 @@
 //! credential without it where one is required, another agent's certificate, a certificate from
 //! another CA, and servers that have no CA to sign with. Refused requests record nothing.
 
-use ringfence_protocol::api::{EnrollRequest, Heartbeat, ReportBatch};
+use ringfence_protocol::api::{CertificateRenewal, EnrollRequest, Heartbeat, ReportBatch};
 use ringfence_server::ServerConfig;
 use ringfence_server::tls::{TlsMaterial, Transport, VerifiedCsr};
 use ringfence_uplink::link::report;
@@ -457,12 +457,32 @@ fn another_agents_certificate_with_this_credential_is_refused() {
     mixed.upload(&alert()).expect_err("upload");
     assert_eq!((server.seen(), server.reports()), (0, 0));
 
-    // Where certificates are optional, a credential alone is still an agent's way in.
-    client(&server.url)
+    // Even where certificates are optional, an agent that was issued one must present it: a
+    // copy of its credential alone is refused, and cannot buy a certificate of its own.
+    let bare = client(&server.url)
         .with_ca(&server.ca())
-        .with_credential(&b.credential)
+        .with_credential(&b.credential);
+    let error = bare
         .heartbeat(&Heartbeat::default())
-        .expect("bearer only");
+        .expect_err("B's credential alone");
+    assert!(
+        matches!(error, ClientError::Refused { status: 401, .. }),
+        "{error}"
+    );
+    assert!(
+        error.to_string().contains("issued a client certificate"),
+        "{error}"
+    );
+    let key = AgentKey::generate().expect("key");
+    let error = bare
+        .renew_certificate(&CertificateRenewal {
+            csr: key.csr_pem().to_owned(),
+        })
+        .expect_err("renewal without B's certificate");
+    assert!(
+        matches!(error, ClientError::Refused { status: 401, .. }),
+        "{error}"
+    );
     b.client(Duration::from_secs(10))
         .expect("client")
         .heartbeat(&Heartbeat::default())

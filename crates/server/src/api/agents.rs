@@ -10,7 +10,7 @@ use ringfence_protocol::api::{
     CertificateRenewal, EnrollRequest, EnrollResponse, Heartbeat, HeartbeatResponse,
     RenewedCertificate, ReportAck, ReportBatch,
 };
-use ringfence_store::{AgentStatusUpdate, ReportRecord, TokenKind, now_ms};
+use ringfence_store::{AgentStatusUpdate, NewAgent, ReportRecord, TokenKind, now_ms};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::Ordering;
 
@@ -29,32 +29,35 @@ pub async fn enroll(
             "at most {MAX_TAGS} tags of 1–64 bytes"
         )));
     }
-    let agent_id = format!("agent-{}", &new_token("")[..16]);
-    // Everything that can fail on the request's content fails before the token is spent, so a
-    // bad request costs the agent nothing but a retry.
-    let client_cert = client_certificate(&state, &agent_id, request.csr.as_deref())?;
+    let csr = enrollment_csr(&state, request.csr.as_deref())?;
+    let token_hash = hash_token(&request.token);
+    // Verifying and signing cost CPU: only a request with a token that would be accepted gets
+    // that far. The check does not spend the token, so a bad CSR (400) costs the agent
+    // nothing but a retry.
     if !request.token.starts_with(ENROLL_PREFIX)
-        || !state
-            .store
-            .consume_enroll_token(&hash_token(&request.token))
-            .await?
+        || !state.store.enroll_token_usable(&token_hash).await?
     {
-        state.metrics.auth_failures.fetch_add(1, Ordering::Relaxed);
-        return Err(AppError::new(
-            axum::http::StatusCode::UNAUTHORIZED,
-            "enrollment token is unknown, expired or already used",
-        ));
+        return Err(unusable_token(&state));
     }
+    let agent_id = format!("agent-{}", &new_token("")[..16]);
+    let client_cert = match csr {
+        Some((issuer, csr)) => Some(sign(&state, issuer, &agent_id, &verify_csr(csr)?)?),
+        None => None,
+    };
     let credential = new_token(AGENT_PREFIX);
-    state
-        .store
-        .insert_agent(
-            &agent_id,
-            &hash_token(&credential),
-            &request.hostname,
-            &request.tags,
-        )
-        .await?;
+    let credential_hash = hash_token(&credential);
+    let agent = NewAgent {
+        id: &agent_id,
+        credential_hash: &credential_hash,
+        hostname: &request.hostname,
+        tags: &request.tags,
+        client_cert_issued: client_cert.is_some(),
+    };
+    // Token and agent in one transaction: a failure (or a concurrent use of the same token)
+    // leaves neither a spent token nor an agent behind.
+    if !state.store.enroll_agent(&token_hash, &agent).await? {
+        return Err(unusable_token(&state));
+    }
     state.metrics.enrollments.fetch_add(1, Ordering::Relaxed);
     let how = if client_cert.is_some() {
         "enrolled with a single-use token; client certificate issued"
@@ -78,20 +81,23 @@ pub async fn enroll(
     }))
 }
 
-/// The client certificate for an enrolling agent: signed when the server has its own CA and the
-/// agent sent a CSR. Without a CA the CSR is not read (mutual TLS is unavailable there), and
-/// without a CSR a server that requires certificates refuses the enrollment.
-fn client_certificate(
-    state: &AppState,
-    agent_id: &str,
-    csr: Option<&str>,
-) -> ApiResult<Option<String>> {
-    let issuer = state
-        .tls
-        .as_deref()
-        .and_then(|tls| tls.agent_issuer.as_ref());
-    match (issuer, csr) {
-        (Some(issuer), Some(csr)) => sign(state, issuer, agent_id, csr).map(Some),
+fn unusable_token(state: &AppState) -> AppError {
+    state.metrics.auth_failures.fetch_add(1, Ordering::Relaxed);
+    AppError::new(
+        axum::http::StatusCode::UNAUTHORIZED,
+        "enrollment token is unknown, expired or already used",
+    )
+}
+
+/// The CSR of an enrolling agent, with the CA that will sign it, when the server has its own CA
+/// and the agent sent one. Without a CA the CSR is not read (mutual TLS is unavailable there),
+/// and without a CSR a server that requires certificates refuses the enrollment.
+fn enrollment_csr<'a, 'r>(
+    state: &'a AppState,
+    csr: Option<&'r str>,
+) -> ApiResult<Option<(&'a AgentIssuer, &'r str)>> {
+    match (issuer(state), csr) {
+        (Some(issuer), Some(csr)) => Ok(Some((issuer, csr))),
         (_, None) if state.config.require_agent_certs => Err(AppError::bad_request(
             "this server requires agent client certificates: the enrollment must carry a CSR (upgrade the agent)",
         )),
@@ -99,31 +105,59 @@ fn client_certificate(
     }
 }
 
-/// A certificate for `agent_id` over the CSR's key; a CSR that does not verify is the caller's
-/// mistake (400).
-fn sign(state: &AppState, issuer: &AgentIssuer, agent_id: &str, csr: &str) -> ApiResult<String> {
-    let csr = VerifiedCsr::from_pem(csr).map_err(|e| AppError::bad_request(e.to_string()))?;
-    issuer
-        .issue(agent_id, &csr, state.config.agent_cert_validity)
-        .map_err(|e| AppError::internal("client certificate", e))
+fn issuer(state: &AppState) -> Option<&AgentIssuer> {
+    state
+        .tls
+        .as_deref()
+        .and_then(|tls| tls.agent_issuer.as_ref())
+}
+
+/// A CSR that does not verify is the caller's mistake (400).
+fn verify_csr(csr: &str) -> ApiResult<VerifiedCsr> {
+    VerifiedCsr::from_pem(csr).map_err(|e| AppError::bad_request(e.to_string()))
+}
+
+/// A certificate for `agent_id` over the CSR's key.
+fn sign(
+    state: &AppState,
+    issuer: &AgentIssuer,
+    agent_id: &str,
+    csr: &VerifiedCsr,
+) -> ApiResult<String> {
+    let certificate = issuer
+        .issue(agent_id, csr, state.config.agent_cert_validity)
+        .map_err(|e| AppError::internal("client certificate", e))?;
+    state
+        .metrics
+        .client_certs_signed
+        .fetch_add(1, Ordering::Relaxed);
+    Ok(certificate)
 }
 
 /// A fresh certificate for a new key of an enrolled agent, so that it never has to present an
-/// expired one (which fails the handshake). The caller proved itself like on every agent call:
-/// its credential, and its current certificate, which must name it.
+/// expired one (which fails the handshake). Only the holder of the agent's current certificate
+/// may have one: with the credential alone, whoever copied it could get a certificate for a key
+/// of their own and pass for the agent from then on.
 pub async fn renew_certificate(
     State(state): State<AppState>,
     agent: Agent,
     Json(request): Json<CertificateRenewal>,
 ) -> ApiResult<Json<RenewedCertificate>> {
-    let issuer = state
-        .tls
-        .as_deref()
-        .and_then(|tls| tls.agent_issuer.as_ref())
-        .ok_or_else(|| {
-            AppError::not_found("this server has no CA of its own and signs no agent certificates")
-        })?;
-    let client_cert = sign(&state, issuer, &agent.id, &request.csr)?;
+    let issuer = issuer(&state).ok_or_else(|| {
+        AppError::not_found("this server has no CA of its own and signs no agent certificates")
+    })?;
+    if !agent.with_certificate {
+        state.metrics.auth_failures.fetch_add(1, Ordering::Relaxed);
+        return Err(AppError::new(
+            axum::http::StatusCode::UNAUTHORIZED,
+            "renewal needs the agent's current client certificate; re-enroll the agent",
+        ));
+    }
+    let csr = verify_csr(&request.csr)?;
+    let client_cert = sign(&state, issuer, &agent.id, &csr)?;
+    // Agents enrolled before the server remembered certificates are bound from here on.
+    state.store.record_client_cert(&agent.id).await?;
+    crate::auth::certificate_issued(&state, &agent.id);
     state
         .store
         .audit(

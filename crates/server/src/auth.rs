@@ -12,6 +12,7 @@ use axum::http::request::Parts;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 pub const OPERATOR_PREFIX: &str = "rfo_";
 pub const ENROLL_PREFIX: &str = "rfe_";
@@ -94,7 +95,15 @@ pub struct KnownAgent {
     pub id: String,
     /// A client certificate was signed for it: its credential is no longer enough alone.
     pub certificate_issued: bool,
+    /// When the database said so; an entry without a certificate is looked up again after
+    /// [`UNBOUND_RECHECK`].
+    pub checked_at: Instant,
 }
+
+/// How long a replica trusts its cached "no certificate issued" for an agent. Another replica
+/// may sign one meanwhile (enrollment, renewal); from then on the credential alone must stop
+/// working everywhere, within this bound.
+pub const UNBOUND_RECHECK: Duration = Duration::from_secs(300);
 
 impl FromRequestParts<AppState> for Agent {
     type Rejection = AppError;
@@ -114,7 +123,10 @@ impl FromRequestParts<AppState> for Agent {
             .agent_ids
             .read()
             .ok()
-            .and_then(|cache| cache.get(&hash).cloned());
+            .and_then(|cache| cache.get(&hash).cloned())
+            .filter(|known| {
+                known.certificate_issued || known.checked_at.elapsed() < UNBOUND_RECHECK
+            });
         let known = match cached {
             Some(known) => known,
             None => {
@@ -126,11 +138,21 @@ impl FromRequestParts<AppState> for Agent {
                 let known = KnownAgent {
                     id: agent.id,
                     certificate_issued: agent.client_cert_issued_at.is_some(),
+                    checked_at: Instant::now(),
                 };
-                if let Ok(mut cache) = state.agent_ids.write() {
-                    cache.insert(hash, known.clone());
+                match state.agent_ids.write() {
+                    // A renewal may have marked the entry while we read the database: the
+                    // mark never goes back.
+                    Ok(mut cache) => cache
+                        .entry(hash)
+                        .and_modify(|cached| {
+                            cached.certificate_issued |= known.certificate_issued;
+                            cached.checked_at = known.checked_at;
+                        })
+                        .or_insert(known)
+                        .clone(),
+                    Err(_) => known,
                 }
-                known
             }
         };
         match check_client_cert(parts, state, &known) {

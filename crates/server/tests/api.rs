@@ -541,6 +541,42 @@ async fn an_agent_that_was_issued_a_certificate_must_present_it() {
     }
 }
 
+/// Another replica may sign a certificate for an agent this one has cached as having none:
+/// the credential alone must stop working here too, within the recheck bound.
+#[tokio::test]
+async fn a_certificate_issued_elsewhere_binds_a_cached_credential_within_the_recheck_bound() {
+    for h in harnesses().await {
+        let agent = h.enroll("host-a", &[]).await;
+        let (status, _) = beat(&h, ClientCert::Absent, &agent.credential).await;
+        assert_eq!(status, StatusCode::OK, "nothing issued yet");
+        // What another replica's renewal writes.
+        h.state
+            .store
+            .record_client_cert(&agent.agent_id)
+            .await
+            .expect("record");
+        let (status, _) = beat(&h, ClientCert::Absent, &agent.credential).await;
+        assert_eq!(status, StatusCode::OK, "{}: still cached", h.name);
+        let long_ago = std::time::Instant::now()
+            .checked_sub(
+                ringfence_server::auth::UNBOUND_RECHECK + std::time::Duration::from_secs(1),
+            )
+            .expect("the clock has run long enough");
+        for known in h.state.agent_ids.write().expect("cache").values_mut() {
+            known.checked_at = long_ago;
+        }
+        let (status, reply) = beat(&h, ClientCert::Absent, &agent.credential).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{}: {reply}", h.name);
+        let (status, _) = beat(
+            &h,
+            ClientCert::Agent(agent.agent_id.clone()),
+            &agent.credential,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+    }
+}
+
 #[tokio::test]
 async fn certificate_renewal_takes_the_agents_own_certificate_and_a_valid_csr() {
     for h in harnesses().await {

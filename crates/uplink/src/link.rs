@@ -436,8 +436,24 @@ impl<H: AgentHost> Worker<H> {
             Ok((identity, client)) => {
                 self.identity = identity;
                 self.client = client;
-                self.renewal.succeeded();
-                tracing::info!("client certificate renewed");
+                let still_due = self
+                    .identity
+                    .client_cert
+                    .as_ref()
+                    .is_some_and(|certificate| certificate.renewal_due(SystemTime::now()));
+                if still_due {
+                    // A certificate due the moment it is issued (a host clock far ahead of the
+                    // server's, or a very short validity) would be renewed on every heartbeat.
+                    let pause = self.renewal.failed(Instant::now());
+                    tracing::warn!(
+                        "client certificate renewed, but it is already due again (is this host's \
+                         clock ahead of the server's?); next renewal in {} min",
+                        pause.as_secs() / 60
+                    );
+                } else {
+                    self.renewal.succeeded();
+                    tracing::info!("client certificate renewed");
+                }
             }
             Err(error) => {
                 let pause = self.renewal.failed(Instant::now());

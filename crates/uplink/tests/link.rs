@@ -509,6 +509,60 @@ fn a_client_certificate_is_renewed_before_it_expires_and_kept() {
         .expect("heartbeat with the renewed certificate");
 }
 
+/// Renewals the server has audited.
+fn renewals(server: &Server) -> usize {
+    let log: Value = server
+        .operator()
+        .get_json("audit", "/api/v1/audit?limit=1000")
+        .expect("audit");
+    log["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter(|entry| entry["action"] == "renew_certificate")
+        .count()
+}
+
+/// Waits for `beats` more heartbeats of the fleet's only agent.
+fn wait_heartbeats(server: &Server, beats: usize) -> usize {
+    let last_seen = || {
+        let agents: Value = server
+            .operator()
+            .get_json("agents", "/api/v1/agents")
+            .expect("agents");
+        agents["agents"][0]["last_seen_at_ms"].as_i64().unwrap_or(0)
+    };
+    let mut seen_beats = 0;
+    let mut seen = last_seen();
+    wait_for("more heartbeats", Duration::from_secs(20), || {
+        let now = last_seen();
+        if now > seen {
+            seen_beats += 1;
+            seen = now;
+        }
+        seen_beats >= beats
+    });
+    seen_beats
+}
+
+#[test]
+fn a_certificate_due_as_soon_as_it_is_renewed_is_not_renewed_on_every_heartbeat() {
+    // An hour of validity after a day of backdating: every certificate this server signs is
+    // due at once, as with a host clock far ahead of the server's.
+    let server = Server::start_with(
+        |_| {},
+        |config| config.agent_cert_validity = Duration::from_secs(3600),
+    );
+    let agent = Agent::enroll(&server, &[]);
+    agent.identity.save(&agent.identity_path()).expect("save");
+    let _link = agent.link();
+    wait_for("a first renewal", Duration::from_secs(20), || {
+        renewals(&server) > 0
+    });
+    let beats = wait_heartbeats(&server, 4);
+    assert_eq!(renewals(&server), 1, "one renewal over {beats} heartbeats");
+}
+
 #[test]
 fn a_renewal_that_cannot_be_saved_is_not_retried_on_every_heartbeat() {
     let server = Server::start_with(
@@ -520,39 +574,11 @@ fn a_renewal_that_cannot_be_saved_is_not_retried_on_every_heartbeat() {
     let blocker = agent.dir.path().join("not-a-directory");
     std::fs::write(&blocker, b"").expect("file");
     let _link = agent.link_saving_to(blocker.join("identity.json"));
-    let renewals = || {
-        let log: Value = server
-            .operator()
-            .get_json("audit", "/api/v1/audit?limit=1000")
-            .expect("audit");
-        log["entries"]
-            .as_array()
-            .expect("entries")
-            .iter()
-            .filter(|entry| entry["action"] == "renew_certificate")
-            .count()
-    };
-    let last_seen = || {
-        let agents: Value = server
-            .operator()
-            .get_json("agents", "/api/v1/agents")
-            .expect("agents");
-        agents["agents"][0]["last_seen_at_ms"].as_i64().unwrap_or(0)
-    };
     wait_for("a first renewal", Duration::from_secs(20), || {
-        renewals() > 0
+        renewals(&server) > 0
     });
     // The server asks for a heartbeat a second: wait for several more.
-    let mut beats = 0;
-    let mut seen = last_seen();
-    wait_for("four more heartbeats", Duration::from_secs(20), || {
-        let now = last_seen();
-        if now > seen {
-            beats += 1;
-            seen = now;
-        }
-        beats >= 4
-    });
-    assert_eq!(renewals(), 1, "one renewal over {beats} heartbeats");
+    let beats = wait_heartbeats(&server, 4);
+    assert_eq!(renewals(&server), 1, "one renewal over {beats} heartbeats");
     assert!(!blocker.join("identity.json").exists());
 }

@@ -13,7 +13,9 @@ pub struct Metrics {
     pub releases_published: AtomicU64,
     pub preflight_rejections: AtomicU64,
     pub auth_failures: AtomicU64,
-    pub client_certs_signed: AtomicU64,
+    /// Client certificates whose enrollment or renewal committed; not those signed for a
+    /// request that then failed.
+    pub client_certs_issued: AtomicU64,
     leader: AtomicBool,
     transitions: Mutex<BTreeMap<&'static str, u64>>,
 }
@@ -81,8 +83,8 @@ impl Metrics {
         counter(
             &mut out,
             "ringfence_client_certificates_signed_total",
-            "Client certificates signed for agents, at enrollment and renewal.",
-            self.client_certs_signed.load(Ordering::Relaxed),
+            "Client certificates issued to agents by enrollments and renewals that completed.",
+            self.client_certs_issued.load(Ordering::Relaxed),
         );
         let _ = writeln!(
             out,

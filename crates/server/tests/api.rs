@@ -174,7 +174,7 @@ async fn an_enrollment_without_a_valid_token_signs_nothing() {
             );
             assert!(reply["client_cert"].is_null(), "{reply}");
         }
-        assert_eq!(signed(&h), 0, "{}: no certificate signed", h.name);
+        assert_eq!(issued(&h), 0, "{}: no certificate issued", h.name);
         assert_eq!(h.state.store.agents().await.expect("agents").len(), 1);
         // Without a valid token the CSR is not even verified.
         let body = json!({"token": "bogus", "hostname": "b", "csr": "junk"});
@@ -184,10 +184,41 @@ async fn an_enrollment_without_a_valid_token_signs_nothing() {
         let body = json!({"token": token, "hostname": "c", "csr": csr()});
         let (status, reply) = h.post_json("/api/v1/enroll", None, body).await;
         assert_eq!(status, StatusCode::OK, "{reply}");
-        assert_eq!(signed(&h), 1);
+        assert_eq!(issued(&h), 1);
         let id = reply["agent_id"].as_str().expect("id");
         let agent = h.state.store.agent(id).await.expect("get").expect("agent");
         assert!(agent.client_cert_issued_at.is_some());
+    }
+}
+
+#[tokio::test]
+async fn enrollments_racing_for_one_token_issue_one_certificate() {
+    for h in harnesses().await {
+        let token = h.enroll_tokens(1).await.remove(0);
+        let enroll = || {
+            let body = json!({"token": token, "hostname": "race", "csr": csr()});
+            h.post_json("/api/v1/enroll", None, body)
+        };
+        // Open the pool's connections first: a request that has to wait for a new one would
+        // arrive after the race.
+        let list = || h.get("/api/v1/agents", Some(&h.operator));
+        tokio::join!(list(), list(), list(), list());
+        // The requests interleave, so usually several pass the token check before one spends
+        // it and get a CSR signed; however they run, only the one that spends the token issues
+        // a certificate.
+        let replies = tokio::join!(enroll(), enroll(), enroll(), enroll());
+        let statuses = [replies.0.0, replies.1.0, replies.2.0, replies.3.0];
+        let won = statuses.iter().filter(|s| **s == StatusCode::OK).count();
+        let lost = statuses
+            .iter()
+            .filter(|s| **s == StatusCode::UNAUTHORIZED)
+            .count();
+        assert_eq!((won, lost), (1, 3), "{}: {statuses:?}", h.name);
+        assert_eq!(issued(&h), 1, "{}: discarded certificates count", h.name);
+        assert_eq!(h.state.store.agents().await.expect("agents").len(), 1);
+        let log = h.state.store.audit_log(1000).await.expect("audit");
+        let enrollments = log.iter().filter(|e| e.action == "enroll").count();
+        assert_eq!(enrollments, 1, "{}: {log:?}", h.name);
     }
 }
 
@@ -437,10 +468,10 @@ async fn renew(
     .await
 }
 
-fn signed(h: &Harness) -> u64 {
+fn issued(h: &Harness) -> u64 {
     h.state
         .metrics
-        .client_certs_signed
+        .client_certs_issued
         .load(std::sync::atomic::Ordering::Relaxed)
 }
 
@@ -485,7 +516,7 @@ async fn a_credential_without_the_agents_certificate_renews_nothing() {
         );
         let (status, _) = renew(&h, ClientCert::Unnamed, &a.credential, csr()).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);
-        assert_eq!(signed(&h), 0, "{}: nothing signed", h.name);
+        assert_eq!(issued(&h), 0, "{}: nothing issued", h.name);
         assert_eq!(renewals(&h).await, 0, "nothing audited as renewed");
         let agent = h.state.store.agent(&a.agent_id).await.expect("get");
         assert_eq!(agent.expect("agent").client_cert_issued_at, None);
@@ -552,7 +583,7 @@ async fn a_certificate_issued_elsewhere_binds_a_cached_credential_within_the_rec
         // What another replica's renewal writes.
         h.state
             .store
-            .record_client_cert(&agent.agent_id)
+            .record_certificate_renewal(&agent.agent_id)
             .await
             .expect("record");
         let (status, _) = beat(&h, ClientCert::Absent, &agent.credential).await;
@@ -615,7 +646,7 @@ async fn certificate_renewal_takes_the_agents_own_certificate_and_a_valid_csr() 
         )
         .await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
-        assert_eq!(signed(&h), 1, "only the first renewal signed anything");
+        assert_eq!(issued(&h), 1, "only the first renewal issued anything");
         assert_eq!(renewals(&h).await, 1);
         let (status, _) = h
             .post_json(

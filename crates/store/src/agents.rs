@@ -100,9 +100,11 @@ impl Store {
         insert(&agent, self.pool()).await
     }
 
-    /// Enrolls an agent with an enrollment token in one transaction: the token is spent only
-    /// if the agent is stored, and the agent is stored only if the token was valid, unexpired
-    /// and unused (false: nothing was written).
+    /// Enrolls an agent with an enrollment token in one transaction with its audit row
+    /// (`enroll`, by `agent:<id>`, about its hostname): the token is spent only if the agent and
+    /// the audit row are stored, and those are stored only if the token was valid, unexpired
+    /// and unused (false: nothing was written). An enrollment the client is told failed must
+    /// not have spent its token, and one that happened must be in the audit log.
     pub async fn enroll_agent(&self, token_hash: &str, agent: &NewAgent<'_>) -> Result<bool> {
         let mut tx = self.pool().begin().await?;
         if !crate::tokens::consume_enroll_token(token_hash, &mut *tx).await? {
@@ -110,17 +112,32 @@ impl Store {
             return Ok(false);
         }
         insert(agent, &mut *tx).await?;
+        // Migration 4 recognises enrollments with a certificate by this reason.
+        let reason = if agent.client_cert_issued {
+            "enrolled with a single-use token; client certificate issued"
+        } else {
+            "enrolled with a single-use token"
+        };
+        let actor = format!("agent:{}", agent.id);
+        crate::audit::insert(&actor, "enroll", agent.hostname, reason, &mut *tx).await?;
         tx.commit().await?;
         Ok(true)
     }
 
-    /// Remembers that a client certificate was signed for this agent.
-    pub async fn record_client_cert(&self, id: &str) -> Result<()> {
+    /// Remembers that a renewal signed a new client certificate for this agent, with its audit
+    /// row (`renew_certificate`, by `agent:<id>`), in one transaction: the agent is bound to
+    /// certificates exactly when the log says it was given one.
+    pub async fn record_certificate_renewal(&self, id: &str) -> Result<()> {
+        let mut tx = self.pool().begin().await?;
         sqlx::query("UPDATE agents SET client_cert_issued_at = $1 WHERE id = $2")
             .bind(now_ms())
             .bind(id)
-            .execute(self.pool())
+            .execute(&mut *tx)
             .await?;
+        let actor = format!("agent:{id}");
+        let reason = "client certificate renewed";
+        crate::audit::insert(&actor, "renew_certificate", id, reason, &mut *tx).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -246,6 +263,25 @@ mod tests {
                 store.enroll_token_usable("t2").await.expect("check"),
                 "{backend}"
             );
+            let log = store.audit_log(10).await.expect("audit");
+            assert_eq!(
+                log.len(),
+                1,
+                "{backend}: only the first enrollment: {log:?}"
+            );
+            assert_eq!(
+                (
+                    log[0].actor.as_str(),
+                    log[0].action.as_str(),
+                    log[0].subject.as_str()
+                ),
+                ("agent:a1", "enroll", "host-1"),
+                "{backend}"
+            );
+            assert!(
+                log[0].reason.contains("client certificate issued"),
+                "{backend}: {log:?}"
+            );
 
             let plain = NewAgent {
                 id: "a2",
@@ -256,7 +292,10 @@ mod tests {
             assert!(store.enroll_agent("t2", &plain).await.expect("enroll"));
             let before = store.agent("a2").await.expect("get").expect("stored");
             assert_eq!(before.client_cert_issued_at, None, "{backend}");
-            store.record_client_cert("a2").await.expect("record");
+            store
+                .record_certificate_renewal("a2")
+                .await
+                .expect("record");
             let after = store
                 .agent_by_credential("h2")
                 .await
@@ -264,6 +303,77 @@ mod tests {
                 .expect("stored");
             assert!(after.client_cert_issued_at.is_some(), "{backend}");
             assert_eq!(store.agent_count().await.expect("count"), 2);
+            let log = store.audit_log(10).await.expect("audit");
+            let actions: Vec<_> = log
+                .iter()
+                .map(|e| (e.actor.as_str(), e.action.as_str(), e.reason.as_str()))
+                .collect();
+            assert_eq!(
+                actions,
+                [
+                    (
+                        "agent:a2",
+                        "renew_certificate",
+                        "client certificate renewed"
+                    ),
+                    ("agent:a2", "enroll", "enrolled with a single-use token"),
+                    (
+                        "agent:a1",
+                        "enroll",
+                        "enrolled with a single-use token; client certificate issued"
+                    ),
+                ],
+                "{backend}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn an_enrollment_that_cannot_be_audited_spends_no_token_and_stores_no_agent() {
+        for (backend, store, _dir) in crate::testing::stores().await {
+            store
+                .insert_token("t1", crate::TokenKind::Enroll, "t", None)
+                .await
+                .expect("token");
+            let agent = NewAgent {
+                id: "a1",
+                credential_hash: "h1",
+                hostname: "host-1",
+                tags: &[],
+                client_cert_issued: true,
+            };
+            // The audit row is the last write of the transaction: without its table, the token
+            // and the agent written before it must be rolled back.
+            sqlx::query("ALTER TABLE audit RENAME TO audit_away")
+                .execute(store.pool())
+                .await
+                .expect("hide audit");
+            let failed = store.enroll_agent("t1", &agent).await;
+            sqlx::query("ALTER TABLE audit_away RENAME TO audit")
+                .execute(store.pool())
+                .await
+                .expect("restore audit");
+            assert!(
+                matches!(failed, Err(crate::StoreError::Database(_))),
+                "{backend}: {failed:?}"
+            );
+            assert!(
+                store.enroll_token_usable("t1").await.expect("check"),
+                "{backend}: token not spent"
+            );
+            assert_eq!(store.agent("a1").await.expect("get"), None, "{backend}");
+            assert_eq!(store.agent_count().await.expect("count"), 0, "{backend}");
+            assert!(
+                store.audit_log(10).await.expect("audit").is_empty(),
+                "{backend}"
+            );
+
+            // With its audit log back, the same enrollment goes through, audited.
+            assert!(store.enroll_agent("t1", &agent).await.expect("enroll"));
+            assert!(store.agent("a1").await.expect("get").is_some(), "{backend}");
+            let log = store.audit_log(10).await.expect("audit");
+            assert_eq!(log.len(), 1, "{backend}: {log:?}");
+            assert_eq!(log[0].actor, "agent:a1", "{backend}");
         }
     }
 }

@@ -22,17 +22,7 @@ impl Store {
         subject: &str,
         reason: &str,
     ) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO audit (at, actor, action, subject, reason) VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(now_ms())
-        .bind(actor)
-        .bind(action)
-        .bind(subject)
-        .bind(reason)
-        .execute(self.pool())
-        .await?;
-        Ok(())
+        insert(actor, action, subject, reason, self.pool()).await
     }
 
     /// The newest `limit` entries, newest first.
@@ -56,4 +46,26 @@ impl Store {
             })
             .collect()
     }
+}
+
+/// Writes one entry, also inside a caller's transaction: an action and its audit row then
+/// happen together or not at all.
+pub(crate) async fn insert<'c>(
+    actor: &str,
+    action: &str,
+    subject: &str,
+    reason: &str,
+    executor: impl sqlx::Executor<'c, Database = sqlx::Any>,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO audit (at, actor, action, subject, reason) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(now_ms())
+    .bind(actor)
+    .bind(action)
+    .bind(subject)
+    .bind(reason)
+    .execute(executor)
+    .await?;
+    Ok(())
 }

@@ -73,6 +73,13 @@ pub fn now_ms() -> i64 {
 impl Store {
     /// Connects and applies migrations. `sqlite://PATH` creates the file when missing.
     pub async fn connect(url: &str) -> Result<Store> {
+        let store = Store::open(url).await?;
+        migrations::apply(&store).await?;
+        Ok(store)
+    }
+
+    /// Connects without touching the schema: migration tests start from an older one.
+    async fn open(url: &str) -> Result<Store> {
         sqlx::any::install_default_drivers();
         let backend = if url.starts_with("sqlite:") {
             Backend::Sqlite
@@ -109,9 +116,7 @@ impl Store {
             })
             .connect(&url)
             .await?;
-        let store = Store { pool, backend };
-        migrations::apply(&store).await?;
-        Ok(store)
+        Ok(Store { pool, backend })
     }
 
     pub fn backend(&self) -> Backend {

@@ -48,6 +48,22 @@ const MIGRATIONS: &[Migration] = &[
         // enough: a copy of it must not work without the key that stayed on the host.
         statements: &["ALTER TABLE agents ADD COLUMN client_cert_issued_at BIGINT"],
     },
+    Migration {
+        version: 4,
+        // Agents certified before migration 3 have no client_cert_issued_at, so a copy of their
+        // credential would work alone until their next renewal, months away. Every certificate
+        // the server signed is in the audit log: enrollments that issued one (by their reason)
+        // and renewals. A separate migration, because databases that already applied 3 must be
+        // filled too. One grouped pass over the audit log with UPDATE ... FROM (SQLite 3.33+,
+        // PostgreSQL) instead of a subquery per agent: audit.actor has no index, and a large
+        // fleet would otherwise scan the log once per agent inside the start-up transaction.
+        statements: &["UPDATE agents SET client_cert_issued_at = issued.at \
+         FROM (SELECT actor, MAX(at) AS at FROM audit \
+         WHERE action = 'renew_certificate' \
+         OR (action = 'enroll' AND reason LIKE '%client certificate issued%') \
+         GROUP BY actor) AS issued \
+         WHERE issued.actor = 'agent:' || agents.id AND agents.client_cert_issued_at IS NULL"],
+    },
 ];
 
 /// The statement in the backend's dialect.
@@ -62,12 +78,17 @@ fn dialect(statement: &str, backend: Backend) -> String {
 /// Applies every migration not yet recorded, each in its own transaction. Concurrent replicas
 /// starting together are serialised by the primary key on `schema_migrations`.
 pub(crate) async fn apply(store: &Store) -> Result<()> {
+    apply_these(store, MIGRATIONS).await
+}
+
+/// Applies those of `migrations` not yet recorded, in order.
+async fn apply_these(store: &Store, migrations: &[Migration]) -> Result<()> {
     sqlx::query(
         "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
     )
     .execute(store.pool())
     .await?;
-    for migration in MIGRATIONS {
+    for migration in migrations {
         let applied: Option<(i64,)> =
             sqlx::query_as("SELECT version FROM schema_migrations WHERE version = $1")
                 .bind(migration.version)
@@ -89,7 +110,7 @@ pub(crate) async fn apply(store: &Store) -> Result<()> {
             continue;
         }
         for statement in migration.statements {
-            // Our own constant DDL, only with type names substituted.
+            // Our own constant statements, only with type names substituted.
             let sql = sqlx::AssertSqlSafe(dialect(statement, store.backend()));
             sqlx::query(sql).execute(&mut *tx).await?;
         }
@@ -97,4 +118,89 @@ pub(crate) async fn apply(store: &Store) -> Result<()> {
         tracing::info!(version = migration.version, "applied schema migration");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The audit rows the servers that predate migration 3 wrote when they signed certificates.
+    async fn audit(store: &Store, at: i64, actor: &str, action: &str, reason: &str) {
+        sqlx::query(
+            "INSERT INTO audit (at, actor, action, subject, reason) VALUES ($1, $2, $3, 'host', $4)",
+        )
+        .bind(at)
+        .bind(actor)
+        .bind(action)
+        .bind(reason)
+        .execute(store.pool())
+        .await
+        .expect("audit row");
+    }
+
+    #[tokio::test]
+    async fn agents_certified_before_migration_3_are_bound_by_the_audit_log() {
+        // From before migration 3 (released schema) and from after it (servers that recorded
+        // certificates but did not fill in the older ones).
+        for from in [2, 3] {
+            for (backend, store, _dir) in crate::testing::unmigrated_stores().await {
+                let old = MIGRATIONS.partition_point(|m| m.version <= from);
+                apply_these(&store, &MIGRATIONS[..old])
+                    .await
+                    .expect("old schema");
+                for id in ["a-cert", "a-renewed", "a-plain", "a-cert-x"] {
+                    sqlx::query(
+                        "INSERT INTO agents (id, credential_hash, hostname, tags, enrolled_at) \
+                         VALUES ($1, $1, 'host', '[]', 1)",
+                    )
+                    .bind(id)
+                    .execute(store.pool())
+                    .await
+                    .expect("agent");
+                }
+                let with_cert = "enrolled with a single-use token; client certificate issued";
+                let without = "enrolled with a single-use token";
+                audit(&store, 10, "agent:a-cert", "enroll", with_cert).await;
+                // Enrolled without a certificate, given one by a renewal, renewed again.
+                audit(&store, 20, "agent:a-renewed", "enroll", without).await;
+                audit(
+                    &store,
+                    30,
+                    "agent:a-renewed",
+                    "renew_certificate",
+                    "renewed",
+                )
+                .await;
+                audit(
+                    &store,
+                    40,
+                    "agent:a-renewed",
+                    "renew_certificate",
+                    "renewed",
+                )
+                .await;
+                audit(&store, 50, "agent:a-plain", "enroll", without).await;
+                // Look-alikes that are no certificate for a-plain: another actor, another action.
+                audit(&store, 60, "operator:ci", "enroll", with_cert).await;
+                audit(&store, 70, "agent:a-plain", "heartbeat", with_cert).await;
+                // An id that only starts like another agent's binds only itself.
+                audit(&store, 80, "agent:a-cert-x", "enroll", with_cert).await;
+
+                apply(&store).await.expect("migrate");
+                // A second start finds nothing to do.
+                apply(&store).await.expect("migrate again");
+                let issued = |id| {
+                    let store = store.clone();
+                    async move {
+                        let agent = store.agent(id).await.expect("get").expect("agent");
+                        agent.client_cert_issued_at
+                    }
+                };
+                assert_eq!(issued("a-cert").await, Some(10), "{backend} from {from}");
+                assert_eq!(issued("a-renewed").await, Some(40), "{backend} from {from}");
+                assert_eq!(issued("a-plain").await, None, "{backend} from {from}");
+                assert_eq!(issued("a-cert-x").await, Some(80), "{backend} from {from}");
+            }
+        }
+    }
 }

@@ -6,31 +6,37 @@ use crate::Store;
 /// Stores to run a test against, with their names.
 pub async fn stores() -> Vec<(String, Store, Option<tempfile::TempDir>)> {
     let mut stores = Vec::new();
+    for (name, url, dir) in databases().await {
+        let store = Store::connect(&url).await.expect(&name);
+        stores.push((name, store, dir));
+    }
+    stores
+}
+
+/// Like [`stores`], but without any schema: migration tests build an older one themselves.
+#[cfg(test)]
+pub(crate) async fn unmigrated_stores() -> Vec<(String, Store, Option<tempfile::TempDir>)> {
+    let mut stores = Vec::new();
+    for (name, url, dir) in databases().await {
+        let store = Store::open(&url).await.expect(&name);
+        stores.push((name, store, dir));
+    }
+    stores
+}
+
+/// Empty databases to test against: (name, URL, the directory holding a SQLite file).
+async fn databases() -> Vec<(String, String, Option<tempfile::TempDir>)> {
     let dir = tempfile::tempdir().expect("tempdir");
     let url = format!("sqlite://{}", dir.path().join("store.db").display());
-    stores.push((
-        "sqlite".to_owned(),
-        Store::connect(&url).await.expect("sqlite"),
-        Some(dir),
-    ));
+    let mut databases = vec![("sqlite".to_owned(), url, Some(dir))];
     match std::env::var("RINGFENCE_TEST_POSTGRES") {
-        Ok(base) => {
-            let store = fresh_postgres(&base).await;
-            stores.push(("postgres".to_owned(), store, None));
-        }
+        Ok(base) => databases.push(("postgres".to_owned(), fresh_postgres_url(&base).await, None)),
         Err(_) => eprintln!(
             "note: RINGFENCE_TEST_POSTGRES is not set; this run covers SQLite only \
              (scripts/test.sh starts PostgreSQL and sets it)"
         ),
     }
-    stores
-}
-
-/// A new, empty database on the server at `base`, so tests never see each other's rows.
-pub async fn fresh_postgres(base: &str) -> Store {
-    Store::connect(&fresh_postgres_url(base).await)
-        .await
-        .expect("connect to test database")
+    databases
 }
 
 /// Creates a new, empty database on the server at `base` and returns its URL.

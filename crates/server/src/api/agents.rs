@@ -53,26 +53,17 @@ pub async fn enroll(
         tags: &request.tags,
         client_cert_issued: client_cert.is_some(),
     };
-    // Token and agent in one transaction: a failure (or a concurrent use of the same token)
-    // leaves neither a spent token nor an agent behind.
+    // Token, agent and audit row in one transaction: a failure (or a concurrent use of the
+    // same token) leaves no spent token, agent or audit row behind.
     if !state.store.enroll_agent(&token_hash, &agent).await? {
         return Err(unusable_token(&state));
     }
     state.metrics.enrollments.fetch_add(1, Ordering::Relaxed);
-    let how = if client_cert.is_some() {
-        "enrolled with a single-use token; client certificate issued"
-    } else {
-        "enrolled with a single-use token"
-    };
-    state
-        .store
-        .audit(
-            &format!("agent:{agent_id}"),
-            "enroll",
-            &request.hostname,
-            how,
-        )
-        .await?;
+    if client_cert.is_some() {
+        // Counted only now: a certificate signed for an enrollment that then lost the race for
+        // its token, or failed to commit, was thrown away and was issued to no one.
+        count_issued_certificate(&state);
+    }
     Ok(Json(EnrollResponse {
         agent_id,
         credential,
@@ -127,11 +118,16 @@ fn sign(
     let certificate = issuer
         .issue(agent_id, csr, state.config.agent_cert_validity)
         .map_err(|e| AppError::internal("client certificate", e))?;
+    Ok(certificate)
+}
+
+/// Counts a certificate that reached its agent's record: only after the enrollment or renewal
+/// committed, so the metric tells how many certificates are out there.
+fn count_issued_certificate(state: &AppState) {
     state
         .metrics
-        .client_certs_signed
+        .client_certs_issued
         .fetch_add(1, Ordering::Relaxed);
-    Ok(certificate)
 }
 
 /// A fresh certificate for a new key of an enrolled agent, so that it never has to present an
@@ -155,18 +151,11 @@ pub async fn renew_certificate(
     }
     let csr = verify_csr(&request.csr)?;
     let client_cert = sign(&state, issuer, &agent.id, &csr)?;
-    // Agents enrolled before the server remembered certificates are bound from here on.
-    state.store.record_client_cert(&agent.id).await?;
+    // Agents enrolled before the server remembered certificates are bound from here on. The
+    // audit row is written in the same transaction.
+    state.store.record_certificate_renewal(&agent.id).await?;
     crate::auth::certificate_issued(&state, &agent.id);
-    state
-        .store
-        .audit(
-            &format!("agent:{}", agent.id),
-            "renew_certificate",
-            &agent.id,
-            "client certificate renewed",
-        )
-        .await?;
+    count_issued_certificate(&state);
     Ok(Json(RenewedCertificate { client_cert }))
 }
 

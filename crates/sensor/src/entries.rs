@@ -6,7 +6,7 @@
 //! binary the next start runs without opening the old one. This is a second, notification-only
 //! group reporting the directory and name of every entry change (`FAN_REPORT_DFID_NAME`), so
 //! that such a change is never unseen. Nothing waits on it: a slow reader loses nothing but
-//! time, and a full queue is counted as an overflow.
+//! time, as the queue is unlimited; events the kernel drops anyway are counted as overflows.
 
 use crate::decode::{self, RawEntryEvent};
 use crate::error::SensorError;

@@ -358,14 +358,6 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
                 format!("same agent unfiltered ({:.1} µs)", us(q(&unfiltered))),
             ),
         );
-    }
-    for (name, q) in [
-        (
-            "p50",
-            (|p: &Percentiles| p.p50_ns) as fn(&Percentiles) -> u64,
-        ),
-        ("p99", |p: &Percentiles| p.p99_ns),
-    ] {
         rows.push(
             Row::new(
                 format!("trivial engine, cache: added over the floor, {name}"),

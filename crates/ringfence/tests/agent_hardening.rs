@@ -4,6 +4,7 @@
 //! process filter; execs are still allowed and denied correctly; `--no-harden` leaves the agent
 //! unconfined.
 
+use ringfence_sensor::procfs::{CAP_SYS_ADMIN, has_capability};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -11,15 +12,6 @@ use std::process::{Child, Command, Stdio};
 /// `CAP_SYS_PTRACE` (19), the one capability a hardened agent keeps (docs/hardening.md).
 const KEPT: u64 = 1 << 19;
 const EPERM: i32 = 1;
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .and_then(|h| u64::from_str_radix(h.trim(), 16).ok())
-        .is_some_and(|m| m & (1 << 21) != 0)
-}
 
 struct Tmpfs(tempfile::TempDir);
 
@@ -132,7 +124,7 @@ fn stop(mut agent: Running) {
 
 #[test]
 fn hardened_agent_shows_its_filters_and_capabilities_and_still_answers_execs() {
-    if !is_root() {
+    if !has_capability(CAP_SYS_ADMIN) {
         eprintln!("SKIPPED hardened agent: needs root for fanotify and capabilities");
         return;
     }
@@ -214,7 +206,7 @@ fn hardened_agent_shows_its_filters_and_capabilities_and_still_answers_execs() {
 
 #[test]
 fn no_harden_leaves_the_agent_unconfined() {
-    if !is_root() {
+    if !has_capability(CAP_SYS_ADMIN) {
         eprintln!("SKIPPED --no-harden: needs root for fanotify");
         return;
     }

@@ -1,19 +1,11 @@
 //! Real-process test of `ringfence agent`: SIGTERM while an exec waits on a hung engine must
 //! answer that exec at once (long before its deadline) and leave nothing blocked.
 
+use ringfence_sensor::procfs::{CAP_SYS_ADMIN, has_capability};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .and_then(|h| u64::from_str_radix(h.trim(), 16).ok())
-        .is_some_and(|m| m & (1 << 21) != 0)
-}
 
 struct Tmpfs(tempfile::TempDir);
 
@@ -25,7 +17,7 @@ impl Drop for Tmpfs {
 
 #[test]
 fn sigterm_leaves_no_exec_blocked() {
-    if !is_root() {
+    if !has_capability(CAP_SYS_ADMIN) {
         eprintln!("SKIPPED sigterm_leaves_no_exec_blocked: needs root for fanotify");
         return;
     }

@@ -10,6 +10,7 @@
 mod common;
 
 use common::Server;
+use ringfence_sensor::procfs::{CAP_SYS_ADMIN, has_capability};
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -17,15 +18,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, mpsc};
 use std::time::{Duration, Instant};
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .and_then(|h| u64::from_str_radix(h.trim(), 16).ok())
-        .is_some_and(|m| m & (1 << 21) != 0)
-}
 
 /// One test at a time: a copy of the agent binary still open for writing in one test is
 /// inherited by a child another test forks, and exec of it then fails with ETXTBSY.
@@ -140,7 +132,7 @@ impl Drop for Stage {
 /// The stage for one test, holding the lock that runs these tests one at a time; `None`, saying
 /// why, without root.
 fn staged(test: &str) -> Option<(MutexGuard<'static, ()>, Stage)> {
-    if !is_root() {
+    if !has_capability(CAP_SYS_ADMIN) {
         eprintln!("SKIPPED {test}: needs root (CAP_SYS_ADMIN) for fanotify");
         return None;
     }

@@ -176,23 +176,8 @@ impl EntryWatch {
 
     /// Waits up to `timeout` and returns the changes to watched entries read (possibly none).
     pub fn read(&mut self, timeout: Duration) -> Result<Vec<EntryChange>, SensorError> {
-        if !sys::poll_readable(&self.group, timeout).map_err(|e| SensorError::io("poll", e))? {
-            return Ok(Vec::new());
-        }
-        let mut buf = vec![0u8; 16 * 1024];
-        let n = match sys::read(&self.group, &mut buf) {
-            Ok(n) => n,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
-                ) =>
-            {
-                return Ok(Vec::new());
-            }
-            Err(e) => return Err(SensorError::io("read entry watch", e)),
-        };
-        let (raw, error) = decode::fanotify_entry_events(buf.get(..n).unwrap_or_default());
+        let buf = crate::fanotify::read_group(&self.group, timeout, "read entry watch")?;
+        let (raw, error) = decode::fanotify_entry_events(&buf);
         if let Some(error) = error {
             tracing::error!(%error, "garbled entry watch buffer; decoded changes still count");
         }

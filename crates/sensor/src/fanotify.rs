@@ -244,23 +244,8 @@ impl Fanotify {
 
     /// Waits up to `timeout` and returns the events read (possibly none).
     pub fn read(&self, timeout: Duration) -> Result<Vec<FanEvent>, SensorError> {
-        if !sys::poll_readable(&self.group, timeout).map_err(|e| SensorError::io("poll", e))? {
-            return Ok(Vec::new());
-        }
-        let mut buf = vec![0u8; 16 * 1024];
-        let n = match sys::read(&self.group, &mut buf) {
-            Ok(n) => n,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
-                ) =>
-            {
-                return Ok(Vec::new());
-            }
-            Err(e) => return Err(SensorError::io("read fanotify", e)),
-        };
-        let (raw, error) = decode::fanotify_events(buf.get(..n).unwrap_or_default());
+        let buf = read_group(&self.group, timeout, "read fanotify")?;
+        let (raw, error) = decode::fanotify_events(&buf);
         if let Some(error) = error {
             tracing::error!(%error, "garbled fanotify buffer; decoded events are still answered");
         }
@@ -342,6 +327,34 @@ impl Fanotify {
                 }
             }
         }
+    }
+}
+
+/// Waits up to `timeout` for a group to be readable and reads what it holds: empty when nothing
+/// came (or the wait was interrupted). Shared by the permission group and the entry watch.
+pub(crate) fn read_group(
+    group: &OwnedFd,
+    timeout: Duration,
+    what: &'static str,
+) -> Result<Vec<u8>, SensorError> {
+    if !sys::poll_readable(group, timeout).map_err(|e| SensorError::io("poll", e))? {
+        return Ok(Vec::new());
+    }
+    let mut buf = vec![0u8; 16 * 1024];
+    match sys::read(group, &mut buf) {
+        Ok(n) => {
+            buf.truncate(n);
+            Ok(buf)
+        }
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+            ) =>
+        {
+            Ok(Vec::new())
+        }
+        Err(e) => Err(SensorError::io(what, e)),
     }
 }
 

@@ -131,6 +131,7 @@ impl AgentHost for ManagedHost {
             uptime_s: 0,
             spool_pending: 0,
             spool_dropped: 0,
+            ..HealthFigures::default()
         };
         *previous = (now, Instant::now(), ticks);
         figures

@@ -75,6 +75,11 @@ install_chromium() {
   fi
 }
 
+# The README's first command on a toolchain without the wasm target (removed, then added back
+# by the build itself): a clear error offline, a working build online.
+log "a toolchain without the wasm target"
+bash scripts/test-fresh-toolchain.sh
+
 log "services"
 start_postgres
 install_chromium

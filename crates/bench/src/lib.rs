@@ -6,6 +6,7 @@
 
 pub mod engine;
 pub mod exec;
+pub mod fleet_faults;
 pub mod hotswap;
 pub mod http_load;
 pub mod server;

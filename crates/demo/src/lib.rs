@@ -5,12 +5,16 @@
 //! out, then publishes a poisoned content update modelled on Channel File 291 with preflight
 //! skipped, as a vendor in a hurry would: the canaries trap, the traps are contained, the crash
 //! gate trips, the rollout halts and rolls back. Act two publishes the same content with
-//! preflight on: it never reaches a host. The summary says what it cost.
+//! preflight on: it never reaches a host. Act three publishes content that never crashes but
+//! stalls every call past its deadline, preflight skipped: no trap, no crash report, and still
+//! the latency and failure gates halt it in the first ring. The summary says what it cost.
 //!
 //! Everything here drives the product through its public interfaces (the CLI and the HTTP
 //! API); nothing is simulated.
 
-mod fleet;
+pub mod control;
+pub mod faults;
+pub mod fleet;
 mod releases;
 mod scenario;
 mod summary;

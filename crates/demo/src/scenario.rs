@@ -1,13 +1,13 @@
 //! The two acts, driven through the server's API, narrated on the timeline.
 
+use crate::control::Control;
 use crate::fleet::Fleet;
-use crate::releases::{self, CHANNEL};
+use crate::releases::CHANNEL;
 use crate::summary::Summary;
 use crate::timeline::{Timeline, Tone};
 use crate::{DemoError, io};
-use ringfence_uplink::{CaCert, ClientError, ServerClient};
-use serde_json::{Value, json};
-use std::collections::{BTreeMap, BTreeSet};
+use serde_json::Value;
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,16 +27,31 @@ pub struct DemoOptions {
     pub bake_s: f64,
     /// Print nothing but the summary (as JSON).
     pub quiet: bool,
+    /// After the story, keep the fleet running (dashboard and CLI work against it) until
+    /// Ctrl-C; the summary follows then.
+    pub keep: bool,
 }
 
 const GOOD: &str = "1.0.0";
 const BAD: &str = "2.0.0";
 const BAD_AGAIN: &str = "2.0.1";
+const STALL: &str = "3.0.0";
 const POLL: Duration = Duration::from_millis(250);
+
+/// What one bad rollout did.
+struct BadRun {
+    /// The rollout's last state.
+    last: Value,
+    /// Hosts seen running the bad release.
+    hosts: BTreeSet<String>,
+    /// Explanations of the gates that tripped.
+    tripped: Vec<String>,
+    time_to_recover_s: f64,
+}
 
 struct Demo {
     fleet: Fleet,
-    client: ServerClient,
+    control: Control,
     timeline: Timeline,
     interrupted: Arc<AtomicBool>,
 }
@@ -47,10 +62,6 @@ impl Demo {
             return Err(DemoError::Interrupted);
         }
         Ok(())
-    }
-
-    fn get(&self, path: &str) -> Result<Value, DemoError> {
-        Ok(self.client.get_json("demo", path)?)
     }
 
     /// Waits for `done` while checking for Ctrl-C; fails after `timeout` saying `what`.
@@ -76,80 +87,97 @@ impl Demo {
         }
     }
 
-    fn publish(
-        &self,
-        version: &str,
-        content: &str,
-        notes: &str,
-        skip_preflight: bool,
-    ) -> Result<Result<Value, String>, DemoError> {
-        let key = self.fleet.server_dir().join("release.key");
-        let bundle = releases::build(&key, version, content, notes)?;
-        let path = format!("/api/v1/releases?skip_preflight={skip_preflight}");
-        match self.client.post_bytes::<Value>("publish", &path, &bundle) {
-            Ok(release) => Ok(Ok(release)),
-            Err(ClientError::Refused {
-                status: 422,
-                message,
-                ..
-            }) => Ok(Err(message)),
-            Err(error) => Err(error.into()),
+    /// How to reach the running fleet from another terminal or a browser.
+    fn say_how_to_look(&self) {
+        let fleet = &self.fleet;
+        self.timeline.say(
+            Tone::Note,
+            format!("  dashboard: {}/#token={}", fleet.url, fleet.operator),
+        );
+        self.timeline.say(
+            Tone::Note,
+            format!(
+                "  CLI: export RINGFENCE_SERVER={} RINGFENCE_CA={} RINGFENCE_TOKEN={}; ringfence status",
+                fleet.url,
+                fleet.ca_file().display(),
+                fleet.operator
+            ),
+        );
+    }
+
+    /// Rolls `version` out with a long bake, narrates hosts it reaches, crash groups and the
+    /// gates that trip, then waits until every host runs the good release again.
+    fn watch_bad_rollout(&self, version: &str) -> Result<BadRun, DemoError> {
+        let rollout = self.control.start_rollout(version, 60.0)?;
+        let id = rollout["id"].as_str().unwrap_or_default().to_owned();
+        let started = Instant::now();
+        let mut hosts = BTreeSet::new();
+        let mut seen_groups = 0usize;
+        let last = loop {
+            self.check()?;
+            for (host, running) in self.control.versions()? {
+                if running.as_deref() == Some(version) && hosts.insert(host.clone()) {
+                    self.timeline
+                        .say(Tone::Bad, format!("  {host} now runs {version}"));
+                }
+            }
+            let groups = self.control.get("/api/v1/crash-groups")?;
+            let groups = groups["groups"].as_array().cloned().unwrap_or_default();
+            let release = format!("{CHANNEL}@{version}");
+            let bad_groups: Vec<&Value> =
+                groups.iter().filter(|g| g["release"] == release).collect();
+            for group in bad_groups.iter().skip(seen_groups) {
+                self.timeline.say(
+                    Tone::Note,
+                    format!(
+                        "  crash report: {}",
+                        group["summary"].as_str().unwrap_or("")
+                    ),
+                );
+            }
+            seen_groups = seen_groups.max(bad_groups.len());
+            let rollout = self.control.rollout(&id)?;
+            if rollout["phase"] != "running" {
+                break rollout;
+            }
+            if started.elapsed() > Duration::from_secs(180) {
+                return Err(DemoError::Failed(format!(
+                    "the rollout of {version} neither finished nor halted in 180 s"
+                )));
+            }
+            std::thread::sleep(POLL);
+        };
+        let mut tripped = Vec::new();
+        for gate in last["gates"].as_array().cloned().unwrap_or_default() {
+            if gate["passed"] == false {
+                let explanation = gate["explanation"].as_str().unwrap_or("").to_owned();
+                self.timeline
+                    .say(Tone::Bad, format!("  gate tripped: {explanation}"));
+                tripped.push(explanation);
+            }
         }
-    }
-
-    fn start_rollout(&self, version: &str, bake_s: f64) -> Result<Value, DemoError> {
-        let body = json!({"channel": CHANNEL, "version": version, "rings": "1,10,50,100", "bake_s": bake_s});
-        Ok(self
-            .client
-            .post_json("rollout", "/api/v1/rollouts", &body)?)
-    }
-
-    /// Hostname → the version of the channel it reports running.
-    fn versions(&self) -> Result<BTreeMap<String, Option<String>>, DemoError> {
-        let agents = self.get("/api/v1/agents")?;
-        let mut out = BTreeMap::new();
-        for agent in agents["agents"].as_array().cloned().unwrap_or_default() {
-            let host = agent["hostname"].as_str().unwrap_or("?").to_owned();
-            let version = agent["status"]["releases"]
-                .as_array()
-                .and_then(|r| r.iter().find(|r| r["channel"] == CHANNEL))
-                .and_then(|r| r["current"].as_str())
-                .map(str::to_owned);
-            out.insert(host, version);
-        }
-        Ok(out)
-    }
-
-    /// True when every host has reported, after `since_ms`, that it runs `version`: a report
-    /// from before the halt says nothing about recovery.
-    fn all_on_since(&self, version: &str, since_ms: i64) -> Result<bool, DemoError> {
-        let agents = self.get("/api/v1/agents")?;
-        Ok(agents["agents"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-            .iter()
-            .all(|agent| {
-                let current = agent["status"]["releases"]
-                    .as_array()
-                    .and_then(|r| r.iter().find(|r| r["channel"] == CHANNEL))
-                    .and_then(|r| r["current"].as_str());
-                current == Some(version)
-                    && agent["last_seen_at_ms"].as_i64().unwrap_or(0) > since_ms
-            }))
-    }
-
-    /// Agents whose install reports say they ran `version`.
-    fn reached(&self, version: &str) -> Result<BTreeSet<String>, DemoError> {
-        let reports = self.get("/api/v1/reports?kind=install")?;
-        Ok(reports["reports"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-            .iter()
-            .filter(|r| r["body"]["version"] == version && r["body"]["outcome"] == "running")
-            .filter_map(|r| r["agent_id"].as_str().map(str::to_owned))
-            .collect())
+        self.timeline.say(
+            Tone::Good,
+            format!("  {}", last["reason"].as_str().unwrap_or("rollout stopped")),
+        );
+        let ended_ms = last["ended_ms"].as_i64().unwrap_or(0);
+        self.wait(
+            "every host back on the good release",
+            Duration::from_secs(120),
+            |d| d.control.all_on_since(GOOD, ended_ms),
+        )?;
+        // Measured from the server's own halt time, not from when we noticed it.
+        let time_to_recover_s = (now_s() - ended_ms as f64 / 1000.0).max(0.0);
+        self.timeline.say(
+            Tone::Good,
+            format!("  every host runs {GOOD} again, {time_to_recover_s:.1} s after the halt"),
+        );
+        Ok(BadRun {
+            last,
+            hosts,
+            tripped,
+            time_to_recover_s,
+        })
     }
 
     /// Follows a rollout until it is final, narrating ring changes; returns its last state.
@@ -159,7 +187,7 @@ impl Demo {
         let started = Instant::now();
         loop {
             self.check()?;
-            let rollout = self.get(&format!("/api/v1/rollouts/{id}"))?;
+            let rollout = self.control.rollout(id)?;
             let ring = rollout["ring"].as_u64().unwrap_or(0);
             let phase = rollout["phase"].as_str().unwrap_or("?").to_owned();
             if ring != last_ring && phase == "running" {
@@ -234,14 +262,15 @@ pub fn run(options: DemoOptions) -> Result<Summary, DemoError> {
             fleet.ca_fingerprint
         ),
     );
-    let ca = CaCert::read_file(&fleet.ca_file())
-        .map_err(|e| DemoError::Failed(format!("the server's CA: {e}")))?;
-    let client = ServerClient::new(&fleet.url, Duration::from_secs(120))
-        .with_ca(&ca)
-        .with_credential(&fleet.operator);
+    let control = Control::new(&fleet)?;
+    let demo_dashboard = format!("{}/#token={}", fleet.url, fleet.operator);
+    timeline.say(
+        Tone::Note,
+        format!("  dashboard (logged in by the link): {demo_dashboard}"),
+    );
     let mut demo = Demo {
         fleet,
-        client,
+        control,
         timeline,
         interrupted,
     };
@@ -268,7 +297,7 @@ pub fn run(options: DemoOptions) -> Result<Summary, DemoError> {
         "every host to enroll and report",
         Duration::from_secs(120),
         |d| {
-            let status = d.get("/api/v1/status")?;
+            let status = d.control.get("/api/v1/status")?;
             Ok(status["online"].as_u64() == Some(total as u64))
         },
     )?;
@@ -283,7 +312,8 @@ pub fn run(options: DemoOptions) -> Result<Summary, DemoError> {
         format!("Act one: publish detection content {GOOD} and roll it out"),
     );
     let good = demo
-        .publish(GOOD, "ok", "healthy detection content", false)?
+        .control
+        .publish(GOOD, "faulty", "ok", "healthy detection content", false)?
         .map_err(DemoError::Failed)?;
     demo.timeline.say(
         Tone::Good,
@@ -292,7 +322,7 @@ pub fn run(options: DemoOptions) -> Result<Summary, DemoError> {
             good["preflight_report"]["reason"].as_str().unwrap_or("")
         ),
     );
-    let rollout = demo.start_rollout(GOOD, options.bake_s)?;
+    let rollout = demo.control.start_rollout(GOOD, options.bake_s)?;
     let id = rollout["id"].as_str().unwrap_or_default().to_owned();
     let done = demo.follow_rollout(&id, Duration::from_secs(180))?;
     if done["phase"] != "completed" {
@@ -304,7 +334,12 @@ pub fn run(options: DemoOptions) -> Result<Summary, DemoError> {
     demo.wait(
         "every host on the good release",
         Duration::from_secs(60),
-        |d| Ok(d.versions()?.values().all(|v| v.as_deref() == Some(GOOD))),
+        |d| {
+            Ok(d.control
+                .versions()?
+                .values()
+                .all(|v| v.as_deref() == Some(GOOD)))
+        },
     )?;
     demo.timeline.say(
         Tone::Good,
@@ -313,95 +348,33 @@ pub fn run(options: DemoOptions) -> Result<Summary, DemoError> {
     std::thread::sleep(Duration::from_secs(4));
 
     demo.timeline.say(Tone::Step, format!("A vendor in a hurry: content {BAD} (a 21st field read from a 20-field template, like Channel File 291), preflight skipped"));
-    demo.publish(BAD, "cf291", "channel file 291", true)?
+    demo.control
+        .publish(BAD, "faulty", "cf291", "channel file 291", true)?
         .map_err(DemoError::Failed)?;
     demo.timeline.say(
         Tone::Bad,
         "  published with --skip-preflight (recorded in the audit log)",
     );
-    let rollout = demo.start_rollout(BAD, 60.0)?;
-    let bad_id = rollout["id"].as_str().unwrap_or_default().to_owned();
-    let started = Instant::now();
-    let mut seen_hosts = BTreeSet::new();
-    let mut seen_groups = 0usize;
-    let final_state = loop {
-        demo.check()?;
-        for (host, version) in demo.versions()? {
-            if version.as_deref() == Some(BAD) && seen_hosts.insert(host.clone()) {
-                demo.timeline
-                    .say(Tone::Bad, format!("  {host} now runs {BAD}"));
-            }
-        }
-        let groups = demo.get("/api/v1/crash-groups")?;
-        let groups = groups["groups"].as_array().cloned().unwrap_or_default();
-        let bad_groups: Vec<&Value> = groups
-            .iter()
-            .filter(|g| g["release"] == format!("{CHANNEL}@{BAD}"))
-            .collect();
-        if bad_groups.len() > seen_groups {
-            for group in &bad_groups[seen_groups..] {
-                demo.timeline.say(
-                    Tone::Note,
-                    format!(
-                        "  crash report: {}",
-                        group["summary"].as_str().unwrap_or("")
-                    ),
-                );
-            }
-            seen_groups = bad_groups.len();
-        }
-        let rollout = demo.get(&format!("/api/v1/rollouts/{bad_id}"))?;
-        if rollout["phase"] != "running" {
-            break rollout;
-        }
-        if started.elapsed() > Duration::from_secs(180) {
-            return Err(DemoError::Failed(
-                "the bad rollout neither finished nor halted in 180 s".into(),
-            ));
-        }
-        std::thread::sleep(POLL);
-    };
-    for gate in final_state["gates"].as_array().cloned().unwrap_or_default() {
-        if gate["passed"] == false {
-            demo.timeline.say(
-                Tone::Bad,
-                format!(
-                    "  gate tripped: {}",
-                    gate["explanation"].as_str().unwrap_or("")
-                ),
-            );
-        }
-    }
-    demo.timeline.say(
-        Tone::Good,
-        format!(
-            "  {}",
-            final_state["reason"].as_str().unwrap_or("rollout stopped")
-        ),
-    );
-    demo.wait(
-        "every host back on the good release",
-        Duration::from_secs(120),
-        |d| d.all_on_since(GOOD, final_state["ended_ms"].as_i64().unwrap_or(0)),
-    )?;
-    // Measured from the server's own halt time, not from when we noticed it.
-    let halted_at_s = final_state["ended_ms"].as_i64().unwrap_or(0) as f64 / 1000.0;
-    let time_to_recover_s = (now_s() - halted_at_s).max(0.0);
-    demo.timeline.say(
-        Tone::Good,
-        format!("  every host runs {GOOD} again, {time_to_recover_s:.1} s after the halt"),
-    );
+    let act_one = demo.watch_bad_rollout(BAD)?;
+    let final_state = act_one.last.clone();
+    let seen_hosts = act_one.hosts.clone();
+    let time_to_recover_s = act_one.time_to_recover_s;
 
     // Act two.
     demo.timeline.say(
         Tone::Step,
         format!("Act two: the same content as {BAD_AGAIN}, with preflight on"),
     );
-    let (preflight_blocked, preflight_reason) =
-        match demo.publish(BAD_AGAIN, "cf291", "channel file 291, again", false)? {
-            Ok(_) => (false, String::new()),
-            Err(reason) => (true, reason),
-        };
+    let (preflight_blocked, preflight_reason) = match demo.control.publish(
+        BAD_AGAIN,
+        "faulty",
+        "cf291",
+        "channel file 291, again",
+        false,
+    )? {
+        Ok(_) => (false, String::new()),
+        Err(reason) => (true, reason),
+    };
     if preflight_blocked {
         demo.timeline
             .say(Tone::Good, format!("  {preflight_reason}"));
@@ -413,18 +386,32 @@ pub fn run(options: DemoOptions) -> Result<Summary, DemoError> {
         demo.timeline.say(Tone::Bad, "  preflight let it through");
     }
 
-    let groups = demo.get("/api/v1/crash-groups")?;
+    // Act three.
+    demo.timeline.say(
+        Tone::Step,
+        format!("Act three: content {STALL} never crashes — it stalls every call past its deadline; preflight skipped"),
+    );
+    demo.control
+        .publish(STALL, "faulty", "slow", "stalls every call", true)?
+        .map_err(DemoError::Failed)?;
+    demo.timeline.say(
+        Tone::Note,
+        "  no trap, no crash report: only verdict latency, deadline failures and quarantine can tell",
+    );
+    let act_three = demo.watch_bad_rollout(STALL)?;
+
+    let groups = demo.control.get("/api/v1/crash-groups")?;
     let crash_groups = groups["groups"].as_array().map(Vec::len).unwrap_or(0);
-    let reached = demo.reached(BAD)?.len().max(seen_hosts.len());
+    let reached = demo.control.reached(BAD)?.len().max(seen_hosts.len());
     let time_to_halt_s = (final_state["ended_ms"].as_i64().unwrap_or(0)
         - final_state["started_ms"].as_i64().unwrap_or(0)) as f64
         / 1000.0;
-    let restores = demo.get("/api/v1/reports?kind=restore")?["reports"]
+    let restores = demo.control.get("/api/v1/reports?kind=restore")?["reports"]
         .as_array()
         .map(Vec::len)
         .unwrap_or(0);
     // Trap time is in the failure record (the sandbox's clock); arrival is the server's.
-    let mut latencies: Vec<f64> = demo.get("/api/v1/reports?kind=failure")?["reports"]
+    let mut latencies: Vec<f64> = demo.control.get("/api/v1/reports?kind=failure")?["reports"]
         .as_array()
         .cloned()
         .unwrap_or_default()
@@ -438,6 +425,16 @@ pub fn run(options: DemoOptions) -> Result<Summary, DemoError> {
         .collect();
     latencies.sort_by(f64::total_cmp);
 
+    if options.keep {
+        demo.timeline.say(
+            Tone::Step,
+            "The fleet keeps running: open the dashboard or point the CLI at it; Ctrl-C stops it and prints the summary",
+        );
+        demo.say_how_to_look();
+        while !demo.interrupted.swap(false, Ordering::Relaxed) {
+            std::thread::sleep(POLL);
+        }
+    }
     demo.timeline.say(Tone::Step, "Stopping the fleet");
     demo.fleet.stop_hosts();
     let mut summary = Summary {
@@ -452,6 +449,14 @@ pub fn run(options: DemoOptions) -> Result<Summary, DemoError> {
         preflight_blocked,
         preflight_reason,
         guard_restores: restores,
+        stall_hosts_reached: demo
+            .control
+            .reached(STALL)?
+            .len()
+            .max(act_three.hosts.len()),
+        stall_max_ring: act_three.last["ring"].as_u64().unwrap_or(0),
+        stall_halted: act_three.last["phase"] == "rolled_back",
+        stall_gates: act_three.tripped,
         crash_report_latency_s: latencies.get(latencies.len() / 2).copied().unwrap_or(0.0),
         crash_report_latency_max_s: latencies.last().copied().unwrap_or(0.0),
         ..Summary::default()

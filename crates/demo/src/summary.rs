@@ -32,6 +32,14 @@ pub struct Summary {
     pub preflight_reason: String,
     /// Hosts whose guard restored the last known good release after agent crashes.
     pub guard_restores: usize,
+    /// Act three: hosts that ran the release that stalls without crashing.
+    pub stall_hosts_reached: usize,
+    /// Act three: the furthest ring the stalling release reached (0 = first).
+    pub stall_max_ring: u64,
+    /// Act three: the gates halted and rolled back the stalling release.
+    pub stall_halted: bool,
+    /// Act three: the gates that tripped, each with its numbers.
+    pub stall_gates: Vec<String>,
     pub wall_time_s: f64,
 }
 
@@ -54,7 +62,7 @@ impl Summary {
                 format!("{:.1} s", self.time_to_recover_s),
             ),
             (
-                "engine failures contained",
+                "engine calls that failed, answered by policy",
                 self.engine_failures_contained.to_string(),
             ),
             (
@@ -63,7 +71,10 @@ impl Summary {
             ),
             ("events lost", self.events_lost.to_string()),
             ("wrong denies", self.wrong_denies.to_string()),
-            ("crash groups on the server", self.crash_groups.to_string()),
+            (
+                "crash groups on the server (one per signature)",
+                self.crash_groups.to_string(),
+            ),
             (
                 "trap → report on the server",
                 format!(
@@ -78,6 +89,17 @@ impl Summary {
                     "yes".to_owned()
                 } else {
                     "NO".to_owned()
+                },
+            ),
+            (
+                "act three: the stalling release",
+                if self.stall_halted {
+                    format!(
+                        "halted in ring {} after reaching {} host(s)",
+                        self.stall_max_ring, self.stall_hosts_reached
+                    )
+                } else {
+                    format!("NOT halted: reached {} host(s)", self.stall_hosts_reached)
                 },
             ),
             ("demo wall time", format!("{:.1} s", self.wall_time_s)),

@@ -1,6 +1,6 @@
-//! The live timeline: one line per thing that happened, with the time since the start. Colours
-//! on a terminal, plain text otherwise (and nothing at all with `--json`, where stdout is the
-//! summary).
+//! The live timeline: one line per thing that happened, with the time since the start, on
+//! standard output with the summary after it. Colours on a terminal, plain text otherwise (and
+//! nothing at all with `--json`, where stdout is the summary alone).
 
 use std::io::{IsTerminal, Write};
 use std::time::Instant;
@@ -23,7 +23,7 @@ impl Timeline {
     pub fn new(quiet: bool) -> Timeline {
         Timeline {
             started: Instant::now(),
-            colour: std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+            colour: std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
             quiet,
         }
     }
@@ -32,7 +32,7 @@ impl Timeline {
         self.started.elapsed().as_secs_f64()
     }
 
-    /// Writes one line to standard error (standard output is reserved for `--json`).
+    /// Writes one line to standard output (nothing with `--json`).
     pub fn say(&self, tone: Tone, message: impl AsRef<str>) {
         if self.quiet {
             return;
@@ -44,9 +44,9 @@ impl Timeline {
             (true, Tone::Bad) => ("\x1b[31m", "\x1b[0m"),
             (true, Tone::Note) => ("\x1b[2m", "\x1b[0m"),
         };
-        let mut err = std::io::stderr().lock();
+        let mut out = std::io::stdout().lock();
         let _ = writeln!(
-            err,
+            out,
             "[{:>6.1}s] {start}{}{end}",
             self.seconds(),
             message.as_ref()

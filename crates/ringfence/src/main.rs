@@ -13,7 +13,7 @@ fn main() -> ExitCode {
         // print and exit: daemons keep Rust's default, where a closed socket is an error value.
         ringfence_sensor::sys::restore_default_sigpipe();
     }
-    commands::init_logging(cli.verbose);
+    commands::init_logging(cli.verbose, cli.log_format);
     match commands::run(cli) {
         Ok(code) => code,
         Err(error) => {

@@ -1,6 +1,6 @@
 //! `ringfence demo` end to end, as the README runs it (a smaller fleet): the bad release stays
 //! in the first ring, every host recovers, nothing is lost or wrongly denied, and act two's
-//! preflight stops the same content.
+//! preflight stops the same content, and act three's stalling release halts in the first ring.
 
 use std::process::Command;
 
@@ -48,6 +48,9 @@ fn demo_contains_the_poisoned_update() {
     assert_eq!(summary["events_lost"], 0, "{summary}");
     assert_eq!(summary["wrong_denies"], 0, "{summary}");
     assert_eq!(summary["preflight_blocked"], true, "{summary}");
+    // Act three: a release that stalls without crashing is caught in the first ring too.
+    assert_eq!(summary["stall_halted"], true, "{summary}");
+    assert_eq!(summary["stall_max_ring"], 0, "{summary}");
     assert!(
         summary["crash_groups"].as_u64().expect("groups") >= 1,
         "{summary}"

@@ -9,6 +9,9 @@ pub enum BenchCommand {
     Engine(ringfence_bench::engine::Options),
     /// Exec authorisation latency with and without the agent (needs root).
     Exec(ringfence_bench::exec::Options),
+    /// A real fleet on this machine given each kind of bad release (trap, rare trap, slow,
+    /// loop, oom, deny-all): how far each got, hosts reached, time to halt and to recover.
+    FleetFaults(ringfence_bench::fleet_faults::Options),
     /// Live engine swap under a steady event stream: swap latency, dropped, duplicated.
     Hotswap(ringfence_bench::hotswap::Options),
     /// Sigma engine throughput by rule count, wasm vs native.
@@ -25,6 +28,7 @@ pub fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
     match command {
         BenchCommand::Engine(options) => ringfence_bench::engine::run(&options)?,
         BenchCommand::Exec(options) => ringfence_bench::exec::run(&options)?,
+        BenchCommand::FleetFaults(options) => ringfence_bench::fleet_faults::run(&options)?,
         BenchCommand::Hotswap(options) => ringfence_bench::hotswap::run(&options)?,
         BenchCommand::Sigma(options) => ringfence_bench::sigma::run(&options)?,
         BenchCommand::Server(options) => ringfence_bench::server::run(&options)?,

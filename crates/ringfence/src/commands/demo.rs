@@ -24,6 +24,10 @@ pub struct DemoArgs {
     /// Print only the summary, as one JSON object.
     #[arg(long)]
     json: bool,
+    /// Keep the fleet running after the story until Ctrl-C (the dashboard and CLI work against
+    /// it); the summary follows.
+    #[arg(long)]
+    keep: bool,
 }
 
 pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
@@ -41,6 +45,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         rate: args.rate,
         bake_s: args.bake_s,
         quiet: args.json,
+        keep: args.keep,
     })?;
     if args.json {
         println!("{}", serde_json::to_string(&summary)?);
@@ -50,7 +55,9 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let contained = summary.bad_release_max_ring == 0
         && summary.events_lost == 0
         && summary.wrong_denies == 0
-        && summary.preflight_blocked;
+        && summary.preflight_blocked
+        && summary.stall_halted
+        && summary.stall_max_ring == 0;
     Ok(if contained {
         ExitCode::SUCCESS
     } else {

@@ -1,6 +1,7 @@
-//! `ringfence generate-assets DIR` (hidden): writes the man pages and shell completions that the
-//! packages ship, from the same clap definition that parses the command line, so they can never
-//! describe flags the binary does not have. `scripts/package.sh` runs it before `cargo deb`.
+//! Man pages and shell completions, from the same clap definition that parses the command
+//! line, so they can never describe flags the binary does not have: `ringfence completions
+//! SHELL` and `ringfence man [COMMAND]` print them for people; `ringfence generate-assets DIR`
+//! (hidden) writes the files the packages ship; `scripts/package.sh` runs it before `cargo deb`.
 
 use anyhow::Context;
 use clap::CommandFactory;
@@ -13,6 +14,56 @@ use std::process::ExitCode;
 pub struct GenerateAssetsArgs {
     /// Output directory: man pages go to DIR/man, completions to DIR/completions.
     dir: PathBuf,
+}
+
+/// Print a shell completion script.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:\n  \
+    ringfence completions bash > /etc/bash_completion.d/ringfence\n  \
+    ringfence completions zsh > \"${fpath[1]}/_ringfence\"\n  \
+    ringfence completions fish > ~/.config/fish/completions/ringfence.fish")]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    shell: Shell,
+}
+
+pub fn completions(args: CompletionsArgs) -> anyhow::Result<ExitCode> {
+    let mut command = super::Cli::command();
+    clap_complete::generate(
+        args.shell,
+        &mut command,
+        "ringfence",
+        &mut std::io::stdout(),
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Print a man page (roff) for ringfence or one of its commands.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:\n  \
+    ringfence man | man -l -\n  \
+    ringfence man rollout | man -l -")]
+pub struct ManArgs {
+    /// The command whose page to print (default: ringfence itself).
+    command: Option<String>,
+}
+
+pub fn man(args: ManArgs) -> anyhow::Result<ExitCode> {
+    let root = super::Cli::command();
+    let page = match &args.command {
+        None => clap_mangen::Man::new(root),
+        Some(name) => {
+            let sub = root
+                .get_subcommands()
+                .find(|sub| sub.get_name() == name && !sub.is_hide_set())
+                .with_context(|| format!("no command {name:?}; `ringfence --help` lists them"))?
+                .clone();
+            clap_mangen::Man::new(sub).title(format!("ringfence-{name}"))
+        }
+    };
+    page.render(&mut std::io::stdout())
+        .context("write the man page")?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The shells whose completion files the packages install; each lands where that shell's

@@ -31,6 +31,11 @@ pub struct Cli {
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
 
+    /// Log lines as text (colour only on a terminal) or as JSON objects, one per line, for
+    /// journald and log shippers.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "RINGFENCE_LOG_FORMAT")]
+    pub log_format: LogFormat,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -72,6 +77,10 @@ pub enum Command {
     /// Measure ringfence on this machine.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(generate_assets::CompletionsArgs),
+    /// Print the man page of ringfence or one of its commands.
+    Man(generate_assets::ManArgs),
     /// Write man pages and shell completions from this command line (used by packaging).
     #[command(hide = true)]
     GenerateAssets(generate_assets::GenerateAssetsArgs),
@@ -88,11 +97,21 @@ impl Command {
                 | Command::Status(_)
                 | Command::Crashes(_)
                 | Command::Sim(_)
+                | Command::Completions(_)
+                | Command::Man(_)
         )
     }
 }
 
-pub fn init_logging(verbose: u8) {
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Logs go to standard error: a terminal gets colour, a file or journald gets plain text (or
+/// JSON), never escape codes. `NO_COLOR` turns colour off everywhere.
+pub fn init_logging(verbose: u8, format: LogFormat) {
     let default = match verbose {
         0 => "warn",
         1 => "info",
@@ -101,10 +120,17 @@ pub fn init_logging(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().with_current_span(false).init(),
+        LogFormat::Text => {
+            use std::io::IsTerminal;
+            let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+            builder.with_ansi(colour).init()
+        }
+    }
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -116,6 +142,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bench(command) => bench::run(command),
         Command::CrashMonitor(args) => crash_monitor::run(args),
         Command::Sim(args) => sim::run(args),
+        Command::Completions(args) => generate_assets::completions(args),
+        Command::Man(args) => generate_assets::man(args),
         Command::Demo(args) => demo::run(args),
         Command::Server(args) => server::run(args),
         Command::Release(command) => release::run(command),

@@ -1,0 +1,85 @@
+//! The fault matrix end to end: a small real fleet (server, guards, managed agents replaying a
+//! corpus) given every kind of bad release with preflight skipped — one that traps, traps
+//! rarely, stalls, loops, eats memory, or denies everything. Each must halt in the first ring,
+//! and every host must be back on the good release, without a person. Also: a first rollout
+//! of a Sigma release with 100 rules onto a fleet with no engines must complete (its gates have
+//! no baseline to compare with and must use absolute budgets instead).
+
+use ringfence_demo::faults::{Fault, FaultFleet, FaultFleetOptions};
+use std::path::PathBuf;
+use std::time::Duration;
+
+fn options() -> FaultFleetOptions {
+    FaultFleetOptions {
+        exe: PathBuf::from(env!("CARGO_BIN_EXE_ringfence")),
+        hosts: 6,
+        canaries: 2,
+        rate: 100,
+        bake_s: 15.0,
+    }
+}
+
+#[test]
+fn every_bad_release_halts_in_the_first_ring_and_every_host_comes_back() {
+    let mut fleet = FaultFleet::start(options()).expect("a fleet on the good release");
+    let mut escaped = Vec::new();
+    for fault in Fault::ALL {
+        let outcome = fleet.inject(fault).expect("inject the fault");
+        eprintln!(
+            "{}: phase {} ring {} reached {}/{} halt {:.1} s recover {:.1} s — {}",
+            fault.name(),
+            outcome.phase,
+            outcome.furthest_ring,
+            outcome.hosts_reached,
+            outcome.hosts_total,
+            outcome.time_to_halt_s,
+            outcome.time_to_recover_s,
+            outcome.reason
+        );
+        if !outcome.contained() {
+            escaped.push(format!(
+                "{} ({}): phase {}, ring {}, all back {}: {}",
+                fault.name(),
+                fault.describe(),
+                outcome.phase,
+                outcome.furthest_ring,
+                outcome.all_back,
+                outcome.reason
+            ));
+        }
+    }
+    assert!(
+        escaped.is_empty(),
+        "bad releases not contained in ring 0:\n{}",
+        escaped.join("\n")
+    );
+}
+
+#[test]
+fn a_first_sigma_release_with_100_rules_completes() {
+    let fleet = FaultFleet::launch(FaultFleetOptions {
+        hosts: 4,
+        canaries: 1,
+        ..options()
+    })
+    .expect("a fleet with no engines");
+    let rules = ringfence_sigma::testgen::rules(100, 7);
+    fleet
+        .control
+        .publish("1.0.0", "sigma", &rules, "100 generated Sigma rules", false)
+        .expect("publish")
+        .expect("preflight passes 100 healthy rules");
+    let rollout = fleet
+        .control
+        .start_rollout("1.0.0", 2.0)
+        .expect("start the rollout");
+    let id = rollout["id"].as_str().expect("rollout id");
+    let done = fleet
+        .follow(id, Duration::from_secs(240))
+        .expect("the rollout ends");
+    assert_eq!(
+        done["phase"], "completed",
+        "a healthy first release must complete: {}",
+        done["reason"]
+    );
+}

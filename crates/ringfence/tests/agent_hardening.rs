@@ -4,7 +4,6 @@
 //! process filter; execs are still allowed and denied correctly; `--no-harden` leaves the agent
 //! unconfined.
 
-use ringfence_sensor::procfs::{CAP_SYS_ADMIN, has_capability};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -124,8 +123,7 @@ fn stop(mut agent: Running) {
 
 #[test]
 fn hardened_agent_shows_its_filters_and_capabilities_and_still_answers_execs() {
-    if !has_capability(CAP_SYS_ADMIN) {
-        eprintln!("SKIPPED hardened agent: needs root for fanotify and capabilities");
+    if !ringfence_testkit::root_or_skip("hardened agent") {
         return;
     }
     let fs = Tmpfs::mount();
@@ -206,8 +204,7 @@ fn hardened_agent_shows_its_filters_and_capabilities_and_still_answers_execs() {
 
 #[test]
 fn no_harden_leaves_the_agent_unconfined() {
-    if !has_capability(CAP_SYS_ADMIN) {
-        eprintln!("SKIPPED --no-harden: needs root for fanotify");
+    if !ringfence_testkit::root_or_skip("--no-harden") {
         return;
     }
     let fs = Tmpfs::mount();

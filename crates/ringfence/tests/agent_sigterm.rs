@@ -1,7 +1,6 @@
 //! Real-process test of `ringfence agent`: SIGTERM while an exec waits on a hung engine must
 //! answer that exec at once (long before its deadline) and leave nothing blocked.
 
-use ringfence_sensor::procfs::{CAP_SYS_ADMIN, has_capability};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -17,8 +16,7 @@ impl Drop for Tmpfs {
 
 #[test]
 fn sigterm_leaves_no_exec_blocked() {
-    if !has_capability(CAP_SYS_ADMIN) {
-        eprintln!("SKIPPED sigterm_leaves_no_exec_blocked: needs root for fanotify");
+    if !ringfence_testkit::root_or_skip("sigterm_leaves_no_exec_blocked") {
         return;
     }
     let fs = Tmpfs(tempfile::tempdir().expect("tempdir"));

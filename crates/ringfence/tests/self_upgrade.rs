@@ -10,7 +10,6 @@
 mod common;
 
 use common::Server;
-use ringfence_sensor::procfs::{CAP_SYS_ADMIN, has_capability};
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -132,8 +131,7 @@ impl Drop for Stage {
 /// The stage for one test, holding the lock that runs these tests one at a time; `None`, saying
 /// why, without root.
 fn staged(test: &str) -> Option<(MutexGuard<'static, ()>, Stage)> {
-    if !has_capability(CAP_SYS_ADMIN) {
-        eprintln!("SKIPPED {test}: needs root (CAP_SYS_ADMIN) for fanotify");
+    if !ringfence_testkit::root_or_skip(test) {
         return None;
     }
     let serial = serial();

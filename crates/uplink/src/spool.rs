@@ -385,7 +385,10 @@ mod tests {
     #[test]
     fn a_full_disk_evicts_telemetry_for_crash_reports() {
         let Some(fs) = TinyFs::mount() else {
-            eprintln!("skipped: mounting a tmpfs needs root (CAP_SYS_ADMIN)");
+            ringfence_testkit::skip(
+                "a_full_disk_evicts_telemetry_for_crash_reports",
+                "mounting a tmpfs needs root (CAP_SYS_ADMIN)",
+            );
             return;
         };
         // Our own limit is far above the disk's size: the disk fills first.

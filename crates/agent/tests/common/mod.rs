@@ -31,11 +31,7 @@ pub fn engine(
 
 /// True when live-kernel tests can run; otherwise says why they are skipped.
 pub fn root_or_skip(test: &str) -> bool {
-    if ringfence_sensor::procfs::has_capability(ringfence_sensor::procfs::CAP_SYS_ADMIN) {
-        return true;
-    }
-    eprintln!("SKIPPED {test}: needs root (CAP_SYS_ADMIN) for fanotify and the process connector");
-    false
+    ringfence_testkit::root_or_skip(test)
 }
 
 /// Aborts the process if `f` does not return within `limit`. Aborting closes our fanotify

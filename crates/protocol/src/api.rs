@@ -363,8 +363,9 @@ pub mod limits {
     pub const MAX_REPORT_ID_BYTES: usize = 128;
     /// Bytes of a report kind.
     pub const MAX_REPORT_KIND_BYTES: usize = 32;
-    /// Enrollment and certificate renewal bodies (a CSR is about a kilobyte).
-    pub const MAX_ENROLL_BYTES: usize = 16 << 10;
+    /// Enrollment and certificate renewal bodies: a CSR is about a kilobyte, and one too long
+    /// to be a CSR is still answered by the CSR check (400), which names the problem.
+    pub const MAX_ENROLL_BYTES: usize = 64 << 10;
     /// How far back an agent may date a report: a spool can hold reports through a long outage,
     /// but not older than this.
     pub const MAX_REPORT_AGE_MS: i64 = 365 * 86_400_000;

@@ -33,7 +33,10 @@ fn heartbeat(body: &[u8]) {
         (health.latency.p99_us, bounds::MAX_LATENCY_US),
         (health.latency.max_us, bounds::MAX_LATENCY_US),
     ] {
-        assert!(figure.is_finite() && (0.0..=max).contains(&figure), "{figure}");
+        assert!(
+            figure.is_finite() && (0.0..=max).contains(&figure),
+            "{figure}"
+        );
     }
     assert!(health.events <= bounds::MAX_EVENTS);
     assert!(health.rss_bytes <= bounds::MAX_RSS_BYTES);

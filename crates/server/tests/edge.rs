@@ -239,7 +239,7 @@ async fn bodies_past_their_limits_are_refused_with_json() {
         let chunks = Body::new(Chunks(
             huge.into_bytes()
                 .chunks(16 << 10)
-                .map(|c| bytes::Bytes::copy_from_slice(c))
+                .map(bytes::Bytes::copy_from_slice)
                 .collect(),
         ));
         let answer = send(

@@ -7,6 +7,12 @@
 //! Two generators: the lean one ([`crate::http_load`], one thread) for the server's capacity,
 //! and a general-purpose client (ureq, a thread per connection) for the TLS comparisons, where
 //! it needs a TLS stack and its own cost is the same on both sides of the ratio.
+//!
+//! `--flood` measures instead whether operators are served under a flood: operator requests
+//! (each on a new TLS connection, as a CLI makes them) and paced heartbeats against the idle
+//! server, then the same while `--idle-connections` unauthenticated connections (silent, or
+//! stopped halfway through a TLS record, replaced as the server closes them) sit on the port
+//! and heartbeats arrive at `--flood-rate`; the ratios of the p99s say what the flood costs.
 
 use crate::stats::{Percentiles, Row, print};
 use anyhow::Context;
@@ -34,6 +40,16 @@ pub struct Options {
     /// `postgres://...` to measure PostgreSQL; SQLite in a temporary directory otherwise.
     #[arg(long)]
     pub database: Option<String>,
+    /// Measure operators and heartbeats under a flood of idle connections and heartbeats,
+    /// against the idle server, instead of the capacity figures.
+    #[arg(long)]
+    pub flood: bool,
+    /// With `--flood`: unauthenticated connections held open on the HTTPS port.
+    #[arg(long, default_value_t = 1000)]
+    pub idle_connections: usize,
+    /// With `--flood`: heartbeats per second during the flood.
+    #[arg(long, default_value_t = 2000.0)]
+    pub flood_rate: f64,
     #[arg(long)]
     pub json: bool,
 }
@@ -303,6 +319,21 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         anyhow::Ok(())
     })?;
     let credentials = Arc::new(credentials);
+    if options.flood {
+        let operator = runtime.block_on(ringfence_server::create_operator_token(
+            &state.store,
+            "bench",
+        ))?;
+        let target = Target {
+            address: tls_address,
+            url: tls_url,
+            ureq_tls,
+            rustls: rustls_config,
+            operator,
+            credentials,
+        };
+        return flood(options, &target);
+    }
     // Warm the credential cache and the connection pool, then measure.
     load(
         &url,
@@ -455,6 +486,252 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         &format!(
             "ringfence bench server ({} agents, {} connections, load generator in-process)",
             options.agents, options.connections
+        ),
+        &rows,
+        options.json,
+    )
+}
+
+/// Where and as whom the flood benchmark talks to the server.
+struct Target {
+    address: std::net::SocketAddr,
+    url: String,
+    ureq_tls: ureq::tls::TlsConfig,
+    rustls: Arc<rustls::ClientConfig>,
+    operator: String,
+    credentials: Arc<Vec<String>>,
+}
+
+/// Latencies of successful requests and the count of failed ones.
+#[derive(Default)]
+struct Sampled {
+    latencies: Vec<Duration>,
+    failed: usize,
+}
+
+/// An operator request as the CLI makes one: a new TLS connection, `GET /api/v1/status`.
+fn operator_request(target: &Target) -> anyhow::Result<()> {
+    let request = format!(
+        "GET /api/v1/status HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {}\r\n\
+         Connection: close\r\n\r\n",
+        target.operator
+    );
+    let mut tcp = std::net::TcpStream::connect(target.address)?;
+    tcp.set_nodelay(true)?;
+    tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let name = ServerName::try_from("127.0.0.1")?;
+    let mut connection = rustls::ClientConnection::new(Arc::clone(&target.rustls), name)?;
+    let mut stream = rustls::Stream::new(&mut connection, &mut tcp);
+    stream.write_all(request.as_bytes())?;
+    let mut answer = Vec::new();
+    // The server closes after answering; a missing close_notify is not a failure here.
+    let _ = stream.read_to_end(&mut answer);
+    anyhow::ensure!(
+        answer.starts_with(b"HTTP/1.1 200"),
+        "operator request not answered 200"
+    );
+    Ok(())
+}
+
+/// Operator requests one after another, `pause` apart, until `stop`.
+fn operators(target: &Target, stop: &AtomicBool, pause: Duration) -> Sampled {
+    let mut sampled = Sampled::default();
+    while !stop.load(Ordering::Relaxed) {
+        let started = Instant::now();
+        match operator_request(target) {
+            Ok(()) => sampled.latencies.push(started.elapsed()),
+            Err(_) => sampled.failed += 1,
+        }
+        std::thread::sleep(pause);
+    }
+    sampled
+}
+
+/// Heartbeats at `rate` per second over kept-alive HTTPS connections from `threads` threads,
+/// each on its own schedule (a late one goes at once, it does not skip), until `stop`.
+fn paced_heartbeats(target: &Target, rate: f64, threads: usize, stop: &Arc<AtomicBool>) -> Sampled {
+    let interval = Duration::from_secs_f64(threads as f64 / rate.max(1.0));
+    let workers: Vec<_> = (0..threads)
+        .map(|thread| {
+            let stop = Arc::clone(stop);
+            let credentials = Arc::clone(&target.credentials);
+            let url = format!("{}/api/v1/agents/heartbeat", target.url);
+            let tls = target.ureq_tls.clone();
+            std::thread::spawn(move || {
+                let agent: ureq::Agent = ureq::Agent::config_builder()
+                    .timeout_global(Some(Duration::from_secs(10)))
+                    .http_status_as_error(false)
+                    .tls_config(tls)
+                    .build()
+                    .into();
+                let body = serde_json::to_vec(&heartbeat_body()).unwrap_or_default();
+                let mut sampled = Sampled::default();
+                let mut index = thread;
+                let mut next = Instant::now();
+                while !stop.load(Ordering::Relaxed) {
+                    let now = Instant::now();
+                    if next > now {
+                        std::thread::sleep(next - now);
+                    }
+                    next += interval;
+                    let credential = &credentials[index % credentials.len()];
+                    index += threads;
+                    let started = Instant::now();
+                    let ok = agent
+                        .post(&url)
+                        .header("Authorization", format!("Bearer {credential}"))
+                        .header("Content-Type", "application/json")
+                        .send(&body[..])
+                        .map(|mut r| r.status().is_success() && r.body_mut().read_to_vec().is_ok());
+                    match ok {
+                        Ok(true) => sampled.latencies.push(started.elapsed()),
+                        _ => sampled.failed += 1,
+                    }
+                }
+                sampled
+            })
+        })
+        .collect();
+    let mut all = Sampled::default();
+    for worker in workers {
+        let sampled = worker.join().unwrap_or_default();
+        all.latencies.extend(sampled.latencies);
+        all.failed += sampled.failed;
+    }
+    all
+}
+
+/// Holds `count` unauthenticated connections open: half silent, half stopped after the first
+/// bytes of a TLS record. Those the server closes (deadline or eviction) are replaced, so the
+/// flood stays whole. Returns how many were opened in all.
+fn idle_flood(address: std::net::SocketAddr, count: usize, stop: &AtomicBool) -> usize {
+    let open = |i: usize| -> Option<std::net::TcpStream> {
+        let mut tcp = std::net::TcpStream::connect(address).ok()?;
+        if i % 2 == 1 {
+            tcp.write_all(&[0x16, 0x03, 0x01, 0x02]).ok()?;
+        }
+        tcp.set_nonblocking(true).ok()?;
+        Some(tcp)
+    };
+    let mut opened = 0;
+    let mut held: Vec<Option<std::net::TcpStream>> = (0..count).map(|_| None).collect();
+    while !stop.load(Ordering::Relaxed) {
+        for (i, slot) in held.iter_mut().enumerate() {
+            let gone = match slot {
+                Some(tcp) => {
+                    let mut byte = [0u8; 64];
+                    match tcp.read(&mut byte) {
+                        Ok(0) => true,
+                        Ok(_) => false,
+                        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+                    }
+                }
+                None => true,
+            };
+            if gone {
+                *slot = open(i);
+                opened += usize::from(slot.is_some());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    opened
+}
+
+/// Operators and heartbeats against the idle server, then under the flood, in one run.
+fn flood(options: &Options, target: &Target) -> anyhow::Result<()> {
+    let seconds = Duration::from_secs_f64(options.seconds);
+    let pause = Duration::from_millis(20);
+    let baseline_rate = 100.0;
+    // Warm the credential cache and the server's TLS session state.
+    let stop = Arc::new(AtomicBool::new(false));
+    let measure = |rate: f64, flood: bool| -> (Sampled, Sampled, usize) {
+        stop.store(false, Ordering::Relaxed);
+        std::thread::scope(|scope| {
+            let flooding = flood.then(|| {
+                scope.spawn(|| idle_flood(target.address, options.idle_connections, &stop))
+            });
+            if flood {
+                // Let the flood fill up before measuring.
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            let beats = scope.spawn(|| paced_heartbeats(target, rate, 8, &stop));
+            let ops = scope.spawn(|| operators(target, &stop, pause));
+            std::thread::sleep(seconds);
+            stop.store(true, Ordering::Relaxed);
+            let ops = ops.join().unwrap_or_default();
+            let beats = beats.join().unwrap_or_default();
+            let opened = flooding.map_or(0, |f| f.join().unwrap_or(0));
+            (ops, beats, opened)
+        })
+    };
+    let _ = measure(baseline_rate, false);
+    let (mut idle_ops, mut idle_beats, _) = measure(baseline_rate, false);
+    let (mut flood_ops, mut flood_beats, opened) = measure(options.flood_rate, true);
+    let beat_rate = flood_beats.latencies.len() as f64 / options.seconds;
+    let idle_op = Percentiles::of(&mut idle_ops.latencies);
+    let flood_op = Percentiles::of(&mut flood_ops.latencies);
+    let idle_beat = Percentiles::of(&mut idle_beats.latencies);
+    let flood_beat = Percentiles::of(&mut flood_beats.latencies);
+    let us = |ns: u64| ns as f64 / 1000.0;
+    let rows = vec![
+        Row::new(
+            "operator request p99, idle server",
+            us(idle_op.p99_ns),
+            "µs",
+        ),
+        Row::new(
+            "operator request p99, under the flood",
+            us(flood_op.p99_ns),
+            "µs",
+        )
+        .ratio(
+            flood_op.p99_ns as f64 / idle_op.p99_ns.max(1) as f64,
+            "of the idle server's",
+        )
+        .goal("≤ 3× the idle server's"),
+        Row::new(
+            "operator requests, under the flood",
+            flood_ops.latencies.len() as f64,
+            "requests",
+        ),
+        Row::new(
+            "failed operator requests (idle + flood)",
+            (idle_ops.failed + flood_ops.failed) as f64,
+            "requests",
+        )
+        .goal("0"),
+        Row::new(
+            format!("heartbeat p99, idle server ({baseline_rate}/s)"),
+            us(idle_beat.p99_ns),
+            "µs",
+        ),
+        Row::new(
+            "heartbeat p99, under the flood",
+            us(flood_beat.p99_ns),
+            "µs",
+        )
+        .ratio(
+            flood_beat.p99_ns as f64 / idle_beat.p99_ns.max(1) as f64,
+            "of the idle server's",
+        )
+        .goal("≤ 3× the idle server's"),
+        Row::new("heartbeats served under the flood", beat_rate, "beats/s"),
+        Row::new(
+            "failed heartbeats (idle + flood)",
+            (idle_beats.failed + flood_beats.failed) as f64,
+            "requests",
+        ),
+        Row::new(
+            "unauthenticated connections opened by the flood",
+            opened as f64,
+            "connections",
+        ),
+    ];
+    print(
+        &format!(
+            "ringfence bench server --flood ({} idle connections, {} heartbeats/s, HTTPS)",
+            options.idle_connections, options.flood_rate
         ),
         &rows,
         options.json,

@@ -1,7 +1,16 @@
 //! The HTTP API between agents, operators and the server: request and response bodies.
 //!
-//! Both sides compile these types, so a field added here is added everywhere; unknown fields are
-//! ignored on read so that a newer server can talk to an older agent and back.
+//! Both sides compile these types, so a field added here is added everywhere. Unknown fields are
+//! ignored on read so that a newer server can talk to an older agent and back, with one
+//! exception: the server reads report batches strictly ([`ReportBatch`], [`Report`]), whose
+//! shape is frozen (new data goes in a report's free-form `body`). The heartbeat stays lenient
+//! because its health figures grow with every agent release and agents may be upgraded before
+//! their server: a heartbeat refused for a new field would look like a dead host to the gates
+//! (`docs/threat-model.md`, "Hostile agents").
+//!
+//! What the server accepts from an agent is bounded by [`limits`] and checked by
+//! [`Heartbeat::validated`] and [`ReportBatch::validate`], pure functions the handlers call
+//! and the fuzz target `agent_bodies` drives.
 
 use serde::{Deserialize, Serialize};
 
@@ -298,8 +307,10 @@ pub struct HeartbeatResponse {
 }
 
 /// One spooled item. `id` is chosen by the agent and unique per agent, so retries are stored
-/// once.
+/// once. `at_ms` is the agent's clock: a claim, which the server clamps and never orders or
+/// filters by (it stamps its own receipt time).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Report {
     pub id: String,
     /// `alert`, `failure`, `crash`, `install`, `restore`, `remediation`, `minidump`,
@@ -311,6 +322,7 @@ pub struct Report {
 
 /// `POST /api/v1/agents/reports`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ReportBatch {
     pub reports: Vec<Report>,
 }
@@ -326,6 +338,171 @@ pub struct ReportAck {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiError {
     pub error: String,
+}
+
+/// How much one agent request may carry. The server refuses more before it stores or computes
+/// anything: bytes over a limit are a `413`, counts and shapes outside these bounds a `422`.
+/// Honest agents stay far below them (a heartbeat is a few KiB, the uplink uploads at most 500
+/// reports a batch).
+pub mod limits {
+    /// A whole heartbeat body.
+    pub const MAX_HEARTBEAT_BYTES: usize = 256 << 10;
+    /// Release channels one heartbeat may describe.
+    pub const MAX_RELEASES: usize = 256;
+    /// Bytes of the agent version string.
+    pub const MAX_AGENT_VERSION_BYTES: usize = 64;
+    /// Bytes of a channel name, a version, or `running`.
+    pub const MAX_RELEASE_FIELD_BYTES: usize = 128;
+    /// A whole report batch body.
+    pub const MAX_REPORT_BATCH_BYTES: usize = 16 << 20;
+    /// Reports in one batch.
+    pub const MAX_REPORTS_PER_BATCH: usize = 1000;
+    /// One report's `body`, as JSON.
+    pub const MAX_REPORT_BODY_BYTES: usize = 256 << 10;
+    /// Bytes of a report id (the agent's spool name for it).
+    pub const MAX_REPORT_ID_BYTES: usize = 128;
+    /// Bytes of a report kind.
+    pub const MAX_REPORT_KIND_BYTES: usize = 32;
+    /// Enrollment and certificate renewal bodies: a CSR is about a kilobyte, and one too long
+    /// to be a CSR is still answered by the CSR check (400), which names the problem.
+    pub const MAX_ENROLL_BYTES: usize = 64 << 10;
+    /// How far back an agent may date a report: a spool can hold reports through a long outage,
+    /// but not older than this.
+    pub const MAX_REPORT_AGE_MS: i64 = 365 * 86_400_000;
+}
+
+/// Why an agent body was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BodyError {
+    /// More bytes than the limit for this part of the body (`413`).
+    #[error("{what} is {actual} bytes; at most {max} are accepted")]
+    TooLarge {
+        what: String,
+        actual: usize,
+        max: usize,
+    },
+    /// Parsed, but outside the protocol's bounds (`422`).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+fn bounded(what: &str, text: &str, min: usize, max: usize) -> Result<(), BodyError> {
+    if text.len() < min || text.len() > max {
+        return Err(BodyError::Invalid(format!(
+            "{what} must be {min}–{max} bytes, not {}",
+            text.len()
+        )));
+    }
+    Ok(())
+}
+
+impl Heartbeat {
+    /// The heartbeat as the server keeps it: its shape checked against [`limits`] (too many
+    /// releases or overlong strings are refused, not cut: they say the sender is not an honest
+    /// agent) and its health figures [clamped](HealthFigures::clamped).
+    pub fn validated(self) -> Result<Heartbeat, BodyError> {
+        use limits::*;
+        bounded(
+            "agent_version",
+            &self.agent_version,
+            0,
+            MAX_AGENT_VERSION_BYTES,
+        )?;
+        if self.releases.len() > MAX_RELEASES {
+            return Err(BodyError::Invalid(format!(
+                "at most {MAX_RELEASES} releases per heartbeat, not {}",
+                self.releases.len()
+            )));
+        }
+        for release in &self.releases {
+            bounded(
+                "a release channel",
+                &release.channel,
+                1,
+                MAX_RELEASE_FIELD_BYTES,
+            )?;
+            bounded(
+                "a release's running",
+                &release.running,
+                0,
+                MAX_RELEASE_FIELD_BYTES,
+            )?;
+            for version in [&release.current, &release.lkg].into_iter().flatten() {
+                bounded("a release version", version, 1, MAX_RELEASE_FIELD_BYTES)?;
+            }
+        }
+        let health = self.health.clamped();
+        Ok(Heartbeat { health, ..self })
+    }
+}
+
+impl Report {
+    /// The agent's `at_ms` made sane against the server's clock `now_ms`: never in the future
+    /// and never older than [`limits::MAX_REPORT_AGE_MS`]. Only ever a claim.
+    pub fn claimed_at(&self, now_ms: i64) -> i64 {
+        self.at_ms
+            .clamp(now_ms.saturating_sub(limits::MAX_REPORT_AGE_MS), now_ms)
+    }
+}
+
+/// Counts what is written to it and fails once more than `max` bytes were.
+struct ByteCounter {
+    bytes: usize,
+    max: usize,
+}
+
+impl std::io::Write for ByteCounter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.bytes = self.bytes.saturating_add(buf.len());
+        if self.bytes > self.max {
+            return Err(std::io::Error::other("over the limit"));
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl ReportBatch {
+    /// Checks the batch against [`limits`]: count, id and kind lengths, and each body's size.
+    pub fn validate(&self) -> Result<(), BodyError> {
+        use limits::*;
+        if self.reports.len() > MAX_REPORTS_PER_BATCH {
+            return Err(BodyError::Invalid(format!(
+                "at most {MAX_REPORTS_PER_BATCH} reports per batch, not {}",
+                self.reports.len()
+            )));
+        }
+        for report in &self.reports {
+            bounded("a report id", &report.id, 1, MAX_REPORT_ID_BYTES)?;
+            bounded("a report kind", &report.kind, 1, MAX_REPORT_KIND_BYTES)?;
+            if !report
+                .kind
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+            {
+                return Err(BodyError::Invalid(
+                    "a report kind is lowercase letters, digits, '_' and '-'".to_owned(),
+                ));
+            }
+            // The size we would store, counted while serialising and given up on once past
+            // the limit, so a hostile body costs no more than the limit to measure.
+            let mut counter = ByteCounter {
+                bytes: 0,
+                max: MAX_REPORT_BODY_BYTES,
+            };
+            if serde_json::to_writer(&mut counter, &report.body).is_err() {
+                return Err(BodyError::TooLarge {
+                    what: format!("the body of report {:?}", report.id),
+                    actual: counter.bytes,
+                    max: MAX_REPORT_BODY_BYTES,
+                });
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -384,5 +561,133 @@ mod tests {
             ..HealthFigures::default()
         };
         assert_eq!(honest.clamped(), honest);
+    }
+
+    fn release(channel: &str) -> InstalledRelease {
+        InstalledRelease {
+            channel: channel.to_owned(),
+            current: Some("1.0.0".into()),
+            lkg: None,
+            running: "current".into(),
+        }
+    }
+
+    #[test]
+    fn a_validated_heartbeat_has_clamped_figures() {
+        let heartbeat = Heartbeat {
+            agent_version: "1.2.3".into(),
+            releases: vec![release("rules")],
+            health: HealthFigures {
+                cpu_pct: 1.7e308,
+                deny_rate: f64::NAN,
+                ..HealthFigures::default()
+            },
+        };
+        let kept = heartbeat.clone().validated().expect("valid");
+        assert_eq!(kept.health, heartbeat.health.clamped());
+        assert_eq!(kept.releases, heartbeat.releases);
+        assert_eq!(kept.health.cpu_pct, bounds::MAX_CPU_PCT);
+    }
+
+    #[test]
+    fn heartbeats_beyond_the_limits_are_refused() {
+        let many = Heartbeat {
+            releases: vec![release("rules"); limits::MAX_RELEASES + 1],
+            ..Heartbeat::default()
+        };
+        assert!(matches!(many.validated(), Err(BodyError::Invalid(_))));
+        let long_channel = Heartbeat {
+            releases: vec![release(&"c".repeat(limits::MAX_RELEASE_FIELD_BYTES + 1))],
+            ..Heartbeat::default()
+        };
+        assert!(long_channel.validated().is_err());
+        let empty_channel = Heartbeat {
+            releases: vec![release("")],
+            ..Heartbeat::default()
+        };
+        assert!(empty_channel.validated().is_err());
+        let long_version = Heartbeat {
+            agent_version: "9".repeat(limits::MAX_AGENT_VERSION_BYTES + 1),
+            ..Heartbeat::default()
+        };
+        assert!(long_version.validated().is_err());
+        let at_the_limit = Heartbeat {
+            releases: vec![release("rules"); limits::MAX_RELEASES],
+            ..Heartbeat::default()
+        };
+        assert!(at_the_limit.validated().is_ok());
+    }
+
+    #[test]
+    fn heartbeats_ignore_unknown_fields_but_report_batches_refuse_them() {
+        let heartbeat: Heartbeat = serde_json::from_str(
+            r#"{"agent_version":"1","health":{"cpu_pct":1.0,"from_the_future":3},"extra":true}"#,
+        )
+        .expect("a newer agent's heartbeat parses");
+        assert_eq!(heartbeat.health.cpu_pct, 1.0);
+        assert!(serde_json::from_str::<ReportBatch>(r#"{"reports":[],"extra":1}"#).is_err());
+        assert!(
+            serde_json::from_str::<ReportBatch>(
+                r#"{"reports":[{"id":"1","kind":"alert","at_ms":1,"body":{},"agent_id":"x"}]}"#
+            )
+            .is_err()
+        );
+    }
+
+    fn report(id: &str, kind: &str, body: serde_json::Value) -> Report {
+        Report {
+            id: id.to_owned(),
+            kind: kind.to_owned(),
+            at_ms: 0,
+            body,
+        }
+    }
+
+    #[test]
+    fn report_batches_beyond_the_limits_are_refused() {
+        let ok = ReportBatch {
+            reports: vec![report("1", "crash", serde_json::json!({"kind": "native"}))],
+        };
+        assert_eq!(ok.validate(), Ok(()));
+        let too_many = ReportBatch {
+            reports: vec![report("1", "alert", serde_json::json!({})); 1001],
+        };
+        assert!(matches!(too_many.validate(), Err(BodyError::Invalid(_))));
+        let big = "x".repeat(limits::MAX_REPORT_BODY_BYTES);
+        let too_big = ReportBatch {
+            reports: vec![report("1", "alert", serde_json::json!({ "m": big }))],
+        };
+        assert!(matches!(
+            too_big.validate(),
+            Err(BodyError::TooLarge { max, .. }) if max == limits::MAX_REPORT_BODY_BYTES
+        ));
+        for (id, kind) in [("", "alert"), ("1", ""), ("1", "Alert"), ("1", "a b")] {
+            let bad = ReportBatch {
+                reports: vec![report(id, kind, serde_json::json!({}))],
+            };
+            assert!(bad.validate().is_err(), "{id:?} {kind:?}");
+        }
+        let long_id = ReportBatch {
+            reports: vec![report(
+                &"i".repeat(limits::MAX_REPORT_ID_BYTES + 1),
+                "alert",
+                serde_json::json!({}),
+            )],
+        };
+        assert!(long_id.validate().is_err());
+    }
+
+    #[test]
+    fn a_reports_time_is_a_claim_clamped_to_the_servers_clock() {
+        let now = 1_700_000_000_000;
+        let mut future = report("1", "crash", serde_json::json!({}));
+        future.at_ms = 4_102_444_800_000;
+        assert_eq!(future.claimed_at(now), now);
+        let mut ancient = future.clone();
+        ancient.at_ms = i64::MIN;
+        assert_eq!(ancient.claimed_at(now), now - limits::MAX_REPORT_AGE_MS);
+        let mut honest = future;
+        honest.at_ms = now - 5_000;
+        assert_eq!(honest.claimed_at(now), now - 5_000);
     }
 }

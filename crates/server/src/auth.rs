@@ -29,13 +29,27 @@ pub fn hash_token(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
+/// The credential of an `Authorization: Bearer <token>` header. The scheme name is
+/// case-insensitive (RFC 7235 §2.1) and may be followed by several spaces; a header that is not
+/// one scheme and one token carries no credential.
 fn bearer(parts: &Parts) -> Option<&str> {
     let value = parts
         .headers
         .get(axum::http::header::AUTHORIZATION)?
         .to_str()
         .ok()?;
-    value.strip_prefix("Bearer ").map(str::trim)
+    let (scheme, token) = value.trim().split_once(' ')?;
+    let token = token.trim_start_matches(' ');
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty() && !token.contains([' ', '\t']))
+        .then_some(token)
+}
+
+/// The connection this request came on has proved a credential: it leaves the
+/// unauthenticated budget and is never evicted to make room for others.
+fn connection_authenticated(parts: &Parts) {
+    if let Some(slot) = parts.extensions.get::<crate::tls::ConnectionSlot>() {
+        slot.authenticated();
+    }
 }
 
 /// An authenticated operator.
@@ -63,6 +77,12 @@ impl FromRequestParts<AppState> for Operator {
                 "agent credentials cannot perform operator actions",
             ));
         }
+        Operator::authenticate(parts, state, token).await
+    }
+}
+
+impl Operator {
+    async fn authenticate(parts: &Parts, state: &AppState, token: &str) -> Result<Self, AppError> {
         let record = state.store.operator_token(&hash_token(token)).await?;
         match record {
             Some(record)
@@ -70,6 +90,7 @@ impl FromRequestParts<AppState> for Operator {
                     .expires_at
                     .is_none_or(|at| at > ringfence_store::now_ms()) =>
             {
+                connection_authenticated(parts);
                 Ok(Operator {
                     label: record.label,
                 })
@@ -118,6 +139,12 @@ impl FromRequestParts<AppState> for Agent {
                 "this endpoint takes an agent credential",
             ));
         }
+        Agent::authenticate(parts, state, token).await
+    }
+}
+
+impl Agent {
+    async fn authenticate(parts: &Parts, state: &AppState, token: &str) -> Result<Self, AppError> {
         let hash = hash_token(token);
         let cached = state
             .agent_ids
@@ -156,10 +183,13 @@ impl FromRequestParts<AppState> for Agent {
             }
         };
         match check_client_cert(parts, state, &known) {
-            Ok(with_certificate) => Ok(Agent {
-                id: known.id,
-                with_certificate,
-            }),
+            Ok(with_certificate) => {
+                connection_authenticated(parts);
+                Ok(Agent {
+                    id: known.id,
+                    with_certificate,
+                })
+            }
             Err(error) => {
                 state.metrics.auth_failures.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(agent = %known.id, "agent refused: {}", error.message);
@@ -229,13 +259,14 @@ impl FromRequestParts<AppState> for Caller {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
+        // The header is read once and the token handed on, not parsed again per kind.
         match bearer(parts) {
             Some(token) if token.starts_with(AGENT_PREFIX) => {
-                Agent::from_request_parts(parts, state)
+                Agent::authenticate(parts, state, token)
                     .await
                     .map(Caller::Agent)
             }
-            Some(_) => Operator::from_request_parts(parts, state)
+            Some(token) => Operator::authenticate(parts, state, token)
                 .await
                 .map(Caller::Operator),
             None => Err(AppError::unauthorized()),
@@ -246,6 +277,38 @@ impl FromRequestParts<AppState> for Caller {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn parts(authorization: &str) -> Parts {
+        let (parts, ()) = axum::http::Request::builder()
+            .header(axum::http::header::AUTHORIZATION, authorization)
+            .body(())
+            .expect("request")
+            .into_parts();
+        parts
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive_and_the_token_one_word() {
+        for header in [
+            "Bearer rfa_x",
+            "bearer rfa_x",
+            "BEARER rfa_x",
+            "bEaReR   rfa_x",
+            "Bearer rfa_x  ",
+        ] {
+            assert_eq!(bearer(&parts(header)), Some("rfa_x"), "{header:?}");
+        }
+        for header in [
+            "Basic cmZhX3g=",
+            "Bearer",
+            "Bearer ",
+            "Bearerrfa_x",
+            "Bearer rfa_x extra",
+            "rfa_x",
+        ] {
+            assert_eq!(bearer(&parts(header)), None, "{header:?}");
+        }
+    }
 
     #[test]
     fn tokens_are_prefixed_random_and_hashed() {

@@ -25,7 +25,7 @@ pub use config::ServerConfig;
 pub use state::AppState;
 
 use axum::Router;
-use axum::serve::ListenerExt;
+use ringfence_protocol::api::limits;
 use ringfence_store::{Store, TokenKind};
 use std::future::Future;
 use std::sync::Arc;
@@ -86,12 +86,35 @@ pub(crate) fn hostname() -> String {
         .unwrap_or_else(|_| "server".to_owned())
 }
 
-/// The HTTP application: routes, body limit, request tracing.
+/// Bodies of operator requests other than a release upload (rollouts, remediations, tokens).
+pub const OPERATOR_BODY_BYTES: usize = 1 << 20;
+
+/// The largest body `path` accepts: agent routes get what an honest agent can send
+/// ([`limits`]), release uploads the configured maximum, anything else
+/// [`OPERATOR_BODY_BYTES`]; never more than the configured maximum.
+pub fn body_limit(path: &str, max_body_bytes: usize) -> usize {
+    let route = match path {
+        "/api/v1/agents/heartbeat" => limits::MAX_HEARTBEAT_BYTES,
+        "/api/v1/agents/reports" => limits::MAX_REPORT_BATCH_BYTES,
+        "/api/v1/enroll" | "/api/v1/agents/certificate" => limits::MAX_ENROLL_BYTES,
+        "/api/v1/releases" => max_body_bytes,
+        _ => OPERATOR_BODY_BYTES,
+    };
+    route.min(max_body_bytes)
+}
+
+/// The HTTP application: routes, per-route body limits, JSON errors everywhere (axum's own
+/// rejections and the 404 fallback included), request tracing.
 pub fn router(state: AppState) -> Router {
     let limit = state.config.max_body_bytes;
     api::routes()
+        .fallback(error::no_such_route)
         .layer(axum::extract::DefaultBodyLimit::max(limit))
-        .layer(tower_http::limit::RequestBodyLimitLayer::new(limit))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            error::limit_body,
+        ))
+        .layer(axum::middleware::from_fn(error::json_errors))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
 }
@@ -112,40 +135,55 @@ pub fn spawn_background(state: &AppState) -> Vec<tokio::task::JoinHandle<()>> {
 }
 
 /// Serves HTTPS (or, when configured and on loopback, plain HTTP) until `shutdown` resolves,
-/// then flushes heartbeats and gives up the lease.
+/// then flushes heartbeats and gives up the lease. Raises the open file limit first and sizes
+/// the connection caps for it ([`tls::EdgeConfig::for_fd_limit`]).
 pub async fn serve(
     state: AppState,
     listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let fds = tls::edge::raise_fd_limit().map_err(|source| ServerError::Io {
+        path: "RLIMIT_NOFILE".to_owned(),
+        source,
+    })?;
+    let edge = tls::EdgeConfig::for_fd_limit(fds);
+    tracing::info!(
+        "open file limit {fds}: at most {} connections, {} unauthenticated ({} per address)",
+        edge.max_connections,
+        edge.max_unauthenticated,
+        edge.max_unauthenticated_per_ip
+    );
+    serve_with(
+        state,
+        listener,
+        Arc::new(tls::ConnectionBudget::new(edge)),
+        shutdown,
+    )
+    .await
+}
+
+/// [`serve`] with the caller's connection budget (deadlines and caps), for tests and
+/// benchmarks that need other numbers or want to watch its counters.
+pub async fn serve_with(
+    state: AppState,
+    listener: tokio::net::TcpListener,
+    budget: Arc<tls::ConnectionBudget>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let io = |source| ServerError::Io {
         path: "listener".to_owned(),
         source,
     };
-    let app = router(state.clone());
-    let tasks;
-    let served = match &state.tls {
-        Some(material) => {
-            let listener =
-                tls::TlsListener::new(listener, Arc::clone(&material.config)).map_err(io)?;
-            tasks = spawn_background(&state);
-            let app = app.into_make_service_with_connect_info::<tls::ClientCert>();
-            axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown)
-                .await
-        }
+    let tls = match &state.tls {
+        Some(material) => Some(Arc::clone(&material.config)),
         None => {
             tls::check_insecure_listen(listener.local_addr().map_err(io)?)?;
-            tasks = spawn_background(&state);
-            let listener = listener.tap_io(|tcp| {
-                // The same socket options as the TLS listener, so the two compare fairly.
-                let _ = tcp.set_nodelay(true);
-            });
-            axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown)
-                .await
+            None
         }
     };
+    let app = router(state.clone());
+    let tasks = spawn_background(&state);
+    tls::listener::serve(listener, tls, app, budget, shutdown).await;
     for task in tasks {
         task.abort();
     }
@@ -156,7 +194,7 @@ pub async fn serve(
         .store
         .release_lease("controller", &state.replica)
         .await;
-    served.map_err(io)
+    Ok(())
 }
 
 /// Creates an operator API token and returns it (shown once; only its hash is stored).

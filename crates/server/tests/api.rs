@@ -324,7 +324,7 @@ async fn malformed_and_oversized_bodies_get_4xx_and_store_nothing() {
                 json!({"reports": too_many}),
             )
             .await;
-        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
         assert!(
             h.state
                 .store

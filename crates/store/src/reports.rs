@@ -1,5 +1,7 @@
 //! Reports uploaded from agent spools: alerts, engine failure records, install outcomes.
-//! Each carries an id the agent chose, so a retried upload is stored once.
+//! Each carries an id the agent chose, so a retried upload is stored once. The agent's time
+//! (`at`) is a claim; what orders and filters reports is `received_at`, the server's clock when
+//! the report was stored, which no agent can move.
 
 use crate::{Result, Store, now_ms};
 use sqlx::Row;
@@ -9,13 +11,17 @@ pub struct ReportRecord {
     pub id: String,
     pub agent_id: String,
     pub kind: String,
+    /// When the agent says it happened (its clock, clamped by the server): shown, never trusted.
     pub at: i64,
+    /// When this server stored it (its own clock): set by [`Store::insert_reports`], whatever
+    /// the record says.
     pub received_at: i64,
     pub body: serde_json::Value,
 }
 
 impl Store {
-    /// Inserts reports that are not stored yet; returns how many were new.
+    /// Inserts reports that are not stored yet, stamped with the server's clock; returns how
+    /// many were new.
     pub async fn insert_reports(&self, reports: &[ReportRecord]) -> Result<usize> {
         let mut tx = self.pool().begin().await?;
         let mut new = 0;
@@ -45,11 +51,13 @@ impl Store {
         Ok(new)
     }
 
-    /// Reports of `kind` at or after `since_ms`, oldest first.
+    /// Reports of `kind` the server received at or after `since_ms` (its own clock), oldest
+    /// first. The agent's claimed time plays no part: a report dated in the future must not
+    /// count against every later rollout.
     pub async fn reports_since(&self, kind: &str, since_ms: i64) -> Result<Vec<ReportRecord>> {
         let rows = sqlx::query(
             "SELECT id, agent_id, kind, at, received_at, body FROM reports \
-             WHERE kind = $1 AND at >= $2 ORDER BY at, id",
+             WHERE kind = $1 AND received_at >= $2 ORDER BY received_at, id",
         )
         .bind(kind)
         .bind(since_ms)
@@ -101,6 +109,38 @@ mod tests {
             assert_eq!(
                 store.reports_since("failure", 0).await.expect("list").len(),
                 1
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn reports_are_found_by_the_servers_clock_not_the_agents() {
+        for (backend, store, _dir) in crate::testing::stores().await {
+            let before = now_ms();
+            let report = ReportRecord {
+                id: "agent-1:2100".into(),
+                agent_id: "agent-1".into(),
+                kind: "crash".into(),
+                // Dated 2100 by a hostile agent, with a receipt time it made up too.
+                at: 4_102_444_800_000,
+                received_at: 4_102_444_800_000,
+                body: serde_json::json!({}),
+            };
+            store.insert_reports(&[report]).await.expect("insert");
+            let after = now_ms();
+            let found = store.reports_since("crash", before).await.expect("list");
+            assert_eq!(found.len(), 1, "{backend}");
+            assert!(
+                (before..=after).contains(&found[0].received_at),
+                "{backend}: the store stamps its own clock"
+            );
+            assert!(
+                store
+                    .reports_since("crash", after + 1)
+                    .await
+                    .expect("list")
+                    .is_empty(),
+                "{backend}: a later window does not see it, whatever its claimed date"
             );
         }
     }

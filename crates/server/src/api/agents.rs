@@ -15,7 +15,6 @@ use serde::{Deserialize, Serialize};
 use std::sync::atomic::Ordering;
 
 const MAX_TAGS: usize = 16;
-const MAX_REPORTS_PER_BATCH: usize = 1000;
 
 pub async fn enroll(
     State(state): State<AppState>,
@@ -223,6 +222,9 @@ pub async fn heartbeat(
     agent: Agent,
     Json(heartbeat): Json<Heartbeat>,
 ) -> ApiResult<Json<HeartbeatResponse>> {
+    // Every figure is a claim: only the checked, clamped heartbeat is read or stored, so a
+    // `1.7e308` CPU figure cannot reach the gates' arithmetic.
+    let heartbeat = heartbeat.validated()?;
     state.metrics.heartbeats.fetch_add(1, Ordering::Relaxed);
     let assignments = state
         .fleet
@@ -249,11 +251,10 @@ pub async fn reports(
     agent: Agent,
     Json(batch): Json<ReportBatch>,
 ) -> ApiResult<Json<ReportAck>> {
-    if batch.reports.len() > MAX_REPORTS_PER_BATCH {
-        return Err(AppError::bad_request(format!(
-            "at most {MAX_REPORTS_PER_BATCH} reports per batch"
-        )));
-    }
+    batch.validate()?;
+    // The server's clock orders and filters reports; the agent's time is kept as a claim, and
+    // clamped, so a report dated 2100 cannot count against every later rollout.
+    let now = now_ms();
     let records: Vec<ReportRecord> = batch
         .reports
         .into_iter()
@@ -261,9 +262,9 @@ pub async fn reports(
             // Scoped by the authenticated agent, so one agent cannot overwrite another's.
             id: format!("{}:{}", agent.id, report.id),
             agent_id: agent.id.clone(),
+            at: report.claimed_at(now),
             kind: report.kind,
-            at: report.at_ms,
-            received_at: 0,
+            received_at: now,
             body: report.body,
         })
         .collect();

@@ -6,11 +6,12 @@
 //! With its own CA the server also signs agents' client certificates (`client_certs`).
 
 pub mod client_certs;
+pub mod edge;
 mod generate;
 pub mod listener;
 
 pub use client_certs::{AgentIssuer, ClientCert, CsrError, VerifiedCsr};
-pub use listener::TlsListener;
+pub use edge::{ConnectionBudget, ConnectionSlot, EdgeConfig};
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};

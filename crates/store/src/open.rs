@@ -74,6 +74,8 @@ fn refused(path: &Path, what: &str) -> StoreError {
 
 /// Opens `url` after the checks in the module header, without applying migrations.
 pub(crate) async fn open_checked(url: &str, options: &OpenOptions) -> Result<Store> {
+    // The check below opens a plain connection before any pool exists.
+    sqlx::any::install_default_drivers();
     let path = match backend_of(url)? {
         Backend::Sqlite => sqlite_path(url),
         Backend::Postgres => None,

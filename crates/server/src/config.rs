@@ -14,10 +14,18 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// HTTPS (generated or given certificate) or, on loopback only, plain HTTP.
     pub transport: Transport,
-    /// Events preflight runs releases over; `None` uses a generated default corpus.
+    /// Events preflight runs releases over; `None` uses a generated default corpus. A file that
+    /// is missing, unreadable or empty refuses the start: preflight over nothing passes
+    /// everything.
     pub preflight_corpus: Option<PathBuf>,
     /// How much higher a release's deny rate may be than the channel's current release.
     pub preflight_deny_margin: f64,
+    /// The highest deny rate a channel's first release may have: with no baseline to compare
+    /// with, a margin means nothing, and `default deny` would pass.
+    pub preflight_first_release_max_deny_rate: f64,
+    /// Initialise an existing but empty SQLite database (or move a corrupt one aside) instead
+    /// of refusing to start on it (`ringfence server --init`).
+    pub init: bool,
     /// How often the rollout controller looks at the fleet.
     pub controller_tick: Duration,
     /// Heartbeat interval agents are told to use.
@@ -41,6 +49,8 @@ impl ServerConfig {
             transport: Transport::GeneratedTls { names: Vec::new() },
             preflight_corpus: None,
             preflight_deny_margin: 0.02,
+            preflight_first_release_max_deny_rate: 0.05,
+            init: false,
             controller_tick: Duration::from_millis(500),
             heartbeat_interval: Duration::from_secs(5),
             max_body_bytes: 64 << 20,

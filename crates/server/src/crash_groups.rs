@@ -34,17 +34,36 @@ struct Accumulator {
     first_ms: i64,
     last_ms: i64,
     event_kinds: BTreeSet<String>,
+    /// When the server received the newest report (its own clock): the host cannot have been
+    /// running a release published after that.
+    last_received_ms: i64,
 }
 
-/// The release whose manifest names this content hash.
+/// The release a host was running when its engine failed on this content: among releases that
+/// carry the content (the manifest names it by hash in exactly one place) for that engine,
+/// those a host could have run — published before the server received the report, and not
+/// rejected by preflight (no rollout or pin ships those) — the newest. Several releases can
+/// carry the same content (a re-publish, a rejected release with an unchanged rule file); the
+/// first one found by hash is not necessarily the one that ran.
 fn release_of<'a>(
     releases: &'a [ReleaseRecord],
-    content_sha256: &str,
+    record: &FailureRecord,
+    received_ms: i64,
 ) -> Option<&'a ReleaseRecord> {
-    // The manifest names its content by hash in exactly one place.
+    if record.content_sha256.is_empty() {
+        return None;
+    }
     releases
         .iter()
-        .find(|release| release.manifest["content"]["sha256"].as_str() == Some(content_sha256))
+        .filter(|r| r.manifest["content"]["sha256"].as_str() == Some(&record.content_sha256))
+        .filter(|r| {
+            r.manifest["engine_name"]
+                .as_str()
+                .is_none_or(|engine| engine == record.engine)
+        })
+        .filter(|r| r.preflight != ringfence_store::PreflightStatus::Rejected)
+        .filter(|r| r.published_at <= received_ms)
+        .max_by_key(|r| r.published_at)
 }
 
 fn plain_words(group: &CrashGroup, rollout: Option<&ActiveRollout>) -> String {
@@ -171,7 +190,9 @@ pub fn group(
             first_ms: report.at,
             last_ms: report.at,
             event_kinds: BTreeSet::new(),
+            last_received_ms: report.received_at,
         });
+        entry.last_received_ms = entry.last_received_ms.max(report.received_at);
         entry.count += 1;
         entry.hosts.insert(report.agent_id.clone());
         entry.first_ms = entry.first_ms.min(report.at);
@@ -183,8 +204,7 @@ pub fn group(
     let mut out: Vec<CrashGroup> = groups
         .into_iter()
         .map(|(signature, acc)| {
-            let release = release_of(releases, &acc.record.content_sha256)
-                .filter(|_| !acc.record.content_sha256.is_empty());
+            let release = release_of(releases, &acc.record, acc.last_received_ms);
             let rollout = release.and_then(|r| {
                 rollouts
                     .iter()
@@ -217,6 +237,7 @@ pub fn group(
 mod tests {
     use super::*;
     use ringfence_protocol::{FailureKind, Frame};
+    use ringfence_store::PreflightStatus;
 
     fn failure(agent: &str, at: i64) -> ReportRecord {
         let record = FailureRecord {
@@ -243,6 +264,48 @@ mod tests {
             received_at: at,
             body: serde_json::to_value(record).expect("serialises"),
         }
+    }
+
+    fn release(version: &str, published_at: i64, preflight: PreflightStatus) -> ReleaseRecord {
+        ReleaseRecord {
+            channel: "detection".into(),
+            version: version.into(),
+            manifest: serde_json::json!({"engine_name": "faulty", "content": {"sha256": "c0ffee"}}),
+            bundle_sha256: version.into(),
+            published_at,
+            preflight,
+            preflight_report: None,
+        }
+    }
+
+    #[test]
+    fn reports_belong_to_the_release_that_could_have_run_not_a_rejected_one() {
+        use ringfence_store::PreflightStatus::{Passed, Rejected};
+        // Newest first, as the store lists them: 3.0.0 carries the same content, but preflight
+        // rejected it, and 4.0.0 was published after the reports arrived.
+        let releases = [
+            release("4.0.0", 500, Passed),
+            release("3.0.0", 50, Rejected),
+            release("2.0.0", 20, Passed),
+            release("1.0.0", 10, Passed),
+        ];
+        let reports = [failure("a", 100), failure("b", 110)];
+        let groups = group(&reports, &releases, &[]);
+        assert_eq!(groups.len(), 1);
+        assert_eq!(groups[0].release.as_deref(), Some("detection@2.0.0"));
+        // Another engine's failure on the same content bytes is not this release's.
+        let mut other = failure("c", 120);
+        other.body["engine"] = serde_json::json!("sigma");
+        let groups = group(&[other], &releases, &[]);
+        assert_eq!(groups[0].release, None);
+        // Only a rejected release carries it: no release, so no crash group points at it.
+        let groups = group(&reports, &[release("3.0.0", 50, Rejected)], &[]);
+        assert_eq!(groups[0].release, None, "{}", groups[0].summary);
+        assert!(
+            !groups[0].summary.contains("3.0.0"),
+            "{}",
+            groups[0].summary
+        );
     }
 
     #[test]

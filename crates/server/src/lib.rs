@@ -17,6 +17,7 @@ pub mod heartbeats;
 pub mod metrics;
 pub mod openapi;
 pub mod preflight;
+pub mod revocation;
 pub mod signing;
 pub mod state;
 pub mod tls;
@@ -47,6 +48,10 @@ pub enum ServerError {
     Runtime(#[from] ringfence_engine_host::RuntimeError),
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+    #[error("preflight corpus: {0}")]
+    Corpus(String),
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// Opens the data directory, the database and the keys; does not listen.
@@ -57,12 +62,53 @@ pub async fn open(config: ServerConfig) -> Result<AppState, ServerError> {
     {
         return Err(tls::TlsError::AgentCertsUnavailable.into());
     }
-    std::fs::create_dir_all(&config.data_dir).map_err(|source| ServerError::Io {
-        path: config.data_dir.display().to_string(),
-        source,
-    })?;
-    let store = Store::connect(&config.database_url()).await?;
+    // Preflight over a missing or empty corpus would pass every release: refuse to start.
+    let corpus = preflight::check_corpus(&config).map_err(ServerError::Corpus)?;
+    tracing::info!(
+        events = corpus.events,
+        executables = corpus.executables,
+        "preflight corpus {}",
+        corpus.name
+    );
+    let new_data_dir = !config.data_dir.exists();
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        // Owner only: it holds the database, the release key and the CA key.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&config.data_dir)
+            .map_err(|source| ServerError::Io {
+                path: config.data_dir.display().to_string(),
+                source,
+            })?;
+    }
+    // A data directory a server already ran in (it has the release key) whose default
+    // database is gone lost its agents, releases and rollouts: starting on a new one would
+    // hide that. A brand-new directory starts with no flags.
+    let default_db = config.data_dir.join("ringfence.db");
+    if config.database_url.is_none()
+        && !new_data_dir
+        && !config.init
+        && !default_db.exists()
+        && config.data_dir.join("release.key").exists()
+    {
+        return Err(ServerError::Refused(format!(
+            "{}: the database is missing from a data directory a server already ran in (it has \
+             release.key). Refusing to start on a new, empty one: the agents, releases and \
+             rollouts it held would be gone without a word. Restore it from a backup, or start \
+             once with `ringfence server --init` to begin with an empty database here",
+            default_db.display()
+        )));
+    }
+    let store = Store::connect_with(
+        &config.database_url(),
+        &ringfence_store::OpenOptions { init: config.init },
+    )
+    .await?;
     let authority = signing::ReleaseAuthority::open(&config.data_dir).map_err(ServerError::Keys)?;
+    // When each key was first trusted: agents enrolled before then refuse what it signs.
+    store.record_release_keys(&authority.keys()).await?;
     let tls = tls::TlsMaterial::for_transport(&config.transport, &config.data_dir)?;
     let state = AppState {
         store,
@@ -131,7 +177,8 @@ pub fn spawn_background(state: &AppState) -> Vec<tokio::task::JoinHandle<()>> {
         })
     };
     let controller = tokio::spawn(controller::run(state.clone()));
-    vec![flusher, controller]
+    let revocations = tokio::spawn(revocation::run(state.clone()));
+    vec![flusher, controller, revocations]
 }
 
 /// Serves HTTPS (or, when configured and on loopback, plain HTTP) until `shutdown` resolves,
@@ -199,17 +246,32 @@ pub async fn serve_with(
 
 /// Creates an operator API token and returns it (shown once; only its hash is stored).
 pub async fn create_operator_token(store: &Store, label: &str) -> Result<String, ServerError> {
+    create_operator_token_with(store, label, None, "cli").await
+}
+
+/// Creates an operator API token that expires after `ttl` (never when `None`), audited as
+/// `actor`'s; returns the token.
+pub async fn create_operator_token_with(
+    store: &Store,
+    label: &str,
+    ttl: Option<Duration>,
+    actor: &str,
+) -> Result<String, ServerError> {
     let token = auth::new_token(auth::OPERATOR_PREFIX);
+    let expires = ttl.map(|ttl| {
+        ringfence_store::now_ms() + i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2)
+    });
+    let hash = auth::hash_token(&token);
     store
-        .insert_token(&auth::hash_token(&token), TokenKind::Operator, label, None)
+        .insert_token(&hash, TokenKind::Operator, label, expires)
         .await?;
+    let id = hash.get(..ringfence_store::TOKEN_ID_LEN).unwrap_or(&hash);
+    let reason = match ttl {
+        Some(ttl) => format!("token {id}, expires in {} s", ttl.as_secs()),
+        None => format!("token {id}, no expiry"),
+    };
     store
-        .audit(
-            "cli",
-            "create_operator_token",
-            label,
-            "created on the server host",
-        )
+        .audit(actor, "create_operator_token", label, &reason)
         .await?;
     Ok(token)
 }

@@ -1,7 +1,14 @@
 //! Preflight: before any host sees a release, run it in the real engine host over a recorded
 //! corpus. Any trap, deadline miss or memory failure rejects it, and so does a deny rate that
 //! jumps above the channel's current release (a rule that denies `/bin/sh` is as fatal as a
-//! crash).
+//! crash). A channel's first release has no current release to compare with: its deny rate
+//! must stay under an absolute ceiling instead. A release that agents would refuse (signed only
+//! by a key added after they enrolled) is rejected too: it would pass here and fail on every
+//! such host.
+//!
+//! Each result carries the corpus's coverage (events, event kinds, distinct executables), so
+//! "passed" says over what. An empty or missing corpus refuses the server's start
+//! ([`check_corpus`]): preflight over nothing passes everything.
 
 use crate::error::{ApiResult, AppError};
 use crate::signing::PublishedBundle;
@@ -15,6 +22,113 @@ use std::sync::{Arc, OnceLock};
 fn default_corpus() -> &'static [Event] {
     static CORPUS: OnceLock<Vec<Event>> = OnceLock::new();
     CORPUS.get_or_init(|| corpus::generate(2_000, 20_240_719))
+}
+
+/// What a corpus covers: shown with every preflight result.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Coverage {
+    pub name: String,
+    pub events: usize,
+    /// Event kinds present, with their counts.
+    pub kinds: std::collections::BTreeMap<&'static str, usize>,
+    /// Distinct executables among exec and open events.
+    pub executables: usize,
+}
+
+impl Coverage {
+    pub fn of(name: String, events: &[Event]) -> Coverage {
+        let mut kinds = std::collections::BTreeMap::new();
+        let mut executables = std::collections::HashSet::new();
+        for event in events {
+            *kinds.entry(event.kind()).or_insert(0) += 1;
+            match event {
+                Event::Exec(exec) => {
+                    executables.insert(exec.exe.as_str());
+                }
+                Event::Open(open) if !open.exe.is_empty() => {
+                    executables.insert(open.exe.as_str());
+                }
+                _ => {}
+            }
+        }
+        Coverage {
+            name,
+            events: events.len(),
+            kinds,
+            executables: executables.len(),
+        }
+    }
+}
+
+/// The corpus preflight runs over: the configured file, or the generated default.
+fn load_corpus(config: &crate::ServerConfig) -> Result<(String, Vec<Event>), String> {
+    match &config.preflight_corpus {
+        Some(path) => {
+            let events = corpus::read_file(path).map_err(|e| e.to_string())?;
+            Ok((path.display().to_string(), events))
+        }
+        None => Ok((
+            "built-in (2000 generated events)".to_owned(),
+            default_corpus().to_vec(),
+        )),
+    }
+}
+
+/// Reads the configured corpus once at start: a missing, unreadable or empty one, or one
+/// without a single exec event (nothing to decide), is an error that names the file.
+pub fn check_corpus(config: &crate::ServerConfig) -> Result<Coverage, String> {
+    let (name, events) = load_corpus(config)?;
+    let coverage = Coverage::of(name, &events);
+    if coverage.events == 0 {
+        return Err(format!(
+            "{} holds no events: preflight over nothing would pass every release; record one \
+             (`ringfence record`) or generate one (`ringfence corpus generate`), or omit \
+             --preflight-corpus for the built-in corpus",
+            coverage.name
+        ));
+    }
+    if !coverage.kinds.contains_key("exec") {
+        return Err(format!(
+            "{} holds {} events and none is an exec: preflight would not see what releases \
+             decide on most; use a corpus with exec events",
+            coverage.name, coverage.events
+        ));
+    }
+    Ok(coverage)
+}
+
+/// How many agents (not decommissioned) would refuse a release signed by `signed_by`: those
+/// enrolled before every one of its keys was first trusted, since agents learn the server's
+/// keys only at enrollment.
+pub(crate) async fn agents_refusing(
+    state: &AppState,
+    signed_by: &[String],
+) -> ApiResult<(usize, usize)> {
+    let keys = state
+        .store
+        .record_release_keys(&state.authority.keys())
+        .await?;
+    let trusted_since: Vec<i64> = keys
+        .iter()
+        .filter(|k| signed_by.contains(&k.key_id))
+        .map(|k| k.first_trusted_at)
+        .collect();
+    let agents: Vec<_> = state
+        .store
+        .agents()
+        .await?
+        .into_iter()
+        .filter(|a| a.decommissioned_at.is_none())
+        .collect();
+    let refusing = agents
+        .iter()
+        .filter(|agent| {
+            !trusted_since
+                .iter()
+                .any(|since| *since <= agent.enrolled_at)
+        })
+        .count();
+    Ok((refusing, agents.len()))
 }
 
 pub struct Outcome {
@@ -56,12 +170,17 @@ async fn baseline_deny_rate(state: &AppState, channel: &str) -> ApiResult<Option
 }
 
 pub async fn run(state: &AppState, bundle: &PublishedBundle) -> ApiResult<Outcome> {
-    let events: Arc<Vec<Event>> = Arc::new(match &state.config.preflight_corpus {
-        Some(path) => {
-            corpus::read_file(path).map_err(|e| AppError::internal("preflight corpus", e))?
-        }
-        None => default_corpus().to_vec(),
-    });
+    let (corpus_name, events) =
+        load_corpus(&state.config).map_err(|e| AppError::internal("preflight corpus", e))?;
+    let coverage = Coverage::of(corpus_name, &events);
+    if coverage.events == 0 {
+        // Checked at start; the file changed since. Never pass a release over nothing.
+        return Err(AppError::internal(
+            "preflight corpus",
+            format!("{} is empty now", coverage.name),
+        ));
+    }
+    let events = Arc::new(events);
     let Some(engine_bytes) = bundle.engine.clone() else {
         return Err(AppError::bad_request(
             "preflight needs the engine component in the bundle; include --engine when building",
@@ -80,12 +199,6 @@ pub async fn run(state: &AppState, bundle: &PublishedBundle) -> ApiResult<Outcom
     .await
     .map_err(|e| AppError::internal("preflight task", e))?;
 
-    let corpus_name = state
-        .config
-        .preflight_corpus
-        .as_ref()
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|| "built-in (2000 generated events)".to_owned());
     let report = match result {
         Ok(report) => report,
         Err(error) => {
@@ -93,7 +206,8 @@ pub async fn run(state: &AppState, bundle: &PublishedBundle) -> ApiResult<Outcom
                 status: PreflightStatus::Rejected,
                 evidence: serde_json::json!({
                     "reason": format!("the release does not load: {error}"),
-                    "corpus": corpus_name,
+                    "corpus": coverage.name,
+                    "coverage": coverage,
                     "load_failure": error.record,
                 }),
             });
@@ -101,6 +215,8 @@ pub async fn run(state: &AppState, bundle: &PublishedBundle) -> ApiResult<Outcom
     };
     let baseline = baseline_deny_rate(state, &bundle.channel).await?;
     let margin = state.config.preflight_deny_margin;
+    let ceiling = state.config.preflight_first_release_max_deny_rate;
+    let (refusing, agents) = agents_refusing(state, &bundle.signed_by).await?;
     let deny_rate = report.deny_rate();
     let failed = report.failed_events();
     let reason = if failed > 0 {
@@ -134,6 +250,17 @@ pub async fn run(state: &AppState, bundle: &PublishedBundle) -> ApiResult<Outcom
                 base * 100.0,
                 margin * 100.0
             )),
+            None if deny_rate > ceiling => Some(format!(
+                "deny rate {:.1}% is above the {:.1}% a channel's first release may deny (nothing to compare it with; --preflight-first-release-max-deny-rate)",
+                deny_rate * 100.0,
+                ceiling * 100.0
+            )),
+            _ if refusing > 0 => Some(format!(
+                "{refusing} of {agents} agents would refuse it: it is signed only by keys \
+                 ({}) the server trusted after they enrolled, and agents learn the server's \
+                 keys at enrollment; sign it with a key they trust, or re-enroll them",
+                bundle.signed_by.join(", ")
+            )),
             _ => None,
         }
     };
@@ -142,17 +269,25 @@ pub async fn run(state: &AppState, bundle: &PublishedBundle) -> ApiResult<Outcom
     } else {
         PreflightStatus::Passed
     };
+    let passed = match &baseline {
+        Some(_) => "no failures; deny rate within margin of the current release",
+        None => "no failures; deny rate under the first-release ceiling",
+    };
     Ok(Outcome {
         status,
         evidence: serde_json::json!({
-            "reason": reason.unwrap_or_else(|| "no failures; deny rate within margin".to_owned()),
-            "corpus": corpus_name,
+            "reason": reason.unwrap_or_else(|| passed.to_owned()),
+            "corpus": coverage.name,
+            "coverage": coverage,
             "events": report.events,
             "verdicts": report.verdicts,
             "failures": report.failures,
             "deny_rate": deny_rate,
             "baseline": baseline.map(|(version, rate)| serde_json::json!({"version": version, "deny_rate": rate})),
             "deny_margin": margin,
+            "first_release_max_deny_rate": ceiling,
+            "signed_by": bundle.signed_by,
+            "agents_refusing_signer": refusing,
             "latency_us": report.latency_us,
             "first_failures": report.failure_records.iter().take(3).collect::<Vec<_>>(),
         }),

@@ -28,6 +28,9 @@ pub struct PublishedBundle {
     pub engine: Option<Vec<u8>>,
     pub content: Option<Vec<u8>>,
     pub policy: FailurePolicy,
+    /// Ids of the trusted keys whose signatures verified: an agent accepts the release only if
+    /// it trusts one of them.
+    pub signed_by: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -84,7 +87,14 @@ impl ReleaseAuthority {
         )
         .map_err(|e| e.to_string())?;
         let manifest = verified.manifest();
+        let signed_by = bundle
+            .signatures()
+            .iter()
+            .filter(|s| self.trusted.get(&s.keyid).is_some())
+            .map(|s| s.keyid.to_string())
+            .collect();
         Ok(PublishedBundle {
+            signed_by,
             channel: manifest.name.clone(),
             version: manifest.version.to_string(),
             manifest: serde_json::to_value(manifest).map_err(|e| e.to_string())?,
@@ -113,6 +123,15 @@ impl ReleaseAuthority {
         };
         let signed = directive.sign(&self.key).ok()?;
         serde_json::to_value(signed).ok()
+    }
+
+    /// Every trusted key as (key id, public key `ed25519:<hex>`), for the store's record of
+    /// when each was first trusted.
+    pub fn keys(&self) -> Vec<(String, String)> {
+        self.trusted
+            .ids()
+            .filter_map(|id| Some((id.to_string(), self.trusted.get(id)?.to_string())))
+            .collect()
     }
 
     /// Public keys (`ed25519:<hex>`) agents should trust, for enrollment: the server's own

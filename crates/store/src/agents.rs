@@ -16,6 +16,20 @@ pub struct AgentRecord {
     /// When a client certificate was last signed for this agent. Set, its credential is only
     /// good together with that certificate.
     pub client_cert_issued_at: Option<i64>,
+    /// When an operator decommissioned it: its credential (and with it its certificate) no
+    /// longer works, and rollout gates leave it out.
+    pub decommissioned_at: Option<i64>,
+}
+
+/// What [`Store::decommission_agent`] found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decommission {
+    /// Done now; the agent as it is stored afterwards.
+    Done(AgentRecord),
+    /// It was decommissioned before (at the time in the record); nothing changed.
+    Already(AgentRecord),
+    /// No agent has that id.
+    Unknown,
 }
 
 /// An agent about to be enrolled.
@@ -33,8 +47,8 @@ pub struct NewAgent<'a> {
 macro_rules! select_agents {
     ($rest:literal) => {
         concat!(
-            "SELECT id, hostname, tags, enrolled_at, last_seen_at, status, client_cert_issued_at \
-             FROM agents ",
+            "SELECT id, hostname, tags, enrolled_at, last_seen_at, status, client_cert_issued_at, \
+             decommissioned_at FROM agents ",
             $rest
         )
     };
@@ -58,6 +72,7 @@ fn agent(row: &AnyRow) -> Result<AgentRecord> {
         last_seen_at: row.try_get("last_seen_at")?,
         status: status.and_then(|s| serde_json::from_str(&s).ok()),
         client_cert_issued_at: row.try_get("client_cert_issued_at")?,
+        decommissioned_at: row.try_get("decommissioned_at")?,
     })
 }
 
@@ -145,7 +160,7 @@ impl Store {
     pub async fn agent_by_credential(&self, credential_hash: &str) -> Result<Option<AgentRecord>> {
         let row = sqlx::query(select_agents!("WHERE credential_hash = $1"))
             .bind(credential_hash)
-            .fetch_optional(self.pool())
+            .fetch_optional(self.reader())
             .await?;
         row.as_ref().map(agent).transpose()
     }
@@ -153,14 +168,14 @@ impl Store {
     pub async fn agent(&self, id: &str) -> Result<Option<AgentRecord>> {
         let row = sqlx::query(select_agents!("WHERE id = $1"))
             .bind(id)
-            .fetch_optional(self.pool())
+            .fetch_optional(self.reader())
             .await?;
         row.as_ref().map(agent).transpose()
     }
 
     pub async fn agents(&self) -> Result<Vec<AgentRecord>> {
         let rows = sqlx::query(select_agents!("ORDER BY id"))
-            .fetch_all(self.pool())
+            .fetch_all(self.reader())
             .await?;
         rows.iter().map(agent).collect()
     }
@@ -187,15 +202,137 @@ impl Store {
     /// Agents counted, for metrics without loading every row.
     pub async fn agent_count(&self) -> Result<i64> {
         let (count,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM agents")
-            .fetch_one(self.pool())
+            .fetch_one(self.reader())
             .await?;
         Ok(count)
+    }
+
+    /// Takes an agent out of the fleet, with its audit row (`decommission`, by `actor`), in one
+    /// transaction: its credential hash is replaced by one no token hashes to (so the agent is
+    /// refused from the next lookup on), and `decommissioned_at` is set (rollout gates leave it
+    /// out). The row stays for history: reports and the audit log still name it.
+    pub async fn decommission_agent(
+        &self,
+        id: &str,
+        actor: &str,
+        reason: &str,
+    ) -> Result<Decommission> {
+        let mut tx = self.pool().begin().await?;
+        // `decommissioned:` cannot be a sha256 in hex, so no credential matches it again;
+        // unique because ids are.
+        let done = sqlx::query(
+            "UPDATE agents SET decommissioned_at = $1, credential_hash = 'decommissioned:' || id \
+             WHERE id = $2 AND decommissioned_at IS NULL",
+        )
+        .bind(now_ms())
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        let row = sqlx::query(select_agents!("WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(record) = row.as_ref().map(agent).transpose()? else {
+            tx.rollback().await?;
+            return Ok(Decommission::Unknown);
+        };
+        if done.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Ok(Decommission::Already(record));
+        }
+        crate::audit::insert(
+            actor,
+            "decommission",
+            &format!("agent:{id}"),
+            reason,
+            &mut *tx,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Decommission::Done(record))
+    }
+
+    /// Ids of agents decommissioned at or after `since_ms`: replicas drop them from their
+    /// credential caches.
+    pub async fn decommissioned_since(&self, since_ms: i64) -> Result<Vec<String>> {
+        let rows: Vec<(String,)> = sqlx::query_as(
+            "SELECT id FROM agents WHERE decommissioned_at IS NOT NULL AND decommissioned_at >= $1",
+        )
+        .bind(since_ms)
+        .fetch_all(self.reader())
+        .await?;
+        Ok(rows.into_iter().map(|(id,)| id).collect())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_decommissioned_agent_loses_its_credential_and_is_audited() {
+        for (backend, store, _dir) in crate::testing::stores().await {
+            store
+                .insert_agent("a1", "h1", "host-1", &[])
+                .await
+                .expect("insert");
+            store
+                .insert_agent("a2", "h2", "host-2", &[])
+                .await
+                .expect("insert");
+            let before = crate::now_ms();
+            let done = store
+                .decommission_agent("a1", "operator:ops", "host retired")
+                .await
+                .expect("decommission");
+            let Decommission::Done(record) = done else {
+                panic!("{backend}: {done:?}");
+            };
+            assert!(record.decommissioned_at.is_some_and(|at| at >= before));
+            assert_eq!(
+                store.agent_by_credential("h1").await.expect("lookup"),
+                None,
+                "{backend}: the credential no longer names it"
+            );
+            let again = store
+                .decommission_agent("a1", "operator:ops", "twice")
+                .await
+                .expect("again");
+            assert!(matches!(again, Decommission::Already(_)), "{backend}");
+            let unknown = store
+                .decommission_agent("nope", "operator:ops", "typo")
+                .await
+                .expect("unknown");
+            assert_eq!(unknown, Decommission::Unknown, "{backend}");
+            assert_eq!(
+                store.decommissioned_since(before).await.expect("since"),
+                vec!["a1".to_owned()],
+                "{backend}"
+            );
+            assert!(
+                store
+                    .agent_by_credential("h2")
+                    .await
+                    .expect("lookup")
+                    .is_some_and(|a| a.decommissioned_at.is_none()),
+                "{backend}: others untouched"
+            );
+            let log = store.audit_log(10).await.expect("audit");
+            assert_eq!(
+                log.len(),
+                1,
+                "{backend}: only the one that happened: {log:?}"
+            );
+            assert_eq!(
+                (
+                    log[0].action.as_str(),
+                    log[0].subject.as_str(),
+                    log[0].reason.as_str()
+                ),
+                ("decommission", "agent:a1", "host retired")
+            );
+        }
+    }
 
     #[tokio::test]
     async fn enroll_and_update_status() {

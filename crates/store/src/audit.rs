@@ -31,7 +31,7 @@ impl Store {
             "SELECT id, at, actor, action, subject, reason FROM audit ORDER BY id DESC LIMIT $1",
         )
         .bind(limit)
-        .fetch_all(self.pool())
+        .fetch_all(self.reader())
         .await?;
         rows.iter()
             .map(|row| {

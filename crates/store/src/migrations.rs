@@ -64,7 +64,28 @@ const MIGRATIONS: &[Migration] = &[
          GROUP BY actor) AS issued \
          WHERE issued.actor = 'agent:' || agents.id AND agents.client_cert_issued_at IS NULL"],
     },
+    Migration {
+        version: 5,
+        statements: &[
+            // `/healthz` proves writes work by writing (a read succeeds on a full disk).
+            "CREATE TABLE write_probes (holder TEXT NOT NULL, at BIGINT NOT NULL)",
+            // Operator tokens can be revoked; revoked ones are kept for the audit trail.
+            "ALTER TABLE tokens ADD COLUMN revoked_at BIGINT",
+            // A decommissioned agent keeps its row (history, reports) but no credential, and
+            // rollout gates leave it out.
+            "ALTER TABLE agents ADD COLUMN decommissioned_at BIGINT",
+            // When the server first trusted each release key: agents enrolled before then were
+            // never told about it and refuse releases it signed.
+            "CREATE TABLE release_keys (key_id TEXT PRIMARY KEY, public_key TEXT NOT NULL, \
+         first_trusted_at BIGINT NOT NULL)",
+        ],
+    },
 ];
+
+/// The newest schema version this build knows.
+pub(crate) fn newest() -> i64 {
+    MIGRATIONS.last().map_or(0, |m| m.version)
+}
 
 /// The statement in the backend's dialect.
 fn dialect(statement: &str, backend: Backend) -> String {

@@ -61,6 +61,16 @@ fn release(row: &AnyRow) -> Result<ReleaseRecord> {
     })
 }
 
+/// A release key the server trusts, and since when. Agents learn the server's keys once, at
+/// enrollment: an agent enrolled before `first_trusted_at` does not know this key.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ReleaseKeyRecord {
+    pub key_id: String,
+    pub public_key: String,
+    /// 0 for keys the server trusted before it kept this record: assumed known to every agent.
+    pub first_trusted_at: i64,
+}
+
 macro_rules! columns {
     () => {
         "channel, version, manifest, bundle_sha256, published_at, preflight_status, preflight_report"
@@ -68,6 +78,53 @@ macro_rules! columns {
 }
 
 impl Store {
+    /// Records the keys the server trusts now (`(key id, public key)`), keeping the time each
+    /// was first seen, and returns every key ever recorded. The first call on a database that
+    /// has no record yet dates every key at 0: keys from before this record existed are taken
+    /// to be known to every agent, since nothing says otherwise.
+    pub async fn record_release_keys(
+        &self,
+        keys: &[(String, String)],
+    ) -> Result<Vec<ReleaseKeyRecord>> {
+        let mut tx = self.pool().begin().await?;
+        let (known,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM release_keys")
+            .fetch_one(&mut *tx)
+            .await?;
+        let since = if known == 0 { 0 } else { now_ms() };
+        for (key_id, public_key) in keys {
+            let exists: Option<(String,)> =
+                sqlx::query_as("SELECT key_id FROM release_keys WHERE key_id = $1")
+                    .bind(key_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if exists.is_none() {
+                sqlx::query(
+                    "INSERT INTO release_keys (key_id, public_key, first_trusted_at) VALUES ($1, $2, $3)",
+                )
+                .bind(key_id)
+                .bind(public_key)
+                .bind(since)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        let rows = sqlx::query(
+            "SELECT key_id, public_key, first_trusted_at FROM release_keys ORDER BY first_trusted_at, key_id",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        rows.iter()
+            .map(|row| {
+                Ok(ReleaseKeyRecord {
+                    key_id: row.try_get("key_id")?,
+                    public_key: row.try_get("public_key")?,
+                    first_trusted_at: row.try_get("first_trusted_at")?,
+                })
+            })
+            .collect()
+    }
+
     /// Stores a blob under its sha256 (hex); storing the same bytes twice is a no-op.
     pub async fn put_blob(&self, sha256: &str, bytes: &[u8]) -> Result<()> {
         let exists: Option<(String,)> =
@@ -94,7 +151,7 @@ impl Store {
     pub async fn blob(&self, sha256: &str) -> Result<Option<Vec<u8>>> {
         let row: Option<(Vec<u8>,)> = sqlx::query_as("SELECT bytes FROM blobs WHERE sha256 = $1")
             .bind(sha256)
-            .fetch_optional(self.pool())
+            .fetch_optional(self.reader())
             .await?;
         Ok(row.map(|(bytes,)| bytes))
     }
@@ -135,7 +192,7 @@ impl Store {
         ))
         .bind(channel)
         .bind(version)
-        .fetch_optional(self.pool())
+        .fetch_optional(self.reader())
         .await?;
         row.as_ref().map(release).transpose()
     }
@@ -147,7 +204,7 @@ impl Store {
             columns!(),
             " FROM releases ORDER BY published_at DESC, channel, version"
         ))
-        .fetch_all(self.pool())
+        .fetch_all(self.reader())
         .await?;
         rows.iter().map(release).collect()
     }
@@ -156,6 +213,34 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn release_keys_remember_when_they_were_first_trusted() {
+        for (backend, store, _dir) in crate::testing::stores().await {
+            let key = |id: &str| (id.to_owned(), format!("ed25519:{id}"));
+            let first = store
+                .record_release_keys(&[key("k1")])
+                .await
+                .expect("record");
+            assert_eq!(first.len(), 1);
+            assert_eq!(
+                first[0].first_trusted_at, 0,
+                "{backend}: the first keys predate agents"
+            );
+            let before = now_ms();
+            let second = store
+                .record_release_keys(&[key("k1"), key("k2")])
+                .await
+                .expect("record");
+            let k1 = second.iter().find(|k| k.key_id == "k1").expect("k1");
+            let k2 = second.iter().find(|k| k.key_id == "k2").expect("k2");
+            assert_eq!(k1.first_trusted_at, 0, "{backend}: kept");
+            assert!(
+                k2.first_trusted_at >= before,
+                "{backend}: a key added later is dated"
+            );
+        }
+    }
 
     #[tokio::test]
     async fn releases_and_blobs_roundtrip() {

@@ -47,7 +47,7 @@ impl Store {
              FROM remediations WHERE active = $1 ORDER BY created_at, id",
         )
         .bind(1i64)
-        .fetch_all(self.pool())
+        .fetch_all(self.reader())
         .await?;
         rows.iter()
             .map(|row| {

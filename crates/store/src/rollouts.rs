@@ -63,7 +63,7 @@ impl Store {
             " FROM rollouts WHERE id = $1"
         ))
         .bind(id)
-        .fetch_optional(self.pool())
+        .fetch_optional(self.reader())
         .await?;
         row.as_ref().map(rollout).transpose()
     }
@@ -75,7 +75,7 @@ impl Store {
             columns!(),
             " FROM rollouts ORDER BY created_at DESC, id"
         ))
-        .fetch_all(self.pool())
+        .fetch_all(self.reader())
         .await?;
         rows.iter().map(rollout).collect()
     }

@@ -1,6 +1,7 @@
 //! Subcommands: one module each, with its clap arguments next to the code that runs it.
 
 mod agent;
+mod agent_admin;
 mod bench;
 mod corpus;
 mod crash_monitor;
@@ -14,6 +15,7 @@ mod managed;
 mod operator;
 mod record;
 mod release;
+mod remediation;
 mod rollout;
 mod self_upgrade;
 mod server;
@@ -48,8 +50,8 @@ pub enum Command {
     /// Make and inspect event corpora (JSON lines).
     #[command(subcommand)]
     Corpus(corpus::CorpusCommand),
-    /// Run the host agent.
-    Agent(Box<agent::AgentArgs>),
+    /// Run the host agent, or list, show and decommission enrolled agents.
+    Agent(Box<agent_admin::AgentCli>),
     /// Record live kernel events into a corpus.
     Record(record::RecordArgs),
     /// Replay a poisoned content update against a fleet on this machine.
@@ -62,6 +64,9 @@ pub enum Command {
     /// Start and steer rollouts.
     #[command(subcommand)]
     Rollout(rollout::RolloutCommand),
+    /// Remediation plans: pin a channel to a release, or disable its engine.
+    #[command(subcommand)]
+    Remediation(remediation::RemediationCommand),
     /// Crash groups from the server, in plain words.
     #[command(subcommand)]
     Crashes(crashes::CrashesCommand),
@@ -94,6 +99,7 @@ impl Command {
             Command::Engine(_)
                 | Command::Corpus(_)
                 | Command::Rollout(_)
+                | Command::Remediation(_)
                 | Command::Status(_)
                 | Command::Crashes(_)
                 | Command::Sim(_)
@@ -137,7 +143,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Engine(command) => engine::run(command),
         Command::Corpus(command) => corpus::run(command),
-        Command::Agent(args) => agent::run(*args),
+        Command::Agent(args) => match args.command {
+            Some(command) => agent_admin::run(command),
+            None => agent::run(args.run),
+        },
         Command::Record(args) => record::run(args),
         Command::Bench(command) => bench::run(command),
         Command::CrashMonitor(args) => crash_monitor::run(args),
@@ -148,6 +157,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Server(args) => server::run(args),
         Command::Release(command) => release::run(command),
         Command::Rollout(command) => rollout::run(command),
+        Command::Remediation(command) => remediation::run(command),
         Command::Status(args) => status::run(args),
         Command::Crashes(command) => crashes::run(command),
         Command::Guard(args) => guard::run(args),

@@ -64,6 +64,17 @@ pub struct RunArgs {
     /// How far above the current release's deny rate a new release may go (0.02 = 2 points).
     #[arg(long, default_value_t = 0.02)]
     preflight_deny_margin: f64,
+    /// The highest deny rate a channel's first release may have in preflight (0.05 = 5 %):
+    /// with no current release to compare with, `default deny` would otherwise pass.
+    #[arg(long, default_value_t = 0.05)]
+    preflight_first_release_max_deny_rate: f64,
+    /// Start even on an existing database that is empty (initialise it) or damaged (moved
+    /// aside as `<file>.corrupt-<ms>`, a new one started), or where the database is missing
+    /// from a data directory a server ran in. Without it such a start is refused: an empty
+    /// database means every agent, release and rollout is gone. A new data directory needs no
+    /// flag.
+    #[arg(long)]
+    init: bool,
     /// How often the rollout controller evaluates gates, in milliseconds.
     #[arg(long, default_value_t = 500)]
     controller_tick_ms: u64,
@@ -90,7 +101,58 @@ enum TokenCommand {
         store: StoreArgs,
         #[arg(long, default_value = "operator")]
         label: String,
+        /// Lifetime: `90s`, `30m`, `12h`, `30d`; no expiry when absent.
+        #[arg(long, value_parser = parse_ttl)]
+        ttl: Option<Duration>,
     },
+    /// Operator tokens: id, label, state (active, expired, revoked), expiry. Never the token.
+    List {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke an operator token by the id `token list` shows; it stops working at once on
+    /// every server replica. Audited.
+    Revoke {
+        #[command(flatten)]
+        store: StoreArgs,
+        id: String,
+        /// Why; recorded in the audit log.
+        #[arg(long, default_value = "revoked on the server host")]
+        reason: String,
+    },
+}
+
+/// `90s`, `30m`, `12h`, `30d` (a bare number is seconds).
+fn parse_ttl(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => text.split_at(at),
+        None => (text, "s"),
+    };
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?}: a number then s, m, h or d (e.g. 30d)"))?;
+    let unit = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        other => return Err(format!("{other:?}: the unit is s, m, h or d (e.g. 30d)")),
+    };
+    match n.checked_mul(unit) {
+        Some(0) => Err("a token's lifetime must be positive".to_owned()),
+        Some(seconds) if seconds <= 10 * 365 * 86_400 => Ok(Duration::from_secs(seconds)),
+        _ => Err("at most ten years; omit --ttl for a token that does not expire".to_owned()),
+    }
+}
+
+/// The database of a data directory, for commands run on the server host.
+async fn open_store(store: &StoreArgs) -> anyhow::Result<ringfence_store::Store> {
+    std::fs::create_dir_all(&store.data_dir)
+        .with_context(|| format!("create {}", store.data_dir.display()))?;
+    Ok(ringfence_store::Store::connect(&config(store).database_url()).await?)
 }
 
 #[derive(Debug, Subcommand)]
@@ -125,18 +187,62 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 pub fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
     match args.command {
         None => serve(args.run),
-        Some(ServerCommand::Token(TokenCommand::Create { store, label })) => {
-            runtime()?.block_on(async {
-                std::fs::create_dir_all(&store.data_dir)
-                    .with_context(|| format!("create {}", store.data_dir.display()))?;
-                let db = ringfence_store::Store::connect(&config(&store).database_url()).await?;
+        Some(ServerCommand::Token(TokenCommand::Create { store, label, ttl })) => runtime()?
+            .block_on(async {
+                let db = open_store(&store).await?;
                 println!(
                     "{}",
-                    ringfence_server::create_operator_token(&db, &label).await?
+                    ringfence_server::create_operator_token_with(&db, &label, ttl, "cli").await?
                 );
+                Ok(ExitCode::SUCCESS)
+            }),
+        Some(ServerCommand::Token(TokenCommand::List { store, json })) => {
+            runtime()?.block_on(async {
+                let db = open_store(&store).await?;
+                let tokens: Vec<_> = db
+                    .operator_tokens()
+                    .await?
+                    .iter()
+                    .map(ringfence_server::api::tokens::token_json)
+                    .collect();
+                if json {
+                    println!("{}", serde_json::json!({ "tokens": tokens }));
+                } else {
+                    println!("{:<14}{:<10}{:<16}LABEL", "ID", "STATE", "EXPIRES (ms)");
+                    for token in &tokens {
+                        let text = |v: &serde_json::Value| match v {
+                            serde_json::Value::String(s) => s.clone(),
+                            serde_json::Value::Null => "never".to_owned(),
+                            other => other.to_string(),
+                        };
+                        println!(
+                            "{:<14}{:<10}{:<16}{}",
+                            text(&token["id"]),
+                            text(&token["state"]),
+                            text(&token["expires_at_ms"]),
+                            text(&token["label"])
+                        );
+                    }
+                }
                 Ok(ExitCode::SUCCESS)
             })
         }
+        Some(ServerCommand::Token(TokenCommand::Revoke { store, id, reason })) => runtime()?
+            .block_on(async {
+                let db = open_store(&store).await?;
+                match db.revoke_operator_token(&id, "cli", &reason).await? {
+                    ringfence_store::Revocation::Done(token) => {
+                        println!("revoked token {} ({})", token.id(), token.label);
+                        Ok(ExitCode::SUCCESS)
+                    }
+                    ringfence_store::Revocation::Already(token) => {
+                        anyhow::bail!("token {} was already revoked", token.id())
+                    }
+                    ringfence_store::Revocation::Unknown => anyhow::bail!(
+                        "no operator token {id} (`ringfence server token list` shows the ids)"
+                    ),
+                }
+            }),
         Some(ServerCommand::EnrollToken(EnrollTokenCommand::Create {
             store,
             count,
@@ -178,6 +284,12 @@ fn serve(args: RunArgs) -> anyhow::Result<ExitCode> {
     config.require_agent_certs = args.require_agent_certs;
     config.preflight_corpus = args.preflight_corpus;
     config.preflight_deny_margin = args.preflight_deny_margin;
+    anyhow::ensure!(
+        (0.0..=1.0).contains(&args.preflight_first_release_max_deny_rate),
+        "--preflight-first-release-max-deny-rate is a share between 0 and 1 (0.05 = 5 %)"
+    );
+    config.preflight_first_release_max_deny_rate = args.preflight_first_release_max_deny_rate;
+    config.init = args.init;
     config.controller_tick = Duration::from_millis(args.controller_tick_ms.max(10));
     config.heartbeat_interval = Duration::from_secs(args.heartbeat_interval_s.max(1));
     let require_agent_certs = config.require_agent_certs;

@@ -289,6 +289,7 @@ pub async fn list(
             serde_json::json!({
                 "id": a.id, "hostname": a.hostname, "tags": a.tags,
                 "enrolled_at_ms": a.enrolled_at, "last_seen_at_ms": a.last_seen_at, "status": a.status,
+                "decommissioned_at_ms": a.decommissioned_at,
             })
         })
         .collect();

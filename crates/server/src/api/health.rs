@@ -12,21 +12,46 @@ pub async fn livez() -> &'static str {
     "ok"
 }
 
-/// 200 when the database answers, 503 with the reason when it does not.
+/// How long `/healthz` waits for the database before it calls it degraded: a writer queue
+/// that long is itself a problem worth reporting.
+const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// 200 when the database answers reads and accepts a write, 503 with the reason when it does
+/// not. A read alone succeeds on a full disk; the write probe is what a client's write would
+/// meet, so a load balancer or supervisor sees the real state.
 pub async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
-    match state.store.ping().await {
+    let probe = async {
+        state
+            .store
+            .ping()
+            .await
+            .map_err(|e| format!("reads fail: {e}"))?;
+        state
+            .store
+            .write_probe(&state.replica)
+            .await
+            .map_err(|e| format!("writes fail: {e}"))
+    };
+    let outcome = match tokio::time::timeout(PROBE_TIMEOUT, probe).await {
+        Ok(outcome) => outcome,
+        Err(_) => Err(format!("no answer within {} s", PROBE_TIMEOUT.as_secs())),
+    };
+    match outcome {
         Ok(()) => (
             StatusCode::OK,
             Json(
                 serde_json::json!({ "status": "ok", "database": "ok", "leader": state.metrics.is_leader() }),
             ),
         ),
-        Err(error) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(
-                serde_json::json!({ "status": "degraded", "database": error.to_string(), "leader": false }),
-            ),
-        ),
+        Err(reason) => {
+            tracing::warn!("health check: database {reason}");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(
+                    serde_json::json!({ "status": "degraded", "database": reason, "leader": state.metrics.is_leader() }),
+                ),
+            )
+        }
     }
 }
 

@@ -1,12 +1,14 @@
 //! HTTP handlers, one module per resource. Every write checks the caller's kind; bodies are
 //! size-limited by the router and parsed strictly.
 
+pub mod agent_admin;
 pub mod agents;
 pub mod health;
 pub mod releases;
 pub mod remediations;
 pub mod rollouts;
 pub mod status;
+pub mod tokens;
 
 use crate::state::AppState;
 use axum::Router;
@@ -22,6 +24,13 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/enroll", post(agents::enroll))
         .route("/api/v1/enroll-tokens", post(agents::create_enroll_token))
         .route("/api/v1/agents", get(agents::list))
+        .route("/api/v1/agents/{id}", get(agent_admin::show))
+        .route(
+            "/api/v1/agents/{id}/decommission",
+            post(agent_admin::decommission),
+        )
+        .route("/api/v1/tokens", post(tokens::create).get(tokens::list))
+        .route("/api/v1/tokens/{id}/revoke", post(tokens::revoke))
         .route("/api/v1/agents/heartbeat", post(agents::heartbeat))
         .route("/api/v1/agents/reports", post(agents::reports))
         .route(

@@ -1,0 +1,136 @@
+//! `ringfence remediation create|list|retire`: plans that override rollouts on a channel (pin a
+//! version, or disable the engine), for hosts a rollout cannot help. A pin obeys the rules a
+//! rollout does (preflight passed, a key agents trust, not below the rollback floor) unless
+//! `--force`, which is audited.
+
+use super::agent_admin::{Output, path_segment, print_table};
+use super::operator::OperatorArgs;
+use clap::Subcommand;
+use serde_json::{Value, json};
+use std::process::ExitCode;
+
+#[derive(Debug, Subcommand)]
+pub enum RemediationCommand {
+    /// Write a plan; hosts in scope apply it with their next heartbeat.
+    // `--version` is the pinned release's version here, not ringfence's.
+    #[command(disable_version_flag = true)]
+    Create {
+        #[command(flatten)]
+        operator: OperatorArgs,
+        /// `fleet`, `agent:<id>` or `tag:<tag>`.
+        #[arg(long, default_value = "fleet")]
+        scope: String,
+        #[arg(long)]
+        channel: String,
+        /// `pin` (run --version, ignore rollouts) or `disable` (run no engine on the channel).
+        #[arg(long, value_parser = ["pin", "disable"])]
+        action: String,
+        /// The release to pin (with `--action pin`).
+        #[arg(long)]
+        version: Option<String>,
+        /// Why; recorded with the plan and in the audit log.
+        #[arg(long)]
+        reason: String,
+        /// Pin even a release that failed or skipped preflight, is signed by a key agents do
+        /// not trust, or is below the channel's rollback floor. Audited as forced.
+        #[arg(long)]
+        force: bool,
+        #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// Active plans.
+    List {
+        #[command(flatten)]
+        operator: OperatorArgs,
+        #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// Retire a plan: its hosts follow rollouts again.
+    Retire {
+        #[command(flatten)]
+        operator: OperatorArgs,
+        id: String,
+    },
+}
+
+fn text(value: &Value) -> String {
+    value.as_str().unwrap_or("-").to_owned()
+}
+
+fn row(plan: &Value, wide: bool) -> Vec<String> {
+    let mut row = vec![
+        text(&plan["id"]),
+        text(&plan["scope"]),
+        text(&plan["channel"]),
+        text(&plan["action"]),
+        text(&plan["version"]),
+    ];
+    if wide {
+        row.push(text(&plan["created_by"]));
+        row.push(text(&plan["reason"]));
+    }
+    row
+}
+
+fn print_plans(plans: &[Value], output: Output) {
+    match output {
+        Output::Json => println!("{}", json!({ "remediations": plans })),
+        Output::Table => print_table(
+            &["ID", "SCOPE", "CHANNEL", "ACTION", "VERSION"],
+            &plans.iter().map(|p| row(p, false)).collect::<Vec<_>>(),
+        ),
+        Output::Wide => print_table(
+            &[
+                "ID", "SCOPE", "CHANNEL", "ACTION", "VERSION", "BY", "REASON",
+            ],
+            &plans.iter().map(|p| row(p, true)).collect::<Vec<_>>(),
+        ),
+    }
+}
+
+pub fn run(command: RemediationCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        RemediationCommand::Create {
+            operator,
+            scope,
+            channel,
+            action,
+            version,
+            reason,
+            force,
+            output,
+        } => {
+            let body = json!({
+                "scope": scope, "channel": channel, "action": action,
+                "version": version, "reason": reason, "force": force,
+            });
+            let plan: Value =
+                operator
+                    .client()?
+                    .post_json("remediation", "/api/v1/remediations", &body)?;
+            print_plans(std::slice::from_ref(&plan), output);
+            if text(&plan["reason"]).starts_with("FORCED") {
+                eprintln!("warning: {}", text(&plan["reason"]));
+            }
+        }
+        RemediationCommand::List { operator, output } => {
+            let reply: Value = operator
+                .client()?
+                .get_json("remediations", "/api/v1/remediations")?;
+            let plans = reply["remediations"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            print_plans(&plans, output);
+        }
+        RemediationCommand::Retire { operator, id } => {
+            let _: Value = operator.client()?.post_json(
+                "retire remediation",
+                &format!("/api/v1/remediations/{}/retire", path_segment(&id)?),
+                &json!({}),
+            )?;
+            println!("retired {id}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

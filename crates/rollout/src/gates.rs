@@ -194,6 +194,18 @@ impl HealthSummary {
         }
     }
 
+    /// Sets the trimmed and plain figures from groups of agents that report the same figures
+    /// (the simulator's healthy and faulty hosts).
+    pub fn set_metrics_from(&mut self, groups: &[(Metrics, usize)], trim_share: f64) {
+        let mut split: [Vec<(f64, usize)>; 6] = Default::default();
+        for &(metrics, count) in groups {
+            for (list, value) in split.iter_mut().zip(metrics.fields()) {
+                list.push((value, count));
+            }
+        }
+        self.set_metrics(&mut split, trim_share);
+    }
+
     /// Sets the trimmed and plain figures from per-metric groups of (value, agents).
     pub fn set_metrics(&mut self, groups: &mut [Vec<(f64, usize)>; 6], trim_share: f64) {
         let mut means = [0.0; 6];

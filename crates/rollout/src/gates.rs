@@ -1,24 +1,172 @@
 //! Health gates: summarise a group of agents, compare a ring against the baseline, explain each
 //! verdict in numbers.
+//!
+//! Gates come in two classes, because every figure an agent sends is a claim:
+//!
+//! - **Evidence** (crash and engine failure reports, quarantine, silence): one host's worth is
+//!   enough to halt, because a bad release in ring 0 of a small fleet must still stop there.
+//!   Halting is the safe direction, and each agent's contribution is bounded (at most
+//!   [`GateSpec::max_reports_per_agent`] reports count), so a noisy agent halts only rollouts
+//!   whose ring it is in, and only where one host's worth would have halted them anyway.
+//! - **Statistics** (latency, deny rate, CPU, memory, engine failures per 1,000 events, the
+//!   share of events answered by policy): read as a trimmed mean over the agents running the
+//!   release, and unable to fail a ring before [`GateSpec::min_agents_for_metrics`] distinct
+//!   agents report. Trimming at least one agent from each end means no single agent moves the
+//!   figure beyond the range of the others, whatever it claims.
+//!
+//! Every number is made finite before it is summed, compared or stored: a stored `inf`
+//! serialises as JSON `null` and makes the rollout unreadable.
 
 use crate::spec::GateSpec;
 use crate::state::AgentHealth;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// The largest figure one agent's claim may contribute. Large enough for any honest value
+/// (64 TiB of RSS is 7e13), small enough that ten million of them still sum to a finite f64.
+const FIGURE_MAX: f64 = 1e15;
+
+/// `value` as a finite, non-negative figure: NaN counts as 0, infinities as the bound.
+pub fn finite(value: f64, max: f64) -> f64 {
+    if value.is_nan() {
+        0.0
+    } else {
+        value.clamp(0.0, max)
+    }
+}
+
+/// Reads a float that an older server may have stored as `null` (a non-finite value
+/// serialised by serde_json) as 0, so that an old rollout stays readable.
+pub(crate) fn lenient_f64<'de, D: Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(deserializer)?.map_or(0.0, |v| finite(v, f64::MAX)))
+}
+
+/// The figures the statistics gates read, per agent or aggregated.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Metrics {
+    /// Verdict latency p99, µs, measured per permission event (policy answers included).
+    #[serde(deserialize_with = "lenient_f64")]
+    pub p99_us: f64,
+    #[serde(deserialize_with = "lenient_f64")]
+    pub deny_rate: f64,
+    #[serde(deserialize_with = "lenient_f64")]
+    pub cpu_pct: f64,
+    #[serde(deserialize_with = "lenient_f64")]
+    pub rss_bytes: f64,
+    /// Engine failures of every class per 1,000 permission events.
+    #[serde(deserialize_with = "lenient_f64")]
+    pub failures_per_1k: f64,
+    /// Share of permission events answered by policy (deadline, quarantine, queue, failure).
+    #[serde(deserialize_with = "lenient_f64")]
+    pub policy_share: f64,
+}
+
+impl Metrics {
+    /// One agent's figures, every one finite and bounded.
+    pub fn of(agent: &AgentHealth) -> Metrics {
+        let events = agent.permission_events.max(1) as f64;
+        Metrics {
+            p99_us: finite(agent.p99_us, FIGURE_MAX),
+            deny_rate: finite(agent.deny_rate, 1.0),
+            cpu_pct: finite(agent.cpu_pct, FIGURE_MAX),
+            rss_bytes: finite(agent.rss_bytes, FIGURE_MAX),
+            failures_per_1k: finite(agent.failures as f64 * 1000.0 / events, FIGURE_MAX),
+            policy_share: finite(agent.policy_answers as f64 / events, 1.0),
+        }
+    }
+
+    fn fields(&self) -> [f64; 6] {
+        [
+            self.p99_us,
+            self.deny_rate,
+            self.cpu_pct,
+            self.rss_bytes,
+            self.failures_per_1k,
+            self.policy_share,
+        ]
+    }
+
+    fn from_fields(f: [f64; 6]) -> Metrics {
+        Metrics {
+            p99_us: f[0],
+            deny_rate: f[1],
+            cpu_pct: f[2],
+            rss_bytes: f[3],
+            failures_per_1k: f[4],
+            policy_share: f[5],
+        }
+    }
+}
+
+/// How many agents a trimmed mean drops from each end: none below three agents, else `share`
+/// of them but at least one, so no single agent is ever in the figure alone at an extreme.
+pub fn trim_count(agents: usize, share: f64) -> usize {
+    if agents < 3 {
+        return 0;
+    }
+    let by_share = (agents as f64 * finite(share, 0.49)) as usize;
+    by_share.max(1).min((agents - 1) / 2)
+}
+
+/// Mean and trimmed mean of values given as (value, how many agents report it). Groups are
+/// summed in value order, so any caller holding the same groups gets bit-identical figures
+/// (the simulator passes two groups for a million agents; `summarise` one per distinct value).
+pub fn mean_and_trimmed(groups: &mut [(f64, usize)], trim_share: f64) -> (f64, f64) {
+    groups.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let n: usize = groups.iter().map(|g| g.1).sum();
+    if n == 0 {
+        return (0.0, 0.0);
+    }
+    let k = trim_count(n, trim_share);
+    let (mut sum, mut kept_sum) = (0.0, 0.0);
+    let mut index = 0;
+    for &(value, count) in groups.iter() {
+        if count == 0 {
+            continue;
+        }
+        sum += value * count as f64;
+        // Agents index..index+count hold this value; keep those in [k, n - k).
+        let kept = (index + count).min(n - k).saturating_sub(index.max(k));
+        kept_sum += value * kept as f64;
+        index += count;
+    }
+    (sum / n as f64, kept_sum / (n - 2 * k) as f64)
+}
 
 /// Aggregate health of a group of agents.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct HealthSummary {
     pub agents: usize,
     /// Agents running the rollout's release.
     pub adopted: usize,
+    /// Crash and engine failure reports counted (at most `max_reports_per_agent` per agent).
     pub crashes: usize,
-    /// Agents whose heartbeat is older than the timeout.
+    /// Agents with at least one counted report.
+    pub crashed_agents: usize,
+    /// Watched agents whose heartbeat is older than the timeout.
     pub silent: usize,
-    /// Median over agents of their verdict latency p99, µs.
+    /// Agents the heartbeat gate watches: those alive when their ring opened.
+    pub watched: usize,
+    /// Agents whose last heartbeat says they are installing a release.
+    pub installing: usize,
+    /// Agents on the release with the rollout's engine quarantined: protection off.
+    pub quarantined: usize,
+    /// Trimmed means over the agents on the release (what the statistics gates read).
+    #[serde(deserialize_with = "lenient_f64")]
     pub p99_us: f64,
+    #[serde(deserialize_with = "lenient_f64")]
     pub deny_rate: f64,
+    #[serde(deserialize_with = "lenient_f64")]
     pub cpu_pct: f64,
+    #[serde(deserialize_with = "lenient_f64")]
     pub rss_bytes: f64,
+    #[serde(deserialize_with = "lenient_f64")]
+    pub failures_per_1k: f64,
+    #[serde(deserialize_with = "lenient_f64")]
+    pub policy_share: f64,
+    /// Plain means of the same figures, beside the trimmed ones, for operators.
+    pub mean: Metrics,
 }
 
 impl HealthSummary {
@@ -27,57 +175,138 @@ impl HealthSummary {
     }
 
     pub fn heartbeat_loss(&self) -> f64 {
-        self.silent as f64 / self.agents.max(1) as f64
+        self.silent as f64 / self.watched.max(1) as f64
     }
 
     pub fn adoption(&self) -> f64 {
         self.adopted as f64 / self.agents.max(1) as f64
     }
+
+    /// The trimmed figures as [`Metrics`].
+    pub fn robust(&self) -> Metrics {
+        Metrics {
+            p99_us: self.p99_us,
+            deny_rate: self.deny_rate,
+            cpu_pct: self.cpu_pct,
+            rss_bytes: self.rss_bytes,
+            failures_per_1k: self.failures_per_1k,
+            policy_share: self.policy_share,
+        }
+    }
+
+    /// Sets the trimmed and plain figures from groups of agents that report the same figures
+    /// (the simulator's healthy and faulty hosts).
+    pub fn set_metrics_from(&mut self, groups: &[(Metrics, usize)], trim_share: f64) {
+        let mut split: [Vec<(f64, usize)>; 6] = Default::default();
+        for &(metrics, count) in groups {
+            for (list, value) in split.iter_mut().zip(metrics.fields()) {
+                list.push((value, count));
+            }
+        }
+        self.set_metrics(&mut split, trim_share);
+    }
+
+    /// Sets the trimmed and plain figures from per-metric groups of (value, agents).
+    pub fn set_metrics(&mut self, groups: &mut [Vec<(f64, usize)>; 6], trim_share: f64) {
+        let mut means = [0.0; 6];
+        let mut trimmed = [0.0; 6];
+        for (i, metric) in groups.iter_mut().enumerate() {
+            (means[i], trimmed[i]) = mean_and_trimmed(metric, trim_share);
+        }
+        self.mean = Metrics::from_fields(means);
+        let robust = Metrics::from_fields(trimmed);
+        self.p99_us = robust.p99_us;
+        self.deny_rate = robust.deny_rate;
+        self.cpu_pct = robust.cpu_pct;
+        self.rss_bytes = robust.rss_bytes;
+        self.failures_per_1k = robust.failures_per_1k;
+        self.policy_share = robust.policy_share;
+    }
 }
 
-/// Summarises `agents`. Crashes count from `since_ms`; metrics come from agents on
-/// `version` (or from all agents when `version` is `None`, for a baseline).
+/// What a summary counts and over which time: built from the gate spec by [`Window::new`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Window<'a> {
+    /// Metrics come from agents on this version (all agents for a baseline).
+    pub version: Option<&'a str>,
+    pub now_ms: i64,
+    /// Reports count from here to `now_ms` (a report claiming a later time never counts).
+    pub since_ms: i64,
+    pub heartbeat_timeout_ms: i64,
+    /// An agent that said it is installing is not silent for this long.
+    pub install_timeout_ms: i64,
+    pub max_reports_per_agent: usize,
+    pub trim_share: f64,
+}
+
+impl<'a> Window<'a> {
+    pub fn new(spec: &GateSpec, version: Option<&'a str>, now_ms: i64, since_ms: i64) -> Self {
+        Window {
+            version,
+            now_ms,
+            since_ms,
+            heartbeat_timeout_ms: spec.heartbeat_timeout_ms,
+            install_timeout_ms: spec.adoption_timeout_ms,
+            max_reports_per_agent: spec.max_reports_per_agent,
+            trim_share: spec.trim_share,
+        }
+    }
+}
+
+/// Summarises `agents`, each with the time its ring opened (the heartbeat gate watches only
+/// agents alive then: a host stopped before the rollout reached it is not the release's doing).
+/// Decommissioned agents are left out entirely.
 pub fn summarise<'a>(
-    agents: impl IntoIterator<Item = &'a AgentHealth>,
-    version: Option<&str>,
-    now_ms: i64,
-    since_ms: i64,
-    heartbeat_timeout_ms: i64,
+    agents: impl IntoIterator<Item = (&'a AgentHealth, i64)>,
+    window: &Window<'_>,
 ) -> HealthSummary {
     let mut summary = HealthSummary::default();
-    let mut p99s = Vec::new();
-    let (mut deny, mut cpu, mut rss, mut measured) = (0.0, 0.0, 0.0, 0usize);
-    for agent in agents {
+    let mut values: [Vec<f64>; 6] = Default::default();
+    for (agent, opened_ms) in agents {
+        if agent.decommissioned {
+            continue;
+        }
         summary.agents += 1;
-        summary.crashes += agent
+        let reports = agent
             .crashes_ms
             .iter()
-            .filter(|&&at| at >= since_ms)
-            .count();
-        if now_ms - agent.last_heartbeat_ms > heartbeat_timeout_ms {
+            .filter(|&&at| at >= window.since_ms && at <= window.now_ms)
+            .count()
+            .min(window.max_reports_per_agent);
+        summary.crashes += reports;
+        summary.crashed_agents += usize::from(reports > 0);
+        let age = window.now_ms.saturating_sub(agent.last_heartbeat_ms);
+        let watched =
+            agent.last_heartbeat_ms >= opened_ms.saturating_sub(window.heartbeat_timeout_ms);
+        let installing = agent.installing && age <= window.install_timeout_ms;
+        summary.watched += usize::from(watched);
+        summary.installing += usize::from(installing);
+        if watched && !installing && age > window.heartbeat_timeout_ms {
             summary.silent += 1;
         }
-        let on_version = match version {
+        let on_version = match window.version {
             Some(version) => agent.version.as_deref() == Some(version),
             None => true,
         };
         if on_version {
             summary.adopted += 1;
-            p99s.push(agent.p99_us);
-            deny += agent.deny_rate;
-            cpu += agent.cpu_pct;
-            rss += agent.rss_bytes;
-            measured += 1;
+            summary.quarantined += usize::from(agent.quarantined);
+            for (list, value) in values.iter_mut().zip(Metrics::of(agent).fields()) {
+                list.push(value);
+            }
         }
     }
-    if measured > 0 {
-        let n = measured as f64;
-        summary.deny_rate = deny / n;
-        summary.cpu_pct = cpu / n;
-        summary.rss_bytes = rss / n;
-        p99s.sort_by(f64::total_cmp);
-        summary.p99_us = p99s[p99s.len() / 2];
+    let mut groups: [Vec<(f64, usize)>; 6] = Default::default();
+    for (group, list) in groups.iter_mut().zip(values.iter_mut()) {
+        list.sort_by(f64::total_cmp);
+        for &value in list.iter() {
+            match group.last_mut() {
+                Some((last, count)) if last.total_cmp(&value).is_eq() => *count += 1,
+                _ => group.push((value, 1)),
+            }
+        }
     }
+    summary.set_metrics(&mut groups, window.trim_share);
     summary
 }
 
@@ -85,13 +314,19 @@ pub fn summarise<'a>(
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GateResult {
     pub gate: String,
+    #[serde(default, deserialize_with = "lenient_f64")]
     pub value: f64,
+    #[serde(default, deserialize_with = "lenient_f64")]
     pub threshold: f64,
     pub passed: bool,
+    #[serde(default)]
     pub explanation: String,
 }
 
-fn gate(name: &str, value: f64, threshold: f64, what: String) -> GateResult {
+/// A gate's verdict; value and threshold are made finite first, so what is stored can always
+/// be read back.
+pub(crate) fn gate(name: &str, value: f64, threshold: f64, what: String) -> GateResult {
+    let (value, threshold) = (finite(value, f64::MAX), finite(threshold, f64::MAX));
     let passed = value <= threshold;
     GateResult {
         gate: name.to_owned(),
@@ -105,8 +340,24 @@ fn gate(name: &str, value: f64, threshold: f64, what: String) -> GateResult {
     }
 }
 
-/// Compares a ring's health with the baseline. Metric gates only apply once someone in the
-/// ring runs the release; crash and heartbeat gates apply from the start.
+/// A relative threshold when the baseline measured this figure, else the absolute budget: a
+/// first release has nothing to compare with, and `0 × ratio` would fail any engine at all.
+fn relative_or_budget(
+    known: bool,
+    base: f64,
+    ratio: f64,
+    slack: f64,
+    budget: f64,
+) -> (f64, String) {
+    if known && base > 0.0 {
+        (base * ratio + slack, format!("baseline {base:.1}"))
+    } else {
+        (budget, "no baseline: absolute budget".to_owned())
+    }
+}
+
+/// Compares a ring's health with the baseline. Evidence gates apply from the start; statistics
+/// gates once someone in the ring runs the release, and can fail only with enough agents.
 pub fn evaluate_gates(
     spec: &GateSpec,
     baseline: &HealthSummary,
@@ -118,8 +369,17 @@ pub fn evaluate_gates(
             ring.crashes_per_agent(),
             spec.max_crashes_per_agent,
             format!(
-                "crash reports per agent ({} in {} agents)",
-                ring.crashes, ring.agents
+                "crash and engine failure reports per agent ({} in {} agents, from {})",
+                ring.crashes, ring.agents, ring.crashed_agents
+            ),
+        ),
+        gate(
+            "quarantine",
+            ring.quarantined as f64,
+            spec.max_quarantined_hosts as f64,
+            format!(
+                "hosts with the release's engine quarantined, protection off ({} of {})",
+                ring.quarantined, ring.adopted
             ),
         ),
         gate(
@@ -127,107 +387,94 @@ pub fn evaluate_gates(
             ring.heartbeat_loss(),
             spec.max_heartbeat_loss,
             format!(
-                "share of agents silent ({} of {})",
-                ring.silent, ring.agents
+                "share of agents alive at ring open now silent ({} of {})",
+                ring.silent, ring.watched
             ),
         ),
     ];
-    if ring.adopted > 0 {
-        results.push(gate(
+    if ring.adopted == 0 {
+        return results;
+    }
+    let known = baseline.adopted >= spec.min_agents_for_metrics;
+    let base = if known {
+        baseline.robust()
+    } else {
+        Metrics::default()
+    };
+    let (p99, p99_why) = relative_or_budget(
+        known,
+        base.p99_us,
+        spec.max_p99_ratio,
+        spec.p99_slack_us,
+        spec.p99_budget_us,
+    );
+    let (cpu, cpu_why) = relative_or_budget(
+        known,
+        base.cpu_pct,
+        spec.max_cpu_ratio,
+        spec.cpu_slack_pct,
+        spec.cpu_budget_pct,
+    );
+    let (rss, rss_why) = relative_or_budget(
+        known,
+        base.rss_bytes,
+        spec.max_rss_ratio,
+        spec.rss_slack_bytes,
+        spec.rss_budget_bytes,
+    );
+    let statistics = [
+        gate(
             "latency_p99",
             ring.p99_us,
-            baseline.p99_us * spec.max_p99_ratio + spec.p99_slack_us,
-            format!("verdict latency p99 µs (baseline {:.0})", baseline.p99_us),
-        ));
-        results.push(gate(
+            p99,
+            format!("verdict latency p99 µs ({p99_why})"),
+        ),
+        gate(
             "deny_rate",
             ring.deny_rate,
-            baseline.deny_rate + spec.max_deny_rate_increase,
-            format!("deny rate (baseline {:.3})", baseline.deny_rate),
-        ));
-        results.push(gate(
-            "cpu",
-            ring.cpu_pct,
-            baseline.cpu_pct * spec.max_cpu_ratio + spec.cpu_slack_pct,
-            format!("agent CPU % (baseline {:.1})", baseline.cpu_pct),
-        ));
-        results.push(gate(
+            base.deny_rate + spec.max_deny_rate_increase,
+            format!("deny rate (baseline {:.3})", base.deny_rate),
+        ),
+        gate(
+            "engine_failures",
+            ring.failures_per_1k,
+            base.failures_per_1k + spec.max_failures_per_1k_events,
+            format!(
+                "engine failures of every class per 1,000 events (baseline {:.2})",
+                base.failures_per_1k
+            ),
+        ),
+        gate(
+            "policy_answers",
+            ring.policy_share,
+            base.policy_share + spec.max_policy_share_increase,
+            format!(
+                "share of permission events answered by policy (baseline {:.3})",
+                base.policy_share
+            ),
+        ),
+        gate("cpu", ring.cpu_pct, cpu, format!("agent CPU % ({cpu_why})")),
+        gate(
             "rss",
             ring.rss_bytes,
-            baseline.rss_bytes * spec.max_rss_ratio + spec.rss_slack_bytes,
-            format!("agent RSS bytes (baseline {:.0})", baseline.rss_bytes),
-        ));
+            rss,
+            format!("agent RSS bytes ({rss_why})"),
+        ),
+    ];
+    let enough = ring.adopted >= spec.min_agents_for_metrics;
+    for mut result in statistics {
+        if !enough && !result.passed {
+            // One or two agents' figures are claims nobody corroborates: shown, not acted on.
+            result.passed = true;
+            result.explanation = format!(
+                "{} (only {} agents on the release; {} needed before this gate can fail)",
+                result.explanation, ring.adopted, spec.min_agents_for_metrics
+            );
+        }
+        results.push(result);
     }
     results
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn agent(version: &str, crashes: &[i64], deny: f64) -> AgentHealth {
-        AgentHealth {
-            agent_id: "a".into(),
-            tags: vec![],
-            version: Some(version.into()),
-            last_heartbeat_ms: 1_000,
-            crashes_ms: crashes.to_vec(),
-            p99_us: 100.0,
-            deny_rate: deny,
-            cpu_pct: 1.0,
-            rss_bytes: 20e6,
-        }
-    }
-
-    #[test]
-    fn crash_gate_trips_and_explains() {
-        let baseline = summarise(&[agent("1", &[], 0.0)], None, 1_000, 0, 15_000);
-        let ring = summarise(
-            &[agent("2", &[500], 0.0), agent("2", &[], 0.0)],
-            Some("2"),
-            1_000,
-            0,
-            15_000,
-        );
-        let results = evaluate_gates(&GateSpec::default(), &baseline, &ring);
-        let crash = results
-            .iter()
-            .find(|g| g.gate == "crashes")
-            .expect("crash gate");
-        assert!(!crash.passed);
-        assert!(
-            crash.explanation.contains("1 in 2 agents"),
-            "{}",
-            crash.explanation
-        );
-        assert!(
-            results
-                .iter()
-                .filter(|g| g.gate != "crashes")
-                .all(|g| g.passed)
-        );
-    }
-
-    #[test]
-    fn deny_rate_jump_trips() {
-        let baseline = summarise(&[agent("1", &[], 0.01)], None, 1_000, 0, 15_000);
-        let ring = summarise(&[agent("2", &[], 0.30)], Some("2"), 1_000, 0, 15_000);
-        let results = evaluate_gates(&GateSpec::default(), &baseline, &ring);
-        assert!(
-            !results
-                .iter()
-                .find(|g| g.gate == "deny_rate")
-                .expect("gate")
-                .passed
-        );
-    }
-
-    #[test]
-    fn old_crashes_and_silence_are_counted_right() {
-        let mut silent = agent("2", &[10], 0.0);
-        silent.last_heartbeat_ms = 0;
-        let ring = summarise(&[silent], Some("2"), 100_000, 50, 15_000);
-        assert_eq!(ring.crashes, 0, "crash before the ring started");
-        assert_eq!(ring.silent, 1);
-    }
-}
+mod tests;

@@ -9,7 +9,10 @@ mod membership;
 mod spec;
 mod state;
 
-pub use gates::{GateResult, HealthSummary, evaluate_gates, summarise};
+pub use gates::{
+    GateResult, HealthSummary, Metrics, Window, evaluate_gates, finite, mean_and_trimmed,
+    summarise, trim_count,
+};
 pub use membership::{ring_of, ring_position};
 pub use spec::{GateSpec, RingSpec, RolloutSpec};
 pub use state::{

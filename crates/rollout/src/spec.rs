@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 /// One ring: agents whose position falls under `percent` (cumulative), plus agents carrying
 /// any of `tags` (opt-in, e.g. `canary`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RingSpec {
     pub name: String,
     /// Cumulative share of the fleet in this ring and all before it, 0–100.
@@ -16,29 +17,54 @@ pub struct RingSpec {
 }
 
 /// Health gate thresholds. Relative gates compare the ring against the fleet's baseline taken
-/// when the rollout started.
+/// when the rollout started; where there is no baseline (a channel's first release) they use
+/// the absolute budgets. Unknown fields are refused: a misspelt gate must not silently become
+/// its default.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct GateSpec {
-    /// Crash reports per agent in the ring since it started.
+    /// Crash and engine failure reports (every class) per agent in the touched rings since the
+    /// rollout started.
     pub max_crashes_per_agent: f64,
-    /// Share of ring agents whose heartbeat is older than `heartbeat_timeout_ms`.
+    /// At most this many reports of one agent count: one crash loop's worth, so one noisy
+    /// agent cannot outweigh a ring.
+    pub max_reports_per_agent: usize,
+    /// Ring hosts on the release with its engine quarantined (protection off) before the gate
+    /// fails: 0, so one quarantine halts at once.
+    pub max_quarantined_hosts: usize,
+    /// Share of ring agents alive when their ring opened whose heartbeat is now older than
+    /// `heartbeat_timeout_ms`.
     pub max_heartbeat_loss: f64,
     pub heartbeat_timeout_ms: i64,
     /// Verdict latency p99 may grow to baseline × ratio + slack.
     pub max_p99_ratio: f64,
     pub p99_slack_us: f64,
+    /// Latency p99 budget when there is no baseline, µs.
+    pub p99_budget_us: f64,
     /// Deny rate may grow by this much (absolute share of events).
     pub max_deny_rate_increase: f64,
     /// CPU (percent) may grow to baseline × ratio + slack.
     pub max_cpu_ratio: f64,
     pub cpu_slack_pct: f64,
+    /// CPU budget when there is no baseline, percent.
+    pub cpu_budget_pct: f64,
     /// RSS may grow to baseline × ratio + slack.
     pub max_rss_ratio: f64,
     pub rss_slack_bytes: f64,
+    /// RSS budget when there is no baseline, bytes.
+    pub rss_budget_bytes: f64,
+    /// Engine failures (every class) per 1,000 permission events may grow by this much.
+    pub max_failures_per_1k_events: f64,
+    /// The share of permission events answered by policy may grow by this much.
+    pub max_policy_share_increase: f64,
+    /// Statistics gates cannot fail a ring before this many distinct agents run the release.
+    pub min_agents_for_metrics: usize,
+    /// Share of agents dropped from each end of a statistic (at least one from three agents).
+    pub trim_share: f64,
     /// Share of the ring that must run the release before it can pass.
     pub min_adoption: f64,
-    /// A ring that has not adopted by then fails (installs failing, agents refusing).
+    /// A ring that has not adopted by then fails (installs failing, agents refusing); an
+    /// agent that says it is installing is not counted silent for this long.
     pub adoption_timeout_ms: i64,
 }
 
@@ -46,16 +72,28 @@ impl Default for GateSpec {
     fn default() -> Self {
         GateSpec {
             max_crashes_per_agent: 0.05,
+            max_reports_per_agent: 3,
+            max_quarantined_hosts: 0,
             max_heartbeat_loss: 0.2,
             heartbeat_timeout_ms: 15_000,
             max_p99_ratio: 2.0,
             p99_slack_us: 1_000.0,
+            // Two default engine deadlines (5 ms): past that the responder answers by policy.
+            p99_budget_us: 10_000.0,
             max_deny_rate_increase: 0.02,
             // Generous: a ring's first engine costs CPU the engine-less baseline never paid.
             max_cpu_ratio: 2.0,
             cpu_slack_pct: 20.0,
+            cpu_budget_pct: 50.0,
             max_rss_ratio: 1.5,
             rss_slack_bytes: 32.0 * 1024.0 * 1024.0,
+            // The agent itself plus a live and a spare instance at the engine host's default
+            // 64 MiB memory limit, for two engines: what a healthy host may use.
+            rss_budget_bytes: 320.0 * 1024.0 * 1024.0,
+            max_failures_per_1k_events: 1.0,
+            max_policy_share_increase: 0.01,
+            min_agents_for_metrics: 3,
+            trim_share: 0.01,
             min_adoption: 0.9,
             adoption_timeout_ms: 300_000,
         }
@@ -63,6 +101,7 @@ impl Default for GateSpec {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RolloutSpec {
     pub rings: Vec<RingSpec>,
     #[serde(default)]
@@ -144,6 +183,53 @@ impl RolloutSpec {
         if (last - 100.0).abs() > f64::EPSILON {
             return Err("the last ring must reach 100%".into());
         }
+        self.gates.validate()
+    }
+}
+
+impl GateSpec {
+    /// Every threshold finite and non-negative, shares within 0–1: a threshold of `inf` or
+    /// NaN would make a gate meaningless and cannot be stored as JSON.
+    pub fn validate(&self) -> Result<(), String> {
+        let numbers = [
+            ("max_crashes_per_agent", self.max_crashes_per_agent),
+            ("max_heartbeat_loss", self.max_heartbeat_loss),
+            ("max_p99_ratio", self.max_p99_ratio),
+            ("p99_slack_us", self.p99_slack_us),
+            ("p99_budget_us", self.p99_budget_us),
+            ("max_deny_rate_increase", self.max_deny_rate_increase),
+            ("max_cpu_ratio", self.max_cpu_ratio),
+            ("cpu_slack_pct", self.cpu_slack_pct),
+            ("cpu_budget_pct", self.cpu_budget_pct),
+            ("max_rss_ratio", self.max_rss_ratio),
+            ("rss_slack_bytes", self.rss_slack_bytes),
+            ("rss_budget_bytes", self.rss_budget_bytes),
+            (
+                "max_failures_per_1k_events",
+                self.max_failures_per_1k_events,
+            ),
+            ("max_policy_share_increase", self.max_policy_share_increase),
+            ("min_adoption", self.min_adoption),
+            ("trim_share", self.trim_share),
+        ];
+        for (name, value) in numbers {
+            if !value.is_finite() || value < 0.0 {
+                return Err(format!(
+                    "gate {name} must be a finite number of at least 0, not {value}"
+                ));
+            }
+        }
+        if self.min_adoption > 1.0 || self.trim_share >= 0.5 {
+            return Err("min_adoption must be at most 1 and trim_share below 0.5".into());
+        }
+        if self.heartbeat_timeout_ms <= 0 || self.adoption_timeout_ms < 0 {
+            return Err(
+                "heartbeat_timeout_ms must be positive, adoption_timeout_ms at least 0".into(),
+            );
+        }
+        if self.max_reports_per_agent == 0 {
+            return Err("max_reports_per_agent must be at least 1".into());
+        }
         Ok(())
     }
 }
@@ -162,5 +248,29 @@ mod tests {
         assert!(RolloutSpec::from_percentages("10,50", 1).is_err());
         assert!(RolloutSpec::from_percentages("x", 1).is_err());
         assert!(RolloutSpec::default_rings(0).validate().is_ok());
+    }
+
+    #[test]
+    fn misspelt_and_non_finite_gates_are_refused() {
+        let misspelt = serde_json::from_str::<GateSpec>(r#"{"max_crash_per_agent": 0.1}"#);
+        let error = misspelt.expect_err("unknown field").to_string();
+        assert!(error.contains("max_crash_per_agent"), "{error}");
+        let ok = serde_json::from_str::<GateSpec>(r#"{"max_crashes_per_agent": 0.1}"#);
+        assert_eq!(ok.expect("known").max_crashes_per_agent, 0.1);
+        assert!(
+            serde_json::from_str::<RingSpec>(
+                r#"{"name": "a", "percent": 100, "bake_ms": 1, "bake": 2}"#
+            )
+            .is_err()
+        );
+        for bad in [f64::INFINITY, f64::NAN, -1.0] {
+            let mut spec = RolloutSpec::default_rings(0);
+            spec.gates.max_p99_ratio = bad;
+            let error = spec.validate().expect_err("refused");
+            assert!(error.contains("max_p99_ratio"), "{error}");
+        }
+        let mut spec = RolloutSpec::default_rings(0);
+        spec.gates.max_reports_per_agent = 0;
+        assert!(spec.validate().is_err());
     }
 }

@@ -1,25 +1,43 @@
 //! The rollout state machine: `step` decides the next transition from the state, the spec, the
 //! clock and the fleet's health; `apply` records it. Operator actions are transitions too.
 
-use crate::gates::{GateResult, HealthSummary, evaluate_gates, summarise};
+use crate::gates::{GateResult, HealthSummary, Window, evaluate_gates, summarise};
 use crate::membership::ring_of;
-use crate::spec::RolloutSpec;
+use crate::spec::{GateSpec, RolloutSpec};
 use serde::{Deserialize, Serialize};
 
-/// What the controller knows about one agent.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// What the controller knows about one agent. Rates (`permission_events`, `failures`,
+/// `policy_answers`, latency, deny rate) are the agent's last heartbeat interval: the gates
+/// read the current rate, and reports (`crashes_ms`) are what accumulates over the bake.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct AgentHealth {
     pub agent_id: String,
     pub tags: Vec<String>,
     /// The version of the rollout's channel the agent runs now.
     pub version: Option<String>,
+    /// The server's clock when it last heard from the agent.
     pub last_heartbeat_ms: i64,
-    /// When the agent's recent crash reports happened.
+    /// When the server received the agent's crash and engine failure reports (every class):
+    /// the server's clock, never the time the agent claims.
     pub crashes_ms: Vec<i64>,
+    /// Verdict latency p99 per event over the last interval, µs.
     pub p99_us: f64,
     pub deny_rate: f64,
     pub cpu_pct: f64,
     pub rss_bytes: f64,
+    /// Permission events answered over the last interval.
+    pub permission_events: u64,
+    /// Engine failures of every class over the last interval.
+    pub failures: u64,
+    /// Permission events answered by policy over the last interval.
+    pub policy_answers: u64,
+    /// The rollout's engine is quarantined on this host now: protection is off.
+    pub quarantined: bool,
+    /// The last heartbeat said a release is being downloaded, verified or compiled.
+    pub installing: bool,
+    /// Taken out of the fleet by an operator: no gate counts it.
+    pub decommissioned: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,13 +51,29 @@ pub enum Phase {
     Halted,
     /// Every ring runs the previous release again.
     RolledBack,
+    /// A channel's first release stopped: there is no earlier release to roll back to, so the
+    /// channel is disabled on the hosts it touched.
+    Disabled,
     /// Every ring runs the release.
     Completed,
 }
 
 impl Phase {
     pub fn is_final(self) -> bool {
-        matches!(self, Phase::RolledBack | Phase::Completed)
+        matches!(self, Phase::RolledBack | Phase::Disabled | Phase::Completed)
+    }
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
+}
+
+/// What a stop means, in the words every surface uses.
+fn remedy(disable_channel: bool) -> &'static str {
+    if disable_channel {
+        "halted and disabled the channel on the touched hosts (no earlier release to roll back to)"
+    } else {
+        "rolled back every touched ring"
     }
 }
 
@@ -55,11 +89,14 @@ pub enum Transition {
     Complete {
         at_ms: i64,
     },
-    /// Gates failed: stop and roll back every touched ring, without a person.
+    /// Gates failed: stop and roll back every touched ring (or, for a channel's first
+    /// release, disable the channel there), without a person.
     GateFailure {
         ring: usize,
         at_ms: i64,
         failed: Vec<GateResult>,
+        #[serde(default, skip_serializing_if = "is_false")]
+        disable_channel: bool,
     },
     Pause {
         at_ms: i64,
@@ -76,6 +113,8 @@ pub enum Transition {
     Rollback {
         at_ms: i64,
         reason: String,
+        #[serde(default, skip_serializing_if = "is_false")]
+        disable_channel: bool,
     },
 }
 
@@ -85,11 +124,25 @@ impl Transition {
         match self {
             Transition::Promote { .. } => "promote",
             Transition::Complete { .. } => "complete",
-            Transition::GateFailure { .. } => "gate_failure_rollback",
+            Transition::GateFailure {
+                disable_channel: false,
+                ..
+            } => "gate_failure_rollback",
+            Transition::GateFailure {
+                disable_channel: true,
+                ..
+            } => "gate_failure_disable",
             Transition::Pause { .. } => "pause",
             Transition::Resume { .. } => "resume",
             Transition::Halt { .. } => "halt",
-            Transition::Rollback { .. } => "rollback",
+            Transition::Rollback {
+                disable_channel: false,
+                ..
+            } => "rollback",
+            Transition::Rollback {
+                disable_channel: true,
+                ..
+            } => "halt_and_disable",
         }
     }
 
@@ -106,15 +159,24 @@ impl Transition {
             }
             Transition::Complete { .. } => "last ring healthy for its bake time".to_owned(),
             Transition::GateFailure {
-                ring: r, failed, ..
+                ring: r,
+                failed,
+                disable_channel,
+                ..
             } => {
                 let why: Vec<&str> = failed.iter().map(|g| g.explanation.as_str()).collect();
                 format!(
-                    "health gates failed in ring {}: {}; rolled back every touched ring",
+                    "health gates failed in ring {}: {}; {}",
                     ring(*r),
-                    why.join("; ")
+                    why.join("; "),
+                    remedy(*disable_channel)
                 )
             }
+            Transition::Rollback {
+                reason,
+                disable_channel: true,
+                ..
+            } => format!("{reason}; {}", remedy(true)),
             Transition::Pause { reason, .. }
             | Transition::Resume { reason, .. }
             | Transition::Halt { reason, .. }
@@ -131,8 +193,15 @@ pub struct RolloutState {
     pub ring: usize,
     pub started_ms: i64,
     pub ring_started_ms: i64,
-    /// The fleet's health when the rollout started: what gates compare against.
+    /// The fleet's health when the rollout started: what gates compare against. Empty for a
+    /// channel's first release, whose gates use absolute budgets.
+    #[serde(default)]
     pub baseline: HealthSummary,
+    /// The channel had no release before this one: a stop disables the channel on the touched
+    /// hosts instead of rolling back. Old stored state lacks it; the server fills it in from
+    /// the rollout's document.
+    #[serde(default)]
+    pub first_release: bool,
     /// The most recent gate evaluation of the current ring.
     #[serde(default)]
     pub gates: Vec<GateResult>,
@@ -148,11 +217,32 @@ pub struct RolloutState {
 
 impl RolloutState {
     /// A rollout starting now, ring 0, with the baseline taken from `fleet`.
-    pub fn start(now_ms: i64, fleet: &[AgentHealth], heartbeat_timeout_ms: i64) -> RolloutState {
+    pub fn start(now_ms: i64, fleet: &[AgentHealth], gates: &GateSpec) -> RolloutState {
+        let window = Window::new(gates, None, now_ms, now_ms);
         RolloutState::start_with_baseline(
             now_ms,
-            summarise(fleet, None, now_ms, now_ms, heartbeat_timeout_ms),
+            summarise(fleet.iter().map(|a| (a, now_ms)), &window),
         )
+    }
+
+    /// A channel's first release starting now: no baseline (its gates use absolute budgets)
+    /// and a stop disables the channel on the touched hosts.
+    pub fn start_first_release(now_ms: i64) -> RolloutState {
+        RolloutState {
+            first_release: true,
+            ..RolloutState::start_with_baseline(now_ms, HealthSummary::default())
+        }
+    }
+
+    /// When ring `ring` opened: the rollout's start for ring 0, else its promotion.
+    pub fn ring_opened_ms(&self, ring: usize) -> i64 {
+        self.history
+            .iter()
+            .find_map(|t| match t {
+                Transition::Promote { to, at_ms, .. } if *to == ring => Some(*at_ms),
+                _ => None,
+            })
+            .unwrap_or(self.started_ms)
     }
 
     /// A rollout starting now with a baseline the caller has already summarised (the simulator
@@ -164,6 +254,7 @@ impl RolloutState {
             started_ms: now_ms,
             ring_started_ms: now_ms,
             baseline,
+            first_release: false,
             gates: Vec::new(),
             ring_health: HealthSummary::default(),
             reason: None,
@@ -184,7 +275,9 @@ impl RolloutState {
             (Transition::Pause { .. }, Phase::Running) => true,
             (Transition::Resume { .. }, Phase::Paused | Phase::Halted) => true,
             (Transition::Halt { .. }, Phase::Running | Phase::Paused) => true,
-            (Transition::Rollback { .. }, phase) => phase != Phase::RolledBack,
+            (Transition::Rollback { .. }, phase) => {
+                !matches!(phase, Phase::RolledBack | Phase::Disabled)
+            }
             _ => false,
         };
         if !valid {
@@ -200,8 +293,17 @@ impl RolloutState {
                 self.phase = Phase::Completed;
                 self.ended_ms = Some(*at_ms);
             }
-            Transition::GateFailure { at_ms, failed, .. } => {
-                self.phase = Phase::RolledBack;
+            Transition::GateFailure {
+                at_ms,
+                failed,
+                disable_channel,
+                ..
+            } => {
+                self.phase = if *disable_channel {
+                    Phase::Disabled
+                } else {
+                    Phase::RolledBack
+                };
                 self.ended_ms = Some(*at_ms);
                 self.gates = failed.clone();
             }
@@ -212,8 +314,16 @@ impl RolloutState {
                 self.ring_started_ms = *at_ms;
             }
             Transition::Halt { .. } => self.phase = Phase::Halted,
-            Transition::Rollback { at_ms, .. } => {
-                self.phase = Phase::RolledBack;
+            Transition::Rollback {
+                at_ms,
+                disable_channel,
+                ..
+            } => {
+                self.phase = if *disable_channel {
+                    Phase::Disabled
+                } else {
+                    Phase::RolledBack
+                };
                 self.ended_ms = Some(*at_ms);
             }
         }
@@ -236,7 +346,7 @@ pub enum Target {
 pub fn target_for(state: &RolloutState, agent_ring: usize) -> Target {
     match state.phase {
         Phase::Completed => Target::New,
-        Phase::RolledBack => Target::Previous,
+        Phase::RolledBack | Phase::Disabled => Target::Previous,
         Phase::Running | Phase::Paused | Phase::Halted => {
             if agent_ring <= state.ring {
                 Target::New
@@ -260,29 +370,28 @@ pub fn step(
     if state.phase != Phase::Running {
         return None;
     }
-    let touched: Vec<&AgentHealth> = fleet
+    let rings: Vec<(&AgentHealth, usize)> = fleet
         .iter()
-        .filter(|agent| ring_of(&agent.agent_id, &agent.tags, rollout_id, spec) <= state.ring)
+        .map(|agent| {
+            (
+                agent,
+                ring_of(&agent.agent_id, &agent.tags, rollout_id, spec),
+            )
+        })
+        .filter(|&(_, ring)| ring <= state.ring)
         .collect();
-    let current: Vec<&AgentHealth> = touched
-        .iter()
-        .copied()
-        .filter(|agent| ring_of(&agent.agent_id, &agent.tags, rollout_id, spec) == state.ring)
-        .collect();
+    let opened: Vec<i64> = (0..=state.ring).map(|r| state.ring_opened_ms(r)).collect();
     // Gates watch every ring the release has reached: a late crash in ring 0 still counts.
     let health = summarise(
-        touched.iter().copied(),
-        Some(version),
-        now_ms,
-        state.started_ms,
-        spec.gates.heartbeat_timeout_ms,
+        rings.iter().map(|&(agent, ring)| (agent, opened[ring])),
+        &Window::new(&spec.gates, Some(version), now_ms, state.started_ms),
     );
     let current = summarise(
-        current.iter().copied(),
-        Some(version),
-        now_ms,
-        now_ms,
-        i64::MAX,
+        rings
+            .iter()
+            .filter(|&&(_, ring)| ring == state.ring)
+            .map(|&(agent, ring)| (agent, opened[ring])),
+        &Window::new(&spec.gates, Some(version), now_ms, now_ms),
     );
     step_with_health(spec, state, now_ms, health, &current)
 }
@@ -292,7 +401,8 @@ pub fn step(
 ///
 /// `touched` is the health of every ring up to `state.ring`, as [`summarise`] gives it for the
 /// rollout's version with crashes since `state.started_ms` and the gate's heartbeat timeout.
-/// `current` is the current ring alone; only its `agents` and `adopted` counts are read.
+/// `current` is the current ring alone; only its `agents`, `adopted` and `installing` counts
+/// are read.
 pub fn step_with_health(
     spec: &RolloutSpec,
     state: &mut RolloutState,
@@ -312,6 +422,7 @@ pub fn step_with_health(
             ring: state.ring,
             at_ms: now_ms,
             failed,
+            disable_channel: state.first_release,
         });
     }
     let ring = &spec.rings[state.ring];
@@ -321,13 +432,24 @@ pub fn step_with_health(
     let adopted = current.agents == 0 || adoption >= spec.gates.min_adoption;
     if !adopted {
         if elapsed > spec.gates.adoption_timeout_ms {
+            // Hosts still installing are not dead: their install took too long, and that is
+            // what the gate says.
+            let installing = if current.installing > 0 {
+                format!(
+                    "; {} hosts still installing after {} s: install failure",
+                    current.installing,
+                    elapsed / 1000
+                )
+            } else {
+                String::new()
+            };
             let gate = GateResult {
                 gate: "adoption".to_owned(),
-                value: adoption,
+                value: crate::gates::finite(adoption, 1.0),
                 threshold: spec.gates.min_adoption,
                 passed: false,
                 explanation: format!(
-                    "share of ring {} running the release after {} s: {adoption:.2} < {:.2}",
+                    "share of ring {} running the release after {} s: {adoption:.2} < {:.2}{installing}",
                     ring.name,
                     elapsed / 1000,
                     spec.gates.min_adoption
@@ -337,6 +459,7 @@ pub fn step_with_health(
                 ring: state.ring,
                 at_ms: now_ms,
                 failed: vec![gate],
+                disable_channel: state.first_release,
             });
         }
         return None;

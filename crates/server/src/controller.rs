@@ -4,8 +4,10 @@
 
 use crate::fleet::ActiveRollout;
 use crate::state::AppState;
-use ringfence_rollout::{AgentHealth, step};
+use ringfence_protocol::api::Heartbeat;
+use ringfence_rollout::{AgentHealth, Phase, step};
 use ringfence_store::{AgentRecord, StoreError};
+use serde::Deserialize;
 use std::collections::HashMap;
 
 /// How long a leader's lease lasts without renewal.
@@ -39,66 +41,136 @@ pub async fn run(state: AppState) {
     }
 }
 
-/// The version of `channel` an agent reports running.
-fn running_version(agent: &AgentRecord, channel: &str) -> Option<String> {
-    let releases = agent.status.as_ref()?.get("releases")?.as_array()?;
-    let release = releases
-        .iter()
-        .find(|r| r.get("channel").and_then(|c| c.as_str()) == Some(channel))?;
-    let slot = release
-        .get("running")
-        .and_then(|s| s.as_str())
-        .unwrap_or("current");
-    let key = if slot == "lkg" { "lkg" } else { "current" };
-    release.get(key)?.as_str().map(str::to_owned)
-}
-
-fn figure(agent: &AgentRecord, name: &str) -> f64 {
-    agent
+/// The agent's last heartbeat, typed. A status that does not parse (written by an older
+/// agent, or damaged) reads as an empty heartbeat rather than failing the tick; figures are
+/// clamped again here because the gates must never see a non-finite or absurd claim, whoever
+/// stored it.
+fn heartbeat_of(agent: &AgentRecord) -> Heartbeat {
+    let mut heartbeat = agent
         .status
         .as_ref()
-        .and_then(|s| s.get("health"))
-        .and_then(|h| h.get(name))
-        .and_then(serde_json::Value::as_f64)
-        .unwrap_or(0.0)
+        .and_then(|status| Heartbeat::deserialize(status).ok())
+        .unwrap_or_default();
+    heartbeat.health = heartbeat.health.clamped();
+    heartbeat
 }
 
-/// The controller's view of every agent for one rollout.
+/// The version of `channel` an agent reports running.
+fn running_version(heartbeat: &Heartbeat, channel: &str) -> Option<String> {
+    let release = heartbeat.releases.iter().find(|r| r.channel == channel)?;
+    if release.running == "lkg" {
+        release.lkg.clone()
+    } else {
+        release.current.clone()
+    }
+}
+
+/// Whether a decommissioned agent: taken out of the fleet, so no gate counts it. Agent records
+/// carry no decommissioning mark yet (another change adds `decommissioned_at`); until then an
+/// agent whose heartbeat has never arrived and whose credential is gone cannot be told apart,
+/// and every enrolled agent counts. The rollout crate already excludes `decommissioned`.
+fn decommissioned(_agent: &AgentRecord) -> bool {
+    false
+}
+
+/// What the gates know of one agent for a rollout of `channel` whose engine is `engine`.
+fn agent_health(
+    agent: &AgentRecord,
+    channel: &str,
+    engine: Option<&str>,
+    reports_received_ms: Vec<i64>,
+) -> AgentHealth {
+    let heartbeat = heartbeat_of(agent);
+    let health = &heartbeat.health;
+    // Older agents fill only the top-level p99; newer ones the latency block.
+    let p99_us = if health.latency.p99_us > 0.0 {
+        health.latency.p99_us
+    } else {
+        health.p99_us
+    };
+    let engine_quarantined = health
+        .quarantined
+        .iter()
+        .any(|name| name == channel || Some(name.as_str()) == engine);
+    AgentHealth {
+        agent_id: agent.id.clone(),
+        tags: agent.tags.clone(),
+        version: running_version(&heartbeat, channel),
+        last_heartbeat_ms: agent.last_seen_at.unwrap_or(agent.enrolled_at),
+        crashes_ms: reports_received_ms,
+        p99_us,
+        deny_rate: health.deny_rate,
+        cpu_pct: health.cpu_pct,
+        rss_bytes: health.rss_bytes as f64,
+        permission_events: health.permission_events,
+        failures: health.failures.total().max(health.engine_failures),
+        policy_answers: health.policy_answers.total(),
+        quarantined: engine_quarantined,
+        installing: health.installing.is_some(),
+        decommissioned: decommissioned(agent),
+    }
+}
+
+/// Whether a failure report is about this rollout's engine. Reports that name no engine (a
+/// guard's crash report: the whole agent died) count for every rollout, and so does every
+/// report when the release's manifest names no engine (nothing to tell them apart by).
+fn about(report: &serde_json::Value, channel: &str, engine: Option<&str>) -> bool {
+    match (report.get("engine").and_then(|e| e.as_str()), engine) {
+        (Some(name), Some(engine)) => name == channel || name == engine,
+        _ => true,
+    }
+}
+
+/// The engine a release runs, from its signed manifest.
+async fn engine_of(
+    state: &AppState,
+    channel: &str,
+    version: &str,
+) -> Result<Option<String>, StoreError> {
+    Ok(state.store.release(channel, version).await?.and_then(|r| {
+        r.manifest
+            .get("engine_name")
+            .and_then(|e| e.as_str())
+            .map(str::to_owned)
+    }))
+}
+
+/// The controller's view of every agent for one rollout. Crash reports and engine failure
+/// reports of every class count, from the rollout's start by the server's receive time: an
+/// agent's own `at_ms` is a claim (one dated 2100 would count against every later rollout).
+/// Heartbeat figures are the agents' last interval (rates); the reports are what accumulates
+/// over the bake.
 pub async fn fleet_health(
     state: &AppState,
     rollout: &ActiveRollout,
     agents: &[AgentRecord],
 ) -> Result<Vec<AgentHealth>, StoreError> {
     let since = rollout.state.started_ms;
-    let mut crashes: HashMap<String, Vec<i64>> = HashMap::new();
+    let engine = engine_of(state, &rollout.channel, &rollout.version).await?;
+    let mut reports: HashMap<String, Vec<i64>> = HashMap::new();
     for kind in ["failure", "crash"] {
         for report in state.store.reports_since(kind, since).await? {
-            // A missed deadline on a busy host is latency, not a crash; traps, memory
-            // exhaustion and native crashes are what the crash gate counts.
-            let failure_kind = report.body.get("kind").and_then(|k| k.as_str());
-            if kind == "failure" && !matches!(failure_kind, Some("trap" | "memory")) {
+            if kind == "failure" && !about(&report.body, &rollout.channel, engine.as_deref()) {
                 continue;
             }
-            crashes.entry(report.agent_id).or_default().push(report.at);
+            reports
+                .entry(report.agent_id)
+                .or_default()
+                .push(report.received_at);
         }
     }
     Ok(agents
         .iter()
-        .map(|agent| AgentHealth {
-            agent_id: agent.id.clone(),
-            tags: agent.tags.clone(),
-            version: running_version(agent, &rollout.channel),
-            last_heartbeat_ms: agent.last_seen_at.unwrap_or(agent.enrolled_at),
-            crashes_ms: crashes.remove(&agent.id).unwrap_or_default(),
-            p99_us: figure(agent, "p99_us"),
-            deny_rate: figure(agent, "deny_rate"),
-            cpu_pct: figure(agent, "cpu_pct"),
-            rss_bytes: figure(agent, "rss_bytes"),
+        .map(|agent| {
+            let received = reports.remove(&agent.id).unwrap_or_default();
+            agent_health(agent, &rollout.channel, engine.as_deref(), received)
         })
         .collect())
 }
 
-/// One pass over every unfinished rollout; returns how many transitions were applied.
+/// One pass over every unfinished rollout; returns how many transitions were applied. A
+/// rollout that cannot be read or evaluated is logged and skipped: one broken rollout must not
+/// stop every other channel's.
 pub async fn tick(state: &AppState) -> Result<usize, StoreError> {
     // Heartbeats buffered on this replica are part of the picture.
     state.heartbeats.flush(&state.store).await?;
@@ -106,7 +178,14 @@ pub async fn tick(state: &AppState) -> Result<usize, StoreError> {
     let mut agents = None;
     let mut applied = 0;
     for record in records {
-        let mut rollout = ActiveRollout::from_record(&record)?;
+        let rollout = match ActiveRollout::from_record(&record) {
+            Ok(rollout) => rollout,
+            Err(error) => {
+                state.metrics.count_transition("unreadable_rollout");
+                tracing::error!(rollout = %record.id, "skipping unreadable rollout: {error}");
+                continue;
+            }
+        };
         if rollout.state.phase.is_final() {
             continue;
         }
@@ -114,52 +193,13 @@ pub async fn tick(state: &AppState) -> Result<usize, StoreError> {
             agents = Some(state.store.agents().await?);
         }
         let agents = agents.as_deref().unwrap_or_default();
-        let fleet = fleet_health(state, &rollout, agents).await?;
-        let now = ringfence_store::now_ms();
-        let transition = step(
-            &rollout.doc.spec,
-            &mut rollout.state,
-            &rollout.id,
-            &rollout.version,
-            now,
-            &fleet,
-        );
-        let audit = transition
-            .as_ref()
-            .map(|t| (t.action(), t.reason(&rollout.doc.spec)));
-        if let Some(transition) = transition {
-            rollout.state.apply(transition, &rollout.doc.spec);
-        }
-        let state_json = serde_json::to_value(&rollout.state).map_err(|e| StoreError::Corrupt {
-            what: "rollout state",
-            reason: e.to_string(),
-        })?;
-        match state
-            .store
-            .update_rollout_state(&rollout.id, record.revision, &state_json)
-            .await
-        {
-            Ok(_) => {
-                if let Some((action, reason)) = audit {
-                    applied += 1;
-                    state.metrics.count_transition(action);
-                    tracing::info!(rollout = %rollout.id, action, "{reason}");
-                    state
-                        .store
-                        .audit("controller", action, &rollout.id, &reason)
-                        .await?;
-                    if rollout.state.phase == ringfence_rollout::Phase::RolledBack
-                        && rollout.doc.previous_version.is_none()
-                    {
-                        // Nothing to roll back to: the channel's first release failed. Hosts
-                        // that got it must stop running it; a plan disables the engine there.
-                        remediate_first_release(state, &rollout, &reason).await?;
-                    }
-                }
+        match tick_one(state, rollout, record.revision, agents).await {
+            Ok(true) => applied += 1,
+            Ok(false) => {}
+            Err(error) => {
+                state.metrics.count_transition("failed_evaluation");
+                tracing::error!(rollout = %record.id, "rollout skipped this tick: {error}");
             }
-            // An operator or another replica changed it first; look again next tick.
-            Err(StoreError::Conflict(_)) => continue,
-            Err(error) => return Err(error),
         }
     }
     if applied > 0 {
@@ -168,8 +208,97 @@ pub async fn tick(state: &AppState) -> Result<usize, StoreError> {
     Ok(applied)
 }
 
-/// Writes the plan that disables a channel whose first release failed its gates.
-async fn remediate_first_release(
+/// Evaluates one rollout and writes what follows; true when a transition was applied.
+async fn tick_one(
+    state: &AppState,
+    mut rollout: ActiveRollout,
+    revision: i64,
+    agents: &[AgentRecord],
+) -> Result<bool, StoreError> {
+    let fleet = fleet_health(state, &rollout, agents).await?;
+    let now = ringfence_store::now_ms();
+    let transition = step(
+        &rollout.doc.spec,
+        &mut rollout.state,
+        &rollout.id,
+        &rollout.version,
+        now,
+        &fleet,
+    );
+    let audit = transition
+        .as_ref()
+        .map(|t| (t.action(), t.reason(&rollout.doc.spec)));
+    if let Some(transition) = transition {
+        rollout.state.apply(transition, &rollout.doc.spec);
+    }
+    let state_json = serde_json::to_value(&rollout.state).map_err(|e| StoreError::Corrupt {
+        what: "rollout state",
+        reason: e.to_string(),
+    })?;
+    match state
+        .store
+        .update_rollout_state(&rollout.id, revision, &state_json)
+        .await
+    {
+        Ok(_) => {}
+        // An operator or another replica changed it first; look again next tick.
+        Err(StoreError::Conflict(_)) => return Ok(false),
+        Err(error) => return Err(error),
+    }
+    let Some((action, reason)) = audit else {
+        return Ok(false);
+    };
+    state.metrics.count_transition(action);
+    tracing::info!(rollout = %rollout.id, action, "{reason}");
+    state
+        .store
+        .audit("controller", action, &rollout.id, &reason)
+        .await?;
+    if rollout.state.phase == Phase::Disabled {
+        // Nothing to roll back to: the channel's first release failed. Hosts that got it must
+        // stop running it; a plan disables the engine there.
+        remediate_first_release(state, &rollout, &reason).await?;
+    }
+    Ok(true)
+}
+
+/// Retires the plans the controller wrote to disable `channel` after a failed first release: a
+/// new rollout on the channel is the fix going forward and must not be blocked by them. Hosts
+/// that applied a plan keep the engine off until the new release reaches their ring. Plans an
+/// operator wrote stay: they were a person's decision. Each retirement is audited.
+pub async fn supersede_disable_plans(
+    state: &AppState,
+    channel: &str,
+    rollout_id: &str,
+    actor: &str,
+) -> Result<usize, StoreError> {
+    let mut retired = 0;
+    for plan in state.store.active_remediations().await? {
+        if plan.channel != channel || plan.created_by != "controller" || plan.action != "disable" {
+            continue;
+        }
+        if state.store.retire_remediation(&plan.id).await? {
+            retired += 1;
+            state
+                .store
+                .audit(
+                    actor,
+                    "supersede_remediation",
+                    &plan.id,
+                    &format!(
+                        "rollout {rollout_id} fixes {channel} forward; the plan that disabled it \
+                         after its first release failed is retired"
+                    ),
+                )
+                .await?;
+        }
+    }
+    Ok(retired)
+}
+
+/// Writes the plan that disables a channel whose first release stopped (its gates failed, or
+/// an operator rolled it back): the hosts it touched run no engine on the channel.
+pub async fn remediate_first_release(
     state: &AppState,
     rollout: &ActiveRollout,
     reason: &str,
@@ -181,7 +310,7 @@ async fn remediate_first_release(
         action: "disable".to_owned(),
         version: None,
         reason: format!(
-            "{}@{} has no earlier release to go back to: {reason}",
+            "{}@{} has no earlier release to go back to; the channel is disabled: {reason}",
             rollout.channel, rollout.version
         ),
         created_by: "controller".to_owned(),

@@ -33,14 +33,18 @@ impl ActiveRollout {
             what,
             reason: e.to_string(),
         };
+        let doc: RolloutDoc =
+            serde_json::from_value(record.spec.clone()).map_err(|e| corrupt("rollout spec", e))?;
+        let mut state: RolloutState = serde_json::from_value(record.state.clone())
+            .map_err(|e| corrupt("rollout state", e))?;
+        // State stored before `first_release` existed: the document knows.
+        state.first_release |= doc.previous_version.is_none();
         Ok(ActiveRollout {
             id: record.id.clone(),
             channel: record.channel.clone(),
             version: record.version.clone(),
-            doc: serde_json::from_value(record.spec.clone())
-                .map_err(|e| corrupt("rollout spec", e))?,
-            state: serde_json::from_value(record.state.clone())
-                .map_err(|e| corrupt("rollout state", e))?,
+            doc,
+            state,
         })
     }
 

@@ -206,7 +206,7 @@ async fn crashing_release_halts_in_the_first_ring_and_rolls_back() {
             after["reason"]
                 .as_str()
                 .expect("reason")
-                .contains("crash reports per agent"),
+                .contains("failure reports per agent"),
             "{after}"
         );
         assert!(
@@ -435,15 +435,22 @@ async fn two_replicas_never_apply_a_transition_twice() {
 #[tokio::test]
 async fn release_that_denies_the_shell_halts_on_its_deny_rate() {
     // The same bad allow-list preflight rejects, published with preflight skipped: agents on
-    // it report a deny rate far above the baseline and the deny-rate gate stops it.
+    // it report a deny rate far above the baseline and the deny-rate gate stops it. The deny
+    // rate is a statistic: it can fail a ring only once three agents run the release, so the
+    // first ring here is 20 % (two canaries and about four more).
     for h in harnesses().await {
         let mut fleet = Fleet::enroll(&h, 20).await;
         complete_good_release(&h, &mut fleet).await;
         publish_directly(&h, "2.0.0").await;
-        let id = start(&h, "2.0.0", 3600.0).await["id"]
-            .as_str()
-            .expect("id")
-            .to_owned();
+        let (status, started) = h
+            .post_json(
+                "/api/v1/rollouts",
+                Some(&h.operator),
+                json!({"channel": "detection", "version": "2.0.0", "rings": "20,50,100", "bake_s": 3600.0}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{started}");
+        let id = started["id"].as_str().expect("id").to_owned();
         for _ in 0..4 {
             fleet
                 .round_with(
@@ -513,7 +520,7 @@ async fn agent_offline_for_a_whole_rollout_catches_up_when_it_returns() {
 }
 
 #[tokio::test]
-async fn first_release_that_crashes_gets_a_disable_plan() {
+async fn first_release_that_crashes_is_disabled_and_a_fixed_release_supersedes_the_plan() {
     for h in harnesses().await {
         let mut fleet = Fleet::enroll(&h, 10).await;
         publish_directly(&h, "1.0.0").await;
@@ -524,7 +531,15 @@ async fn first_release_that_crashes_gets_a_disable_plan() {
         for _ in 0..4 {
             fleet.round(&h, Some("1.0.0")).await;
         }
-        assert_eq!(rollout(&h, &id).await["phase"], "rolled_back", "{}", h.name);
+        let stopped = rollout(&h, &id).await;
+        assert_eq!(stopped["phase"], "disabled", "{}: {stopped}", h.name);
+        let reason = stopped["reason"].as_str().expect("reason");
+        assert!(
+            reason.contains("halted and disabled the channel on the touched hosts"),
+            "{reason}"
+        );
+        assert!(!reason.contains("rolled back"), "{reason}");
+        assert_eq!(stopped["rings"][0]["status"], "disabled", "{stopped}");
         let (_, plans) = h.get("/api/v1/remediations", Some(&h.operator)).await;
         let plan = &plans["remediations"][0];
         assert_eq!(plan["action"], "disable", "{plans}");
@@ -533,32 +548,89 @@ async fn first_release_that_crashes_gets_a_disable_plan() {
         let canary = &fleet.agents[0];
         let body = json!({"releases": [{"channel": "detection", "current": "1.0.0", "lkg": null, "running": "current"}]});
         let (_, reply) = h
-            .post_json("/api/v1/agents/heartbeat", Some(&canary.credential), body)
+            .post_json(
+                "/api/v1/agents/heartbeat",
+                Some(&canary.credential),
+                body.clone(),
+            )
             .await;
         assert_eq!(reply["remediations"][0]["action"], "disable", "{reply}");
         assert!(
             reply["assignments"].as_array().expect("list").is_empty(),
             "{reply}"
         );
-        // Retiring the plan hands the channel back to rollouts.
-        let plan_id = plan["id"].as_str().expect("id");
-        let (status, _) = h
-            .post_json(
-                &format!("/api/v1/remediations/{plan_id}/retire"),
-                Some(&h.operator),
-                json!({}),
-            )
+        let (_, audit) = h.get("/api/v1/audit", Some(&h.operator)).await;
+        let actions = |audit: &Value| -> Vec<String> {
+            audit["entries"]
+                .as_array()
+                .expect("entries")
+                .iter()
+                .filter_map(|e| e["action"].as_str().map(str::to_owned))
+                .collect()
+        };
+        assert!(
+            actions(&audit).contains(&"gate_failure_disable".to_owned()),
+            "{audit}"
+        );
+        assert!(
+            !actions(&audit).iter().any(|a| a.contains("rollback")),
+            "{audit}"
+        );
+
+        // Fix forward: the next release supersedes the controller's plan, audited, and the
+        // canaries are assigned it.
+        publish_directly(&h, "1.0.1").await;
+        start(&h, "1.0.1", 0.0).await;
+        let (_, plans) = h.get("/api/v1/remediations", Some(&h.operator)).await;
+        assert!(
+            plans["remediations"].as_array().expect("list").is_empty(),
+            "{plans}"
+        );
+        let (_, audit) = h.get("/api/v1/audit", Some(&h.operator)).await;
+        assert!(
+            actions(&audit).contains(&"supersede_remediation".to_owned()),
+            "{audit}"
+        );
+        let (_, reply) = h
+            .post_json("/api/v1/agents/heartbeat", Some(&canary.credential), body)
             .await;
-        assert_eq!(status, StatusCode::OK);
-        let (status, _) = h
-            .post_json(
-                &format!("/api/v1/remediations/{plan_id}/retire"),
-                Some(&h.operator),
-                json!({}),
-            )
-            .await;
-        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert!(
+            reply["remediations"].as_array().expect("list").is_empty(),
+            "{reply}"
+        );
+        assert_eq!(reply["assignments"][0]["version"], "1.0.1", "{reply}");
+        for _ in 0..12 {
+            fleet.round(&h, None).await;
+        }
+        assert_eq!(fleet.count("1.0.1"), 10, "{}", h.name);
     }
+}
+
+#[tokio::test]
+async fn an_operator_rollback_of_a_first_release_disables_the_channel() {
+    let h = Harness::sqlite().await;
+    let mut fleet = Fleet::enroll(&h, 4).await;
+    publish_directly(&h, "1.0.0").await;
+    let id = start(&h, "1.0.0", 3600.0).await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    fleet.round(&h, None).await;
+    let (status, reply) = h
+        .post_json(
+            &format!("/api/v1/rollouts/{id}/rollback"),
+            Some(&h.operator),
+            json!({"reason": "operator saw something"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    assert_eq!(reply["phase"], "disabled", "{reply}");
+    let reason = reply["reason"].as_str().expect("reason");
+    assert!(reason.contains("disabled the channel"), "{reason}");
+    let (_, plans) = h.get("/api/v1/remediations", Some(&h.operator)).await;
+    assert_eq!(plans["remediations"][0]["action"], "disable", "{plans}");
+    let (_, audit) = h.get("/api/v1/audit", Some(&h.operator)).await;
+    assert_eq!(audit["entries"][1]["action"], "halt_and_disable", "{audit}");
 }
 
 #[tokio::test]
@@ -601,4 +673,189 @@ async fn bad_plans_are_refused() {
             .expect("list")
             .is_empty()
     );
+}
+
+/// One heartbeat with the given health figures; returns the assigned version.
+async fn beat_health(
+    h: &Harness,
+    agent: &Enrolled,
+    running: Option<&str>,
+    health: Value,
+) -> Option<String> {
+    let releases = match running {
+        Some(version) => {
+            json!([{"channel": "detection", "current": version, "lkg": null, "running": "current"}])
+        }
+        None => json!([]),
+    };
+    let body = json!({"agent_version": "0.1.0", "releases": releases, "health": health});
+    let (status, reply) = h
+        .post_json("/api/v1/agents/heartbeat", Some(&agent.credential), body)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    reply["assignments"]
+        .as_array()
+        .and_then(|a| a.iter().find(|x| x["channel"] == "detection"))
+        .and_then(|a| a["version"].as_str())
+        .map(str::to_owned)
+        .or_else(|| running.map(str::to_owned))
+}
+
+#[tokio::test]
+async fn a_quarantined_engine_on_one_canary_halts_at_once() {
+    for h in harnesses().await {
+        let mut fleet = Fleet::enroll(&h, 10).await;
+        complete_good_release(&h, &mut fleet).await;
+        publish_directly(&h, "2.0.0").await;
+        let id = start(&h, "2.0.0", 3600.0).await["id"]
+            .as_str()
+            .expect("id")
+            .to_owned();
+        fleet.round(&h, None).await;
+        let canary = fleet
+            .versions
+            .iter()
+            .position(|v| v.as_deref() == Some("2.0.0"))
+            .expect("a canary runs it");
+        beat_health(
+            &h,
+            &fleet.agents[canary],
+            Some("2.0.0"),
+            json!({"quarantined": ["detection"], "permission_events": 10}),
+        )
+        .await;
+        h.state
+            .heartbeats
+            .flush(&h.state.store)
+            .await
+            .expect("flush");
+        controller::tick(&h.state).await.expect("tick");
+        let after = rollout(&h, &id).await;
+        assert_eq!(after["phase"], "rolled_back", "{}: {after:#}", h.name);
+        assert!(
+            after["reason"]
+                .as_str()
+                .expect("reason")
+                .contains("protection off (1 of"),
+            "{after}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn hostile_figures_and_a_report_dated_2100_do_not_steer_rollouts() {
+    let h = Harness::sqlite().await;
+    let mut fleet = Fleet::enroll(&h, 10).await;
+    // Before any rollout, one agent files a "crash" dated 2100.
+    let report = json!({"reports": [{"id": "future-1", "kind": "crash", "at_ms": 4_102_444_800_000i64,
+        "body": {"signal": 11}}]});
+    let (status, _) = h
+        .post_json(
+            "/api/v1/agents/reports",
+            Some(&fleet.agents[5].credential),
+            report,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    complete_good_release(&h, &mut fleet).await;
+    // From here on it speaks for itself.
+    let hostile = fleet.agents.remove(5);
+    let mut hostile_version = fleet.versions.remove(5);
+    let hostile = &hostile;
+    publish_directly(&h, "2.0.0").await;
+    let id = start(&h, "2.0.0", 0.0).await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    // Every round the hostile agent claims absurd figures; the rest are healthy.
+    for _ in 0..12 {
+        let running = hostile_version.clone();
+        hostile_version = beat_health(
+            &h,
+            hostile,
+            running.as_deref(),
+            json!({"cpu_pct": 1.7e308, "rss_bytes": 9_000_000_000_000_000u64, "deny_rate": 1.0,
+                   "latency": {"p99_us": 3.6e9}, "permission_events": 1, "policy_answers": {"deadline": 1}}),
+        )
+        .await;
+        fleet.round(&h, None).await;
+    }
+    let done = rollout(&h, &id).await;
+    assert_eq!(done["phase"], "completed", "{done:#}");
+    // What was stored reads back everywhere, with nothing non-finite in it.
+    let (status, list) = h.get("/api/v1/rollouts", Some(&h.operator)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(!list.to_string().contains("null,\"passed\""), "{list}");
+}
+
+#[tokio::test]
+async fn one_unreadable_rollout_does_not_stop_the_others() {
+    for h in harnesses().await {
+        let mut fleet = Fleet::enroll(&h, 6).await;
+        h.state
+            .store
+            .insert_rollout(&ringfence_store::RolloutRecord {
+                id: "ro-broken".into(),
+                channel: "other".into(),
+                version: "1.0.0".into(),
+                spec: json!({"spec": "not a spec"}),
+                state: json!({"phase": "running", "ring": "zero"}),
+                revision: 0,
+                created_at: 0,
+                updated_at: 0,
+            })
+            .await
+            .expect("insert");
+        complete_good_release(&h, &mut fleet).await;
+        let (status, list) = h.get("/api/v1/rollouts", Some(&h.operator)).await;
+        assert_eq!(status, StatusCode::OK, "{list}");
+        let broken = list["rollouts"]
+            .as_array()
+            .expect("list")
+            .iter()
+            .find(|r| r["id"] == "ro-broken")
+            .cloned()
+            .expect("listed");
+        assert!(broken["error"].is_string(), "{broken}");
+    }
+}
+
+#[tokio::test]
+async fn older_versions_need_force_and_misspelt_gates_are_refused() {
+    let h = Harness::sqlite().await;
+    let mut fleet = Fleet::enroll(&h, 4).await;
+    publish_directly(&h, "0.9.0").await;
+    complete_good_release(&h, &mut fleet).await;
+    let (status, reply) = h
+        .post_json(
+            "/api/v1/rollouts",
+            Some(&h.operator),
+            json!({"channel": "detection", "version": "0.9.0"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{reply}");
+    let error = reply["error"].as_str().expect("JSON reason");
+    assert!(
+        error.contains("older than 1.0.0") && error.contains("force"),
+        "{error}"
+    );
+    let (status, reply) = h
+        .post_json(
+            "/api/v1/rollouts",
+            Some(&h.operator),
+            json!({"channel": "detection", "version": "2.0.0",
+                   "gates": {"max_crash_per_agent": 0.5}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{reply}");
+    let error = reply["error"].as_str().expect("JSON reason");
+    assert!(error.contains("max_crash_per_agent"), "{error}");
+    let (status, reply) = h
+        .post_json(
+            "/api/v1/rollouts",
+            Some(&h.operator),
+            json!({"channel": "detection", "version": "0.9.0", "force": true}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{reply}");
 }

@@ -4,15 +4,19 @@
 //!
 //! Cost is proportional to what happens, not to fleet size × time: an agent only has an event
 //! queued when something will change for it.
+//!
+//! A crash shows as crash reports and silence; a slow, quarantining or denying release shows in
+//! the figures of the first heartbeat after the fault, read by the same gates as the server's
+//! (trimmed means over the ring, quarantine on any host).
 
 use crate::SimError;
 use crate::draw::Salt;
 use crate::fleet::{AgentState, Draws, Fleet, NEVER, RingTotals, agent_id};
-use crate::model::SimConfig;
+use crate::model::{FaultKind, SimConfig};
 use crate::report::{Outcome, SimReport, StrategyResult};
 use crate::strategy::Strategy;
 use ringfence_rollout::{
-    AgentHealth, HealthSummary, Phase, RolloutSpec, RolloutState, Target, Transition,
+    AgentHealth, HealthSummary, Metrics, Phase, RolloutSpec, RolloutState, Target, Transition,
     step_with_health, target_for,
 };
 use std::cmp::Reverse;
@@ -22,14 +26,40 @@ use std::collections::{BinaryHeap, VecDeque};
 const BAD: &str = "bad";
 const GOOD: &str = "good";
 
-/// Health figures every agent reports. The modelled bad release crashes or it does not; it
-/// does not move latency, deny rate, CPU or memory, so those gates always pass.
+/// Health figures every healthy agent reports per heartbeat interval. Powers of two and
+/// integers, so a mean over any number of agents is exact and the cross-check can compare
+/// figures bit for bit.
 const P99_US: f64 = 50.0;
-/// Powers of two and integers, so `summarise`'s mean over any number of agents is exact and
-/// the cross-check can compare figures bit for bit.
 const DENY_RATE: f64 = 0.015_625;
 const CPU_PCT: f64 = 1.0;
 const RSS_BYTES: f64 = 20e6;
+const EVENTS: u64 = 1_024;
+
+/// The figures of an agent on `version`, healthy or showing `fault`.
+fn figures(fault: Option<FaultKind>) -> AgentHealth {
+    let mut agent = AgentHealth {
+        p99_us: P99_US,
+        deny_rate: DENY_RATE,
+        cpu_pct: CPU_PCT,
+        rss_bytes: RSS_BYTES,
+        permission_events: EVENTS,
+        ..AgentHealth::default()
+    };
+    match fault {
+        None | Some(FaultKind::Crash) => {}
+        Some(FaultKind::Slow) => {
+            // Past the deadline: a quarter of the events are answered by policy.
+            agent.p99_us = 65_536.0;
+            agent.policy_answers = EVENTS / 4;
+        }
+        Some(FaultKind::Quarantine) => {
+            agent.quarantined = true;
+            agent.policy_answers = EVENTS;
+        }
+        Some(FaultKind::Deny) => agent.deny_rate = 0.5,
+    }
+    agent
+}
 
 /// Runs every strategy on the same fleet and fault model.
 pub fn simulate(config: &SimConfig, strategies: &[Strategy]) -> Result<SimReport, SimError> {
@@ -87,6 +117,9 @@ struct Run<'a> {
     /// When the agents that can recover by themselves last all ran the good release.
     all_good_since: u64,
     halted_ms: Option<u64>,
+    /// When the server first had a sign of the fault: a crash report, a silent host, or a
+    /// heartbeat with faulty figures.
+    first_signal_ms: Option<u64>,
     processed: u64,
     series: Vec<(u64, u64)>,
     cross_check: bool,
@@ -97,16 +130,14 @@ impl<'a> Run<'a> {
         let rollout_id = format!("sim-{}", config.seed);
         let fleet = Fleet::new(config, &spec, &rollout_id);
         // What `summarise` gives for a healthy fleet that all runs the good release.
-        let baseline = HealthSummary {
-            agents: config.endpoints as usize,
-            adopted: config.endpoints as usize,
-            crashes: 0,
-            silent: 0,
-            p99_us: P99_US,
-            deny_rate: DENY_RATE,
-            cpu_pct: CPU_PCT,
-            rss_bytes: RSS_BYTES,
+        let n = config.endpoints as usize;
+        let mut baseline = HealthSummary {
+            agents: n,
+            adopted: n,
+            watched: n,
+            ..HealthSummary::default()
         };
+        baseline.set_metrics_from(&[(Metrics::of(&figures(None)), n)], spec.gates.trim_share);
         Run {
             config,
             rollout_id,
@@ -124,6 +155,7 @@ impl<'a> Run<'a> {
             peak_affected: 0,
             all_good_since: 0,
             halted_ms: None,
+            first_signal_ms: None,
             processed: 0,
             series: vec![(0, 0)],
             cross_check,
@@ -169,7 +201,10 @@ impl<'a> Run<'a> {
                 break;
             }
             self.reports.pop_front();
-            self.fleet.totals[usize::from(ring)].crashes += count as usize;
+            let totals = &mut self.fleet.totals[usize::from(ring)];
+            totals.crashes += (count as usize).min(self.spec.gates.max_reports_per_agent);
+            totals.crashed_agents += usize::from(count > 0);
+            self.first_signal_ms.get_or_insert(at);
         }
         while let Some(&Reverse(entry)) = self.silences.peek() {
             if entry >> 32 > now {
@@ -185,6 +220,7 @@ impl<'a> Run<'a> {
             };
             self.fleet.state[agent] = silent;
             self.fleet.totals[usize::from(self.fleet.ring[agent])].silent += 1;
+            self.first_signal_ms.get_or_insert(entry >> 32);
         }
     }
 
@@ -203,7 +239,14 @@ impl<'a> Run<'a> {
             AgentState::FetchNew => self.install_new(agent, t),
             AgentState::New => {
                 if self.crash_at(agent) == t {
-                    self.crash(agent, t);
+                    if self.kind() == FaultKind::Crash {
+                        self.crash(agent, t);
+                    } else {
+                        // The fault begins; the next heartbeat carries it.
+                        self.fleet.state[i] = AgentState::Sick;
+                        let heartbeat = self.draws.next_heartbeat(agent, t);
+                        self.schedule(agent, heartbeat);
+                    }
                 } else if self.target(agent) == Target::Previous {
                     self.fetch_old(agent, t);
                 } else {
@@ -211,8 +254,24 @@ impl<'a> Run<'a> {
                     self.schedule(agent, crash);
                 }
             }
+            // A heartbeat with the faulty figures: the server sees them, and its answer may
+            // already say go back.
+            AgentState::Sick => {
+                self.fleet.state[i] = AgentState::SickSeen;
+                self.fleet.seen_faulty[i] = true;
+                self.fleet.totals[usize::from(self.fleet.ring[i])].faulty += 1;
+                self.first_signal_ms.get_or_insert(t);
+                if self.target(agent) == Target::Previous {
+                    self.fetch_old(agent, t);
+                }
+            }
+            AgentState::SickSeen => {
+                if self.target(agent) == Target::Previous {
+                    self.fetch_old(agent, t);
+                }
+            }
             AgentState::FetchOld => {
-                if self.crash_at(agent) == t {
+                if self.crash_at(agent) == t && self.kind() == FaultKind::Crash {
                     self.crash(agent, t);
                 } else {
                     self.fleet.state[i] = AgentState::Old;
@@ -251,13 +310,22 @@ impl<'a> Run<'a> {
     fn fetch_old(&mut self, agent: u32, t: u64) {
         self.fleet.state[agent as usize] = AgentState::FetchOld;
         let done = t + self.draws.download(agent, Salt::DownloadOld);
-        let crash = self.crash_at(agent);
+        // Only a crash interrupts a download; the other faults leave the agent running.
+        let crash = match self.kind() {
+            FaultKind::Crash => self.crash_at(agent),
+            _ => u64::from(NEVER),
+        };
         self.schedule(agent, done.min(crash));
     }
 
     /// The agent reports the good release again (installed or restored).
     fn leave_bad(&mut self, agent: u32, t: u64) {
-        self.fleet.totals[usize::from(self.fleet.ring[agent as usize])].adopted -= 1;
+        let i = agent as usize;
+        let ring = usize::from(self.fleet.ring[i]);
+        if std::mem::take(&mut self.fleet.seen_faulty[i]) {
+            self.fleet.totals[ring].faulty -= 1;
+        }
+        self.fleet.totals[ring].adopted -= 1;
         self.affected -= 1;
         if self.affected == self.dead {
             self.all_good_since = t;
@@ -298,13 +366,17 @@ impl<'a> Run<'a> {
             .map_or(installed, |hb| hb.max(installed))
     }
 
-    /// When the bad release crashes this agent, or NEVER.
+    fn kind(&self) -> FaultKind {
+        self.config.model.kind
+    }
+
+    /// When the bad release hits this agent (crashes it, or begins its fault), or NEVER.
     fn crash_at(&self, agent: u32) -> u64 {
-        if !self.draws.crashes(agent) {
+        if !self.draws.faults(agent) {
             return u64::from(NEVER);
         }
         let installed = u64::from(self.fleet.installed_at[agent as usize]);
-        (installed + self.draws.time_to_crash(agent)).min(u64::from(NEVER))
+        (installed + self.draws.time_to_fault(agent)).min(u64::from(NEVER))
     }
 
     fn target(&self, agent: u32) -> Target {
@@ -343,7 +415,10 @@ impl<'a> Run<'a> {
     fn roll_back(&mut self, t: u64) {
         for k in 0..self.fleet.members_up_to(self.state.ring).len() {
             let agent = self.fleet.members_up_to(self.state.ring)[k];
-            if self.fleet.state[agent as usize] == AgentState::New {
+            if matches!(
+                self.fleet.state[agent as usize],
+                AgentState::New | AgentState::SickSeen
+            ) {
                 let heartbeat = self.draws.next_heartbeat(agent, t);
                 let due = u64::from(self.fleet.due[agent as usize]);
                 self.schedule(agent, heartbeat.min(due));
@@ -392,20 +467,32 @@ impl<'a> Run<'a> {
             sum.agents += t.agents;
             sum.adopted += t.adopted;
             sum.crashes += t.crashes;
+            sum.crashed_agents += t.crashed_agents;
             sum.silent += t.silent;
+            sum.faulty += t.faulty;
         }
-        let measured = sum.adopted > 0;
-        let metric = |value: f64| if measured { value } else { 0.0 };
-        let touched = HealthSummary {
+        let mut touched = HealthSummary {
             agents: sum.agents,
             adopted: sum.adopted,
             crashes: sum.crashes,
+            crashed_agents: sum.crashed_agents,
             silent: sum.silent,
-            p99_us: metric(P99_US),
-            deny_rate: metric(DENY_RATE),
-            cpu_pct: metric(CPU_PCT),
-            rss_bytes: metric(RSS_BYTES),
+            // Every agent is alive when its ring opens.
+            watched: sum.agents,
+            quarantined: if self.kind() == FaultKind::Quarantine {
+                sum.faulty
+            } else {
+                0
+            },
+            ..HealthSummary::default()
         };
+        touched.set_metrics_from(
+            &[
+                (Metrics::of(&figures(None)), sum.adopted - sum.faulty),
+                (Metrics::of(&figures(Some(self.kind()))), sum.faulty),
+            ],
+            self.spec.gates.trim_share,
+        );
         let ring = self.fleet.totals[self.state.ring];
         let current = HealthSummary {
             agents: ring.agents,
@@ -435,14 +522,16 @@ impl<'a> Run<'a> {
                         | AgentState::DeadSilent
                 );
                 let crash = self.crash_at(agent);
-                let reports = if crashed && crash + m.report_delay_ms <= now {
-                    vec![crash as i64; m.crash_reports_per_loop as usize]
+                // The server stamps a report with the time it receives it.
+                let received = crash + m.report_delay_ms;
+                let reports = if crashed && received <= now {
+                    vec![received as i64; m.crash_reports_per_loop as usize]
                 } else {
                     Vec::new()
                 };
+                let fault = self.fleet.seen_faulty[agent as usize].then_some(self.kind());
                 AgentHealth {
                     agent_id: agent_id(agent, &mut buffer).to_owned(),
-                    tags: Vec::new(),
                     version: Some(if state.reports_new() { BAD } else { GOOD }.to_owned()),
                     last_heartbeat_ms: if dark {
                         self.last_heartbeat(agent, crash) as i64
@@ -450,10 +539,7 @@ impl<'a> Run<'a> {
                         now as i64
                     },
                     crashes_ms: reports,
-                    p99_us: P99_US,
-                    deny_rate: DENY_RATE,
-                    cpu_pct: CPU_PCT,
-                    rss_bytes: RSS_BYTES,
+                    ..figures(fault)
                 }
             })
             .collect();
@@ -480,8 +566,15 @@ impl<'a> Run<'a> {
         let recovered = (outcome == Outcome::RolledBack && self.affected == self.dead)
             .then_some(self.all_good_since);
         let endpoints = u64::from(self.config.endpoints);
+        let signal_to_halt = self
+            .first_signal_ms
+            .zip(self.halted_ms)
+            .map(|(signal, halt)| minutes(halt.saturating_sub(signal)));
         StrategyResult {
             name: strategy.name.clone(),
+            fault: self.kind(),
+            first_signal_min: self.first_signal_ms.map(minutes),
+            halt_after_signal_min: signal_to_halt,
             rings: self.spec.rings.iter().map(|r| r.percent).collect(),
             bake_min: self
                 .spec

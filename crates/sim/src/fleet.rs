@@ -19,8 +19,14 @@ pub enum AgentState {
     Old,
     /// Runs the previous release and is downloading the new one.
     FetchNew,
-    /// Runs the new release. A pending event is its crash or its next heartbeat.
+    /// Runs the new release. A pending event is its fault or its next heartbeat.
     New,
+    /// Runs the new release and the fault (slow, quarantine, deny) has begun; its next
+    /// heartbeat, the pending event, will carry the figures that show it.
+    Sick,
+    /// As `Sick`, and the server has the figures. A pending event is a heartbeat after a
+    /// rollback.
+    SickSeen,
     /// Runs the new release and is downloading the previous one (rollback).
     FetchOld,
     /// Crashed; the guard is restoring the last known good release.
@@ -41,6 +47,8 @@ impl AgentState {
         matches!(
             self,
             AgentState::New
+                | AgentState::Sick
+                | AgentState::SickSeen
                 | AgentState::FetchOld
                 | AgentState::Down
                 | AgentState::DownSilent
@@ -56,8 +64,12 @@ pub struct RingTotals {
     pub agents: usize,
     /// Agents the server sees on the new release.
     pub adopted: usize,
-    /// Crash reports visible to the controller.
+    /// Crash reports visible to the controller (at most the gate's count per agent).
     pub crashes: usize,
+    /// Agents with visible crash reports.
+    pub crashed_agents: usize,
+    /// Agents on the new release whose last heartbeat showed the fault (slow, quarantine, deny).
+    pub faulty: usize,
     /// Agents whose last heartbeat is older than the gate's timeout.
     pub silent: usize,
 }
@@ -69,6 +81,8 @@ pub struct Fleet {
     pub due: Vec<u32>,
     /// When the agent installed the new release.
     pub installed_at: Vec<u32>,
+    /// The server has seen this agent's faulty figures and not yet its return.
+    pub seen_faulty: Vec<bool>,
     /// Agent indices grouped by ring; ring `r` is `by_ring[ring_start[r]..ring_start[r + 1]]`.
     by_ring: Vec<u32>,
     ring_start: Vec<usize>,
@@ -114,6 +128,7 @@ impl Fleet {
             state: vec![AgentState::Old; n],
             due: vec![NEVER; n],
             installed_at: vec![NEVER; n],
+            seen_faulty: vec![false; n],
             by_ring,
             ring_start,
             totals,
@@ -131,14 +146,14 @@ impl Fleet {
     }
 }
 
-/// Per-agent draws for one run: when it heartbeats, whether and when the bad release crashes
-/// it, how long its downloads take, whether its local restore works.
+/// Per-agent draws for one run: when it heartbeats, whether and when the bad release hits it,
+/// how long its downloads take, whether its local restore works.
 pub struct Draws {
     seed: u64,
     jitter: bool,
     heartbeat_ms: u64,
-    crash_fraction: f64,
-    time_to_crash_ms: u64,
+    fault_fraction: f64,
+    time_to_fault_ms: u64,
     download_ms: u64,
     restore_failure_fraction: f64,
 }
@@ -150,8 +165,8 @@ impl Draws {
             seed: config.seed,
             jitter: m.jitter,
             heartbeat_ms: m.heartbeat_ms,
-            crash_fraction: m.crash_fraction,
-            time_to_crash_ms: m.time_to_crash_ms,
+            fault_fraction: m.fault_fraction,
+            time_to_fault_ms: m.time_to_fault_ms,
             download_ms: m.download_ms,
             restore_failure_fraction: m.restore_failure_fraction,
         }
@@ -183,16 +198,17 @@ impl Draws {
         (t >= phase).then(|| phase + (t - phase) / self.heartbeat_ms * self.heartbeat_ms)
     }
 
-    pub fn crashes(&self, agent: u32) -> bool {
-        draw::uniform(self.seed, agent, Salt::Crashes) < self.crash_fraction
+    /// Whether the bad release hits this agent.
+    pub fn faults(&self, agent: u32) -> bool {
+        draw::uniform(self.seed, agent, Salt::Crashes) < self.fault_fraction
     }
 
-    /// From installing the bad release to the first crash, at least 1 ms.
-    pub fn time_to_crash(&self, agent: u32) -> u64 {
+    /// From installing the bad release to the fault, at least 1 ms.
+    pub fn time_to_fault(&self, agent: u32) -> u64 {
         if self.jitter {
-            draw::exponential_ms(self.seed, agent, Salt::TimeToCrash, self.time_to_crash_ms)
+            draw::exponential_ms(self.seed, agent, Salt::TimeToCrash, self.time_to_fault_ms)
         } else {
-            self.time_to_crash_ms.max(1)
+            self.time_to_fault_ms.max(1)
         }
     }
 

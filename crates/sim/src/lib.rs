@@ -20,7 +20,7 @@ mod table;
 
 pub use duration::{format_duration, parse_duration};
 pub use engine::{run_strategy, simulate};
-pub use model::{FaultModel, SimConfig};
+pub use model::{FaultKind, FaultModel, SimConfig};
 pub use report::{Outcome, SimReport, StrategyResult};
 pub use strategy::Strategy;
 pub use svg::render_svg;

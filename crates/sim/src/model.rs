@@ -3,14 +3,73 @@
 
 use crate::SimError;
 use serde::Serialize;
+use std::fmt;
+use std::str::FromStr;
+
+/// What the bad release does on the hosts it hits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultKind {
+    /// Crashes the agent: crash reports, a crash loop, the guard restores the last known good.
+    #[default]
+    Crash,
+    /// Stalls: verdict latency p99 at 64 ms and a quarter of permission events answered by
+    /// policy (deadline), with no crash at all.
+    Slow,
+    /// The engine fails until the agent quarantines it: protection off on that host.
+    Quarantine,
+    /// A logical failure: the release denies half of what it sees (a rule that denies `/bin/sh`).
+    Deny,
+}
+
+impl FaultKind {
+    pub const ALL: [FaultKind; 4] = [
+        FaultKind::Crash,
+        FaultKind::Slow,
+        FaultKind::Quarantine,
+        FaultKind::Deny,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultKind::Crash => "crash",
+            FaultKind::Slow => "slow",
+            FaultKind::Quarantine => "quarantine",
+            FaultKind::Deny => "deny",
+        }
+    }
+}
+
+impl fmt::Display for FaultKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for FaultKind {
+    type Err = SimError;
+
+    fn from_str(text: &str) -> Result<Self, SimError> {
+        FaultKind::ALL
+            .into_iter()
+            .find(|kind| kind.name() == text)
+            .ok_or_else(|| {
+                SimError::Model(format!(
+                    "{text:?} is not a fault kind (crash, slow, quarantine, deny)"
+                ))
+            })
+    }
+}
 
 /// How a bad release behaves and how the fleet reacts. Times are milliseconds of virtual time.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct FaultModel {
-    /// Share of hosts on which the bad release crashes the agent (the rest run it fine).
-    pub crash_fraction: f64,
-    /// Mean time from installing the bad release to the first crash (exponential).
-    pub time_to_crash_ms: u64,
+    /// What the bad release does on the hosts it hits.
+    pub kind: FaultKind,
+    /// Share of hosts the bad release hits (the rest run it fine).
+    pub fault_fraction: f64,
+    /// Mean time from installing the bad release to the fault (exponential).
+    pub time_to_fault_ms: u64,
     /// How often agents heartbeat; they learn the controller's target on a heartbeat.
     pub heartbeat_ms: u64,
     /// From a crash to its report being visible to the controller (spool, upload, ingest).
@@ -32,8 +91,9 @@ pub struct FaultModel {
 impl Default for FaultModel {
     fn default() -> Self {
         FaultModel {
-            crash_fraction: 0.2,
-            time_to_crash_ms: 30_000,
+            kind: FaultKind::Crash,
+            fault_fraction: 0.2,
+            time_to_fault_ms: 30_000,
             heartbeat_ms: 30_000,
             report_delay_ms: 10_000,
             download_ms: 60_000,
@@ -82,7 +142,7 @@ impl SimConfig {
                 )))
             }
         };
-        share("the crash fraction", m.crash_fraction)?;
+        share("the fault fraction", m.fault_fraction)?;
         share("the restore failure fraction", m.restore_failure_fraction)?;
         if self.endpoints == 0 || self.endpoints == u32::MAX {
             return Err(SimError::Model(

@@ -1,7 +1,7 @@
 //! What a run found, per strategy: reach, blast radius, time to halt and to recover, hosts
 //! needing hands-on recovery, and the affected-hosts curve the chart draws.
 
-use crate::model::SimConfig;
+use crate::model::{FaultKind, SimConfig};
 use serde::Serialize;
 
 /// How a strategy's rollout ended.
@@ -19,6 +19,13 @@ pub enum Outcome {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct StrategyResult {
     pub name: String,
+    /// What the bad release did (the run's fault model).
+    pub fault: FaultKind,
+    /// From the start to the server's first sign of the fault: a visible crash report, a
+    /// silent host, or a heartbeat with faulty figures.
+    pub first_signal_min: Option<f64>,
+    /// From that first sign to the halt.
+    pub halt_after_signal_min: Option<f64>,
     /// Cumulative ring percentages.
     pub rings: Vec<f64>,
     pub bake_min: f64,
@@ -26,7 +33,7 @@ pub struct StrategyResult {
     pub hosts_reached: u64,
     /// `hosts_reached` as a share of the fleet, in percent.
     pub blast_radius_pct: f64,
-    /// Hosts on which the bad release crashed the agent.
+    /// Hosts on which the bad release crashed the agent (0 for the other faults).
     pub hosts_crashed: u64,
     /// Crashed hosts whose local restore failed.
     pub hands_on_hosts: u64,

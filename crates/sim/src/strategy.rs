@@ -37,6 +37,34 @@ impl Strategy {
         }
     }
 
+    /// Exponential rings from a 0.1 % first ring (0.1 %, 1 %, 10 %, 50 %, 100 %): in a
+    /// million-host fleet the first ring is a thousand hosts, enough for every statistics gate,
+    /// and a bad release stops there.
+    pub fn exponential(bake_ms: u64) -> Strategy {
+        let mut spec = RolloutSpec::from_percentages("0.1,1,10,50,100", bake_ms as i64)
+            .unwrap_or_else(|_| RolloutSpec::default_rings(bake_ms as i64));
+        for (ring, name) in spec
+            .rings
+            .iter_mut()
+            .zip(["canary", "first", "early", "half", "fleet"])
+        {
+            ring.name = name.to_owned();
+        }
+        Strategy {
+            name: "exponential".to_owned(),
+            spec,
+        }
+    }
+
+    /// The strategies every run compares: all at once, the default rings, exponential rings.
+    pub fn defaults(bake_ms: u64) -> Vec<Strategy> {
+        vec![
+            Strategy::all_at_once(bake_ms),
+            Strategy::default_rings(bake_ms),
+            Strategy::exponential(bake_ms),
+        ]
+    }
+
     /// Parses `NAME=PERCENT,PERCENT,...,100` with cumulative percentages.
     pub fn parse(text: &str, bake_ms: u64) -> Result<Strategy, SimError> {
         let fail = |reason: String| SimError::Strategy {

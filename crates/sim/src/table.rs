@@ -23,27 +23,31 @@ fn rings(result: &StrategyResult) -> String {
 pub fn render_table(report: &SimReport) -> String {
     let header = [
         "strategy",
+        "fault",
         "rings %",
         "hosts reached",
         "blast radius",
         "crashed",
         "hands-on",
         "time to halt",
+        "signal to halt",
         "time to recover",
         "outcome",
     ];
-    let rows: Vec<[String; 9]> = report
+    let rows: Vec<[String; 11]> = report
         .strategies
         .iter()
         .map(|r| {
             [
                 r.name.clone(),
+                r.fault.to_string(),
                 rings(r),
                 r.hosts_reached.to_string(),
                 format!("{:.2} %", r.blast_radius_pct),
                 r.hosts_crashed.to_string(),
                 r.hands_on_hosts.to_string(),
                 minutes(r.time_to_halt_min),
+                minutes(r.halt_after_signal_min),
                 minutes(r.time_to_recover_min),
                 outcome(r),
             ]
@@ -56,7 +60,9 @@ pub fn render_table(report: &SimReport) -> String {
         }
     }
     // Text columns align left, numbers right; the last column is not padded.
-    let numeric = [false, false, true, true, true, true, true, true, false];
+    let numeric = [
+        false, false, false, true, true, true, true, true, true, true, false,
+    ];
     let line = |cells: &[String]| {
         let mut out = String::new();
         for (k, cell) in cells.iter().enumerate() {

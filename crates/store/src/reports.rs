@@ -63,20 +63,20 @@ impl Store {
         .bind(since_ms)
         .fetch_all(self.pool())
         .await?;
-        rows.iter()
-            .map(|row| {
-                let body: String = row.try_get("body")?;
-                Ok(ReportRecord {
-                    id: row.try_get("id")?,
-                    agent_id: row.try_get("agent_id")?,
-                    kind: row.try_get("kind")?,
-                    at: row.try_get("at")?,
-                    received_at: row.try_get("received_at")?,
-                    body: serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
-                })
-            })
-            .collect()
+        rows.iter().map(report).collect()
     }
+}
+
+fn report(row: &sqlx::any::AnyRow) -> Result<ReportRecord> {
+    let body: String = row.try_get("body")?;
+    Ok(ReportRecord {
+        id: row.try_get("id")?,
+        agent_id: row.try_get("agent_id")?,
+        kind: row.try_get("kind")?,
+        at: row.try_get("at")?,
+        received_at: row.try_get("received_at")?,
+        body: serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
+    })
 }
 
 #[cfg(test)]
@@ -110,6 +110,18 @@ mod tests {
                 store.reports_since("failure", 0).await.expect("list").len(),
                 1
             );
+            // Counted by the server's receive time, not the claimed `at` (10).
+            let received = store
+                .reports_since("failure", 1_000)
+                .await
+                .expect("list");
+            assert_eq!(received.len(), 1, "{backend}");
+            assert!(received[0].received_at >= 1_000);
+            let later = store
+                .reports_since("failure", now_ms() + 60_000)
+                .await
+                .expect("list");
+            assert!(later.is_empty(), "{backend}");
         }
     }
 

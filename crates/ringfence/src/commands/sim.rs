@@ -2,13 +2,18 @@
 //! library) and prints a table, JSON, and an SVG chart.
 
 use anyhow::Context as _;
-use ringfence_sim::{FaultModel, SimConfig, Strategy, parse_duration};
+use ringfence_sim::{FaultKind, FaultModel, SimConfig, Strategy, parse_duration};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
 fn duration(text: &str) -> Result<u64, String> {
     parse_duration(text).map_err(|e| e.to_string())
+}
+
+fn fault(text: &str) -> Result<FaultKind, String> {
+    text.parse()
+        .map_err(|e: ringfence_sim::SimError| e.to_string())
 }
 
 fn share(text: &str) -> Result<f64, String> {
@@ -32,12 +37,17 @@ pub struct SimArgs {
     /// Seed for every random draw; the same seed gives the same result.
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Share of hosts on which the bad release crashes the agent (0–1).
-    #[arg(long, default_value = "0.2", value_parser = share)]
-    crash_fraction: f64,
-    /// Mean time from installing the bad release to the first crash (exponential).
-    #[arg(long, default_value = "30s", value_parser = duration)]
-    time_to_crash: u64,
+    /// What the bad release does: crash (the agent crash-loops), slow (verdicts past the
+    /// deadline), quarantine (the engine is quarantined: protection off), deny (denies half
+    /// of what it sees).
+    #[arg(long, default_value = "crash", value_parser = fault)]
+    fault: FaultKind,
+    /// Share of hosts the bad release hits (0–1).
+    #[arg(long, alias = "crash-fraction", default_value = "0.2", value_parser = share)]
+    fault_fraction: f64,
+    /// Mean time from installing the bad release to the fault (exponential).
+    #[arg(long, alias = "time-to-crash", default_value = "30s", value_parser = duration)]
+    time_to_fault: u64,
     /// Agent heartbeat interval; agents learn the controller's target on a heartbeat, and the
     /// heartbeat gate's timeout is three intervals.
     #[arg(long, default_value = "30s", value_parser = duration)]
@@ -70,7 +80,7 @@ pub struct SimArgs {
     #[arg(long, default_value = "10m", value_parser = duration)]
     bake: u64,
     /// An extra strategy, NAME=PERCENT,...,100 (cumulative ring sizes); repeatable. Always
-    /// compared with all-at-once and the default rings.
+    /// compared with all-at-once, the default rings and exponential rings (0.1,1,10,50,100).
     #[arg(long = "strategy", value_name = "NAME=SPEC")]
     strategies: Vec<String>,
     /// Write a chart of hosts on the bad release over time, one line per strategy.
@@ -100,8 +110,9 @@ pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
         endpoints: args.endpoints,
         seed: args.seed,
         model: FaultModel {
-            crash_fraction: args.crash_fraction,
-            time_to_crash_ms: args.time_to_crash,
+            kind: args.fault,
+            fault_fraction: args.fault_fraction,
+            time_to_fault_ms: args.time_to_fault,
             heartbeat_ms: args.heartbeat,
             report_delay_ms: args.report_delay,
             download_ms: args.download,
@@ -113,10 +124,7 @@ pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
         controller_tick_ms: args.controller_tick,
         max_time_ms: args.max_time,
     };
-    let mut strategies = vec![
-        Strategy::all_at_once(args.bake),
-        Strategy::default_rings(args.bake),
-    ];
+    let mut strategies = Strategy::defaults(args.bake);
     for text in &args.strategies {
         strategies.push(Strategy::parse(text, args.bake)?);
     }
@@ -135,13 +143,14 @@ pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
     }
     let m = &config.model;
     println!(
-        "{} endpoints, seed {}: the bad release crashes {:.1}% of hosts about {} after install; \
+        "{} endpoints, seed {}: the bad release hits {:.1}% of hosts ({}) about {} after install; \
          heartbeat {}, reports after {}, installs take about {}, LKG restore {}, {:.1}% of \
          restores fail; bake {}",
         config.endpoints,
         config.seed,
-        m.crash_fraction * 100.0,
-        ringfence_sim::format_duration(m.time_to_crash_ms),
+        m.fault_fraction * 100.0,
+        m.kind,
+        ringfence_sim::format_duration(m.time_to_fault_ms),
         ringfence_sim::format_duration(m.heartbeat_ms),
         ringfence_sim::format_duration(m.report_delay_ms),
         ringfence_sim::format_duration(m.download_ms),

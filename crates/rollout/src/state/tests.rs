@@ -4,7 +4,7 @@
 
 use super::*;
 use crate::gates::HealthSummary;
-use crate::spec::RolloutSpec;
+use crate::spec::{GateSpec, RolloutSpec};
 use proptest::prelude::*;
 
 fn fleet(n: usize, version: &str, now: i64) -> Vec<AgentHealth> {
@@ -23,6 +23,8 @@ fn fleet(n: usize, version: &str, now: i64) -> Vec<AgentHealth> {
             deny_rate: 0.01,
             cpu_pct: 1.0,
             rss_bytes: 20e6,
+            permission_events: 1_000,
+            ..AgentHealth::default()
         })
         .collect()
 }
@@ -43,7 +45,7 @@ fn adopt(spec: &RolloutSpec, state: &RolloutState, fleet: &mut [AgentHealth], id
 fn healthy_rollout_walks_every_ring() {
     let spec = RolloutSpec::default_rings(1_000);
     let mut agents = fleet(200, "1", 0);
-    let mut state = RolloutState::start(0, &agents, 15_000);
+    let mut state = RolloutState::start(0, &agents, &GateSpec::default());
     let mut now = 0;
     while !state.phase.is_final() && now < 100_000 {
         now += 250;
@@ -68,7 +70,7 @@ fn healthy_rollout_walks_every_ring() {
 fn crash_in_canary_rolls_back_before_ring_one() {
     let spec = RolloutSpec::default_rings(10_000);
     let mut agents = fleet(200, "1", 0);
-    let mut state = RolloutState::start(0, &agents, 15_000);
+    let mut state = RolloutState::start(0, &agents, &GateSpec::default());
     let mut now = 0;
     while !state.phase.is_final() && now < 100_000 {
         now += 250;
@@ -92,7 +94,7 @@ fn crash_in_canary_rolls_back_before_ring_one() {
             .reason
             .as_deref()
             .unwrap_or("")
-            .contains("crash reports per agent")
+            .contains("failure reports per agent")
     );
     adopt(&spec, &state, &mut agents, "r", now);
     assert!(
@@ -105,7 +107,7 @@ fn crash_in_canary_rolls_back_before_ring_one() {
 fn operators_pause_resume_halt_and_roll_back() {
     let spec = RolloutSpec::default_rings(1_000);
     let agents = fleet(10, "1", 0);
-    let mut state = RolloutState::start(0, &agents, 15_000);
+    let mut state = RolloutState::start(0, &agents, &GateSpec::default());
     assert!(state.apply(
         Transition::Pause {
             at_ms: 1,
@@ -145,7 +147,8 @@ fn operators_pause_resume_halt_and_roll_back() {
     assert!(state.apply(
         Transition::Rollback {
             at_ms: 5,
-            reason: "bad".into()
+            reason: "bad".into(),
+            disable_channel: false,
         },
         &spec
     ));
@@ -153,7 +156,8 @@ fn operators_pause_resume_halt_and_roll_back() {
     assert!(!state.apply(
         Transition::Rollback {
             at_ms: 6,
-            reason: "again".into()
+            reason: "again".into(),
+            disable_channel: false,
         },
         &spec
     ));
@@ -164,7 +168,7 @@ fn operators_pause_resume_halt_and_roll_back() {
 fn ring_that_never_adopts_fails_after_the_timeout() {
     let spec = RolloutSpec::default_rings(1_000);
     let agents = fleet(50, "1", 0);
-    let mut state = RolloutState::start(0, &agents, i64::MAX);
+    let mut state = RolloutState::start(0, &agents, &GateSpec::default());
     let mut fresh = agents.clone();
     for a in &mut fresh {
         a.last_heartbeat_ms = spec.gates.adoption_timeout_ms + 1;
@@ -190,7 +194,7 @@ proptest! {
     fn final_states_are_final(crash_at in proptest::option::of(0usize..40), steps in 1usize..60) {
         let spec = RolloutSpec::default_rings(500);
         let mut agents = fleet(100, "1", 0);
-        let mut state = RolloutState::start(0, &agents, 15_000);
+        let mut state = RolloutState::start(0, &agents, &GateSpec::default());
         let mut now = 0;
         for i in 0..steps {
             now += 250;
@@ -218,7 +222,7 @@ proptest! {
 fn step_with_health_on_totals_matches_step() {
     let spec = RolloutSpec::default_rings(10_000);
     let mut agents = fleet(300, "1", 0);
-    let start = RolloutState::start(0, &agents, 15_000);
+    let start = RolloutState::start(0, &agents, &GateSpec::default());
     assert_eq!(
         start,
         RolloutState::start_with_baseline(0, start.baseline.clone())
@@ -235,16 +239,27 @@ fn step_with_health_on_totals_matches_step() {
     let now = 10_000;
     let mut by_step = start.clone();
     let expected = step(&spec, &mut by_step, "r", "2", now, &agents);
-    let touched = HealthSummary {
+    let mut touched = HealthSummary {
         agents: ring0.len(),
         adopted: ring0.len(),
         crashes: ring0.len(),
+        crashed_agents: ring0.len(),
         silent: 1,
-        p99_us: 50.0,
-        deny_rate: 0.01,
-        cpu_pct: 1.0,
-        rss_bytes: 20e6,
+        watched: ring0.len(),
+        ..HealthSummary::default()
     };
+    let n = ring0.len();
+    touched.set_metrics(
+        &mut [
+            vec![(50.0, n)],
+            vec![(0.01, n)],
+            vec![(1.0, n)],
+            vec![(20e6, n)],
+            vec![(0.0, n)],
+            vec![(0.0, n)],
+        ],
+        GateSpec::default().trim_share,
+    );
     let current = HealthSummary {
         agents: ring0.len(),
         adopted: ring0.len(),
@@ -277,4 +292,129 @@ fn step_with_health_promotes_an_empty_ring_on_bake_time() {
             at_ms: 1_000
         })
     );
+}
+
+#[test]
+fn a_first_release_that_fails_is_disabled_never_rolled_back() {
+    let spec = RolloutSpec::default_rings(10_000);
+    let mut agents = fleet(50, "none", 0);
+    let mut state = RolloutState::start_first_release(0);
+    adopt(&spec, &state, &mut agents, "r", 1_000);
+    for agent in agents
+        .iter_mut()
+        .filter(|a| a.version.as_deref() == Some("2"))
+    {
+        agent.crashes_ms.push(1_000);
+    }
+    let transition = step(&spec, &mut state, "r", "2", 2_000, &agents).expect("gate fails");
+    assert_eq!(transition.action(), "gate_failure_disable");
+    let reason = transition.reason(&spec);
+    assert!(
+        reason.contains("halted and disabled the channel on the touched hosts"),
+        "{reason}"
+    );
+    assert!(!reason.contains("rolled back"), "{reason}");
+    assert!(state.apply(transition, &spec));
+    assert_eq!(state.phase, Phase::Disabled);
+    assert!(state.phase.is_final());
+    assert_eq!(target_for(&state, 0), Target::Previous);
+    let json = serde_json::to_value(&state).expect("json");
+    assert_eq!(json["phase"], "disabled");
+
+    // An operator's rollback of a first release says the same.
+    let mut state = RolloutState::start_first_release(0);
+    let by_hand = Transition::Rollback {
+        at_ms: 5,
+        reason: "rollback by op".into(),
+        disable_channel: true,
+    };
+    assert_eq!(by_hand.action(), "halt_and_disable");
+    assert!(state.apply(by_hand, &spec));
+    assert_eq!(state.phase, Phase::Disabled);
+    let reason = state.reason.clone().unwrap_or_default();
+    assert!(
+        reason.starts_with("rollback by op; halted and disabled"),
+        "{reason}"
+    );
+    assert!(!state.apply(
+        Transition::Rollback {
+            at_ms: 6,
+            reason: "again".into(),
+            disable_channel: true
+        },
+        &spec
+    ));
+}
+
+#[test]
+fn a_stopped_host_does_not_block_a_ring_but_one_that_dies_during_it_does() {
+    let spec = RolloutSpec::from_percentages("50,100", 10_000).expect("spec");
+    let mut agents = fleet(20, "2", 0);
+    // Stopped an hour before the rollout.
+    agents[0].last_heartbeat_ms = -3_600_000;
+    let mut state = RolloutState::start(0, &agents, &spec.gates);
+    let now = 60_000;
+    for a in agents.iter_mut().skip(1) {
+        a.last_heartbeat_ms = now;
+    }
+    let transition = step(&spec, &mut state, "r", "2", now, &agents);
+    assert!(
+        matches!(transition, Some(Transition::Promote { .. })),
+        "{transition:?} {:?}",
+        state.gates
+    );
+    state.apply(transition.expect("promote"), &spec);
+    assert_eq!(state.ring_opened_ms(1), now);
+    // One that was alive at the ring's opening and went silent counts.
+    for a in agents.iter_mut() {
+        a.last_heartbeat_ms = a.last_heartbeat_ms.min(now - 1);
+    }
+    for a in agents.iter_mut().skip(1).take(10) {
+        a.last_heartbeat_ms = 200_000;
+    }
+    let transition = step(&spec, &mut state, "r", "2", 200_000, &agents);
+    assert!(
+        matches!(transition, Some(Transition::GateFailure { .. })),
+        "{transition:?}"
+    );
+}
+
+#[test]
+fn an_install_that_takes_too_long_fails_as_an_install() {
+    let spec = RolloutSpec::from_percentages("100", 1_000).expect("spec");
+    let mut agents = fleet(10, "1", 0);
+    let mut state = RolloutState::start(0, &agents, &spec.gates);
+    let late = spec.gates.adoption_timeout_ms + 1;
+    for a in &mut agents {
+        // Busy compiling: its last heartbeat, which said so, is older than the timeout.
+        a.installing = true;
+        a.last_heartbeat_ms = late - 2 * spec.gates.heartbeat_timeout_ms;
+    }
+    let transition = step(&spec, &mut state, "r", "2", late, &agents).expect("fails");
+    let Transition::GateFailure { failed, .. } = &transition else {
+        panic!("{transition:?}");
+    };
+    assert_eq!(failed.len(), 1, "not silent: {failed:?}");
+    assert_eq!(failed[0].gate, "adoption");
+    assert!(
+        failed[0].explanation.contains("10 hosts still installing")
+            && failed[0].explanation.contains("install failure"),
+        "{}",
+        failed[0].explanation
+    );
+}
+
+#[test]
+fn rollout_state_stored_by_an_older_server_reads_back() {
+    let old = r#"{"phase": "rolled_back", "ring": 0, "started_ms": 1, "ring_started_ms": 1,
+        "baseline": {"agents": 1, "adopted": 1, "crashes": 0, "silent": 0, "p99_us": 0.0,
+                     "deny_rate": 0.0, "cpu_pct": 0.0, "rss_bytes": 0.0},
+        "gates": [{"gate": "rss", "value": 1.0, "threshold": null, "passed": false,
+                   "explanation": "x"}],
+        "history": [{"transition": "gate_failure", "ring": 0, "at_ms": 2, "failed": []},
+                    {"transition": "rollback", "at_ms": 3, "reason": "r"}]}"#;
+    let state: RolloutState = serde_json::from_str(old).expect("reads");
+    assert_eq!(state.phase, Phase::RolledBack);
+    assert!(!state.first_release);
+    assert_eq!(state.history.len(), 2);
 }

@@ -5,8 +5,10 @@ use crate::error::{ApiResult, AppError};
 use crate::fleet::{ActiveRollout, RolloutDoc};
 use crate::state::AppState;
 use axum::Json;
+use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use ringfence_release::Version;
 use ringfence_rollout::{GateSpec, Phase, RolloutSpec, RolloutState, Transition};
 use ringfence_store::{PreflightStatus, RolloutRecord, now_ms};
 use serde::Deserialize;
@@ -24,6 +26,33 @@ pub struct StartRequest {
     pub bake_s: Option<f64>,
     #[serde(default)]
     pub gates: Option<GateSpec>,
+    /// Roll out a version older than the one the channel's fleet runs (a deliberate
+    /// downgrade); refused without it.
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// Reads a start request, answering a body that is not one (a misspelt gate such as
+/// `max_crash_per_agent`, a wrong type) with a 422 whose JSON says which field and why: a
+/// misspelt gate silently taking its default is how a rollout runs with a gate nobody chose.
+fn start_request(body: &[u8]) -> Result<StartRequest, AppError> {
+    serde_json::from_slice(body).map_err(|e| {
+        let status = if e.is_syntax() || e.is_eof() {
+            StatusCode::BAD_REQUEST
+        } else {
+            StatusCode::UNPROCESSABLE_ENTITY
+        };
+        AppError::new(status, format!("not a rollout request: {e}"))
+    })
+}
+
+/// Whether `wanted` is older than `running` (both semantic versions); versions that do not
+/// parse are not compared.
+fn older(wanted: &str, running: &str) -> bool {
+    match (Version::parse(wanted), Version::parse(running)) {
+        (Ok(wanted), Ok(running)) => wanted < running,
+        _ => false,
+    }
 }
 
 fn rollout_json(rollout: &ActiveRollout, revision: i64) -> serde_json::Value {
@@ -37,6 +66,7 @@ fn rollout_json(rollout: &ActiveRollout, revision: i64) -> serde_json::Value {
             let status = match rollout.state.phase {
                 Phase::Completed => "done",
                 Phase::RolledBack if i <= rollout.state.ring => "rolled_back",
+                Phase::Disabled if i <= rollout.state.ring => "disabled",
                 _ if i < rollout.state.ring => "done",
                 _ if i == rollout.state.ring => "baking",
                 _ => "waiting",
@@ -71,8 +101,9 @@ fn rollout_json(rollout: &ActiveRollout, revision: i64) -> serde_json::Value {
 pub async fn start(
     State(state): State<AppState>,
     operator: Operator,
-    Json(request): Json<StartRequest>,
+    body: Bytes,
 ) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+    let request = start_request(&body)?;
     let release = state
         .store
         .release(&request.channel, &request.version)
@@ -107,7 +138,15 @@ pub async fn start(
     let existing = state.store.rollouts().await?;
     let mut previous_version = None;
     for record in existing.iter().filter(|r| r.channel == request.channel) {
-        let rollout = ActiveRollout::from_record(record)?;
+        let rollout = match ActiveRollout::from_record(record) {
+            Ok(rollout) => rollout,
+            Err(error) => {
+                // An unreadable old rollout must not block the channel for good; the
+                // controller skips it too.
+                tracing::error!(rollout = %record.id, "skipping unreadable rollout: {error}");
+                continue;
+            }
+        };
         if !rollout.state.phase.is_final() {
             return Err(AppError::conflict(format!(
                 "rollout {} of {} is still {:?}; finish, halt and roll back, or complete it first",
@@ -129,6 +168,16 @@ pub async fn start(
             request.channel, request.version
         )));
     }
+    if let Some(running) = &previous_version
+        && older(&request.version, running)
+        && !request.force
+    {
+        return Err(AppError::conflict(format!(
+            "{}@{} is older than {running}, which the channel's fleet runs; a downgrade needs \
+             \"force\": true",
+            request.channel, request.version
+        )));
+    }
     let agents = state.store.agents().await?;
     let id = format!("ro-{}", &crate::auth::new_token("")[..12]);
     let placeholder = ActiveRollout {
@@ -139,10 +188,16 @@ pub async fn start(
             spec: spec.clone(),
             previous_version: previous_version.clone(),
         },
-        state: RolloutState::start(now_ms(), &[], spec.gates.heartbeat_timeout_ms),
+        state: RolloutState::start_first_release(now_ms()),
     };
-    let fleet = crate::controller::fleet_health(&state, &placeholder, &agents).await?;
-    let rollout_state = RolloutState::start(now_ms(), &fleet, spec.gates.heartbeat_timeout_ms);
+    let rollout_state = if previous_version.is_some() {
+        let fleet = crate::controller::fleet_health(&state, &placeholder, &agents).await?;
+        RolloutState::start(now_ms(), &fleet, &spec.gates)
+    } else {
+        // Nothing ran on this channel before: no baseline to compare with (gates use their
+        // absolute budgets), and a stop disables the channel instead of rolling back.
+        RolloutState::start_first_release(now_ms())
+    };
     let record = RolloutRecord {
         id: id.clone(),
         channel: request.channel.clone(),
@@ -179,6 +234,8 @@ pub async fn start(
             ),
         )
         .await?;
+    crate::controller::supersede_disable_plans(&state, &request.channel, &id, &operator.actor())
+        .await?;
     state.fleet.refresh(&state.store).await?;
     let rollout = ActiveRollout {
         state: rollout_state,
@@ -193,10 +250,14 @@ pub async fn list(
 ) -> ApiResult<Json<serde_json::Value>> {
     let mut rollouts = Vec::new();
     for record in state.store.rollouts().await? {
-        rollouts.push(rollout_json(
-            &ActiveRollout::from_record(&record)?,
-            record.revision,
-        ));
+        // One unreadable rollout is listed as such; the others are still shown.
+        rollouts.push(match ActiveRollout::from_record(&record) {
+            Ok(rollout) => rollout_json(&rollout, record.revision),
+            Err(error) => serde_json::json!({
+                "id": record.id, "channel": record.channel, "version": record.version,
+                "revision": record.revision, "error": error.to_string(),
+            }),
+        });
     }
     Ok(Json(serde_json::json!({ "rollouts": rollouts })))
 }
@@ -234,23 +295,28 @@ pub async fn act(
         .and_then(|Json(b)| b.reason)
         .unwrap_or_else(|| format!("{action} by {}", operator.actor()));
     let at_ms = now_ms();
-    let transition = match action.as_str() {
-        "pause" => Transition::Pause { at_ms, reason },
-        "resume" => Transition::Resume { at_ms, reason },
-        "halt" => Transition::Halt { at_ms, reason },
-        "rollback" => Transition::Rollback { at_ms, reason },
-        other => {
-            return Err(AppError::not_found(format!(
-                "no action {other:?}; use pause, resume, halt or rollback"
-            )));
-        }
-    };
     let record = state
         .store
         .rollout(&id)
         .await?
         .ok_or_else(|| AppError::not_found(format!("no rollout {id}")))?;
     let mut rollout = ActiveRollout::from_record(&record)?;
+    let transition = match action.as_str() {
+        "pause" => Transition::Pause { at_ms, reason },
+        "resume" => Transition::Resume { at_ms, reason },
+        "halt" => Transition::Halt { at_ms, reason },
+        "rollback" => Transition::Rollback {
+            at_ms,
+            reason,
+            // A first release has nothing to go back to: the channel is disabled instead.
+            disable_channel: rollout.state.first_release,
+        },
+        other => {
+            return Err(AppError::not_found(format!(
+                "no action {other:?}; use pause, resume, halt or rollback"
+            )));
+        }
+    };
     let phase = rollout.state.phase;
     let audit_reason = transition.reason(&rollout.doc.spec);
     if !rollout.state.apply(transition, &rollout.doc.spec) {
@@ -264,10 +330,24 @@ pub async fn act(
         .store
         .update_rollout_state(&id, record.revision, &state_json)
         .await?;
+    let audit_action = transition_action(&rollout);
     state
         .store
-        .audit(&operator.actor(), &action, &id, &audit_reason)
+        .audit(&operator.actor(), audit_action, &id, &audit_reason)
         .await?;
+    if rollout.state.phase == Phase::Disabled {
+        crate::controller::remediate_first_release(&state, &rollout, &audit_reason).await?;
+    }
     state.fleet.refresh(&state.store).await?;
     Ok(Json(rollout_json(&rollout, revision)))
+}
+
+/// The audit action of the transition just applied (`halt_and_disable`, not `rollback`, for a
+/// first release).
+fn transition_action(rollout: &ActiveRollout) -> &'static str {
+    rollout
+        .state
+        .history
+        .last()
+        .map_or("unknown", Transition::action)
 }

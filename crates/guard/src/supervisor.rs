@@ -305,13 +305,11 @@ impl<'a> Guard<'a> {
             if beat {
                 self.on_heartbeat();
             }
-            // Checked again after the poll: the agent may have been faster than our own signal.
-            let stop_pending = stop || (exited && shutdown.pending());
             if exited {
-                self.on_agent_exit(stop_pending);
+                self.on_agent_exit(shutdown);
             }
             if self.config.own_process {
-                self.reap_orphans(stop_pending);
+                self.reap_orphans(shutdown);
             }
         }
     }
@@ -471,7 +469,7 @@ impl<'a> Guard<'a> {
         }
     }
 
-    fn on_agent_exit(&mut self, stop_pending: bool) {
+    fn on_agent_exit(&mut self, shutdown: &dyn Shutdown) {
         let Some(agent) = &self.agent else { return };
         // Zombie now: its pid cannot be reused, so the group kill cannot hit a stranger.
         let _ = killpg(agent.pid, Signal::SIGKILL);
@@ -479,15 +477,17 @@ impl<'a> Guard<'a> {
             Ok(WaitStatus::StillAlive) => return,
             other => other,
         };
-        self.agent_gone(status, stop_pending);
+        self.agent_gone(status, shutdown);
     }
 
     /// The agent is gone: a requested stop is logged and restarted (the host must not stay
     /// unprotected), a crash is reported and counted. Exactly one of the two, once per run.
-    fn agent_gone(&mut self, status: nix::Result<WaitStatus>, stop_pending: bool) {
+    fn agent_gone(&mut self, status: nix::Result<WaitStatus>, shutdown: &dyn Shutdown) {
         let Some(mut agent) = self.agent.take() else {
             return;
         };
+        // Asked now, after the exit: the agent may have been faster than our own signal.
+        let stop_pending = shutdown.pending();
         // A `stopping` line may sit unread in the pipe next to the exit.
         if !agent.heartbeat.eof() && agent.heartbeat.drain().stopping {
             agent.said_stopping = true;
@@ -554,14 +554,14 @@ impl<'a> Guard<'a> {
 
     /// Orphans of the agent reparented to us (we are a subreaper): reap them so no zombies pile
     /// up. If the agent itself is among them, handle its exit.
-    fn reap_orphans(&mut self, stop_pending: bool) {
+    fn reap_orphans(&mut self, shutdown: &dyn Shutdown) {
         loop {
             match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::StillAlive) | Err(_) => return,
                 Ok(status) => {
                     if status.pid().is_some() && status.pid() == self.agent.as_ref().map(|a| a.pid)
                     {
-                        self.agent_gone(Ok(status), stop_pending);
+                        self.agent_gone(Ok(status), shutdown);
                     }
                 }
             }

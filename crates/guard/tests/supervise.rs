@@ -378,3 +378,77 @@ fn clean_guard_stops_spend_no_boot_tries() {
     }
     assert!(crash_reports(dir.path()).is_empty());
 }
+
+/// A stop request that is pending (as systemd's SIGTERM to the whole unit is, the instant the
+/// agent has already exited) but has not woken the guard yet; the pipe stops it for real.
+struct PendingStop {
+    pipe: ringfence_guard::StopPipe,
+    pending: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl std::os::fd::AsFd for PendingStop {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.pipe.as_fd()
+    }
+}
+
+impl ringfence_guard::Shutdown for PendingStop {
+    fn take(&self) -> bool {
+        true
+    }
+
+    fn pending(&self) -> bool {
+        self.pending.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[test]
+fn exit_zero_while_the_guard_has_a_stop_pending_is_a_requested_stop() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rec = dir.path().join("rec");
+    // Exits 0 without announcing anything, like an agent killed with its whole unit.
+    let quits = "echo \"run $$\" >> \"$REC\"; echo ready >&$RINGFENCE_GUARD_FD; \
+                 while [ ! -e \"$REC.quit\" ]; do echo ok >&$RINGFENCE_GUARD_FD; sleep 0.05; done; exit 0";
+    let (mut trigger, pipe) = stop_pipe().expect("stop pipe");
+    let pending = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let shutdown = PendingStop {
+        pipe,
+        pending: std::sync::Arc::clone(&pending),
+    };
+    let cfg = config(dir.path(), agent(&rec, quits, quits));
+    let data = dir.path().to_path_buf();
+    let thread = std::thread::spawn(move || {
+        let mut slots = ArgSlotSwitch::default();
+        let mut guard = Guard::new(cfg, &mut slots, Notifier::disabled()).expect("guard");
+        guard.run(&shutdown);
+    });
+    let status = || ringfence_guard::status::read(&data.join("guard/status.json")).ok();
+    let wait = |what: &str, ok: &dyn Fn(&Status) -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(s) = status()
+                && ok(&s)
+            {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait("agent serving", &|s| s.agent_ready);
+    pending.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut quit = rec.clone().into_os_string();
+    quit.push(".quit");
+    std::fs::write(&quit, b"").expect("quit");
+    let s = wait("the requested stop", &|s| s.last_stop.is_some());
+    assert!(s.last_failure.is_none(), "{s:?}");
+    assert_eq!(s.restarts, 0);
+    assert!(crash_reports(dir.path()).is_empty());
+    // The pending stop is served first: no agent is started only to be killed.
+    std::thread::sleep(Duration::from_millis(400));
+    let log = std::fs::read_to_string(&rec).expect("record");
+    assert_eq!(log.matches("run ").count(), 1, "{log}");
+    trigger.stop();
+    thread.join().expect("guard thread");
+    assert_eq!(status().map(|s| s.phase), Some(Phase::Stopped));
+}

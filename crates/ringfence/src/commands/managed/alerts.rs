@@ -10,7 +10,8 @@
 //!   keys reports by agent and id;
 //! - a new inode at the path is a rotation: the old file is read to its end (through the handle
 //!   still open, or as `alerts.jsonl.1` when the rotation happened while the agent was down),
-//!   then the new one from 0; a file shorter than the offset was truncated and is read from 0.
+//!   then the new one from 0; a file shorter than the offset, or whose bytes before the offset
+//!   are not the ones read (truncated and written again), is read from 0.
 
 use anyhow::Context;
 use ringfence_protocol::api::Report;
@@ -19,7 +20,7 @@ use ringfence_uplink::link::report;
 use serde::{Deserialize, Serialize};
 use std::fs::File;
 use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,6 +31,29 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 struct Cursor {
     inode: u64,
     offset: u64,
+    #[serde(default)]
+    tail: Tail,
+}
+
+/// The end of the last line read (at most [`TAIL_BYTES`] before the offset), as a length and a
+/// hash: a file truncated and rewritten to the same length or longer is told from the file we
+/// read by these bytes no longer being there.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct Tail {
+    len: u64,
+    hash: u64,
+}
+
+const TAIL_BYTES: usize = 256;
+
+impl Tail {
+    fn of(line: &[u8]) -> Tail {
+        let end = &line[line.len().saturating_sub(TAIL_BYTES)..];
+        Tail {
+            len: end.len() as u64,
+            hash: fnv1a(end),
+        }
+    }
 }
 
 /// The state file for an alert file: `alerts.jsonl` → `alerts.offset`, in the same directory
@@ -90,28 +114,48 @@ struct Open {
     file: File,
     inode: u64,
     offset: u64,
+    tail: Tail,
 }
 
 impl Open {
-    fn at(file: File, offset: u64) -> std::io::Result<Self> {
+    fn at(file: File, offset: u64, tail: Tail) -> std::io::Result<Self> {
         let inode = file.metadata()?.ino();
         Ok(Self {
             file,
             inode,
             offset,
+            tail,
         })
+    }
+
+    /// The file still holds what we read before the offset: shorter means truncated, and
+    /// other bytes at the end of the last line mean truncated and written again since.
+    fn unchanged(&self) -> std::io::Result<bool> {
+        if self.file.metadata()?.len() < self.offset {
+            return Ok(false);
+        }
+        if self.tail.len == 0 {
+            return Ok(true);
+        }
+        let Some(start) = self.offset.checked_sub(self.tail.len) else {
+            return Ok(false);
+        };
+        let mut bytes = vec![0u8; usize::try_from(self.tail.len).unwrap_or(TAIL_BYTES)];
+        self.file.read_exact_at(&mut bytes, start)?;
+        Ok(fnv1a(&bytes) == self.tail.hash)
     }
 
     /// Hands every complete line after the offset to `sink` until it refuses one (which is
     /// then read again next time); a partial last line waits for its newline. A file now
     /// shorter than the offset was truncated: it is read from 0. True when it reached the end.
     fn read(&mut self, sink: &mut dyn FnMut(&Line) -> bool) -> std::io::Result<bool> {
-        if self.file.metadata()?.len() < self.offset {
+        if !self.unchanged()? {
             tracing::info!(
                 offset = self.offset,
                 "the alert file was truncated; reading it from the start"
             );
             self.offset = 0;
+            self.tail = Tail::default();
         }
         self.file.seek(SeekFrom::Start(self.offset))?;
         let mut reader = BufReader::new(&self.file);
@@ -134,6 +178,7 @@ impl Open {
                 return Ok(false);
             }
             self.offset += bytes.len() as u64;
+            self.tail = Tail::of(&bytes);
         }
     }
 }
@@ -195,7 +240,7 @@ impl Follower {
             tracing::info!("the alert file was rotated; following the new one");
             self.open = None;
             if let Ok(file) = File::open(&self.path) {
-                let mut new = Open::at(file, 0)?;
+                let mut new = Open::at(file, 0, Tail::default())?;
                 new.read(sink)?;
                 self.open = Some(new);
             }
@@ -214,20 +259,22 @@ impl Follower {
         };
         let inode = file.metadata()?.ino();
         match self.saved {
-            Some(saved) if saved.inode == inode => Ok(Some(Open::at(file, saved.offset)?)),
+            Some(saved) if saved.inode == inode => {
+                Ok(Some(Open::at(file, saved.offset, saved.tail)?))
+            }
             Some(saved) => {
                 let mut rotated = self.path.clone().into_os_string();
                 rotated.push(".1");
                 if let Ok(old) = File::open(&rotated)
                     && old.metadata()?.ino() == saved.inode
-                    && !Open::at(old, saved.offset)?.read(sink)?
+                    && !Open::at(old, saved.offset, saved.tail)?.read(sink)?
                 {
                     // Refused half-way: try the whole step again next time (same ids).
                     return Ok(None);
                 }
-                Ok(Some(Open::at(file, 0)?))
+                Ok(Some(Open::at(file, 0, Tail::default())?))
             }
-            None => Ok(Some(Open::at(file, 0)?)),
+            None => Ok(Some(Open::at(file, 0, Tail::default())?)),
         }
     }
 
@@ -236,6 +283,7 @@ impl Follower {
         let cursor = Cursor {
             inode: open.inode,
             offset: open.offset,
+            tail: open.tail,
         };
         if self.saved == Some(cursor) {
             return;

@@ -263,3 +263,31 @@ fn the_shipper_spools_each_alert_once_across_restarts() {
     let ids: BTreeSet<_> = reports.iter().map(|(_, r)| r.id.clone()).collect();
     assert_eq!(ids.len(), 45);
 }
+
+#[test]
+fn truncated_and_rewritten_to_the_same_length_is_read_again() {
+    let fx = Fixture::new();
+    fx.append(10, 2);
+    let mut follower = fx.follower();
+    assert_eq!(messages(&poll(&mut follower)), range(10, 12));
+    // Same length, other lines: the size alone cannot tell.
+    std::fs::write(fx.alerts(), b"").expect("truncate");
+    fx.append(20, 2);
+    assert_eq!(messages(&poll(&mut follower)), range(20, 22));
+    std::fs::write(fx.alerts(), b"").expect("truncate");
+    fx.append(30, 3);
+    assert_eq!(messages(&poll(&mut fx.follower())), range(30, 33));
+}
+
+#[test]
+fn an_unreadable_alert_file_is_logged_and_retried() {
+    let fx = Fixture::new();
+    // A directory where the file should be: opening works, reading fails (EISDIR).
+    std::fs::create_dir(fx.alerts()).expect("directory");
+    let mut follower = fx.follower();
+    assert!(poll(&mut follower).is_empty());
+    std::fs::remove_dir(fx.alerts()).expect("remove");
+    fx.append(0, 2);
+    let mut follower = fx.follower();
+    assert_eq!(messages(&poll(&mut follower)), range(0, 2));
+}

@@ -1,6 +1,7 @@
 //! Native crash reports: when the agent dies (a signal, an error exit, a hang), the guard — the
 //! process that outlived it — writes a report into the agent's spool, so the next agent uploads
-//! it with everything else and the server's crash gate and crash groups see it.
+//! it with everything else and the server's crash gate and crash groups see it. A run that
+//! ended on request (see [`crate::policy::classify`]) gets no report: it is not a crash.
 //!
 //! The guard does not link the spool: it writes the spool's on-disk format (one JSON report per
 //! file, `3-<sequence>.json`, priority 3 = crash, renamed into place) with a sequence far above
@@ -36,6 +37,7 @@ pub fn write(
         Failure::Exited(code) => (None, Some(*code)),
         Failure::Hung => (Some("hang".to_owned()), None),
         Failure::SpawnFailed(_) => (Some("spawn".to_owned()), None),
+        Failure::ExitedUnasked => (None, Some(0)),
     };
     let report = serde_json::json!({
         "id": format!("guard-{now}-{n}"),

@@ -1,5 +1,6 @@
 //! The heartbeat pipe: the agent writes a byte or a short line (`ok\n`, `ready\n`) at least
-//! every heartbeat timeout; the guard drains it without ever blocking.
+//! every heartbeat timeout, and `stopping\n` when a termination signal asked it to stop; the
+//! guard drains it without ever blocking.
 
 use nix::fcntl::OFlag;
 use std::io;
@@ -29,6 +30,9 @@ pub struct Drained {
     pub bytes: usize,
     /// A `ready` line arrived: the agent is serving.
     pub ready: bool,
+    /// A `stopping` line arrived: the agent was asked to stop and is shutting down, so an exit
+    /// with code 0 that follows is a requested stop, not a crash.
+    pub stopping: bool,
 }
 
 /// The guard's end of the pipe.
@@ -61,7 +65,9 @@ impl HeartbeatReader {
                 }
                 Ok(n) => {
                     out.bytes += n;
-                    out.ready |= self.feed(&buf[..n]);
+                    let lines = self.feed(&buf[..n]);
+                    out.ready |= lines.ready;
+                    out.stopping |= lines.stopping;
                 }
                 Err(nix::errno::Errno::EINTR) => continue,
                 // EAGAIN: drained. Any other error: treat like EOF rather than spin.
@@ -75,17 +81,21 @@ impl HeartbeatReader {
         out
     }
 
-    fn feed(&mut self, bytes: &[u8]) -> bool {
-        let mut ready = false;
+    fn feed(&mut self, bytes: &[u8]) -> Drained {
+        let mut seen = Drained::default();
         for &b in bytes {
             if b == b'\n' {
-                ready |= self.line.trim_ascii() == b"ready";
+                match self.line.trim_ascii() {
+                    b"ready" => seen.ready = true,
+                    b"stopping" => seen.stopping = true,
+                    _ => {}
+                }
                 self.line.clear();
             } else if self.line.len() < MAX_LINE {
                 self.line.push(b);
             }
         }
-        ready
+        seen
     }
 }
 
@@ -114,7 +124,7 @@ mod tests {
             reader.drain(),
             Drained {
                 bytes: 6,
-                ready: false
+                ..Drained::default()
             }
         );
         nix::unistd::write(&write, b"dy\n.").expect("write");
@@ -122,7 +132,18 @@ mod tests {
             reader.drain(),
             Drained {
                 bytes: 4,
-                ready: true
+                ready: true,
+                stopping: false,
+            }
+        );
+        // The garbage line (".") ends first; then the announcement.
+        nix::unistd::write(&write, b"\nstopping\n").expect("write");
+        assert_eq!(
+            reader.drain(),
+            Drained {
+                bytes: 10,
+                ready: false,
+                stopping: true,
             }
         );
         drop(write);

@@ -38,6 +38,8 @@ pub enum Failure {
     Hung,
     /// It could not even be started.
     SpawnFailed(String),
+    /// It exited with code 0 although nobody asked it to stop.
+    ExitedUnasked,
 }
 
 impl std::fmt::Display for Failure {
@@ -47,7 +49,42 @@ impl std::fmt::Display for Failure {
             Failure::Signaled(sig) => write!(f, "killed by {sig}"),
             Failure::Hung => write!(f, "missed its heartbeat and was killed"),
             Failure::SpawnFailed(why) => write!(f, "could not be started: {why}"),
+            Failure::ExitedUnasked => write!(f, "exited with code 0 without a stop request"),
         }
+    }
+}
+
+/// How one agent run ended, as the guard saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ending {
+    /// Someone asked the agent to stop (the guard, systemd, an operator) and it did: not a
+    /// crash, no report, and it counts toward neither the crash window nor the boot counter.
+    Requested(String),
+    /// Anything else: a crash report, and it counts.
+    Failed(Failure),
+}
+
+/// Signals whose whole meaning is "please stop": dying of one is obeying a request.
+const TERMINATION_SIGNALS: [&str; 3] = ["SIGTERM", "SIGINT", "SIGHUP"];
+
+/// Tells a requested stop from a crash. `outcome` is what `waitpid` (or the heartbeat deadline)
+/// said; `said_stopping` is true when the agent announced `stopping` on the heartbeat pipe (it
+/// received a termination signal); `stop_pending` is true when the guard itself has a stop
+/// request waiting (systemd signalled the whole unit and the agent was faster).
+///
+/// Exit 0 alone is not enough: an agent that quits on its own leaves the host unprotected, and
+/// one that does so repeatedly is as broken as one that crashes. A non-zero exit, a fatal
+/// signal or a hang is a crash whatever was asked.
+pub fn classify(outcome: Failure, said_stopping: bool, stop_pending: bool) -> Ending {
+    match &outcome {
+        Failure::Exited(0) if said_stopping || stop_pending => {
+            Ending::Requested("exited with code 0 after a stop request".to_owned())
+        }
+        Failure::Signaled(signal) if TERMINATION_SIGNALS.contains(&signal.as_str()) => {
+            Ending::Requested(format!("terminated by {signal}"))
+        }
+        Failure::Exited(0) => Ending::Failed(Failure::ExitedUnasked),
+        _ => Ending::Failed(outcome),
     }
 }
 
@@ -137,6 +174,20 @@ impl Machine {
         if self.slot() == Slot::Current {
             self.state.boot_tries_left = self.policy.boot_tries;
             self.state.blessed = true;
+        }
+    }
+
+    /// A run ended because someone asked it to stop: the start it used is given back to the
+    /// boot counter (unless the release was blessed meanwhile, which refilled it), so stopping
+    /// an agent before it was blessed — a `systemctl restart`, a reboot — never moves the host
+    /// towards a boot-loop restore. The crash window and the backoff are left as they are.
+    pub fn on_requested_stop(&mut self) {
+        if self.slot() == Slot::Current && !self.state.blessed {
+            self.state.boot_tries_left = self
+                .state
+                .boot_tries_left
+                .saturating_add(1)
+                .min(self.policy.boot_tries);
         }
     }
 

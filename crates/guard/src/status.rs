@@ -34,6 +34,10 @@ pub struct Status {
     pub restarts: u64,
     pub failures_in_window: usize,
     pub last_failure: Option<String>,
+    /// The last run that ended on request (a termination signal, or the guard stopping): not a
+    /// failure, so not in `last_failure`.
+    #[serde(default)]
+    pub last_stop: Option<String>,
     pub boot_tries_left: u32,
     pub boot_tries_max: u32,
     pub blessed: bool,

@@ -4,7 +4,7 @@
 use crate::backoff::{ExpBackoff, Jitter};
 use crate::heartbeat::{self, GUARD_FD_ENV, HeartbeatReader};
 use crate::notify::{Notifier, SYSTEMD_ENV};
-use crate::policy::{Decision, Failure, Machine, Policy};
+use crate::policy::{self, Decision, Ending, Failure, Machine, Policy};
 use crate::slot::{AgentCommand, Slot, SlotSwitch};
 use crate::state::{self, GuardState};
 use crate::status::{self, Phase, Status};
@@ -65,6 +65,18 @@ pub trait Shutdown: AsFd {
     fn take_upgrade(&self) -> bool {
         false
     }
+
+    /// A request waits to be taken (the fd is readable now), without consuming it. Used to
+    /// tell an agent that exited because systemd signalled the whole unit from a crash.
+    fn pending(&self) -> bool {
+        readable(self.as_fd())
+    }
+}
+
+/// The fd is readable (or closed) right now.
+fn readable(fd: std::os::fd::BorrowedFd<'_>) -> bool {
+    let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+    matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
 }
 
 impl Shutdown for crate::signals::ShutdownSignals {
@@ -145,6 +157,8 @@ struct Running {
     ready: bool,
     blessed: bool,
     killing: Option<Instant>,
+    /// The agent said `stopping`: a termination signal reached it.
+    said_stopping: bool,
 }
 
 /// The supervisor. Build it with [`Guard::new`], then [`Guard::run`] until shutdown.
@@ -158,6 +172,7 @@ pub struct Guard<'a> {
     agent: Option<Running>,
     next_start: Instant,
     last_failure: Option<String>,
+    last_stop: Option<String>,
     slot: Slot,
     ready_sent: bool,
 }
@@ -225,6 +240,7 @@ impl<'a> Guard<'a> {
             agent: None,
             next_start: now,
             last_failure: None,
+            last_stop: None,
             ready_sent: false,
         })
     }
@@ -235,7 +251,9 @@ impl<'a> Guard<'a> {
         let mut next_watchdog = watchdog_every.map(|every| Instant::now() + every);
         loop {
             let now = Instant::now();
-            if self.agent.is_none() && now >= self.next_start {
+            // A stop request already waiting (systemd signalled the unit and the agent left
+            // first) is served before any restart: starting an agent only to kill it helps no one.
+            if self.agent.is_none() && now >= self.next_start && !shutdown.pending() {
                 self.start();
                 if !self.ready_sent {
                     self.notifier.ready();
@@ -288,10 +306,10 @@ impl<'a> Guard<'a> {
                 self.on_heartbeat();
             }
             if exited {
-                self.on_agent_exit();
+                self.on_agent_exit(shutdown);
             }
             if self.config.own_process {
-                self.reap_orphans();
+                self.reap_orphans(shutdown);
             }
         }
     }
@@ -363,6 +381,7 @@ impl<'a> Guard<'a> {
             ready: false,
             blessed: false,
             killing: None,
+            said_stopping: false,
         })
     }
 
@@ -435,6 +454,10 @@ impl<'a> Guard<'a> {
             agent.last_beat = now;
             agent.first_beat.get_or_insert(now);
         }
+        if drained.stopping && !agent.said_stopping {
+            agent.said_stopping = true;
+            tracing::info!(pid = agent.pid.as_raw(), "agent asked to stop; stopping");
+        }
         if drained.ready && !agent.ready {
             agent.ready = true;
             tracing::info!(
@@ -446,7 +469,7 @@ impl<'a> Guard<'a> {
         }
     }
 
-    fn on_agent_exit(&mut self) {
+    fn on_agent_exit(&mut self, shutdown: &dyn Shutdown) {
         let Some(agent) = &self.agent else { return };
         // Zombie now: its pid cannot be reused, so the group kill cannot hit a stranger.
         let _ = killpg(agent.pid, Signal::SIGKILL);
@@ -454,14 +477,22 @@ impl<'a> Guard<'a> {
             Ok(WaitStatus::StillAlive) => return,
             other => other,
         };
-        self.agent_gone(status);
+        self.agent_gone(status, shutdown);
     }
 
-    fn agent_gone(&mut self, status: nix::Result<WaitStatus>) {
-        let Some(agent) = self.agent.take() else {
+    /// The agent is gone: a requested stop is logged and restarted (the host must not stay
+    /// unprotected), a crash is reported and counted. Exactly one of the two, once per run.
+    fn agent_gone(&mut self, status: nix::Result<WaitStatus>, shutdown: &dyn Shutdown) {
+        let Some(mut agent) = self.agent.take() else {
             return;
         };
-        let failure = if agent.killing.is_some() {
+        // Asked now, after the exit: the agent may have been faster than our own signal.
+        let stop_pending = shutdown.pending();
+        // A `stopping` line may sit unread in the pipe next to the exit.
+        if !agent.heartbeat.eof() && agent.heartbeat.drain().stopping {
+            agent.said_stopping = true;
+        }
+        let outcome = if agent.killing.is_some() {
             Failure::Hung
         } else {
             match status {
@@ -471,6 +502,14 @@ impl<'a> Guard<'a> {
                 Err(error) => Failure::Signaled(format!("unknown ({error})")),
             }
         };
+        let failure = match policy::classify(outcome, agent.said_stopping, stop_pending) {
+            Ending::Requested(why) => {
+                tracing::info!(pid = agent.pid.as_raw(), %why, ran = ?agent.started.elapsed(), "agent stopped on request");
+                self.on_requested_stop(format!("agent {why}"));
+                return;
+            }
+            Ending::Failed(failure) => failure,
+        };
         tracing::warn!(pid = agent.pid.as_raw(), %failure, ran = ?agent.started.elapsed(), "agent stopped");
         let ran_ms = u64::try_from(agent.started.elapsed().as_millis()).unwrap_or(u64::MAX);
         if let Err(error) =
@@ -479,6 +518,17 @@ impl<'a> Guard<'a> {
             tracing::warn!("could not write the crash report: {error}");
         }
         self.on_failure(failure);
+    }
+
+    /// Not a failure: no report, no crash window, the boot try given back; the agent comes back
+    /// after the first backoff step unless the guard itself is stopping (the run loop serves a
+    /// pending stop before any start).
+    fn on_requested_stop(&mut self, why: String) {
+        self.machine.on_requested_stop();
+        self.last_stop = Some(why);
+        self.next_start = Instant::now() + self.config.backoff.delay(0, self.jitter.next_unit());
+        self.save_state();
+        self.write_status(Phase::Backoff);
     }
 
     fn on_failure(&mut self, failure: Failure) {
@@ -504,14 +554,14 @@ impl<'a> Guard<'a> {
 
     /// Orphans of the agent reparented to us (we are a subreaper): reap them so no zombies pile
     /// up. If the agent itself is among them, handle its exit.
-    fn reap_orphans(&mut self) {
+    fn reap_orphans(&mut self, shutdown: &dyn Shutdown) {
         loop {
             match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::StillAlive) | Err(_) => return,
                 Ok(status) => {
                     if status.pid().is_some() && status.pid() == self.agent.as_ref().map(|a| a.pid)
                     {
-                        self.agent_gone(Ok(status));
+                        self.agent_gone(Ok(status), shutdown);
                     }
                 }
             }
@@ -582,6 +632,10 @@ impl<'a> Guard<'a> {
             let _ = poll(&mut fds, PollTimeout::from(5000u16));
             let _ = waitpid(agent.pid, Some(WaitPidFlag::WNOHANG));
             self.agent = None;
+            // We asked: whatever it died of, this is no crash and no boot try spent.
+            self.machine.on_requested_stop();
+            self.last_stop = Some("agent stopped by the guard".to_owned());
+            self.save_state();
         }
         self.write_status(Phase::Stopped);
     }
@@ -606,6 +660,7 @@ impl<'a> Guard<'a> {
             restarts: state.restarts,
             failures_in_window: self.machine.failures_in_window(),
             last_failure: self.last_failure.clone(),
+            last_stop: self.last_stop.clone(),
             boot_tries_left: state.boot_tries_left,
             boot_tries_max: state.boot_tries_max,
             blessed: state.blessed,

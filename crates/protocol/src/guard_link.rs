@@ -1,6 +1,7 @@
 //! The agent's side of the guard heartbeat: the guard passes the write end of a pipe and names
-//! it in `RINGFENCE_GUARD_FD`; the agent writes `ok\n` to prove it is alive and `ready\n` once it
-//! serves. Writing never blocks and never panics: a stuck guard must not stall the agent.
+//! it in `RINGFENCE_GUARD_FD`; the agent writes `ok\n` to prove it is alive, `ready\n` once it
+//! serves and `stopping\n` when a termination signal asks it to stop. Writing never blocks and
+//! never panics: a stuck guard must not stall the agent.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -72,6 +73,13 @@ impl GuardLink {
     /// "Serving": the guard records it and the bench times restores by it. Also a beat.
     pub fn ready(&self) -> bool {
         self.write(b"ready\n")
+    }
+
+    /// "A termination signal asked me to stop": the guard then takes the exit with code 0 that
+    /// follows for a requested stop, not a crash (no crash report, no crash-loop count). Call it
+    /// once, as soon as the signal is seen, before the shutdown work.
+    pub fn stopping(&self) -> bool {
+        self.write(b"stopping\n")
     }
 
     fn write(&self, line: &[u8]) -> bool {

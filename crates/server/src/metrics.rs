@@ -1,9 +1,21 @@
 //! Prometheus metrics at `/metrics`, in the text exposition format.
+//!
+//! Protection that is off is a metric too: `ringfence_agents_degraded{reason=…}` counts hosts
+//! whose last heartbeat shows a quarantined engine, a disabled channel or too many policy
+//! answers (`api::status::degradation`), computed at scrape time from the database.
 
+use crate::api::status::DegradedReason;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+/// Degraded agents at scrape time (`api::status::degraded_counts`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Degraded {
+    pub any: usize,
+    pub by_reason: BTreeMap<DegradedReason, usize>,
+}
 
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -35,8 +47,8 @@ impl Metrics {
         }
     }
 
-    /// The exposition text; `agents` comes from the database at scrape time.
-    pub fn render(&self, agents: i64) -> String {
+    /// The exposition text; `agents` and `degraded` come from the database at scrape time.
+    pub fn render(&self, agents: i64, degraded: Option<&Degraded>) -> String {
         let mut out = String::new();
         let counter = |out: &mut String, name: &str, help: &str, value: u64| {
             let _ = writeln!(
@@ -90,6 +102,25 @@ impl Metrics {
             out,
             "# HELP ringfence_agents Enrolled agents.\n# TYPE ringfence_agents gauge\nringfence_agents {agents}"
         );
+        if let Some(degraded) = degraded {
+            let _ = writeln!(
+                out,
+                "# HELP ringfence_agents_degraded Agents whose last heartbeat shows protection off, by reason (an agent may count under several).\n# TYPE ringfence_agents_degraded gauge"
+            );
+            for reason in DegradedReason::ALL {
+                let _ = writeln!(
+                    out,
+                    "ringfence_agents_degraded{{reason=\"{}\"}} {}",
+                    reason.as_str(),
+                    degraded.by_reason.get(&reason).copied().unwrap_or(0)
+                );
+            }
+            let _ = writeln!(
+                out,
+                "# HELP ringfence_agents_degraded_any Agents degraded for any reason.\n# TYPE ringfence_agents_degraded_any gauge\nringfence_agents_degraded_any {}",
+                degraded.any
+            );
+        }
         let _ = writeln!(
             out,
             "# HELP ringfence_controller_leader 1 if this replica runs the rollout controller.\n# TYPE ringfence_controller_leader gauge\nringfence_controller_leader {}",

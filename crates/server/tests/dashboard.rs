@@ -1,6 +1,7 @@
 //! The dashboard in a real browser (headless Chromium): it loads with no external assets,
 //! shows a rollout that halted on its crash gate with the gate's value against its threshold,
-//! and a screenshot is kept in `target/test-artifacts/dashboard.png`.
+//! a host with a quarantined engine under a visible "degraded" badge with its reason, and a
+//! screenshot is kept in `target/test-artifacts/dashboard.png`.
 //!
 //! `scripts/test.sh` installs Debian's chromium; without it this test says so and skips.
 
@@ -67,6 +68,16 @@ async fn halted_rollout(h: &Harness) {
         "backtrace": [{"function": "faulty::parse_template", "func_index": 3}]}}]});
     h.post_json("/api/v1/agents/reports", Some(&canary.credential), failure)
         .await;
+    // A host whose engine is quarantined: protection is off there, and the dashboard must say so.
+    let sick = h.enroll("sick-host", &[]).await;
+    h.post_json(
+        "/api/v1/agents/heartbeat",
+        Some(&sick.credential),
+        json!({"agent_version": "1.0.0",
+               "releases": [{"channel": "detection", "current": "1.0.0", "lkg": "1.0.0", "running": "current"}],
+               "health": {"permission_events": 100, "quarantined": ["faulty"]}}),
+    )
+    .await;
     h.state
         .heartbeats
         .flush(&h.state.store)
@@ -143,6 +154,32 @@ async fn dashboard_shows_a_halted_rollout_in_a_real_browser() {
         html.contains("faulty::parse_template"),
         "the crash group is explained"
     );
+    // The degraded host: its tile carries the badge and the reason, the fleet figure counts it,
+    // and neither sits in a hidden part of the page.
+    assert!(
+        !html.contains("<main id=\"app\" hidden"),
+        "the app is shown"
+    );
+    let tile = html
+        .find("data-host=\"sick-host\"")
+        .map(|at| &html[at..])
+        .unwrap_or_else(|| panic!("the sick host has a tile:\n{html}"));
+    // Up to the next host's tile.
+    let tile = &tile[..tile[1..].find("data-host=").map_or(tile.len(), |n| n + 1)];
+    assert!(
+        tile.contains("data-degraded=\"quarantine\""),
+        "the tile is marked degraded: {tile}"
+    );
+    assert!(
+        tile.contains("class=\"badge degraded\">degraded: engine quarantined</span>"),
+        "the badge names the reason: {tile}"
+    );
+    assert!(tile.contains("quarantined: faulty"), "the detail: {tile}");
+    assert!(
+        html.contains("id=\"fleet-degraded\" data-degraded=\"1\""),
+        "the fleet figure counts it"
+    );
+    assert!(html.contains("protection off"), "the fleet badge says so");
     let screenshot = artifacts.join("dashboard.png");
     let mut command = Command::new(browser);
     common_flags(&mut command);

@@ -153,3 +153,64 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn requested_stops_are_told_from_crashes() {
+    let requested = |e: &Ending| matches!(e, Ending::Requested(_));
+    // The agent said `stopping` (a signal reached it), or the guard has a stop waiting.
+    assert!(requested(&classify(Failure::Exited(0), true, false)));
+    assert!(requested(&classify(Failure::Exited(0), false, true)));
+    // Dying of a termination signal is obeying it.
+    for signal in ["SIGTERM", "SIGINT", "SIGHUP"] {
+        assert!(requested(&classify(
+            Failure::Signaled(signal.into()),
+            false,
+            false
+        )));
+    }
+    // Exit 0 nobody asked for leaves the host unprotected: a failure.
+    assert_eq!(
+        classify(Failure::Exited(0), false, false),
+        Ending::Failed(Failure::ExitedUnasked)
+    );
+    // Non-zero exits, fatal signals and hangs are crashes whatever was asked.
+    for outcome in [
+        Failure::Exited(1),
+        Failure::Signaled("SIGSEGV".into()),
+        Failure::Signaled("SIGKILL".into()),
+        Failure::Hung,
+    ] {
+        assert_eq!(
+            classify(outcome.clone(), true, true),
+            Ending::Failed(outcome)
+        );
+    }
+}
+
+#[test]
+fn requested_stop_gives_the_boot_try_back_and_counts_nothing() {
+    let mut m = machine(3, 60, 3);
+    for _ in 0..10 {
+        assert_eq!(m.before_start(0).0, Slot::Current);
+        m.on_requested_stop();
+    }
+    assert_eq!(m.state().boot_tries_left, 3);
+    assert_eq!(m.failures_in_window(), 0);
+    assert_eq!(m.state().restarts, 0);
+    // A blessed run already refilled the counter: nothing to give back beyond the maximum.
+    m.before_start(0);
+    m.on_healthy();
+    m.on_requested_stop();
+    assert_eq!(m.state().boot_tries_left, 3);
+}
+
+#[test]
+fn requested_stop_on_lkg_keeps_the_pin() {
+    let mut m = machine(100, 60, 1);
+    m.before_start(0);
+    let (slot, _) = m.before_start(0);
+    assert_eq!(slot, Slot::Lkg);
+    m.on_requested_stop();
+    assert_eq!(m.before_start(0).0, Slot::Lkg);
+    assert_eq!(m.state().boot_tries_left, 0);
+}

@@ -303,6 +303,10 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
             }
             Some(signal) => {
                 tracing::info!(signal, "stopping on signal");
+                // So the guard takes our exit for a requested stop, not a crash.
+                if let Some(guard) = &guard {
+                    guard.stopping();
+                }
                 break;
             }
             None => {}

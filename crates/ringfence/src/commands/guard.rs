@@ -181,6 +181,9 @@ fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     if let Some(failure) = &status.last_failure {
         println!("last failure: {failure}");
     }
+    if let Some(stop) = &status.last_stop {
+        println!("last requested stop (not a failure): {stop}");
+    }
     if let Some(restore) = &status.last_restore {
         println!(
             "last restore of LKG: {} ({}), at unix time {}",

@@ -1,11 +1,16 @@
 //! `ringfence status`: the fleet from the server in a few lines, or with `--host` this machine
 //! in plain words — what the guard and agent are doing, which release runs from which slot, the
 //! last restore and why, reports waiting to be sent.
+//!
+//! Protection that is off is never a bare version: degraded hosts (the server's
+//! `api::status::degradation`) are listed with their reasons, a disabled channel says
+//! `disabled`, and `--check` exits 1 when anything is degraded (2 stays "could not tell").
 
 use super::operator::{OperatorArgs, TrustArgs};
 use anyhow::Context;
 use ringfence_release::SlotStore;
-use serde_json::{Value, json};
+use ringfence_server::api::status::FleetStatus;
+use serde_json::json;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -31,7 +36,14 @@ pub struct StatusArgs {
     token: Option<String>,
     #[arg(long)]
     json: bool,
+    /// Exit 1 when protection is off somewhere: a degraded host in the fleet view; with --host,
+    /// a guard that is not running its agent or runs the last known good release.
+    #[arg(long)]
+    check: bool,
 }
+
+/// `--check` found protection off.
+const DEGRADED: u8 = 1;
 
 pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
     if args.host {
@@ -45,7 +57,7 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
         trust: args.trust.clone(),
         token,
     };
-    fleet(&operator, args.json)
+    fleet(&operator, args.json, args.check)
 }
 
 fn host(args: &StatusArgs) -> anyhow::Result<ExitCode> {
@@ -80,6 +92,7 @@ fn host(args: &StatusArgs) -> anyhow::Result<ExitCode> {
         })
         .unwrap_or(0);
     if args.json {
+        let exit = host_exit(args.check, &guard);
         let guard = match &guard {
             Ok(status) => serde_json::to_value(status)?,
             Err(error) => json!({"error": error.to_string()}),
@@ -91,7 +104,7 @@ fn host(args: &StatusArgs) -> anyhow::Result<ExitCode> {
             "spool_pending": pending,
         });
         println!("{report}");
-        return Ok(ExitCode::SUCCESS);
+        return Ok(exit);
     }
     match &guard {
         Ok(status) => println!("{}", status.summary()),
@@ -122,43 +135,94 @@ fn host(args: &StatusArgs) -> anyhow::Result<ExitCode> {
         );
     }
     println!("reports waiting to be sent: {pending}");
-    Ok(ExitCode::SUCCESS)
+    Ok(host_exit(args.check, &guard))
 }
 
-fn fleet(operator: &OperatorArgs, json_out: bool) -> anyhow::Result<ExitCode> {
-    let status: Value = operator.client()?.get_json("status", "/api/v1/status")?;
+/// With `--check`, a host is degraded when its guard cannot be read, is not running a serving
+/// agent, or runs the last known good release because the current one failed.
+fn host_exit(
+    check: bool,
+    guard: &Result<ringfence_guard::Status, ringfence_guard::status::StatusError>,
+) -> ExitCode {
+    let healthy = match guard {
+        Ok(status) => {
+            status.phase == ringfence_guard::Phase::Running
+                && status.agent_ready
+                && status.pinned_lkg.is_none()
+        }
+        Err(_) => false,
+    };
+    if check && !healthy {
+        ExitCode::from(DEGRADED)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn fleet(operator: &OperatorArgs, json_out: bool, check: bool) -> anyhow::Result<ExitCode> {
+    let status: FleetStatus = operator.client()?.get_json("status", "/api/v1/status")?;
+    let exit = if check && status.degraded > 0 {
+        ExitCode::from(DEGRADED)
+    } else {
+        ExitCode::SUCCESS
+    };
     if json_out {
-        println!("{status}");
-        return Ok(ExitCode::SUCCESS);
+        println!("{}", serde_json::to_string(&status)?);
+        return Ok(exit);
     }
     println!(
         "agents {} ({} online, {} running their last known good release)",
-        status["agents"], status["online"], status["on_lkg"]
+        status.agents, status.online, status.on_lkg
     );
-    if let Some(versions) = status["versions"].as_object() {
-        for (channel, counts) in versions {
-            let parts: Vec<String> = counts
-                .as_object()
-                .map(|c| c.iter().map(|(v, n)| format!("{v}: {n}")).collect())
-                .unwrap_or_default();
-            println!("channel {channel}: {}", parts.join(", "));
-        }
+    if status.degraded == 0 {
+        println!("protection: on everywhere (no host degraded)");
+    } else {
+        let reasons: Vec<String> = status
+            .degraded_by_reason
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(reason, n)| format!("{} {n}", reason.as_str()))
+            .collect();
+        println!(
+            "DEGRADED: protection is off on {} host(s) ({})",
+            status.degraded,
+            reasons.join(", ")
+        );
     }
-    if let Some(rollouts) = status["rollouts"].as_array() {
-        for rollout in rollouts {
-            println!(
-                "rollout {} {}@{} {} (ring {}){}",
-                rollout["id"].as_str().unwrap_or("-"),
-                rollout["channel"].as_str().unwrap_or("-"),
-                rollout["version"].as_str().unwrap_or("-"),
-                rollout["phase"].as_str().unwrap_or("-"),
-                rollout["ring"],
-                rollout["reason"]
-                    .as_str()
-                    .map(|r| format!(": {r}"))
-                    .unwrap_or_default()
-            );
-        }
+    for (channel, counts) in &status.versions {
+        let parts: Vec<String> = counts.iter().map(|(v, n)| format!("{v}: {n}")).collect();
+        println!("channel {channel}: {}", parts.join(", "));
     }
-    Ok(ExitCode::SUCCESS)
+    for host in status.hosts.iter().filter(|h| !h.degraded.is_empty()) {
+        let why: Vec<&str> = host.degraded.iter().map(|d| d.detail.as_str()).collect();
+        println!(
+            "host {} ({}) DEGRADED: {}",
+            host.hostname,
+            host.agent_id,
+            why.join("; ")
+        );
+    }
+    if status.hosts_truncated {
+        println!(
+            "(hosts listed: the first {} of {}, degraded first)",
+            status.hosts.len(),
+            status.agents
+        );
+    }
+    for rollout in &status.rollouts {
+        println!(
+            "rollout {} {}@{} {} (ring {}){}",
+            rollout.id,
+            rollout.channel,
+            rollout.version,
+            serde_json::to_value(rollout.phase)?.as_str().unwrap_or("?"),
+            rollout.ring,
+            rollout
+                .reason
+                .as_deref()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default()
+        );
+    }
+    Ok(exit)
 }

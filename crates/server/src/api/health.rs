@@ -57,9 +57,14 @@ pub async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
 
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let agents = state.store.agent_count().await.unwrap_or(-1);
+    // A database error leaves the degraded gauges out rather than reporting zero.
+    let degraded = state.store.agents().await.ok().map(|records| {
+        let (any, by_reason) = crate::api::status::degraded_counts(&records);
+        crate::metrics::Degraded { any, by_reason }
+    });
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(agents),
+        state.metrics.render(agents, degraded.as_ref()),
     )
 }
 

@@ -1,83 +1,306 @@
 //! Read-only views for operators: the fleet summary, the audit log, reports.
+//!
+//! The fleet summary says which hosts run with protection off (*degraded*: a quarantined
+//! engine, a disabled channel, policy answering more than 1 % of permission events) and says
+//! "disabled" for a channel that runs nothing rather than the version on disk. [`degradation`]
+//! is the one definition of degraded.
 
 use crate::auth::Operator;
 use crate::error::{ApiResult, AppError};
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::{Query, State};
-use ringfence_store::now_ms;
-use serde::Deserialize;
+use ringfence_protocol::api::Heartbeat;
+use ringfence_rollout::Phase;
+use ringfence_store::{AgentRecord, now_ms};
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+
+/// Why a host's protection is partly or wholly off. The one definition the status API,
+/// `/metrics`, the dashboard and `ringfence status` all use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DegradedReason {
+    /// An engine is quarantined: its verdicts come from policy.
+    Quarantine,
+    /// A channel's engines are disabled (a remediation plan): nothing decides for it.
+    Disabled,
+    /// More than [`POLICY_ANSWER_SHARE`] of the last interval's permission events were
+    /// answered by policy (deadline, quarantine, a full queue, an engine failure).
+    PolicyAnswers,
+}
+
+impl DegradedReason {
+    pub const ALL: [DegradedReason; 3] = [
+        DegradedReason::Quarantine,
+        DegradedReason::Disabled,
+        DegradedReason::PolicyAnswers,
+    ];
+
+    /// The label value in `/metrics` and the word in `ringfence status`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DegradedReason::Quarantine => "quarantine",
+            DegradedReason::Disabled => "disabled",
+            DegradedReason::PolicyAnswers => "policy_answers",
+        }
+    }
+}
+
+/// One reason a host is degraded, with the evidence in words.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Degradation {
+    pub reason: DegradedReason,
+    pub detail: String,
+}
+
+/// Above this share of permission events answered by policy in one heartbeat, the engines are
+/// not really deciding: the host is degraded.
+pub const POLICY_ANSWER_SHARE: f64 = 0.01;
+
+/// Whether (and why) the host that sent `heartbeat` runs with protection off, judged on the
+/// clamped figures (a claim of the agent's, like every figure). Empty means healthy.
+pub fn degradation(heartbeat: &Heartbeat) -> Vec<Degradation> {
+    let health = heartbeat.health.clamped();
+    let mut out = Vec::new();
+    if !health.quarantined.is_empty() {
+        out.push(Degradation {
+            reason: DegradedReason::Quarantine,
+            detail: format!("quarantined: {}", health.quarantined.join(", ")),
+        });
+    }
+    if !health.disabled.is_empty() {
+        out.push(Degradation {
+            reason: DegradedReason::Disabled,
+            detail: format!("disabled: {}", health.disabled.join(", ")),
+        });
+    }
+    let answers = health.policy_answers.total();
+    // With no permission events at all, any policy answer is more than the share.
+    let share = answers as f64 / health.permission_events.max(1) as f64;
+    if answers > 0 && share > POLICY_ANSWER_SHARE {
+        let a = &health.policy_answers;
+        out.push(Degradation {
+            reason: DegradedReason::PolicyAnswers,
+            detail: format!(
+                "{answers} of {} permission events answered by policy ({:.1} %: deadline {}, quarantine {}, queue full {}, failure {})",
+                health.permission_events,
+                share * 100.0,
+                a.deadline,
+                a.quarantine,
+                a.queue_full,
+                a.failure
+            ),
+        });
+    }
+    out
+}
+
+/// The last heartbeat stored for an agent, typed; `None` before the first one (or for a
+/// status a newer server wrote in a shape this one cannot read).
+fn last_heartbeat(agent: &AgentRecord) -> Option<Heartbeat> {
+    agent
+        .status
+        .as_ref()
+        .and_then(|status| serde_json::from_value(status.clone()).ok())
+}
+
+/// What a channel on one host runs: a version, or `disabled` when a remediation plan turned
+/// its engines off (then the version on disk is not what protects the host: nothing is).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostRelease {
+    pub channel: String,
+    /// The version running, `disabled`, or `none`.
+    pub running: String,
+    /// `current` or `lkg`.
+    pub slot: String,
+}
+
+/// One host as the fleet view shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostStatus {
+    pub agent_id: String,
+    pub hostname: String,
+    pub online: bool,
+    pub last_seen_at_ms: Option<i64>,
+    pub agent_version: String,
+    pub releases: Vec<HostRelease>,
+    /// A release being installed now (`channel@version`).
+    pub installing: Option<String>,
+    /// Empty when protection is fully on.
+    pub degraded: Vec<Degradation>,
+}
+
+/// A rollout in the fleet summary.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RolloutSummary {
+    pub id: String,
+    pub channel: String,
+    pub version: String,
+    pub phase: Phase,
+    pub ring: usize,
+    pub reason: Option<String>,
+}
+
+/// `GET /api/v1/status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FleetStatus {
+    pub agents: usize,
+    pub online: usize,
+    pub on_lkg: usize,
+    /// Channel → what hosts run (a version, or `disabled`) → hosts.
+    pub versions: BTreeMap<String, BTreeMap<String, usize>>,
+    pub rollouts: Vec<RolloutSummary>,
+    pub leader: bool,
+    /// Hosts degraded for any reason.
+    pub degraded: usize,
+    /// Hosts degraded for each reason (a host may count under several).
+    pub degraded_by_reason: BTreeMap<DegradedReason, usize>,
+    /// Degraded hosts first, then the others, at most [`MAX_HOSTS`].
+    pub hosts: Vec<HostStatus>,
+    /// More hosts than [`MAX_HOSTS`] exist; the rest are left out.
+    pub hosts_truncated: bool,
+}
+
+/// Hosts listed in one fleet summary: enough for a dashboard, bounded for a large fleet.
+pub const MAX_HOSTS: usize = 500;
+
+/// One host from its record; `stale_after` decides whether it is online.
+pub fn host_status(agent: &AgentRecord, now: i64, stale_after: i64) -> HostStatus {
+    let heartbeat = last_heartbeat(agent);
+    let (agent_version, releases, installing, degraded) = match &heartbeat {
+        Some(heartbeat) => {
+            let health = heartbeat.health.clamped();
+            let releases = heartbeat
+                .releases
+                .iter()
+                .map(|release| {
+                    let slot = if release.running == "lkg" {
+                        "lkg"
+                    } else {
+                        "current"
+                    };
+                    let running = if health.disabled.contains(&release.channel) {
+                        "disabled".to_owned()
+                    } else if slot == "lkg" {
+                        release.lkg.clone().unwrap_or_else(|| "none".to_owned())
+                    } else {
+                        release.current.clone().unwrap_or_else(|| "none".to_owned())
+                    };
+                    HostRelease {
+                        channel: release.channel.clone(),
+                        running,
+                        slot: slot.to_owned(),
+                    }
+                })
+                .collect();
+            (
+                heartbeat.agent_version.clone(),
+                releases,
+                health.installing.clone(),
+                degradation(heartbeat),
+            )
+        }
+        None => (String::new(), Vec::new(), None, Vec::new()),
+    };
+    HostStatus {
+        agent_id: agent.id.clone(),
+        hostname: agent.hostname.clone(),
+        online: agent
+            .last_seen_at
+            .is_some_and(|seen| now - seen <= stale_after),
+        last_seen_at_ms: agent.last_seen_at,
+        agent_version,
+        releases,
+        installing,
+        degraded,
+    }
+}
+
+/// Hosts degraded, for any reason and by reason, over every agent's last heartbeat (for
+/// `/metrics`).
+pub fn degraded_counts(agents: &[AgentRecord]) -> (usize, BTreeMap<DegradedReason, usize>) {
+    let mut any = 0;
+    let mut by_reason: BTreeMap<DegradedReason, usize> =
+        DegradedReason::ALL.iter().map(|r| (*r, 0)).collect();
+    for heartbeat in agents.iter().filter_map(last_heartbeat) {
+        let reasons = degradation(&heartbeat);
+        if !reasons.is_empty() {
+            any += 1;
+        }
+        for d in reasons {
+            *by_reason.entry(d.reason).or_insert(0) += 1;
+        }
+    }
+    (any, by_reason)
+}
 
 pub async fn fleet(
     State(state): State<AppState>,
     _operator: Operator,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<FleetStatus>> {
     state.heartbeats.flush(&state.store).await?;
     let agents = state.store.agents().await?;
     let now = now_ms();
     let stale_after = (state.config.heartbeat_interval.as_millis() as i64) * 3;
     let mut versions: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
-    let mut online = 0;
-    let mut on_lkg = 0;
+    let mut degraded_by_reason: BTreeMap<DegradedReason, usize> =
+        DegradedReason::ALL.iter().map(|r| (*r, 0)).collect();
+    let (mut online, mut on_lkg, mut degraded) = (0, 0, 0);
+    let mut hosts = Vec::with_capacity(agents.len().min(MAX_HOSTS));
+    let mut healthy_hosts = Vec::new();
     for agent in &agents {
-        if agent
-            .last_seen_at
-            .is_some_and(|seen| now - seen <= stale_after)
-        {
-            online += 1;
-        }
-        let releases = agent
-            .status
-            .as_ref()
-            .and_then(|s| s.get("releases"))
-            .and_then(|r| r.as_array())
-            .cloned()
-            .unwrap_or_default();
-        for release in releases {
-            let channel = release
-                .get("channel")
-                .and_then(|c| c.as_str())
-                .unwrap_or("?")
-                .to_owned();
-            let running = release
-                .get("running")
-                .and_then(|c| c.as_str())
-                .unwrap_or("current");
-            if running == "lkg" {
-                on_lkg += 1;
-            }
-            let version = release
-                .get(if running == "lkg" { "lkg" } else { "current" })
-                .and_then(|v| v.as_str())
-                .unwrap_or("none")
-                .to_owned();
+        let host = host_status(agent, now, stale_after);
+        online += usize::from(host.online);
+        for release in &host.releases {
+            on_lkg += usize::from(release.slot == "lkg");
             *versions
-                .entry(channel)
+                .entry(release.channel.clone())
                 .or_default()
-                .entry(version)
+                .entry(release.running.clone())
                 .or_insert(0) += 1;
         }
+        if host.degraded.is_empty() {
+            if healthy_hosts.len() < MAX_HOSTS {
+                healthy_hosts.push(host);
+            }
+            continue;
+        }
+        degraded += 1;
+        for d in &host.degraded {
+            *degraded_by_reason.entry(d.reason).or_insert(0) += 1;
+        }
+        if hosts.len() < MAX_HOSTS {
+            hosts.push(host);
+        }
     }
-    let rollouts: Vec<_> = state
+    let room = MAX_HOSTS - hosts.len();
+    hosts.extend(healthy_hosts.into_iter().take(room));
+    let rollouts = state
         .fleet
         .rollouts()
         .into_iter()
-        .map(|r| {
-            serde_json::json!({
-                "id": r.id, "channel": r.channel, "version": r.version,
-                "phase": r.state.phase, "ring": r.state.ring, "reason": r.state.reason,
-            })
+        .map(|r| RolloutSummary {
+            id: r.id,
+            channel: r.channel,
+            version: r.version,
+            phase: r.state.phase,
+            ring: r.state.ring,
+            reason: r.state.reason,
         })
         .collect();
-    Ok(Json(serde_json::json!({
-        "agents": agents.len(),
-        "online": online,
-        "on_lkg": on_lkg,
-        "versions": versions,
-        "rollouts": rollouts,
-        "leader": state.metrics.is_leader(),
-    })))
+    Ok(Json(FleetStatus {
+        agents: agents.len(),
+        online,
+        on_lkg,
+        versions,
+        rollouts,
+        leader: state.metrics.is_leader(),
+        degraded,
+        degraded_by_reason,
+        hosts_truncated: agents.len() > MAX_HOSTS,
+        hosts,
+    }))
 }
 
 #[derive(Debug, Deserialize)]

@@ -184,3 +184,22 @@ fn hostile_figures_are_clamped_before_judging() {
         reasons[0].detail.len()
     );
 }
+
+#[tokio::test]
+async fn a_database_outage_leaves_the_degraded_gauges_out_rather_than_zero() {
+    let h = Harness::sqlite().await;
+    let (_, text) = h.get_text("/metrics").await;
+    assert!(
+        text.contains("ringfence_agents_degraded{reason=\"quarantine\"} 0"),
+        "{text}"
+    );
+    h.state.store.close().await;
+    let (code, text) = h.get_text("/metrics").await;
+    assert!(code.is_success());
+    assert!(
+        !text.contains("ringfence_agents_degraded"),
+        "no claim of zero degraded hosts without the data: {text}"
+    );
+    let (code, _) = h.get("/api/v1/status", Some(&h.operator)).await;
+    assert!(code.is_server_error(), "{code}");
+}

@@ -137,10 +137,14 @@ impl Open {
         if self.tail.len == 0 {
             return Ok(true);
         }
+        // A tail longer than we ever save comes from a damaged state file: start over.
         let Some(start) = self.offset.checked_sub(self.tail.len) else {
             return Ok(false);
         };
-        let mut bytes = vec![0u8; usize::try_from(self.tail.len).unwrap_or(TAIL_BYTES)];
+        if self.tail.len > TAIL_BYTES as u64 {
+            return Ok(false);
+        }
+        let mut bytes = vec![0u8; TAIL_BYTES.min(self.tail.len as usize)];
         self.file.read_exact_at(&mut bytes, start)?;
         Ok(fnv1a(&bytes) == self.tail.hash)
     }

@@ -291,3 +291,20 @@ fn an_unreadable_alert_file_is_logged_and_retried() {
     let mut follower = fx.follower();
     assert_eq!(messages(&poll(&mut follower)), range(0, 2));
 }
+
+#[test]
+fn a_state_file_with_impossible_figures_starts_over() {
+    let fx = Fixture::new();
+    fx.append(0, 2);
+    let first = poll(&mut fx.follower());
+    let inode = std::fs::metadata(fx.alerts()).expect("stat").ino();
+    for state in [
+        // Beyond the end of the file.
+        serde_json::json!({"inode": inode, "offset": u64::MAX}),
+        // A tail longer than any we save.
+        serde_json::json!({"inode": inode, "offset": 10, "tail": {"len": 1u64 << 60, "hash": 0}}),
+    ] {
+        std::fs::write(state_path(&fx.alerts()), state.to_string()).expect("write state");
+        assert_eq!(poll(&mut fx.follower()), first, "{state}");
+    }
+}

@@ -65,12 +65,10 @@ fn running_version(heartbeat: &Heartbeat, channel: &str) -> Option<String> {
     }
 }
 
-/// Whether a decommissioned agent: taken out of the fleet, so no gate counts it. Agent records
-/// carry no decommissioning mark yet (another change adds `decommissioned_at`); until then an
-/// agent whose heartbeat has never arrived and whose credential is gone cannot be told apart,
-/// and every enrolled agent counts. The rollout crate already excludes `decommissioned`.
-fn decommissioned(_agent: &AgentRecord) -> bool {
-    false
+/// Whether an operator took the agent out of the fleet (`ringfence agent decommission`): no
+/// gate counts it, so a stopped, decommissioned host never blocks a rollout.
+fn decommissioned(agent: &AgentRecord) -> bool {
+    agent.decommissioned_at.is_some()
 }
 
 /// What the gates know of one agent for a rollout of `channel` whose engine is `engine`.

@@ -111,10 +111,7 @@ mod tests {
                 1
             );
             // Counted by the server's receive time, not the claimed `at` (10).
-            let received = store
-                .reports_since("failure", 1_000)
-                .await
-                .expect("list");
+            let received = store.reports_since("failure", 1_000).await.expect("list");
             assert_eq!(received.len(), 1, "{backend}");
             assert!(received[0].received_at >= 1_000);
             let later = store

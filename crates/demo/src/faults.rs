@@ -193,8 +193,9 @@ impl FaultFleet {
         let done = self.follow(&id, Duration::from_secs(180))?;
         if done["phase"] != "completed" {
             return Err(DemoError::Failed(format!(
-                "the good release did not complete: {}",
-                done["reason"]
+                "the good release did not complete: {}; reports: {}",
+                done["reason"],
+                self.evidence()?
             )));
         }
         self.wait(
@@ -228,6 +229,18 @@ impl FaultFleet {
             }
             std::thread::sleep(POLL);
         }
+    }
+
+    /// The failure and crash reports the server holds, for a message that explains a halt.
+    pub fn evidence(&self) -> Result<String, DemoError> {
+        let mut out = Vec::new();
+        for kind in ["failure", "crash"] {
+            let reports = self.control.get(&format!("/api/v1/reports?kind={kind}"))?;
+            for report in reports["reports"].as_array().cloned().unwrap_or_default() {
+                out.push(format!("{kind}: {}", report["body"]));
+            }
+        }
+        Ok(out.join("; "))
     }
 
     /// Follows a rollout until it leaves the running phase.

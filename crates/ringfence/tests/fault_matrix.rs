@@ -78,8 +78,10 @@ fn a_first_sigma_release_with_100_rules_completes() {
         .follow(id, Duration::from_secs(240))
         .expect("the rollout ends");
     assert_eq!(
-        done["phase"], "completed",
-        "a healthy first release must complete: {}",
-        done["reason"]
+        done["phase"],
+        "completed",
+        "a healthy first release must complete: {}; reports: {}",
+        done["reason"],
+        fleet.evidence().unwrap_or_default()
     );
 }

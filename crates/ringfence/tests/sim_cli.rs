@@ -46,7 +46,7 @@ fn json_lists_every_strategy_with_the_promised_keys() {
         .iter()
         .filter_map(|s| s["name"].as_str())
         .collect();
-    assert_eq!(names, ["all-at-once", "rings", "fast"]);
+    assert_eq!(names, ["all-at-once", "rings", "exponential", "fast"]);
     for strategy in strategies {
         for key in [
             "name",

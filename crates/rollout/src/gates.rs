@@ -25,6 +25,9 @@ use serde::{Deserialize, Deserializer, Serialize};
 /// (64 TiB of RSS is 7e13), small enough that ten million of them still sum to a finite f64.
 const FIGURE_MAX: f64 = 1e15;
 
+/// A deny-rate rise this large fails a ring however few agents show it.
+pub const BLATANT_DENY_INCREASE: f64 = 0.5;
+
 /// `value` as a finite, non-negative figure: NaN counts as 0, infinities as the bound.
 pub fn finite(value: f64, max: f64) -> f64 {
     if value.is_nan() {
@@ -463,7 +466,12 @@ pub fn evaluate_gates(
     ];
     let enough = ring.adopted >= spec.min_agents_for_metrics;
     for mut result in statistics {
-        if !enough && !result.passed {
+        // A release that newly denies at least half of what the fleet allowed is a logical
+        // failure as fatal as a crash (a rule that denies /bin/sh): evidence, like quarantine,
+        // that one or two canaries may show, not a statistic waiting for three agents.
+        let blatant_denial =
+            result.gate == "deny_rate" && result.value - base.deny_rate >= BLATANT_DENY_INCREASE;
+        if !enough && !result.passed && !blatant_denial {
             // One or two agents' figures are claims nobody corroborates: shown, not acted on.
             result.passed = true;
             result.explanation = format!(

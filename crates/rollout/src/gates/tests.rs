@@ -317,3 +317,31 @@ fn state_stored_by_an_older_server_reads_back() {
         (3, 0.0, 0)
     );
 }
+
+#[test]
+fn a_release_that_denies_everything_fails_on_two_canaries_but_a_small_rise_waits() {
+    let baseline = sum(&healthy(10, "1"), None, 1_000, 0);
+    let mut two = healthy(2, "2");
+    for a in &mut two {
+        a.deny_rate = 1.0;
+    }
+    let results = evaluate_gates(
+        &GateSpec::default(),
+        &baseline,
+        &sum(&two, Some("2"), 1_000, 0),
+    );
+    assert!(!find(&results, "deny_rate").passed, "{results:?}");
+    for a in &mut two {
+        a.deny_rate = 0.1;
+    }
+    let results = evaluate_gates(
+        &GateSpec::default(),
+        &baseline,
+        &sum(&two, Some("2"), 1_000, 0),
+    );
+    let deny = find(&results, "deny_rate");
+    assert!(
+        deny.passed,
+        "a modest rise on two agents is a statistic: {deny:?}"
+    );
+}

@@ -5,8 +5,11 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// Largest dump embedded in the report; bigger ones stay on the host and are named.
-const MAX_EMBEDDED_BYTES: usize = 512 << 10;
+/// Largest dump embedded in the report; bigger ones stay on the host and are named. Hex doubles
+/// it, and the rest of the body (engine, path, size) needs a little room under the server's
+/// per-report limit: a report past that limit is set aside, not uploaded.
+const MAX_EMBEDDED_BYTES: usize =
+    (ringfence_protocol::api::limits::MAX_REPORT_BODY_BYTES - (8 << 10)) / 2;
 
 fn unix_ms() -> u64 {
     SystemTime::now()

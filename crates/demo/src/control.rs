@@ -97,6 +97,27 @@ impl Control {
             }))
     }
 
+    /// The agent id the server knows `hostname` by.
+    pub fn agent_id(&self, hostname: &str) -> Result<String, DemoError> {
+        let agents = self.get("/api/v1/agents")?;
+        agents["agents"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|agent| agent["hostname"] == hostname)
+            .and_then(|agent| agent["id"].as_str().map(str::to_owned))
+            .ok_or_else(|| DemoError::Failed(format!("no agent named {hostname}")))
+    }
+
+    /// Takes an agent out of the fleet (a machine retired for good), saying why.
+    pub fn decommission(&self, agent_id: &str, reason: &str) -> Result<Value, DemoError> {
+        self.post(
+            "decommission",
+            &format!("/api/v1/agents/{agent_id}/decommission"),
+            &json!({ "reason": reason }),
+        )
+    }
+
     /// Agents whose install reports say they ran `version`.
     pub fn reached(&self, version: &str) -> Result<BTreeSet<String>, DemoError> {
         let reports = self.get("/api/v1/reports?kind=install")?;

@@ -261,6 +261,19 @@ impl FaultFleet {
         }
     }
 
+    /// Publishes the next version of the good content (preflight on) and follows its rollout
+    /// to its end: the final rollout record.
+    pub fn release_good(&mut self, bake_s: f64) -> Result<Value, DemoError> {
+        let version = format!("1.{}.0", self.next_minor);
+        self.next_minor += 1;
+        self.control
+            .publish(&version, "faulty", "ok", "healthy detection content", false)?
+            .map_err(DemoError::Failed)?;
+        let rollout = self.control.start_rollout(&version, bake_s)?;
+        let id = rollout["id"].as_str().unwrap_or_default().to_owned();
+        self.follow(&id, Duration::from_secs_f64(bake_s * 6.0 + 120.0))
+    }
+
     /// Publishes a release with `fault` (preflight skipped), rolls it out, and follows it to
     /// its end and the fleet back to the good release.
     pub fn inject(&mut self, fault: Fault) -> Result<FaultOutcome, DemoError> {

@@ -242,6 +242,13 @@ impl Fleet {
         Ok(())
     }
 
+    /// Stops one host for good, as a machine switched off would be: its guard and agent go.
+    pub fn stop_host(&mut self, name: &str) {
+        if let Some(host) = self.hosts.iter_mut().find(|host| host.name == name) {
+            stop(&mut host.child, Duration::from_secs(20));
+        }
+    }
+
     /// Stops every host (their agents write their final counters). One SIGTERM each, all at
     /// once; a guard takes a second one as "stop now".
     pub fn stop_hosts(&mut self) {

@@ -475,31 +475,39 @@ impl ReportBatch {
                 self.reports.len()
             )));
         }
-        for report in &self.reports {
-            bounded("a report id", &report.id, 1, MAX_REPORT_ID_BYTES)?;
-            bounded("a report kind", &report.kind, 1, MAX_REPORT_KIND_BYTES)?;
-            if !report
-                .kind
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
-            {
-                return Err(BodyError::Invalid(
-                    "a report kind is lowercase letters, digits, '_' and '-'".to_owned(),
-                ));
-            }
-            // The size we would store, counted while serialising and given up on once past
-            // the limit, so a hostile body costs no more than the limit to measure.
-            let mut counter = ByteCounter {
-                bytes: 0,
+        self.reports.iter().try_for_each(Report::validate)
+    }
+}
+
+impl Report {
+    /// Checks one report against [`limits`]: id and kind lengths, the kind's alphabet and the
+    /// body's size. Agents check before they send, so one bad report is set aside rather than
+    /// holding back every report spooled after it.
+    pub fn validate(&self) -> Result<(), BodyError> {
+        use limits::*;
+        bounded("a report id", &self.id, 1, MAX_REPORT_ID_BYTES)?;
+        bounded("a report kind", &self.kind, 1, MAX_REPORT_KIND_BYTES)?;
+        if !self
+            .kind
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+        {
+            return Err(BodyError::Invalid(
+                "a report kind is lowercase letters, digits, '_' and '-'".to_owned(),
+            ));
+        }
+        // The size we would store, counted while serialising and given up on once past the
+        // limit, so a hostile body costs no more than the limit to measure.
+        let mut counter = ByteCounter {
+            bytes: 0,
+            max: MAX_REPORT_BODY_BYTES,
+        };
+        if serde_json::to_writer(&mut counter, &self.body).is_err() {
+            return Err(BodyError::TooLarge {
+                what: format!("the body of report {:?}", self.id),
+                actual: counter.bytes,
                 max: MAX_REPORT_BODY_BYTES,
-            };
-            if serde_json::to_writer(&mut counter, &report.body).is_err() {
-                return Err(BodyError::TooLarge {
-                    what: format!("the body of report {:?}", report.id),
-                    actual: counter.bytes,
-                    max: MAX_REPORT_BODY_BYTES,
-                });
-            }
+            });
         }
         Ok(())
     }

@@ -3,11 +3,14 @@
 //! rarely, stalls, loops, eats memory, or denies everything. Each must halt in the first ring,
 //! and every host must be back on the good release, without a person. Also: a first rollout
 //! of a Sigma release with 100 rules onto a fleet with no engines must complete (its gates have
-//! no baseline to compare with and must use absolute budgets instead).
+//! no baseline to compare with and must use absolute budgets instead). And two ways a good
+//! release meets a hard fleet: hosts starved of CPU must not blame (and quarantine) its engine,
+//! and a host switched off for good must not hold the rollout once it is decommissioned.
 
 use ringfence_demo::faults::{Fault, FaultFleet, FaultFleetOptions};
 use std::path::PathBuf;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 /// One fleet at a time: two fleets of agents on a 2-core machine starve each other, and the
@@ -96,4 +99,103 @@ fn a_first_sigma_release_with_100_rules_completes() {
         done["reason"],
         fleet.evidence().unwrap_or_default()
     );
+}
+
+/// A busy loop on every core at normal priority, as a runaway build or batch job would be.
+struct CpuHogs {
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl CpuHogs {
+    fn start() -> CpuHogs {
+        let stop = Arc::new(AtomicBool::new(false));
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let threads = (0..cores)
+            .map(|_| {
+                let stop = Arc::clone(&stop);
+                std::thread::spawn(move || {
+                    let mut x = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+                    }
+                })
+            })
+            .collect();
+        CpuHogs { stop, threads }
+    }
+}
+
+impl Drop for CpuHogs {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+#[test]
+fn a_good_release_survives_starved_hosts_and_a_host_switched_off() {
+    let _serial = one_fleet_at_a_time();
+    let mut fleet = FaultFleet::start(FaultFleetOptions {
+        hosts: 4,
+        canaries: 1,
+        ..options()
+    })
+    .expect("a fleet on the good release");
+
+    // Every core busy while a good release rolls out: engine calls wait for the CPU, but the
+    // engine itself does not use more time, so nothing is blamed on it.
+    let failures_before = failure_reports(&fleet);
+    let starved = {
+        let _hogs = CpuHogs::start();
+        fleet.release_good(4.0).expect("a rollout under load")
+    };
+    assert_eq!(
+        starved["phase"], "completed",
+        "a good release under CPU starvation: {}; reports: {}",
+        starved["reason"],
+        fleet.evidence().unwrap_or_default()
+    );
+    let blamed: Vec<String> = failure_reports(&fleet)
+        .into_iter()
+        .filter(|report| !failures_before.contains(report))
+        .collect();
+    assert!(
+        blamed.is_empty(),
+        "starvation was blamed on the good engine: {blamed:?}"
+    );
+    let status = fleet.control.get("/api/v1/status").expect("status");
+    assert_eq!(status["degraded"], 0, "no host degraded: {status}");
+
+    // A non-canary host is switched off for good and decommissioned: the next rollout must not
+    // wait for it in its ring, nor count it as silent.
+    let gone = fleet.fleet.hosts.last().expect("hosts").name.clone();
+    fleet.fleet.stop_host(&gone);
+    let id = fleet.control.agent_id(&gone).expect("the host's agent id");
+    fleet
+        .control
+        .decommission(&id, "machine retired")
+        .expect("decommission");
+    let after = fleet.release_good(2.0).expect("a rollout after");
+    assert_eq!(
+        after["phase"], "completed",
+        "a decommissioned host must not block a rollout: {}",
+        after["reason"]
+    );
+}
+
+/// Every failure report the server lists.
+fn failure_reports(fleet: &FaultFleet) -> Vec<String> {
+    fleet
+        .control
+        .get("/api/v1/reports?kind=failure")
+        .expect("reports")["reports"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|report| report["body"].to_string())
+        .collect()
 }

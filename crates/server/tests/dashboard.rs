@@ -89,8 +89,9 @@ async fn halted_rollout(h: &Harness) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_shows_a_halted_rollout_in_a_real_browser() {
     let Some(browser) = chromium() else {
-        eprintln!(
-            "skipped: no Chromium at /usr/bin/chromium (scripts/test.sh installs Debian's chromium as root)"
+        ringfence_testkit::skip(
+            "dashboard_shows_a_halted_rollout_in_a_real_browser",
+            "no Chromium at /usr/bin/chromium (scripts/test.sh installs Debian's chromium as root)",
         );
         return;
     };

@@ -391,8 +391,9 @@ async fn controller_resumes_from_the_database_after_a_restart() {
 
 #[tokio::test]
 async fn two_replicas_never_apply_a_transition_twice() {
-    let Ok(base) = std::env::var("RINGFENCE_TEST_POSTGRES") else {
-        eprintln!("skipped: RINGFENCE_TEST_POSTGRES is not set (scripts/test.sh sets it)");
+    let Some(base) =
+        ringfence_testkit::postgres_or_skip("two_replicas_never_apply_a_transition_twice")
+    else {
         return;
     };
     let url = ringfence_store::testing::fresh_postgres_url(&base).await;

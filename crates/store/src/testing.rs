@@ -29,12 +29,8 @@ async fn databases() -> Vec<(String, String, Option<tempfile::TempDir>)> {
     let dir = tempfile::tempdir().expect("tempdir");
     let url = format!("sqlite://{}", dir.path().join("store.db").display());
     let mut databases = vec![("sqlite".to_owned(), url, Some(dir))];
-    match std::env::var("RINGFENCE_TEST_POSTGRES") {
-        Ok(base) => databases.push(("postgres".to_owned(), fresh_postgres_url(&base).await, None)),
-        Err(_) => eprintln!(
-            "note: RINGFENCE_TEST_POSTGRES is not set; this run covers SQLite only \
-             (scripts/test.sh starts PostgreSQL and sets it)"
-        ),
+    if let Some(base) = ringfence_testkit::postgres_or_skip("store suite on PostgreSQL") {
+        databases.push(("postgres".to_owned(), fresh_postgres_url(&base).await, None));
     }
     databases
 }

@@ -370,14 +370,50 @@ impl<H: AgentHost> Worker<H> {
 
     fn upload(&self) -> Result<(), ClientError> {
         loop {
-            let batch = self.spool.peek(self.config.upload_batch);
+            let mut batch = self.spool.peek(self.config.upload_batch);
             if batch.is_empty() {
                 return Ok(());
             }
+            // A report no server accepts would be refused with every batch it is in, forever:
+            // it is set aside here, and the rest go on.
+            batch.retain(|(path, report)| match report.validate() {
+                Ok(()) => true,
+                Err(error) => {
+                    self.spool.set_aside(path, &error.to_string());
+                    false
+                }
+            });
+            if batch.is_empty() {
+                continue;
+            }
             let reports: Vec<Report> = batch.iter().map(|(_, report)| report.clone()).collect();
-            self.client.upload(&ReportBatch { reports })?;
-            let paths: Vec<_> = batch.into_iter().map(|(path, _)| path).collect();
-            self.spool.ack(&paths);
+            match self.client.upload(&ReportBatch { reports }) {
+                Ok(()) => {
+                    let paths: Vec<_> = batch.into_iter().map(|(path, _)| path).collect();
+                    self.spool.ack(&paths);
+                }
+                // The server judges by its own limits, which may be stricter than ours: find
+                // the report it refuses by sending them one at a time.
+                Err(error) if refuses_content(&error) && batch.len() > 1 => {
+                    for (path, report) in batch {
+                        match self.client.upload(&ReportBatch {
+                            reports: vec![report],
+                        }) {
+                            Ok(()) => self.spool.ack(std::slice::from_ref(&path)),
+                            Err(error) if refuses_content(&error) => {
+                                self.spool.set_aside(&path, &error.to_string())
+                            }
+                            Err(error) => return Err(error),
+                        }
+                    }
+                }
+                Err(error) if refuses_content(&error) => {
+                    if let Some((path, _)) = batch.first() {
+                        self.spool.set_aside(path, &error.to_string());
+                    }
+                }
+                Err(error) => return Err(error),
+            }
         }
     }
 
@@ -387,7 +423,7 @@ impl<H: AgentHost> Worker<H> {
         let mut health = health;
         let stats = self.spool.stats();
         health.spool_pending = stats.pending;
-        health.spool_dropped = stats.dropped;
+        health.spool_dropped = stats.dropped + stats.set_aside;
         let heartbeat = Heartbeat {
             agent_version: self.config.agent_version.to_string(),
             releases: self.installed(),
@@ -418,6 +454,12 @@ impl<H: AgentHost> Worker<H> {
         self.bless(failures);
         interval
     }
+}
+
+/// The server refused what was sent, not who sent it or when: too large (`413`) or outside the
+/// protocol (`400`, `422`). Sending the same report again can never succeed.
+fn refuses_content(error: &ClientError) -> bool {
+    matches!(error, ClientError::Refused { status, .. } if matches!(status, 400 | 413 | 422))
 }
 
 impl<H: AgentHost> Worker<H> {

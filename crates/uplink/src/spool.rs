@@ -57,7 +57,12 @@ pub struct SpoolStats {
     pub bytes: u64,
     /// Reports evicted or refused for lack of space since start.
     pub dropped: u64,
+    /// Reports set aside since start because no server would ever accept them.
+    pub set_aside: u64,
 }
+
+/// Set-aside reports kept for a person to look at; older ones are removed.
+const MAX_SET_ASIDE_FILES: usize = 32;
 
 /// Key of one spooled file: (priority, sequence). Sequence orders by age.
 type Key = (Priority, u64);
@@ -75,6 +80,7 @@ pub struct Spool {
     max_bytes: u64,
     index: Mutex<Index>,
     dropped: AtomicU64,
+    set_aside: AtomicU64,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SpoolError + '_ {
@@ -136,6 +142,7 @@ impl Spool {
             max_bytes,
             index: Mutex::new(index),
             dropped: AtomicU64::new(0),
+            set_aside: AtomicU64::new(0),
         })
     }
 
@@ -249,6 +256,43 @@ impl Spool {
         index.bytes = index.files.values().map(|(_, size)| size).sum();
     }
 
+    /// Takes a report the server can never accept (too large, malformed) out of the queue, so it
+    /// does not hold back every report behind it. The file moves to `rejected/` beside the
+    /// spool, where the newest few stay for a person to look at; each one is counted.
+    pub fn set_aside(&self, path: &Path, reason: &str) {
+        let mut index = self.index();
+        let before = index.files.len();
+        index.files.retain(|_, (held, _)| held != path);
+        if index.files.len() == before {
+            return;
+        }
+        index.bytes = index.files.values().map(|(_, size)| size).sum();
+        drop(index);
+        self.set_aside.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(path = %path.display(), "report set aside, no server will accept it: {reason}");
+        let rejected = self.dir.join("rejected");
+        let kept = std::fs::create_dir_all(&rejected)
+            .and_then(|()| match path.file_name() {
+                Some(name) => std::fs::rename(path, rejected.join(name)),
+                None => Err(std::io::Error::other("no file name")),
+            })
+            .is_ok();
+        if !kept {
+            let _ = std::fs::remove_file(path);
+            return;
+        }
+        let mut held: Vec<PathBuf> = std::fs::read_dir(&rejected)
+            .map(|entries| entries.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            .unwrap_or_default();
+        if held.len() > MAX_SET_ASIDE_FILES {
+            // Spool names sort by priority then age; the oldest of each go first.
+            held.sort();
+            for old in &held[..held.len() - MAX_SET_ASIDE_FILES] {
+                let _ = std::fs::remove_file(old);
+            }
+        }
+    }
+
     /// Reports that should not wait for the next heartbeat: failures and crashes.
     pub fn urgent(&self) -> usize {
         self.index()
@@ -264,6 +308,7 @@ impl Spool {
             pending: index.files.len() as u64,
             bytes: index.bytes,
             dropped: self.dropped.load(Ordering::Relaxed),
+            set_aside: self.set_aside.load(Ordering::Relaxed),
         }
     }
 }

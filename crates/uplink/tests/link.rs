@@ -355,6 +355,42 @@ fn reports_spooled_while_the_server_is_down_arrive_once() {
 }
 
 #[test]
+fn a_report_no_server_accepts_is_set_aside_and_the_rest_arrive() {
+    let server = Server::start();
+    let agent = Agent::enroll(&server, &[]);
+    agent
+        .spool
+        .push(&report("alert", json!({"n": 0})))
+        .expect("spool");
+    // A crash report with a body past the protocol's limit, spooled between two good ones: it
+    // must neither be retried forever nor hold the others back.
+    let oversize = "00".repeat(ringfence_protocol::api::limits::MAX_REPORT_BODY_BYTES);
+    agent
+        .spool
+        .push(&report("crash", json!({"embedded": oversize})))
+        .expect("spool");
+    agent
+        .spool
+        .push(&report("alert", json!({"n": 1})))
+        .expect("spool");
+    let _link = agent.link();
+    wait_for("spool drained", Duration::from_secs(20), || {
+        agent.spool.stats().pending == 0
+    });
+    let stats = agent.spool.stats();
+    assert_eq!(stats.set_aside, 1, "{stats:?}");
+    let alerts: Value = server
+        .operator()
+        .get_json("reports", "/api/v1/reports?kind=alert")
+        .expect("reports");
+    assert_eq!(alerts["reports"].as_array().expect("list").len(), 2);
+    let kept = std::fs::read_dir(agent.dir.path().join("spool/rejected"))
+        .expect("rejected dir")
+        .count();
+    assert_eq!(kept, 1, "the refused report is kept for a person to read");
+}
+
+#[test]
 fn a_release_the_agent_does_not_trust_is_refused_and_reported() {
     // The server trusts an extra key the agent never learned: the agent must refuse releases
     // signed only by it, keep running what it has, and say why.

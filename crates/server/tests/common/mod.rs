@@ -26,9 +26,8 @@ pub struct Harness {
 
 pub async fn harnesses() -> Vec<Harness> {
     let mut all = vec![Harness::sqlite().await];
-    match std::env::var("RINGFENCE_TEST_POSTGRES") {
-        Ok(base) => all.push(Harness::postgres(&base).await),
-        Err(_) => eprintln!("note: RINGFENCE_TEST_POSTGRES is not set; SQLite only"),
+    if let Some(base) = ringfence_testkit::postgres_or_skip("server suite on PostgreSQL") {
+        all.push(Harness::postgres(&base).await);
     }
     all
 }

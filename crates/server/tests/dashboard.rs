@@ -130,8 +130,9 @@ async fn dashboard_shows_a_halted_rollout_in_a_real_browser() {
     .await
     .expect("join");
     let html = String::from_utf8_lossy(&dom.stdout);
+    // The channel's first rollout: nothing to roll back to, so the channel is disabled.
     assert!(
-        html.contains("data-phase=\"rolled_back\""),
+        html.contains("data-phase=\"disabled\""),
         "the halted rollout is shown:\n{html}"
     );
     assert!(

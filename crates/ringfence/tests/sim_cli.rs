@@ -48,8 +48,12 @@ fn json_lists_every_strategy_with_the_promised_keys() {
         .collect();
     assert_eq!(names, ["all-at-once", "rings", "exponential", "fast"]);
     for strategy in strategies {
+        assert_eq!(strategy["fault"], "crash", "the default fault");
         for key in [
             "name",
+            "fault",
+            "first_signal_min",
+            "halt_after_signal_min",
             "hosts_reached",
             "blast_radius_pct",
             "time_to_halt_min",
@@ -76,6 +80,19 @@ fn json_lists_every_strategy_with_the_promised_keys() {
 }
 
 #[test]
+fn every_fault_kind_is_named_in_the_json_and_a_wrong_one_refused() {
+    for fault in ["crash", "slow", "quarantine", "deny"] {
+        let value = json(&["sim", "--endpoints", "3000", "--fault", fault, "--json"]);
+        let strategies = value["strategies"].as_array().expect("strategies");
+        assert!(strategies.iter().all(|s| s["fault"] == fault), "{value}");
+        assert_eq!(value["config"]["model"]["kind"], fault);
+    }
+    let output = ringfence(&["sim", "--fault", "explode"]);
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("not a fault kind"));
+}
+
+#[test]
 fn the_table_names_each_strategy() {
     let output = ringfence(&["sim", "--endpoints", "2000"]);
     assert!(output.status.success());
@@ -90,7 +107,10 @@ fn bad_strategies_and_shares_are_refused_with_a_reason() {
     let output = ringfence(&["sim", "--endpoints", "100", "--strategy", "x=50,10,100"]);
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("x=50,10,100"));
-    let output = ringfence(&["sim", "--crash-fraction", "2"]);
-    assert!(!output.status.success());
-    assert!(String::from_utf8_lossy(&output.stderr).contains("between 0 and 1"));
+    // The old flag name still works.
+    for flag in ["--crash-fraction", "--fault-fraction"] {
+        let output = ringfence(&["sim", flag, "2"]);
+        assert!(!output.status.success());
+        assert!(String::from_utf8_lossy(&output.stderr).contains("between 0 and 1"));
+    }
 }

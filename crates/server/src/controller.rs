@@ -321,3 +321,66 @@ pub async fn remediate_first_release(
         .audit("controller", "remediation", &plan.id, &plan.reason)
         .await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn record(status: Option<serde_json::Value>) -> AgentRecord {
+        AgentRecord {
+            id: "a1".into(),
+            hostname: "h".into(),
+            tags: Vec::new(),
+            enrolled_at: 5,
+            last_seen_at: Some(10),
+            status,
+            client_cert_issued_at: None,
+        }
+    }
+
+    #[test]
+    fn heartbeat_figures_are_read_typed_and_clamped() {
+        let agent = record(Some(json!({
+            "releases": [{"channel": "detection", "current": "2.0.0", "lkg": "1.0.0", "running": "lkg"}],
+            "health": {"cpu_pct": 1.7e308, "latency": {"p99_us": 250.0}, "p99_us": 0.0,
+                       "permission_events": 1000, "failures": {"trap": 1, "deadline": 2, "load": 1},
+                       "policy_answers": {"deadline": 3, "queue_full": 1},
+                       "quarantined": ["sigma"], "installing": "detection@3.0.0"}
+        })));
+        let health = agent_health(&agent, "detection", Some("sigma"), vec![7]);
+        assert_eq!(health.version.as_deref(), Some("1.0.0"), "runs its LKG");
+        assert_eq!(health.cpu_pct, ringfence_protocol::api::bounds::MAX_CPU_PCT);
+        assert_eq!(health.p99_us, 250.0);
+        assert_eq!(health.failures, 4, "every class");
+        assert_eq!(health.policy_answers, 4);
+        assert!(health.quarantined && health.installing);
+        assert_eq!(health.crashes_ms, vec![7]);
+        assert_eq!(health.last_heartbeat_ms, 10);
+        // Another channel's engine being quarantined is not this rollout's doing.
+        assert!(!agent_health(&agent, "other", Some("allowlist"), Vec::new()).quarantined);
+    }
+
+    #[test]
+    fn a_status_that_does_not_parse_reads_as_an_empty_heartbeat() {
+        for status in [
+            None,
+            Some(json!("garbage")),
+            Some(json!({"health": {"cpu_pct": "x"}})),
+        ] {
+            let health = agent_health(&record(status), "detection", None, Vec::new());
+            assert_eq!(health.version, None);
+            assert_eq!(health.cpu_pct, 0.0);
+        }
+    }
+
+    #[test]
+    fn failure_reports_count_for_the_rollouts_engine_or_when_it_is_unknown() {
+        let sigma = json!({"engine": "sigma", "kind": "trap"});
+        let crash = json!({"signal": 11});
+        assert!(about(&sigma, "detection", Some("sigma")));
+        assert!(!about(&sigma, "allow", Some("exec-allowlist")));
+        assert!(about(&sigma, "allow", None));
+        assert!(about(&crash, "allow", Some("exec-allowlist")));
+    }
+}

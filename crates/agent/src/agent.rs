@@ -3,10 +3,10 @@
 
 use crate::alerts::AlertSink;
 use crate::cache::DecisionCache;
-use crate::latency::{LatencyRecorder, LatencySummary};
 use crate::config::{AgentConfig, AgentError, Sensor};
 use crate::core::{Core, Pending, Submitted};
 use crate::engines::{self as engine_set, EngineSlot, SwapError};
+use crate::latency::{LatencyRecorder, LatencySummary};
 use crate::protect::SelfProtection;
 use crate::recent::RecentEvents;
 use crate::stats::{Stats, StatsSnapshot};

@@ -3,10 +3,10 @@
 use crate::alerts::{Alert, AlertSink, EngineVerdict, Reason};
 use crate::cache::{CacheKey, DecisionCache};
 use crate::engines::EngineSlot;
+use crate::latency::LatencyRecorder;
 use crate::mute::MuteSet;
 use crate::protect::SelfProtection;
 use crate::recent::RecentEvents;
-use crate::latency::LatencyRecorder;
 use crate::stats::Stats;
 use ringfence_engine_host::QuarantineReport;
 use ringfence_protocol::{Action, Event, Severity, Verdict};

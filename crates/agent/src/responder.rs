@@ -129,6 +129,11 @@ pub fn run(core: &Core, watches: &Receiver<Watch>) {
 
 fn answer_all(core: &Core, heap: &mut BinaryHeap<Reverse<Entry>>) {
     for Reverse(Entry(watch)) in heap.drain() {
-        core.answer_by_policy(&watch.ticket, &watch.pending, Reason::Shutdown, watch.arrived);
+        core.answer_by_policy(
+            &watch.ticket,
+            &watch.pending,
+            Reason::Shutdown,
+            watch.arrived,
+        );
     }
 }

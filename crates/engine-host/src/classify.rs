@@ -162,9 +162,17 @@ mod tests {
         let interrupt = wasmtime::Error::from(Trap::Interrupt);
         let record = classify(&interrupt, call(40 << 20));
         assert_eq!(record.kind, FailureKind::Memory);
-        assert!(record.message.contains("40 MiB of its 64 MiB"), "{}", record.message);
+        assert!(
+            record.message.contains("40 MiB of its 64 MiB"),
+            "{}",
+            record.message
+        );
         let record = classify(&interrupt, call(1 << 20));
-        assert_eq!(record.kind, FailureKind::Deadline, "a little growth is no excuse");
+        assert_eq!(
+            record.kind,
+            FailureKind::Deadline,
+            "a little growth is no excuse"
+        );
         let trap = wasmtime::Error::from(Trap::UnreachableCodeReached);
         assert_eq!(classify(&trap, call(40 << 20)).kind, FailureKind::Trap);
     }

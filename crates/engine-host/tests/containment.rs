@@ -2,11 +2,11 @@
 //! and every kind of bad engine input. Each test checks that the host survives, the event is
 //! answered by policy within the deadline plus slack, and the failure is classified.
 
+use nix::sched::{CpuSet, sched_setaffinity};
+use nix::unistd::Pid;
 use ringfence_bundled_engines as bundled;
 use ringfence_engine_host::{EngineSettings, EngineWorker, LoadedEngine, QuarantineRule, Runtime};
 use ringfence_protocol::{Action, Event, ExecEvent, FailureKind, FailurePolicy, ForkEvent};
-use nix::sched::{CpuSet, sched_setaffinity};
-use nix::unistd::Pid;
 use std::sync::Arc;
 use std::time::Duration;
 

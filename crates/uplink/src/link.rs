@@ -26,8 +26,8 @@ use ringfence_release::{
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, mpsc};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -381,9 +381,10 @@ impl<H: AgentHost> Worker<H> {
             });
         match spawned {
             Ok(_) => self.job = Some(job),
-            Err(error) => {
-                self.finish(job, Err(format!("could not start the install thread: {error}")))
-            }
+            Err(error) => self.finish(
+                job,
+                Err(format!("could not start the install thread: {error}")),
+            ),
         }
     }
 
@@ -624,7 +625,9 @@ fn install_body(channel: &str, version: &str, outcome: &Result<bool, String>) ->
 /// The body of a `remediation` report.
 fn remediation_body(plan: &Remediation, outcome: &Result<bool, String>) -> serde_json::Value {
     match outcome {
-        Ok(_) => tracing::warn!(plan = %plan.id, channel = %plan.channel, "remediation plan applied: {}", plan.reason),
+        Ok(_) => {
+            tracing::warn!(plan = %plan.id, channel = %plan.channel, "remediation plan applied: {}", plan.reason)
+        }
         Err(reason) => tracing::warn!(plan = %plan.id, "remediation plan refused: {reason}"),
     }
     serde_json::json!({
@@ -873,7 +876,10 @@ mod tests {
         finish.send(Ok(true)).expect("install thread");
         let (heartbeat, _) = worker.heartbeat();
         assert_eq!(heartbeat.health.installing, None);
-        assert!(worker.activated.contains_key("detection"), "blessing clock runs");
+        assert!(
+            worker.activated.contains_key("detection"),
+            "blessing clock runs"
+        );
         let reports = install_reports(&worker.spool);
         assert_eq!(reports.len(), 1, "{reports:?}");
         assert_eq!(reports[0]["outcome"], "running");
@@ -906,7 +912,9 @@ mod tests {
 
         // The host gives up before switching engines; that ending is not reported again.
         finish
-            .send(Err("the agent could not start the release: timed out".into()))
+            .send(Err(
+                "the agent could not start the release: timed out".into()
+            ))
             .expect("install thread");
         worker.poll_install();
         assert!(worker.job.is_none());
@@ -931,7 +939,9 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut worker = offline_worker(dir.path());
         let _finish = blocked_install(&mut worker);
-        worker.activated.insert("detection".into(), Instant::now() - Duration::from_secs(60));
+        worker
+            .activated
+            .insert("detection".into(), Instant::now() - Duration::from_secs(60));
         worker.bless(false);
         assert!(
             worker.activated.contains_key("detection"),

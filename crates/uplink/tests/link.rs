@@ -336,7 +336,11 @@ fn a_release_the_agent_refuses_is_reported_and_never_runs_or_blessed() {
     assert!(reason.contains("trap"), "{reason}");
     // Long enough for a blessing, had it run.
     std::thread::sleep(Duration::from_millis(800));
-    assert_eq!(agent.current().as_deref(), Some("1.0.0"), "not listed as running");
+    assert_eq!(
+        agent.current().as_deref(),
+        Some("1.0.0"),
+        "not listed as running"
+    );
     assert_eq!(agent.lkg().as_deref(), Some("1.0.0"), "never blessed");
     assert_eq!(
         *agent.host.activated.lock().expect("lock"),
@@ -408,7 +412,11 @@ fn an_install_that_outlasts_its_timeout_is_refused_and_the_agent_stays() {
         *agent.host.activated.lock().expect("lock"),
         vec!["detection@1.0.0"]
     );
-    assert_eq!(install_reports(&server).len(), 2, "each install reported once");
+    assert_eq!(
+        install_reports(&server).len(),
+        2,
+        "each install reported once"
+    );
 }
 
 #[test]

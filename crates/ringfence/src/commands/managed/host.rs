@@ -327,7 +327,10 @@ mod tests {
         let figures = host.health();
         assert_eq!(figures.permission_events, 5, "{figures:?}");
         assert!(figures.latency.max_us > 0.0, "{figures:?}");
-        assert!(figures.latency.p50_us <= figures.latency.p99_us, "{figures:?}");
+        assert!(
+            figures.latency.p50_us <= figures.latency.p99_us,
+            "{figures:?}"
+        );
         assert_eq!(figures.p99_us, figures.latency.p99_us);
         assert_eq!(figures.engine_failures, 0, "{figures:?}");
         assert_eq!(figures.disabled, vec!["detection".to_owned()]);

@@ -268,7 +268,7 @@ fn slow_engine_is_refused_when_validated_and_within_deadline_when_forced() {
             .iter()
             .map(|_| Arc::new(Ticket::detached()))
             .collect();
-        drop(agent.take_latency());
+        let _ = agent.take_latency();
         let mut swapped = false;
         for (i, (event, ticket)) in events.into_iter().zip(&tickets).enumerate() {
             if i == tickets.len() / 3 && !swapped {

@@ -6,6 +6,7 @@ use crate::cache::DecisionCache;
 use crate::config::{AgentConfig, AgentError, Sensor};
 use crate::core::{Core, Pending, Submitted};
 use crate::engines::{self as engine_set, EngineSlot, SwapError};
+use crate::latency::{LatencyRecorder, LatencySummary};
 use crate::protect::SelfProtection;
 use crate::recent::RecentEvents;
 use crate::stats::{Stats, StatsSnapshot};
@@ -142,6 +143,7 @@ impl Agent {
             mute,
             protection,
             stats: Stats::default(),
+            latency: LatencyRecorder::default(),
             recent: RecentEvents::default(),
             alerts,
             perm_deadline: config.perm_deadline,
@@ -228,6 +230,26 @@ impl Agent {
         self.core.stats.snapshot()
     }
 
+    /// Verdict latency of the permission events answered since the previous call (from the
+    /// event's arrival to its answer, whoever gave it), and a fresh interval from now. Meant
+    /// for one caller: the health figures of a heartbeat.
+    pub fn take_latency(&self) -> LatencySummary {
+        self.core.latency.take()
+    }
+
+    /// Engines of the serving set that are quarantined now: their failure policy answers for
+    /// them, so their protection is off.
+    pub fn quarantined(&self) -> Vec<String> {
+        self.core
+            .engines
+            .current()
+            .engines
+            .iter()
+            .filter(|engine| engine.is_quarantined())
+            .map(|engine| engine.name().to_owned())
+            .collect()
+    }
+
     /// True when denials go to the audit log too (`FAN_AUDIT`).
     pub fn audit_enabled(&self) -> bool {
         self.audit
@@ -255,8 +277,8 @@ impl Agent {
         }
     }
 
-    /// Like [`Agent::swap_engines`], but first runs every new engine over `sample` (typically
-    /// [`Agent::recent_events`]) on this thread; if any call fails (trap, deadline, memory,
+    /// Like [`Agent::swap_engines`], but first runs every engine that is not serving already
+    /// over `sample` (typically [`Agent::recent_events`]) on this thread; if any call fails (trap, deadline, memory,
     /// quarantine) or an engine cannot be instantiated, the previous set keeps serving and the
     /// error says which engine failed how. Refusals are counted in `swaps_refused`.
     pub fn swap_engines_checked(
@@ -264,7 +286,16 @@ impl Agent {
         engines: Vec<Arc<LoadedEngine>>,
         sample: &[Event],
     ) -> Result<u64, SwapError> {
-        let prepared = engine_set::validate(&engines, sample)
+        // Engines already serving have proven themselves on this traffic (and a quarantined
+        // one would refuse every swap): only the new ones are tried.
+        let serving = self.core.engines.current();
+        let new: Vec<Arc<LoadedEngine>> = engines
+            .iter()
+            .filter(|engine| !serving.engines.iter().any(|e| Arc::ptr_eq(e, engine)))
+            .cloned()
+            .collect();
+        drop(serving);
+        let prepared = engine_set::validate(&new, sample)
             .and_then(|()| engine_set::prebuild(&engines, self.core.engines.threads()));
         let handoffs = match prepared {
             Ok(handoffs) => handoffs,
@@ -312,7 +343,8 @@ impl Agent {
     /// blocks: a full queue answers by policy.
     pub fn submit(&self, event: Event, ticket: Arc<Ticket>) -> Submitted {
         Stats::add(&self.core.stats.events);
-        self.core.submit(ticket, Pending::Ready(event), None)
+        self.core
+            .submit(ticket, Pending::Ready(event), None, Instant::now())
     }
 
     /// Submits a notification event.

@@ -26,6 +26,8 @@ pub enum Reason {
     Shutdown,
     /// Self-protection: a process tried to modify the agent's own files.
     Tamper,
+    /// An engine was quarantined: protection by it is off until new content arrives.
+    Quarantine,
     /// Self-protection: a process created, deleted or renamed one of the agent's own files.
     TamperEntry(EntryActivity),
 }
@@ -58,6 +60,7 @@ impl Reason {
             Reason::Notification => "notification",
             Reason::Shutdown => "shutdown",
             Reason::Tamper | Reason::TamperEntry(_) => "tamper",
+            Reason::Quarantine => "quarantine",
         }
     }
 }

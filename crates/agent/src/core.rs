@@ -3,11 +3,13 @@
 use crate::alerts::{Alert, AlertSink, EngineVerdict, Reason};
 use crate::cache::{CacheKey, DecisionCache};
 use crate::engines::EngineSlot;
+use crate::latency::LatencyRecorder;
 use crate::mute::MuteSet;
 use crate::protect::SelfProtection;
 use crate::recent::RecentEvents;
 use crate::stats::Stats;
-use ringfence_protocol::{Event, Verdict};
+use ringfence_engine_host::QuarantineReport;
+use ringfence_protocol::{Action, Event, Severity, Verdict};
 use ringfence_sensor::Ticket;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender, SyncSender, TrySendError};
@@ -64,6 +66,8 @@ pub struct Job {
     pub ticket: Arc<Ticket>,
     pub pending: Pending,
     pub key: Option<CacheKey>,
+    /// When the agent read the event: verdict latency is measured from here.
+    pub arrived: Instant,
     pub deadline: Instant,
 }
 
@@ -72,6 +76,7 @@ pub struct Job {
 pub struct Watch {
     pub ticket: Arc<Ticket>,
     pub pending: Pending,
+    pub arrived: Instant,
     pub deadline: Instant,
 }
 
@@ -83,6 +88,8 @@ pub struct Core {
     pub mute: MuteSet,
     pub protection: Option<SelfProtection>,
     pub stats: Stats,
+    /// Verdict latency of every answered permission event, for the health figures.
+    pub latency: LatencyRecorder,
     /// Recent permission events, the sample a validated swap tries the new engines on.
     pub recent: RecentEvents,
     pub alerts: AlertSink,
@@ -120,7 +127,13 @@ impl Core {
     }
 
     /// Answers by the current engine set's failure policy, counts it and alerts.
-    pub fn answer_by_policy(&self, ticket: &Ticket, pending: &Pending, reason: Reason) -> bool {
+    pub fn answer_by_policy(
+        &self,
+        ticket: &Ticket,
+        pending: &Pending,
+        reason: Reason,
+        arrived: Instant,
+    ) -> bool {
         let set = self.engines.current();
         let allow = set.fallback_allows();
         if !ticket.respond(allow) {
@@ -132,7 +145,7 @@ impl Core {
             _ => &self.stats.shutdown_answers,
         };
         Stats::add(counter);
-        self.count_answer(allow);
+        self.answered(allow, arrived);
         let why = match reason {
             Reason::Deadline => "no verdict within the permission deadline",
             Reason::QueueFull => "the decision queue was full",
@@ -150,11 +163,43 @@ impl Core {
         true
     }
 
-    pub fn count_answer(&self, allow: bool) {
+    /// Counts an answer the agent decided (engines, cache, policy, self-protection) and
+    /// records its latency from the event's arrival.
+    pub fn answered(&self, allow: bool, arrived: Instant) {
+        self.latency.record(arrived.elapsed());
         Stats::add(if allow {
             &self.stats.allowed
         } else {
             &self.stats.denied
+        });
+    }
+
+    /// Says loudly, once per quarantine, that an engine stopped protecting this host: its
+    /// failure policy answers for it from now on.
+    pub fn quarantined(&self, report: &QuarantineReport, event: &Event) {
+        Stats::add(&self.stats.quarantines);
+        tracing::error!(engine = %report.engine, "protection is off: {}", report.message);
+        let verdict = Verdict {
+            action: Action::Observe,
+            rule_id: "ringfence-quarantine".into(),
+            severity: Severity::Critical,
+            message: format!(
+                "protection is off for engine {}: {}",
+                report.engine, report.message
+            ),
+            tags: vec!["quarantine".into(), "protection-off".into()],
+        };
+        let engines = [EngineVerdict {
+            engine: report.engine.clone(),
+            verdict: verdict.clone(),
+        }];
+        self.alert(&Alert {
+            event,
+            verdict: &verdict,
+            allowed: None,
+            reason: Reason::Quarantine,
+            engines: &engines,
+            failures: &[],
         });
     }
 
@@ -169,23 +214,27 @@ impl Core {
     }
 
     /// Queues a permission event without ever blocking: a full queue is answered by policy.
+    /// `arrived` is when the event was read: its deadline and latency count from there.
     pub fn submit(
         &self,
         ticket: Arc<Ticket>,
         pending: Pending,
         key: Option<CacheKey>,
+        arrived: Instant,
     ) -> Submitted {
         Stats::add(&self.stats.permission_events);
-        let deadline = Instant::now() + self.perm_deadline;
+        let deadline = arrived + self.perm_deadline;
         let watch = Watch {
             ticket: Arc::clone(&ticket),
             pending: pending.clone(),
+            arrived,
             deadline,
         };
         let job = Job {
             ticket,
             pending,
             key,
+            arrived,
             deadline,
         };
         let sent = match self.queue.lock() {
@@ -205,7 +254,7 @@ impl Core {
                 Submitted::Queued
             }
             Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) => {
-                self.answer_by_policy(&job.ticket, &job.pending, Reason::QueueFull);
+                self.answer_by_policy(&job.ticket, &job.pending, Reason::QueueFull, arrived);
                 Submitted::AnsweredByPolicy
             }
         }
@@ -217,17 +266,19 @@ impl Core {
             Ok(queue) => queue.clone(),
             Err(_) => None,
         };
+        let arrived = Instant::now();
         let Some(queue) = queue else {
-            return self.submit(ticket, pending, None);
+            return self.submit(ticket, pending, None, arrived);
         };
         Stats::add(&self.stats.permission_events);
-        let deadline = Instant::now() + self.perm_deadline;
+        let deadline = arrived + self.perm_deadline;
         if let Ok(watch_tx) = self.watch.lock()
             && let Some(tx) = watch_tx.as_ref()
         {
             let _ = tx.send(Watch {
                 ticket: Arc::clone(&ticket),
                 pending: pending.clone(),
+                arrived,
                 deadline,
             });
         }
@@ -235,13 +286,14 @@ impl Core {
             ticket,
             pending,
             key: None,
+            arrived,
             deadline,
         };
         match queue.send(job) {
             Ok(()) => Submitted::Queued,
             Err(err) => {
                 let job = err.0;
-                self.answer_by_policy(&job.ticket, &job.pending, Reason::Shutdown);
+                self.answer_by_policy(&job.ticket, &job.pending, Reason::Shutdown, arrived);
                 Submitted::AnsweredByPolicy
             }
         }

@@ -43,9 +43,12 @@ fn decide(core: &Core, engines: &mut Engines, batch: &[Event]) {
     for worker in &mut engines.workers {
         Stats::add(&core.stats.engine_calls);
         let decisions = worker.decide_batch(batch);
-        for (slot, decision) in per_event.iter_mut().zip(decisions) {
+        for ((slot, decision), event) in per_event.iter_mut().zip(decisions).zip(batch) {
+            if let Some(report) = &decision.quarantined {
+                core.quarantined(report, event);
+            }
             if let Some(failure) = decision.failure {
-                Stats::add(&core.stats.engine_failures);
+                core.stats.failure(failure.kind);
                 failures.push(failure);
             }
             if decision.verdict.action != Action::Allow {

@@ -4,6 +4,14 @@
 //! It does nothing else: no /proc reads, no engine calls, no blocking I/O except the alert
 //! line. Its heap holds every watched ticket until answered, so at shutdown it can answer all of
 //! them at once.
+//!
+//! A deadline is only as good as the thread that keeps it: on a host whose cores are all busy
+//! (a build, a runaway engine, another agent's flood) a normal thread can wait a second for a
+//! core. So the responder asks for `SCHED_RR` at the lowest real-time priority, under an
+//! `RLIMIT_RTTIME` budget so that a bug in it can never hold a core: the kernel stops a
+//! real-time thread that runs longer than that without blocking. It blocks (sleeps briefly)
+//! at least every [`MAX_BUSY`] of its own accord. Without the privilege it runs as a normal
+//! thread and says so in the log.
 
 use crate::alerts::Reason;
 use crate::core::{Core, Watch};
@@ -31,17 +39,67 @@ impl Ord for Entry {
     }
 }
 
+/// Real-time CPU time the responder may use without blocking before the kernel sends
+/// `SIGXCPU` (and the guard restarts the agent): far above any honest burst, since it blocks
+/// every [`MAX_BUSY`].
+const RT_BUDGET: Duration = Duration::from_millis(500);
+
+/// Longest stretch the responder works without blocking, even under a flood.
+const MAX_BUSY: Duration = Duration::from_millis(20);
+
+/// Lowest real-time priority: above every normal thread, below anything the host's own
+/// real-time work uses.
+const RT_PRIORITY: i32 = 1;
+
+/// Budget first, then the policy: a real-time thread without a budget could hold a core.
+fn go_realtime() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let budget = u64::try_from(RT_BUDGET.as_micros()).unwrap_or(u64::MAX);
+    let limited = getrlimit(Resource::RLIMIT_RTTIME).and_then(|(soft, hard)| {
+        setrlimit(Resource::RLIMIT_RTTIME, soft.min(budget), hard.min(budget))
+    });
+    if let Err(error) = limited {
+        tracing::warn!(
+            %error,
+            "no real-time budget (RLIMIT_RTTIME) for the deadline responder; it runs as a \
+             normal thread, and a starved host may delay its answers"
+        );
+        return;
+    }
+    match ringfence_sensor::sys::set_realtime_round_robin(RT_PRIORITY) {
+        Ok(()) => tracing::info!("deadline responder runs under SCHED_RR"),
+        Err(error) => tracing::warn!(
+            %error,
+            "the deadline responder could not get real-time priority (it needs CAP_SYS_NICE or \
+             RLIMIT_RTPRIO); it runs as a normal thread, and a starved host may delay its answers"
+        ),
+    }
+}
+
 /// Runs until the watch channel is closed; then answers whatever is left.
 pub fn run(core: &Core, watches: &Receiver<Watch>) {
+    go_realtime();
     let mut heap: BinaryHeap<Reverse<Entry>> = BinaryHeap::new();
+    let mut awake = Instant::now();
     loop {
+        if awake.elapsed() >= MAX_BUSY {
+            // Under a flood the channel is never empty and nothing here blocks; a short sleep
+            // resets the real-time budget's count and lets the host breathe.
+            std::thread::sleep(Duration::from_micros(50));
+            awake = Instant::now();
+        }
         let now = Instant::now();
         while let Some(Reverse(entry)) = heap.peek() {
             if entry.0.ticket.answer().is_some() {
                 heap.pop();
             } else if entry.0.deadline <= now {
                 if let Some(Reverse(Entry(watch))) = heap.pop() {
-                    core.answer_by_policy(&watch.ticket, &watch.pending, Reason::Deadline);
+                    core.answer_by_policy(
+                        &watch.ticket,
+                        &watch.pending,
+                        Reason::Deadline,
+                        watch.arrived,
+                    );
                 }
             } else {
                 break;
@@ -59,7 +117,7 @@ pub fn run(core: &Core, watches: &Receiver<Watch>) {
                     heap.push(Reverse(Entry(watch)));
                 }
             }
-            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Timeout) => awake = Instant::now(),
             Err(RecvTimeoutError::Disconnected) => break,
         }
         if core.stopping() {
@@ -71,6 +129,11 @@ pub fn run(core: &Core, watches: &Receiver<Watch>) {
 
 fn answer_all(core: &Core, heap: &mut BinaryHeap<Reverse<Entry>>) {
     for Reverse(Entry(watch)) in heap.drain() {
-        core.answer_by_policy(&watch.ticket, &watch.pending, Reason::Shutdown);
+        core.answer_by_policy(
+            &watch.ticket,
+            &watch.pending,
+            Reason::Shutdown,
+            watch.arrived,
+        );
     }
 }

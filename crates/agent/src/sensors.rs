@@ -42,7 +42,7 @@ pub fn fanotify(core: &Core, mut fan: Fanotify) -> Option<Fanotify> {
                     Stats::add(&core.stats.events);
                     if let Some(ticket) = event.ticket {
                         let pending = pending_of(&event.access, event.pid, event.path);
-                        core.answer_by_policy(&ticket, &pending, Reason::Shutdown);
+                        core.answer_by_policy(&ticket, &pending, Reason::Shutdown, Instant::now());
                     }
                 }
             }
@@ -54,7 +54,12 @@ pub fn fanotify(core: &Core, mut fan: Fanotify) -> Option<Fanotify> {
 
 fn read_once(core: &Core, fan: &Fanotify, timeout: Duration) {
     match fan.read(timeout) {
-        Ok(events) => events.into_iter().for_each(|e| fan_event(core, e)),
+        Ok(events) => {
+            // One clock read per batch: the events of a read arrived together as far as
+            // anything after the kernel can tell.
+            let arrived = Instant::now();
+            events.into_iter().for_each(|e| fan_event(core, e, arrived));
+        }
         Err(error) => {
             tracing::error!(%error, "fanotify read failed");
             std::thread::sleep(POLL);
@@ -69,7 +74,7 @@ fn pending_of(access: &Access, pid: u32, path: String) -> Pending {
     }
 }
 
-fn fan_event(core: &Core, event: FanEvent) {
+fn fan_event(core: &Core, event: FanEvent, arrived: Instant) {
     Stats::add(&core.stats.events);
     if event.access == Access::Overflow {
         Stats::add(&core.stats.overflows);
@@ -89,7 +94,7 @@ fn fan_event(core: &Core, event: FanEvent) {
         && let Some(protection) = &core.protection
         && protection.covers(&event.path, event.file.map(|f| (f.dev, f.ino)))
     {
-        protected_open(core, protection, &event, &ticket);
+        protected_open(core, protection, &event, &ticket, arrived);
         return;
     }
     if core.mute.path(&event.path) {
@@ -114,7 +119,7 @@ fn fan_event(core: &Core, event: FanEvent) {
     {
         ticket.respond(hit.allow);
         Stats::add(&core.stats.cache_hits);
-        core.count_answer(hit.allow);
+        core.answered(hit.allow, arrived);
         if hit.verdict.action == Action::Deny {
             let event = ringfence_sensor::resolve_exec(event.pid, &event.path);
             core.alert(&Alert {
@@ -129,11 +134,17 @@ fn fan_event(core: &Core, event: FanEvent) {
         return;
     }
     let pending = pending_of(&event.access, event.pid, event.path);
-    core.submit(ticket, pending, key);
+    core.submit(ticket, pending, key, arrived);
 }
 
 /// Answers an open of one of the agent's own files; a denial is a tamper alert.
-fn protected_open(core: &Core, protection: &SelfProtection, event: &FanEvent, ticket: &Ticket) {
+fn protected_open(
+    core: &Core,
+    protection: &SelfProtection,
+    event: &FanEvent,
+    ticket: &Ticket,
+    arrived: Instant,
+) {
     match protection.decide(event.pid) {
         Decision::Allow => {
             ticket.respond(true);
@@ -142,7 +153,7 @@ fn protected_open(core: &Core, protection: &SelfProtection, event: &FanEvent, ti
         Decision::Deny { exe, intent } => {
             ticket.respond(false);
             Stats::add(&core.stats.tamper_denied);
-            core.count_answer(false);
+            core.answered(false, arrived);
             let info = ringfence_sensor::procfs::process(event.pid);
             let tampering = Event::Open(OpenEvent {
                 pid: event.pid,

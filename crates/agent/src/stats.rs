@@ -1,6 +1,7 @@
 //! Counters the agent keeps so that operators (and the health gates of a rollout) can see what
 //! it did: every event in, every answer out, and every time policy answered instead of engines.
 
+use ringfence_protocol::FailureKind;
 use serde::Serialize;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -43,8 +44,26 @@ counters! {
     muted,
     /// Engine calls made (one per engine per event, one per engine per batch).
     engine_calls,
-    /// Engine calls that failed (trap, deadline, memory, quarantine).
+    /// Engine calls that failed (trap, deadline, memory, quarantine), the sum of the
+    /// `failures_*` counters below.
     engine_failures,
+    /// Engine calls that trapped.
+    failures_trap,
+    /// Engine calls that tried to grow memory past the limit.
+    failures_memory,
+    /// Engine calls interrupted after using their whole CPU budget (a call starved by the host
+    /// is never one: the responder answers for it and `deadline_answers` counts it).
+    failures_deadline,
+    /// Calls refused because the engine+content is quarantined.
+    failures_quarantine,
+    /// Engine instances that could not be built (component or content refused at load).
+    failures_load,
+    /// Permission events where a quarantined engine's part of the verdict came from policy.
+    quarantine_answers,
+    /// Permission events where a failed engine call's part of the verdict came from policy.
+    failure_answers,
+    /// Engines quarantined (each wrote one "protection off" alert).
+    quarantines,
     /// Worker verdicts that came after the deadline responder had answered.
     late_verdicts,
     /// Alerts written.
@@ -78,5 +97,44 @@ counters! {
 impl Stats {
     pub(crate) fn add(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one engine failure, in the total and in its class.
+    pub(crate) fn failure(&self, kind: FailureKind) {
+        Stats::add(&self.engine_failures);
+        Stats::add(match kind {
+            FailureKind::Trap => &self.failures_trap,
+            FailureKind::Memory => &self.failures_memory,
+            FailureKind::Deadline => &self.failures_deadline,
+            FailureKind::Quarantined => &self.failures_quarantine,
+            FailureKind::InvalidComponent | FailureKind::ContentRejected => &self.failures_load,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_failure_kind_lands_in_one_class_and_the_total() {
+        let stats = Stats::default();
+        for kind in [
+            FailureKind::Trap,
+            FailureKind::Memory,
+            FailureKind::Deadline,
+            FailureKind::Quarantined,
+            FailureKind::InvalidComponent,
+            FailureKind::ContentRejected,
+        ] {
+            stats.failure(kind);
+        }
+        let s = stats.snapshot();
+        assert_eq!(s.engine_failures, 6);
+        assert_eq!(
+            (s.failures_trap, s.failures_memory, s.failures_deadline),
+            (1, 1, 1)
+        );
+        assert_eq!((s.failures_quarantine, s.failures_load), (1, 2));
     }
 }

@@ -12,7 +12,7 @@ use crate::core::{Core, Job, combine};
 use crate::engines::EngineSet;
 use crate::stats::Stats;
 use ringfence_engine_host::{EngineWorker, LoadError};
-use ringfence_protocol::{Action, Event, FailureRecord};
+use ringfence_protocol::{Action, Event, FailureKind, FailureRecord};
 use std::sync::Arc;
 use std::sync::mpsc::RecvTimeoutError;
 use std::time::{Duration, Instant};
@@ -62,6 +62,7 @@ impl Engines {
                 match Engines::build(Arc::clone(&current), self.index) {
                     Ok(engines) => engines.workers,
                     Err(error) => {
+                        core.stats.failure(error.kind());
                         tracing::error!(%error, "could not build workers for the new engine set");
                         return None;
                     }
@@ -87,8 +88,11 @@ impl Engines {
         for worker in &mut self.workers {
             Stats::add(&core.stats.engine_calls);
             let decision = worker.decide(event);
+            if let Some(report) = &decision.quarantined {
+                core.quarantined(report, event);
+            }
             if let Some(failure) = decision.failure {
-                Stats::add(&core.stats.engine_failures);
+                core.stats.failure(failure.kind);
                 failures.push(failure);
             }
             verdicts.push(EngineVerdict {
@@ -97,6 +101,19 @@ impl Engines {
             });
         }
         (verdicts, failures)
+    }
+}
+
+/// Counts an answered event whose verdict policy made in part: quarantine first, since a
+/// quarantined engine answers by policy on every event until new content arrives.
+fn count_policy_parts(core: &Core, failures: &[FailureRecord]) {
+    if failures.is_empty() {
+        return;
+    }
+    if failures.iter().any(|f| f.kind == FailureKind::Quarantined) {
+        Stats::add(&core.stats.quarantine_answers);
+    } else {
+        Stats::add(&core.stats.failure_answers);
     }
 }
 
@@ -123,7 +140,7 @@ fn handle(core: &Core, engines: &mut Engines, job: Job) {
         return;
     }
     if core.stopping() {
-        core.answer_by_policy(&job.ticket, &job.pending, Reason::Shutdown);
+        core.answer_by_policy(&job.ticket, &job.pending, Reason::Shutdown, job.arrived);
         return;
     }
     // Kept until after the answer: tearing the old instances down must not delay it.
@@ -137,7 +154,8 @@ fn handle(core: &Core, engines: &mut Engines, job: Job) {
         Stats::add(&core.stats.late_verdicts);
         return;
     }
-    core.count_answer(allow);
+    core.answered(allow, job.arrived);
+    count_policy_parts(core, &failures);
     drop(retired);
     // After the answer: the sample for validated swaps costs the kernel nothing.
     core.recent.record(&event);

@@ -5,7 +5,7 @@ mod common;
 
 use common::{engine, within};
 use ringfence_agent::{Agent, AgentConfig, MuteSet, Sensor, Submitted};
-use ringfence_engine_host::Runtime;
+use ringfence_engine_host::{EngineSettings, LoadedEngine, QuarantineRule, Runtime};
 use ringfence_protocol::{Event, ExecEvent, FailurePolicy};
 use ringfence_sensor::Ticket;
 use std::sync::Arc;
@@ -117,8 +117,74 @@ fn full_queue_and_hung_engine_are_answered_by_policy() {
         let stats = agent.stats();
         assert!(stats.queue_full >= 1, "{stats:?}");
         assert!(stats.deadline_answers >= 1, "{stats:?}");
+        // Policy answers are verdicts too: each one's wait is in the latency figures.
+        let latency = agent.take_latency();
+        assert_eq!(latency.count, 6, "{latency:?}");
+        assert!(latency.max_us < 1_000_000.0, "{latency:?}");
         let stats = agent.shutdown();
         assert_eq!(stats.allowed + stats.denied, 6, "{stats:?}");
+    });
+}
+
+/// Submits `exec` events one at a time, each answered before the next.
+fn decide_one_by_one(agent: &Agent, count: usize) {
+    for _ in 0..count {
+        let ticket = Arc::new(Ticket::detached());
+        agent.submit(exec("/usr/bin/ls"), Arc::clone(&ticket));
+        let until = Instant::now() + Duration::from_secs(10);
+        while ticket.answer().is_none() {
+            assert!(Instant::now() < until, "unanswered");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+#[test]
+fn a_quarantined_engine_is_listed_counted_and_alerted_once() {
+    within(Duration::from_secs(120), || {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let alerts = dir.path().join("alerts.jsonl");
+        let runtime = Runtime::new().expect("runtime");
+        let settings = EngineSettings::new("faulty")
+            .with_deadline(Duration::from_millis(50))
+            .with_quarantine(QuarantineRule {
+                failures: 3,
+                window: Duration::from_secs(60),
+            });
+        let trap = LoadedEngine::load(
+            &runtime,
+            settings,
+            ringfence_bundled_engines::faulty(),
+            b"trap",
+        )
+        .expect("loads");
+        let mut config = config(&alerts);
+        config.workers = 1;
+        config.perm_deadline = Duration::from_secs(5);
+        let agent = Agent::start(config, vec![trap]).expect("agent starts");
+        assert!(agent.quarantined().is_empty());
+        decide_one_by_one(&agent, 10);
+        assert_eq!(agent.quarantined(), vec!["faulty".to_owned()]);
+        let stats = agent.shutdown();
+        assert_eq!(stats.failures_trap, 3, "{stats:?}");
+        assert_eq!(stats.failures_quarantine, 7, "{stats:?}");
+        assert_eq!(stats.engine_failures, 10, "{stats:?}");
+        assert_eq!(stats.failure_answers, 3, "{stats:?}");
+        assert_eq!(stats.quarantine_answers, 7, "{stats:?}");
+        assert_eq!(stats.quarantines, 1, "{stats:?}");
+        let text = std::fs::read_to_string(&alerts).expect("alerts written");
+        let off: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("alert is JSON"))
+            .filter(|a| a["unmapped"]["ringfence"]["reason"] == "quarantine")
+            .collect();
+        assert_eq!(off.len(), 1, "one alert per quarantine: {off:?}");
+        let message = off[0]["message"].as_str().expect("message");
+        assert!(
+            message.contains("protection is off for engine faulty"),
+            "{message}"
+        );
+        assert_eq!(off[0]["severity"], "Critical");
     });
 }
 

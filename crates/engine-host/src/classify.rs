@@ -1,7 +1,9 @@
 //! Turns whatever wasmtime returned from a failed guest call into a [`FailureRecord`].
 //!
 //! Order matters: a guest that hit the memory limit usually aborts with `unreachable`, so the
-//! limiter's flag is checked before the trap code; an epoch interrupt is a deadline, not a trap.
+//! limiter's flag is checked before the trap code; an epoch interrupt is a deadline, not a trap,
+//! unless the call grew its memory by a sixteenth of its limit or more: then the guest was
+//! racing toward the limit and its page faults ate the deadline first, which is a memory failure.
 
 use ringfence_protocol::{FailureKind, FailureRecord, Frame};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -14,6 +16,9 @@ pub(crate) struct CallContext<'a> {
     pub(crate) event_kind: Option<&'a str>,
     pub(crate) elapsed: Duration,
     pub(crate) memory_exhausted: bool,
+    /// Bytes of linear memory the call grew, and the instance's limit.
+    pub(crate) memory_grown: usize,
+    pub(crate) memory_limit: usize,
     pub(crate) stderr: String,
 }
 
@@ -61,7 +66,12 @@ fn frames(error: &wasmtime::Error) -> Vec<Frame> {
 
 pub(crate) fn classify(error: &wasmtime::Error, call: CallContext<'_>) -> FailureRecord {
     let trap = error.downcast_ref::<Trap>().copied();
-    let (kind, trap_code) = if call.memory_exhausted {
+    // Interrupted after growing a sixteenth of its limit or more (4 MiB of the default 64) in
+    // this one call: the guest was eating memory, and the time its page faults took (measured:
+    // 8–16 MiB per 5 ms of CPU) stopped it before the limit did.
+    let racing_to_the_limit =
+        trap == Some(Trap::Interrupt) && call.memory_grown.saturating_mul(16) >= call.memory_limit;
+    let (kind, trap_code) = if call.memory_exhausted || racing_to_the_limit {
         (FailureKind::Memory, trap.map(trap_code_name))
     } else {
         match trap {
@@ -77,7 +87,15 @@ pub(crate) fn classify(error: &wasmtime::Error, call: CallContext<'_>) -> Failur
             "call exceeded its deadline and was interrupted after {} µs",
             call.elapsed.as_micros()
         ),
-        FailureKind::Memory => "instance tried to grow memory past its limit".to_owned(),
+        FailureKind::Memory if call.memory_exhausted => {
+            "instance tried to grow memory past its limit".to_owned()
+        }
+        FailureKind::Memory => format!(
+            "instance grew its memory by {} MiB of its {} MiB limit within one call and was \
+             interrupted at its deadline",
+            call.memory_grown >> 20,
+            call.memory_limit >> 20
+        ),
         // wasmtime wraps the trap in context ("error while executing at wasm backtrace: ...");
         // the trap itself is what a person needs.
         _ => match trap {
@@ -125,6 +143,39 @@ pub(crate) fn load_failure(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn call(memory_grown: usize) -> CallContext<'static> {
+        CallContext {
+            engine: "e",
+            content_sha256: "abc",
+            event_kind: Some("exec"),
+            elapsed: Duration::from_millis(5),
+            memory_exhausted: false,
+            memory_grown,
+            memory_limit: 64 << 20,
+            stderr: String::new(),
+        }
+    }
+
+    #[test]
+    fn an_interrupt_while_racing_to_the_memory_limit_is_memory() {
+        let interrupt = wasmtime::Error::from(Trap::Interrupt);
+        let record = classify(&interrupt, call(40 << 20));
+        assert_eq!(record.kind, FailureKind::Memory);
+        assert!(
+            record.message.contains("40 MiB of its 64 MiB"),
+            "{}",
+            record.message
+        );
+        let record = classify(&interrupt, call(1 << 20));
+        assert_eq!(
+            record.kind,
+            FailureKind::Deadline,
+            "a little growth is no excuse"
+        );
+        let trap = wasmtime::Error::from(Trap::UnreachableCodeReached);
+        assert_eq!(classify(&trap, call(40 << 20)).kind, FailureKind::Trap);
+    }
 
     #[test]
     fn trap_codes_are_snake_case() {

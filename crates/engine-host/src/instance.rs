@@ -34,6 +34,8 @@ impl Instance {
                     event_kind: None,
                     elapsed: started.elapsed(),
                     memory_exhausted: store.data().limiter.exhausted,
+                    memory_grown: store.data().limiter.grown_in_call,
+                    memory_limit: store.data().limiter.limit,
                     stderr: store.data().stderr_text(),
                 },
             ))
@@ -98,6 +100,8 @@ impl Instance {
                 event_kind,
                 elapsed,
                 memory_exhausted: self.store.data().limiter.exhausted,
+                memory_grown: self.store.data().limiter.grown_in_call,
+                memory_limit: self.store.data().limiter.limit,
                 stderr: self.store.data().stderr_text(),
             },
         )

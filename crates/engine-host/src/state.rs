@@ -31,6 +31,11 @@ pub(crate) struct StoreState {
     /// wall time against these, so a deadline never fires early after a burst of ticks.
     call_started: Instant,
     call_budget: std::time::Duration,
+    /// This thread's CPU time at the running call's first epoch check. A call is interrupted
+    /// only once it has used its budget in CPU time since then: a thread the host starved
+    /// (other work, a loaded machine) is not the engine's fault, and the agent's responder
+    /// answers the kernel on wall-clock time anyway. Calls shorter than a tick never read it.
+    cpu_mark: Option<std::time::Duration>,
 }
 
 impl StoreState {
@@ -52,6 +57,7 @@ impl StoreState {
             origin: Instant::now(),
             call_started: Instant::now(),
             call_budget: std::time::Duration::ZERO,
+            cpu_mark: None,
         }
     }
 
@@ -60,15 +66,32 @@ impl StoreState {
         let state = store.data_mut();
         state.call_started = Instant::now();
         state.call_budget = budget;
-        // Check at the next tick; the callback decides with the wall clock.
+        state.cpu_mark = None;
+        state.limiter.grown_in_call = 0;
+        // Check at the next tick; the callback decides with the wall and CPU clocks.
         store.set_epoch_deadline(1);
     }
 
-    /// Installs the epoch callback that turns "a tick passed" into "the deadline passed".
+    /// Installs the epoch callback that turns "a tick passed" into "the deadline passed": the
+    /// call's wall time and the CPU time its thread used since the first check have both
+    /// reached the budget.
     pub(crate) fn install_deadline_check(store: &mut wasmtime::Store<StoreState>) {
-        store.epoch_deadline_callback(|context| {
-            let state = context.data();
-            Ok(if state.call_started.elapsed() >= state.call_budget {
+        store.epoch_deadline_callback(|mut context| {
+            let state = context.data_mut();
+            let wall_spent = state.call_started.elapsed() >= state.call_budget;
+            let cpu_spent = match (state.cpu_mark, wall_spent) {
+                // Marked, and the wall budget is not spent yet: nothing to read.
+                (Some(_), false) => false,
+                _ => match thread_cpu_time() {
+                    // Without a CPU clock, wall time alone decides.
+                    None => true,
+                    Some(cpu) => {
+                        let mark = *state.cpu_mark.get_or_insert(cpu);
+                        cpu.saturating_sub(mark) >= state.call_budget
+                    }
+                },
+            };
+            Ok(if wall_spent && cpu_spent {
                 wasmtime::UpdateDeadline::Interrupt
             } else {
                 wasmtime::UpdateDeadline::Continue(1)
@@ -84,6 +107,15 @@ impl StoreState {
     }
 }
 
+/// CPU time the calling thread has used, or `None` when the clock cannot be read.
+pub(crate) fn thread_cpu_time() -> Option<std::time::Duration> {
+    use nix::time::{ClockId, clock_gettime};
+    let now = clock_gettime(ClockId::CLOCK_THREAD_CPUTIME_ID).ok()?;
+    let seconds = u64::try_from(now.tv_sec()).ok()?;
+    let nanos = u32::try_from(now.tv_nsec()).ok()?;
+    Some(std::time::Duration::new(seconds, nanos))
+}
+
 impl WasiView for StoreState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView {
@@ -96,9 +128,13 @@ impl WasiView for StoreState {
 /// Enforces the per-instance memory limit and remembers whether the guest hit it, so that the
 /// trap that follows (a Rust guest aborts when allocation fails) is classified as memory.
 pub(crate) struct MemoryLimiter {
-    limit: usize,
+    pub(crate) limit: usize,
     pub(crate) exhausted: bool,
     pub(crate) peak: usize,
+    /// Bytes of linear memory the running call grew. A guest racing toward the limit can use
+    /// its whole deadline on page faults before it reaches it; the classifier calls that
+    /// interrupt what it is, a memory failure.
+    pub(crate) grown_in_call: usize,
 }
 
 impl MemoryLimiter {
@@ -107,6 +143,7 @@ impl MemoryLimiter {
             limit,
             exhausted: false,
             peak: 0,
+            grown_in_call: 0,
         }
     }
 }
@@ -114,7 +151,7 @@ impl MemoryLimiter {
 impl wasmtime::ResourceLimiter for MemoryLimiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
@@ -123,6 +160,9 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
             return Ok(false);
         }
         self.peak = self.peak.max(desired);
+        self.grown_in_call = self
+            .grown_in_call
+            .saturating_add(desired.saturating_sub(current));
         Ok(true)
     }
 

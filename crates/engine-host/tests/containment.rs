@@ -2,6 +2,8 @@
 //! and every kind of bad engine input. Each test checks that the host survives, the event is
 //! answered by policy within the deadline plus slack, and the failure is classified.
 
+use nix::sched::{CpuSet, sched_setaffinity};
+use nix::unistd::Pid;
 use ringfence_bundled_engines as bundled;
 use ringfence_engine_host::{EngineSettings, EngineWorker, LoadedEngine, QuarantineRule, Runtime};
 use ringfence_protocol::{Action, Event, ExecEvent, FailureKind, FailurePolicy, ForkEvent};
@@ -9,8 +11,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 const DEADLINE: Duration = Duration::from_millis(5);
-/// Scheduling noise on a loaded 2-core CI machine; the epoch tick itself is 0.5 ms.
-const SLACK: Duration = Duration::from_millis(40);
+/// A call is interrupted once it used its deadline in CPU time, so on a loaded 2-core CI
+/// machine its wall time stretches by the share of a core its thread gets; the epoch tick
+/// itself is 0.5 ms.
+const SLACK: Duration = Duration::from_millis(250);
 
 fn exec(exe: &str) -> Event {
     Event::Exec(ExecEvent {
@@ -132,6 +136,83 @@ fn infinite_loop_hits_the_deadline() {
 #[test]
 fn slow_engine_hits_the_deadline() {
     assert_contained("slow", FailureKind::Deadline);
+}
+
+/// Pins the calling thread to CPU 0.
+fn pin_to_cpu0() {
+    let mut cpus = CpuSet::new();
+    cpus.set(0).expect("cpu 0");
+    sched_setaffinity(Pid::from_raw(0), &cpus).expect("pin to cpu 0");
+}
+
+#[test]
+fn a_call_starved_by_the_host_is_not_the_engines_fault() {
+    let runtime = Runtime::new().expect("runtime");
+    // `slow` spins for twenty times its deadline of wall time.
+    let engine = faulty(&runtime, "slow", FailurePolicy::FailOpen);
+    let mut worker = worker(&engine);
+    let control = worker.decide(&exec("/usr/bin/ls"));
+    assert_eq!(
+        control.failure.map(|f| f.kind),
+        Some(FailureKind::Deadline),
+        "given a core, slow uses its whole budget"
+    );
+
+    // Now share CPU 0 with three busy threads at the lowest priority: the engine's thread
+    // gets a sliver of the core, so its 100 ms of wall time hold far less than its 5 ms
+    // budget of its own CPU time.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let hogs: Vec<_> = (0..3)
+        .map(|_| {
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                pin_to_cpu0();
+                let mut n = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    n = std::hint::black_box(n.wrapping_add(1));
+                }
+            })
+        })
+        .collect();
+    let starved = std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                pin_to_cpu0();
+                let tid = nix::unistd::gettid().to_string();
+                let reniced = std::process::Command::new("renice")
+                    .args(["-n", "19", "-p", &tid])
+                    .output()
+                    .expect("renice runs");
+                assert!(reniced.status.success(), "{reniced:?}");
+                (0..3)
+                    .map(|_| worker.decide(&exec("/usr/bin/ls")))
+                    .collect::<Vec<_>>()
+            })
+            .join()
+            .expect("starved caller")
+    });
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for hog in hogs {
+        hog.join().expect("hog");
+    }
+    let blamed: Vec<_> = starved.iter().filter_map(|d| d.failure.as_ref()).collect();
+    assert!(
+        blamed.is_empty(),
+        "a starved call is the host's doing, not a deadline failure: {blamed:?}"
+    );
+    assert!(
+        starved.iter().any(|d| d.elapsed >= DEADLINE),
+        "the calls were starved past their deadline: {:?}",
+        starved.iter().map(|d| d.elapsed).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn unbounded_allocation_under_the_default_deadline_is_memory() {
+    // The agent's defaults: 5 ms per call, 64 MiB per instance.
+    let settings = settings(FailurePolicy::FailOpen).with_memory_limit(64 << 20);
+    let record = assert_contained_with("oom", FailureKind::Memory, settings);
+    assert!(record.message.contains("memory"), "{}", record.message);
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! Every raw system call the sensor makes, wrapped once: fanotify, netlink sockets, signal
-//! masks and adopting descriptors the kernel hands us. Nothing outside this module is `unsafe`.
+//! masks, adopting descriptors the kernel hands us, and the real-time scheduling of the
+//! agent's deadline responder (which answers the fanotify tickets read here). Nothing outside this module is `unsafe`.
 #![allow(
     unsafe_code,
     reason = "the one place where ringfence talks to the kernel through raw system calls"
@@ -237,6 +238,18 @@ pub fn wait_termination(timeout: Duration) -> Option<libc::c_int> {
     // SAFETY: `set` and `ts` are initialised and outlive the call; siginfo is not wanted.
     let signal = unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), &ts) };
     (signal > 0).then_some(signal)
+}
+
+/// Puts the calling thread under `SCHED_RR` at `priority` (1 is the lowest real-time
+/// priority): it then runs before every normal thread of the host whenever it is runnable, so
+/// a loaded machine cannot keep it from answering on time. Needs `CAP_SYS_NICE` or an
+/// `RLIMIT_RTPRIO` of at least `priority`.
+pub fn set_realtime_round_robin(priority: i32) -> io::Result<()> {
+    let param = libc::sched_param {
+        sched_priority: priority,
+    };
+    // SAFETY: `param` is initialised and outlives the call; pid 0 names the calling thread.
+    check(unsafe { libc::sched_setscheduler(0, libc::SCHED_RR, &param) }).map(|_| ())
 }
 
 /// The pid of this process.

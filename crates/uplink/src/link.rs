@@ -26,19 +26,46 @@ use ringfence_release::{
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// What the uplink needs from the agent.
 pub trait AgentHost: Send + Sync + 'static {
-    /// Runs this release from now on (swap engines). An error keeps the agent on what it ran.
-    fn activate(&self, channel: &str, release: &LoadedRelease) -> Result<(), String>;
+    /// Runs this release from now on (swap engines). An error keeps the agent on what it ran,
+    /// engines and all. A host that is still preparing the release when `deadline` passes
+    /// gives up before switching and answers [`HostError::TimedOut`].
+    fn activate(
+        &self,
+        channel: &str,
+        release: &LoadedRelease,
+        deadline: Instant,
+    ) -> Result<(), HostError>;
     /// Stops running any engine on this channel (a remediation plan said so).
-    fn disable(&self, channel: &str) -> Result<(), String>;
-    /// Health figures since the previous call.
+    fn disable(&self, channel: &str) -> Result<(), HostError>;
+    /// Health figures since the previous call. The uplink adds what it owns: the spool's
+    /// figures and the release being installed.
     fn health(&self) -> HealthFigures;
+}
+
+/// Why the agent did not start a release (or stop a channel); the previous engines keep
+/// serving, and the uplink reports the reason as a refused install.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    /// The release's engine or content does not load.
+    #[error("the release does not load: {0}")]
+    Load(String),
+    /// The new engines were refused: they failed on this host's recent events or could not be
+    /// instantiated.
+    #[error(transparent)]
+    Refused(Box<dyn std::error::Error + Send + Sync>),
+    /// Preparing the release outlasted the install timeout.
+    #[error("preparing the release outlasted the install timeout")]
+    TimedOut,
+    /// The host's own state is unusable (a poisoned lock).
+    #[error("{0}")]
+    Internal(&'static str),
 }
 
 #[derive(Debug, Clone)]
@@ -53,6 +80,9 @@ pub struct LinkConfig {
     /// Where the identity lives, so a renewed client certificate survives a restart; `None`
     /// keeps renewals in memory.
     pub identity_path: Option<PathBuf>,
+    /// How long one install (download, verify, stage, compile, validate, switch) may take
+    /// before it is reported failed. It runs on a thread of its own, so heartbeats go on.
+    pub install_timeout: Duration,
 }
 
 impl Default for LinkConfig {
@@ -63,6 +93,7 @@ impl Default for LinkConfig {
             bless_after: Duration::from_secs(30),
             upload_batch: 500,
             identity_path: None,
+            install_timeout: Duration::from_secs(120),
         }
     }
 }
@@ -169,44 +200,20 @@ pub fn trusted_keys(identity: &Identity) -> Result<TrustedKeys, String> {
 /// How long one request to the server may take.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
 
-struct Worker<H: AgentHost> {
+/// What an install needs, cloned onto the install's own thread so the link thread stays free
+/// to heartbeat and upload while a release downloads, compiles and validates.
+struct Installer<H: AgentHost> {
     client: ServerClient,
-    /// What `client` was made from; replaced when the client certificate is renewed.
-    identity: Identity,
-    spool: Arc<Spool>,
     slots: SlotStore,
     keys: TrustedKeys,
     host: Arc<H>,
-    config: LinkConfig,
-    /// When each channel's current release was activated, for blessing.
-    activated: HashMap<String, Instant>,
-    /// Assignments that failed, and when to try again.
-    refused: HashMap<(String, String), Instant>,
-    /// Remediation plans already carried out.
-    remediated: std::collections::HashSet<String>,
-    renewal: RenewalBackoff,
+    agent_version: Version,
 }
 
-impl<H: AgentHost> Worker<H> {
-    fn installed(&self) -> Vec<InstalledRelease> {
-        let channels = self.slots.channels().unwrap_or_default();
-        channels
-            .into_iter()
-            .filter_map(|channel| {
-                let state = self.slots.state(&channel).ok()?;
-                // The slot store's current is what runs: a guard's restore moves current to
-                // the LKG rather than running a different slot.
-                Some(InstalledRelease {
-                    current: state.current.map(|v| v.to_string()),
-                    lkg: state.lkg.map(|v| v.to_string()),
-                    running: "current".to_owned(),
-                    channel,
-                })
-            })
-            .collect()
-    }
-
-    fn install(&mut self, assignment: &Assignment) -> Result<bool, String> {
+impl<H: AgentHost> Installer<H> {
+    /// Downloads, checks, verifies, stages and activates one release; `Ok(false)` when it
+    /// already runs. A release the host refuses leaves the slots as they were.
+    fn install(&self, assignment: &Assignment, deadline: Instant) -> Result<bool, String> {
         let version =
             Version::parse(&assignment.version).map_err(|e| format!("bad version: {e}"))?;
         let state = self
@@ -237,7 +244,7 @@ impl<H: AgentHost> Worker<H> {
                 None => None,
             };
             let options = VerifyOptions {
-                agent_version: Some(&self.config.agent_version),
+                agent_version: Some(&self.agent_version),
                 now: u64::try_from(unix_ms() / 1000).unwrap_or(0),
                 rollback: directive.as_ref(),
             };
@@ -250,58 +257,226 @@ impl<H: AgentHost> Worker<H> {
             }
             self.slots.stage(&verified).map_err(|e| e.to_string())?;
         }
-        let previous = state.current.clone();
-        self.slots
-            .activate(&assignment.channel, &version)
-            .map_err(|e| e.to_string())?;
+        // The agent switches first and the slots follow: a release the agent refuses (or a
+        // crash while it switches) never becomes the slots' current, so nothing lists it as
+        // running, blesses it, or starts it after a restart.
         let loaded = self
             .slots
             .load(&assignment.channel, &version, &self.keys)
             .map_err(|e| e.to_string())?;
-        if let Err(reason) = self.host.activate(&assignment.channel, &loaded) {
-            // Put the slots back the way they were: the agent still runs the previous release.
-            if let Some(previous) = previous {
-                let _ = self.slots.activate(&assignment.channel, &previous);
-            }
-            return Err(format!("the agent could not start the release: {reason}"));
-        }
-        self.activated
-            .insert(assignment.channel.clone(), Instant::now());
+        self.host
+            .activate(&assignment.channel, &loaded, deadline)
+            .map_err(|e| format!("the agent could not start the release: {e}"))?;
+        self.slots
+            .activate(&assignment.channel, &version)
+            .map_err(|e| {
+                tracing::error!(
+                    channel = %assignment.channel,
+                    "the agent runs {version}, but it could not be recorded as current: {e}"
+                );
+                format!("the release runs but could not be recorded as current (a restart goes back): {e}")
+            })?;
         Ok(true)
+    }
+}
+
+/// Why an install runs, which decides the report it ends with.
+enum Origin {
+    Assignment,
+    Plan(Remediation),
+}
+
+/// An install running on its own thread.
+struct InstallJob {
+    channel: String,
+    version: String,
+    deadline: Instant,
+    origin: Origin,
+    outcome: mpsc::Receiver<Result<bool, String>>,
+    /// The timeout was reported; the thread has yet to finish (a compile cannot be stopped,
+    /// but the host gives up before switching engines).
+    timed_out: bool,
+}
+
+impl InstallJob {
+    fn label(&self) -> String {
+        format!("{}@{}", self.channel, self.version)
+    }
+}
+
+struct Worker<H: AgentHost> {
+    client: ServerClient,
+    /// What `client` was made from; replaced when the client certificate is renewed.
+    identity: Identity,
+    spool: Arc<Spool>,
+    slots: SlotStore,
+    keys: TrustedKeys,
+    host: Arc<H>,
+    config: LinkConfig,
+    /// When each channel's current release was activated, for blessing.
+    activated: HashMap<String, Instant>,
+    /// Assignments that failed, and when to try again.
+    refused: HashMap<(String, String), Instant>,
+    /// Remediation plans already carried out (or being carried out).
+    remediated: std::collections::HashSet<String>,
+    renewal: RenewalBackoff,
+    /// The install in progress; one at a time, the rest wait for a later heartbeat.
+    job: Option<InstallJob>,
+}
+
+impl<H: AgentHost> Worker<H> {
+    fn installed(&self) -> Vec<InstalledRelease> {
+        let channels = self.slots.channels().unwrap_or_default();
+        channels
+            .into_iter()
+            .filter_map(|channel| {
+                let state = self.slots.state(&channel).ok()?;
+                // The slot store's current is what runs: a guard's restore moves current to
+                // the LKG rather than running a different slot, and an install makes a release
+                // current only once the agent runs it.
+                Some(InstalledRelease {
+                    current: state.current.map(|v| v.to_string()),
+                    lkg: state.lkg.map(|v| v.to_string()),
+                    running: "current".to_owned(),
+                    channel,
+                })
+            })
+            .collect()
+    }
+
+    /// True when `version` already runs on `channel` (nothing to install).
+    fn is_current(&self, channel: &str, version: &str) -> bool {
+        let Ok(version) = Version::parse(version) else {
+            return false;
+        };
+        self.slots
+            .state(channel)
+            .is_ok_and(|state| state.current.as_ref() == Some(&version))
+    }
+
+    /// Starts installing `assignment` on a thread of its own.
+    fn start_install(&mut self, assignment: Assignment, origin: Origin) {
+        let deadline = Instant::now() + self.config.install_timeout;
+        let installer = Installer {
+            client: self.client.clone(),
+            slots: self.slots.clone(),
+            keys: self.keys.clone(),
+            host: Arc::clone(&self.host),
+            agent_version: self.config.agent_version.clone(),
+        };
+        let (tx, outcome) = mpsc::sync_channel(1);
+        let job = InstallJob {
+            channel: assignment.channel.clone(),
+            version: assignment.version.clone(),
+            deadline,
+            origin,
+            outcome,
+            timed_out: false,
+        };
+        tracing::info!(release = %job.label(), "installing");
+        let spawned = std::thread::Builder::new()
+            .name("ringfence-install".into())
+            .spawn(move || {
+                let _ = tx.send(installer.install(&assignment, deadline));
+            });
+        match spawned {
+            Ok(_) => self.job = Some(job),
+            Err(error) => self.finish(
+                job,
+                Err(format!("could not start the install thread: {error}")),
+            ),
+        }
+    }
+
+    /// Ends the install in progress if it finished, or reports it failed once its time is up.
+    fn poll_install(&mut self) {
+        let Some(job) = &mut self.job else { return };
+        let outcome = match job.outcome.try_recv() {
+            Ok(outcome) => outcome,
+            Err(mpsc::TryRecvError::Disconnected) => Err("the install thread died".to_owned()),
+            Err(mpsc::TryRecvError::Empty) => {
+                if !job.timed_out && Instant::now() >= job.deadline {
+                    job.timed_out = true;
+                    let reason = format!(
+                        "the install did not finish within {} s (install timeout)",
+                        self.config.install_timeout.as_secs_f64()
+                    );
+                    tracing::warn!(release = %job.label(), "{reason}");
+                    let outcome = Err(reason);
+                    let body = match &job.origin {
+                        Origin::Assignment => install_body(&job.channel, &job.version, &outcome),
+                        Origin::Plan(plan) => remediation_body(plan, &outcome),
+                    };
+                    let kind = job_kind(&job.origin);
+                    let key = (job.channel.clone(), job.version.clone());
+                    self.refused
+                        .insert(key, Instant::now() + Duration::from_secs(30));
+                    self.spool_report(kind, body);
+                }
+                return;
+            }
+        };
+        if let Some(job) = self.job.take() {
+            self.finish(job, outcome);
+        }
+    }
+
+    /// Records and reports how an install ended.
+    fn finish(&mut self, job: InstallJob, outcome: Result<bool, String>) {
+        let label = job.label();
+        match &outcome {
+            Ok(true) => {
+                tracing::info!(release = %label, "release installed and running");
+                self.activated.insert(job.channel.clone(), Instant::now());
+            }
+            Ok(false) => {}
+            Err(reason) => {
+                tracing::warn!(release = %label, "release refused: {reason}");
+                self.refused.insert(
+                    (job.channel.clone(), job.version.clone()),
+                    Instant::now() + Duration::from_secs(30),
+                );
+                if job.timed_out {
+                    // Reported when its time ran out.
+                    return;
+                }
+            }
+        }
+        let body = match &job.origin {
+            Origin::Assignment if outcome == Ok(false) => return,
+            Origin::Assignment => install_body(&job.channel, &job.version, &outcome),
+            Origin::Plan(plan) => remediation_body(plan, &outcome),
+        };
+        self.spool_report(job_kind(&job.origin), body);
+    }
+
+    fn spool_report(&self, kind: &str, body: serde_json::Value) {
+        if let Err(error) = self.spool.push(&report(kind, body)) {
+            tracing::warn!("could not spool an {kind} report: {error}");
+        }
     }
 
     fn follow(&mut self, assignments: &[Assignment]) {
+        if self.job.is_some() {
+            return;
+        }
         for assignment in assignments {
             let key = (assignment.channel.clone(), assignment.version.clone());
             if self
                 .refused
                 .get(&key)
                 .is_some_and(|until| Instant::now() < *until)
+                || self.is_current(&assignment.channel, &assignment.version)
             {
                 continue;
             }
-            let outcome = self.install(assignment);
-            let body = match &outcome {
-                Ok(false) => continue,
-                Ok(true) => {
-                    tracing::info!(channel = %assignment.channel, version = %assignment.version, "release installed and running");
-                    serde_json::json!({"channel": assignment.channel, "version": assignment.version, "outcome": "running"})
-                }
-                Err(reason) => {
-                    tracing::warn!(channel = %assignment.channel, version = %assignment.version, "release refused: {reason}");
-                    self.refused
-                        .insert(key, Instant::now() + Duration::from_secs(30));
-                    serde_json::json!({"channel": assignment.channel, "version": assignment.version, "outcome": "refused", "reason": reason})
-                }
-            };
-            if let Err(error) = self.spool.push(&report("install", body)) {
-                tracing::warn!("could not spool an install report: {error}");
-            }
+            self.start_install(assignment.clone(), Origin::Assignment);
+            return;
         }
     }
 
-    /// Carries out remediation plans, once each: a pin is installed like an assignment, a
-    /// disable takes the channel's engine away.
+    /// Carries out remediation plans, once each: a pin is installed like an assignment (on
+    /// the install thread), a disable takes the channel's engine away.
     fn remediate(&mut self, plans: &[Remediation]) {
         for plan in plans {
             if self.remediated.contains(&plan.id) {
@@ -309,36 +484,34 @@ impl<H: AgentHost> Worker<H> {
             }
             let outcome = match (plan.action.as_str(), &plan.version, &plan.bundle_sha256) {
                 ("pin", Some(version), Some(bundle)) => {
-                    let assignment = Assignment {
-                        channel: plan.channel.clone(),
-                        version: version.clone(),
-                        bundle_sha256: bundle.clone(),
-                        rollout_id: None,
-                        rollback_directive: plan.rollback_directive.clone(),
-                    };
-                    self.install(&assignment).map(|_| ())
+                    if self.is_current(&plan.channel, version) {
+                        Ok(false)
+                    } else if self.job.is_some() {
+                        // One install at a time: the plan waits for a later heartbeat.
+                        continue;
+                    } else {
+                        let assignment = Assignment {
+                            channel: plan.channel.clone(),
+                            version: version.clone(),
+                            bundle_sha256: bundle.clone(),
+                            rollout_id: None,
+                            rollback_directive: plan.rollback_directive.clone(),
+                        };
+                        self.remediated.insert(plan.id.clone());
+                        self.start_install(assignment, Origin::Plan(plan.clone()));
+                        continue;
+                    }
                 }
-                ("disable", _, _) => self.host.disable(&plan.channel),
+                ("disable", _, _) => self
+                    .host
+                    .disable(&plan.channel)
+                    .map(|()| true)
+                    .map_err(|e| e.to_string()),
                 (action, _, _) => Err(format!("cannot carry out plan action {action:?}")),
             };
-            let body = serde_json::json!({
-                "plan": plan.id, "action": plan.action, "channel": plan.channel,
-                "outcome": if outcome.is_ok() { "applied" } else { "refused" },
-                "reason": outcome.as_ref().err(),
-            });
-            match &outcome {
-                Ok(()) => {
-                    tracing::warn!(plan = %plan.id, channel = %plan.channel, "remediation plan applied: {}", plan.reason)
-                }
-                Err(reason) => {
-                    tracing::warn!(plan = %plan.id, "remediation plan refused: {reason}")
-                }
-            }
             // A refused plan is reported once too; the operator sees why and writes another.
             self.remediated.insert(plan.id.clone());
-            if let Err(error) = self.spool.push(&report("remediation", body)) {
-                tracing::warn!("could not spool a remediation report: {error}");
-            }
+            self.spool_report("remediation", remediation_body(plan, &outcome));
         }
     }
 
@@ -351,10 +524,13 @@ impl<H: AgentHost> Worker<H> {
             }
             return;
         }
+        let installing = self.job.as_ref().map(|job| job.channel.clone());
         let due: Vec<String> = self
             .activated
             .iter()
             .filter(|(_, started)| started.elapsed() >= self.config.bless_after)
+            // The slots' current of a channel being installed may change under our feet.
+            .filter(|(channel, _)| installing.as_ref() != Some(*channel))
             .map(|(channel, _)| channel.clone())
             .collect();
         for channel in due {
@@ -417,18 +593,25 @@ impl<H: AgentHost> Worker<H> {
         }
     }
 
-    fn beat(&mut self) -> Option<Duration> {
-        let health = self.host.health();
+    /// The heartbeat to send now, and whether engines failed since the previous one.
+    fn heartbeat(&mut self) -> (Heartbeat, bool) {
+        self.poll_install();
+        let mut health = self.host.health();
         let failures = health.engine_failures > 0;
-        let mut health = health;
         let stats = self.spool.stats();
         health.spool_pending = stats.pending;
         health.spool_dropped = stats.dropped + stats.set_aside;
+        health.installing = self.job.as_ref().map(InstallJob::label);
         let heartbeat = Heartbeat {
             agent_version: self.config.agent_version.to_string(),
             releases: self.installed(),
             health,
         };
+        (heartbeat, failures)
+    }
+
+    fn beat(&mut self) -> Option<Duration> {
+        let (heartbeat, failures) = self.heartbeat();
         // Upload first: the server's gates should see failures before the next decision.
         if let Err(error) = self.upload() {
             tracing::debug!("report upload deferred: {error}");
@@ -454,6 +637,40 @@ impl<H: AgentHost> Worker<H> {
         self.bless(failures);
         interval
     }
+}
+
+fn job_kind(origin: &Origin) -> &'static str {
+    match origin {
+        Origin::Assignment => "install",
+        Origin::Plan(_) => "remediation",
+    }
+}
+
+/// The body of an `install` report: `running`, or `refused` with the reason.
+fn install_body(channel: &str, version: &str, outcome: &Result<bool, String>) -> serde_json::Value {
+    match outcome {
+        Ok(_) => {
+            serde_json::json!({"channel": channel, "version": version, "outcome": "running"})
+        }
+        Err(reason) => serde_json::json!({
+            "channel": channel, "version": version, "outcome": "refused", "reason": reason,
+        }),
+    }
+}
+
+/// The body of a `remediation` report.
+fn remediation_body(plan: &Remediation, outcome: &Result<bool, String>) -> serde_json::Value {
+    match outcome {
+        Ok(_) => {
+            tracing::warn!(plan = %plan.id, channel = %plan.channel, "remediation plan applied: {}", plan.reason)
+        }
+        Err(reason) => tracing::warn!(plan = %plan.id, "remediation plan refused: {reason}"),
+    }
+    serde_json::json!({
+        "plan": plan.id, "action": plan.action, "channel": plan.channel,
+        "outcome": if outcome.is_ok() { "applied" } else { "refused" },
+        "reason": outcome.as_ref().err(),
+    })
 }
 
 /// The server refused what was sent, not who sent it or when: too large (`413`) or outside the
@@ -553,6 +770,7 @@ impl Link {
             refused: HashMap::new(),
             remediated: std::collections::HashSet::new(),
             renewal: RenewalBackoff::default(),
+            job: None,
         };
         let flag = Arc::clone(&stop);
         let thread = std::thread::Builder::new()
@@ -617,6 +835,161 @@ impl Drop for Link {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A host that never gets asked to do anything in these tests.
+    struct IdleHost;
+
+    impl AgentHost for IdleHost {
+        fn activate(&self, _: &str, _: &LoadedRelease, _: Instant) -> Result<(), HostError> {
+            Ok(())
+        }
+
+        fn disable(&self, _: &str) -> Result<(), HostError> {
+            Ok(())
+        }
+
+        fn health(&self) -> HealthFigures {
+            HealthFigures::default()
+        }
+    }
+
+    fn offline_worker(dir: &std::path::Path) -> Worker<IdleHost> {
+        let identity = Identity {
+            agent_id: "a".into(),
+            credential: "c".into(),
+            // Nothing listens on port 1: these tests never reach a server.
+            server: "http://127.0.0.1:1".into(),
+            release_keys: Vec::new(),
+            server_ca: None,
+            client_cert: None,
+        };
+        Worker {
+            client: identity.client(CLIENT_TIMEOUT).expect("client"),
+            identity,
+            spool: Arc::new(Spool::open(&dir.join("spool"), 1 << 20).expect("spool")),
+            slots: SlotStore::open(dir.join("slots")).expect("slots"),
+            keys: TrustedKeys::new(),
+            host: Arc::new(IdleHost),
+            config: LinkConfig::default(),
+            activated: HashMap::new(),
+            refused: HashMap::new(),
+            remediated: std::collections::HashSet::new(),
+            renewal: RenewalBackoff::default(),
+            job: None,
+        }
+    }
+
+    /// An install whose thread the test plays: it ends when the test sends its outcome.
+    fn blocked_install(worker: &mut Worker<IdleHost>) -> mpsc::SyncSender<Result<bool, String>> {
+        let (tx, outcome) = mpsc::sync_channel(1);
+        worker.job = Some(InstallJob {
+            channel: "detection".into(),
+            version: "2.0.0".into(),
+            deadline: Instant::now() + Duration::from_secs(3600),
+            origin: Origin::Assignment,
+            outcome,
+            timed_out: false,
+        });
+        tx
+    }
+
+    fn install_reports(spool: &Spool) -> Vec<serde_json::Value> {
+        spool
+            .peek(100)
+            .into_iter()
+            .filter(|(_, report)| report.kind == "install")
+            .map(|(_, report)| report.body)
+            .collect()
+    }
+
+    #[test]
+    fn heartbeats_carry_the_install_under_way_until_it_ends() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut worker = offline_worker(dir.path());
+        assert_eq!(worker.heartbeat().0.health.installing, None);
+        let finish = blocked_install(&mut worker);
+        for _ in 0..3 {
+            let (heartbeat, _) = worker.heartbeat();
+            assert_eq!(
+                heartbeat.health.installing.as_deref(),
+                Some("detection@2.0.0")
+            );
+        }
+        finish.send(Ok(true)).expect("install thread");
+        let (heartbeat, _) = worker.heartbeat();
+        assert_eq!(heartbeat.health.installing, None);
+        assert!(
+            worker.activated.contains_key("detection"),
+            "blessing clock runs"
+        );
+        let reports = install_reports(&worker.spool);
+        assert_eq!(reports.len(), 1, "{reports:?}");
+        assert_eq!(reports[0]["outcome"], "running");
+    }
+
+    #[test]
+    fn an_install_past_its_timeout_is_reported_refused_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut worker = offline_worker(dir.path());
+        let finish = blocked_install(&mut worker);
+        if let Some(job) = worker.job.as_mut() {
+            job.deadline = Instant::now();
+        }
+        worker.poll_install();
+        let reports = install_reports(&worker.spool);
+        assert_eq!(reports.len(), 1, "{reports:?}");
+        assert_eq!(reports[0]["outcome"], "refused");
+        let reason = reports[0]["reason"].as_str().expect("reason");
+        assert!(reason.contains("install timeout"), "{reason}");
+        assert!(
+            worker
+                .refused
+                .contains_key(&("detection".to_owned(), "2.0.0".to_owned())),
+            "not retried at once"
+        );
+        // The compile still runs: the host is still busy with it, and says so.
+        assert!(worker.heartbeat().0.health.installing.is_some());
+        worker.poll_install();
+        assert_eq!(install_reports(&worker.spool).len(), 1, "reported once");
+
+        // The host gives up before switching engines; that ending is not reported again.
+        finish
+            .send(Err(
+                "the agent could not start the release: timed out".into()
+            ))
+            .expect("install thread");
+        worker.poll_install();
+        assert!(worker.job.is_none());
+        assert_eq!(install_reports(&worker.spool).len(), 1);
+        assert!(!worker.activated.contains_key("detection"), "never blessed");
+    }
+
+    #[test]
+    fn an_install_thread_that_dies_is_a_refused_install() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut worker = offline_worker(dir.path());
+        drop(blocked_install(&mut worker));
+        worker.poll_install();
+        assert!(worker.job.is_none());
+        let reports = install_reports(&worker.spool);
+        assert_eq!(reports.len(), 1, "{reports:?}");
+        assert_eq!(reports[0]["reason"], "the install thread died");
+    }
+
+    #[test]
+    fn a_channel_being_installed_is_not_blessed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut worker = offline_worker(dir.path());
+        let _finish = blocked_install(&mut worker);
+        worker
+            .activated
+            .insert("detection".into(), Instant::now() - Duration::from_secs(60));
+        worker.bless(false);
+        assert!(
+            worker.activated.contains_key("detection"),
+            "a channel being installed is not blessed"
+        );
+    }
 
     #[test]
     fn backoff_grows_caps_and_resets() {

@@ -11,34 +11,63 @@ use ringfence_release::{
 use ringfence_server::ServerConfig;
 use ringfence_uplink::link::report;
 use ringfence_uplink::{
-    AgentHost, AgentKey, CaCert, Identity, Link, LinkConfig, ServerClient, Spool,
+    AgentHost, AgentKey, CaCert, HostError, Identity, Link, LinkConfig, ServerClient, Spool,
 };
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Records what the uplink activates; the only test double, standing in for the agent.
+/// Records what the uplink activates; the only test double, standing in for the agent. It can
+/// take its time (a long compile) and refuse a version (a swap the agent refused).
 #[derive(Default)]
 struct RecordingHost {
     activated: Mutex<Vec<String>>,
     disabled: Mutex<Vec<String>>,
+    /// How long each activation takes.
+    delay: Mutex<Duration>,
+    /// A version whose engines the agent refuses (they fail on its recent events).
+    refuse: Mutex<Option<String>>,
+    /// Heartbeats asked for so far.
+    beats: std::sync::atomic::AtomicU64,
+    /// Activations begun so far.
+    activating: std::sync::atomic::AtomicU64,
 }
 
 impl AgentHost for RecordingHost {
-    fn activate(&self, channel: &str, release: &LoadedRelease) -> Result<(), String> {
+    fn activate(
+        &self,
+        channel: &str,
+        release: &LoadedRelease,
+        deadline: Instant,
+    ) -> Result<(), HostError> {
+        self.activating
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let delay = *self.delay.lock().expect("lock");
+        std::thread::sleep(delay);
+        if Instant::now() >= deadline {
+            return Err(HostError::TimedOut);
+        }
+        let version = release.version().to_string();
+        if self.refuse.lock().expect("lock").as_deref() == Some(version.as_str()) {
+            return Err(HostError::Refused(
+                "engine faulty failed on sample event 0 (exec): trap".into(),
+            ));
+        }
         self.activated
             .lock()
             .expect("lock")
-            .push(format!("{channel}@{}", release.version()));
+            .push(format!("{channel}@{version}"));
         Ok(())
     }
 
-    fn disable(&self, channel: &str) -> Result<(), String> {
+    fn disable(&self, channel: &str) -> Result<(), HostError> {
         self.disabled.lock().expect("lock").push(channel.to_owned());
         Ok(())
     }
 
     fn health(&self) -> HealthFigures {
+        self.beats
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         HealthFigures::default()
     }
 }
@@ -224,11 +253,16 @@ impl Agent {
     }
 
     fn link_saving_to(&self, identity_path: std::path::PathBuf) -> Link {
+        self.link_with(identity_path, Duration::from_secs(120))
+    }
+
+    fn link_with(&self, identity_path: std::path::PathBuf, install_timeout: Duration) -> Link {
         let slots = SlotStore::open(self.dir.path().join("slots")).expect("slots");
         let config = LinkConfig {
             interval: Duration::from_millis(200),
             bless_after: Duration::from_millis(300),
             identity_path: Some(identity_path),
+            install_timeout,
             ..LinkConfig::default()
         };
         Link::start(
@@ -249,6 +283,140 @@ impl Agent {
             .current
             .map(|v| v.to_string())
     }
+
+    fn lkg(&self) -> Option<String> {
+        let slots = SlotStore::open(self.dir.path().join("slots")).expect("slots");
+        slots.state("detection").ok()?.lkg.map(|v| v.to_string())
+    }
+}
+
+fn install_reports(server: &Server) -> Vec<Value> {
+    let installs: Value = server
+        .operator()
+        .get_json("reports", "/api/v1/reports?kind=install")
+        .expect("reports");
+    installs["reports"].as_array().expect("list").clone()
+}
+
+/// The body of a listed report, wherever the server puts it.
+fn report_body(report: &Value) -> &Value {
+    report.get("body").unwrap_or(report)
+}
+
+#[test]
+fn a_release_the_agent_refuses_is_reported_and_never_runs_or_blessed() {
+    let server = Server::start();
+    let agent = Agent::enroll(&server, &[]);
+    *agent.host.refuse.lock().expect("lock") = Some("2.0.0".into());
+    let _link = agent.link();
+    server.publish("1.0.0", b"ok", false);
+    let first = server.start_rollout("1.0.0");
+    wait_for("1.0.0 blessed", Duration::from_secs(20), || {
+        agent.lkg().as_deref() == Some("1.0.0")
+    });
+    wait_for("rollout complete", Duration::from_secs(20), || {
+        server.rollout(&first)["phase"] == "completed"
+    });
+
+    server.publish("2.0.0", b"trap", true);
+    server.start_rollout("2.0.0");
+    wait_for("a refused install report", Duration::from_secs(20), || {
+        install_reports(&server)
+            .iter()
+            .any(|r| report_body(r)["outcome"] == "refused")
+    });
+    let reports = install_reports(&server);
+    let refused = reports
+        .iter()
+        .map(report_body)
+        .find(|body| body["outcome"] == "refused")
+        .expect("refused report");
+    assert_eq!(refused["version"], "2.0.0");
+    let reason = refused["reason"].as_str().expect("reason");
+    assert!(reason.contains("trap"), "{reason}");
+    // Long enough for a blessing, had it run.
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(
+        agent.current().as_deref(),
+        Some("1.0.0"),
+        "not listed as running"
+    );
+    assert_eq!(agent.lkg().as_deref(), Some("1.0.0"), "never blessed");
+    assert_eq!(
+        *agent.host.activated.lock().expect("lock"),
+        vec!["detection@1.0.0"]
+    );
+}
+
+#[test]
+fn heartbeats_go_on_while_an_install_takes_long() {
+    let server = Server::start();
+    let agent = Agent::enroll(&server, &[]);
+    *agent.host.delay.lock().expect("lock") = Duration::from_secs(4);
+    let _link = agent.link();
+    server.publish("1.0.0", b"ok", false);
+    server.start_rollout("1.0.0");
+    wait_for("the activation to start", Duration::from_secs(20), || {
+        agent
+            .host
+            .activating
+            .load(std::sync::atomic::Ordering::Relaxed)
+            == 1
+    });
+    let before = agent.host.beats.load(std::sync::atomic::Ordering::Relaxed);
+    std::thread::sleep(Duration::from_millis(2500));
+    let during = agent.host.beats.load(std::sync::atomic::Ordering::Relaxed) - before;
+    assert!(
+        agent.host.activated.lock().expect("lock").is_empty(),
+        "still installing"
+    );
+    assert!(during >= 2, "{during} heartbeats in 2.5 s of installing");
+    wait_for("installed", Duration::from_secs(20), || {
+        agent.host.activated.lock().expect("lock").len() == 1
+    });
+}
+
+#[test]
+fn an_install_that_outlasts_its_timeout_is_refused_and_the_agent_stays() {
+    let server = Server::start();
+    let agent = Agent::enroll(&server, &[]);
+    let _link = agent.link_with(agent.identity_path(), Duration::from_secs(1));
+    server.publish("1.0.0", b"ok", false);
+    let first = server.start_rollout("1.0.0");
+    wait_for("1.0.0 runs", Duration::from_secs(20), || {
+        agent.current().as_deref() == Some("1.0.0")
+    });
+    wait_for("rollout complete", Duration::from_secs(20), || {
+        server.rollout(&first)["phase"] == "completed"
+    });
+    *agent.host.delay.lock().expect("lock") = Duration::from_secs(3);
+    server.publish("2.0.0", b"ok", true);
+    server.start_rollout("2.0.0");
+    wait_for("a refused install report", Duration::from_secs(20), || {
+        install_reports(&server)
+            .iter()
+            .any(|r| report_body(r)["outcome"] == "refused")
+    });
+    let reports = install_reports(&server);
+    let refused = reports
+        .iter()
+        .map(report_body)
+        .find(|body| body["outcome"] == "refused")
+        .expect("refused");
+    let reason = refused["reason"].as_str().expect("reason");
+    assert!(reason.contains("install timeout"), "{reason}");
+    // The host gives up before switching, once its compile is done: nothing changes.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(agent.current().as_deref(), Some("1.0.0"));
+    assert_eq!(
+        *agent.host.activated.lock().expect("lock"),
+        vec!["detection@1.0.0"]
+    );
+    assert_eq!(
+        install_reports(&server).len(),
+        2,
+        "each install reported once"
+    );
 }
 
 #[test]

@@ -3,7 +3,7 @@
 //! Its content is one word choosing what it does on every event (or, with a second word, only
 //! on exec events whose path ends with it; other events are allowed):
 //! `ok` (allow), `trap` (unreachable), `loop` (never returns), `oom` (allocates without bound),
-//! `slow` (busy for twice the host's deadline), `panic` (Rust panic), and `cf291`, modelled on
+//! `slow` (busy for twenty times the host's deadline), `panic` (Rust panic), and `cf291`, modelled on
 //! CrowdStrike's Channel File 291: a template interpreter that expects 21 input fields is given a
 //! template with 20, reads the 21st slot and follows it as a pointer, far outside memory.
 
@@ -119,7 +119,10 @@ fn on_event(event: &Event) -> Verdict {
         Mode::Loop => spin_forever(),
         Mode::Oom => allocate_without_bound(),
         Mode::Slow => {
-            busy_for(DEADLINE_NS.get().saturating_mul(2));
+            // Deadlines count the CPU time the caller's thread gets: twenty deadlines of wall
+            // time hold more than one deadline of CPU time even on a machine where the thread
+            // gets a twentieth of a core.
+            busy_for(DEADLINE_NS.get().saturating_mul(20));
             verdict(Action::Allow)
         }
         Mode::Panic => panic!("faulty engine: deliberate panic on a {} event", kind(event)),

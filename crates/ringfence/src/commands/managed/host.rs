@@ -1,21 +1,84 @@
-//! The agent as the uplink sees it: swap engines when a release arrives, drop them when a plan
-//! disables a channel, and report health figures.
+//! The agent as the uplink sees it: swap engines when a release arrives (only through the
+//! agent's checked swap, so a release that fails on this host's own traffic never runs), drop
+//! them when a plan disables a channel, and report health figures.
 
 use ringfence_agent::Agent;
 use ringfence_engine_host::{EngineSettings, LoadedEngine, Runtime};
-use ringfence_protocol::api::HealthFigures;
+use ringfence_protocol::api::{FailureCounts, HealthFigures, LatencyFigures, PolicyAnswers};
 use ringfence_release::LoadedRelease;
-use ringfence_uplink::AgentHost;
-use std::collections::BTreeMap;
+use ringfence_uplink::{AgentHost, HostError};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 /// Swaps engines as releases arrive and reports health to the uplink.
 pub(super) struct ManagedHost {
-    pub(super) runtime: Runtime,
+    runtime: Runtime,
     pub(super) agent: OnceLock<Arc<Agent>>,
-    pub(super) engines: Mutex<BTreeMap<String, Arc<LoadedEngine>>>,
-    pub(super) previous: Mutex<(ringfence_agent::StatsSnapshot, Instant, u64)>,
+    /// The engine of each channel that runs now; changed only by a swap the agent accepted.
+    engines: Mutex<BTreeMap<String, Arc<LoadedEngine>>>,
+    /// Counters, time and CPU ticks at the previous heartbeat: figures are per interval.
+    previous: Mutex<(ringfence_agent::StatsSnapshot, Instant, u64)>,
+    /// Channels a remediation plan disabled, until a release runs on them again.
+    disabled: Mutex<BTreeSet<String>>,
+    started: Instant,
+    /// Releases whose engine or content did not load, since the previous heartbeat.
+    load_failures: AtomicU64,
+}
+
+impl ManagedHost {
+    pub(super) fn new(
+        runtime: Runtime,
+        engines: BTreeMap<String, Arc<LoadedEngine>>,
+        started: Instant,
+    ) -> ManagedHost {
+        ManagedHost {
+            runtime,
+            agent: OnceLock::new(),
+            engines: Mutex::new(engines),
+            previous: Mutex::new((
+                ringfence_agent::StatsSnapshot::default(),
+                Instant::now(),
+                cpu_ticks(),
+            )),
+            disabled: Mutex::new(BTreeSet::new()),
+            started,
+            load_failures: AtomicU64::new(0),
+        }
+    }
+
+    /// Runs `engine` on `channel` from now on, if the agent accepts it (see [`Self::switch`]).
+    fn run_on(&self, channel: &str, engine: Arc<LoadedEngine>) -> Result<(), HostError> {
+        let mut engines = self
+            .engines
+            .lock()
+            .map_err(|_| HostError::Internal("engine table poisoned"))?;
+        let mut next = engines.clone();
+        next.insert(channel.to_owned(), engine);
+        self.switch(&mut engines, next)?;
+        if let Ok(mut disabled) = self.disabled.lock() {
+            disabled.remove(channel);
+        }
+        Ok(())
+    }
+
+    /// Makes `next` the running engine table, through the agent's checked swap: the new
+    /// engines first decide this host's recent events, and any failure keeps the old ones
+    /// (and the old table).
+    fn switch(
+        &self,
+        engines: &mut BTreeMap<String, Arc<LoadedEngine>>,
+        next: BTreeMap<String, Arc<LoadedEngine>>,
+    ) -> Result<(), HostError> {
+        if let Some(agent) = self.agent.get() {
+            agent
+                .swap_engines_checked(next.values().cloned().collect(), &agent.recent_events())
+                .map_err(|error| HostError::Refused(Box::new(error)))?;
+        }
+        *engines = next;
+        Ok(())
+    }
 }
 
 pub(super) fn engine_for(
@@ -46,7 +109,7 @@ pub(super) fn engine_for(
 }
 
 /// CPU time of this process in clock ticks, from /proc.
-pub(super) fn cpu_ticks() -> u64 {
+fn cpu_ticks() -> u64 {
     let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
         return 0;
     };
@@ -75,28 +138,33 @@ fn rss_bytes() -> u64 {
 }
 
 impl AgentHost for ManagedHost {
-    fn activate(&self, channel: &str, release: &LoadedRelease) -> Result<(), String> {
-        let engine = engine_for(&self.runtime, release)?;
-        let mut engines = self
-            .engines
-            .lock()
-            .map_err(|_| "engine table poisoned".to_owned())?;
-        engines.insert(channel.to_owned(), engine);
-        if let Some(agent) = self.agent.get() {
-            agent.swap_engines(engines.values().cloned().collect());
+    fn activate(
+        &self,
+        channel: &str,
+        release: &LoadedRelease,
+        deadline: Instant,
+    ) -> Result<(), HostError> {
+        let engine = engine_for(&self.runtime, release).map_err(|reason| {
+            self.load_failures.fetch_add(1, Ordering::Relaxed);
+            HostError::Load(reason)
+        })?;
+        if Instant::now() >= deadline {
+            return Err(HostError::TimedOut);
         }
-        Ok(())
+        self.run_on(channel, engine)
     }
 
-    fn disable(&self, channel: &str) -> Result<(), String> {
+    fn disable(&self, channel: &str) -> Result<(), HostError> {
         let mut engines = self
             .engines
             .lock()
-            .map_err(|_| "engine table poisoned".to_owned())?;
-        if engines.remove(channel).is_some()
-            && let Some(agent) = self.agent.get()
-        {
-            agent.swap_engines(engines.values().cloned().collect());
+            .map_err(|_| HostError::Internal("engine table poisoned"))?;
+        let mut next = engines.clone();
+        if next.remove(channel).is_some() {
+            self.switch(&mut engines, next)?;
+        }
+        if let Ok(mut disabled) = self.disabled.lock() {
+            disabled.insert(channel.to_owned());
         }
         Ok(())
     }
@@ -105,35 +173,172 @@ impl AgentHost for ManagedHost {
         let Some(agent) = self.agent.get() else {
             return HealthFigures::default();
         };
-        let now = agent.stats();
-        let ticks = cpu_ticks();
         let Ok(mut previous) = self.previous.lock() else {
             return HealthFigures::default();
         };
+        let now = agent.stats();
+        let latency = agent.take_latency();
+        let ticks = cpu_ticks();
         let (before, at, before_ticks) = &*previous;
-        let decided = (now.allowed + now.denied).saturating_sub(before.allowed + before.denied);
-        let denies = now.denied.saturating_sub(before.denied);
+        let delta = |now: u64, before: u64| now.saturating_sub(before);
+        let decided = delta(now.allowed + now.denied, before.allowed + before.denied);
+        let denies = delta(now.denied, before.denied);
         let elapsed = at.elapsed().as_secs_f64().max(0.001);
         // Linux reports CPU time in clock ticks of 1/100 s.
         let cpu_pct = (ticks.saturating_sub(*before_ticks) as f64 / 100.0) / elapsed * 100.0;
+        let failures = FailureCounts {
+            trap: delta(now.failures_trap, before.failures_trap),
+            memory: delta(now.failures_memory, before.failures_memory),
+            deadline: delta(now.failures_deadline, before.failures_deadline),
+            quarantine: delta(now.failures_quarantine, before.failures_quarantine),
+            load: delta(now.failures_load, before.failures_load)
+                + self.load_failures.swap(0, Ordering::Relaxed),
+        };
         let figures = HealthFigures {
-            events: now.events.saturating_sub(before.events),
+            events: delta(now.events, before.events),
+            permission_events: decided,
             denies,
             deny_rate: if decided == 0 {
                 0.0
             } else {
                 denies as f64 / decided as f64
             },
-            p99_us: 0.0,
-            engine_failures: now.engine_failures.saturating_sub(before.engine_failures),
+            p99_us: latency.p99_us,
+            latency: LatencyFigures {
+                p50_us: latency.p50_us,
+                p99_us: latency.p99_us,
+                max_us: latency.max_us,
+            },
+            engine_failures: failures.total(),
+            failures,
+            policy_answers: PolicyAnswers {
+                deadline: delta(now.deadline_answers, before.deadline_answers),
+                quarantine: delta(now.quarantine_answers, before.quarantine_answers),
+                queue_full: delta(now.queue_full, before.queue_full),
+                failure: delta(now.failure_answers, before.failure_answers),
+            },
+            quarantined: agent.quarantined(),
+            disabled: self
+                .disabled
+                .lock()
+                .map(|disabled| disabled.iter().cloned().collect())
+                .unwrap_or_default(),
             cpu_pct,
             rss_bytes: rss_bytes(),
-            uptime_s: 0,
-            spool_pending: 0,
-            spool_dropped: 0,
+            uptime_s: self.started.elapsed().as_secs(),
+            // The uplink fills what it owns: the spool's figures and the install under way.
             ..HealthFigures::default()
         };
         *previous = (now, Instant::now(), ticks);
         figures
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ringfence_agent::{AgentConfig, MuteSet};
+    use ringfence_protocol::{Event, ExecEvent};
+    use ringfence_sensor::Ticket;
+    use std::time::Duration;
+
+    fn faulty(runtime: &Runtime, mode: &str) -> Arc<LoadedEngine> {
+        let settings = EngineSettings::new("faulty").with_deadline(Duration::from_millis(50));
+        LoadedEngine::load(
+            runtime,
+            settings,
+            ringfence_bundled_engines::faulty(),
+            mode.as_bytes(),
+        )
+        .expect("faulty loads")
+    }
+
+    fn exec() -> Event {
+        Event::Exec(ExecEvent {
+            pid: 4242,
+            ppid: 1,
+            uid: 0,
+            gid: 0,
+            exe: "/usr/bin/ls".into(),
+            argv: vec!["/usr/bin/ls".into()],
+            cwd: "/".into(),
+            parent_exe: "/usr/bin/bash".into(),
+        })
+    }
+
+    /// A host whose agent serves `ok` on channel `detection` and has decided a few events.
+    fn host_serving(runtime: &Runtime, ok: &Arc<LoadedEngine>) -> (ManagedHost, Arc<Agent>) {
+        let engines = BTreeMap::from([("detection".to_owned(), Arc::clone(ok))]);
+        let host = ManagedHost::new(runtime.clone(), engines, Instant::now());
+        let config = AgentConfig {
+            sensors: Vec::new(),
+            discard_alerts: true,
+            mute: MuteSet::default(),
+            perm_deadline: Duration::from_secs(5),
+            ..AgentConfig::default()
+        };
+        let agent = Arc::new(Agent::start(config, vec![Arc::clone(ok)]).expect("agent starts"));
+        let _ = host.agent.set(Arc::clone(&agent));
+        for _ in 0..5 {
+            let ticket = Arc::new(Ticket::detached());
+            agent.submit(exec(), Arc::clone(&ticket));
+            let until = Instant::now() + Duration::from_secs(10);
+            while ticket.answer().is_none() {
+                assert!(Instant::now() < until, "unanswered");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        (host, agent)
+    }
+
+    fn serving(host: &ManagedHost, channel: &str) -> Option<Arc<LoadedEngine>> {
+        host.engines.lock().expect("table").get(channel).cloned()
+    }
+
+    #[test]
+    fn an_engine_that_fails_on_this_hosts_events_is_refused_and_nothing_changes() {
+        let runtime = Runtime::new().expect("runtime");
+        let ok = faulty(&runtime, "ok");
+        let (host, agent) = host_serving(&runtime, &ok);
+        let error = host
+            .run_on("detection", faulty(&runtime, "trap"))
+            .expect_err("a trapping engine is refused");
+        assert!(matches!(error, HostError::Refused(_)), "{error}");
+        assert!(error.to_string().contains("trap"), "{error}");
+        assert_eq!(agent.generation(), 1, "the old engines keep serving");
+        assert!(
+            serving(&host, "detection").is_some_and(|e| Arc::ptr_eq(&e, &ok)),
+            "the engine table still holds what runs"
+        );
+
+        let good = faulty(&runtime, "ok");
+        host.run_on("detection", Arc::clone(&good))
+            .expect("a good engine goes live");
+        assert_eq!(agent.generation(), 2);
+        assert!(serving(&host, "detection").is_some_and(|e| Arc::ptr_eq(&e, &good)));
+    }
+
+    #[test]
+    fn health_figures_are_measured_not_zero() {
+        let runtime = Runtime::new().expect("runtime");
+        let ok = faulty(&runtime, "ok");
+        let (host, _agent) = host_serving(&runtime, &ok);
+        host.disable("detection").expect("disable");
+        let figures = host.health();
+        assert_eq!(figures.permission_events, 5, "{figures:?}");
+        assert!(figures.latency.max_us > 0.0, "{figures:?}");
+        assert!(
+            figures.latency.p50_us <= figures.latency.p99_us,
+            "{figures:?}"
+        );
+        assert_eq!(figures.p99_us, figures.latency.p99_us);
+        assert_eq!(figures.engine_failures, 0, "{figures:?}");
+        assert_eq!(figures.disabled, vec!["detection".to_owned()]);
+        assert!(figures.quarantined.is_empty());
+        assert!(figures.rss_bytes > 0);
+        // The next interval starts empty.
+        let next = host.health();
+        assert_eq!(next.permission_events, 0, "{next:?}");
+        assert_eq!(next.latency.max_us, 0.0, "{next:?}");
     }
 }

@@ -12,7 +12,7 @@ mod traffic;
 
 use super::self_upgrade::SelfUpgrade;
 use anyhow::Context;
-use host::{ManagedHost, cpu_ticks, engine_for};
+use host::{ManagedHost, engine_for};
 use ringfence_agent::{Agent, AgentConfig};
 use ringfence_engine_host::Runtime;
 use ringfence_protocol::api::EnrollRequest;
@@ -27,8 +27,8 @@ use ringfence_uplink::{
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// Arguments of the managed mode (given together with `--server`).
@@ -134,6 +134,7 @@ pub fn run(
     upgrade: &SelfUpgrade,
     harden: &super::harden::HardenArgs,
 ) -> anyhow::Result<ExitCode> {
+    let started = Instant::now();
     let server = args
         .server
         .clone()
@@ -164,6 +165,7 @@ pub fn run(
     let alerts_path = data_dir.join("alerts.jsonl");
     config.alerts = Some(alerts_path.clone());
     config.mute = config.mute.clone().with_path(data_dir.to_owned());
+    allow_realtime_responder();
     // After the crash monitor started (it must stay free to ptrace us), before any thread.
     let view = super::harden::view(Some(data_dir), None, upgrade.binary());
     let (channels, hardening) = super::harden::confine(harden, &mut config, inherited, view)?;
@@ -204,16 +206,7 @@ pub fn run(
         }
     }
 
-    let host = Arc::new(ManagedHost {
-        runtime,
-        agent: OnceLock::new(),
-        engines: Mutex::new(engines.clone()),
-        previous: Mutex::new((
-            ringfence_agent::StatsSnapshot::default(),
-            Instant::now(),
-            cpu_ticks(),
-        )),
-    });
+    let host = Arc::new(ManagedHost::new(runtime, engines.clone(), started));
     let agent = Arc::new(Agent::start_with(
         config,
         engines.into_values().collect(),
@@ -321,6 +314,18 @@ pub fn run(
         )?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Lets the agent's deadline responder take the lowest real-time priority after hardening has
+/// dropped `CAP_SYS_NICE`: a limit of 1 allows exactly that and nothing above. Without it the
+/// responder runs as a normal thread and logs so.
+fn allow_realtime_responder() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let raised = getrlimit(Resource::RLIMIT_RTPRIO)
+        .and_then(|(soft, hard)| setrlimit(Resource::RLIMIT_RTPRIO, soft.max(1), hard.max(1)));
+    if let Err(error) = raised {
+        tracing::warn!(%error, "could not allow real-time priority 1 (RLIMIT_RTPRIO)");
+    }
 }
 
 fn write_stats(

@@ -25,6 +25,39 @@ pub(super) struct ManagedHost {
     started: Instant,
     /// Releases whose engine or content did not load, since the previous heartbeat.
     load_failures: AtomicU64,
+    /// CPU spent installing releases, kept out of the CPU figure the gates judge.
+    install_cpu: Mutex<InstallCpu>,
+}
+
+/// CPU time of installs (compiling an engine, checking it against recent events), in clock
+/// ticks: the gates judge what a release costs to run, and a one-off compile of a large engine
+/// would otherwise read as a release that eats the host's CPU.
+#[derive(Debug, Default)]
+struct InstallCpu {
+    /// Ticks of installs that have finished.
+    finished: u64,
+    /// The thread installing now, read from `/proc` while it runs.
+    live: Option<u64>,
+}
+
+impl InstallCpu {
+    /// Ticks spent installing so far, the running install included.
+    fn total(&self) -> u64 {
+        let live = self.live.map_or(0, |tid| {
+            cpu_ticks_of(&format!("/proc/self/task/{tid}/stat"))
+        });
+        self.finished + live
+    }
+}
+
+/// The kernel's id of the calling thread, from `/proc/thread-self` (`<pid>/task/<tid>`).
+fn current_tid() -> Option<u64> {
+    std::fs::read_link("/proc/thread-self")
+        .ok()?
+        .file_name()?
+        .to_str()?
+        .parse()
+        .ok()
 }
 
 impl ManagedHost {
@@ -40,12 +73,37 @@ impl ManagedHost {
             previous: Mutex::new((
                 ringfence_agent::StatsSnapshot::default(),
                 Instant::now(),
-                cpu_ticks(),
+                serving_ticks(0),
             )),
             disabled: Mutex::new(BTreeSet::new()),
             started,
             load_failures: AtomicU64::new(0),
+            install_cpu: Mutex::new(InstallCpu::default()),
         }
+    }
+
+    /// Runs `install` on this thread with its CPU time counted as installing, not serving.
+    fn installing<T>(&self, install: impl FnOnce() -> T) -> T {
+        let tid = current_tid();
+        let start = tid.map_or(0, |_| cpu_ticks_of("/proc/thread-self/stat"));
+        if let Ok(mut cpu) = self.install_cpu.lock() {
+            cpu.live = tid;
+        }
+        let outcome = install();
+        let spent = tid.map_or(0, |_| {
+            cpu_ticks_of("/proc/thread-self/stat").saturating_sub(start)
+        });
+        if let Ok(mut cpu) = self.install_cpu.lock() {
+            cpu.live = None;
+            cpu.finished += spent;
+        }
+        outcome
+    }
+
+    /// Process CPU ticks not spent installing.
+    fn serving(&self) -> u64 {
+        let installing = self.install_cpu.lock().map_or(0, |cpu| cpu.total());
+        serving_ticks(installing)
     }
 
     /// Runs `engine` on `channel` from now on, if the agent accepts it (see [`Self::switch`]).
@@ -108,9 +166,15 @@ pub(super) fn engine_for(
     .map_err(|e| e.to_string())
 }
 
-/// CPU time of this process in clock ticks, from /proc.
-fn cpu_ticks() -> u64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+/// CPU ticks of this process less `installing`.
+fn serving_ticks(installing: u64) -> u64 {
+    cpu_ticks_of("/proc/self/stat").saturating_sub(installing)
+}
+
+/// User and system CPU time in clock ticks from a `stat` file of `/proc` (a process or one of
+/// its threads).
+fn cpu_ticks_of(path: &str) -> u64 {
+    let Ok(stat) = std::fs::read_to_string(path) else {
         return 0;
     };
     // Fields after the command name (which may contain spaces) start after the last ')'.
@@ -144,14 +208,16 @@ impl AgentHost for ManagedHost {
         release: &LoadedRelease,
         deadline: Instant,
     ) -> Result<(), HostError> {
-        let engine = engine_for(&self.runtime, release).map_err(|reason| {
-            self.load_failures.fetch_add(1, Ordering::Relaxed);
-            HostError::Load(reason)
-        })?;
-        if Instant::now() >= deadline {
-            return Err(HostError::TimedOut);
-        }
-        self.run_on(channel, engine)
+        self.installing(|| {
+            let engine = engine_for(&self.runtime, release).map_err(|reason| {
+                self.load_failures.fetch_add(1, Ordering::Relaxed);
+                HostError::Load(reason)
+            })?;
+            if Instant::now() >= deadline {
+                return Err(HostError::TimedOut);
+            }
+            self.run_on(channel, engine)
+        })
     }
 
     fn disable(&self, channel: &str) -> Result<(), HostError> {
@@ -178,13 +244,14 @@ impl AgentHost for ManagedHost {
         };
         let now = agent.stats();
         let latency = agent.take_latency();
-        let ticks = cpu_ticks();
+        let ticks = self.serving();
         let (before, at, before_ticks) = &*previous;
         let delta = |now: u64, before: u64| now.saturating_sub(before);
         let decided = delta(now.allowed + now.denied, before.allowed + before.denied);
         let denies = delta(now.denied, before.denied);
         let elapsed = at.elapsed().as_secs_f64().max(0.001);
-        // Linux reports CPU time in clock ticks of 1/100 s.
+        // Linux reports CPU time in clock ticks of 1/100 s. Installs are left out (see
+        // `InstallCpu`); the install's own figures are its duration and outcome.
         let cpu_pct = (ticks.saturating_sub(*before_ticks) as f64 / 100.0) / elapsed * 100.0;
         let failures = FailureCounts {
             trap: delta(now.failures_trap, before.failures_trap),

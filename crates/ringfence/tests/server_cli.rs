@@ -376,3 +376,49 @@ fn a_server_that_is_not_there_is_named() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unreachable at http://127.0.0.1:1"));
 }
+
+#[test]
+fn a_server_out_of_descriptors_keeps_serving_operators() {
+    // 96 descriptors, hard limit included: a few hundred idle connections exhaust them.
+    let mut server = Server::start_with_fd_limit(96);
+    let token = token(&server);
+    let address = server.url.trim_start_matches("https://").to_owned();
+    let idle: Vec<std::net::TcpStream> = (0..300)
+        .filter_map(|_| std::net::TcpStream::connect(&address).ok())
+        .collect();
+    assert!(idle.len() > 96, "only {} connections opened", idle.len());
+    // Accepting them runs the server out of descriptors; it must evict and go on.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let ca = server.ca().display().to_string();
+    let operator = |token: &str| {
+        let out = ringfence()
+            .args(["status", "--json", "--ca", &ca, "--server", &server.url])
+            .args(["--token", token])
+            .output()
+            .expect("run");
+        assert!(
+            out.status.success(),
+            "an operator while descriptors ran out: {}",
+            stderr(&out)
+        );
+    };
+    operator(&token);
+    assert!(
+        matches!(server.child.try_wait(), Ok(None)),
+        "the server is still running"
+    );
+    drop(idle);
+    let client =
+        ringfence_uplink::ServerClient::new(&server.url, std::time::Duration::from_secs(30))
+            .with_ca(&ringfence_uplink::CaCert::read_file(&server.ca()).expect("CA"));
+    let text = client.get_text("metrics", "/metrics").expect("/metrics");
+    let exhausted = text
+        .lines()
+        .find_map(|line| line.strip_prefix("ringfence_accept_fd_exhausted_total "))
+        .and_then(|value| value.trim().parse::<u64>().ok());
+    assert!(
+        exhausted.is_some_and(|n| n > 0),
+        "descriptors ran out and /metrics says so:\n{text}"
+    );
+    operator(&token);
+}

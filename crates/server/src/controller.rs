@@ -336,6 +336,7 @@ mod tests {
             last_seen_at: Some(10),
             status,
             client_cert_issued_at: None,
+            decommissioned_at: None,
         }
     }
 

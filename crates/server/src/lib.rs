@@ -200,13 +200,8 @@ pub async fn serve(
         edge.max_unauthenticated,
         edge.max_unauthenticated_per_ip
     );
-    serve_with(
-        state,
-        listener,
-        Arc::new(tls::ConnectionBudget::new(edge)),
-        shutdown,
-    )
-    .await
+    let budget = tls::ConnectionBudget::counting_into(edge, Arc::clone(&state.metrics.edge));
+    serve_with(state, listener, Arc::new(budget), shutdown).await
 }
 
 /// [`serve`] with the caller's connection budget (deadlines and caps), for tests and

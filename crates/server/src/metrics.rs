@@ -7,8 +7,8 @@
 use crate::api::status::DegradedReason;
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// Degraded agents at scrape time (`api::status::degraded_counts`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -28,6 +28,8 @@ pub struct Metrics {
     /// Client certificates whose enrollment or renewal committed; not those signed for a
     /// request that then failed.
     pub client_certs_issued: AtomicU64,
+    /// What the connection budget did: admitted, shed, evicted, descriptors exhausted.
+    pub edge: Arc<crate::tls::EdgeCounters>,
     leader: AtomicBool,
     transitions: Mutex<BTreeMap<&'static str, u64>>,
 }
@@ -98,6 +100,31 @@ impl Metrics {
             "Client certificates issued to agents by enrollments and renewals that completed.",
             self.client_certs_issued.load(Ordering::Relaxed),
         );
+        let edge = &self.edge;
+        for (name, help, value) in [
+            (
+                "ringfence_connections_admitted_total",
+                "Connections accepted and given a slot.",
+                &edge.admitted,
+            ),
+            (
+                "ringfence_connections_shed_total",
+                "New connections closed at once: every slot was held by authenticated ones.",
+                &edge.shed,
+            ),
+            (
+                "ringfence_connections_evicted_total",
+                "Quiet unauthenticated connections closed to make room.",
+                &edge.evicted,
+            ),
+            (
+                "ringfence_accept_fd_exhausted_total",
+                "Accepts that failed for want of file descriptors (EMFILE, ENFILE).",
+                &edge.fd_exhausted,
+            ),
+        ] {
+            counter(&mut out, name, help, value.load(Ordering::Relaxed));
+        }
         let _ = writeln!(
             out,
             "# HELP ringfence_agents Enrolled agents.\n# TYPE ringfence_agents gauge\nringfence_agents {agents}"

@@ -184,6 +184,24 @@ impl ServerClient {
         Self::read_json(what, self.check(what, response)?)
     }
 
+    /// `GET path` → text (the Prometheus exposition at `/metrics`); for operator tools.
+    pub fn get_text(&self, what: &'static str, path: &str) -> Result<String, ClientError> {
+        let mut request = self.agent.get(format!("{}{path}", self.base));
+        if let Some(credential) = &self.credential {
+            request = request.header("Authorization", format!("Bearer {credential}"));
+        }
+        let response = request.call().map_err(|e| self.unreachable(e))?;
+        self.check(what, response)?
+            .body_mut()
+            .with_config()
+            .limit(MAX_JSON_BYTES)
+            .read_to_string()
+            .map_err(|e| ClientError::Malformed {
+                what,
+                reason: e.to_string(),
+            })
+    }
+
     /// `POST path` with raw bytes → JSON.
     pub fn post_bytes<R: DeserializeOwned>(
         &self,

@@ -111,7 +111,8 @@ pub struct EdgeCounters {
 pub struct ConnectionBudget {
     limits: EdgeConfig,
     inner: Mutex<Inner>,
-    pub counters: EdgeCounters,
+    /// Shared with the server's metrics, so `/metrics` shows what the edge did.
+    pub counters: Arc<EdgeCounters>,
 }
 
 #[derive(Debug, Default)]
@@ -185,10 +186,15 @@ struct SlotShared {
 
 impl ConnectionBudget {
     pub fn new(limits: EdgeConfig) -> ConnectionBudget {
+        ConnectionBudget::counting_into(limits, Arc::default())
+    }
+
+    /// A budget that counts into `counters` (the server's metrics).
+    pub fn counting_into(limits: EdgeConfig, counters: Arc<EdgeCounters>) -> ConnectionBudget {
         ConnectionBudget {
             limits,
             inner: Mutex::default(),
-            counters: EdgeCounters::default(),
+            counters,
         }
     }
 

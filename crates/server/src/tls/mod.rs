@@ -11,7 +11,7 @@ mod generate;
 pub mod listener;
 
 pub use client_certs::{AgentIssuer, ClientCert, CsrError, VerifiedCsr};
-pub use edge::{ConnectionBudget, ConnectionSlot, EdgeConfig};
+pub use edge::{ConnectionBudget, ConnectionSlot, EdgeConfig, EdgeCounters};
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};

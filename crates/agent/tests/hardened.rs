@@ -153,10 +153,22 @@ fn scenario(dir: &Path) {
     // The workers still see who executed: a Landlock domain on them would hide /proc/PID/exe
     // of every process outside it, capabilities or not.
     let me = std::env::current_exe().expect("test binary");
-    let text = std::fs::read_to_string(data.join("alerts.jsonl")).expect("alerts");
-    assert!(
+    // The verdict goes to the kernel first, the alert after it: wait for the line.
+    let blocked = |text: &str| {
         text.lines()
-            .any(|l| l.contains("\"Blocked\"") && l.contains(&*me.to_string_lossy())),
+            .any(|l| l.contains("\"Blocked\"") && l.contains(&*me.to_string_lossy()))
+    };
+    let waited = std::time::Instant::now();
+    let mut text = String::new();
+    while waited.elapsed() < Duration::from_secs(10) {
+        text = std::fs::read_to_string(data.join("alerts.jsonl")).expect("alerts");
+        if blocked(&text) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        blocked(&text),
         "blocked exec without the executing process: {text}"
     );
 

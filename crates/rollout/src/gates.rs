@@ -3,7 +3,7 @@
 //!
 //! Gates come in two classes, because every figure an agent sends is a claim:
 //!
-//! - **Evidence** (crash and engine failure reports, quarantine, silence): one host's worth is
+//! - **Evidence** (crash, engine failure and refused-install reports, quarantine, silence): one host's worth is
 //!   enough to halt, because a bad release in ring 0 of a small fleet must still stop there.
 //!   Halting is the safe direction, and each agent's contribution is bounded (at most
 //!   [`GateSpec::max_reports_per_agent`] reports count), so a noisy agent halts only rollouts
@@ -372,7 +372,7 @@ pub fn evaluate_gates(
             ring.crashes_per_agent(),
             spec.max_crashes_per_agent,
             format!(
-                "crash and engine failure reports per agent ({} in {} agents, from {})",
+                "crash, engine failure and refused-install reports per agent ({} in {} agents, from {})",
                 ring.crashes, ring.agents, ring.crashed_agents
             ),
         ),

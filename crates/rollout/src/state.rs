@@ -18,8 +18,8 @@ pub struct AgentHealth {
     pub version: Option<String>,
     /// The server's clock when it last heard from the agent.
     pub last_heartbeat_ms: i64,
-    /// When the server received the agent's crash and engine failure reports (every class):
-    /// the server's clock, never the time the agent claims.
+    /// When the server received the agent's crash, engine failure (every class) and
+    /// refused-install reports: the server's clock, never the time the agent claims.
     pub crashes_ms: Vec<i64>,
     /// Verdict latency p99 per event over the last interval, µs.
     pub p99_us: f64,

@@ -71,6 +71,22 @@ fn decommissioned(agent: &AgentRecord) -> bool {
     agent.decommissioned_at.is_some()
 }
 
+/// Events answered by policy because of the engine, not the host. The responder answers at the
+/// deadline by the wall clock, so a host starved of CPU gets deadline answers from a healthy
+/// engine; only deadline failures the engine's own CPU time caused (`failures.deadline`) are
+/// held against the release. Quarantine, failure and queue-full answers all count.
+fn caused_policy_answers(
+    answers: &ringfence_protocol::api::PolicyAnswers,
+    failures: &ringfence_protocol::api::FailureCounts,
+) -> u64 {
+    answers
+        .deadline
+        .min(failures.deadline)
+        .saturating_add(answers.quarantine)
+        .saturating_add(answers.failure)
+        .saturating_add(answers.queue_full)
+}
+
 /// What the gates know of one agent for a rollout of `channel` whose engine is `engine`.
 fn agent_health(
     agent: &AgentRecord,
@@ -102,7 +118,7 @@ fn agent_health(
         rss_bytes: health.rss_bytes as f64,
         permission_events: health.permission_events,
         failures: health.failures.total().max(health.engine_failures),
-        policy_answers: health.policy_answers.total(),
+        policy_answers: caused_policy_answers(&health.policy_answers, &health.failures),
         quarantined: engine_quarantined,
         installing: health.installing.is_some(),
         decommissioned: decommissioned(agent),
@@ -117,6 +133,13 @@ fn about(report: &serde_json::Value, channel: &str, engine: Option<&str>) -> boo
         (Some(name), Some(engine)) => name == channel || name == engine,
         _ => true,
     }
+}
+
+/// Whether an install report says a host refused this rollout's release.
+fn refused_this_release(report: &serde_json::Value, rollout: &ActiveRollout) -> bool {
+    report["outcome"] == "refused"
+        && report["channel"].as_str() == Some(rollout.channel.as_str())
+        && report["version"].as_str() == Some(rollout.version.as_str())
 }
 
 /// The engine a release runs, from its signed manifest.
@@ -146,9 +169,17 @@ pub async fn fleet_health(
     let since = rollout.state.started_ms;
     let engine = engine_of(state, &rollout.channel, &rollout.version).await?;
     let mut reports: HashMap<String, Vec<i64>> = HashMap::new();
-    for kind in ["failure", "crash"] {
+    for kind in ["failure", "crash", "install"] {
         for report in state.store.reports_since(kind, since).await? {
-            if kind == "failure" && !about(&report.body, &rollout.channel, engine.as_deref()) {
+            let counts = match kind {
+                "failure" => about(&report.body, &rollout.channel, engine.as_deref()),
+                // A host that refused this release (it failed the checked swap on the host's
+                // own events, did not verify, or took too long to install) never runs it: the
+                // rollout would wait for adoption in vain. Evidence, like a crash.
+                "install" => refused_this_release(&report.body, rollout),
+                _ => true,
+            };
+            if !counts {
                 continue;
             }
             reports
@@ -354,12 +385,32 @@ mod tests {
         assert_eq!(health.cpu_pct, ringfence_protocol::api::bounds::MAX_CPU_PCT);
         assert_eq!(health.p99_us, 250.0);
         assert_eq!(health.failures, 4, "every class");
-        assert_eq!(health.policy_answers, 4);
+        // Three deadline answers, two of them the engine's doing, and one queue-full answer.
+        assert_eq!(health.policy_answers, 3);
         assert!(health.quarantined && health.installing);
         assert_eq!(health.crashes_ms, vec![7]);
         assert_eq!(health.last_heartbeat_ms, 10);
         // Another channel's engine being quarantined is not this rollout's doing.
         assert!(!agent_health(&agent, "other", Some("allowlist"), Vec::new()).quarantined);
+    }
+
+    #[test]
+    fn deadline_answers_of_a_starved_host_are_not_the_releases() {
+        let starved = record(Some(json!({
+            "health": {"permission_events": 1000, "policy_answers": {"deadline": 50}}
+        })));
+        assert_eq!(
+            agent_health(&starved, "detection", None, Vec::new()).policy_answers,
+            0
+        );
+        let slow = record(Some(json!({
+            "health": {"permission_events": 1000, "failures": {"deadline": 40},
+                       "policy_answers": {"deadline": 50, "quarantine": 5}}
+        })));
+        assert_eq!(
+            agent_health(&slow, "detection", None, Vec::new()).policy_answers,
+            45
+        );
     }
 
     #[test]

@@ -388,7 +388,7 @@ impl<H: AgentHost> Worker<H> {
             }
             let reports: Vec<Report> = batch.iter().map(|(_, report)| report.clone()).collect();
             match self.client.upload(&ReportBatch { reports }) {
-                Ok(()) => {
+                Ok(_) => {
                     let paths: Vec<_> = batch.into_iter().map(|(path, _)| path).collect();
                     self.spool.ack(&paths);
                 }
@@ -399,7 +399,7 @@ impl<H: AgentHost> Worker<H> {
                         match self.client.upload(&ReportBatch {
                             reports: vec![report],
                         }) {
-                            Ok(()) => self.spool.ack(std::slice::from_ref(&path)),
+                            Ok(_) => self.spool.ack(std::slice::from_ref(&path)),
                             Err(error) if refuses_content(&error) => {
                                 self.spool.set_aside(&path, &error.to_string())
                             }

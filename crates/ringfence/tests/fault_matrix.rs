@@ -117,7 +117,9 @@ impl CpuHogs {
                 std::thread::spawn(move || {
                     let mut x = 0u64;
                     while !stop.load(Ordering::Relaxed) {
-                        x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+                        x = std::hint::black_box(
+                            x.wrapping_mul(6364136223846793005).wrapping_add(1),
+                        );
                     }
                 })
             })
@@ -153,7 +155,8 @@ fn a_good_release_survives_starved_hosts_and_a_host_switched_off() {
         fleet.release_good(4.0).expect("a rollout under load")
     };
     assert_eq!(
-        starved["phase"], "completed",
+        starved["phase"],
+        "completed",
         "a good release under CPU starvation: {}; reports: {}",
         starved["reason"],
         fleet.evidence().unwrap_or_default()

@@ -181,7 +181,8 @@ fn status_watch_exits_0_on_completion_and_1_when_the_rollout_is_aborted() {
 
 #[test]
 fn promote_moves_on_only_when_every_gate_passes() {
-    // A canary that never heartbeats: ring 0 never shows the release installed.
+    // A canary that never heartbeats: ring 0 never shows the release installed. (Its silence
+    // fails the heartbeat gate only 15 s after enrollment; the refusal below comes long before.)
     let setup = Setup::new(&[("agent-canary", &["canary"])]);
     let first = setup.start("1.0.0", "5,100", "1h");
     let out = setup.run(&["promote", &first, "--reason", "in a hurry"]);

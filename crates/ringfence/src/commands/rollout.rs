@@ -63,7 +63,7 @@ Examples:
 
 A promote ends the bake only: it is refused (exit code 2, the failing gates named) while any
 gate of the rollout fails or the current ring has not installed the release. From the last ring
-it completes the rollout.";
+it completes the rollout; a paused rollout runs again; a halted one needs `resume`.";
 
 const ABORT_EXAMPLES: &str = "\
 Examples:

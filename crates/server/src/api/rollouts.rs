@@ -224,6 +224,9 @@ async fn launch(state: &AppState, actor: &str, launch: Launch) -> ApiResult<Acti
         )));
     }
     let id = format!("ro-{}", &crate::auth::new_token("")[..12]);
+    // The halted rollout is rolled back before the new one is written: the other order would
+    // put two unfinished rollouts on one channel. If the insert then fails, the old one stays
+    // rolled back, which is what the operator asked for first.
     if let Some((old, revision)) = retry_of.as_ref()
         && old.state.phase == Phase::Halted
     {

@@ -16,5 +16,6 @@ pub use gates::{
 pub use membership::{ring_of, ring_position};
 pub use spec::{GateSpec, RingSpec, RolloutSpec};
 pub use state::{
-    AgentHealth, Phase, RolloutState, Target, Transition, step, step_with_health, target_for,
+    AgentHealth, Phase, PromoteRefused, RolloutState, Target, Transition, promote_now, step,
+    step_with_health, target_for,
 };

@@ -1,5 +1,6 @@
 //! The rollout state machine: `step` decides the next transition from the state, the spec, the
-//! clock and the fleet's health; `apply` records it. Operator actions are transitions too.
+//! clock and the fleet's health; `apply` records it. Operator actions are transitions too, and
+//! `promote_now` is the one operator action that must first pass the same gates `step` reads.
 
 use crate::gates::{GateResult, HealthSummary, Window, evaluate_gates, summarise};
 use crate::membership::ring_of;
@@ -116,13 +117,22 @@ pub enum Transition {
         #[serde(default, skip_serializing_if = "is_false")]
         disable_channel: bool,
     },
+    /// An operator ended ring `from`'s bake early (argo's `promote`), made only by
+    /// [`promote_now`] after the ring's gates passed on fresh health. `to` is the next ring, or
+    /// none from the last ring: the rollout completes.
+    OperatorPromote {
+        from: usize,
+        to: Option<usize>,
+        at_ms: i64,
+        reason: String,
+    },
 }
 
 impl Transition {
     /// The audit-log action name.
     pub fn action(&self) -> &'static str {
         match self {
-            Transition::Promote { .. } => "promote",
+            Transition::Promote { .. } | Transition::OperatorPromote { .. } => "promote",
             Transition::Complete { .. } => "complete",
             Transition::GateFailure {
                 disable_channel: false,
@@ -158,6 +168,18 @@ impl Transition {
                 )
             }
             Transition::Complete { .. } => "last ring healthy for its bake time".to_owned(),
+            Transition::OperatorPromote {
+                from, to, reason, ..
+            } => {
+                let next = match to {
+                    Some(to) => format!("promoting to ring {}", ring(*to)),
+                    None => "completing the rollout".to_owned(),
+                };
+                format!(
+                    "{reason}: ring {}'s bake ended early with its gates passing; {next}",
+                    ring(*from)
+                )
+            }
             Transition::GateFailure {
                 ring: r,
                 failed,
@@ -240,6 +262,11 @@ impl RolloutState {
             .iter()
             .find_map(|t| match t {
                 Transition::Promote { to, at_ms, .. } if *to == ring => Some(*at_ms),
+                Transition::OperatorPromote {
+                    to: Some(to),
+                    at_ms,
+                    ..
+                } if *to == ring => Some(*at_ms),
                 _ => None,
             })
             .unwrap_or(self.started_ms)
@@ -273,6 +300,11 @@ impl RolloutState {
                 Phase::Running,
             ) => true,
             (Transition::Pause { .. }, Phase::Running) => true,
+            // Promoting a paused rollout is how an operator says "go on now": it runs again.
+            // A promote made for another ring than the current one is stale.
+            (Transition::OperatorPromote { from, .. }, Phase::Running | Phase::Paused) => {
+                *from == self.ring
+            }
             (Transition::Resume { .. }, Phase::Paused | Phase::Halted) => true,
             (Transition::Halt { .. }, Phase::Running | Phase::Paused) => true,
             (Transition::Rollback { .. }, phase) => {
@@ -314,6 +346,18 @@ impl RolloutState {
                 self.ring_started_ms = *at_ms;
             }
             Transition::Halt { .. } => self.phase = Phase::Halted,
+            Transition::OperatorPromote { to, at_ms, .. } => match to {
+                Some(to) => {
+                    self.phase = Phase::Running;
+                    self.ring = *to;
+                    self.ring_started_ms = *at_ms;
+                    self.gates.clear();
+                }
+                None => {
+                    self.phase = Phase::Completed;
+                    self.ended_ms = Some(*at_ms);
+                }
+            },
             Transition::Rollback {
                 at_ms,
                 disable_channel,
@@ -357,6 +401,42 @@ pub fn target_for(state: &RolloutState, agent_ring: usize) -> Target {
     }
 }
 
+/// The health of every ring the release has reached (`touched`) and of the current ring alone,
+/// as [`step`] and [`promote_now`] judge them.
+fn ring_health(
+    spec: &RolloutSpec,
+    state: &RolloutState,
+    rollout_id: &str,
+    version: &str,
+    now_ms: i64,
+    fleet: &[AgentHealth],
+) -> (HealthSummary, HealthSummary) {
+    let rings: Vec<(&AgentHealth, usize)> = fleet
+        .iter()
+        .map(|agent| {
+            (
+                agent,
+                ring_of(&agent.agent_id, &agent.tags, rollout_id, spec),
+            )
+        })
+        .filter(|&(_, ring)| ring <= state.ring)
+        .collect();
+    let opened: Vec<i64> = (0..=state.ring).map(|r| state.ring_opened_ms(r)).collect();
+    // Gates watch every ring the release has reached: a late crash in ring 0 still counts.
+    let touched = summarise(
+        rings.iter().map(|&(agent, ring)| (agent, opened[ring])),
+        &Window::new(&spec.gates, Some(version), now_ms, state.started_ms),
+    );
+    let current = summarise(
+        rings
+            .iter()
+            .filter(|&&(_, ring)| ring == state.ring)
+            .map(|&(agent, ring)| (agent, opened[ring])),
+        &Window::new(&spec.gates, Some(version), now_ms, now_ms),
+    );
+    (touched, current)
+}
+
 /// Evaluates the current ring and returns the transition that should follow, if any. Also
 /// refreshes `state.gates` and `state.ring_health` so operators see each gate's value.
 pub fn step(
@@ -370,29 +450,7 @@ pub fn step(
     if state.phase != Phase::Running {
         return None;
     }
-    let rings: Vec<(&AgentHealth, usize)> = fleet
-        .iter()
-        .map(|agent| {
-            (
-                agent,
-                ring_of(&agent.agent_id, &agent.tags, rollout_id, spec),
-            )
-        })
-        .filter(|&(_, ring)| ring <= state.ring)
-        .collect();
-    let opened: Vec<i64> = (0..=state.ring).map(|r| state.ring_opened_ms(r)).collect();
-    // Gates watch every ring the release has reached: a late crash in ring 0 still counts.
-    let health = summarise(
-        rings.iter().map(|&(agent, ring)| (agent, opened[ring])),
-        &Window::new(&spec.gates, Some(version), now_ms, state.started_ms),
-    );
-    let current = summarise(
-        rings
-            .iter()
-            .filter(|&&(_, ring)| ring == state.ring)
-            .map(|&(agent, ring)| (agent, opened[ring])),
-        &Window::new(&spec.gates, Some(version), now_ms, now_ms),
-    );
+    let (health, current) = ring_health(spec, state, rollout_id, version, now_ms, fleet);
     step_with_health(spec, state, now_ms, health, &current)
 }
 
@@ -476,6 +534,83 @@ pub fn step_with_health(
     } else {
         Some(Transition::Complete { at_ms: now_ms })
     }
+}
+
+/// Why an operator's promote was refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PromoteRefused {
+    /// Only a running or paused rollout has a bake to end.
+    #[error("a rollout that is {0:?} cannot be promoted; only a running or paused one can")]
+    Phase(Phase),
+    /// A promote never skips a health gate: these fail on the fleet's health now.
+    #[error("ring {ring}'s gates fail: {}", explain(.failed))]
+    Gates {
+        ring: String,
+        failed: Vec<GateResult>,
+    },
+}
+
+fn explain(failed: &[GateResult]) -> String {
+    failed
+        .iter()
+        .map(|g| format!("{} ({})", g.gate, g.explanation))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// An operator's promote (argo's `promote`): ends the current ring's bake now, to the next ring
+/// or, from the last, to completion. Judged on the fleet's health now by the same gates as
+/// [`step`], plus the ring's adoption: skipping the bake is the operator's call, skipping a
+/// gate is nobody's. Does not change `state`; apply the transition it returns.
+pub fn promote_now(
+    spec: &RolloutSpec,
+    state: &RolloutState,
+    rollout_id: &str,
+    version: &str,
+    now_ms: i64,
+    fleet: &[AgentHealth],
+    reason: String,
+) -> Result<Transition, PromoteRefused> {
+    if !matches!(state.phase, Phase::Running | Phase::Paused) {
+        return Err(PromoteRefused::Phase(state.phase));
+    }
+    let ring_name = spec
+        .rings
+        .get(state.ring)
+        .map_or_else(|| state.ring.to_string(), |r| r.name.clone());
+    let (touched, current) = ring_health(spec, state, rollout_id, version, now_ms, fleet);
+    let mut failed: Vec<GateResult> = evaluate_gates(&spec.gates, &state.baseline, &touched)
+        .into_iter()
+        .filter(|g| !g.passed)
+        .collect();
+    let adoption = current.adoption();
+    // An empty ring passes, as it does on bake time; a ring still installing has not shown
+    // its health yet, so its bake cannot be cut short.
+    if current.agents > 0 && adoption < spec.gates.min_adoption {
+        failed.push(GateResult {
+            gate: "adoption".to_owned(),
+            value: crate::gates::finite(adoption, 1.0),
+            threshold: spec.gates.min_adoption,
+            passed: false,
+            explanation: format!(
+                "share of ring {ring_name} running the release: {adoption:.2} < {:.2}",
+                spec.gates.min_adoption
+            ),
+        });
+    }
+    if !failed.is_empty() {
+        return Err(PromoteRefused::Gates {
+            ring: ring_name,
+            failed,
+        });
+    }
+    let next = state.ring + 1;
+    Ok(Transition::OperatorPromote {
+        from: state.ring,
+        to: (next < spec.rings.len()).then_some(next),
+        at_ms: now_ms,
+        reason,
+    })
 }
 
 #[cfg(test)]

@@ -106,7 +106,13 @@ pub const ROUTES: &[(&str, &str, &str, &str)] = &[
     (
         "post",
         "/api/v1/rollouts/{id}/{action}",
-        "pause, resume, halt or rollback",
+        "pause, resume, halt, rollback, or promote (ends the current ring's bake now; 409 naming each failing gate)",
+        "operator",
+    ),
+    (
+        "post",
+        "/api/v1/rollouts/{id}/retry",
+        "A new rollout of a halted or rolled-back rollout's channel, version and spec; 409 for one running or completed",
         "operator",
     ),
     (

@@ -860,3 +860,175 @@ async fn older_versions_need_force_and_misspelt_gates_are_refused() {
         .await;
     assert_eq!(status, StatusCode::CREATED, "{reply}");
 }
+
+async fn act(h: &Harness, id: &str, action: &str) -> (StatusCode, Value) {
+    h.post_json(
+        &format!("/api/v1/rollouts/{id}/{action}"),
+        Some(&h.operator),
+        json!({"reason": format!("test {action}")}),
+    )
+    .await
+}
+
+async fn audit_actions(h: &Harness) -> Vec<(String, String)> {
+    let (_, audit) = h.get("/api/v1/audit?limit=100", Some(&h.operator)).await;
+    audit["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .map(|e| {
+            let field = |k: &str| e[k].as_str().unwrap_or_default().to_owned();
+            (field("action"), field("subject"))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn promote_ends_a_healthy_ring_early_and_never_skips_a_failing_gate() {
+    let h = Harness::sqlite().await;
+    let mut fleet = Fleet::enroll(&h, 20).await;
+    complete_good_release(&h, &mut fleet).await;
+    publish_directly(&h, "2.0.0").await;
+    let id = start(&h, "2.0.0", 3600.0).await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    // The first ring installs the release and says so in its next heartbeat.
+    fleet.round(&h, None).await;
+    fleet.round(&h, None).await;
+    let (status, promoted) = act(&h, &id, "promote").await;
+    assert_eq!(status, StatusCode::OK, "{promoted}");
+    assert_eq!(
+        (&promoted["phase"], &promoted["ring"]),
+        (&json!("running"), &json!(1))
+    );
+    assert!(
+        promoted["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("test promote") && r.contains("early")),
+        "{promoted}"
+    );
+    assert!(
+        audit_actions(&h)
+            .await
+            .contains(&("promote".to_owned(), id.clone())),
+        "audited"
+    );
+
+    // Ring 1 has not installed yet: its bake cannot be cut short.
+    let (status, refused) = act(&h, &id, "promote").await;
+    assert_eq!(status, StatusCode::CONFLICT, "{refused}");
+    assert!(refused.to_string().contains("adoption"), "{refused}");
+
+    // A canary files a crash report; the controller has not looked yet, the promote does.
+    fleet.round(&h, None).await;
+    fleet.round(&h, None).await;
+    let report = json!({"reports": [{"id": "crash-promote", "kind": "failure", "at_ms": ringfence_store::now_ms(),
+        "body": {"engine": "faulty", "content_sha256": "", "kind": "trap", "message": "out of bounds", "at_unix_ns": 0}}]});
+    let (status, _) = h
+        .post_json(
+            "/api/v1/agents/reports",
+            Some(&fleet.agents[0].credential),
+            report,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, refused) = act(&h, &id, "promote").await;
+    assert_eq!(status, StatusCode::CONFLICT, "{refused}");
+    let message = refused.to_string();
+    assert!(
+        message.contains("crashes") && message.contains("failure reports per agent"),
+        "the refusal names the failing gate: {message}"
+    );
+    assert_eq!(
+        rollout(&h, &id).await["ring"],
+        1,
+        "a refused promote changes nothing"
+    );
+
+    let (status, _) = act(&h, &id, "rollback").await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, refused) = act(&h, &id, "promote").await;
+    assert_eq!(status, StatusCode::CONFLICT, "{refused}");
+    assert!(refused.to_string().contains("RolledBack"), "{refused}");
+    let (status, _) = act(&h, "ro-nosuchthing", "promote").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn retry_starts_a_stopped_rollout_over_and_refuses_a_running_or_completed_one() {
+    let h = Harness::sqlite().await;
+    let mut fleet = Fleet::enroll(&h, 6).await;
+    complete_good_release(&h, &mut fleet).await;
+    publish_directly(&h, "2.0.0").await;
+    let (status, first) = h
+        .post_json(
+            "/api/v1/rollouts",
+            Some(&h.operator),
+            json!({"channel": "detection", "version": "2.0.0", "rings": "10,100", "bake_s": 1800}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{first}");
+    let first = first["id"].as_str().expect("id").to_owned();
+    fleet.round(&h, None).await;
+
+    let (status, refused) = act(&h, &first, "retry").await;
+    assert_eq!(status, StatusCode::CONFLICT, "a running rollout: {refused}");
+    assert!(refused.to_string().contains("Running"), "{refused}");
+    let (status, _) = act(&h, "ro-nosuchthing", "retry").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // A halted rollout holds its channel: the retry rolls it back, then starts over.
+    assert_eq!(act(&h, &first, "halt").await.0, StatusCode::OK);
+    let (status, second) = h
+        .post_json(
+            &format!("/api/v1/rollouts/{first}/retry"),
+            Some(&h.operator),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{second}");
+    let second_id = second["id"].as_str().expect("id").to_owned();
+    assert_ne!(second_id, first);
+    assert_eq!(second["version"], "2.0.0");
+    assert_eq!(second["previous_version"], "1.0.0");
+    assert_eq!(second["ring"], 0);
+    let percents: Vec<&Value> = second["rings"]
+        .as_array()
+        .expect("rings")
+        .iter()
+        .map(|r| &r["percent"])
+        .collect();
+    assert_eq!(percents, [&json!(10.0), &json!(100.0)], "{second}");
+    assert_eq!(second["rings"][0]["bake_ms"], 1_800_000, "the same bake");
+    assert_eq!(rollout(&h, &first).await["phase"], "rolled_back");
+    let audit = audit_actions(&h).await;
+    assert!(
+        audit.contains(&("rollback".to_owned(), first.clone())),
+        "{audit:?}"
+    );
+    assert!(
+        audit.contains(&("start".to_owned(), second_id.clone())),
+        "{audit:?}"
+    );
+
+    // A rolled-back rollout may be retried too; the one it replaced cannot be retried twice.
+    assert_eq!(act(&h, &second_id, "rollback").await.0, StatusCode::OK);
+    let (status, third) = act(&h, &second_id, "retry").await;
+    assert_eq!(status, StatusCode::CREATED, "{third}");
+    let (status, refused) = act(&h, &first, "retry").await;
+    assert_eq!(
+        status,
+        StatusCode::CONFLICT,
+        "the third still runs: {refused}"
+    );
+
+    let completed = audit
+        .iter()
+        .find(|(action, _)| action == "complete")
+        .map(|(_, target)| target.clone())
+        .expect("the first release completed");
+    let (status, refused) = act(&h, &completed, "retry").await;
+    assert_eq!(status, StatusCode::CONFLICT, "{refused}");
+    assert!(refused.to_string().contains("completed"), "{refused}");
+}

@@ -69,6 +69,15 @@ fn text(value: &Value) -> String {
 
 /// Milliseconds since the epoch as "N s/min/h/d ago" (or "-").
 fn ago(value: &Value) -> String {
+    match age(value).as_str() {
+        "-" => "-".to_owned(),
+        age => format!("{age} ago"),
+    }
+}
+
+/// How long ago a time in milliseconds since the epoch was, as `42s`, `5m`, `3h`, `2d` (or
+/// "-"): the AGE column of tables.
+pub fn age(value: &Value) -> String {
     let Some(ms) = value.as_i64() else {
         return "-".to_owned();
     };
@@ -78,10 +87,10 @@ fn ago(value: &Value) -> String {
         .unwrap_or(0);
     let s = (now - ms).max(0) / 1000;
     match s {
-        0..60 => format!("{s}s ago"),
-        60..3600 => format!("{}m ago", s / 60),
-        3600..86_400 => format!("{}h ago", s / 3600),
-        _ => format!("{}d ago", s / 86_400),
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m", s / 60),
+        3600..86_400 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86_400),
     }
 }
 

@@ -418,3 +418,146 @@ fn rollout_state_stored_by_an_older_server_reads_back() {
     assert!(!state.first_release);
     assert_eq!(state.history.len(), 2);
 }
+
+/// A healthy fleet that has adopted whatever `state` says, heartbeating at `now`.
+fn adopted_fleet(spec: &RolloutSpec, state: &RolloutState, now: i64) -> Vec<AgentHealth> {
+    let mut agents = fleet(200, "1", 0);
+    adopt(spec, state, &mut agents, "r", now);
+    agents
+}
+
+#[test]
+fn promote_ends_the_bake_early_when_the_gates_pass() {
+    let spec = RolloutSpec::default_rings(600_000);
+    let mut state = RolloutState::start(0, &fleet(200, "1", 0), &GateSpec::default());
+    let agents = adopted_fleet(&spec, &state, 1_000);
+    assert_eq!(
+        step(&spec, &mut state.clone(), "r", "2", 1_000, &agents),
+        None,
+        "the controller waits for the bake"
+    );
+    let promote = promote_now(&spec, &state, "r", "2", 1_000, &agents, "looks good".into())
+        .expect("healthy ring 0 may be promoted");
+    assert_eq!(
+        promote,
+        Transition::OperatorPromote {
+            from: 0,
+            to: Some(1),
+            at_ms: 1_000,
+            reason: "looks good".into()
+        }
+    );
+    assert_eq!(promote.action(), "promote");
+    assert!(state.apply(promote, &spec));
+    assert_eq!(
+        (state.phase, state.ring, state.ring_started_ms),
+        (Phase::Running, 1, 1_000)
+    );
+    assert_eq!(
+        state.ring_opened_ms(1),
+        1_000,
+        "ring 1's hosts are watched from now"
+    );
+    let reason = state.reason.as_deref().unwrap_or("");
+    assert!(
+        reason.contains("looks good") && reason.contains("early"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn promote_never_skips_a_failing_gate() {
+    let spec = RolloutSpec::default_rings(600_000);
+    let state = RolloutState::start(0, &fleet(200, "1", 0), &GateSpec::default());
+    let mut agents = adopted_fleet(&spec, &state, 1_000);
+    for agent in agents
+        .iter_mut()
+        .filter(|a| a.version.as_deref() == Some("2"))
+    {
+        agent.crashes_ms.push(500);
+    }
+    let refused = promote_now(&spec, &state, "r", "2", 1_000, &agents, "hurry".into())
+        .expect_err("a crashing ring is not promoted");
+    let PromoteRefused::Gates { ring, failed } = &refused else {
+        panic!("{refused:?}");
+    };
+    assert_eq!(ring, &spec.rings[0].name);
+    assert!(failed.iter().all(|g| !g.passed) && !failed.is_empty());
+    assert!(
+        refused.to_string().contains("failure reports per agent"),
+        "the message names the gate: {refused}"
+    );
+}
+
+#[test]
+fn promote_waits_for_the_ring_to_adopt_the_release() {
+    let spec = RolloutSpec::default_rings(600_000);
+    let state = RolloutState::start(0, &fleet(200, "1", 0), &GateSpec::default());
+    // Nobody installed the release yet: the ring has shown nothing.
+    let agents = fleet(200, "1", 1_000);
+    let refused = promote_now(&spec, &state, "r", "2", 1_000, &agents, "hurry".into())
+        .expect_err("a ring still on the old release is not promoted");
+    assert!(refused.to_string().contains("adoption"), "{refused}");
+}
+
+#[test]
+fn promote_from_the_last_ring_completes_and_finished_rollouts_refuse() {
+    let spec = RolloutSpec::from_percentages("100", 600_000).expect("spec");
+    let mut state = RolloutState::start_with_baseline(0, HealthSummary::default());
+    let promote =
+        promote_now(&spec, &state, "r", "2", 5, &[], "ship it".into()).expect("empty ring");
+    assert!(matches!(
+        promote,
+        Transition::OperatorPromote { to: None, .. }
+    ));
+    assert!(state.apply(promote, &spec));
+    assert_eq!((state.phase, state.ended_ms), (Phase::Completed, Some(5)));
+    assert_eq!(
+        promote_now(&spec, &state, "r", "2", 6, &[], "again".into()),
+        Err(PromoteRefused::Phase(Phase::Completed))
+    );
+}
+
+#[test]
+fn promote_of_a_paused_rollout_runs_it_again_but_a_halted_one_refuses() {
+    let spec = RolloutSpec::default_rings(600_000);
+    let mut state = RolloutState::start_with_baseline(0, HealthSummary::default());
+    let pause = Transition::Pause {
+        at_ms: 1,
+        reason: "hold".into(),
+    };
+    assert!(state.apply(pause, &spec));
+    let promote = promote_now(&spec, &state, "r", "2", 2, &[], "go".into()).expect("paused");
+    // A promote decided for ring 0 is stale once the rollout has moved on.
+    let mut moved = state.clone();
+    moved.ring = 1;
+    assert!(!moved.apply(promote.clone(), &spec), "stale promote");
+    assert!(state.apply(promote, &spec));
+    assert_eq!((state.phase, state.ring), (Phase::Running, 1));
+
+    let halt = Transition::Halt {
+        at_ms: 3,
+        reason: "odd".into(),
+    };
+    assert!(state.apply(halt, &spec));
+    assert_eq!(
+        promote_now(&spec, &state, "r", "2", 4, &[], "go".into()),
+        Err(PromoteRefused::Phase(Phase::Halted))
+    );
+}
+
+#[test]
+fn an_operator_promote_reads_back_from_stored_history() {
+    let promote = Transition::OperatorPromote {
+        from: 2,
+        to: None,
+        at_ms: 9,
+        reason: "r".into(),
+    };
+    let json = serde_json::to_value(&promote).expect("serialise");
+    assert_eq!(json["transition"], "operator_promote");
+    assert_eq!(
+        serde_json::from_value::<Transition>(json).expect("read back"),
+        promote
+    );
+}

@@ -48,6 +48,7 @@ pub fn routes() -> Router<AppState> {
             post(rollouts::start).get(rollouts::list),
         )
         .route("/api/v1/rollouts/{id}", get(rollouts::show))
+        .route("/api/v1/rollouts/{id}/retry", post(rollouts::retry))
         .route("/api/v1/rollouts/{id}/{action}", post(rollouts::act))
         .route(
             "/api/v1/remediations",

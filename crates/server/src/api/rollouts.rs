@@ -1,4 +1,5 @@
-//! Starting rollouts and the operator's controls: pause, resume, halt, roll back.
+//! Starting rollouts and the operator's controls: pause, resume, halt, roll back, promote (end
+//! a ring's bake early, never its gates) and retry (a new rollout of a stopped one's spec).
 
 use crate::auth::Operator;
 use crate::error::{ApiResult, AppError};
@@ -9,7 +10,9 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use ringfence_release::Version;
-use ringfence_rollout::{GateSpec, Phase, RolloutSpec, RolloutState, Transition};
+use ringfence_rollout::{
+    GateSpec, Phase, PromoteRefused, RolloutSpec, RolloutState, Transition, promote_now,
+};
 use ringfence_store::{PreflightStatus, RolloutRecord, now_ms};
 use serde::Deserialize;
 
@@ -104,25 +107,6 @@ pub async fn start(
     body: Bytes,
 ) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
     let request = start_request(&body)?;
-    let release = state
-        .store
-        .release(&request.channel, &request.version)
-        .await?
-        .ok_or_else(|| {
-            AppError::not_found(format!(
-                "no release {}@{}",
-                request.channel, request.version
-            ))
-        })?;
-    if release.preflight == PreflightStatus::Rejected {
-        return Err(AppError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            format!(
-                "{}@{} was rejected by preflight and cannot be rolled out",
-                request.channel, request.version
-            ),
-        ));
-    }
     let bake_ms = (request.bake_s.unwrap_or(60.0).max(0.0) * 1000.0) as i64;
     let mut spec = match &request.rings {
         Some(rings) => {
@@ -134,10 +118,66 @@ pub async fn start(
         spec.gates = gates;
     }
     spec.validate().map_err(AppError::bad_request)?;
+    let rollout = launch(
+        &state,
+        &operator.actor(),
+        Launch {
+            channel: request.channel,
+            version: request.version,
+            spec,
+            force: request.force,
+            retry_of: None,
+            reason: None,
+        },
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(rollout_json(&rollout, 0))))
+}
 
+/// A rollout about to start: from a start request, or from a stopped rollout being retried.
+struct Launch {
+    channel: String,
+    version: String,
+    spec: RolloutSpec,
+    /// A deliberate downgrade.
+    force: bool,
+    /// The stopped rollout this one retries, with the revision it was read at.
+    retry_of: Option<(ActiveRollout, i64)>,
+    /// The operator's reason, for the audit log.
+    reason: Option<String>,
+}
+
+/// Starts a rollout under the same rules whatever asked for it: the release exists and passed
+/// preflight, nothing else runs on the channel, the fleet does not run it already, and an older
+/// version needs `force`. A retried rollout that is only halted is rolled back first (it holds
+/// the channel), and only once every rule has passed.
+async fn launch(state: &AppState, actor: &str, launch: Launch) -> ApiResult<ActiveRollout> {
+    let Launch {
+        channel,
+        version,
+        spec,
+        force,
+        retry_of,
+        reason,
+    } = launch;
+    let release = state
+        .store
+        .release(&channel, &version)
+        .await?
+        .ok_or_else(|| AppError::not_found(format!("no release {channel}@{version}")))?;
+    if release.preflight == PreflightStatus::Rejected {
+        return Err(AppError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("{channel}@{version} was rejected by preflight and cannot be rolled out"),
+        ));
+    }
+    let retried_id = retry_of.as_ref().map(|(old, _)| old.id.as_str());
     let existing = state.store.rollouts().await?;
     let mut previous_version = None;
-    for record in existing.iter().filter(|r| r.channel == request.channel) {
+    for record in existing
+        .iter()
+        .filter(|r| r.channel == channel && Some(r.id.as_str()) != retried_id)
+    {
         let rollout = match ActiveRollout::from_record(record) {
             Ok(rollout) => rollout,
             Err(error) => {
@@ -149,8 +189,8 @@ pub async fn start(
         };
         if !rollout.state.phase.is_final() {
             return Err(AppError::conflict(format!(
-                "rollout {} of {} is still {:?}; finish, halt and roll back, or complete it first",
-                rollout.id, request.channel, rollout.state.phase
+                "rollout {} of {channel} is still {:?}; finish, halt and roll back, or complete it first",
+                rollout.id, rollout.state.phase
             )));
         }
         if previous_version.is_none() {
@@ -161,29 +201,42 @@ pub async fn start(
             });
         }
     }
-    let previous_version = previous_version.flatten();
-    if previous_version.as_deref() == Some(request.version.as_str()) {
+    // A retried rollout was stopped, so the fleet runs what it found: the channel's state
+    // before it, unless an older finished rollout says otherwise (read above).
+    let previous_version = match previous_version {
+        Some(previous) => previous,
+        None => retry_of
+            .as_ref()
+            .and_then(|(old, _)| old.doc.previous_version.clone()),
+    };
+    if previous_version.as_deref() == Some(version.as_str()) {
         return Err(AppError::conflict(format!(
-            "the fleet already runs {}@{}",
-            request.channel, request.version
+            "the fleet already runs {channel}@{version}"
         )));
     }
     if let Some(running) = &previous_version
-        && older(&request.version, running)
-        && !request.force
+        && older(&version, running)
+        && !force
     {
         return Err(AppError::conflict(format!(
-            "{}@{} is older than {running}, which the channel's fleet runs; a downgrade needs \
-             \"force\": true",
-            request.channel, request.version
+            "{channel}@{version} is older than {running}, which the channel's fleet runs; a \
+             downgrade needs \"force\": true"
         )));
     }
-    let agents = state.store.agents().await?;
     let id = format!("ro-{}", &crate::auth::new_token("")[..12]);
+    // The halted rollout is rolled back before the new one is written: the other order would
+    // put two unfinished rollouts on one channel. If the insert then fails, the old one stays
+    // rolled back, which is what the operator asked for first.
+    if let Some((old, revision)) = retry_of.as_ref()
+        && old.state.phase == Phase::Halted
+    {
+        roll_back_for_retry(state, actor, old.clone(), *revision, &id, reason.as_deref()).await?;
+    }
+    let agents = state.store.agents().await?;
     let placeholder = ActiveRollout {
         id: id.clone(),
-        channel: request.channel.clone(),
-        version: request.version.clone(),
+        channel: channel.clone(),
+        version: version.clone(),
         doc: RolloutDoc {
             spec: spec.clone(),
             previous_version: previous_version.clone(),
@@ -191,7 +244,7 @@ pub async fn start(
         state: RolloutState::start_first_release(now_ms()),
     };
     let rollout_state = if previous_version.is_some() {
-        let fleet = crate::controller::fleet_health(&state, &placeholder, &agents).await?;
+        let fleet = crate::controller::fleet_health(state, &placeholder, &agents).await?;
         RolloutState::start(now_ms(), &fleet, &spec.gates)
     } else {
         // Nothing ran on this channel before: no baseline to compare with (gates use their
@@ -200,8 +253,8 @@ pub async fn start(
     };
     let record = RolloutRecord {
         id: id.clone(),
-        channel: request.channel.clone(),
-        version: request.version.clone(),
+        channel: channel.clone(),
+        version: version.clone(),
         spec: serde_json::to_value(&placeholder.doc)
             .map_err(|e| AppError::internal("rollout", e))?,
         state: serde_json::to_value(&rollout_state)
@@ -215,16 +268,19 @@ pub async fn start(
         PreflightStatus::Skipped => " (preflight was skipped at publish)",
         _ => "",
     };
+    let retry_note = match (retried_id, &reason) {
+        (Some(old), Some(reason)) => format!("; a retry of {old}: {reason}"),
+        (Some(old), None) => format!("; a retry of {old}"),
+        (None, _) => String::new(),
+    };
     state
         .store
         .audit(
-            &operator.actor(),
+            actor,
             "start",
             &id,
             &format!(
-                "{}@{} from {} through rings {}{preflight_note}",
-                request.channel,
-                request.version,
+                "{channel}@{version} from {} through rings {}{preflight_note}{retry_note}",
                 previous_version.as_deref().unwrap_or("nothing"),
                 spec.rings
                     .iter()
@@ -234,13 +290,109 @@ pub async fn start(
             ),
         )
         .await?;
-    crate::controller::supersede_disable_plans(&state, &request.channel, &id, &operator.actor())
-        .await?;
+    crate::controller::supersede_disable_plans(state, &channel, &id, actor).await?;
     state.fleet.refresh(&state.store).await?;
-    let rollout = ActiveRollout {
+    Ok(ActiveRollout {
         state: rollout_state,
         ..placeholder
+    })
+}
+
+/// Rolls a halted rollout back because `retry_id` replaces it: a halted rollout holds its
+/// channel, and the retry starts over from the first ring. Audited like an operator's
+/// rollback; a concurrent change of the old rollout makes the retry fail with a conflict.
+async fn roll_back_for_retry(
+    state: &AppState,
+    actor: &str,
+    mut old: ActiveRollout,
+    revision: i64,
+    retry_id: &str,
+    reason: Option<&str>,
+) -> ApiResult<()> {
+    let why = reason.map(|r| format!(": {r}")).unwrap_or_default();
+    let transition = Transition::Rollback {
+        at_ms: now_ms(),
+        reason: format!("retried as {retry_id} by {actor}{why}"),
+        disable_channel: old.state.first_release,
     };
+    let audit_reason = transition.reason(&old.doc.spec);
+    if !old.state.apply(transition, &old.doc.spec) {
+        return Err(AppError::conflict(format!(
+            "cannot roll back rollout {} for a retry: it is {:?}",
+            old.id, old.state.phase
+        )));
+    }
+    let state_json =
+        serde_json::to_value(&old.state).map_err(|e| AppError::internal("rollout", e))?;
+    state
+        .store
+        .update_rollout_state(&old.id, revision, &state_json)
+        .await?;
+    state
+        .store
+        .audit(actor, transition_action(&old), &old.id, &audit_reason)
+        .await?;
+    if old.state.phase == Phase::Disabled {
+        crate::controller::remediate_first_release(state, &old, &audit_reason).await?;
+    }
+    Ok(())
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryRequest {
+    /// Needed when the retried version is now older than what the channel's fleet runs.
+    #[serde(default)]
+    pub force: bool,
+    /// Why; recorded in the audit log.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// `POST /api/v1/rollouts/{id}/retry`: a new rollout of a halted, rolled-back or disabled
+/// rollout's channel, version and spec (rings, bake, gates), from the first ring, under every
+/// rule a start has. A running, paused or completed rollout is refused with a conflict.
+pub async fn retry(
+    State(state): State<AppState>,
+    operator: Operator,
+    Path(id): Path<String>,
+    body: Option<Json<RetryRequest>>,
+) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+    let RetryRequest { force, reason } = body.map(|Json(b)| b).unwrap_or_default();
+    let record = state
+        .store
+        .rollout(&id)
+        .await?
+        .ok_or_else(|| AppError::not_found(format!("no rollout {id}")))?;
+    let old = ActiveRollout::from_record(&record)?;
+    match old.state.phase {
+        Phase::Halted | Phase::RolledBack | Phase::Disabled => {}
+        Phase::Running | Phase::Paused => {
+            return Err(AppError::conflict(format!(
+                "rollout {id} is still {:?}; only a halted or rolled-back rollout can be \
+                 retried (halt or abort it first)",
+                old.state.phase
+            )));
+        }
+        Phase::Completed => {
+            return Err(AppError::conflict(format!(
+                "rollout {id} completed; there is nothing to retry"
+            )));
+        }
+    }
+    let rollout = launch(
+        &state,
+        &operator.actor(),
+        Launch {
+            channel: old.channel.clone(),
+            version: old.version.clone(),
+            spec: old.doc.spec.clone(),
+            force,
+            retry_of: Some((old, record.revision)),
+            reason,
+        },
+    )
+    .await?;
     Ok((StatusCode::CREATED, Json(rollout_json(&rollout, 0))))
 }
 
@@ -311,9 +463,10 @@ pub async fn act(
             // A first release has nothing to go back to: the channel is disabled instead.
             disable_channel: rollout.state.first_release,
         },
+        "promote" => promote(&state, &rollout, at_ms, reason).await?,
         other => {
             return Err(AppError::not_found(format!(
-                "no action {other:?}; use pause, resume, halt or rollback"
+                "no action {other:?}; use pause, resume, halt, rollback or promote"
             )));
         }
     };
@@ -340,6 +493,38 @@ pub async fn act(
     }
     state.fleet.refresh(&state.store).await?;
     Ok(Json(rollout_json(&rollout, revision)))
+}
+
+/// An operator's promote, judged by the rollout's gates on the fleet's health now (heartbeats
+/// buffered on this replica included): a refusal is a conflict that names each failing gate.
+async fn promote(
+    state: &AppState,
+    rollout: &ActiveRollout,
+    at_ms: i64,
+    reason: String,
+) -> ApiResult<Transition> {
+    state.heartbeats.flush(&state.store).await?;
+    let agents = state.store.agents().await?;
+    let fleet = crate::controller::fleet_health(state, rollout, &agents).await?;
+    promote_now(
+        &rollout.doc.spec,
+        &rollout.state,
+        &rollout.id,
+        &rollout.version,
+        at_ms,
+        &fleet,
+        reason,
+    )
+    .map_err(|refused| {
+        let advice = match refused {
+            PromoteRefused::Phase(_) => "",
+            PromoteRefused::Gates { .. } => "; the bake goes on and the controller decides",
+        };
+        AppError::conflict(format!(
+            "cannot promote rollout {}: {refused}{advice}",
+            rollout.id
+        ))
+    })
 }
 
 /// The audit action of the transition just applied (`halt_and_disable`, not `rollback`, for a

@@ -372,7 +372,7 @@ pub fn evaluate_gates(
             ring.crashes_per_agent(),
             spec.max_crashes_per_agent,
             format!(
-                "crash, engine failure and refused-install reports per agent ({} in {} agents, from {})",
+                "crash, refused-install and engine failure reports per agent ({} in {} agents, from {})",
                 ring.crashes, ring.agents, ring.crashed_agents
             ),
         ),

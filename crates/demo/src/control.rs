@@ -118,6 +118,20 @@ impl Control {
         )
     }
 
+    /// Agents whose install reports say they refused `version` (it failed on their own recent
+    /// events, did not verify, or took too long to install): it never served there.
+    pub fn refused(&self, version: &str) -> Result<BTreeSet<String>, DemoError> {
+        let reports = self.get("/api/v1/reports?kind=install")?;
+        Ok(reports["reports"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .filter(|r| r["body"]["version"] == version && r["body"]["outcome"] == "refused")
+            .filter_map(|r| r["agent_id"].as_str().map(str::to_owned))
+            .collect())
+    }
+
     /// Agents whose install reports say they ran `version`.
     pub fn reached(&self, version: &str) -> Result<BTreeSet<String>, DemoError> {
         let reports = self.get("/api/v1/reports?kind=install")?;

@@ -359,6 +359,17 @@ pub fn run(options: DemoOptions) -> Result<Summary, DemoError> {
     let final_state = act_one.last.clone();
     let seen_hosts = act_one.hosts.clone();
     let time_to_recover_s = act_one.time_to_recover_s;
+    let refused = demo.control.refused(BAD)?.len();
+    if refused > 0 {
+        demo.timeline.say(
+            Tone::Good,
+            format!(
+                "  {refused} host(s) tried {BAD} on their own recent events before switching, \
+                 saw it trap, kept the good release serving and reported the trap: it never \
+                 answered a single live event"
+            ),
+        );
+    }
 
     // Act two.
     demo.timeline.say(
@@ -396,7 +407,7 @@ pub fn run(options: DemoOptions) -> Result<Summary, DemoError> {
         .map_err(DemoError::Failed)?;
     demo.timeline.say(
         Tone::Note,
-        "  no trap, no crash report: only verdict latency, deadline failures and quarantine can tell",
+        "  no trap, no crash: only the time its calls take can tell (the canary's own check before switching, then latency, deadline failures and quarantine)",
     );
     let act_three = demo.watch_bad_rollout(STALL)?;
 
@@ -442,6 +453,7 @@ pub fn run(options: DemoOptions) -> Result<Summary, DemoError> {
         canary_hosts: options.canaries,
         live_host: live,
         hosts_reached_by_bad_release: reached,
+        hosts_refused_bad_release: refused,
         bad_release_max_ring: final_state["ring"].as_u64().unwrap_or(0),
         time_to_halt_s,
         time_to_recover_s,

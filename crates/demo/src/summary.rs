@@ -9,6 +9,9 @@ pub struct Summary {
     pub canary_hosts: usize,
     pub live_host: bool,
     pub hosts_reached_by_bad_release: usize,
+    /// Hosts that were given the bad release, tried it on their own recent events before
+    /// switching, and refused it: it never served there.
+    pub hosts_refused_bad_release: usize,
     /// 0 = the first ring.
     pub bad_release_max_ring: u64,
     /// From the bad rollout's start to its automatic halt and rollback.
@@ -51,6 +54,10 @@ impl Summary {
             (
                 "hosts reached by the bad release",
                 self.hosts_reached_by_bad_release.to_string(),
+            ),
+            (
+                "hosts that tried it first and refused it",
+                self.hosts_refused_bad_release.to_string(),
             ),
             (
                 "furthest ring it reached",

@@ -26,6 +26,7 @@ fn demo_contains_the_poisoned_update() {
         "hosts_total",
         "canary_hosts",
         "hosts_reached_by_bad_release",
+        "hosts_refused_bad_release",
         "bad_release_max_ring",
         "time_to_halt_s",
         "time_to_recover_s",
@@ -39,12 +40,17 @@ fn demo_contains_the_poisoned_update() {
     let live = summary["live_host"].as_bool().expect("live_host");
     assert_eq!(summary["hosts_total"], if live { 5 } else { 4 });
     assert_eq!(summary["bad_release_max_ring"], 0, "{summary}");
-    // Ring 0 is the canary plus whichever hosts hash into its 1%: never the whole fleet.
+    // Ring 0 is the canary plus whichever hosts hash into its 1%: never the whole fleet. The
+    // canary either ran it (and the gates saw it crash) or tried it on its own recent events
+    // first and refused it.
     let reached = summary["hosts_reached_by_bad_release"]
         .as_u64()
         .expect("count");
+    let refused = summary["hosts_refused_bad_release"]
+        .as_u64()
+        .expect("count");
     let total = summary["hosts_total"].as_u64().expect("total");
-    assert!(reached >= 1 && reached < total, "{summary}");
+    assert!(reached + refused >= 1 && reached < total, "{summary}");
     assert_eq!(summary["events_lost"], 0, "{summary}");
     assert_eq!(summary["wrong_denies"], 0, "{summary}");
     assert_eq!(summary["preflight_blocked"], true, "{summary}");

@@ -6,7 +6,7 @@ use ringfence_agent::Agent;
 use ringfence_engine_host::{EngineSettings, LoadedEngine, Runtime};
 use ringfence_protocol::api::{FailureCounts, HealthFigures, LatencyFigures, PolicyAnswers};
 use ringfence_release::LoadedRelease;
-use ringfence_uplink::{AgentHost, HostError};
+use ringfence_uplink::{AgentHost, HostError, Spool};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -27,6 +27,8 @@ pub(super) struct ManagedHost {
     load_failures: AtomicU64,
     /// CPU spent installing releases, kept out of the CPU figure the gates judge.
     install_cpu: Mutex<InstallCpu>,
+    /// Where the failure that made a swap refuse goes: it is crash data like any other.
+    spool: Arc<Spool>,
 }
 
 /// CPU time of installs (compiling an engine, checking it against recent events), in clock
@@ -65,6 +67,7 @@ impl ManagedHost {
         runtime: Runtime,
         engines: BTreeMap<String, Arc<LoadedEngine>>,
         started: Instant,
+        spool: Arc<Spool>,
     ) -> ManagedHost {
         ManagedHost {
             runtime,
@@ -79,6 +82,7 @@ impl ManagedHost {
             started,
             load_failures: AtomicU64::new(0),
             install_cpu: Mutex::new(InstallCpu::default()),
+            spool,
         }
     }
 
@@ -98,6 +102,24 @@ impl ManagedHost {
             cpu.finished += spent;
         }
         outcome
+    }
+
+    /// Spools the failure behind a refused swap as a `failure` report marked `during:
+    /// install`: the release never served, but the vendor gets its crash data (and the
+    /// server a crash group) as from any other failure.
+    fn report_refusal(&self, error: &ringfence_agent::SwapError) {
+        let Ok(mut body) = serde_json::to_value(error.record()) else {
+            return;
+        };
+        if let Some(fields) = body.as_object_mut() {
+            fields.insert("during".to_owned(), "install".into());
+        }
+        if let Err(spool_error) = self
+            .spool
+            .push(&ringfence_uplink::link::report("failure", body))
+        {
+            tracing::warn!("could not spool the failure that refused a release: {spool_error}");
+        }
     }
 
     /// Process CPU ticks not spent installing.
@@ -132,7 +154,10 @@ impl ManagedHost {
         if let Some(agent) = self.agent.get() {
             agent
                 .swap_engines_checked(next.values().cloned().collect(), &agent.recent_events())
-                .map_err(|error| HostError::Refused(Box::new(error)))?;
+                .map_err(|error| {
+                    self.report_refusal(&error);
+                    HostError::Refused(Box::new(error))
+                })?;
         }
         *engines = next;
         Ok(())
@@ -336,7 +361,8 @@ mod tests {
     /// A host whose agent serves `ok` on channel `detection` and has decided a few events.
     fn host_serving(runtime: &Runtime, ok: &Arc<LoadedEngine>) -> (ManagedHost, Arc<Agent>) {
         let engines = BTreeMap::from([("detection".to_owned(), Arc::clone(ok))]);
-        let host = ManagedHost::new(runtime.clone(), engines, Instant::now());
+        let spool = Arc::new(Spool::open(&spool_dir(), 1 << 20).expect("spool"));
+        let host = ManagedHost::new(runtime.clone(), engines, Instant::now(), spool);
         let config = AgentConfig {
             sensors: Vec::new(),
             discard_alerts: true,
@@ -358,6 +384,11 @@ mod tests {
         (host, agent)
     }
 
+    /// A fresh spool directory that outlives the test's host (removed with the process's temp).
+    fn spool_dir() -> std::path::PathBuf {
+        tempfile::tempdir().expect("tempdir").keep()
+    }
+
     fn serving(host: &ManagedHost, channel: &str) -> Option<Arc<LoadedEngine>> {
         host.engines.lock().expect("table").get(channel).cloned()
     }
@@ -372,6 +403,13 @@ mod tests {
             .expect_err("a trapping engine is refused");
         assert!(matches!(error, HostError::Refused(_)), "{error}");
         assert!(error.to_string().contains("trap"), "{error}");
+        let spooled = host.spool.peek(10);
+        assert!(
+            spooled.iter().any(|(_, report)| report.kind == "failure"
+                && report.body["kind"] == "trap"
+                && report.body["during"] == "install"),
+            "the failure behind the refusal is crash data: {spooled:?}"
+        );
         assert_eq!(agent.generation(), 1, "the old engines keep serving");
         assert!(
             serving(&host, "detection").is_some_and(|e| Arc::ptr_eq(&e, &ok)),

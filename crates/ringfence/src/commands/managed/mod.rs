@@ -206,7 +206,12 @@ pub fn run(
         }
     }
 
-    let host = Arc::new(ManagedHost::new(runtime, engines.clone(), started));
+    let host = Arc::new(ManagedHost::new(
+        runtime,
+        engines.clone(),
+        started,
+        Arc::clone(&spool),
+    ));
     let agent = Arc::new(Agent::start_with(
         config,
         engines.into_values().collect(),

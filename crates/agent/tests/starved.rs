@@ -80,7 +80,14 @@ fn the_deadline_holds_with_a_cpu_hog_on_every_core() {
         };
         let agent = Agent::start(config, vec![looping]).expect("agent starts");
         const SCHED_RR: u32 = 2;
-        let policies = thread_policies();
+        // The responder takes its policy as its thread starts, which may be after `start`
+        // returns.
+        let asked = Instant::now();
+        let mut policies = thread_policies();
+        while !policies.contains(&SCHED_RR) && asked.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(10));
+            policies = thread_policies();
+        }
         assert_eq!(
             policies.iter().filter(|p| **p == SCHED_RR).count(),
             1,

@@ -168,3 +168,24 @@ impl Metrics {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_the_edge_did_is_exported() {
+        let metrics = Metrics::default();
+        metrics.edge.fd_exhausted.fetch_add(3, Ordering::Relaxed);
+        metrics.edge.evicted.fetch_add(2, Ordering::Relaxed);
+        let text = metrics.render(0, None);
+        assert!(
+            text.contains("\nringfence_accept_fd_exhausted_total 3\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\nringfence_connections_evicted_total 2\n"),
+            "{text}"
+        );
+    }
+}

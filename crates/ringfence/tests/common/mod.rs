@@ -26,17 +26,6 @@ impl Server {
         Server::spawn(Command::new(env!("CARGO_BIN_EXE_ringfence")), extra)
     }
 
-    /// A server that may open at most `limit` files (soft and hard): it cannot raise it.
-    pub fn start_with_fd_limit(limit: u32) -> Server {
-        let mut shell = Command::new("sh");
-        shell.args([
-            "-c",
-            &format!("ulimit -n {limit} && exec \"$0\" \"$@\""),
-            env!("CARGO_BIN_EXE_ringfence"),
-        ]);
-        Server::spawn(shell, &[])
-    }
-
     fn spawn(mut command: Command, extra: &[&str]) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut child = command

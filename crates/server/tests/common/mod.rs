@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod tls_client;
+
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{Request, StatusCode};

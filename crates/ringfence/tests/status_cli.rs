@@ -214,3 +214,37 @@ fn host_check_without_a_guard_exits_non_zero() {
         .expect("status --host");
     assert_eq!(out.status.code(), Some(0));
 }
+
+#[test]
+fn host_status_says_when_the_last_heartbeat_shows_protection_off() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let health = dir.path().join("health.json");
+    let host = |args: &[&str]| {
+        ringfence()
+            .args(["status", "--host"])
+            .args(args)
+            .arg("--data-dir")
+            .arg(dir.path())
+            .output()
+            .expect("status --host")
+    };
+    std::fs::write(&health, heartbeat(&[]).to_string()).expect("write");
+    let out = host(&[]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("protection: on"), "{text}");
+
+    std::fs::write(&health, heartbeat(&["faulty"]).to_string()).expect("write");
+    let out = host(&["--check"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("protection: DEGRADED") && text.contains("quarantined: faulty"),
+        "{text}"
+    );
+    let out = host(&["--json"]);
+    let value: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(
+        value["protection"]["degraded"][0], "quarantined: faulty",
+        "{value}"
+    );
+}

@@ -80,6 +80,10 @@ pub struct LinkConfig {
     /// Where the identity lives, so a renewed client certificate survives a restart; `None`
     /// keeps renewals in memory.
     pub identity_path: Option<PathBuf>,
+    /// Where each heartbeat is also written, so `ringfence status --host` can say on the host
+    /// itself whether protection is off (a quarantined engine, a disabled channel, answers by
+    /// policy), with the server unreachable too.
+    pub health_path: Option<PathBuf>,
     /// How long one install (download, verify, stage, compile, validate, switch) may take
     /// before it is reported failed. It runs on a thread of its own, so heartbeats go on.
     pub install_timeout: Duration,
@@ -93,6 +97,7 @@ impl Default for LinkConfig {
             bless_after: Duration::from_secs(30),
             upload_batch: 500,
             identity_path: None,
+            health_path: None,
             install_timeout: Duration::from_secs(120),
         }
     }
@@ -607,6 +612,9 @@ impl<H: AgentHost> Worker<H> {
             releases: self.installed(),
             health,
         };
+        if let Some(path) = &self.config.health_path {
+            write_last_heartbeat(path, &heartbeat);
+        }
         (heartbeat, failures)
     }
 
@@ -671,6 +679,21 @@ fn remediation_body(plan: &Remediation, outcome: &Result<bool, String>) -> serde
         "outcome": if outcome.is_ok() { "applied" } else { "refused" },
         "reason": outcome.as_ref().err(),
     })
+}
+
+/// Replaces the host's copy of its last heartbeat (temporary file and rename: a reader never
+/// sees half of one). Best effort: the copy is for people on the host, the server has the
+/// original.
+fn write_last_heartbeat(path: &std::path::Path, heartbeat: &Heartbeat) {
+    let Ok(bytes) = serde_json::to_vec_pretty(heartbeat) else {
+        return;
+    };
+    let temporary = path.with_extension("json.tmp");
+    let written =
+        std::fs::write(&temporary, bytes).and_then(|()| std::fs::rename(&temporary, path));
+    if let Err(error) = written {
+        tracing::debug!(path = %path.display(), "could not write the last heartbeat: {error}");
+    }
 }
 
 /// The server refused what was sent, not who sent it or when: too large (`413`) or outside the

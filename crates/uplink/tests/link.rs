@@ -262,6 +262,7 @@ impl Agent {
             interval: Duration::from_millis(200),
             bless_after: Duration::from_millis(300),
             identity_path: Some(identity_path),
+            health_path: Some(self.dir.path().join("health.json")),
             install_timeout,
             ..LinkConfig::default()
         };
@@ -552,6 +553,17 @@ fn a_report_no_server_accepts_is_set_aside_and_the_rest_arrive() {
         .get_json("reports", "/api/v1/reports?kind=alert")
         .expect("reports");
     assert_eq!(alerts["reports"].as_array().expect("list").len(), 2);
+    // The host's copy of its heartbeat counts the report set aside once the next beat is out.
+    wait_for(
+        "the last heartbeat counts it",
+        Duration::from_secs(10),
+        || {
+            std::fs::read(agent.dir.path().join("health.json"))
+                .ok()
+                .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok())
+                .is_some_and(|last| last["health"]["spool_dropped"] == 1)
+        },
+    );
     let kept = std::fs::read_dir(agent.dir.path().join("spool/rejected"))
         .expect("rejected dir")
         .count();

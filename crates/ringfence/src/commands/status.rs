@@ -8,6 +8,7 @@
 
 use super::operator::{OperatorArgs, TrustArgs};
 use anyhow::Context;
+use ringfence_protocol::api::Heartbeat;
 use ringfence_release::SlotStore;
 use ringfence_server::api::status::FleetStatus;
 use serde_json::json;
@@ -83,6 +84,16 @@ fn host(args: &StatusArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
+    let last_heartbeat = last_heartbeat(&args.data_dir);
+    let degraded: Vec<String> = last_heartbeat
+        .as_ref()
+        .map(|(heartbeat, _)| {
+            ringfence_server::api::status::degradation(heartbeat)
+                .into_iter()
+                .map(|d| d.detail)
+                .collect()
+        })
+        .unwrap_or_default();
     let pending = std::fs::read_dir(args.data_dir.join("spool"))
         .map(|entries| {
             entries
@@ -92,7 +103,7 @@ fn host(args: &StatusArgs) -> anyhow::Result<ExitCode> {
         })
         .unwrap_or(0);
     if args.json {
-        let exit = host_exit(args.check, &guard);
+        let exit = host_exit(args.check, &guard, &degraded);
         let guard = match &guard {
             Ok(status) => serde_json::to_value(status)?,
             Err(error) => json!({"error": error.to_string()}),
@@ -102,6 +113,11 @@ fn host(args: &StatusArgs) -> anyhow::Result<ExitCode> {
             "agent": identity.as_ref().map(|i| json!({"agent_id": i.agent_id, "server": i.server})),
             "releases": channels,
             "spool_pending": pending,
+            "protection": {
+                "degraded": degraded,
+                "last_heartbeat_age_s": last_heartbeat.as_ref().map(|(_, age)| age.as_secs()),
+                "health": last_heartbeat.as_ref().map(|(heartbeat, _)| &heartbeat.health),
+            },
         });
         println!("{report}");
         return Ok(exit);
@@ -135,14 +151,43 @@ fn host(args: &StatusArgs) -> anyhow::Result<ExitCode> {
         );
     }
     println!("reports waiting to be sent: {pending}");
-    Ok(host_exit(args.check, &guard))
+    match &last_heartbeat {
+        None => {
+            println!("protection: no heartbeat recorded here (a standalone agent, or not started)")
+        }
+        Some((_, age)) if degraded.is_empty() => println!(
+            "protection: on (as of the last heartbeat, {} s ago)",
+            age.as_secs()
+        ),
+        Some((_, age)) => println!(
+            "protection: DEGRADED (as of the last heartbeat, {} s ago): {}",
+            age.as_secs(),
+            degraded.join("; ")
+        ),
+    }
+    Ok(host_exit(args.check, &guard, &degraded))
+}
+
+/// The managed agent's last heartbeat and how old it is; `None` when there is none (or it
+/// does not parse).
+fn last_heartbeat(data_dir: &std::path::Path) -> Option<(Heartbeat, std::time::Duration)> {
+    let path = data_dir.join(super::managed::HEALTH_FILE);
+    let age = std::fs::metadata(&path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|modified| modified.elapsed().ok())
+        .unwrap_or_default();
+    let heartbeat = serde_json::from_slice(&std::fs::read(&path).ok()?).ok()?;
+    Some((heartbeat, age))
 }
 
 /// With `--check`, a host is degraded when its guard cannot be read, is not running a serving
-/// agent, or runs the last known good release because the current one failed.
+/// agent, runs the last known good release because the current one failed, or its last
+/// heartbeat shows protection off (`degraded`).
 fn host_exit(
     check: bool,
     guard: &Result<ringfence_guard::Status, ringfence_guard::status::StatusError>,
+    degraded: &[String],
 ) -> ExitCode {
     let healthy = match guard {
         Ok(status) => {
@@ -151,7 +196,7 @@ fn host_exit(
                 && status.pinned_lkg.is_none()
         }
         Err(_) => false,
-    };
+    } && degraded.is_empty();
     if check && !healthy {
         ExitCode::from(DEGRADED)
     } else {

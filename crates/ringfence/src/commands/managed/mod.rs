@@ -31,6 +31,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+/// The managed agent's last heartbeat, in its data directory (`ringfence status --host`).
+pub const HEALTH_FILE: &str = "health.json";
+
 /// Arguments of the managed mode (given together with `--server`).
 #[derive(Debug, Clone, clap::Args)]
 pub struct ManagedArgs {
@@ -224,6 +227,7 @@ pub fn run(
         bless_after: Duration::from_secs(args.bless_after_s),
         interval: Duration::from_secs(1),
         identity_path: Some(data_dir.join("identity.json")),
+        health_path: Some(data_dir.join(HEALTH_FILE)),
         ..LinkConfig::default()
     };
     // The network-facing threads write nothing but the data directory: Landlock holds them to it.

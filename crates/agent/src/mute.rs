@@ -16,7 +16,7 @@ impl MuteSet {
     pub fn defaults() -> MuteSet {
         let mut pids = HashSet::new();
         pids.insert(ringfence_sensor::sys::getpid());
-        let parent = ringfence_sensor::sys::getppid();
+        let parent = std::os::unix::process::parent_id();
         if parent > 1 {
             pids.insert(parent);
         }

@@ -69,7 +69,7 @@ impl SelfProtection {
                 .map(|m| (m.dev(), m.ino())),
             binary_path: std::fs::read_link("/proc/self/exe").ok(),
             own_pid: ringfence_sensor::sys::getpid(),
-            own_parent: Some(ringfence_sensor::sys::getppid()).filter(|&pid| pid > 1),
+            own_parent: Some(std::os::unix::process::parent_id()).filter(|&pid| pid > 1),
         };
         for path in paths {
             let Ok(canonical) = std::fs::canonicalize(path) else {

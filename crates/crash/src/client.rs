@@ -44,15 +44,18 @@ impl CrashCapture {
                 Err(_) => std::thread::sleep(Duration::from_millis(20)),
             }
         };
-        let handler = crate_handler(client)?;
+        let handler = attach_crash_handler(client)?;
         // Under Yama's ptrace scope 1 only ancestors may trace us; the monitor is our child.
         handler.set_ptracer(Some(monitor_pid));
         Ok(CrashCapture { _handler: handler })
     }
 }
 
-#[allow(unsafe_code)]
-fn crate_handler(client: minidumper::Client) -> Result<crash_handler::CrashHandler, CrashError> {
+#[allow(
+    unsafe_code,
+    reason = "the crash handler runs in a signal handler; the one unsafe call is here"
+)]
+fn attach_crash_handler(client: minidumper::Client) -> Result<crash_handler::CrashHandler, CrashError> {
     // SAFETY: `make_crash_event` is unsafe because the closure runs inside a signal handler.
     // Ours only sends the already-captured crash context over an already-connected socket
     // (`request_dump` writes to a socket and waits for the reply, no allocation of shared

@@ -1,7 +1,10 @@
 //! The guard's only kernel calls that need `unsafe`: the pre-exec hook for the agent (parent
 //! death signal, heartbeat fd inheritance), `pidfd_open`, and dying by a chosen signal for the
 //! test agent. Everything else goes through nix's safe wrappers.
-#![allow(unsafe_code)] // Reason: pre_exec, pidfd_open and signal dispositions have no safe API.
+#![allow(
+    unsafe_code,
+    reason = "pre_exec, pidfd_open and signal dispositions have no safe API"
+)]
 
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};

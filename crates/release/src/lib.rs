@@ -15,6 +15,8 @@ mod blob;
 mod bundle;
 mod digest;
 mod fsutil;
+// The fuzzing key is public: it must never be linked into a binary that verifies releases.
+#[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzz;
 mod keys;
 mod manifest;

@@ -257,13 +257,6 @@ pub fn getpid() -> u32 {
     std::process::id()
 }
 
-/// The pid of this process's parent.
-pub fn getppid() -> u32 {
-    // SAFETY: getppid has no arguments and cannot fail.
-    let pid = unsafe { libc::getppid() };
-    u32::try_from(pid).unwrap_or(0)
-}
-
 /// Sets or clears `FD_CLOEXEC`: a descriptor handed to a re-executed agent must survive
 /// `execve`, and every other one must not.
 pub fn set_cloexec(fd: &OwnedFd, cloexec: bool) -> io::Result<()> {

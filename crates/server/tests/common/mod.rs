@@ -1,7 +1,7 @@
 //! In-process server harness: a real store (SQLite always, PostgreSQL when configured), a real
 //! router, requests through `tower::ServiceExt::oneshot`.
 
-#![allow(dead_code)]
+#![allow(dead_code, reason = "each test binary uses a different subset")]
 
 pub mod tls_client;
 

@@ -55,7 +55,9 @@ impl CrashCapture {
     unsafe_code,
     reason = "the crash handler runs in a signal handler; the one unsafe call is here"
 )]
-fn attach_crash_handler(client: minidumper::Client) -> Result<crash_handler::CrashHandler, CrashError> {
+fn attach_crash_handler(
+    client: minidumper::Client,
+) -> Result<crash_handler::CrashHandler, CrashError> {
     // SAFETY: `make_crash_event` is unsafe because the closure runs inside a signal handler.
     // Ours only sends the already-captured crash context over an already-connected socket
     // (`request_dump` writes to a socket and waits for the reply, no allocation of shared

@@ -47,7 +47,7 @@ fn parse_template(template: &Template, wanted: usize) -> u32 {
     // sensor found there with an address beyond the end of the 4 GiB wasm address space.
     let garbage = std::hint::black_box(slot as usize | 0xFFFF_0000);
     let pointer = garbage as *const u32;
-    #[allow(unsafe_code)]
+    #[allow(unsafe_code, reason = "the out-of-bounds read is the bug this engine models")]
     // SAFETY: this is deliberately unsound: reading an unmapped address is the bug being
     // modelled. In wasm it is an out-of-bounds load, which the host turns into a trap.
     unsafe {

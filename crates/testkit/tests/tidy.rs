@@ -1,0 +1,128 @@
+//! Invariants of ARCHITECTURE.md that a tool can check, checked on every test run (in the
+//! manner of rust-analyzer's tidy tests): every Rust file says why it exists in a `//!` header,
+//! `unsafe` code lives only in the modules named there, and SQL only in `crates/store`.
+
+use std::path::{Path, PathBuf};
+
+/// The only files with `unsafe` code (ARCHITECTURE.md, "where unsafe lives").
+const UNSAFE_MODULES: &[&str] = &[
+    "crates/sensor/src/sys.rs",
+    "crates/hardening/src/sys.rs",
+    "crates/guard/src/sys.rs",
+    "crates/crash/src/client.rs",
+    // The bundled faulty engine's deliberate out-of-bounds read, inside the wasm sandbox.
+    "engines/faulty/src/lib.rs",
+];
+
+/// This file names the patterns it looks for.
+const THIS_FILE: &str = "crates/testkit/tests/tidy.rs";
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("the workspace root")
+}
+
+/// Every `.rs` file of ours: crates, engines and fuzz targets, not build output.
+fn rust_files() -> Vec<(String, String)> {
+    let root = workspace();
+    let mut out = Vec::new();
+    let mut pending = vec![
+        root.join("crates"),
+        root.join("engines"),
+        root.join("fuzz/fuzz_targets"),
+    ];
+    while let Some(dir) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if path.is_dir() {
+                if name != "target" && !name.starts_with('.') {
+                    pending.push(path);
+                }
+            } else if name.ends_with(".rs") {
+                let relative = path
+                    .strip_prefix(&root)
+                    .expect("under the root")
+                    .display()
+                    .to_string();
+                let text = std::fs::read_to_string(&path).expect("read a source file");
+                out.push((relative, text));
+            }
+        }
+    }
+    assert!(out.len() > 100, "found only {} Rust files", out.len());
+    out
+}
+
+/// Lines that are code, not comments (a rough cut: enough for keywords and string literals).
+fn code_lines(text: &str) -> impl Iterator<Item = &str> {
+    text.lines().filter(|line| {
+        let line = line.trim_start();
+        !line.starts_with("//") && !line.starts_with("*")
+    })
+}
+
+#[test]
+fn every_rust_file_says_why_it_exists() {
+    let missing: Vec<String> = rust_files()
+        .into_iter()
+        .filter(|(_, text)| {
+            text.lines()
+                .find(|line| !line.trim().is_empty())
+                .is_none_or(|first| !first.starts_with("//!"))
+        })
+        .map(|(path, _)| path)
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "files without a `//!` header saying why they exist: {missing:#?}"
+    );
+}
+
+#[test]
+fn unsafe_code_lives_only_where_the_architecture_says() {
+    let offending: Vec<String> = rust_files()
+        .into_iter()
+        .filter(|(path, _)| path != THIS_FILE && !UNSAFE_MODULES.contains(&path.as_str()))
+        .filter(|(_, text)| {
+            code_lines(text).any(|line| {
+                ["unsafe {", "unsafe fn", "unsafe impl", "unsafe extern"]
+                    .iter()
+                    .any(|keyword| line.contains(keyword))
+            })
+        })
+        .map(|(path, _)| path)
+        .collect();
+    assert!(
+        offending.is_empty(),
+        "unsafe code outside the modules ARCHITECTURE.md names: {offending:#?}"
+    );
+}
+
+#[test]
+fn sql_lives_only_in_the_store() {
+    const STATEMENTS: &[&str] = &[
+        "\"SELECT ",
+        "\"INSERT INTO",
+        "\"DELETE FROM",
+        "\"CREATE TABLE",
+        "\"ALTER TABLE",
+    ];
+    let offending: Vec<String> = rust_files()
+        .into_iter()
+        .filter(|(path, _)| path != THIS_FILE && !path.starts_with("crates/store/"))
+        .filter(|(_, text)| {
+            code_lines(text).any(|line| STATEMENTS.iter().any(|s| line.contains(s)))
+        })
+        .map(|(path, _)| path)
+        .collect();
+    assert!(
+        offending.is_empty(),
+        "SQL outside crates/store: {offending:#?}"
+    );
+}

@@ -93,6 +93,9 @@ pub struct FaultOutcome {
     pub furthest_ring: u64,
     /// Hosts that reported running the bad release.
     pub hosts_reached: usize,
+    /// Hosts that tried it on their own recent events before switching and refused it: it
+    /// never served there.
+    pub hosts_refused: usize,
     pub hosts_total: usize,
     /// From the rollout's start to its halt, by the server's clock.
     pub time_to_halt_s: f64,
@@ -307,6 +310,7 @@ impl FaultFleet {
         Ok(FaultOutcome {
             fault,
             hosts_reached: self.control.reached(&version)?.len(),
+            hosts_refused: self.control.refused(&version)?.len(),
             hosts_total: self.hosts_total,
             furthest_ring: last["ring"].as_u64().unwrap_or(0),
             time_to_halt_s: (ended_ms - last["started_ms"].as_i64().unwrap_or(ended_ms)) as f64
@@ -331,16 +335,17 @@ fn now_ms() -> i64 {
 /// The outcomes as a table for people.
 pub fn table(outcomes: &[FaultOutcome]) -> String {
     let mut out = format!(
-        "{:<10} {:<12} {:>5} {:>8} {:>8} {:>10}  {}\n",
-        "fault", "phase", "ring", "reached", "halt s", "recover s", "gate that tripped"
+        "{:<10} {:<12} {:>5} {:>8} {:>8} {:>8} {:>10}  {}\n",
+        "fault", "phase", "ring", "ran it", "refused", "halt s", "recover s", "gate that tripped"
     );
     for o in outcomes {
         out.push_str(&format!(
-            "{:<10} {:<12} {:>5} {:>8} {:>8.1} {:>10.1}  {}\n",
+            "{:<10} {:<12} {:>5} {:>8} {:>8} {:>8.1} {:>10.1}  {}\n",
             o.fault.name(),
             o.phase,
             o.furthest_ring,
             format!("{}/{}", o.hosts_reached, o.hosts_total),
+            o.hosts_refused,
             o.time_to_halt_s,
             o.time_to_recover_s,
             o.tripped.first().map(String::as_str).unwrap_or("-"),

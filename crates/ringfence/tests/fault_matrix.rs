@@ -40,12 +40,13 @@ fn every_bad_release_halts_in_the_first_ring_and_every_host_comes_back() {
     for fault in Fault::ALL {
         let outcome = fleet.inject(fault).expect("inject the fault");
         eprintln!(
-            "{}: phase {} ring {} reached {}/{} halt {:.1} s recover {:.1} s — {}",
+            "{}: phase {} ring {} ran it {}/{} refused {} halt {:.1} s recover {:.1} s — {}",
             fault.name(),
             outcome.phase,
             outcome.furthest_ring,
             outcome.hosts_reached,
             outcome.hosts_total,
+            outcome.hosts_refused,
             outcome.time_to_halt_s,
             outcome.time_to_recover_s,
             outcome.reason

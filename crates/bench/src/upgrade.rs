@@ -55,6 +55,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     std::fs::copy("/usr/bin/true", &program)?;
     let content = fs.dir.join("allow.txt");
     std::fs::write(&content, "allow /**\n")?;
+    std::fs::create_dir_all(fs.dir.join("data"))?;
 
     let mut agent = AgentProcess(
         Command::new(&agent_binary)
@@ -66,6 +67,9 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
             .arg(&fs.dir)
             .arg("--alerts")
             .arg(fs.dir.join("alerts.jsonl"))
+            // As a deployed agent: the next image loads the compiled engine from the cache.
+            .arg("--data-dir")
+            .arg(fs.dir.join("data"))
             .stderr(Stdio::piped())
             .spawn()
             .context("start the agent")?,

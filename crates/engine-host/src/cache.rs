@@ -343,7 +343,9 @@ impl EngineCache {
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(error) => return Err(format!("cannot be opened: {error}")),
         };
-        let meta = file.metadata().map_err(|e| format!("cannot be read: {e}"))?;
+        let meta = file
+            .metadata()
+            .map_err(|e| format!("cannot be read: {e}"))?;
         if !meta.is_file() {
             return Err("is not a regular file".to_owned());
         }
@@ -504,7 +506,10 @@ mod tests {
         }
         .line();
         let parsed = Recorded::parse(line.as_bytes()).expect("parses");
-        assert_eq!((parsed.sha256.as_str(), parsed.len), ("ab".repeat(32).as_str(), 42));
+        assert_eq!(
+            (parsed.sha256.as_str(), parsed.len),
+            ("ab".repeat(32).as_str(), 42)
+        );
         for bad in [
             "",
             "ab 42\n",

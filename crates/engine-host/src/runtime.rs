@@ -4,9 +4,9 @@
 use crate::cache::{CompileSource, EngineCache};
 use crate::instance::Instance;
 use crate::loaded::LoadedEngine;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;

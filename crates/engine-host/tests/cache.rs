@@ -6,8 +6,8 @@
 
 use ringfence_bundled_engines as bundled;
 use ringfence_engine_host::{
-    CacheError, CacheStats, CompileSource, EngineCache, EngineSettings, EngineWorker,
-    LoadedEngine, Runtime, RuntimeConfig,
+    CacheError, CacheStats, CompileSource, EngineCache, EngineSettings, EngineWorker, LoadedEngine,
+    Runtime, RuntimeConfig,
 };
 use ringfence_protocol::{Action, Event, ExecEvent};
 use std::os::unix::fs::PermissionsExt;
@@ -31,9 +31,7 @@ fn exec(exe: &str) -> Event {
 }
 
 fn cached(dir: &Path, max_bytes: u64) -> Runtime {
-    Runtime::new()
-        .expect("runtime")
-        .with_cache(dir, max_bytes)
+    Runtime::new().expect("runtime").with_cache(dir, max_bytes)
 }
 
 fn allowlist(runtime: &Runtime) -> Arc<LoadedEngine> {
@@ -185,8 +183,7 @@ fn a_truncated_artifact_is_never_loaded_and_the_entry_is_rebuilt() {
 #[test]
 fn an_artifact_given_write_access_for_others_is_never_loaded() {
     damaged_entry_is_rebuilt(|artifact| {
-        std::fs::set_permissions(artifact, std::fs::Permissions::from_mode(0o666))
-            .expect("chmod");
+        std::fs::set_permissions(artifact, std::fs::Permissions::from_mode(0o666)).expect("chmod");
     });
 }
 
@@ -298,7 +295,10 @@ fn a_cache_directory_others_may_write_is_refused_and_engines_still_load() {
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).expect("chmod");
     let error = EngineCache::open(&dir, BIG).expect_err("refused");
     assert!(matches!(error, CacheError::OpenToOthers { .. }), "{error}");
-    assert!(error.to_string().contains("writable by users other"), "{error}");
+    assert!(
+        error.to_string().contains("writable by users other"),
+        "{error}"
+    );
 
     let runtime = cached(&dir, BIG);
     assert!(runtime.cache().is_none(), "no cache");
@@ -315,7 +315,10 @@ fn a_cache_below_a_directory_others_may_write_is_refused() {
     std::fs::create_dir(&open).expect("mkdir");
     std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).expect("chmod");
     let error = EngineCache::open(open.join("engine-cache"), BIG).expect_err("refused");
-    assert!(matches!(error, CacheError::UnsafeAncestor { .. }), "{error}");
+    assert!(
+        matches!(error, CacheError::UnsafeAncestor { .. }),
+        "{error}"
+    );
 
     // The sticky bit (as on /tmp) keeps others from renaming our directory away: accepted.
     std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o1777)).expect("chmod");

@@ -22,6 +22,10 @@ pub struct Options {
     /// Steady-state execs measured before each upgrade, milliseconds.
     #[arg(long, default_value_t = 500)]
     pub steady_ms: u64,
+    /// Run the agent without its compiled-engine cache (every image compiles its engine): the
+    /// baseline for what the cache saves an upgrade.
+    #[arg(long)]
+    pub no_engine_cache: bool,
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -70,6 +74,10 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
             // As a deployed agent: the next image loads the compiled engine from the cache.
             .arg("--data-dir")
             .arg(fs.dir.join("data"))
+            .args([
+                "--engine-cache-mib",
+                if options.no_engine_cache { "0" } else { "512" },
+            ])
             .stderr(Stdio::piped())
             .spawn()
             .context("start the agent")?,

@@ -5,6 +5,7 @@
 //! measure ringfence on their own hardware with the binary they deploy.
 
 pub mod engine;
+pub mod engine_cache;
 pub mod exec;
 pub mod fleet_faults;
 pub mod hotswap;

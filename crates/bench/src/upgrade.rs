@@ -22,6 +22,10 @@ pub struct Options {
     /// Steady-state execs measured before each upgrade, milliseconds.
     #[arg(long, default_value_t = 500)]
     pub steady_ms: u64,
+    /// Run the agent without its compiled-engine cache (every image compiles its engine): the
+    /// baseline for what the cache saves an upgrade.
+    #[arg(long)]
+    pub no_engine_cache: bool,
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -55,6 +59,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     std::fs::copy("/usr/bin/true", &program)?;
     let content = fs.dir.join("allow.txt");
     std::fs::write(&content, "allow /**\n")?;
+    std::fs::create_dir_all(fs.dir.join("data"))?;
 
     let mut agent = AgentProcess(
         Command::new(&agent_binary)
@@ -66,6 +71,13 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
             .arg(&fs.dir)
             .arg("--alerts")
             .arg(fs.dir.join("alerts.jsonl"))
+            // As a deployed agent: the next image loads the compiled engine from the cache.
+            .arg("--data-dir")
+            .arg(fs.dir.join("data"))
+            .args([
+                "--engine-cache-mib",
+                if options.no_engine_cache { "0" } else { "512" },
+            ])
             .stderr(Stdio::piped())
             .spawn()
             .context("start the agent")?,

@@ -5,6 +5,8 @@
 //!   builder thread that prepares spare instances off the hot path.
 //! - A [`LoadedEngine`] is one component compiled once, linked, and proven to accept its
 //!   content; it is shared by every worker.
+//! - An [`EngineCache`] keeps compiled engines on disk between processes, verified before
+//!   they are loaded, so a start or an upgrade does not compile again.
 //! - An [`EngineWorker`] is what a sensor thread calls: it owns a live instance and a warm spare,
 //!   turns every failure into a policy verdict plus a [`FailureRecord`], swaps in the spare, and
 //!   stops calling an engine that keeps failing (quarantine).
@@ -15,6 +17,7 @@
 //! [`FailureRecord`]: ringfence_protocol::FailureRecord
 
 mod bindings;
+mod cache;
 mod classify;
 mod corpus_run;
 mod instance;
@@ -25,6 +28,7 @@ mod runtime;
 mod state;
 mod worker;
 
+pub use cache::{CacheError, CacheStats, CompileSource, DEFAULT_CACHE_BYTES, EngineCache};
 pub use corpus_run::{CorpusReport, LatencySummary, run_corpus};
 pub use limits::{EngineSettings, QuarantineRule};
 pub use loaded::{ContentSummary, LoadError, LoadedEngine};

@@ -1,6 +1,8 @@
-//! A component compiled once, linked once, and proven to accept its content.
+//! A component compiled once (or loaded from the compiled-engine cache), linked once, and proven
+//! to accept its content.
 
 use crate::bindings::EnginePre;
+use crate::cache::CompileSource;
 use crate::classify::load_failure;
 use crate::instance::Instance;
 use crate::limits::EngineSettings;
@@ -13,8 +15,8 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Instant;
-use wasmtime::component::{Component, HasSelf, Linker};
+use std::time::{Duration, Instant};
+use wasmtime::component::{HasSelf, Linker};
 
 /// Why an engine could not be loaded. The record says which kind of failure it was.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -53,6 +55,7 @@ pub struct LoadedEngine {
     pub(crate) content: Arc<[u8]>,
     pub(crate) content_sha256: String,
     summary: ContentSummary,
+    compiled: (CompileSource, Duration),
     failures: Mutex<FailureWindow>,
     quarantined: AtomicBool,
     quarantine_report: OnceLock<QuarantineReport>,
@@ -121,8 +124,16 @@ impl LoadedEngine {
                     .to_owned(),
             ));
         }
-        let component = Component::new(runtime.wasmtime(), wasm)
+        let compiling = Instant::now();
+        let (component, source) = runtime
+            .compile(wasm)
             .map_err(|e| invalid(format!("not a valid wasm component: {e:#}")))?;
+        let compiled = (source, compiling.elapsed());
+        tracing::info!(
+            engine = %settings.name,
+            "engine code ready in {:.1} ms ({source})",
+            compiled.1.as_secs_f64() * 1e3
+        );
         let mut linker = Linker::<StoreState>::new(runtime.wasmtime());
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .and_then(|()| {
@@ -148,6 +159,7 @@ impl LoadedEngine {
             content: Arc::from(content),
             content_sha256,
             summary: ContentSummary::default(),
+            compiled,
             failures: Mutex::new(FailureWindow::new(quarantine)),
             quarantined: AtomicBool::new(false),
             quarantine_report: OnceLock::new(),
@@ -173,6 +185,16 @@ impl LoadedEngine {
     /// What the engine said when it accepted the content.
     pub fn content_summary(&self) -> &ContentSummary {
         &self.summary
+    }
+
+    /// Whether the engine's machine code was compiled or came from the cache.
+    pub fn compile_source(&self) -> CompileSource {
+        self.compiled.0
+    }
+
+    /// How long compiling (or loading from the cache and verifying) the component took.
+    pub fn compile_time(&self) -> Duration {
+        self.compiled.1
     }
 
     pub fn runtime(&self) -> &Runtime {

@@ -1,7 +1,10 @@
-//! The process-wide wasm runtime: one wasmtime engine, one epoch ticker, one spare builder.
+//! The process-wide wasm runtime: one wasmtime engine, one epoch ticker, one spare builder, and
+//! optionally the compiled-engine cache every load of this runtime goes through.
 
+use crate::cache::{CompileSource, EngineCache};
 use crate::instance::Instance;
 use crate::loaded::LoadedEngine;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -37,6 +40,8 @@ pub struct Runtime {
     /// The spare builder thread runs until every sender is gone.
     spare_requests: mpsc::Sender<SpareRequest>,
     _ticker: Arc<Ticker>,
+    /// Where compiled engines are kept between processes; `None` compiles every load.
+    cache: Option<Arc<EngineCache>>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -145,7 +150,46 @@ impl Runtime {
                 stop,
                 thread: Mutex::new(Some(ticker)),
             }),
+            cache: None,
         })
+    }
+
+    /// This runtime, keeping compiled engines in `dir` (at most `max_bytes` of them).
+    ///
+    /// A directory that cannot be used safely (not ours, writable by others) is refused with a
+    /// warning that says why, and the runtime compiles every engine as without a cache.
+    pub fn with_cache(self, dir: impl Into<PathBuf>, max_bytes: u64) -> Runtime {
+        let dir = dir.into();
+        match EngineCache::open(&dir, max_bytes) {
+            Ok(cache) => Runtime {
+                cache: Some(Arc::new(cache)),
+                ..self
+            },
+            Err(error) => {
+                tracing::warn!(
+                    dir = %dir.display(),
+                    "not using the compiled-engine cache, every engine will be compiled: {error}"
+                );
+                self
+            }
+        }
+    }
+
+    /// The compiled-engine cache in use, if any.
+    pub fn cache(&self) -> Option<&EngineCache> {
+        self.cache.as_deref()
+    }
+
+    /// `wasm` compiled for this runtime, through the cache when there is one.
+    pub(crate) fn compile(
+        &self,
+        wasm: &[u8],
+    ) -> wasmtime::Result<(wasmtime::component::Component, CompileSource)> {
+        match &self.cache {
+            Some(cache) => cache.component(&self.engine, wasm),
+            None => wasmtime::component::Component::new(&self.engine, wasm)
+                .map(|component| (component, CompileSource::Compiled)),
+        }
     }
 
     pub(crate) fn wasmtime(&self) -> &wasmtime::Engine {

@@ -7,6 +7,11 @@ use std::process::{Command, Output};
 fn ringfence(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_ringfence"))
         .args(args)
+        // `engine test` keeps compiled engines in the user's cache directory: not ours to fill.
+        .env(
+            "XDG_CACHE_HOME",
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join("engine-cli-cache"),
+        )
         .output()
         .expect("run ringfence")
 }
@@ -111,6 +116,39 @@ fn human_report_has_the_figures() {
     ] {
         assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
     }
+}
+
+#[test]
+fn a_second_run_loads_the_compiled_engine_from_the_cache() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let content = write_temp(&dir, "ok", b"ok");
+    let cache = dir.path().join("cache").display().to_string();
+    let events = data("corpus-small.jsonl");
+    let run = |cache_args: &[&str]| {
+        let mut args = vec![
+            "engine",
+            "test",
+            "--engine",
+            "bundled:faulty",
+            "--content",
+            &content,
+            "--events",
+            &events,
+        ];
+        args.extend_from_slice(cache_args);
+        let output = ringfence(&args);
+        assert!(output.status.success(), "{}", stderr(&output));
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let first = run(&["--cache-dir", &cache]);
+    assert!(first.contains("code     compiled in"), "{first}");
+    let second = run(&["--cache-dir", &cache]);
+    assert!(
+        second.contains("code     from the engine cache in"),
+        "{second}"
+    );
+    let uncached = run(&["--no-cache"]);
+    assert!(uncached.contains("code     compiled in"), "{uncached}");
 }
 
 #[test]

@@ -277,6 +277,11 @@ fn upgrade_in_place_while_execs_loop_then_refuse_a_broken_binary() {
     };
     let (mut agent, lines) = stage.run(|command| command.arg("agent").args(stage.agent_args()));
     let pid = agent.0.id();
+    wait_for(
+        &lines,
+        "engine exec-allowlist code compiled",
+        Duration::from_secs(60),
+    );
     wait_for(&lines, "ready", Duration::from_secs(60));
     let execs = ExecLoop::start(&stage);
     execs.wait_runs(20);
@@ -291,6 +296,12 @@ fn upgrade_in_place_while_execs_loop_then_refuse_a_broken_binary() {
     wait_for(
         &lines,
         "all threads, in force since the previous image",
+        Duration::from_secs(60),
+    );
+    // The new image finds the engine the old one compiled in the same data directory.
+    wait_for(
+        &lines,
+        "engine exec-allowlist code from the engine cache",
         Duration::from_secs(60),
     );
     wait_for(&lines, "upgraded in place", Duration::from_secs(60));

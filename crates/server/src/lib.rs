@@ -110,6 +110,12 @@ pub async fn open(config: ServerConfig) -> Result<AppState, ServerError> {
     // When each key was first trusted: agents enrolled before then refuse what it signs.
     store.record_release_keys(&authority.keys()).await?;
     let tls = tls::TlsMaterial::for_transport(&config.transport, &config.data_dir)?;
+    // Preflight compiles each published engine; a republish, a new content for the same engine
+    // and every restart load the compiled engine from here instead.
+    let engines = ringfence_engine_host::Runtime::new()?.with_cache(
+        config.data_dir.join("engine-cache"),
+        ringfence_engine_host::DEFAULT_CACHE_BYTES,
+    );
     let state = AppState {
         store,
         config: Arc::new(config),
@@ -118,7 +124,7 @@ pub async fn open(config: ServerConfig) -> Result<AppState, ServerError> {
         agent_ids: Arc::default(),
         metrics: Arc::default(),
         authority: Arc::new(authority),
-        engines: ringfence_engine_host::Runtime::new()?,
+        engines,
         replica: format!("{}-{}", hostname(), std::process::id()),
         tls: tls.map(Arc::new),
     };

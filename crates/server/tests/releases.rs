@@ -1,5 +1,6 @@
 //! Publishing real signed bundles: signature and tamper checks, preflight in the real engine
-//! host (traps, an allow-list that denies `/bin/sh`), `--skip-preflight` in the audit log.
+//! host (traps, an allow-list that denies `/bin/sh`), `--skip-preflight` in the audit log, and
+//! preflight compiling an engine once (the compiled-engine cache in the data directory).
 
 mod common;
 
@@ -57,6 +58,41 @@ async fn good_release_passes_preflight_and_is_downloadable() {
             .post_bytes("/api/v1/releases", Some(&h.operator), bytes)
             .await;
         assert_eq!(status, StatusCode::CONFLICT, "versions are immutable");
+    }
+}
+
+#[tokio::test]
+async fn preflight_of_the_same_engine_again_loads_it_from_the_engine_cache() {
+    for h in harnesses().await {
+        for version in ["1.0.0", "1.0.1"] {
+            let bytes = bundle(&server_key(&h), version, "faulty", b"ok");
+            let (status, release) = h
+                .post_bytes("/api/v1/releases", Some(&h.operator), bytes)
+                .await;
+            assert_eq!(status, StatusCode::CREATED, "{}: {release}", h.name);
+            assert_eq!(release["preflight"], "passed");
+        }
+        let cache = h
+            .state
+            .engines
+            .cache()
+            .expect("the data dir has an engine cache");
+        assert_eq!(
+            cache.dir(),
+            h.state
+                .config
+                .data_dir
+                .join("engine-cache")
+                .canonicalize()
+                .expect("exists")
+        );
+        let stats = cache.stats();
+        assert_eq!(
+            (stats.compiled, stats.hits),
+            (1, 1),
+            "{}: {stats:?}",
+            h.name
+        );
     }
 }
 

@@ -9,7 +9,7 @@ use ringfence_engine_host::{EngineSettings, LoadedEngine, Runtime};
 use ringfence_protocol::{FailurePolicy, content};
 use ringfence_sensor::Channels;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -88,6 +88,10 @@ pub struct AgentArgs {
     /// The agent's data directory (muted).
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Bound of the compiled-engine cache in `<data-dir>/engine-cache/`, in MiB; 0 turns it
+    /// off. A standalone agent without --data-dir compiles every engine at every start.
+    #[arg(long, default_value_t = 512)]
+    engine_cache_mib: u64,
     /// Print the final counters as JSON on standard error at exit.
     #[arg(long)]
     stats_json: bool,
@@ -173,9 +177,25 @@ pub fn load_engines(runtime: &Runtime, args: &AgentArgs) -> anyhow::Result<Vec<A
             .with_deadline(Duration::from_millis(args.engine_deadline.max(1)));
         let engine = LoadedEngine::load(runtime, settings, &wasm, &bytes)
             .with_context(|| format!("loading engine {}", entry.engine))?;
+        eprintln!(
+            "ringfence agent: engine {} code {} in {:.1} ms",
+            engine.name(),
+            engine.compile_source(),
+            engine.compile_time().as_secs_f64() * 1e3
+        );
         engines.push(engine);
     }
     Ok(engines)
+}
+
+/// `runtime` keeping compiled engines in `<data_dir>/engine-cache/`, unless `mib` is 0: a
+/// restart or an in-place upgrade (the new image gets the same arguments) then loads them
+/// instead of compiling them again.
+pub fn with_engine_cache(runtime: Runtime, data_dir: &Path, mib: u64) -> Runtime {
+    if mib == 0 {
+        return runtime;
+    }
+    runtime.with_cache(data_dir.join("engine-cache"), mib.saturating_mul(1 << 20))
 }
 
 fn config(args: &AgentArgs) -> anyhow::Result<AgentConfig> {
@@ -254,7 +274,14 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
         if !args.no_self_protect && args.data_dir.is_none() {
             config.protect.push(data_dir.clone());
         }
-        return super::managed::run(config, args.managed, &data_dir, &upgrade, &args.harden);
+        return super::managed::run(
+            config,
+            args.managed,
+            &data_dir,
+            args.engine_cache_mib,
+            &upgrade,
+            &args.harden,
+        );
     }
     let mut config = config(&args)?;
     // A previous image of this agent may have handed its live channels over (self-upgrade).
@@ -267,7 +294,10 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
         upgrade.binary(),
     );
     let (channels, hardening) = super::harden::confine(&args.harden, &mut config, inherited, view)?;
-    let runtime = super::harden::landlocked(hardening.as_ref(), "wasm runtime", Runtime::new)??;
+    let mut runtime = super::harden::landlocked(hardening.as_ref(), "wasm runtime", Runtime::new)??;
+    if let Some(data_dir) = &args.data_dir {
+        runtime = with_engine_cache(runtime, data_dir, args.engine_cache_mib);
+    }
     let engines = load_engines(&runtime, &args)?;
     let mut agent = Agent::start_with(config.clone(), engines.clone(), channels)?;
     eprintln!(

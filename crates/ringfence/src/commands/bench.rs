@@ -7,6 +7,8 @@ use std::process::ExitCode;
 pub enum BenchCommand {
     /// Engine host: throughput, call cost, wasm vs native, trap recovery, deadline cost.
     Engine(ringfence_bench::engine::Options),
+    /// Compiled-engine cache: compiling each bundled engine vs loading it from the cache.
+    EngineCache(ringfence_bench::engine_cache::Options),
     /// Exec authorisation latency with and without the agent (needs root).
     Exec(ringfence_bench::exec::Options),
     /// A real fleet on this machine given each kind of bad release (trap, rare trap, slow,
@@ -27,6 +29,7 @@ pub enum BenchCommand {
 pub fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
     match command {
         BenchCommand::Engine(options) => ringfence_bench::engine::run(&options)?,
+        BenchCommand::EngineCache(options) => ringfence_bench::engine_cache::run(&options)?,
         BenchCommand::Exec(options) => ringfence_bench::exec::run(&options)?,
         BenchCommand::FleetFaults(options) => ringfence_bench::fleet_faults::run(&options)?,
         BenchCommand::Hotswap(options) => ringfence_bench::hotswap::run(&options)?,

@@ -2,7 +2,9 @@
 
 use anyhow::Context;
 use clap::Subcommand;
-use ringfence_engine_host::{CorpusReport, EngineSettings, LoadedEngine, Runtime, run_corpus};
+use ringfence_engine_host::{
+    CorpusReport, DEFAULT_CACHE_BYTES, EngineSettings, LoadedEngine, Runtime, run_corpus,
+};
 use ringfence_protocol::{FailurePolicy, content, corpus};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -42,6 +44,22 @@ pub struct TestArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
+    /// Where compiled engines are kept between runs [default: $XDG_CACHE_HOME/ringfence/engines,
+    /// or ~/.cache/ringfence/engines].
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
+    /// Compile the engine every run and keep no compiled copy.
+    #[arg(long, conflicts_with = "cache_dir")]
+    no_cache: bool,
+}
+
+/// The per-user cache directory of compiled engines, as the XDG base directory spec places it.
+fn default_cache_dir() -> Option<PathBuf> {
+    let set = |name| std::env::var_os(name).filter(|value| !value.is_empty());
+    set("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| set("HOME").map(|home| PathBuf::from(home).join(".cache")))
+        .map(|base| base.join("ringfence").join("engines"))
 }
 
 /// Reads an engine given as a path or as `bundled:<name>`; returns (name, bytes).
@@ -104,7 +122,14 @@ fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
         .with_memory_limit(args.memory_mib << 20);
     // A vendor's check should report every failure, not stop calling after a few.
     settings.quarantine.failures = u32::MAX;
-    let runtime = Runtime::new()?;
+    let mut runtime = Runtime::new()?;
+    if !args.no_cache {
+        // A vendor re-runs the same engine over and over while editing content or corpora.
+        match args.cache_dir.clone().or_else(default_cache_dir) {
+            Some(dir) => runtime = runtime.with_cache(dir, DEFAULT_CACHE_BYTES),
+            None => tracing::info!("no cache directory (neither HOME nor XDG_CACHE_HOME is set)"),
+        }
+    }
     let engine =
         LoadedEngine::load(&runtime, settings, &wasm, &content_bytes).with_context(|| {
             let content = args
@@ -121,6 +146,12 @@ fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
         writeln!(out)?;
     } else {
         print_report(&mut out, &report, &args)?;
+        writeln!(
+            out,
+            "code     {} in {:.1} ms",
+            engine.compile_source(),
+            engine.compile_time().as_secs_f64() * 1e3
+        )?;
     }
     Ok(if report.failed_events() > 0 {
         ExitCode::from(1)

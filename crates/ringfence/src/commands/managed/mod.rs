@@ -134,6 +134,7 @@ pub fn run(
     mut config: AgentConfig,
     args: ManagedArgs,
     data_dir: &Path,
+    engine_cache_mib: u64,
     upgrade: &SelfUpgrade,
     harden: &super::harden::HardenArgs,
 ) -> anyhow::Result<ExitCode> {
@@ -183,6 +184,9 @@ pub fn run(
     let slots = SlotStore::open(data_dir.join("slots"))?;
     let keys = trusted_keys(&identity).map_err(anyhow::Error::msg)?;
     let runtime = super::harden::landlocked(hardening.as_ref(), "wasm runtime", Runtime::new)??;
+    // Releases already installed, the next start and the next image of an in-place upgrade
+    // load their compiled engines from here instead of compiling them again.
+    let runtime = super::agent::with_engine_cache(runtime, data_dir, engine_cache_mib);
 
     // Start on what the slots say; the guard asks for the last known good after a crash loop.
     let mut engines = BTreeMap::new();

@@ -4,7 +4,10 @@
 //! it trusts its own compiler: an artifact changed by one bit may hold any machine code. So the
 //! digest check and the call sit together here, on the same in-memory bytes, and nothing else in
 //! the crate may call it.
-#![allow(unsafe_code)] // Reason: wasmtime has no safe way to load a compiled artifact.
+#![allow(
+    unsafe_code,
+    reason = "wasmtime has no safe way to load a compiled artifact"
+)]
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::Component;

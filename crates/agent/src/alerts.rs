@@ -7,7 +7,6 @@ use serde_json::{Value, json};
 use std::io::Write;
 use std::path::Path;
 use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Why the agent answered the way it did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,13 +94,6 @@ fn severity_id(severity: Severity) -> (u8, &'static str) {
     }
 }
 
-fn now_ms() -> u128 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or(0)
-}
-
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_owned())
@@ -175,7 +167,7 @@ pub fn ocsf(alert: &Alert<'_>) -> Value {
         "activity_id": activity_id,
         "activity_name": activity_name,
         "type_uid": class_uid * 100 + activity_id,
-        "time": now_ms() as u64,
+        "time": ringfence_protocol::clock::unix_ms(),
         "severity_id": severity_id,
         "severity": severity,
         "action_id": action_id,

@@ -3,20 +3,12 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Largest dump embedded in the report; bigger ones stay on the host and are named. Hex doubles
 /// it, and the rest of the body (engine, path, size) needs a little room under the server's
 /// per-report limit: a report past that limit is set aside, not uploaded.
 const MAX_EMBEDDED_BYTES: usize =
     (ringfence_protocol::api::limits::MAX_REPORT_BODY_BYTES - (8 << 10)) / 2;
-
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
 
 struct Handler {
     dumps: PathBuf,
@@ -26,7 +18,7 @@ struct Handler {
 impl Handler {
     fn spool_report(&self, body: serde_json::Value) -> std::io::Result<()> {
         std::fs::create_dir_all(&self.spool)?;
-        let now = unix_ms();
+        let now = ringfence_protocol::clock::unix_ms().unsigned_abs();
         let report = serde_json::json!({
             "id": format!("minidump-{now}"),
             "kind": "minidump",
@@ -47,7 +39,10 @@ impl Handler {
 impl minidumper::ServerHandler for Handler {
     fn create_minidump_file(&self) -> Result<(File, PathBuf), std::io::Error> {
         std::fs::create_dir_all(&self.dumps)?;
-        let path = self.dumps.join(format!("agent-{}.dmp", unix_ms()));
+        let path = self.dumps.join(format!(
+            "agent-{}.dmp",
+            ringfence_protocol::clock::unix_ms()
+        ));
         Ok((File::create(&path)?, path))
     }
 

@@ -306,7 +306,8 @@ impl FaultFleet {
             Duration::from_secs(120),
             |c| c.all_on_since(GOOD, ended_ms),
         );
-        let time_to_recover_s = (now_ms() - ended_ms).max(0) as f64 / 1000.0;
+        let time_to_recover_s =
+            (ringfence_protocol::clock::unix_ms() - ended_ms).max(0) as f64 / 1000.0;
         Ok(FaultOutcome {
             fault,
             hosts_reached: self.control.reached(&version)?.len(),
@@ -323,13 +324,6 @@ impl FaultFleet {
             version,
         })
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 /// The outcomes as a table for people.

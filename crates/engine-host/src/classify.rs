@@ -6,7 +6,7 @@
 //! racing toward the limit and its page faults ate the deadline first, which is a memory failure.
 
 use ringfence_protocol::{FailureKind, FailureRecord, Frame};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use wasmtime::{Trap, WasmBacktrace};
 
 /// What the caller knows about the failed call.
@@ -20,13 +20,6 @@ pub(crate) struct CallContext<'a> {
     pub(crate) memory_grown: usize,
     pub(crate) memory_limit: usize,
     pub(crate) stderr: String,
-}
-
-pub(crate) fn now_unix_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
 }
 
 /// `UnreachableCodeReached` → `unreachable_code_reached`.
@@ -116,7 +109,7 @@ pub(crate) fn classify(error: &wasmtime::Error, call: CallContext<'_>) -> Failur
         message,
         event_kind: call.event_kind.map(str::to_owned),
         backtrace: frames(error),
-        at_unix_ns: now_unix_ns(),
+        at_unix_ns: ringfence_protocol::clock::unix_ns(),
         elapsed_us: u64::try_from(call.elapsed.as_micros()).unwrap_or(u64::MAX),
     }
 }
@@ -136,7 +129,7 @@ pub(crate) fn load_failure(
         message,
         event_kind: None,
         backtrace: Vec::new(),
-        at_unix_ns: now_unix_ns(),
+        at_unix_ns: ringfence_protocol::clock::unix_ns(),
         elapsed_us: 0,
     }
 }

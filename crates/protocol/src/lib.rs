@@ -6,6 +6,7 @@
 //! interface (corpora, alerts, reports), so fields are only ever added, never renamed.
 
 pub mod api;
+pub mod clock;
 pub mod content;
 pub mod corpus;
 pub mod event;

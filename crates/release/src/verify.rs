@@ -112,17 +112,10 @@ impl VerifyOptions<'_> {
     pub fn now() -> Self {
         VerifyOptions {
             agent_version: None,
-            now: unix_now(),
+            now: ringfence_protocol::clock::unix_secs(),
             rollback: None,
         }
     }
-}
-
-pub(crate) fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 /// A release that passed [`verify`]. Only this type can be staged into a slot.

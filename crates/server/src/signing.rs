@@ -12,7 +12,6 @@ use ringfence_release::{
     Version, verify,
 };
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// How long a rollback directive stays valid: long enough for an agent that was offline for a
 /// while to come back and roll back, short enough not to be a standing downgrade licence.
@@ -37,13 +36,6 @@ pub struct PublishedBundle {
 pub struct ReleaseAuthority {
     key: ReleaseKey,
     trusted: TrustedKeys,
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 impl ReleaseAuthority {
@@ -112,7 +104,7 @@ impl ReleaseAuthority {
         from: &str,
         to: &str,
     ) -> Option<serde_json::Value> {
-        let now = unix_now();
+        let now = ringfence_protocol::clock::unix_secs();
         let directive = RollbackDirective {
             channel: channel.to_owned(),
             from_version: Version::parse(from).ok()?,

@@ -172,13 +172,6 @@ impl std::fmt::Debug for Link {
     }
 }
 
-fn unix_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
 /// Report ids must be unique per agent across restarts: time plus a counter.
 static REPORT_SEQUENCE: AtomicU64 = AtomicU64::new(0);
 
@@ -186,9 +179,9 @@ static REPORT_SEQUENCE: AtomicU64 = AtomicU64::new(0);
 pub fn report(kind: &str, body: serde_json::Value) -> Report {
     let sequence = REPORT_SEQUENCE.fetch_add(1, Ordering::Relaxed);
     Report {
-        id: format!("{}-{sequence}", unix_ms()),
+        id: format!("{}-{sequence}", ringfence_protocol::clock::unix_ms()),
         kind: kind.to_owned(),
-        at_ms: unix_ms(),
+        at_ms: ringfence_protocol::clock::unix_ms(),
         body,
     }
 }
@@ -250,7 +243,7 @@ impl<H: AgentHost> Installer<H> {
             };
             let options = VerifyOptions {
                 agent_version: Some(&self.agent_version),
-                now: u64::try_from(unix_ms() / 1000).unwrap_or(0),
+                now: ringfence_protocol::clock::unix_secs(),
                 rollback: directive.as_ref(),
             };
             let verified =

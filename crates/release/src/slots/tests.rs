@@ -162,7 +162,7 @@ fn stage_is_idempotent_and_refuses_downgrades() {
 fn rollback_directive_lets_an_older_release_in_but_keeps_the_floor() {
     let (_dir, store) = store();
     stage(&store, "2.0.0");
-    let now = crate::verify::unix_now();
+    let now = ringfence_protocol::clock::unix_secs();
     let directive = RollbackDirective {
         channel: CH.into(),
         from_version: v("2.0.0"),
@@ -425,7 +425,7 @@ proptest! {
     fn store_follows_the_state_machine(ops in proptest::collection::vec(op(), 0..25)) {
         let (_dir, store) = store();
         let mut model = SlotState::default();
-        let now = crate::verify::unix_now();
+        let now = ringfence_protocol::clock::unix_secs();
         for op in ops {
             match op {
                 Op::Stage(major, rollback) => {

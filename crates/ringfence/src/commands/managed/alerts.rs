@@ -24,7 +24,7 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// Where the follower stands, as saved on disk.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -301,20 +301,15 @@ impl Follower {
     }
 }
 
-fn unix_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
 /// The reports of one alert line: each engine failure in it (`<id>-f<n>`), then the alert
 /// itself (`<id>`). A line that is not JSON yields nothing.
 fn reports_of(line: &Line) -> Vec<Report> {
     let Ok(alert) = serde_json::from_str::<serde_json::Value>(&line.text) else {
         return Vec::new();
     };
-    let at_ms = alert["time"].as_i64().unwrap_or_else(unix_ms);
+    let at_ms = alert["time"]
+        .as_i64()
+        .unwrap_or_else(ringfence_protocol::clock::unix_ms);
     let failures = alert["unmapped"]["ringfence"]["failures"]
         .as_array()
         .cloned()

@@ -94,10 +94,16 @@ fn severity_id(severity: Severity) -> (u8, &'static str) {
     }
 }
 
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_default()
+/// The host's name, read once: an alert is written on the permission path (the responder
+/// writes some), which reads nothing from `/proc`. A host renamed while the agent runs keeps
+/// its old name in alerts until the agent restarts.
+fn hostname() -> &'static str {
+    static HOSTNAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HOSTNAME.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_default()
+    })
 }
 
 /// The OCSF object for an alert.

@@ -1,4 +1,4 @@
-//! What a sensor thread calls: decide an event, whatever the engine does.
+//! What an agent worker thread calls: decide an event, whatever the engine does.
 //!
 //! A worker owns one live instance and one warm spare. When a call fails, the failed instance
 //! is dropped, the spare becomes live at once (a move, not an instantiation), and the runtime's

@@ -1,5 +1,7 @@
 //! The `ringfence` binary: parses the command line and hands each subcommand to the library that
-//! owns it. Nothing here decides anything about security; it is glue.
+//! owns it. Mostly glue; the one security decision taken in this crate is whether to exec a new
+//! agent binary in place (`commands/self_upgrade.rs`), and only after the release crate has
+//! verified its signature against the agent's trusted keys.
 
 mod commands;
 

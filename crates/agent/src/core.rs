@@ -244,6 +244,9 @@ impl Core {
             },
             Err(_) => Err(TrySendError::Disconnected(job)),
         };
+        // The watch goes to the responder only once the job is queued: an event the full queue
+        // turned away is answered by policy here and must not be watched. A worker may answer
+        // before the watch arrives; a ticket is answered once, whoever comes first.
         match sent {
             Ok(()) => {
                 if let Ok(watch_tx) = self.watch.lock()
@@ -272,6 +275,9 @@ impl Core {
         };
         Stats::add(&self.stats.permission_events);
         let deadline = arrived + self.perm_deadline;
+        // Here the watch goes first: the send below may wait for room, and the deadline must
+        // hold while it waits. If the queue is gone the event is answered by policy and the
+        // responder's later answer is a no-op (a ticket is answered once).
         if let Ok(watch_tx) = self.watch.lock()
             && let Some(tx) = watch_tx.as_ref()
         {

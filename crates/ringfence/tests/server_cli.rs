@@ -61,6 +61,32 @@ fn operator_commands_over_https() {
         let value: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
         assert!(value.is_object(), "{args:?}");
     }
+    // Crash groups take `-o` like every other listing; `--json` stays for older scripts and
+    // cannot be mixed with `-o`.
+    let crashes = |extra: &[&str]| {
+        ringfence()
+            .args([
+                "crashes",
+                "list",
+                "--ca",
+                &ca,
+                "--server",
+                &server.url,
+                "--token",
+                &token,
+            ])
+            .args(extra)
+            .output()
+            .expect("run")
+    };
+    let out = crashes(&["-o", "json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let value: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(value["groups"], serde_json::json!([]));
+    let out = crashes(&["-o", "wide"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("no crashes reported"));
+    assert_eq!(crashes(&["--json", "-o", "table"]).status.code(), Some(2));
     let out = ringfence()
         .args(["status", "--server", &server.url, "--token", "rfo_wrong"])
         .env("RINGFENCE_CA", &ca)

@@ -105,6 +105,30 @@ fn state(agent: &Value) -> &'static str {
 }
 
 /// Prints rows under a header with each column as wide as its widest cell.
+/// `-o` for commands that print one document or a list of them, with the older `--json` kept
+/// working for scripts written before it.
+#[derive(Debug, clap::Args)]
+pub struct OutputArgs {
+    /// `table`: one line each; `wide`: more columns; `json`: the server's document. Without
+    /// it, each in detail.
+    #[arg(short = 'o', long, value_enum)]
+    output: Option<Output>,
+    /// Same as `-o json`.
+    #[arg(long, hide = true, conflicts_with = "output")]
+    json: bool,
+}
+
+impl OutputArgs {
+    /// The format asked for; `None` is each item in detail.
+    pub fn format(&self) -> Option<Output> {
+        if self.json {
+            Some(Output::Json)
+        } else {
+            self.output
+        }
+    }
+}
+
 pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in rows {

@@ -1,5 +1,6 @@
 //! `ringfence crashes`: crash groups from the server, in plain words.
 
+use super::agent_admin::{Output, OutputArgs, print_table};
 use super::operator::OperatorArgs;
 use clap::Subcommand;
 use serde_json::Value;
@@ -8,19 +9,25 @@ use std::process::ExitCode;
 #[derive(Debug, Subcommand)]
 pub enum CrashesCommand {
     /// Every crash group, most reports first.
+    #[command(
+        after_help = "Examples:\n  ringfence crashes list\n  ringfence crashes list -o wide\n  ringfence crashes list -o json | jq '.groups[].summary'"
+    )]
     List {
         #[command(flatten)]
         operator: OperatorArgs,
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        output: OutputArgs,
     },
     /// One group by its signature (or a unique prefix of it).
+    #[command(
+        after_help = "Examples:\n  ringfence crashes show faulty:trap\n  ringfence crashes show faulty:trap -o json"
+    )]
     Show {
         #[command(flatten)]
         operator: OperatorArgs,
         signature: String,
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        output: OutputArgs,
     },
 }
 
@@ -33,24 +40,62 @@ fn groups(operator: &OperatorArgs) -> anyhow::Result<Vec<Value>> {
 
 pub fn run(command: CrashesCommand) -> anyhow::Result<ExitCode> {
     match command {
-        CrashesCommand::List { operator, json } => {
+        CrashesCommand::List { operator, output } => {
             let groups = groups(&operator)?;
-            if json {
-                println!("{}", serde_json::json!({ "groups": groups }));
-            } else if groups.is_empty() {
-                println!("no crashes reported");
-            } else {
-                for group in &groups {
-                    println!(
-                        "{:>6} reports {:>4} hosts  {}",
-                        group["count"],
-                        group["hosts"],
-                        group["summary"].as_str().unwrap_or("")
-                    );
-                    println!(
-                        "       signature {}",
-                        group["signature"].as_str().unwrap_or("")
-                    );
+            let text = |g: &Value, key: &str| match &g[key] {
+                Value::String(s) => s.clone(),
+                Value::Null => "-".to_owned(),
+                other => other.to_string(),
+            };
+            match output.format() {
+                Some(Output::Json) => println!("{}", serde_json::json!({ "groups": groups })),
+                _ if groups.is_empty() => println!("no crashes reported"),
+                Some(Output::Table) => print_table(
+                    &["REPORTS", "HOSTS", "SIGNATURE"],
+                    &groups
+                        .iter()
+                        .map(|g| vec![text(g, "count"), text(g, "hosts"), text(g, "signature")])
+                        .collect::<Vec<_>>(),
+                ),
+                Some(Output::Wide) => print_table(
+                    &[
+                        "REPORTS",
+                        "HOSTS",
+                        "RELEASE",
+                        "ROLLOUT",
+                        "SIGNATURE",
+                        "SUMMARY",
+                    ],
+                    &groups
+                        .iter()
+                        .map(|g| {
+                            [
+                                "count",
+                                "hosts",
+                                "release",
+                                "rollout",
+                                "signature",
+                                "summary",
+                            ]
+                            .iter()
+                            .map(|key| text(g, key))
+                            .collect()
+                        })
+                        .collect::<Vec<_>>(),
+                ),
+                None => {
+                    for group in &groups {
+                        println!(
+                            "{:>6} reports {:>4} hosts  {}",
+                            group["count"],
+                            group["hosts"],
+                            group["summary"].as_str().unwrap_or("")
+                        );
+                        println!(
+                            "       signature {}",
+                            group["signature"].as_str().unwrap_or("")
+                        );
+                    }
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -58,7 +103,7 @@ pub fn run(command: CrashesCommand) -> anyhow::Result<ExitCode> {
         CrashesCommand::Show {
             operator,
             signature,
-            json,
+            output,
         } => {
             let matching: Vec<Value> = groups(&operator)?
                 .into_iter()
@@ -76,7 +121,7 @@ pub fn run(command: CrashesCommand) -> anyhow::Result<ExitCode> {
                     matching.len()
                 ),
             };
-            if json {
+            if output.format() == Some(Output::Json) {
                 println!("{group}");
             } else {
                 println!("{}", group["summary"].as_str().unwrap_or(""));

@@ -2,7 +2,7 @@
 //! engineers know from argo-rollouts and kubectl (`promote`, `abort`, `retry`, `status --watch`,
 //! `-o table|wide|json`), so nobody has to learn a second vocabulary under pressure.
 
-use super::agent_admin::{Output, age, path_segment, print_table};
+use super::agent_admin::{Output, OutputArgs, age, path_segment, print_table};
 use super::operator::OperatorArgs;
 use clap::Subcommand;
 use ringfence_uplink::ServerClient;
@@ -166,28 +166,6 @@ pub struct ActionArgs {
     reason: Option<String>,
     #[command(flatten)]
     output: OutputArgs,
-}
-
-/// `-o`, with the older `--json` kept working for scripts written before it.
-#[derive(Debug, clap::Args)]
-pub struct OutputArgs {
-    /// `table`: one line per rollout; `wide`: adds gates and the reason; `json`: the server's
-    /// document. Without it, each rollout in detail.
-    #[arg(short = 'o', long, value_enum)]
-    output: Option<Output>,
-    /// Same as `-o json`.
-    #[arg(long, hide = true, conflicts_with = "output")]
-    json: bool,
-}
-
-impl OutputArgs {
-    fn format(&self) -> Option<Output> {
-        if self.json {
-            Some(Output::Json)
-        } else {
-            self.output
-        }
-    }
 }
 
 fn bake(text: &str) -> Result<Duration, String> {

@@ -176,6 +176,19 @@ fn agents_remediations_and_tokens_from_the_command_line() {
     assert!(ops["expires_at_ms"].is_number(), "{ops}");
     assert!(!list.to_string().contains(&token));
     let id = ops["id"].as_str().expect("id");
+    // The table says when in words; `-o wide` adds when it was made and revoked.
+    let table = server_cmd(server.dir.path(), &["token", "list"]);
+    let table = String::from_utf8_lossy(&table.stdout).into_owned();
+    assert!(
+        table.contains(id) && table.contains("active") && table.contains("in "),
+        "{table}"
+    );
+    let wide = server_cmd(server.dir.path(), &["token", "list", "-o", "wide"]);
+    assert!(
+        String::from_utf8_lossy(&wide.stdout).contains("CREATED"),
+        "{}",
+        String::from_utf8_lossy(&wide.stdout)
+    );
     let revoked = server_cmd(
         server.dir.path(),
         &["token", "revoke", id, "--reason", "leaked"],

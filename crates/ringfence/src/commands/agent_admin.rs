@@ -81,11 +81,25 @@ pub fn age(value: &Value) -> String {
     let Some(ms) = value.as_i64() else {
         return "-".to_owned();
     };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0);
-    let s = (now - ms).max(0) / 1000;
+    span(ringfence_protocol::clock::unix_ms().saturating_sub(ms))
+}
+
+/// When a timestamp in milliseconds comes, in words: `never` (none), `in 29d`, `2h ago`.
+pub fn when(value: &Value) -> String {
+    let Some(ms) = value.as_i64() else {
+        return "never".to_owned();
+    };
+    let delta = ms.saturating_sub(ringfence_protocol::clock::unix_ms());
+    if delta > 0 {
+        format!("in {}", span(delta))
+    } else {
+        format!("{} ago", span(-delta))
+    }
+}
+
+/// A duration in milliseconds in the largest whole unit: `45s`, `12m`, `3h`, `29d`.
+fn span(ms: i64) -> String {
+    let s = ms.max(0) / 1000;
     match s {
         0..60 => format!("{s}s"),
         60..3600 => format!("{}m", s / 60),

@@ -106,11 +106,14 @@ enum TokenCommand {
         ttl: Option<Duration>,
     },
     /// Operator tokens: id, label, state (active, expired, revoked), expiry. Never the token.
+    #[command(
+        after_help = "Examples:\n  ringfence server token list\n  ringfence server token list -o wide\n  ringfence server token list -o json"
+    )]
     List {
         #[command(flatten)]
         store: StoreArgs,
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        output: super::agent_admin::OutputArgs,
     },
     /// Revoke an operator token by the id `token list` shows; it stops working at once on
     /// every server replica. Audited.
@@ -196,7 +199,8 @@ pub fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
                 );
                 Ok(ExitCode::SUCCESS)
             }),
-        Some(ServerCommand::Token(TokenCommand::List { store, json })) => {
+        Some(ServerCommand::Token(TokenCommand::List { store, output })) => {
+            use super::agent_admin::{Output, age, print_table, when};
             runtime()?.block_on(async {
                 let db = open_store(&store).await?;
                 let tokens: Vec<_> = db
@@ -205,24 +209,45 @@ pub fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
                     .iter()
                     .map(ringfence_server::api::tokens::token_json)
                     .collect();
-                if json {
-                    println!("{}", serde_json::json!({ "tokens": tokens }));
-                } else {
-                    println!("{:<14}{:<10}{:<16}LABEL", "ID", "STATE", "EXPIRES (ms)");
-                    for token in &tokens {
-                        let text = |v: &serde_json::Value| match v {
-                            serde_json::Value::String(s) => s.clone(),
-                            serde_json::Value::Null => "never".to_owned(),
-                            other => other.to_string(),
-                        };
-                        println!(
-                            "{:<14}{:<10}{:<16}{}",
-                            text(&token["id"]),
-                            text(&token["state"]),
-                            text(&token["expires_at_ms"]),
-                            text(&token["label"])
-                        );
+                let text = |v: &serde_json::Value| v.as_str().unwrap_or("-").to_owned();
+                match output.format() {
+                    Some(Output::Json) => {
+                        println!("{}", serde_json::json!({ "tokens": tokens }));
                     }
+                    Some(Output::Wide) => print_table(
+                        &["ID", "STATE", "EXPIRES", "CREATED", "REVOKED", "LABEL"],
+                        &tokens
+                            .iter()
+                            .map(|t| {
+                                vec![
+                                    text(&t["id"]),
+                                    text(&t["state"]),
+                                    when(&t["expires_at_ms"]),
+                                    format!("{} ago", age(&t["created_at_ms"])),
+                                    if t["revoked_at_ms"].is_null() {
+                                        "-".to_owned()
+                                    } else {
+                                        format!("{} ago", age(&t["revoked_at_ms"]))
+                                    },
+                                    text(&t["label"]),
+                                ]
+                            })
+                            .collect::<Vec<_>>(),
+                    ),
+                    Some(Output::Table) | None => print_table(
+                        &["ID", "STATE", "EXPIRES", "LABEL"],
+                        &tokens
+                            .iter()
+                            .map(|t| {
+                                vec![
+                                    text(&t["id"]),
+                                    text(&t["state"]),
+                                    when(&t["expires_at_ms"]),
+                                    text(&t["label"]),
+                                ]
+                            })
+                            .collect::<Vec<_>>(),
+                    ),
                 }
                 Ok(ExitCode::SUCCESS)
             })

@@ -158,11 +158,19 @@ impl Transition {
 
     /// The audit-log reason.
     pub fn reason(&self, spec: &RolloutSpec) -> String {
-        let ring = |i: usize| spec.rings.get(i).map(|r| r.name.as_str()).unwrap_or("?");
+        // Ring names are usually `ring0`…: "ring ring0" says it twice.
+        let ring = |i: usize| {
+            let name = spec.rings.get(i).map_or("?", |r| r.name.as_str());
+            if name.starts_with("ring") {
+                name.to_owned()
+            } else {
+                format!("ring {name}")
+            }
+        };
         match self {
             Transition::Promote { from, to, .. } => {
                 format!(
-                    "ring {} healthy for its bake time; promoting to ring {}",
+                    "{} healthy for its bake time; promoting to {}",
                     ring(*from),
                     ring(*to)
                 )
@@ -172,11 +180,11 @@ impl Transition {
                 from, to, reason, ..
             } => {
                 let next = match to {
-                    Some(to) => format!("promoting to ring {}", ring(*to)),
+                    Some(to) => format!("promoting to {}", ring(*to)),
                     None => "completing the rollout".to_owned(),
                 };
                 format!(
-                    "{reason}: ring {}'s bake ended early with its gates passing; {next}",
+                    "{reason}: {}'s bake ended early with its gates passing; {next}",
                     ring(*from)
                 )
             }
@@ -188,7 +196,7 @@ impl Transition {
             } => {
                 let why: Vec<&str> = failed.iter().map(|g| g.explanation.as_str()).collect();
                 format!(
-                    "health gates failed in ring {}: {}; {}",
+                    "health gates failed in {}: {}; {}",
                     ring(*r),
                     why.join("; "),
                     remedy(*disable_channel)

@@ -230,10 +230,10 @@ pub async fn run(state: &AppState, bundle: &PublishedBundle) -> ApiResult<Outcom
             .first()
             .map(|r| {
                 format!(
-                    "; first: {} on a {} event in {}",
+                    "; first: {} in {}, on an event of kind {}",
                     r.kind,
-                    r.event_kind.as_deref().unwrap_or("?"),
-                    r.top_function().unwrap_or("an unnamed function")
+                    r.top_function().unwrap_or("an unnamed function"),
+                    r.event_kind.as_deref().unwrap_or("?")
                 )
             })
             .unwrap_or_default();

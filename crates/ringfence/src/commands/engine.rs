@@ -225,10 +225,10 @@ fn print_report(
     if let Some(record) = report.failure_records.first() {
         writeln!(
             out,
-            "first failure: {} on a {} event in {}: {}",
+            "first failure: {} in {}, on an event of kind {}: {}",
             record.kind,
-            record.event_kind.as_deref().unwrap_or("?"),
             record.top_function().unwrap_or("?"),
+            record.event_kind.as_deref().unwrap_or("?"),
             record.message
         )?;
     }

@@ -329,6 +329,18 @@ pub struct GateResult {
 /// A gate's verdict; value and threshold are made finite first, so what is stored can always
 /// be read back.
 pub(crate) fn gate(name: &str, value: f64, threshold: f64, what: String) -> GateResult {
+    gate_shown(name, value, threshold, what, |x| format!("{x:.3}"))
+}
+
+/// [`gate`] with the figures shown by `show` in the explanation (MiB rather than bytes); the
+/// result's `value` and `threshold` stay in the gate's own unit.
+fn gate_shown(
+    name: &str,
+    value: f64,
+    threshold: f64,
+    what: String,
+    show: fn(f64) -> String,
+) -> GateResult {
     let (value, threshold) = (finite(value, f64::MAX), finite(threshold, f64::MAX));
     let passed = value <= threshold;
     GateResult {
@@ -337,10 +349,16 @@ pub(crate) fn gate(name: &str, value: f64, threshold: f64, what: String) -> Gate
         threshold,
         passed,
         explanation: format!(
-            "{what}: {value:.3} {} {threshold:.3}",
-            if passed { "≤" } else { ">" }
+            "{what}: {} {} {}",
+            show(value),
+            if passed { "≤" } else { ">" },
+            show(threshold)
         ),
     }
+}
+
+fn mib(bytes: f64) -> String {
+    format!("{:.1} MiB", bytes / (1024.0 * 1024.0))
 }
 
 /// A relative threshold when the baseline measured this figure, else the absolute budget: a
@@ -351,9 +369,10 @@ fn relative_or_budget(
     ratio: f64,
     slack: f64,
     budget: f64,
+    show: fn(f64) -> String,
 ) -> (f64, String) {
     if known && base > 0.0 {
-        (base * ratio + slack, format!("baseline {base:.1}"))
+        (base * ratio + slack, format!("baseline {}", show(base)))
     } else {
         (budget, "no baseline: absolute budget".to_owned())
     }
@@ -410,6 +429,7 @@ pub fn evaluate_gates(
         spec.max_p99_ratio,
         spec.p99_slack_us,
         spec.p99_budget_us,
+        |x| format!("{x:.1}"),
     );
     let (cpu, cpu_why) = relative_or_budget(
         known,
@@ -417,6 +437,7 @@ pub fn evaluate_gates(
         spec.max_cpu_ratio,
         spec.cpu_slack_pct,
         spec.cpu_budget_pct,
+        |x| format!("{x:.1}"),
     );
     let (rss, rss_why) = relative_or_budget(
         known,
@@ -424,6 +445,7 @@ pub fn evaluate_gates(
         spec.max_rss_ratio,
         spec.rss_slack_bytes,
         spec.rss_budget_bytes,
+        mib,
     );
     let statistics = [
         gate(
@@ -457,11 +479,12 @@ pub fn evaluate_gates(
             ),
         ),
         gate("cpu", ring.cpu_pct, cpu, format!("agent CPU % ({cpu_why})")),
-        gate(
+        gate_shown(
             "rss",
             ring.rss_bytes,
             rss,
-            format!("agent RSS bytes ({rss_why})"),
+            format!("agent RSS ({rss_why})"),
+            mib,
         ),
     ];
     let enough = ring.adopted >= spec.min_agents_for_metrics;

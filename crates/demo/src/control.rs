@@ -63,7 +63,17 @@ impl Control {
 
     /// Starts a rollout of `version` in rings 1, 10, 50 and 100 % (canaries in the first).
     pub fn start_rollout(&self, version: &str, bake_s: f64) -> Result<Value, DemoError> {
-        let body = json!({"channel": CHANNEL, "version": version, "rings": "1,10,50,100", "bake_s": bake_s});
+        self.start_rollout_with_gates(version, bake_s, json!({}))
+    }
+
+    /// [`Control::start_rollout`] with some gate fields set (the rest keep their defaults).
+    pub fn start_rollout_with_gates(
+        &self,
+        version: &str,
+        bake_s: f64,
+        gates: Value,
+    ) -> Result<Value, DemoError> {
+        let body = json!({"channel": CHANNEL, "version": version, "rings": "1,10,50,100", "bake_s": bake_s, "gates": gates});
         self.post("rollout", "/api/v1/rollouts", &body)
     }
 

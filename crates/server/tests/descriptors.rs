@@ -7,7 +7,7 @@
 mod common;
 
 use common::Harness;
-use common::tls_client::{connector, operator_request};
+use common::tls_client::{listen, operator_request};
 use nix::sys::resource::{Resource, getrlimit, setrlimit};
 use ringfence_server::tls::{ConnectionBudget, EdgeConfig};
 use std::sync::Arc;
@@ -23,13 +23,6 @@ fn open_descriptors() -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_listener_out_of_descriptors_frees_one_and_keeps_serving_operators() {
     let h = Harness::sqlite().await;
-    let ca_pem = h
-        .state
-        .tls
-        .as_ref()
-        .and_then(|tls| tls.ca_pem.clone())
-        .expect("CA");
-    let tls = connector(&ca_pem);
     // A budget far above what the descriptors allow: the kernel runs out before the budget
     // says no, which is the case the accept loop must survive.
     let budget = Arc::new(ConnectionBudget::new(EdgeConfig {
@@ -38,16 +31,7 @@ async fn a_listener_out_of_descriptors_frees_one_and_keeps_serving_operators() {
         max_unauthenticated_per_ip: 10_000,
         ..EdgeConfig::default()
     }));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let server = tokio::spawn(ringfence_server::serve_with(
-        h.state.clone(),
-        listener,
-        Arc::clone(&budget),
-        std::future::pending(),
-    ));
+    let (addr, tls, server) = listen(&h, Arc::clone(&budget)).await;
     let status = operator_request(addr, &tls, &h.operator).await;
     assert!(status.contains("200"), "before: {status:?}");
 

@@ -7,7 +7,7 @@
 mod common;
 
 use common::Harness;
-use common::tls_client::{connector, operator_request};
+use common::tls_client::{listen, operator_request};
 use ringfence_server::tls::{ConnectionBudget, EdgeConfig};
 use rustls::pki_types::ServerName;
 use std::sync::Arc;
@@ -39,13 +39,6 @@ async fn closed(stream: &mut (impl AsyncRead + Unpin), wait: Duration) -> bool {
 async fn a_slowloris_flood_neither_starves_operators_nor_holds_its_connections() {
     ringfence_server::tls::edge::raise_fd_limit().expect("rlimit");
     let h = Harness::sqlite().await;
-    let ca_pem = h
-        .state
-        .tls
-        .as_ref()
-        .and_then(|tls| tls.ca_pem.clone())
-        .expect("the server's own CA");
-    let tls = connector(&ca_pem);
     // Caps below the flood's size, as on a host with few descriptors: the flood must be
     // evicted, not queued, and the operator must not wait for a deadline.
     let budget = Arc::new(ConnectionBudget::new(EdgeConfig {
@@ -57,16 +50,7 @@ async fn a_slowloris_flood_neither_starves_operators_nor_holds_its_connections()
         max_unauthenticated_per_ip: 600,
         shutdown_grace: Duration::from_secs(1),
     }));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let server = tokio::spawn(ringfence_server::serve_with(
-        h.state.clone(),
-        listener,
-        Arc::clone(&budget),
-        std::future::pending(),
-    ));
+    let (addr, tls, server) = listen(&h, Arc::clone(&budget)).await;
 
     let flood_started = Instant::now();
     let mut raw = Vec::new();
@@ -137,29 +121,13 @@ async fn a_slowloris_flood_neither_starves_operators_nor_holds_its_connections()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn authenticated_connections_are_never_evicted_and_new_ones_are_shed_when_all_are() {
     let h = Harness::sqlite().await;
-    let ca_pem = h
-        .state
-        .tls
-        .as_ref()
-        .and_then(|tls| tls.ca_pem.clone())
-        .expect("CA");
-    let tls = connector(&ca_pem);
     let budget = Arc::new(ConnectionBudget::new(EdgeConfig {
         max_connections: 2,
         max_unauthenticated: 2,
         max_unauthenticated_per_ip: 2,
         ..EdgeConfig::default()
     }));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let server = tokio::spawn(ringfence_server::serve_with(
-        h.state.clone(),
-        listener,
-        Arc::clone(&budget),
-        std::future::pending(),
-    ));
+    let (addr, tls, server) = listen(&h, Arc::clone(&budget)).await;
     // Two kept-alive operator connections hold both slots.
     let mut operators = Vec::new();
     for _ in 0..2 {

@@ -12,7 +12,6 @@ use ringfence_protocol::FailurePolicy;
 use ringfence_release::{Bundle, Component, MANIFEST_FORMAT, Manifest, ReleaseKey, Version};
 use ringfence_server::ServerConfig;
 use serde_json::json;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 fn bundle(key: &ReleaseKey, channel: &str, version: &str, engine: &str, content: &[u8]) -> Vec<u8> {
@@ -54,40 +53,14 @@ async fn open_error(config: ServerConfig) -> String {
 // ---------------------------------------------------------------------------------------------
 // Storage faults
 
-struct SmallFs<'a>(&'a Path);
-
-impl<'a> SmallFs<'a> {
-    fn mount(dir: &'a Path, size: &str) -> Option<SmallFs<'a>> {
-        let status = std::process::Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0700"),
-                "tmpfs",
-            ])
-            .arg(dir)
-            .status();
-        match status {
-            Ok(status) if status.success() => Some(SmallFs(dir)),
-            other => {
-                eprintln!("skipped: cannot mount a tmpfs (needs root): {other:?}");
-                None
-            }
-        }
-    }
-}
-
-impl Drop for SmallFs<'_> {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg(self.0).status();
-    }
-}
-
 #[tokio::test]
 async fn a_full_disk_makes_healthz_degraded_and_the_server_recovers_when_it_is_freed() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let Some(_fs) = SmallFs::mount(dir.path(), "6m") else {
+    let Some(_fs) = ringfence_testkit::SmallTmpfs::mount(
+        "a_full_disk_makes_healthz_degraded_and_the_server_recovers_when_it_is_freed",
+        dir.path(),
+        "6m",
+    ) else {
         return;
     };
     let data = dir.path().join("data");

@@ -3,40 +3,7 @@
 
 use crate::{Store, TokenKind};
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
-
-/// A small tmpfs at `dir`, unmounted on drop; `None` (with the reason printed) when this
-/// process may not mount (not root, or in a container without the capability).
-struct SmallFs<'a>(&'a Path);
-
-impl<'a> SmallFs<'a> {
-    fn mount(dir: &'a Path, size: &str) -> Option<SmallFs<'a>> {
-        let status = Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0700"),
-                "tmpfs",
-            ])
-            .arg(dir)
-            .status();
-        match status {
-            Ok(status) if status.success() => Some(SmallFs(dir)),
-            other => {
-                eprintln!("skipped: cannot mount a tmpfs (needs root): {other:?}");
-                None
-            }
-        }
-    }
-}
-
-impl Drop for SmallFs<'_> {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(self.0).status();
-    }
-}
 
 /// Fills the file system holding `dir` with one file, until it has no space left.
 fn fill(dir: &Path) -> std::path::PathBuf {
@@ -52,7 +19,11 @@ fn fill(dir: &Path) -> std::path::PathBuf {
 #[tokio::test]
 async fn a_full_disk_fails_writes_and_health_then_recovers_without_a_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let Some(_fs) = SmallFs::mount(dir.path(), "4m") else {
+    let Some(_fs) = ringfence_testkit::SmallTmpfs::mount(
+        "a_full_disk_fails_writes_and_health_then_recovers_without_a_restart",
+        dir.path(),
+        "4m",
+    ) else {
         return;
     };
     let url = format!("sqlite://{}", dir.path().join("ringfence.db").display());

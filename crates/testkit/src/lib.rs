@@ -85,6 +85,43 @@ fn has_cap_sys_admin() -> bool {
         .is_some_and(|caps| caps & (1 << CAP_SYS_ADMIN) != 0)
 }
 
+/// A size-limited tmpfs mounted on a directory, unmounted when dropped: a disk that fills up
+/// on purpose without touching the machine's own. Mounting needs root.
+pub struct SmallTmpfs<'a>(&'a std::path::Path);
+
+impl<'a> SmallTmpfs<'a> {
+    /// Mounts a tmpfs of `size` (`4m`, `6m`) on `dir` for `test`; when this process may not
+    /// mount, skips `test` the loud way and returns `None`.
+    pub fn mount(test: &str, dir: &'a std::path::Path, size: &str) -> Option<SmallTmpfs<'a>> {
+        let status = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(dir)
+            .status();
+        match status {
+            Ok(status) if status.success() => Some(SmallTmpfs(dir)),
+            other => {
+                skip(
+                    test,
+                    &format!("cannot mount a tmpfs (needs root): {other:?}"),
+                );
+                None
+            }
+        }
+    }
+}
+
+impl Drop for SmallTmpfs<'_> {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(self.0).status();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,6 +1,8 @@
-//! A TLS client for tests that talk to the real listener: the server's CA, and one operator
+//! A TLS client for tests that talk to the real listener: the harness's server on a loopback
+//! listener with a chosen connection budget, a client that trusts its CA, and one operator
 //! request on a fresh connection.
 
+use ringfence_server::tls::ConnectionBudget;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use std::net::SocketAddr;
@@ -40,4 +42,33 @@ pub async fn operator_request(addr: SocketAddr, tls: &TlsConnector, token: &str)
         .next()
         .unwrap_or("")
         .to_owned()
+}
+
+/// Serves the harness's state on a fresh loopback listener under `budget`: the address, a TLS
+/// client that trusts the server's own CA, and the serving task (abort it to stop).
+pub async fn listen(
+    h: &super::Harness,
+    budget: Arc<ConnectionBudget>,
+) -> (
+    SocketAddr,
+    TlsConnector,
+    tokio::task::JoinHandle<Result<(), ringfence_server::ServerError>>,
+) {
+    let ca_pem = h
+        .state
+        .tls
+        .as_ref()
+        .and_then(|tls| tls.ca_pem.clone())
+        .expect("the server's own CA");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let server = tokio::spawn(ringfence_server::serve_with(
+        h.state.clone(),
+        listener,
+        budget,
+        std::future::pending(),
+    ));
+    (addr, connector(&ca_pem), server)
 }

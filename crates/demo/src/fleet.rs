@@ -74,7 +74,7 @@ impl Fleet {
         let data_dir = server_dir.display().to_string();
         let mut child = Command::new(exe)
             .args(["server", "--data-dir", &data_dir, "--listen", "127.0.0.1:0"])
-            .args(["--controller-tick-ms", "200", "--heartbeat-interval-s", "1"])
+            .args(["--controller-tick", "200ms", "--heartbeat-interval", "1s"])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -198,8 +198,8 @@ impl Fleet {
                 data_dir.clone(),
                 "--hostname".into(),
                 name.clone(),
-                "--bless-after-s".into(),
-                "3".into(),
+                "--bless-after".into(),
+                "3s".into(),
                 "--stats-out".into(),
                 dir.join("stats.json").display().to_string(),
             ];
@@ -226,9 +226,9 @@ impl Fleet {
                     "--data-dir",
                     &data_dir,
                     "--heartbeat-timeout",
-                    "15",
+                    "15s",
                     "--stop-grace",
-                    "15",
+                    "15s",
                     "--",
                 ])
                 .args(&agent)

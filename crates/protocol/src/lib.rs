@@ -9,6 +9,7 @@ pub mod api;
 pub mod clock;
 pub mod content;
 pub mod corpus;
+pub mod duration;
 pub mod event;
 pub mod failure;
 pub mod guard_link;

@@ -43,9 +43,9 @@ fn sigterm_leaves_no_exec_blocked() {
         .arg(&loop_content)
         .args([
             "--perm-deadline",
-            "20000",
+            "20s",
             "--engine-deadline",
-            "3000",
+            "3s",
             "--no-cache",
         ])
         .arg("--mount")

@@ -75,8 +75,8 @@ fn native_crash_leaves_a_minidump_and_reaches_the_server() {
             "--insecure-http",
             "--listen",
             "127.0.0.1:0",
-            "--heartbeat-interval-s",
-            "1",
+            "--heartbeat-interval",
+            "1s",
             "--data-dir",
         ])
         .arg(server_dir.path())
@@ -103,7 +103,7 @@ fn native_crash_leaves_a_minidump_and_reaches_the_server() {
         .args([
             "guard",
             "--heartbeat-timeout",
-            "15",
+            "15s",
             "--failures",
             "10",
             "--data-dir",
@@ -119,8 +119,8 @@ fn native_crash_leaves_a_minidump_and_reaches_the_server() {
             &enroll,
             "--sensor",
             "none",
-            "--crash-after-ms",
-            "1000",
+            "--crash-after",
+            "1s",
             "--data-dir",
         ])
         .arg(host.path())

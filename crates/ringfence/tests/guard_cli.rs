@@ -212,7 +212,7 @@ fn hung_agent_is_killed_and_restarted() {
     let dir = tempfile::tempdir().expect("tempdir");
     let guard = Guard::start(
         dir.path(),
-        &["--heartbeat-timeout", "1", "--failures", "10"],
+        &["--heartbeat-timeout", "1s", "--failures", "10"],
         &["--mode", "hang"],
     );
     let first = guard.wait_event("a hung agent", Duration::from_secs(10), |e| e.0 == "hang");
@@ -234,7 +234,7 @@ fn hung_agent_is_killed_and_restarted() {
 #[test]
 fn boot_loop_across_sigkilled_guards_ends_on_lkg() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let args = ["--bless-after", "120", "--boot-tries", "3"];
+    let args = ["--bless-after", "2m", "--boot-tries", "3"];
     for run in 0..3 {
         let mut guard = Guard::start(dir.path(), &args, &["--mode", "ok"]);
         let served = guard.wait_event("agent serving", Duration::from_secs(10), |e| {
@@ -277,7 +277,7 @@ fn corrupt_state_file_is_a_clear_error_and_starts_on_lkg() {
 fn sigterm_stops_the_agent_politely_and_leaves_nothing_behind() {
     let dir = tempfile::tempdir().expect("tempdir");
     // A long grace: the guard must not need it, because the agent honours SIGTERM.
-    let mut guard = Guard::start(dir.path(), &["--stop-grace", "30"], &["--mode", "ok"]);
+    let mut guard = Guard::start(dir.path(), &["--stop-grace", "30s"], &["--mode", "ok"]);
     let served = guard.wait_event("agent serving", Duration::from_secs(10), |e| {
         e.0 == "serving"
     });

@@ -114,7 +114,7 @@ impl Stage {
             "--data-dir".into(),
             p(self.path().join("data")),
             "--perm-deadline".into(),
-            "5000".into(),
+            "5s".into(),
         ]
     }
 }
@@ -439,7 +439,7 @@ fn upgrade_under_the_guard_keeps_the_pid_it_supervises() {
             .arg("guard")
             .arg("--data-dir")
             .arg(&data)
-            .args(["--heartbeat-timeout", "30", "--"])
+            .args(["--heartbeat-timeout", "30s", "--"])
             .args(stage.agent_args())
     });
     wait_for(&lines, "ringfence agent: ready", Duration::from_secs(60));

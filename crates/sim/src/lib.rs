@@ -9,7 +9,6 @@
 #![forbid(unsafe_code)]
 
 mod draw;
-mod duration;
 mod engine;
 mod fleet;
 mod model;
@@ -18,7 +17,6 @@ mod strategy;
 mod svg;
 mod table;
 
-pub use duration::{format_duration, parse_duration};
 pub use engine::{run_strategy, simulate};
 pub use model::{FaultKind, FaultModel, SimConfig};
 pub use report::{Outcome, SimReport, StrategyResult};
@@ -29,9 +27,6 @@ pub use table::render_table;
 /// Why a simulation cannot start: every case is bad input from the command line.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum SimError {
-    /// A duration such as `30s`, `10m`, `1h` or `250ms` was expected.
-    #[error("{0:?} is not a duration (examples: 250ms, 30s, 10m, 1h)")]
-    Duration(String),
     /// A strategy is `NAME=PERCENT,PERCENT,...,100`.
     #[error("strategy {text:?}: {reason}")]
     Strategy { text: String, reason: String },

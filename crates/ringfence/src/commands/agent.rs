@@ -42,7 +42,12 @@ pub struct AgentArgs {
     content: Vec<PathBuf>,
     /// A JSON file: {"engines":[{"engine":"..","content":"..","policy":"fail-closed"}]}.
     #[arg(long)]
-    config: Option<PathBuf>,
+    engine_config: Option<PathBuf>,
+    /// Settings file (TOML) whose keys are this command's long options, e.g. `server =
+    /// "https://ringfence.example:7700"`, `tag = ["canary"]`, `perm-deadline = "20ms"`. Flags
+    /// and environment variables win over it [default: /etc/ringfence/agent.toml if it exists].
+    #[arg(long = "config", value_name = "FILE")]
+    settings: Option<PathBuf>,
     /// fail-open or fail-closed: once for every engine, or once per engine in order.
     #[arg(long)]
     policy: Vec<FailurePolicy>,
@@ -55,12 +60,12 @@ pub struct AgentArgs {
     /// Alert file (OCSF JSON lines); standard output when absent.
     #[arg(long)]
     alerts: Option<PathBuf>,
-    /// Every permission event is answered within this many milliseconds.
-    #[arg(long, default_value_t = 20)]
-    perm_deadline: u64,
-    /// Deadline of one engine call in milliseconds (the wasm epoch deadline).
-    #[arg(long, default_value_t = 5)]
-    engine_deadline: u64,
+    /// Every permission event is answered within this long (at least 1ms).
+    #[arg(long, default_value = "20ms", value_parser = ringfence_protocol::duration::parse)]
+    perm_deadline: Duration,
+    /// Deadline of one engine call (the wasm epoch deadline; at least 1ms).
+    #[arg(long, default_value = "5ms", value_parser = ringfence_protocol::duration::parse)]
+    engine_deadline: Duration,
     /// Worker threads.
     #[arg(long, default_value_t = 2)]
     workers: usize,
@@ -127,7 +132,7 @@ struct EngineEntry {
 
 fn engine_entries(args: &AgentArgs) -> anyhow::Result<Vec<EngineEntry>> {
     let mut entries = Vec::new();
-    if let Some(path) = &args.config {
+    if let Some(path) = &args.engine_config {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
         let file: ConfigFile =
@@ -147,7 +152,7 @@ fn engine_entries(args: &AgentArgs) -> anyhow::Result<Vec<EngineEntry>> {
     }
     anyhow::ensure!(
         !entries.is_empty(),
-        "give at least one --engine (or --config)"
+        "give at least one --engine (or --engine-config)"
     );
     match args.policy.len() {
         0 => {}
@@ -174,7 +179,7 @@ pub fn load_engines(runtime: &Runtime, args: &AgentArgs) -> anyhow::Result<Vec<A
         };
         let settings = EngineSettings::new(name)
             .with_policy(entry.policy.unwrap_or_default())
-            .with_deadline(Duration::from_millis(args.engine_deadline.max(1)));
+            .with_deadline(args.engine_deadline.max(Duration::from_millis(1)));
         let engine = LoadedEngine::load(runtime, settings, &wasm, &bytes)
             .with_context(|| format!("loading engine {}", entry.engine))?;
         eprintln!(
@@ -208,7 +213,7 @@ fn config(args: &AgentArgs) -> anyhow::Result<AgentConfig> {
     }
     let mut config = AgentConfig {
         alerts: args.alerts.clone(),
-        perm_deadline: Duration::from_millis(args.perm_deadline.max(1)),
+        perm_deadline: args.perm_deadline.max(Duration::from_millis(1)),
         workers: args.workers,
         queue_capacity: args.queue,
         cache: !args.no_cache,
@@ -225,7 +230,11 @@ fn config(args: &AgentArgs) -> anyhow::Result<AgentConfig> {
     // writing (ETXTBSY), and the crash monitor reads it while the agent is stopped for a dump,
     // when nobody could answer a permission event for it.
     if !args.no_self_protect {
-        config.protect.extend(args.config.iter().cloned());
+        config.protect.extend(args.engine_config.iter().cloned());
+        config.protect.extend(crate::settings::effective_path(
+            "agent",
+            args.settings.as_deref(),
+        ));
         config.protect.extend(args.data_dir.iter().cloned());
     }
     for sensor in &args.sensor {

@@ -18,9 +18,9 @@ pub struct DemoArgs {
     /// Permission events per second each replaying host decides.
     #[arg(long, default_value_t = 50)]
     rate: u64,
-    /// Bake time per ring for the good release, seconds.
-    #[arg(long, default_value_t = 2.0)]
-    bake_s: f64,
+    /// Bake time per ring for the good release.
+    #[arg(long, default_value = "2s", value_parser = ringfence_protocol::duration::parse)]
+    bake: std::time::Duration,
     /// Print only the summary, as one JSON object.
     #[arg(long)]
     json: bool,
@@ -43,7 +43,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         canaries: args.canaries,
         live: !args.no_live,
         rate: args.rate,
-        bake_s: args.bake_s,
+        bake_s: args.bake.as_secs_f64(),
         quiet: args.json,
         keep: args.keep,
     })?;

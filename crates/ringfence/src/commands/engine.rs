@@ -32,9 +32,9 @@ pub struct TestArgs {
     /// Event corpus (JSON lines).
     #[arg(long)]
     events: PathBuf,
-    /// Per-call deadline in milliseconds.
-    #[arg(long, default_value_t = 5.0)]
-    deadline_ms: f64,
+    /// Per-call deadline (the wasm epoch deadline).
+    #[arg(long, default_value = "5ms", value_parser = ringfence_protocol::duration::parse)]
+    deadline: Duration,
     /// Memory limit per instance in MiB.
     #[arg(long, default_value_t = 64)]
     memory_mib: usize,
@@ -106,10 +106,7 @@ pub fn run(command: EngineCommand) -> anyhow::Result<ExitCode> {
 }
 
 fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
-    anyhow::ensure!(
-        args.deadline_ms.is_finite() && args.deadline_ms > 0.0,
-        "--deadline-ms must be a positive number"
-    );
+    anyhow::ensure!(!args.deadline.is_zero(), "--deadline must be longer than 0");
     let (name, wasm) = read_engine(&args.engine)?;
     let content_bytes = match &args.content {
         Some(path) => content::read_content(path)?,
@@ -118,7 +115,7 @@ fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
     let events = corpus::read_file(&args.events)?;
     let mut settings = EngineSettings::new(name)
         .with_policy(args.policy)
-        .with_deadline(Duration::from_secs_f64(args.deadline_ms / 1000.0))
+        .with_deadline(args.deadline)
         .with_memory_limit(args.memory_mib << 20);
     // A vendor's check should report every failure, not stop calling after a few.
     settings.quarantine.failures = u32::MAX;

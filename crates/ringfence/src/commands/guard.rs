@@ -9,6 +9,7 @@ use clap::{Args, Subcommand};
 use ringfence_guard::{
     AgentCommand, ArgSlotSwitch, Config, ExpBackoff, Guard, Notifier, Policy, ShutdownSignals,
 };
+use ringfence_protocol::duration;
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -48,30 +49,35 @@ struct DataDir {
 struct RunArgs {
     #[command(flatten)]
     data: DataDir,
+    /// Settings file (TOML) whose keys are this command's long options, e.g. `window = "60s"`,
+    /// `boot-tries = 3`. Flags and environment variables win over it [default:
+    /// /etc/ringfence/guard.toml if it exists]. The agent reads its own, agent.toml.
+    #[arg(long = "config", value_name = "FILE")]
+    settings: Option<PathBuf>,
     /// Failures within --window that make a crash loop and switch to the last known good slot.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
     failures: u32,
-    /// The crash-loop window, seconds.
-    #[arg(long, default_value = "60", value_parser = seconds)]
+    /// The crash-loop window.
+    #[arg(long, default_value = "60s", value_parser = duration::parse)]
     window: Duration,
-    /// Kill and restart the agent when it has not written to its heartbeat pipe for this long,
-    /// seconds; 0 turns the heartbeat off (for an agent that does not speak it).
-    #[arg(long, default_value = "10", value_parser = seconds)]
+    /// Kill and restart the agent when it has not written to its heartbeat pipe for this long;
+    /// 0 turns the heartbeat off (for an agent that does not speak it).
+    #[arg(long, default_value = "10s", value_parser = duration::parse)]
     heartbeat_timeout: Duration,
-    /// Healthy this long (seconds) blesses the release: the boot counter is reset.
-    #[arg(long, default_value = "30", value_parser = seconds)]
+    /// Healthy this long blesses the release: the boot counter is reset.
+    #[arg(long, default_value = "30s", value_parser = duration::parse)]
     bless_after: Duration,
     /// Starts of a release that may fail to become healthy before the guard starts on LKG.
     #[arg(long, default_value_t = 3)]
     boot_tries: u32,
-    /// First restart delay, seconds; it doubles on every failure, with jitter.
-    #[arg(long, default_value = "0.5", value_parser = seconds)]
+    /// First restart delay; it doubles on every failure, with jitter.
+    #[arg(long, default_value = "500ms", value_parser = duration::parse)]
     backoff_min: Duration,
-    /// Longest restart delay, seconds.
-    #[arg(long, default_value = "30", value_parser = seconds)]
+    /// Longest restart delay.
+    #[arg(long, default_value = "30s", value_parser = duration::parse)]
     backoff_max: Duration,
-    /// Between SIGTERM and SIGKILL when the guard stops, seconds.
-    #[arg(long, default_value = "10", value_parser = seconds)]
+    /// Between SIGTERM and SIGKILL when the guard stops.
+    #[arg(long, default_value = "10s", value_parser = duration::parse)]
     stop_grace: Duration,
     /// Arguments appended to start the last known good slot; `{slot}` becomes `lkg`. Repeat for
     /// several. Default: `--slot {slot}`.
@@ -97,13 +103,6 @@ struct StatusArgs {
     /// Print the status file as JSON.
     #[arg(long)]
     json: bool,
-}
-
-fn seconds(text: &str) -> Result<Duration, String> {
-    let secs: f64 = text
-        .parse()
-        .map_err(|_| format!("`{text}` is not a number of seconds"))?;
-    Duration::try_from_secs_f64(secs).map_err(|_| format!("`{text}` is not a duration"))
 }
 
 pub fn run(args: GuardArgs) -> anyhow::Result<ExitCode> {
@@ -133,6 +132,9 @@ fn agent_command(args: Vec<OsString>) -> anyhow::Result<AgentCommand> {
 fn supervise(args: RunArgs) -> anyhow::Result<ExitCode> {
     // First, before anything could start a thread: SIGTERM/SIGINT/SIGHUP arrive by signalfd.
     let shutdown = ShutdownSignals::install().context("cannot set up signal handling")?;
+    if let Some(path) = crate::settings::effective_path("guard", args.settings.as_deref()) {
+        tracing::info!(path = %path.display(), "settings file read");
+    }
     let heartbeat_timeout = (!args.heartbeat_timeout.is_zero()).then_some(args.heartbeat_timeout);
     let config = Config {
         data_dir: args.data.data_dir,

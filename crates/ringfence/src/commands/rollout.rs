@@ -98,8 +98,8 @@ pub enum RolloutCommand {
         /// Cumulative ring percentages; the first ring also takes hosts tagged `canary`.
         #[arg(long, default_value = "1,10,50,100")]
         rings: String,
-        /// Bake time per ring: `90s`, `10m`, `1h`, `500ms` (a bare number is seconds).
-        #[arg(long, default_value = "60s", value_parser = bake, conflicts_with = "bake_s")]
+        /// Bake time per ring: `90s`, `10m`, `1h`, `500ms`.
+        #[arg(long, default_value = "60s", value_parser = ringfence_protocol::duration::parse, conflicts_with = "bake_s")]
         bake: Duration,
         /// Deprecated spelling of `--bake` in seconds.
         #[arg(long, hide = true)]
@@ -168,15 +168,9 @@ pub struct ActionArgs {
     output: OutputArgs,
 }
 
-fn bake(text: &str) -> Result<Duration, String> {
-    ringfence_sim::parse_duration(text)
-        .map(Duration::from_millis)
-        .map_err(|e| e.to_string())
-}
-
 /// A poll interval: anything shorter than 100 ms only loads the server.
 fn interval(text: &str) -> Result<Duration, String> {
-    let interval = bake(text)?;
+    let interval = ringfence_protocol::duration::parse(text).map_err(|e| e.to_string())?;
     if interval < Duration::from_millis(100) {
         return Err(format!("{text:?} is shorter than 100ms"));
     }

@@ -36,6 +36,11 @@ pub struct StoreArgs {
 pub struct RunArgs {
     #[command(flatten)]
     store: StoreArgs,
+    /// Settings file (TOML) whose keys are this command's long options, e.g. `listen =
+    /// "0.0.0.0:7700"`, `heartbeat-interval = "5s"`, `require-agent-certs = true`. Flags and
+    /// environment variables win over it [default: /etc/ringfence/server.toml if it exists].
+    #[arg(long = "config", value_name = "FILE")]
+    settings: Option<PathBuf>,
     /// Address to listen on. Loopback by default.
     #[arg(long, default_value = "127.0.0.1:7700")]
     listen: SocketAddr,
@@ -75,12 +80,12 @@ pub struct RunArgs {
     /// flag.
     #[arg(long)]
     init: bool,
-    /// How often the rollout controller evaluates gates, in milliseconds.
-    #[arg(long, default_value_t = 500)]
-    controller_tick_ms: u64,
-    /// Heartbeat interval agents are told to use, in seconds.
-    #[arg(long, default_value_t = 5)]
-    heartbeat_interval_s: u64,
+    /// How often the rollout controller evaluates gates (at least 10ms).
+    #[arg(long, default_value = "500ms", value_parser = ringfence_protocol::duration::parse)]
+    controller_tick: Duration,
+    /// Heartbeat interval agents are told to use (at least 1s).
+    #[arg(long, default_value = "5s", value_parser = ringfence_protocol::duration::parse)]
+    heartbeat_interval: Duration,
 }
 
 #[derive(Debug, Subcommand)]
@@ -127,27 +132,14 @@ enum TokenCommand {
     },
 }
 
-/// `90s`, `30m`, `12h`, `30d` (a bare number is seconds).
+/// `90s`, `30m`, `12h`, `30d`: positive, and never forever by accident.
 fn parse_ttl(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
-        Some(at) => text.split_at(at),
-        None => (text, "s"),
-    };
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?}: a number then s, m, h or d (e.g. 30d)"))?;
-    let unit = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        other => return Err(format!("{other:?}: the unit is s, m, h or d (e.g. 30d)")),
-    };
-    match n.checked_mul(unit) {
-        Some(0) => Err("a token's lifetime must be positive".to_owned()),
-        Some(seconds) if seconds <= 10 * 365 * 86_400 => Ok(Duration::from_secs(seconds)),
-        _ => Err("at most ten years; omit --ttl for a token that does not expire".to_owned()),
+    match ringfence_protocol::duration::parse(text) {
+        Ok(Duration::ZERO) => Err("a token's lifetime must be positive".to_owned()),
+        Ok(ttl) => Ok(ttl),
+        Err(error) => Err(format!(
+            "{error}; omit --ttl for a token that does not expire"
+        )),
     }
 }
 
@@ -166,9 +158,9 @@ enum EnrollTokenCommand {
         store: StoreArgs,
         #[arg(long, default_value_t = 1)]
         count: usize,
-        /// Lifetime in seconds.
-        #[arg(long, default_value_t = 86_400)]
-        ttl_s: u64,
+        /// How long each token can be used: `30m`, `24h`, `7d`.
+        #[arg(long, default_value = "24h", value_parser = parse_ttl)]
+        ttl: Duration,
         #[arg(long, default_value = "agents")]
         label: String,
     },
@@ -271,20 +263,13 @@ pub fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
         Some(ServerCommand::EnrollToken(EnrollTokenCommand::Create {
             store,
             count,
-            ttl_s,
+            ttl,
             label,
         })) => runtime()?.block_on(async {
             std::fs::create_dir_all(&store.data_dir)
                 .with_context(|| format!("create {}", store.data_dir.display()))?;
             let db = ringfence_store::Store::connect(&config(&store).database_url()).await?;
-            for token in ringfence_server::create_enroll_tokens(
-                &db,
-                &label,
-                count,
-                Duration::from_secs(ttl_s),
-            )
-            .await?
-            {
+            for token in ringfence_server::create_enroll_tokens(&db, &label, count, ttl).await? {
                 println!("{token}");
             }
             Ok(ExitCode::SUCCESS)
@@ -293,6 +278,9 @@ pub fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn serve(args: RunArgs) -> anyhow::Result<ExitCode> {
+    if let Some(path) = crate::settings::effective_path("server", args.settings.as_deref()) {
+        tracing::info!(path = %path.display(), "settings file read");
+    }
     let mut config = config(&args.store);
     config.listen = args.listen;
     config.transport = match (args.insecure_http, args.tls_cert, args.tls_key) {
@@ -315,8 +303,8 @@ fn serve(args: RunArgs) -> anyhow::Result<ExitCode> {
     );
     config.preflight_first_release_max_deny_rate = args.preflight_first_release_max_deny_rate;
     config.init = args.init;
-    config.controller_tick = Duration::from_millis(args.controller_tick_ms.max(10));
-    config.heartbeat_interval = Duration::from_secs(args.heartbeat_interval_s.max(1));
+    config.controller_tick = args.controller_tick.max(Duration::from_millis(10));
+    config.heartbeat_interval = args.heartbeat_interval.max(Duration::from_secs(1));
     let require_agent_certs = config.require_agent_certs;
     runtime()?.block_on(async move {
         let listen = config.listen;

@@ -2,13 +2,16 @@
 //! library) and prints a table, JSON, and an SVG chart.
 
 use anyhow::Context as _;
-use ringfence_sim::{FaultKind, FaultModel, SimConfig, Strategy, parse_duration};
+use ringfence_protocol::duration;
+use ringfence_sim::{FaultKind, FaultModel, SimConfig, Strategy};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-fn duration(text: &str) -> Result<u64, String> {
-    parse_duration(text).map_err(|e| e.to_string())
+/// Virtual time is counted in milliseconds.
+fn virtual_ms(text: &str) -> Result<u64, String> {
+    let span = duration::parse(text).map_err(|e| e.to_string())?;
+    u64::try_from(span.as_millis()).map_err(|_| format!("{text:?} is too long"))
 }
 
 fn fault(text: &str) -> Result<FaultKind, String> {
@@ -46,20 +49,20 @@ pub struct SimArgs {
     #[arg(long, alias = "crash-fraction", default_value = "0.2", value_parser = share)]
     fault_fraction: f64,
     /// Mean time from installing the bad release to the fault (exponential).
-    #[arg(long, alias = "time-to-crash", default_value = "30s", value_parser = duration)]
+    #[arg(long, alias = "time-to-crash", default_value = "30s", value_parser = virtual_ms)]
     time_to_fault: u64,
     /// Agent heartbeat interval; agents learn the controller's target on a heartbeat, and the
     /// heartbeat gate's timeout is three intervals.
-    #[arg(long, default_value = "30s", value_parser = duration)]
+    #[arg(long, default_value = "30s", value_parser = virtual_ms)]
     heartbeat: u64,
     /// From a crash to its report being visible to the controller.
-    #[arg(long, default_value = "10s", value_parser = duration)]
+    #[arg(long, default_value = "10s", value_parser = virtual_ms)]
     report_delay: u64,
     /// Mean time to download and install a release (spread ±50%).
-    #[arg(long, default_value = "60s", value_parser = duration)]
+    #[arg(long, default_value = "60s", value_parser = virtual_ms)]
     download: u64,
     /// From the first crash to the guard running the last known good release.
-    #[arg(long, default_value = "10s", value_parser = duration)]
+    #[arg(long, default_value = "10s", value_parser = virtual_ms)]
     restore: u64,
     /// Share of crashed hosts whose local restore fails and need hands-on recovery (0–1).
     #[arg(long, default_value = "0.01", value_parser = share)]
@@ -71,13 +74,13 @@ pub struct SimArgs {
     #[arg(long)]
     no_jitter: bool,
     /// How often the controller evaluates the rollout.
-    #[arg(long, default_value = "1s", value_parser = duration)]
+    #[arg(long, default_value = "1s", value_parser = virtual_ms)]
     controller_tick: u64,
     /// Stop a strategy's run after this much virtual time even if it has not settled.
-    #[arg(long, default_value = "48h", value_parser = duration)]
+    #[arg(long, default_value = "48h", value_parser = virtual_ms)]
     max_time: u64,
     /// Bake time of every ring (all strategies).
-    #[arg(long, default_value = "10m", value_parser = duration)]
+    #[arg(long, default_value = "10m", value_parser = virtual_ms)]
     bake: u64,
     /// An extra strategy, NAME=PERCENT,...,100 (cumulative ring sizes); repeatable. Always
     /// compared with all-at-once, the default rings and exponential rings (0.1,1,10,50,100).
@@ -150,13 +153,13 @@ pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
         config.seed,
         m.fault_fraction * 100.0,
         m.kind,
-        ringfence_sim::format_duration(m.time_to_fault_ms),
-        ringfence_sim::format_duration(m.heartbeat_ms),
-        ringfence_sim::format_duration(m.report_delay_ms),
-        ringfence_sim::format_duration(m.download_ms),
-        ringfence_sim::format_duration(m.restore_ms),
+        ms(m.time_to_fault_ms),
+        ms(m.heartbeat_ms),
+        ms(m.report_delay_ms),
+        ms(m.download_ms),
+        ms(m.restore_ms),
         m.restore_failure_fraction * 100.0,
-        ringfence_sim::format_duration(args.bake),
+        ms(args.bake),
     );
     println!();
     print!("{}", ringfence_sim::render_table(&report));
@@ -173,4 +176,8 @@ pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
         peak_rss_bytes().map_or_else(|| "?".to_owned(), |b| (b >> 20).to_string())
     );
     Ok(ExitCode::SUCCESS)
+}
+
+fn ms(virtual_ms: u64) -> String {
+    duration::format(std::time::Duration::from_millis(virtual_ms))
 }

@@ -12,9 +12,9 @@ pub struct BenchArgs {
     /// Crash-loop restores to time.
     #[arg(long, default_value_t = 3)]
     runs: u32,
-    /// How long to watch the idle guard, seconds.
-    #[arg(long, default_value_t = 10)]
-    idle_secs: u64,
+    /// How long to watch the idle guard.
+    #[arg(long, default_value = "10s", value_parser = ringfence_protocol::duration::parse)]
+    idle: Duration,
     /// Print the figures as JSON.
     #[arg(long)]
     json: bool,
@@ -157,7 +157,7 @@ fn cpu_ns(pid: u32) -> anyhow::Result<u64> {
         .context("bad schedstat")
 }
 
-fn idle(secs: u64) -> anyhow::Result<([u64; 3], f64)> {
+fn idle(watch: Duration) -> anyhow::Result<([u64; 3], f64)> {
     let dir = Scratch::new()?;
     let record: PathBuf = dir.path().join("record");
     let guard = GuardProcess::start(dir.path(), &["--mode", "ok"], &record)?;
@@ -170,7 +170,7 @@ fn idle(secs: u64) -> anyhow::Result<([u64; 3], f64)> {
     }
     std::thread::sleep(Duration::from_secs(1));
     let (cpu0, t0) = (cpu_ns(guard.pid())?, Instant::now());
-    std::thread::sleep(Duration::from_secs(secs));
+    std::thread::sleep(watch);
     let (cpu1, wall) = (cpu_ns(guard.pid())?, t0.elapsed());
     let percent = (cpu1.saturating_sub(cpu0)) as f64 / wall.as_nanos() as f64 * 100.0;
     Ok((rss_kib(guard.pid())?, percent))
@@ -182,7 +182,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         let mode = if i % 2 == 0 { "crash" } else { "segv" };
         restores.push((mode, crash_to_lkg(mode)?));
     }
-    let (rss, cpu) = idle(args.idle_secs)?;
+    let (rss, cpu) = idle(args.idle)?;
     let worst = restores.iter().map(|(_, d)| *d).max().unwrap_or_default();
     if args.json {
         let json = serde_json::json!({
@@ -193,7 +193,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             "idle_rss_anon_kib": rss[1],
             "idle_rss_file_kib": rss[2],
             "idle_cpu_percent": cpu,
-            "idle_secs": args.idle_secs,
+            "idle_secs": args.idle.as_secs_f64(),
         });
         println!("{}", serde_json::to_string_pretty(&json)?);
     } else {
@@ -209,8 +209,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             worst.as_secs_f64() * 10.0
         );
         println!(
-            "guard idle: RSS {} KiB ({} KiB anonymous, {} KiB file-backed), CPU {cpu:.3}% over {} s",
-            rss[0], rss[1], rss[2], args.idle_secs
+            "guard idle: RSS {} KiB ({} KiB anonymous, {} KiB file-backed), CPU {cpu:.3}% over {}",
+            rss[0],
+            rss[1],
+            rss[2],
+            ringfence_protocol::duration::format(args.idle)
         );
     }
     Ok(ExitCode::SUCCESS)

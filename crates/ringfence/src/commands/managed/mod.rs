@@ -68,17 +68,17 @@ pub struct ManagedArgs {
     #[arg(long, default_value_t = 200)]
     pub traffic_rate: u64,
     /// A release that ran this long without engine failures becomes the last known good.
-    #[arg(long, default_value_t = 30)]
-    pub bless_after_s: u64,
+    #[arg(long, default_value = "30s", value_parser = ringfence_protocol::duration::parse)]
+    pub bless_after: Duration,
     /// Where to write the final counters on exit (JSON), for demos and tests.
     #[arg(long)]
     pub stats_out: Option<PathBuf>,
     /// Do not start the crash monitor (no minidumps if the agent crashes).
     #[arg(long)]
     pub no_crash_monitor: bool,
-    /// Fault injection for tests: abort the agent this many milliseconds after start.
-    #[arg(long, hide = true)]
-    pub crash_after_ms: Option<u64>,
+    /// Fault injection for tests: abort the agent this long after start.
+    #[arg(long, hide = true, value_parser = ringfence_protocol::duration::parse)]
+    pub crash_after: Option<Duration>,
 }
 
 fn hostname() -> String {
@@ -173,10 +173,10 @@ pub fn run(
     // After the crash monitor started (it must stay free to ptrace us), before any thread.
     let view = super::harden::view(Some(data_dir), None, upgrade.binary());
     let (channels, hardening) = super::harden::confine(harden, &mut config, inherited, view)?;
-    if let Some(after) = args.crash_after_ms {
+    if let Some(after) = args.crash_after {
         std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(after));
-            tracing::error!("aborting on purpose (--crash-after-ms)");
+            std::thread::sleep(after);
+            tracing::error!("aborting on purpose (--crash-after)");
             std::process::abort();
         });
     }
@@ -228,7 +228,7 @@ pub fn run(
 
     let stop = Arc::new(AtomicBool::new(false));
     let link_config = LinkConfig {
-        bless_after: Duration::from_secs(args.bless_after_s),
+        bless_after: args.bless_after,
         interval: Duration::from_secs(1),
         identity_path: Some(data_dir.join("identity.json")),
         health_path: Some(data_dir.join(HEALTH_FILE)),

@@ -7,12 +7,15 @@
 //! gate trips, the rollout halts and rolls back. Act two publishes the same content with
 //! preflight on: it never reaches a host. Act three publishes content that never crashes but
 //! stalls every call past its deadline, preflight skipped: no trap, no crash report, and still
-//! the latency and failure gates halt it in the first ring. The summary says what it cost.
+//! the latency and failure gates halt it in the first ring. Act four crashes one agent process
+//! three times (a native bug the sandbox cannot contain): its guard restores the last known good
+//! release by itself. The summary says what it cost.
 //!
 //! Everything here drives the product through its public interfaces (the CLI and the HTTP
 //! API); nothing is simulated.
 
 pub mod control;
+mod crash_loop;
 pub mod faults;
 pub mod fleet;
 mod releases;

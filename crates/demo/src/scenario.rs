@@ -1,4 +1,4 @@
-//! The two acts, driven through the server's API, narrated on the timeline.
+//! The acts, driven through the server's API, narrated on the timeline.
 
 use crate::control::Control;
 use crate::fleet::Fleet;
@@ -49,15 +49,15 @@ struct BadRun {
     time_to_recover_s: f64,
 }
 
-struct Demo {
-    fleet: Fleet,
-    control: Control,
-    timeline: Timeline,
+pub(crate) struct Demo {
+    pub(crate) fleet: Fleet,
+    pub(crate) control: Control,
+    pub(crate) timeline: Timeline,
     interrupted: Arc<AtomicBool>,
 }
 
 impl Demo {
-    fn check(&self) -> Result<(), DemoError> {
+    pub(crate) fn check(&self) -> Result<(), DemoError> {
         if self.interrupted.load(Ordering::Relaxed) {
             return Err(DemoError::Interrupted);
         }
@@ -65,7 +65,7 @@ impl Demo {
     }
 
     /// Waits for `done` while checking for Ctrl-C; fails after `timeout` saying `what`.
-    fn wait(
+    pub(crate) fn wait(
         &self,
         what: &str,
         timeout: Duration,
@@ -411,8 +411,22 @@ pub fn run(options: DemoOptions) -> Result<Summary, DemoError> {
     );
     let act_three = demo.watch_bad_rollout(STALL)?;
 
-    let groups = demo.control.get("/api/v1/crash-groups")?;
-    let crash_groups = groups["groups"].as_array().map(Vec::len).unwrap_or(0);
+    // Act four.
+    demo.timeline.say(
+        Tone::Step,
+        "Act four: a crash outside the sandbox — the agent process itself dies (SIGSEGV, as a bug in native code would), again and again",
+    );
+    let restore = demo.crash_loop()?;
+
+    let groups = demo.crash_groups()?;
+    let crash_group_summaries: Vec<String> = groups
+        .iter()
+        .map(|group| group["summary"].as_str().unwrap_or("").to_owned())
+        .collect();
+    let failure_reports = demo.control.get("/api/v1/reports?kind=failure")?["reports"]
+        .as_array()
+        .map(Vec::len)
+        .unwrap_or(0);
     let reached = demo.control.reached(BAD)?.len().max(seen_hosts.len());
     let time_to_halt_s = (final_state["ended_ms"].as_i64().unwrap_or(0)
         - final_state["started_ms"].as_i64().unwrap_or(0)) as f64
@@ -457,7 +471,12 @@ pub fn run(options: DemoOptions) -> Result<Summary, DemoError> {
         bad_release_max_ring: final_state["ring"].as_u64().unwrap_or(0),
         time_to_halt_s,
         time_to_recover_s,
-        crash_groups,
+        crash_groups: crash_group_summaries.len(),
+        crash_group_summaries,
+        failure_reports,
+        guard_restore_host: restore.host,
+        guard_restore_s: restore.restored_in_s,
+        guard_restore_reported: restore.reported,
         preflight_blocked,
         preflight_reason,
         guard_restores: restores,
@@ -466,6 +485,7 @@ pub fn run(options: DemoOptions) -> Result<Summary, DemoError> {
             .reached(STALL)?
             .len()
             .max(act_three.hosts.len()),
+        stall_hosts_refused: demo.control.refused(STALL)?.len(),
         stall_max_ring: act_three.last["ring"].as_u64().unwrap_or(0),
         stall_halted: act_three.last["phase"] == "rolled_back",
         stall_gates: act_three.tripped,

@@ -24,19 +24,35 @@ pub struct Summary {
     pub events_answered: u64,
     /// Denies: neither release denies anything, so every deny would be wrong.
     pub wrong_denies: u64,
-    /// Engine failures contained in the sandbox (traps answered by policy).
+    /// Engine calls that failed in the sandbox (traps, deadlines), each answered by policy.
     pub engine_failures_contained: u64,
+    /// Failure reports the server received: hosts send each failure once, rate-limited, so
+    /// this is fewer than the calls that failed; the gates need only a few.
+    pub failure_reports: usize,
+    /// Crash groups on the server (one per signature).
     pub crash_groups: usize,
+    /// Each crash group in plain words, as the server explains it.
+    pub crash_group_summaries: Vec<String>,
     /// From a trap in a canary's sandbox to its report stored on the server: median and worst.
     pub crash_report_latency_s: f64,
     pub crash_report_latency_max_s: f64,
     /// True when act two's preflight stopped the same content before any host.
     pub preflight_blocked: bool,
     pub preflight_reason: String,
-    /// Hosts whose guard restored the last known good release after agent crashes.
+    /// Restore reports on the server: hosts whose guard restored the last known good release
+    /// after their agent crashed in a loop (act four makes one).
     pub guard_restores: usize,
+    /// Act four: the host whose agent was crashed three times.
+    pub guard_restore_host: String,
+    /// Act four: from the last crash to the agent serving on the last known good release.
+    pub guard_restore_s: f64,
+    /// Act four: the host's restore report reached the server.
+    pub guard_restore_reported: bool,
     /// Act three: hosts that ran the release that stalls without crashing.
     pub stall_hosts_reached: usize,
+    /// Act three: hosts that tried the stalling release on their own recent events first and
+    /// refused it.
+    pub stall_hosts_refused: usize,
     /// Act three: the furthest ring the stalling release reached (0 = first).
     pub stall_max_ring: u64,
     /// Act three: the gates halted and rolled back the stalling release.
@@ -69,8 +85,19 @@ impl Summary {
                 format!("{:.1} s", self.time_to_recover_s),
             ),
             (
-                "engine calls that failed, answered by policy",
-                self.engine_failures_contained.to_string(),
+                "engine calls that failed while serving",
+                format!(
+                    "{} (each answered by policy: nothing hung, nothing crashed)",
+                    self.engine_failures_contained
+                ),
+            ),
+            (
+                "failure reports on the server",
+                format!(
+                    "{} (from canaries' checks before switching and from serving; hosts \
+                     ship them rate-limited, the gates need only a few)",
+                    self.failure_reports
+                ),
             ),
             (
                 "permission events answered",
@@ -89,7 +116,20 @@ impl Summary {
                     self.crash_report_latency_s, self.crash_report_latency_max_s
                 ),
             ),
-            ("guard restores needed", self.guard_restores.to_string()),
+            (
+                "act four: guard restores",
+                format!(
+                    "{} ({} back on the last known good release {:.1} s after its third crash{})",
+                    self.guard_restores,
+                    self.guard_restore_host,
+                    self.guard_restore_s,
+                    if self.guard_restore_reported {
+                        ", reported"
+                    } else {
+                        "; its report did NOT arrive"
+                    }
+                ),
+            ),
             (
                 "act two: preflight blocked it",
                 if self.preflight_blocked {
@@ -102,8 +142,8 @@ impl Summary {
                 "act three: the stalling release",
                 if self.stall_halted {
                     format!(
-                        "halted in ring {} after reaching {} host(s)",
-                        self.stall_max_ring, self.stall_hosts_reached
+                        "halted in ring {}: {} host(s) ran it, {} tried it first and refused it",
+                        self.stall_max_ring, self.stall_hosts_reached, self.stall_hosts_refused
                     )
                 } else {
                     format!("NOT halted: reached {} host(s)", self.stall_hosts_reached)
@@ -115,6 +155,9 @@ impl Summary {
         let mut out = String::new();
         for (key, value) in rows {
             out.push_str(&format!("  {key:<width$}  {value}\n"));
+        }
+        for (n, group) in self.crash_group_summaries.iter().enumerate() {
+            out.push_str(&format!("  crash group {}: {group}\n", n + 1));
         }
         out
     }

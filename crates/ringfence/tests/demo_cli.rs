@@ -1,6 +1,7 @@
 //! `ringfence demo` end to end, as the README runs it (a smaller fleet): the bad release stays
 //! in the first ring, every host recovers, nothing is lost or wrongly denied, and act two's
-//! preflight stops the same content, and act three's stalling release halts in the first ring.
+//! preflight stops the same content, act three's stalling release halts in the first ring, and
+//! act four's crash loop is undone by the guard.
 
 use std::process::Command;
 
@@ -63,6 +64,19 @@ fn demo_contains_the_poisoned_update() {
     );
     assert!(
         summary["events_answered"].as_u64().expect("answered") > 0,
+        "{summary}"
+    );
+    // Act four: an agent crashed three times is back on the last known good release by its
+    // guard, and the host said so to the server.
+    assert!(
+        summary["guard_restores"].as_u64().expect("restores") >= 1,
+        "{summary}"
+    );
+    assert_eq!(summary["guard_restore_reported"], true, "{summary}");
+    // Every crash group counted is also explained.
+    assert_eq!(
+        summary["crash_group_summaries"].as_array().map(Vec::len),
+        summary["crash_groups"].as_u64().map(|n| n as usize),
         "{summary}"
     );
     // Everything the demo made is gone.

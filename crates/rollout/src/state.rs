@@ -515,7 +515,7 @@ pub fn step_with_health(
                 threshold: spec.gates.min_adoption,
                 passed: false,
                 explanation: format!(
-                    "share of ring {} running the release after {} s: {adoption:.2} < {:.2}{installing}",
+                    "share of {} running the release after {} s: {adoption:.2} < {:.2}{installing}",
                     ring.name,
                     elapsed / 1000,
                     spec.gates.min_adoption
@@ -601,7 +601,7 @@ pub fn promote_now(
             threshold: spec.gates.min_adoption,
             passed: false,
             explanation: format!(
-                "share of ring {ring_name} running the release: {adoption:.2} < {:.2}",
+                "share of {ring_name} running the release: {adoption:.2} < {:.2}",
                 spec.gates.min_adoption
             ),
         });

@@ -125,14 +125,13 @@ fn plain_words(group: &CrashGroup, rollout: Option<&ActiveRollout>) -> String {
             .map(|r| r.name.as_str())
             .unwrap_or("?");
         let fate = match rollout.state.phase {
-            ringfence_rollout::Phase::RolledBack => format!(
-                "rollout {} halted at ring {ring} and rolled back",
-                rollout.id
-            ),
-            ringfence_rollout::Phase::Halted => {
-                format!("rollout {} halted at ring {ring}", rollout.id)
+            ringfence_rollout::Phase::RolledBack => {
+                format!("rollout {} halted in {ring} and rolled back", rollout.id)
             }
-            phase => format!("rollout {} is {phase:?} at ring {ring}", rollout.id).to_lowercase(),
+            ringfence_rollout::Phase::Halted => {
+                format!("rollout {} halted in {ring}", rollout.id)
+            }
+            phase => format!("rollout {} is {phase:?} in {ring}", rollout.id).to_lowercase(),
         };
         sentence.push_str("; ");
         sentence.push_str(&fate);

@@ -70,7 +70,11 @@ fn json_lists_every_strategy_with_the_promised_keys() {
     assert!(value["peak_rss_bytes"].as_u64().is_some_and(|b| b > 0));
     assert!(value["wall_s"].as_f64().is_some());
     let chart = std::fs::read_to_string(&svg).expect("chart written");
-    assert!(chart.starts_with("<svg") && chart.matches("<polyline").count() == names.len());
+    assert!(chart.starts_with("<svg") && chart.matches("<polyline").count() == 2 * names.len());
+    assert!(
+        chart.contains("linear scale") && chart.contains("halted in ring0"),
+        "a linear panel, halts labelled with the server's ring names"
+    );
 
     let again = json(&args);
     assert_eq!(

@@ -122,6 +122,8 @@ struct Run<'a> {
     first_signal_ms: Option<u64>,
     processed: u64,
     series: Vec<(u64, u64)>,
+    /// When each opened ring was opened.
+    ring_opened_ms: Vec<u64>,
     cross_check: bool,
 }
 
@@ -158,6 +160,7 @@ impl<'a> Run<'a> {
             first_signal_ms: None,
             processed: 0,
             series: vec![(0, 0)],
+            ring_opened_ms: Vec::new(),
             cross_check,
         }
     }
@@ -399,6 +402,7 @@ impl<'a> Run<'a> {
 
     /// A ring opens: its agents hear about it on their next heartbeat.
     fn open_ring(&mut self, ring: usize, t: u64) {
+        self.ring_opened_ms.push(t);
         for k in 0..self.fleet.ring_members(ring).len() {
             let agent = self.fleet.ring_members(ring)[k];
             if self.fleet.state[agent as usize] == AgentState::Old
@@ -576,6 +580,8 @@ impl<'a> Run<'a> {
             first_signal_min: self.first_signal_ms.map(minutes),
             halt_after_signal_min: signal_to_halt,
             rings: self.spec.rings.iter().map(|r| r.percent).collect(),
+            ring_names: self.spec.rings.iter().map(|r| r.name.clone()).collect(),
+            ring_opened_min: self.ring_opened_ms.iter().map(|&t| minutes(t)).collect(),
             bake_min: self
                 .spec
                 .rings
@@ -588,6 +594,11 @@ impl<'a> Run<'a> {
             peak_affected: self.peak_affected,
             outcome,
             max_ring: self.state.ring,
+            max_ring_name: self
+                .spec
+                .rings
+                .get(self.state.ring)
+                .map_or_else(|| self.state.ring.to_string(), |r| r.name.clone()),
             time_to_halt_min: self.halted_ms.map(minutes),
             time_to_recover_min: recovered.map(minutes),
             recover_after_halt_min: recovered

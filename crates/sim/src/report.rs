@@ -28,6 +28,10 @@ pub struct StrategyResult {
     pub halt_after_signal_min: Option<f64>,
     /// Cumulative ring percentages.
     pub rings: Vec<f64>,
+    /// The rings' names, as the server names them in its gates and reasons.
+    pub ring_names: Vec<String>,
+    /// When each ring the controller opened was opened, minutes since the start.
+    pub ring_opened_min: Vec<f64>,
     pub bake_min: f64,
     /// Hosts that installed the bad release.
     pub hosts_reached: u64,
@@ -42,6 +46,8 @@ pub struct StrategyResult {
     pub outcome: Outcome,
     /// The deepest ring the controller opened (0 = the first ring).
     pub max_ring: usize,
+    /// That ring's name.
+    pub max_ring_name: String,
     /// From the start of the rollout to the controller halting it.
     pub time_to_halt_min: Option<f64>,
     /// From the start of the rollout until every host not needing hands-on recovery runs the

@@ -8,7 +8,7 @@ fn minutes(value: Option<f64>) -> String {
 
 fn outcome(result: &StrategyResult) -> String {
     match result.outcome {
-        Outcome::RolledBack => format!("halted in ring {}, rolled back", result.max_ring),
+        Outcome::RolledBack => format!("halted in {}, rolled back", result.max_ring_name),
         Outcome::Completed => "completed: gates never tripped".to_owned(),
         Outcome::Unfinished => "unfinished at the time limit".to_owned(),
     }

@@ -18,8 +18,8 @@ pub struct Options {
     /// Permission events per second each host replays.
     #[arg(long, default_value_t = 100)]
     pub rate: u64,
-    /// Bake time per ring of each bad rollout, seconds.
-    #[arg(long, default_value_t = 8.0)]
+    /// Bake time per ring of each bad rollout.
+    #[arg(long = "bake", default_value = "8s", value_parser = crate::seconds)]
     pub bake_s: f64,
     /// Faults to inject, comma-separated (default: all of trap, rare-trap, slow, loop, oom,
     /// deny-all).

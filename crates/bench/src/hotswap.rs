@@ -29,13 +29,13 @@ pub struct Options {
     #[arg(long, default_value_t = 100_000)]
     pub rate: u64,
     /// Length of the run; the swap happens halfway.
-    #[arg(long, default_value_t = 4.0)]
+    #[arg(long = "duration", default_value = "4s", value_parser = crate::seconds)]
     pub seconds: f64,
     /// Agent worker threads.
     #[arg(long, default_value_t = 2)]
     pub workers: usize,
-    /// The agent's permission deadline, in milliseconds.
-    #[arg(long, default_value_t = 20)]
+    /// The agent's permission deadline.
+    #[arg(long = "perm-deadline", default_value = "20ms", value_parser = crate::millis)]
     pub perm_deadline_ms: u64,
     /// Print one JSON object.
     #[arg(long)]

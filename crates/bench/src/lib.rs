@@ -14,3 +14,14 @@ pub mod server;
 pub mod sigma;
 pub mod stats;
 pub mod upgrade;
+
+/// A duration flag (`8s`, `500ms`: the syntax every ringfence flag uses) as seconds.
+fn seconds(text: &str) -> Result<f64, ringfence_protocol::duration::DurationError> {
+    ringfence_protocol::duration::parse(text).map(|span| span.as_secs_f64())
+}
+
+/// A duration flag as whole milliseconds.
+fn millis(text: &str) -> Result<u64, String> {
+    let span = ringfence_protocol::duration::parse(text).map_err(|e| e.to_string())?;
+    u64::try_from(span.as_millis()).map_err(|_| format!("{text:?} is too long"))
+}

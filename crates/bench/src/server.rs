@@ -31,8 +31,8 @@ pub struct Options {
     /// Enrolled agents sending heartbeats.
     #[arg(long, default_value_t = 10_000)]
     pub agents: usize,
-    /// Seconds of load per measurement.
-    #[arg(long, default_value_t = 5.0)]
+    /// Load per measurement.
+    #[arg(long = "duration", default_value = "5s", value_parser = crate::seconds)]
     pub seconds: f64,
     /// Concurrent HTTP connections of the load generator.
     #[arg(long, default_value_t = 32)]
@@ -50,6 +50,7 @@ pub struct Options {
     /// With `--flood`: heartbeats per second during the flood.
     #[arg(long, default_value_t = 2000.0)]
     pub flood_rate: f64,
+    /// Print the figures as one JSON object.
     #[arg(long)]
     pub json: bool,
 }

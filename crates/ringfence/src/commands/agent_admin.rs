@@ -20,29 +20,46 @@ pub struct AgentCli {
 #[derive(Debug, Subcommand)]
 pub enum AgentAdminCommand {
     /// Enrolled agents, from the server.
+    #[command(
+        after_help = "Examples:\n  ringfence agent list\n  ringfence agent list -o wide\n  ringfence agent list -o json | jq '.agents[] | select(.degraded)'"
+    )]
     List {
         #[command(flatten)]
         operator: OperatorArgs,
+        /// How to print: `table` (aligned columns), `wide` (more columns) or `json` (the
+        /// server's document).
         #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
         output: Output,
     },
     /// One agent: enrollment, last heartbeat, certificate, decommission.
+    #[command(
+        after_help = "Examples:\n  ringfence agent show ag-5d2e\n  ringfence agent show ag-5d2e -o json"
+    )]
     Show {
         #[command(flatten)]
         operator: OperatorArgs,
+        /// The agent's id, as `agent list` shows it.
         id: String,
+        /// How to print: `table` (aligned columns), `wide` (more columns) or `json` (the
+        /// server's document).
         #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
         output: Output,
     },
     /// Take an agent out for good: its credential and certificate stop working on every
     /// server replica, rollout gates leave it out; its history stays. Audited.
+    #[command(
+        after_help = "Examples:\n  ringfence agent decommission ag-5d2e --reason \"host retired\""
+    )]
     Decommission {
         #[command(flatten)]
         operator: OperatorArgs,
+        /// The agent's id, as `agent list` shows it.
         id: String,
         /// Why; recorded in the audit log.
         #[arg(long)]
         reason: String,
+        /// How to print: `table` (aligned columns), `wide` (more columns) or `json` (the
+        /// server's document).
         #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
         output: Output,
     },

@@ -10,6 +10,9 @@ use std::process::ExitCode;
 #[derive(Debug, Subcommand)]
 pub enum CorpusCommand {
     /// Write a realistic, reproducible corpus of events as JSON lines.
+    #[command(
+        after_help = "Examples:\n  ringfence corpus generate --events 2000 --out events.jsonl\n  ringfence corpus generate --seed 7 | head -3"
+    )]
     Generate {
         /// How many events.
         #[arg(long, default_value_t = 10_000)]
@@ -22,8 +25,13 @@ pub enum CorpusCommand {
         out: Option<PathBuf>,
     },
     /// Check that a corpus parses; report counts by event kind.
+    #[command(
+        after_help = "Examples:\n  ringfence corpus check events.jsonl\n  ringfence corpus check events.jsonl --json"
+    )]
     Check {
+        /// The corpus file (JSON lines, one event each).
         corpus: PathBuf,
+        /// Print the counts as one JSON object.
         #[arg(long)]
         json: bool,
     },

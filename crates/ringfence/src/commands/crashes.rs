@@ -25,6 +25,7 @@ pub enum CrashesCommand {
     Show {
         #[command(flatten)]
         operator: OperatorArgs,
+        /// The group's signature as `crashes list` shows it, or its start (`faulty:trap`).
         signature: String,
         #[command(flatten)]
         output: OutputArgs,

@@ -5,6 +5,9 @@ use std::process::ExitCode;
 
 /// Replay a poisoned content update against a fleet on this machine.
 #[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Examples:\n  ringfence demo\n  # A smaller fleet, then keep it running for the dashboard and the CLI until Ctrl-C\n  ringfence demo --hosts 6 --canaries 1 --keep\n  ringfence demo --json | jq .time_to_halt_s"
+)]
 pub struct DemoArgs {
     /// Hosts that replay recorded traffic (plus one live fanotify host when root).
     #[arg(long, default_value_t = 20)]

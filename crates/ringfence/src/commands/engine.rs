@@ -16,8 +16,12 @@ pub enum EngineCommand {
     /// Run every event of a corpus through an engine in the real host and report.
     ///
     /// Exits 1 when any event failed (trap, deadline, memory), 2 on bad input.
+    #[command(
+        after_help = "Examples:\n  ringfence engine test --engine bundled:sigma --content rules/sigma --events events.jsonl\n  ringfence engine test --engine my-engine.wasm --content rules.json --events events.jsonl --deadline 2ms --json"
+    )]
     Test(TestArgs),
     /// List the engines built into this binary.
+    #[command(after_help = "Examples:\n  ringfence engine list")]
     List,
 }
 

@@ -29,6 +29,9 @@ pub struct GuardArgs {
 #[derive(Debug, Subcommand)]
 enum GuardCommand {
     /// What the guard on this host is doing (reads <data-dir>/guard/status.json).
+    #[command(
+        after_help = "Examples:\n  ringfence guard status\n  ringfence guard status --data-dir /var/lib/ringfence --json"
+    )]
     Status(StatusArgs),
     /// An agent stand-in for tests and benchmarks.
     #[command(hide = true)]

@@ -174,4 +174,39 @@ mod tests {
     fn the_command_line_is_consistent() {
         super::Cli::command().debug_assert();
     }
+
+    /// Every option and argument a person can see says what it is for, and every command a
+    /// person runs shows examples.
+    #[test]
+    fn every_visible_option_is_described_and_every_command_has_examples() {
+        fn walk(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in command.get_arguments() {
+                if arg.is_hide_set() || ["help", "version"].contains(&arg.get_id().as_str()) {
+                    continue;
+                }
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path}: {} has no description", arg.get_id()));
+                }
+            }
+            let visible: Vec<&clap::Command> = command
+                .get_subcommands()
+                .filter(|sub| !sub.is_hide_set() && sub.get_name() != "help")
+                .collect();
+            let examples = [command.get_after_help(), command.get_after_long_help()]
+                .into_iter()
+                .flatten()
+                .any(|text| text.to_string().contains("Examples:"));
+            if visible.is_empty() && !examples {
+                missing.push(format!("{path}: no Examples: section"));
+            }
+            for sub in visible {
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut command = super::Cli::command();
+        command.build();
+        let mut missing = Vec::new();
+        walk(&command, "ringfence", &mut missing);
+        assert!(missing.is_empty(), "{}", missing.join("\n"));
+    }
 }

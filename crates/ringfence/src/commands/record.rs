@@ -10,13 +10,16 @@ use std::time::{Duration, Instant};
 
 /// Record live kernel events into a corpus.
 #[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Examples:\n  # A minute of this host's process activity, for `engine test` and preflight\n  sudo ringfence record --out host.jsonl --duration 1m\n  sudo ringfence record --out execs.jsonl --exec-only"
+)]
 pub struct RecordArgs {
     /// Corpus to write (JSON lines).
     #[arg(long)]
     out: PathBuf,
-    /// Stop after this many seconds (default: until SIGTERM or Ctrl-C).
-    #[arg(long)]
-    duration: Option<f64>,
+    /// Stop after this long: `30s`, `10m` (default: until SIGTERM or Ctrl-C).
+    #[arg(long, value_parser = ringfence_protocol::duration::parse)]
+    duration: Option<Duration>,
     /// Leave out fork and exit events.
     #[arg(long)]
     exec_only: bool,
@@ -28,11 +31,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
     let file = std::fs::File::create(&args.out)
         .with_context(|| format!("create {}", args.out.display()))?;
     let mut out = std::io::BufWriter::new(file);
-    let until = match args.duration {
-        Some(s) if s.is_finite() && s >= 0.0 => Some(Instant::now() + Duration::from_secs_f64(s)),
-        Some(_) => anyhow::bail!("--duration must be a non-negative number of seconds"),
-        None => None,
-    };
+    let until = args.duration.map(|span| Instant::now() + span);
     let me = std::process::id();
     let mut written = 0u64;
     eprintln!("ringfence record: recording to {}", args.out.display());

@@ -16,27 +16,49 @@ use std::process::ExitCode;
 pub enum ReleaseCommand {
     /// Create a release signing key pair: DIR/release.key (secret, mode 0600) and
     /// DIR/release.pub.
+    #[command(after_help = "Examples:\n  ringfence release keygen --out keys/")]
     Keygen(KeygenArgs),
     /// Build and sign a release bundle from an engine and/or content.
     // `--version` is the release's version here, not ringfence's.
-    #[command(disable_version_flag = true)]
+    #[command(
+        disable_version_flag = true,
+        after_help = "Examples:\n  # Content only, for an engine the fleet already runs\n  ringfence release build --name detection --version 1.4.0 --engine-name sigma \\\n      --content rules/sigma --key keys/release.key --out detection-1.4.0.rfb\n  # Engine and content, failing closed\n  ringfence release build --name exec-allowlist --version 2.0.0 --engine bundled:allowlist \\\n      --content allow.json --policy fail-closed --key keys/release.key --out allow-2.0.0.rfb"
+    )]
     Build(Box<BuildArgs>),
     /// Verify a bundle: trusted signature, hashes, and optionally rollback protection.
     ///
     /// Exits 0 when the bundle verifies, 1 when it is refused, 2 on bad arguments.
+    #[command(
+        after_help = "Examples:\n  ringfence release verify detection-1.4.0.rfb --pub keys/release.pub\n  ringfence release verify detection-1.3.0.rfb --pub keys/release.pub --installed 1.4.0 \\\n      --rollback back-to-1.3.0.json --json"
+    )]
     Verify(VerifyArgs),
     /// Show what a bundle contains, without trusting it.
+    #[command(
+        after_help = "Examples:\n  ringfence release inspect detection-1.4.0.rfb\n  ringfence release inspect detection-1.4.0.rfb --json | jq .manifest"
+    )]
     Inspect(InspectArgs),
     /// Sign a rollback directive allowing hosts to go back to an older release.
+    #[command(
+        after_help = "Examples:\n  ringfence release rollback-directive --channel detection --from 1.4.0 --to 1.3.0 \\\n      --reason \"1.4.0 floods alerts\" --expires-in 3d --key keys/release.key --out back-to-1.3.0.json"
+    )]
     RollbackDirective(DirectiveArgs),
     /// Sign a file shipped beside releases (the agent binary): writes FILE.sig with its sha256,
     /// size and signature, which an agent checks before upgrading itself in place.
+    #[command(
+        after_help = "Examples:\n  ringfence release sign-binary --key keys/release.key target/release/ringfence"
+    )]
     SignBinary(SignBinaryArgs),
     /// Check FILE against FILE.sig and trusted keys. Exits 0 when it verifies, 1 when refused.
+    #[command(
+        after_help = "Examples:\n  ringfence release verify-binary --pub keys/release.pub /usr/bin/ringfence"
+    )]
     VerifyBinary(VerifyBinaryArgs),
     /// Publish a bundle to the server; preflight runs there unless skipped.
     ///
     /// Exits 0 when the server accepted it, 1 when preflight rejected it.
+    #[command(
+        after_help = "Examples:\n  ringfence release publish detection-1.4.0.rfb\n  ringfence release publish detection-1.4.0.rfb --json | jq .preflight_report"
+    )]
     Publish(PublishArgs),
 }
 
@@ -49,6 +71,7 @@ pub struct PublishArgs {
     /// Skip preflight (demos and emergencies); recorded in the server's audit log.
     #[arg(long)]
     skip_preflight: bool,
+    /// Print the server's answer as one JSON object.
     #[arg(long)]
     json: bool,
 }
@@ -118,6 +141,7 @@ pub struct VerifyBinaryArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct VerifyArgs {
+    /// The bundle to verify.
     bundle: PathBuf,
     /// Trusted public key file(s).
     #[arg(long = "pub", required = true)]
@@ -138,6 +162,7 @@ pub struct VerifyArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct InspectArgs {
+    /// The bundle to show.
     bundle: PathBuf,
     /// Print one JSON object.
     #[arg(long)]
@@ -158,9 +183,9 @@ pub struct DirectiveArgs {
     /// Why (kept in the directive and shown to operators).
     #[arg(long)]
     reason: String,
-    /// How long the directive stays valid, in seconds.
-    #[arg(long, default_value_t = 7 * 24 * 3600)]
-    expires_in: u64,
+    /// How long the directive stays valid: `12h`, `7d`.
+    #[arg(long, default_value = "7d", value_parser = ringfence_protocol::duration::parse)]
+    expires_in: std::time::Duration,
     /// The secret key file.
     #[arg(long)]
     key: PathBuf,
@@ -471,7 +496,7 @@ fn directive(args: DirectiveArgs) -> anyhow::Result<ExitCode> {
         to_version: args.to,
         reason: args.reason,
         issued_at,
-        expires_at: issued_at.saturating_add(args.expires_in),
+        expires_at: issued_at.saturating_add(args.expires_in.as_secs()),
     };
     let signed = directive.sign(&key)?;
     write_file(&args.out, &signed.to_bytes())?;

@@ -13,13 +13,17 @@ use std::process::ExitCode;
 pub enum RemediationCommand {
     /// Write a plan; hosts in scope apply it with their next heartbeat.
     // `--version` is the pinned release's version here, not ringfence's.
-    #[command(disable_version_flag = true)]
+    #[command(
+        disable_version_flag = true,
+        after_help = "Examples:\n  # Canaries stop running detection content while it is investigated\n  ringfence remediation create --scope tag:canary --channel detection --action disable \\\n      --reason \"investigating 2.0.0\"\n  # One host back on a known release\n  ringfence remediation create --scope agent:ag-5d2e --channel detection --action pin \\\n      --version 1.3.0 --reason \"boot loop on 1.4.0\" -o json"
+    )]
     Create {
         #[command(flatten)]
         operator: OperatorArgs,
         /// `fleet`, `agent:<id>` or `tag:<tag>`.
         #[arg(long, default_value = "fleet")]
         scope: String,
+        /// The release channel the plan is about, e.g. `detection`.
         #[arg(long)]
         channel: String,
         /// `pin` (run --version, ignore rollouts) or `disable` (run no engine on the channel).
@@ -35,20 +39,29 @@ pub enum RemediationCommand {
         /// not trust, or is below the channel's rollback floor. Audited as forced.
         #[arg(long)]
         force: bool,
+        /// How to print: `table` (aligned columns), `wide` (more columns) or `json` (the
+        /// server's document).
         #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
         output: Output,
     },
     /// Active plans.
+    #[command(
+        after_help = "Examples:\n  ringfence remediation list\n  ringfence remediation list -o wide\n  ringfence remediation list -o json"
+    )]
     List {
         #[command(flatten)]
         operator: OperatorArgs,
+        /// How to print: `table` (aligned columns), `wide` (more columns) or `json` (the
+        /// server's document).
         #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
         output: Output,
     },
     /// Retire a plan: its hosts follow rollouts again.
+    #[command(after_help = "Examples:\n  ringfence remediation retire rp-7c1f09a2")]
     Retire {
         #[command(flatten)]
         operator: OperatorArgs,
+        /// The plan's id, as `remediation list` shows it.
         id: String,
     },
 }

@@ -91,6 +91,7 @@ pub enum RolloutCommand {
     Start {
         #[command(flatten)]
         operator: OperatorArgs,
+        /// The release channel, e.g. `detection`.
         #[arg(long)]
         channel: String,
         #[arg(long)]
@@ -115,6 +116,7 @@ pub enum RolloutCommand {
     Status {
         #[command(flatten)]
         operator: OperatorArgs,
+        /// The rollout's id (`ro-…`); every rollout when absent.
         id: Option<String>,
         /// Follow the rollout, printing it again whenever it changes, until it leaves running
         /// and paused; the exit code says how it ended (below).
@@ -160,6 +162,7 @@ pub enum RolloutCommand {
 pub struct ActionArgs {
     #[command(flatten)]
     operator: OperatorArgs,
+    /// The rollout's id, as `rollout status` shows it (`ro-…`).
     id: String,
     /// Why; recorded in the audit log.
     #[arg(long)]

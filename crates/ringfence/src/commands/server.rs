@@ -101,9 +101,13 @@ enum ServerCommand {
 #[derive(Debug, Subcommand)]
 enum TokenCommand {
     /// Create an operator token and print it (only its hash is stored).
+    #[command(
+        after_help = "Examples:\n  ringfence server token create --label alice --ttl 30d\n  # For the dashboard: paste it on the page, or open https://<server>/#token=<token>\n  ringfence server token create --label dashboard --ttl 12h"
+    )]
     Create {
         #[command(flatten)]
         store: StoreArgs,
+        /// Who or what the token is for; shown in `token list` and the audit log.
         #[arg(long, default_value = "operator")]
         label: String,
         /// Lifetime: `90s`, `30m`, `12h`, `30d`; no expiry when absent.
@@ -122,9 +126,13 @@ enum TokenCommand {
     },
     /// Revoke an operator token by the id `token list` shows; it stops working at once on
     /// every server replica. Audited.
+    #[command(
+        after_help = "Examples:\n  ringfence server token revoke tk-91ab2c --reason \"laptop lost\""
+    )]
     Revoke {
         #[command(flatten)]
         store: StoreArgs,
+        /// The token's id, as `token list` shows it (never the token itself).
         id: String,
         /// Why; recorded in the audit log.
         #[arg(long, default_value = "revoked on the server host")]
@@ -153,14 +161,19 @@ async fn open_store(store: &StoreArgs) -> anyhow::Result<ringfence_store::Store>
 #[derive(Debug, Subcommand)]
 enum EnrollTokenCommand {
     /// Create enrollment tokens, one per line.
+    #[command(
+        after_help = "Examples:\n  ringfence server enroll-token create\n  # One token per new host, valid for a week\n  ringfence server enroll-token create --count 50 --ttl 7d --label rack-12"
+    )]
     Create {
         #[command(flatten)]
         store: StoreArgs,
+        /// How many tokens; each enrolls one agent once.
         #[arg(long, default_value_t = 1)]
         count: usize,
         /// How long each token can be used: `30m`, `24h`, `7d`.
         #[arg(long, default_value = "24h", value_parser = parse_ttl)]
         ttl: Duration,
+        /// What the tokens are for; shown in the audit log.
         #[arg(long, default_value = "agents")]
         label: String,
     },

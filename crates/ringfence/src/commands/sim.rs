@@ -33,6 +33,9 @@ fn share(text: &str) -> Result<f64, String> {
 /// Virtual time, the real rollout controller, a million endpoints: how far does a bad release
 /// get under each strategy, and how fast does the fleet recover?
 #[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Examples:\n  ringfence sim\n  ringfence sim --strategy fast=5,100 --strategy slow=0.1,1,10,100 --bake 30m\n  ringfence sim --fault-fraction 0.01 --svg blast-radius.svg\n  ringfence sim --endpoints 100000 --json | jq '.strategies[] | {name, hosts_reached}'"
+)]
 pub struct SimArgs {
     /// Fleet size.
     #[arg(long, default_value_t = 1_000_000)]

@@ -16,6 +16,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Examples:\n  ringfence status\n  ringfence status --json\n  # This host: guard, agent, slots, spool; exit 1 unless it serves on the current release\n  ringfence status --host --check"
+)]
 pub struct StatusArgs {
     /// Describe this host (guard, agent, slots, spool) instead of the fleet.
     #[arg(long)]
@@ -35,6 +38,7 @@ pub struct StatusArgs {
     /// Operator API token (fleet view).
     #[arg(long, env = "RINGFENCE_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// Print one JSON object.
     #[arg(long)]
     json: bool,
     /// Exit 1 when protection is off somewhere: a degraded host in the fleet view; with --host,

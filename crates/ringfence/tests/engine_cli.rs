@@ -266,3 +266,25 @@ fn checked_in_corpus_matches_the_generator() {
     let fixture = std::fs::read(data("corpus-small.jsonl")).expect("fixture");
     assert_eq!(output.stdout, fixture);
 }
+
+#[test]
+fn engine_list_prints_a_table_or_json_and_refuses_an_unknown_format() {
+    let table = ringfence(&["engine", "list"]);
+    assert!(table.status.success(), "{}", stderr(&table));
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        text.starts_with("ENGINE") && text.contains("bundled:sigma"),
+        "{text}"
+    );
+    let json = ringfence(&["engine", "list", "-o", "json"]);
+    let value: serde_json::Value = serde_json::from_slice(&json.stdout).expect("one JSON object");
+    let engines = value["engines"].as_array().expect("engines");
+    assert!(
+        engines
+            .iter()
+            .all(|e| e["sha256"].as_str().is_some_and(|h| h.len() == 64)),
+        "{value}"
+    );
+    let bad = ringfence(&["engine", "list", "-o", "yaml"]);
+    assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
+}

@@ -21,8 +21,12 @@ pub enum EngineCommand {
     )]
     Test(TestArgs),
     /// List the engines built into this binary.
-    #[command(after_help = "Examples:\n  ringfence engine list")]
-    List,
+    #[command(after_help = "Examples:\n  ringfence engine list\n  ringfence engine list -o json")]
+    List {
+        /// How to print: `table` or `wide` (aligned columns, wide adds the SHA-256) or `json`.
+        #[arg(short = 'o', long, value_enum, default_value_t = super::agent_admin::Output::Table)]
+        output: super::agent_admin::Output,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -94,15 +98,44 @@ pub fn read_engine(spec: &str) -> anyhow::Result<(String, Vec<u8>)> {
 pub fn run(command: EngineCommand) -> anyhow::Result<ExitCode> {
     match command {
         EngineCommand::Test(args) => test(args),
-        EngineCommand::List => {
-            let mut out = std::io::stdout().lock();
-            for engine in ringfence_bundled_engines::ALL {
-                writeln!(
-                    out,
-                    "bundled:{:<16} {:>8} bytes",
-                    engine.name,
-                    engine.wasm.len()
-                )?;
+        EngineCommand::List { output } => {
+            use super::agent_admin::Output;
+            let engines = ringfence_bundled_engines::ALL.iter().map(|engine| {
+                let sha256 = ringfence_release::Sha256Digest::of(engine.wasm).to_string();
+                (
+                    format!("bundled:{}", engine.name),
+                    engine.wasm.len(),
+                    sha256,
+                )
+            });
+            match output {
+                Output::Json => {
+                    let list: Vec<serde_json::Value> = engines
+                        .map(|(name, bytes, sha256)| {
+                            serde_json::json!({"engine": name, "bytes": bytes, "sha256": sha256})
+                        })
+                        .collect();
+                    println!("{}", serde_json::json!({ "engines": list }));
+                }
+                Output::Table | Output::Wide => {
+                    let wide = output == Output::Wide;
+                    let rows: Vec<Vec<String>> = engines
+                        .map(|(name, bytes, sha256)| {
+                            let mut row =
+                                vec![name, format!("{:.1} MiB", bytes as f64 / 1_048_576.0)];
+                            if wide {
+                                row.push(sha256);
+                            }
+                            row
+                        })
+                        .collect();
+                    let header: &[&str] = if wide {
+                        &["ENGINE", "SIZE", "SHA-256"]
+                    } else {
+                        &["ENGINE", "SIZE"]
+                    };
+                    super::agent_admin::print_table(header, &rows);
+                }
             }
             Ok(ExitCode::SUCCESS)
         }

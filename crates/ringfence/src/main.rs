@@ -54,8 +54,51 @@ fn main() -> ExitCode {
     match commands::run(cli) {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("ringfence: error: {error:#}");
+            eprintln!("ringfence: error: {}", describe(&error));
             ExitCode::from(2)
         }
+    }
+}
+
+/// The error and its causes on one line, each said once: many error types already end their
+/// message with their cause's, and anyhow's `{:#}` would print it again
+/// ("No such file or directory (os error 2): No such file or directory (os error 2)").
+fn describe(error: &anyhow::Error) -> String {
+    let mut message = error.to_string();
+    for cause in error.chain().skip(1) {
+        let cause = cause.to_string();
+        if !message.ends_with(&cause) {
+            message.push_str(": ");
+            message.push_str(&cause);
+        }
+    }
+    message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::describe;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("{path}: {source}")]
+    struct Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn a_cause_already_in_the_message_is_not_repeated() {
+        let read = Read {
+            path: "/nonexistent".into(),
+            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        };
+        let error = anyhow::Error::new(read).context("load the corpus");
+        assert_eq!(
+            describe(&error),
+            "load the corpus: /nonexistent: entity not found"
+        );
+        let plain = anyhow::anyhow!("no such agent").context("agent show");
+        assert_eq!(describe(&plain), "agent show: no such agent");
     }
 }

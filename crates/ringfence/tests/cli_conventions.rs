@@ -92,3 +92,36 @@ fn json_logs_are_one_object_per_line() {
         assert!(value["fields"].get("message").is_some(), "{line}");
     }
 }
+
+#[test]
+fn an_error_says_its_cause_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let missing = dir.path().join("missing.jsonl");
+    let missing = missing.to_str().expect("utf-8 path");
+    for args in [
+        vec!["corpus", "check", missing],
+        vec!["release", "verify", missing, "--pub", missing],
+    ] {
+        let output = ringfence(&args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert_eq!(
+            stderr.matches("(os error 2)").count(),
+            1,
+            "{args:?}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn looking_at_a_host_changes_nothing_on_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data_dir = dir.path().join("not-a-host");
+    let data_dir = data_dir.to_str().expect("utf-8 path");
+    let output = ringfence(&["status", "--host", "--data-dir", data_dir]);
+    assert!(output.status.success(), "{output:?}");
+    assert!(
+        !std::path::Path::new(data_dir).exists(),
+        "status --host created {data_dir}"
+    );
+}

@@ -72,7 +72,13 @@ fn host(args: &StatusArgs) -> anyhow::Result<ExitCode> {
         .ok()
         .flatten();
     let mut channels = Vec::new();
-    if let Ok(slots) = SlotStore::open(args.data_dir.join("slots")) {
+    // Opening a slot store creates its directories; a status command only looks.
+    let slots_dir = args.data_dir.join("slots");
+    if let Some(slots) = slots_dir
+        .is_dir()
+        .then(|| SlotStore::open(slots_dir))
+        .and_then(Result::ok)
+    {
         for channel in slots.channels().unwrap_or_default() {
             match slots.state(&channel) {
                 Ok(state) => channels.push(json!({

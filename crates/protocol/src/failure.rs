@@ -88,12 +88,59 @@ impl FailureRecord {
             .filter_map(|f| f.function.as_deref())
             .take(3)
             .collect();
-        format!(
-            "{}:{}:{}:{}",
-            self.engine,
-            self.kind,
-            self.trap_code.as_deref().unwrap_or("-"),
-            frames.join("<")
-        )
+        // Parts that are not known are left out rather than shown as placeholders: a
+        // quarantine has no trap code and no frames, and `faulty:quarantined` says all there is.
+        let mut signature = format!("{}:{}", self.engine, self.kind);
+        for part in [self.trap_code.as_deref().unwrap_or(""), &frames.join("<")] {
+            if !part.is_empty() {
+                signature.push(':');
+                signature.push_str(part);
+            }
+        }
+        signature
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(kind: FailureKind, trap_code: Option<&str>, functions: &[&str]) -> FailureRecord {
+        FailureRecord {
+            engine: "faulty".into(),
+            content_sha256: String::new(),
+            kind,
+            trap_code: trap_code.map(str::to_owned),
+            message: String::new(),
+            event_kind: None,
+            backtrace: functions
+                .iter()
+                .map(|function| Frame {
+                    function: Some((*function).to_owned()),
+                    func_index: 0,
+                    module_offset: None,
+                    module: None,
+                })
+                .collect(),
+            at_unix_ns: 0,
+            elapsed_us: 0,
+        }
+    }
+
+    #[test]
+    fn a_signature_leaves_out_what_is_not_known() {
+        assert_eq!(
+            record(FailureKind::Quarantined, None, &[]).signature(),
+            "faulty:quarantined"
+        );
+        assert_eq!(
+            record(
+                FailureKind::Trap,
+                Some("memory_out_of_bounds"),
+                &["parse", "main"]
+            )
+            .signature(),
+            "faulty:trap:memory_out_of_bounds:parse<main"
+        );
     }
 }

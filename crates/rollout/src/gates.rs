@@ -378,6 +378,10 @@ fn relative_or_budget(
     }
 }
 
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
 /// Compares a ring's health with the baseline. Evidence gates apply from the start; statistics
 /// gates once someone in the ring runs the release, and can fail only with enough agents.
 pub fn evaluate_gates(
@@ -385,15 +389,22 @@ pub fn evaluate_gates(
     baseline: &HealthSummary,
     ring: &HealthSummary,
 ) -> Vec<GateResult> {
+    let evidence = match (ring.agents, ring.crashes) {
+        (0, _) => "no agents in this ring yet".to_owned(),
+        (agents, 0) => format!("none from {agents} agent{}", plural(agents)),
+        (agents, crashes) => format!(
+            "{crashes} report{} from {} of {agents} agent{}",
+            plural(crashes),
+            ring.crashed_agents,
+            plural(agents)
+        ),
+    };
     let mut results = vec![
         gate(
             "crashes",
             ring.crashes_per_agent(),
             spec.max_crashes_per_agent,
-            format!(
-                "crash, refused-install and engine failure reports per agent ({} in {} agents, from {})",
-                ring.crashes, ring.agents, ring.crashed_agents
-            ),
+            format!("crash, refused-install and engine failure reports per agent ({evidence})"),
         ),
         gate(
             "quarantine",

@@ -49,7 +49,7 @@ fn tiny_fleet_all_crash_and_restore_by_hand() {
     assert!(
         r.reason
             .as_deref()
-            .is_some_and(|why| why.contains("failure reports per agent (30 in 10 agents")),
+            .is_some_and(|why| why.contains("failure reports per agent (30 reports from")),
         "{:?}",
         r.reason
     );

@@ -126,18 +126,23 @@ pub fn run(command: CrashesCommand) -> anyhow::Result<ExitCode> {
                 println!("{group}");
             } else {
                 println!("{}", group["summary"].as_str().unwrap_or(""));
-                for key in [
-                    "signature",
-                    "engine",
-                    "kind",
-                    "trap_code",
-                    "function",
-                    "release",
-                    "rollout",
-                    "count",
-                    "hosts",
+                for (label, key) in [
+                    ("signature", "signature"),
+                    ("engine", "engine"),
+                    ("failure", "kind"),
+                    ("trap code", "trap_code"),
+                    ("function", "function"),
+                    ("release", "release"),
+                    ("rollout", "rollout"),
+                    ("reports", "count"),
+                    ("hosts", "hosts"),
                 ] {
-                    println!("  {key:<10} {}", group[key]);
+                    let value = match &group[key] {
+                        Value::String(text) => text.clone(),
+                        Value::Null => "-".to_owned(),
+                        other => other.to_string(),
+                    };
+                    println!("  {label:<10} {value}");
                 }
             }
             Ok(ExitCode::SUCCESS)

@@ -53,7 +53,7 @@ fn crash_gate_trips_and_explains() {
     let crash = find(&results, "crashes");
     assert!(!crash.passed);
     assert!(
-        crash.explanation.contains("1 in 2 agents"),
+        crash.explanation.contains("1 report from 1 of 2 agents"),
         "{}",
         crash.explanation
     );
@@ -343,5 +343,18 @@ fn a_release_that_denies_everything_fails_on_two_canaries_but_a_small_rise_waits
     assert!(
         deny.passed,
         "a modest rise on two agents is a statistic: {deny:?}"
+    );
+}
+
+#[test]
+fn an_empty_ring_says_so_instead_of_counting_zeros() {
+    let baseline = sum(&healthy(5, "1"), None, 1_000, 0);
+    let ring = sum(&[], Some("2"), 1_000, 0);
+    let results = evaluate_gates(&GateSpec::default(), &baseline, &ring);
+    let crash = find(&results, "crashes");
+    assert!(
+        crash.explanation.contains("no agents in this ring yet"),
+        "{}",
+        crash.explanation
     );
 }

@@ -43,7 +43,7 @@ pub enum ServerError {
         source: std::io::Error,
     },
     #[error("release keys: {0}")]
-    Keys(String),
+    Keys(#[from] ringfence_release::KeyError),
     #[error("wasm runtime: {0}")]
     Runtime(#[from] ringfence_engine_host::RuntimeError),
     #[error(transparent)]
@@ -106,7 +106,7 @@ pub async fn open(config: ServerConfig) -> Result<AppState, ServerError> {
         &ringfence_store::OpenOptions { init: config.init },
     )
     .await?;
-    let authority = signing::ReleaseAuthority::open(&config.data_dir).map_err(ServerError::Keys)?;
+    let authority = signing::ReleaseAuthority::open(&config.data_dir)?;
     // When each key was first trusted: agents enrolled before then refuse what it signs.
     store.record_release_keys(&authority.keys()).await?;
     let tls = tls::TlsMaterial::for_transport(&config.transport, &config.data_dir)?;

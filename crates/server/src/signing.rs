@@ -8,10 +8,21 @@
 
 use ringfence_protocol::FailurePolicy;
 use ringfence_release::{
-    Bundle, PublicKey, ReleaseKey, RollbackDirective, SlotState, TrustedKeys, VerifyOptions,
-    Version, verify,
+    Bundle, BundleError, KeyError, PublicKey, ReleaseKey, RollbackDirective, SlotState,
+    TrustedKeys, VerifyError, VerifyOptions, Version, verify,
 };
 use std::path::Path;
+
+/// Why a published bundle is refused; the message goes back to the publisher.
+#[derive(Debug, thiserror::Error)]
+pub enum BundleRefused {
+    #[error("{0}")]
+    Malformed(#[from] BundleError),
+    #[error("{0}")]
+    Unverified(#[from] VerifyError),
+    #[error("its manifest cannot be stored: {0}")]
+    Manifest(#[from] serde_json::Error),
+}
 
 /// How long a rollback directive stays valid: long enough for an agent that was offline for a
 /// while to come back and roll back, short enough not to be a standing downgrade licence.
@@ -40,16 +51,15 @@ pub struct ReleaseAuthority {
 
 impl ReleaseAuthority {
     /// Loads (or makes) the release key in `data_dir` and the extra trusted public keys.
-    pub fn open(data_dir: &Path) -> Result<ReleaseAuthority, String> {
+    /// Key errors name the file they are about.
+    pub fn open(data_dir: &Path) -> Result<ReleaseAuthority, KeyError> {
         let key_path = data_dir.join("release.key");
         let key = if key_path.exists() {
-            ReleaseKey::read_file(&key_path).map_err(|e| e.to_string())?
+            ReleaseKey::read_file(&key_path)?
         } else {
-            let key = ReleaseKey::generate().map_err(|e| e.to_string())?;
-            key.write_file(&key_path).map_err(|e| e.to_string())?;
-            key.public()
-                .write_file(&data_dir.join("release.pub"))
-                .map_err(|e| e.to_string())?;
+            let key = ReleaseKey::generate()?;
+            key.write_file(&key_path)?;
+            key.public().write_file(&data_dir.join("release.pub"))?;
             tracing::info!(key = %key.key_id(), "created the release signing key in {}", key_path.display());
             key
         };
@@ -60,7 +70,7 @@ impl ReleaseAuthority {
             for entry in entries.flatten() {
                 let path = entry.path();
                 if path.extension().and_then(|e| e.to_str()) == Some("pub") {
-                    trusted.insert(PublicKey::read_file(&path).map_err(|e| e.to_string())?);
+                    trusted.insert(PublicKey::read_file(&path)?);
                 }
             }
         }
@@ -68,16 +78,15 @@ impl ReleaseAuthority {
     }
 
     /// Checks structure, hashes and signature of a published bundle.
-    pub fn verify_bundle(&self, bytes: &[u8]) -> Result<PublishedBundle, String> {
-        let bundle = Bundle::read(bytes).map_err(|e| e.to_string())?;
+    pub fn verify_bundle(&self, bytes: &[u8]) -> Result<PublishedBundle, BundleRefused> {
+        let bundle = Bundle::read(bytes)?;
         // The server has nothing installed: no rollback check here, only the signature.
         let verified = verify(
             &bundle,
             &self.trusted,
             &SlotState::default(),
             &VerifyOptions::now(),
-        )
-        .map_err(|e| e.to_string())?;
+        )?;
         let manifest = verified.manifest();
         let signed_by = bundle
             .signatures()
@@ -89,7 +98,7 @@ impl ReleaseAuthority {
             signed_by,
             channel: manifest.name.clone(),
             version: manifest.version.to_string(),
-            manifest: serde_json::to_value(manifest).map_err(|e| e.to_string())?,
+            manifest: serde_json::to_value(manifest)?,
             engine_name: manifest.engine_name.clone(),
             engine: bundle.engine().map(<[u8]>::to_vec),
             content: bundle.content().map(<[u8]>::to_vec),

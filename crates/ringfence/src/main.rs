@@ -10,27 +10,26 @@ use clap::{CommandFactory, FromArgMatches};
 use std::ffi::OsString;
 use std::process::ExitCode;
 
-/// The command line, with the service's settings file (if any) under it.
-fn parse() -> commands::Cli {
+/// The command line, with the service's settings file (if any) under it; `Err` is the exit
+/// code after the problem was printed.
+fn parse() -> Result<commands::Cli, ExitCode> {
     let argv: Vec<OsString> = std::env::args_os().collect();
     let command = commands::Cli::command();
     let matches = command.clone().get_matches_from(&argv);
     let layered = match settings::layer(&command, &matches, &argv) {
         Ok(None) => {
-            return commands::Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit());
+            return Ok(commands::Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit()));
         }
         Ok(Some(layered)) => layered,
         Err(error) => {
             eprintln!("ringfence: error: {error}");
-            std::process::exit(2);
+            return Err(ExitCode::from(2));
         }
     };
-    let parsed = command
+    command
         .try_get_matches_from(&layered.argv)
-        .and_then(|matches| commands::Cli::from_arg_matches(&matches));
-    match parsed {
-        Ok(cli) => cli,
-        Err(error) => {
+        .and_then(|matches| commands::Cli::from_arg_matches(&matches))
+        .map_err(|error| {
             // clap's message names the option; say that the file, not the typist, set it.
             let _ = error.print();
             eprintln!(
@@ -38,13 +37,15 @@ fn parse() -> commands::Cli {
                 layered.path.display(),
                 layered.applied.join(", ")
             );
-            std::process::exit(2);
-        }
-    }
+            ExitCode::from(2)
+        })
 }
 
 fn main() -> ExitCode {
-    let cli = parse();
+    let cli = match parse() {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
     if cli.command.is_filter() {
         // Output piped into `head` should end the command quietly. Only for commands that
         // print and exit: daemons keep Rust's default, where a closed socket is an error value.

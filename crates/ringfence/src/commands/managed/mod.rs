@@ -59,8 +59,8 @@ pub struct ManagedArgs {
     #[arg(long)]
     pub hostname: Option<String>,
     /// Which release slot to start on; the guard passes `lkg` after a crash loop.
-    #[arg(long, env = "RINGFENCE_SLOT", default_value = "current")]
-    pub slot: String,
+    #[arg(long, env = "RINGFENCE_SLOT", value_enum, default_value_t = StartSlot::Current)]
+    pub slot: StartSlot,
     /// Replay this corpus in a loop as permission traffic (demos and load tests).
     #[arg(long)]
     pub traffic: Option<PathBuf>,
@@ -79,6 +79,15 @@ pub struct ManagedArgs {
     /// Fault injection for tests: abort the agent this long after start.
     #[arg(long, hide = true, value_parser = ringfence_protocol::duration::parse)]
     pub crash_after: Option<Duration>,
+}
+
+/// The release a managed agent starts on, as its guard asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StartSlot {
+    /// Whatever each channel's slots say is current.
+    Current,
+    /// Each channel's last known good release (the guard saw a crash loop).
+    Lkg,
 }
 
 fn hostname() -> String {
@@ -191,7 +200,7 @@ pub fn run(
     // Start on what the slots say; the guard asks for the last known good after a crash loop.
     let mut engines = BTreeMap::new();
     for channel in slots.channels()? {
-        if args.slot == "lkg" {
+        if args.slot == StartSlot::Lkg {
             match slots.restore_lkg(&channel) {
                 Ok(_) => {
                     tracing::warn!(%channel, "started on the last known good release at the guard's request");

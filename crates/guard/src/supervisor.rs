@@ -1,7 +1,6 @@
 //! The supervision loop: one thread, one `poll` over the agent's pidfd, its heartbeat pipe and
 //! the shutdown fd; every decision is delegated to [`Machine`], every effect happens here.
 
-use crate::backoff::{ExpBackoff, Jitter};
 use crate::heartbeat::{self, GUARD_FD_ENV, HeartbeatReader};
 use crate::notify::{Notifier, SYSTEMD_ENV};
 use crate::policy::{self, Decision, Ending, Failure, Machine, Policy};
@@ -13,6 +12,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
+use ringfence_backoff::{ExpBackoff, Jitter};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};

@@ -15,6 +15,7 @@ use crate::client::{ClientError, ServerClient};
 use crate::client_cert::AgentKey;
 use crate::identity::Identity;
 use crate::spool::Spool;
+use ringfence_backoff::{ExpBackoff, Jitter};
 use ringfence_protocol::api::{
     Assignment, CertificateRenewal, HealthFigures, Heartbeat, InstalledRelease, Remediation,
     Report, ReportBatch,
@@ -29,7 +30,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 /// What the uplink needs from the agent.
 pub trait AgentHost: Send + Sync + 'static {
@@ -103,24 +104,31 @@ impl Default for LinkConfig {
     }
 }
 
-/// Exponential backoff with jitter for retries against a server that is away: 0.25 s doubling
-/// to 30 s, each delay stretched by up to half again so hosts spread out.
-#[derive(Debug, Default)]
+/// Retries against a server that is away: 0.25 s doubling to 30 s, each delay stretched by up
+/// to half again so hosts that lost the server together do not come back together.
+#[derive(Debug)]
 struct Backoff {
     failures: u32,
+    jitter: Jitter,
+}
+
+impl Default for Backoff {
+    fn default() -> Backoff {
+        Backoff {
+            failures: 0,
+            jitter: Jitter::from_entropy(),
+        }
+    }
 }
 
 impl Backoff {
+    const SHAPE: ExpBackoff =
+        ExpBackoff::fixed(Duration::from_millis(250), Duration::from_secs(30), 0.5);
+
     fn next(&mut self) -> Duration {
-        let base = Duration::from_millis(250).saturating_mul(1 << self.failures.min(7));
+        let delay = Self::SHAPE.delay(self.failures, self.jitter.next_unit());
         self.failures = self.failures.saturating_add(1);
-        let capped = base.min(Duration::from_secs(30));
-        // Jitter from the clock's low bits: no shared seed, so hosts disagree.
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        capped + capped.mul_f64(f64::from(nanos % 1000) / 2000.0)
+        delay
     }
 
     fn reset(&mut self) {
@@ -134,13 +142,15 @@ impl Backoff {
 /// a certificate becomes due four months before it expires, so waiting costs nothing.
 #[derive(Debug, Default)]
 struct RenewalBackoff {
-    /// The pause after the last failure and when it ends; `None` after a success.
-    paused: Option<(Duration, Instant)>,
+    /// Failures in a row (0 = one) and when the pause after the last ends; `None` after a
+    /// success.
+    paused: Option<(u32, Instant)>,
 }
 
 impl RenewalBackoff {
-    const FIRST: Duration = Duration::from_secs(3600);
-    const MAX: Duration = Duration::from_secs(86_400);
+    /// No jitter: renewals are already spread by when each host enrolled.
+    const SHAPE: ExpBackoff =
+        ExpBackoff::fixed(Duration::from_secs(3600), Duration::from_secs(86_400), 0.0);
 
     fn ready(&self, now: Instant) -> bool {
         self.paused.is_none_or(|(_, until)| now >= until)
@@ -148,10 +158,11 @@ impl RenewalBackoff {
 
     /// Starts the next pause and returns its length.
     fn failed(&mut self, now: Instant) -> Duration {
-        let pause = self.paused.map_or(Self::FIRST, |(last, _)| {
-            last.saturating_mul(2).min(Self::MAX)
-        });
-        self.paused = Some((pause, now + pause));
+        let attempt = self
+            .paused
+            .map_or(0, |(attempt, _)| attempt.saturating_add(1));
+        let pause = Self::SHAPE.delay(attempt, 0.0);
+        self.paused = Some((attempt, now + pause));
         pause
     }
 

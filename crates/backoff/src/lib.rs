@@ -1,6 +1,9 @@
-//! Exponential restart backoff with jitter, as a small reusable piece (after linkerd's
-//! `exp-backoff`), so a crashing agent is not restarted in a tight loop and a fleet of guards
-//! does not restart in lock-step.
+//! Exponential backoff with jitter, one piece for every retry in ringfence (after linkerd's
+//! `exp-backoff`): the guard restarting a crashing agent, the uplink retrying a server that is
+//! away, a certificate renewal that failed. Delays grow so nothing retries in a tight loop, and
+//! jitter spreads a fleet that failed together so it does not retry together.
+//!
+//! No dependencies beyond `thiserror`: the guard, which must stay small, uses it too.
 
 use std::time::Duration;
 
@@ -25,6 +28,16 @@ pub enum BackoffError {
 }
 
 impl ExpBackoff {
+    /// A backoff whose bounds are known when the program is written; they are checked when it
+    /// is compiled.
+    pub const fn fixed(min: Duration, max: Duration, jitter: f64) -> Self {
+        assert!(
+            min.as_nanos() <= max.as_nanos() && jitter >= 0.0 && jitter <= 1.0,
+            "backoff bounds out of order or jitter outside 0..=1"
+        );
+        Self { min, max, jitter }
+    }
+
     pub fn new(min: Duration, max: Duration, jitter: f64) -> Result<Self, BackoffError> {
         if min > max {
             return Err(BackoffError::MinAboveMax { min, max });
@@ -58,7 +71,7 @@ impl ExpBackoff {
 }
 
 /// A tiny non-cryptographic generator (SplitMix64) for jitter: the guard must not pull in a
-/// random-number crate for one float per restart.
+/// random-number crate for one float per retry.
 #[derive(Debug, Clone)]
 pub struct Jitter(u64);
 

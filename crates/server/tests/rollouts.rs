@@ -676,6 +676,25 @@ async fn bad_plans_are_refused() {
     );
 }
 
+#[tokio::test]
+async fn a_plan_made_by_an_operator_says_when() {
+    let h = Harness::sqlite().await;
+    publish_directly(&h, "1.0.0").await;
+    let before = ringfence_protocol::clock::unix_ms();
+    let (status, plan) = h
+        .post_json(
+            "/api/v1/remediations",
+            Some(&h.operator),
+            json!({"scope": "fleet", "channel": "detection", "action": "disable", "reason": "investigating"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{plan}");
+    assert!(
+        plan["created_at"].as_i64().is_some_and(|at| at >= before),
+        "{plan}"
+    );
+}
+
 /// One heartbeat with the given health figures; returns the assigned version.
 async fn beat_health(
     h: &Harness,

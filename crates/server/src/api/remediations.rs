@@ -188,7 +188,7 @@ pub async fn create(
         version: request.version,
         reason,
         created_by: operator.actor(),
-        created_at: 0,
+        created_at: ringfence_protocol::clock::unix_ms(),
         active: true,
     };
     state.store.insert_remediation(&plan).await?;

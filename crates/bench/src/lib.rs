@@ -10,6 +10,7 @@ pub mod exec;
 pub mod fleet_faults;
 pub mod hotswap;
 pub mod http_load;
+pub mod memory;
 pub mod server;
 pub mod sigma;
 pub mod stats;

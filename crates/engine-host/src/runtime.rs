@@ -98,6 +98,12 @@ impl Runtime {
             .wasm_backtrace_max_frames(std::num::NonZeroUsize::new(32))
             .wasm_backtrace_details(wasmtime::WasmBacktraceDetails::Disable)
             .cranelift_opt_level(wasmtime::OptLevel::Speed)
+            // One thread compiles, in the caller's allocator arena: the agent hands the
+            // compiler's scratch memory back right after (`release_free_heap`), which glibc can
+            // do only for arenas it trims, and Cranelift's worker threads would each keep one.
+            // A compile runs once per release per host (the compiled-engine cache serves every
+            // later start), so resident memory on every host outweighs its speed.
+            .parallel_compilation(false)
             // A guest that recurses without bound hits this, not our stack.
             .max_wasm_stack(512 << 10);
         let engine =

@@ -308,6 +308,8 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
         runtime = with_engine_cache(runtime, data_dir, args.engine_cache_mib);
     }
     let engines = load_engines(&runtime, &args)?;
+    // The engines' compile is over; its scratch memory goes back to the kernel.
+    ringfence_sensor::sys::release_free_heap();
     let mut agent = Agent::start_with(config.clone(), engines.clone(), channels)?;
     eprintln!(
         "ringfence agent: ready (pid {}, audit {}{})",

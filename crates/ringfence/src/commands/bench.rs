@@ -31,6 +31,12 @@ pub enum BenchCommand {
         after_help = "Examples:\n  ringfence bench hotswap\n  ringfence bench hotswap --rate 20000 --duration 10s --json"
     )]
     Hotswap(ringfence_bench::hotswap::Options),
+    /// Resident memory of real agents: a one-rule allow-list against the Sigma engine with
+    /// generated rules, compiled at start and loaded from the compiled-engine cache.
+    #[command(
+        after_help = "Examples:\n  ringfence bench memory\n  ringfence bench memory --rules 1000 --json"
+    )]
+    Memory(ringfence_bench::memory::Options),
     /// Sigma engine throughput by rule count, wasm vs native.
     #[command(
         after_help = "Examples:\n  ringfence bench sigma\n  ringfence bench sigma --events 50000 --rules 10,100 --json"
@@ -57,6 +63,7 @@ pub fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
         BenchCommand::Exec(options) => ringfence_bench::exec::run(&options)?,
         BenchCommand::FleetFaults(options) => ringfence_bench::fleet_faults::run(&options)?,
         BenchCommand::Hotswap(options) => ringfence_bench::hotswap::run(&options)?,
+        BenchCommand::Memory(options) => ringfence_bench::memory::run(&options)?,
         BenchCommand::Sigma(options) => ringfence_bench::sigma::run(&options)?,
         BenchCommand::Server(options) => ringfence_bench::server::run(&options)?,
         BenchCommand::Upgrade(options) => ringfence_bench::upgrade::run(&options)?,

@@ -222,6 +222,8 @@ pub fn run(
         }
     }
 
+    // The compile of each channel's engine is over; its scratch memory goes back.
+    ringfence_sensor::sys::release_free_heap();
     let host = Arc::new(ManagedHost::new(
         runtime,
         engines.clone(),

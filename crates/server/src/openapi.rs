@@ -63,6 +63,12 @@ pub const ROUTES: &[(&str, &str, &str, &str)] = &[
     ),
     (
         "get",
+        "/api/v1/hosts/{id}",
+        "One host for the dashboard: slots as reported, last heartbeat's figures, guard restores, recent failures, the crash groups it is in",
+        "operator",
+    ),
+    (
+        "get",
         "/api/v1/blobs/{sha256}",
         "Download a content-addressed release bundle",
         "agent or operator",
@@ -94,13 +100,19 @@ pub const ROUTES: &[(&str, &str, &str, &str)] = &[
     (
         "get",
         "/api/v1/rollouts",
-        "List rollouts with ring progress and gates",
+        "List rollouts with ring progress (hosts in each ring and on the release) and gates",
         "operator",
     ),
     (
         "get",
         "/api/v1/rollouts/{id}",
         "One rollout: rings, gate values against thresholds, history",
+        "operator",
+    ),
+    (
+        "get",
+        "/api/v1/rollouts/{id}/gates",
+        "Gate values over the rollout (a bounded history the controller keeps), one series per gate with its unit",
         "operator",
     ),
     (

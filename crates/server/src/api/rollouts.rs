@@ -10,11 +10,12 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use ringfence_release::Version;
+use ringfence_rollout::ring_of;
 use ringfence_rollout::{
     GateSpec, Phase, PromoteRefused, RolloutSpec, RolloutState, Transition, promote_now,
 };
-use ringfence_store::{PreflightStatus, RolloutRecord, now_ms};
-use serde::Deserialize;
+use ringfence_store::{AgentRecord, GateSample, PreflightStatus, RolloutRecord, now_ms};
+use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -58,7 +59,37 @@ fn older(wanted: &str, running: &str) -> bool {
     }
 }
 
-fn rollout_json(rollout: &ActiveRollout, revision: i64) -> serde_json::Value {
+/// How far a rollout's release has reached in each ring: hosts in the ring (rings are
+/// cumulative, so ring 2 counts rings 0–2) and how many of them report running the release.
+/// Decommissioned hosts are left out, as the gates leave them out.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RingAdoption {
+    pub hosts: usize,
+    pub on_release: usize,
+}
+
+/// [`RingAdoption`] for every ring of `rollout`, from the agents' last heartbeats.
+pub fn adoption(rollout: &ActiveRollout, agents: &[AgentRecord]) -> Vec<RingAdoption> {
+    let rings = rollout.doc.spec.rings.len();
+    let mut out = vec![RingAdoption::default(); rings];
+    for agent in agents.iter().filter(|a| a.decommissioned_at.is_none()) {
+        let first = ring_of(&agent.id, &agent.tags, &rollout.id, &rollout.doc.spec);
+        let heartbeat = crate::controller::heartbeat_of(agent);
+        let on_release = crate::controller::running_version(&heartbeat, &rollout.channel)
+            .is_some_and(|v| v == rollout.version);
+        for ring in out.iter_mut().skip(first) {
+            ring.hosts += 1;
+            ring.on_release += usize::from(on_release);
+        }
+    }
+    out
+}
+
+fn rollout_json(
+    rollout: &ActiveRollout,
+    revision: i64,
+    adoption: &[RingAdoption],
+) -> serde_json::Value {
     let rings: Vec<_> = rollout
         .doc
         .spec
@@ -74,9 +105,11 @@ fn rollout_json(rollout: &ActiveRollout, revision: i64) -> serde_json::Value {
                 _ if i == rollout.state.ring => "baking",
                 _ => "waiting",
             };
+            let adoption = adoption.get(i).copied().unwrap_or_default();
             serde_json::json!({
                 "name": ring.name, "percent": ring.percent, "tags": ring.tags,
                 "bake_ms": ring.bake_ms, "status": status,
+                "hosts": adoption.hosts, "on_release": adoption.on_release,
             })
         })
         .collect();
@@ -131,7 +164,11 @@ pub async fn start(
         },
     )
     .await?;
-    Ok((StatusCode::CREATED, Json(rollout_json(&rollout, 0))))
+    let agents = state.store.agents().await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(rollout_json(&rollout, 0, &adoption(&rollout, &agents))),
+    ))
 }
 
 /// A rollout about to start: from a start request, or from a stopped rollout being retried.
@@ -393,18 +430,24 @@ pub async fn retry(
         },
     )
     .await?;
-    Ok((StatusCode::CREATED, Json(rollout_json(&rollout, 0))))
+    let agents = state.store.agents().await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(rollout_json(&rollout, 0, &adoption(&rollout, &agents))),
+    ))
 }
 
 pub async fn list(
     State(state): State<AppState>,
     _operator: Operator,
 ) -> ApiResult<Json<serde_json::Value>> {
+    state.heartbeats.flush(&state.store).await?;
+    let agents = state.store.agents().await?;
     let mut rollouts = Vec::new();
     for record in state.store.rollouts().await? {
         // One unreadable rollout is listed as such; the others are still shown.
         rollouts.push(match ActiveRollout::from_record(&record) {
-            Ok(rollout) => rollout_json(&rollout, record.revision),
+            Ok(rollout) => rollout_json(&rollout, record.revision, &adoption(&rollout, &agents)),
             Err(error) => serde_json::json!({
                 "id": record.id, "channel": record.channel, "version": record.version,
                 "revision": record.revision, "error": error.to_string(),
@@ -424,10 +467,91 @@ pub async fn show(
         .rollout(&id)
         .await?
         .ok_or_else(|| AppError::not_found(format!("no rollout {id}")))?;
+    let rollout = ActiveRollout::from_record(&record)?;
+    let agents = state.store.agents().await?;
     Ok(Json(rollout_json(
-        &ActiveRollout::from_record(&record)?,
+        &rollout,
         record.revision,
+        &adoption(&rollout, &agents),
     )))
+}
+
+/// One gate's values over the rollout, oldest first, in the gate's own unit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GateSeries {
+    pub gate: String,
+    /// `per_agent`, `hosts`, `share`, `us`, `per_1k_events`, `percent` or `bytes`: what a
+    /// reader needs to show the figure in words (MiB, ms, %).
+    pub unit: String,
+    pub points: Vec<GatePoint>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GatePoint {
+    pub at_ms: i64,
+    pub ring: i64,
+    pub value: f64,
+    pub threshold: f64,
+    pub passed: bool,
+}
+
+/// `GET /api/v1/rollouts/{id}/gates`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GateHistory {
+    pub rollout_id: String,
+    pub gates: Vec<GateSeries>,
+}
+
+/// The unit of a gate's value and threshold.
+pub fn gate_unit(gate: &str) -> &'static str {
+    match gate {
+        "crashes" => "per_agent",
+        "quarantine" => "hosts",
+        "heartbeat_loss" | "deny_rate" | "policy_answers" | "adoption" => "share",
+        "latency_p99" => "us",
+        "engine_failures" => "per_1k_events",
+        "cpu" => "percent",
+        "rss" => "bytes",
+        _ => "",
+    }
+}
+
+/// Groups samples (oldest first) into one series per gate, gates in the order first seen.
+pub fn gate_series(samples: Vec<GateSample>) -> Vec<GateSeries> {
+    let mut series: Vec<GateSeries> = Vec::new();
+    for sample in samples {
+        let point = GatePoint {
+            at_ms: sample.at_ms,
+            ring: sample.ring,
+            value: sample.value,
+            threshold: sample.threshold,
+            passed: sample.passed,
+        };
+        match series.iter_mut().find(|s| s.gate == sample.gate) {
+            Some(existing) => existing.points.push(point),
+            None => series.push(GateSeries {
+                unit: gate_unit(&sample.gate).to_owned(),
+                gate: sample.gate,
+                points: vec![point],
+            }),
+        }
+    }
+    series
+}
+
+pub async fn gates(
+    State(state): State<AppState>,
+    _operator: Operator,
+    Path(id): Path<String>,
+) -> ApiResult<Json<GateHistory>> {
+    if state.store.rollout(&id).await?.is_none() {
+        return Err(AppError::not_found(format!("no rollout {id}")));
+    }
+    let samples = state.store.gate_samples(&id).await?;
+    Ok(Json(GateHistory {
+        rollout_id: id,
+        gates: gate_series(samples),
+    }))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -492,7 +616,12 @@ pub async fn act(
         crate::controller::remediate_first_release(&state, &rollout, &audit_reason).await?;
     }
     state.fleet.refresh(&state.store).await?;
-    Ok(Json(rollout_json(&rollout, revision)))
+    let agents = state.store.agents().await?;
+    Ok(Json(rollout_json(
+        &rollout,
+        revision,
+        &adoption(&rollout, &agents),
+    )))
 }
 
 /// An operator's promote, judged by the rollout's gates on the fleet's health now (heartbeats

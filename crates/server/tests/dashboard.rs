@@ -827,7 +827,7 @@ async fn an_operator_filters_hosts_opens_one_and_pauses_a_rollout_in_a_real_brow
         .expect("scroll");
     fleet.beat(&h).await;
     client
-        .set_window_size(1280, 1900)
+        .set_window_size(1280, 2500)
         .await
         .expect("window size");
     // A refresh (every second) shows the hosts online again.

@@ -287,6 +287,28 @@ async fn rollouts_show_adoption_per_ring_and_the_controller_keeps_gate_history()
             .get("/api/v1/rollouts/ro-none/gates", Some(&h.operator))
             .await;
         assert_eq!(status, StatusCode::NOT_FOUND);
+        // Old finished rollouts past the newest ten are listed without adoption (each costs a
+        // hash per host); running ones always have it.
+        let records = h.state.store.rollouts().await.expect("rollouts");
+        let finished = records
+            .iter()
+            .find(|r| r.channel == "detection")
+            .expect("the disabled rollout");
+        for n in 0..10 {
+            let mut copy = finished.clone();
+            copy.id = format!("ro-old-{n}");
+            h.state.store.insert_rollout(&copy).await.expect("insert");
+        }
+        let (_, listed) = h.get("/api/v1/rollouts", Some(&h.operator)).await;
+        let listed = listed["rollouts"].as_array().expect("rollouts");
+        assert_eq!(listed.len(), 12, "{}", h.name);
+        let has_adoption = |id: &str| {
+            let rollout = listed.iter().find(|r| r["id"] == id).expect("listed");
+            rollout["rings"][0].get("hosts").is_some()
+        };
+        assert!(has_adoption(&allow), "{}", h.name);
+        assert!(has_adoption("ro-old-0"), "{}", h.name);
+        assert!(!has_adoption(&finished.id), "{}", h.name);
     }
 }
 
@@ -886,6 +908,40 @@ async fn an_operator_filters_hosts_opens_one_and_pauses_a_rollout_in_a_real_brow
         "!document.getElementById('app').hidden",
         "the fleet again",
         "document.body.innerText",
+    )
+    .await;
+
+    // Another operator resumes the rollout while this one is confirming the same: the server
+    // refuses the second, and the page says so and shows the rollout as it is now.
+    press("resume").await;
+    let (status, reply) = h
+        .post_json(
+            &format!("/api/v1/rollouts/{allow}/resume"),
+            Some(&h.operator),
+            json!({"reason": "resumed from the CLI"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    click(&client, "#confirm-ok").await;
+    until(
+        &client,
+        "document.getElementById('result').dataset.outcome === 'error'",
+        "the refusal of a stale action",
+        "document.getElementById('result').innerText",
+    )
+    .await;
+    let refusal = text_of(&client, "document.getElementById('result').innerText").await;
+    assert!(
+        refusal.contains("The server refused. Cannot resume rollout")
+            && refusal.contains("it is running")
+            && refusal.contains("Nothing changed"),
+        "{refusal}"
+    );
+    until(
+        &client,
+        &format!("document.querySelector('{card}').dataset.phase === 'running'"),
+        "the rollout as it is now",
+        &format!("document.querySelector('{card}').innerText"),
     )
     .await;
     client.close().await.expect("close");

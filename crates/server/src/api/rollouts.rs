@@ -68,15 +68,56 @@ pub struct RingAdoption {
     pub on_release: usize,
 }
 
-/// [`RingAdoption`] for every ring of `rollout`, from the agents' last heartbeats.
-pub fn adoption(rollout: &ActiveRollout, agents: &[AgentRecord]) -> Vec<RingAdoption> {
+/// What adoption is computed from: each live host's ring-membership inputs and the version it
+/// reports running on each channel, read from its heartbeat once per request rather than once
+/// per rollout.
+pub struct Placements(Vec<Placement>);
+
+/// One host for [`adoption`]: agent id, tags, and `(channel, version)` it runs.
+struct Placement {
+    id: String,
+    tags: Vec<String>,
+    running: Vec<(String, String)>,
+}
+
+impl Placements {
+    pub fn of(agents: &[AgentRecord]) -> Placements {
+        Placements(
+            agents
+                .iter()
+                .filter(|a| a.decommissioned_at.is_none())
+                .map(|agent| {
+                    let heartbeat = crate::controller::heartbeat_of(agent);
+                    let running = heartbeat
+                        .releases
+                        .iter()
+                        .filter_map(|r| {
+                            let version =
+                                crate::controller::running_version(&heartbeat, &r.channel)?;
+                            Some((r.channel.clone(), version))
+                        })
+                        .collect();
+                    Placement {
+                        id: agent.id.clone(),
+                        tags: agent.tags.clone(),
+                        running,
+                    }
+                })
+                .collect(),
+        )
+    }
+}
+
+/// [`RingAdoption`] for every ring of `rollout`.
+pub fn adoption(rollout: &ActiveRollout, hosts: &Placements) -> Vec<RingAdoption> {
     let rings = rollout.doc.spec.rings.len();
     let mut out = vec![RingAdoption::default(); rings];
-    for agent in agents.iter().filter(|a| a.decommissioned_at.is_none()) {
-        let first = ring_of(&agent.id, &agent.tags, &rollout.id, &rollout.doc.spec);
-        let heartbeat = crate::controller::heartbeat_of(agent);
-        let on_release = crate::controller::running_version(&heartbeat, &rollout.channel)
-            .is_some_and(|v| v == rollout.version);
+    for host in &hosts.0 {
+        let first = ring_of(&host.id, &host.tags, &rollout.id, &rollout.doc.spec);
+        let on_release = host
+            .running
+            .iter()
+            .any(|(channel, version)| *channel == rollout.channel && *version == rollout.version);
         for ring in out.iter_mut().skip(first) {
             ring.hosts += 1;
             ring.on_release += usize::from(on_release);
@@ -85,10 +126,16 @@ pub fn adoption(rollout: &ActiveRollout, agents: &[AgentRecord]) -> Vec<RingAdop
     out
 }
 
+/// Finished rollouts past the newest this many are listed without adoption: each costs a hash
+/// per host, and a dashboard lists every rollout every second.
+const ADOPTION_LISTED: usize = 10;
+
+/// A rollout as the API shows it; each ring carries `hosts` and `on_release` when `adoption`
+/// was computed.
 fn rollout_json(
     rollout: &ActiveRollout,
     revision: i64,
-    adoption: &[RingAdoption],
+    adoption: Option<&[RingAdoption]>,
 ) -> serde_json::Value {
     let rings: Vec<_> = rollout
         .doc
@@ -105,12 +152,15 @@ fn rollout_json(
                 _ if i == rollout.state.ring => "baking",
                 _ => "waiting",
             };
-            let adoption = adoption.get(i).copied().unwrap_or_default();
-            serde_json::json!({
+            let mut json = serde_json::json!({
                 "name": ring.name, "percent": ring.percent, "tags": ring.tags,
                 "bake_ms": ring.bake_ms, "status": status,
-                "hosts": adoption.hosts, "on_release": adoption.on_release,
-            })
+            });
+            if let Some(adoption) = adoption.and_then(|a| a.get(i)) {
+                json["hosts"] = adoption.hosts.into();
+                json["on_release"] = adoption.on_release.into();
+            }
+            json
         })
         .collect();
     serde_json::json!({
@@ -164,10 +214,10 @@ pub async fn start(
         },
     )
     .await?;
-    let agents = state.store.agents().await?;
+    let hosts = Placements::of(&state.store.agents().await?);
     Ok((
         StatusCode::CREATED,
-        Json(rollout_json(&rollout, 0, &adoption(&rollout, &agents))),
+        Json(rollout_json(&rollout, 0, Some(&adoption(&rollout, &hosts)))),
     ))
 }
 
@@ -430,10 +480,10 @@ pub async fn retry(
         },
     )
     .await?;
-    let agents = state.store.agents().await?;
+    let hosts = Placements::of(&state.store.agents().await?);
     Ok((
         StatusCode::CREATED,
-        Json(rollout_json(&rollout, 0, &adoption(&rollout, &agents))),
+        Json(rollout_json(&rollout, 0, Some(&adoption(&rollout, &hosts)))),
     ))
 }
 
@@ -442,12 +492,17 @@ pub async fn list(
     _operator: Operator,
 ) -> ApiResult<Json<serde_json::Value>> {
     state.heartbeats.flush(&state.store).await?;
-    let agents = state.store.agents().await?;
+    let hosts = Placements::of(&state.store.agents().await?);
     let mut rollouts = Vec::new();
-    for record in state.store.rollouts().await? {
+    // Newest first.
+    for (i, record) in state.store.rollouts().await?.into_iter().enumerate() {
         // One unreadable rollout is listed as such; the others are still shown.
         rollouts.push(match ActiveRollout::from_record(&record) {
-            Ok(rollout) => rollout_json(&rollout, record.revision, &adoption(&rollout, &agents)),
+            Ok(rollout) => {
+                let adoption = (i < ADOPTION_LISTED || !rollout.state.phase.is_final())
+                    .then(|| adoption(&rollout, &hosts));
+                rollout_json(&rollout, record.revision, adoption.as_deref())
+            }
             Err(error) => serde_json::json!({
                 "id": record.id, "channel": record.channel, "version": record.version,
                 "revision": record.revision, "error": error.to_string(),
@@ -468,11 +523,12 @@ pub async fn show(
         .await?
         .ok_or_else(|| AppError::not_found(format!("no rollout {id}")))?;
     let rollout = ActiveRollout::from_record(&record)?;
-    let agents = state.store.agents().await?;
+    state.heartbeats.flush(&state.store).await?;
+    let hosts = Placements::of(&state.store.agents().await?);
     Ok(Json(rollout_json(
         &rollout,
         record.revision,
-        &adoption(&rollout, &agents),
+        Some(&adoption(&rollout, &hosts)),
     )))
 }
 
@@ -597,8 +653,14 @@ pub async fn act(
     let phase = rollout.state.phase;
     let audit_reason = transition.reason(&rollout.doc.spec);
     if !rollout.state.apply(transition, &rollout.doc.spec) {
+        // In words an operator reads on the dashboard and in the CLI.
+        let why = if phase.is_final() {
+            format!("it has already finished ({})", phase.word())
+        } else {
+            format!("it is {}", phase.word())
+        };
         return Err(AppError::conflict(format!(
-            "cannot {action} a rollout that is {phase:?}"
+            "cannot {action} rollout {id}: {why}"
         )));
     }
     let state_json =
@@ -616,11 +678,11 @@ pub async fn act(
         crate::controller::remediate_first_release(&state, &rollout, &audit_reason).await?;
     }
     state.fleet.refresh(&state.store).await?;
-    let agents = state.store.agents().await?;
+    let hosts = Placements::of(&state.store.agents().await?);
     Ok(Json(rollout_json(
         &rollout,
         revision,
-        &adoption(&rollout, &agents),
+        Some(&adoption(&rollout, &hosts)),
     )))
 }
 

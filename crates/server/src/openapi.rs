@@ -63,6 +63,12 @@ pub const ROUTES: &[(&str, &str, &str, &str)] = &[
     ),
     (
         "get",
+        "/api/v1/hosts",
+        "Hosts, degraded first: release=channel@version, state=online|offline|installing|lkg, degraded=true|false, seen_within_s, unseen_for_s, name, limit",
+        "operator",
+    ),
+    (
+        "get",
         "/api/v1/hosts/{id}",
         "One host for the dashboard: slots as reported, last heartbeat's figures, guard restores, recent failures, the crash groups it is in",
         "operator",

@@ -239,6 +239,68 @@ async fn a_hosts_page_shows_its_slots_figures_restores_failures_and_crash_groups
 }
 
 #[tokio::test]
+async fn the_host_list_filters_the_whole_fleet_by_release_state_protection_and_contact() {
+    for h in common::harnesses().await {
+        fleet(&h).await;
+        let names = |list: &Value| -> Vec<String> {
+            list["hosts"]
+                .as_array()
+                .expect("hosts")
+                .iter()
+                .map(|host| host["hostname"].as_str().expect("name").to_owned())
+                .collect()
+        };
+        let get = |query: &'static str| {
+            let h = &h;
+            async move {
+                let (status, list) = h
+                    .get(&format!("/api/v1/hosts{query}"), Some(&h.operator))
+                    .await;
+                assert_eq!(status, StatusCode::OK, "{query}: {list}");
+                list
+            }
+        };
+        let all = get("").await;
+        assert_eq!(all["total"], 6, "{}", h.name);
+        assert_eq!(all["matched"], 6);
+        assert_eq!(all["truncated"], false);
+        // Degraded first, then by name.
+        assert_eq!(
+            names(&all),
+            ["sick-host", "canary-1", "web-1", "web-2", "web-3", "web-4"]
+        );
+        assert_eq!(names(&get("?degraded=true").await), ["sick-host"]);
+        assert_eq!(get("?degraded=false").await["matched"], 5);
+        assert_eq!(
+            names(&get("?release=allow@2.0.0").await),
+            ["web-1", "web-2"],
+            "web-4 has 2.0.0 installed but runs its last known good"
+        );
+        assert_eq!(names(&get("?state=lkg").await), ["canary-1", "web-4"]);
+        assert_eq!(get("?state=online").await["matched"], 6);
+        assert_eq!(get("?state=offline").await["matched"], 0);
+        assert_eq!(get("?seen_within_s=60").await["matched"], 6);
+        assert_eq!(get("?unseen_for_s=86400").await["matched"], 0);
+        assert_eq!(names(&get("?name=WEB-3").await), ["web-3"]);
+        assert_eq!(
+            names(&get("?release=allow@1.0.0&state=online").await),
+            ["web-3", "web-4"],
+            "web-4 runs 1.0.0 from its last known good slot"
+        );
+        let two = get("?limit=2").await;
+        assert_eq!(names(&two).len(), 2);
+        assert_eq!(two["matched"], 6);
+        assert_eq!(two["truncated"], true);
+        // A filter nobody knows is refused in words, not ignored.
+        let (status, refused) = h.get("/api/v1/hosts?colour=red", Some(&h.operator)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{refused}");
+        assert!(refused["error"].is_string(), "{refused}");
+        let (status, _) = h.get("/api/v1/hosts", None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+}
+
+#[tokio::test]
 async fn rollouts_show_adoption_per_ring_and_the_controller_keeps_gate_history() {
     for h in common::harnesses().await {
         let allow = fleet(&h).await.allow;

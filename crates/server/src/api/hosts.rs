@@ -1,6 +1,9 @@
-//! One host as an operator investigates it (the dashboard's host page): what it reports
-//! running in each slot, its last heartbeat's figures, the guard's restores of the last known
-//! good release, its recent failures and the crash groups they fall in.
+//! Hosts as an operator looks for them: the list filtered by release, state, protection and
+//! last contact (the dashboard's host list, over the whole fleet rather than the first
+//! [`MAX_HOSTS`](super::status::MAX_HOSTS) the fleet summary lists), and one host as an operator
+//! investigates it (the host page): what it reports running in each slot, its last heartbeat's
+//! figures, the guard's restores of the last known good release, its recent failures and the
+//! crash groups they fall in.
 //!
 //! Everything here is read from what the agent sent, so every figure is a claim: heartbeat
 //! figures are shown clamped, as the gates read them.
@@ -9,7 +12,7 @@ use crate::auth::Operator;
 use crate::error::{ApiResult, AppError};
 use crate::state::AppState;
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use ringfence_protocol::api::{HealthFigures, Heartbeat, InstalledRelease};
 use ringfence_store::{ReportRecord, now_ms};
 use serde::{Deserialize, Serialize};
@@ -22,6 +25,131 @@ pub const HOST_REPORTS: i64 = 20;
 
 /// How many of a host's failure and crash reports are read to find the groups it is in.
 const SIGNATURE_REPORTS: i64 = 500;
+
+/// A host's state, as the list filters by it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HostState {
+    /// Heartbeat within three intervals.
+    Online,
+    Offline,
+    /// Its last heartbeat says it is installing a release.
+    Installing,
+    /// Some channel runs its last known good slot (the guard or a rollback put it there).
+    Lkg,
+}
+
+/// `GET /api/v1/hosts` filters; every one given must hold.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostQuery {
+    /// `channel@version` a host runs (or `channel@disabled`).
+    #[serde(default)]
+    pub release: Option<String>,
+    #[serde(default)]
+    pub state: Option<HostState>,
+    /// True: protection off for some reason; false: fully on.
+    #[serde(default)]
+    pub degraded: Option<bool>,
+    /// Heard from within this many seconds.
+    #[serde(default)]
+    pub seen_within_s: Option<u64>,
+    /// Not heard from for more than this many seconds (or never).
+    #[serde(default)]
+    pub unseen_for_s: Option<u64>,
+    /// Part of the host name, any case.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// At most this many hosts (default and ceiling [`MAX_LISTED`]).
+    #[serde(default)]
+    pub limit: Option<usize>,
+}
+
+/// The most hosts one answer lists.
+pub const MAX_LISTED: usize = 1_000;
+
+/// `GET /api/v1/hosts`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HostList {
+    /// Every enrolled host.
+    pub total: usize,
+    /// Hosts the filters match.
+    pub matched: usize,
+    /// Degraded first, then by name; at most the limit.
+    pub hosts: Vec<HostStatus>,
+    /// More hosts matched than are listed.
+    pub truncated: bool,
+}
+
+impl HostQuery {
+    /// Whether `host` passes every filter, `now` by the server's clock.
+    pub fn matches(&self, host: &HostStatus, now: i64) -> bool {
+        let age_ms = host.last_seen_at_ms.map(|seen| now.saturating_sub(seen));
+        let secs = |s: u64| i64::try_from(s.saturating_mul(1000)).unwrap_or(i64::MAX);
+        if let Some(release) = &self.release
+            && !host
+                .releases
+                .iter()
+                .any(|r| release.split_once('@') == Some((r.channel.as_str(), r.running.as_str())))
+        {
+            return false;
+        }
+        let state = match self.state {
+            None => true,
+            Some(HostState::Online) => host.online,
+            Some(HostState::Offline) => !host.online,
+            Some(HostState::Installing) => host.installing.is_some(),
+            Some(HostState::Lkg) => host.releases.iter().any(|r| r.slot == "lkg"),
+        };
+        let degraded = self
+            .degraded
+            .is_none_or(|wanted| wanted != host.degraded.is_empty());
+        let seen = self
+            .seen_within_s
+            .is_none_or(|s| age_ms.is_some_and(|age| age <= secs(s)));
+        let unseen = self
+            .unseen_for_s
+            .is_none_or(|s| age_ms.is_none_or(|age| age > secs(s)));
+        let name = self.name.as_deref().is_none_or(|name| {
+            host.hostname
+                .to_lowercase()
+                .contains(&name.trim().to_lowercase())
+        });
+        state && degraded && seen && unseen && name
+    }
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    _operator: Operator,
+    Query(query): Query<HostQuery>,
+) -> ApiResult<Json<HostList>> {
+    state.heartbeats.flush(&state.store).await?;
+    let agents = state.store.agents().await?;
+    let now = now_ms();
+    let stale_after = (state.config.heartbeat_interval.as_millis() as i64) * 3;
+    let mut hosts: Vec<HostStatus> = agents
+        .iter()
+        .map(|agent| host_status(agent, now, stale_after))
+        .filter(|host| query.matches(host, now))
+        .collect();
+    hosts.sort_by(|a, b| {
+        (a.degraded.is_empty(), &a.hostname, &a.agent_id).cmp(&(
+            b.degraded.is_empty(),
+            &b.hostname,
+            &b.agent_id,
+        ))
+    });
+    let matched = hosts.len();
+    let limit = query.limit.unwrap_or(MAX_LISTED).clamp(1, MAX_LISTED);
+    hosts.truncate(limit);
+    Ok(Json(HostList {
+        total: agents.len(),
+        matched,
+        truncated: matched > hosts.len(),
+        hosts,
+    }))
+}
 
 /// A report on a host's page: when the server got it, and its body as the agent sent it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

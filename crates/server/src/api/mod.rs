@@ -26,6 +26,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/enroll-tokens", post(agents::create_enroll_token))
         .route("/api/v1/agents", get(agents::list))
         .route("/api/v1/agents/{id}", get(agent_admin::show))
+        .route("/api/v1/hosts", get(hosts::list))
         .route("/api/v1/hosts/{id}", get(hosts::show))
         .route(
             "/api/v1/agents/{id}/decommission",

@@ -1006,5 +1006,54 @@ async fn an_operator_filters_hosts_opens_one_and_pauses_a_rollout_in_a_real_brow
         &format!("document.querySelector('{card}').innerText"),
     )
     .await;
+
+    // Retry the channel whose first release was disabled: a new rollout starts, and its
+    // audit entry is the one shown.
+    let detection = h
+        .state
+        .store
+        .rollouts()
+        .await
+        .expect("rollouts")
+        .into_iter()
+        .find(|r| r.channel == "detection")
+        .expect("the disabled rollout")
+        .id;
+    let old_card = format!("[data-rollout=\"{detection}\"]");
+    click(
+        &client,
+        &format!("{old_card} button[data-action=\"retry\"]"),
+    )
+    .await;
+    client
+        .wait()
+        .at_most(Duration::from_secs(5))
+        .for_element(Locator::Css("#confirm[open]"))
+        .await
+        .expect("the confirmation");
+    click(&client, "#confirm-ok").await;
+    until(
+        &client,
+        "document.getElementById('result').dataset.outcome === 'ok'",
+        "the retry's result",
+        "document.getElementById('result').innerText",
+    )
+    .await;
+    let retried = text_of(&client, "document.getElementById('result').innerText").await;
+    assert!(
+        retried.contains("A new rollout") && retried.contains("detection@2.0.0 is running"),
+        "{retried}"
+    );
+    assert!(
+        retried.contains("start") && retried.contains(&format!("a retry of {detection}")),
+        "the new rollout's audit entry: {retried}"
+    );
+    until(
+        &client,
+        "document.querySelectorAll('[data-rollout][data-phase=\"running\"]').length === 2",
+        "the new rollout listed as running",
+        "document.getElementById('rollouts').innerText",
+    )
+    .await;
     client.close().await.expect("close");
 }

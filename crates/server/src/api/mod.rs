@@ -5,6 +5,7 @@ pub mod agent_admin;
 pub mod agents;
 pub mod health;
 pub mod hosts;
+pub mod progress;
 pub mod releases;
 pub mod remediations;
 pub mod rollouts;
@@ -52,7 +53,7 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/api/v1/rollouts/{id}", get(rollouts::show))
         .route("/api/v1/rollouts/{id}/retry", post(rollouts::retry))
-        .route("/api/v1/rollouts/{id}/gates", get(rollouts::gates))
+        .route("/api/v1/rollouts/{id}/gates", get(progress::gates))
         .route("/api/v1/rollouts/{id}/{action}", post(rollouts::act))
         .route(
             "/api/v1/remediations",

@@ -112,7 +112,7 @@ pub const ROUTES: &[(&str, &str, &str, &str)] = &[
     (
         "get",
         "/api/v1/rollouts/{id}",
-        "One rollout: rings, gate values against thresholds, history",
+        "One rollout: rings with adoption, gate values against thresholds and over time (gate_history), history",
         "operator",
     ),
     (

@@ -16,7 +16,7 @@ use ringfence_rollout::{
 use ringfence_store::{PreflightStatus, RolloutRecord, now_ms};
 use serde::Deserialize;
 
-use super::progress::{Placements, RingAdoption, adoption};
+use super::progress::{Placements, RingAdoption, adoption, gate_series};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -459,11 +459,13 @@ pub async fn show(
     let rollout = ActiveRollout::from_record(&record)?;
     state.heartbeats.flush(&state.store).await?;
     let hosts = Placements::of(&state.store.agents().await?);
-    Ok(Json(rollout_json(
-        &rollout,
-        record.revision,
-        Some(&adoption(&rollout, &hosts)),
-    )))
+    let mut json = rollout_json(&rollout, record.revision, Some(&adoption(&rollout, &hosts)));
+    // One rollout in detail carries its gates over time too (the list leaves them to
+    // `/gates`: every rollout's history every second would be most of the database).
+    let history = gate_series(state.store.gate_samples(&id).await?);
+    json["gate_history"] =
+        serde_json::to_value(history).map_err(|e| AppError::internal("rollout", e))?;
+    Ok(Json(json))
 }
 
 #[derive(Debug, Default, Deserialize)]

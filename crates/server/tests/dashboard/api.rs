@@ -150,6 +150,11 @@ async fn rollouts_show_adoption_per_ring_and_the_controller_keeps_gate_history()
         assert_eq!(crashes["unit"], "per_agent");
         assert_eq!(crashes["points"].as_array().map(Vec::len), Some(1));
         assert_eq!(crashes["points"][0]["passed"], true);
+        // The rollout in detail carries the same history.
+        let (_, detail) = h
+            .get(&format!("/api/v1/rollouts/{allow}"), Some(&h.operator))
+            .await;
+        assert_eq!(detail["gate_history"], history["gates"], "{}", h.name);
         // A second tick within the bake's sampling interval (600 s / 120) adds no point.
         controller::tick(&h.state).await.expect("tick");
         let (_, again) = h

@@ -405,6 +405,32 @@ async fn an_operator_filters_hosts_opens_one_and_pauses_a_rollout_in_a_real_brow
         &format!("document.querySelector('{card}').innerText"),
     )
     .await;
+    // Escape dismisses a confirmation without acting, also right after a confirmed one.
+    press("halt").await;
+    client
+        .find(Locator::Css("#confirm-reason"))
+        .await
+        .expect("reason")
+        .send_keys(&fantoccini::key::Key::Escape.to_string())
+        .await
+        .expect("escape");
+    until(
+        &client,
+        "!document.getElementById('confirm').open",
+        "the dialog closed",
+        "document.getElementById('confirm').innerText",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    assert_eq!(
+        text_of(
+            &client,
+            &format!("document.querySelector('{card}').dataset.phase")
+        )
+        .await,
+        "paused",
+        "Escape halted the rollout"
+    );
     let stored = h
         .state
         .store

@@ -261,3 +261,61 @@ pub async fn show(
         crash_groups,
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::status::HostRelease;
+
+    fn host(name: &str, last_seen_at_ms: Option<i64>) -> HostStatus {
+        HostStatus {
+            agent_id: format!("agent-{name}"),
+            hostname: name.to_owned(),
+            online: false,
+            last_seen_at_ms,
+            agent_version: String::new(),
+            releases: vec![HostRelease {
+                channel: "detection".into(),
+                running: "disabled".into(),
+                slot: "current".into(),
+            }],
+            installing: None,
+            degraded: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_host_never_heard_from_is_unseen_for_any_time_and_seen_within_none() {
+        let never = host("never", None);
+        let now = 10_000_000;
+        let recent = host("recent", Some(now - 5_000));
+        let unseen = HostQuery {
+            unseen_for_s: Some(86_400),
+            ..HostQuery::default()
+        };
+        let seen = HostQuery {
+            seen_within_s: Some(60),
+            ..HostQuery::default()
+        };
+        assert!(unseen.matches(&never, now) && !seen.matches(&never, now));
+        assert!(!unseen.matches(&recent, now) && seen.matches(&recent, now));
+        // Huge figures saturate instead of overflowing.
+        let forever = HostQuery {
+            seen_within_s: Some(u64::MAX),
+            ..HostQuery::default()
+        };
+        assert!(forever.matches(&recent, now));
+    }
+
+    #[test]
+    fn release_filters_need_both_channel_and_version_and_read_disabled_as_a_version() {
+        let h = host("h", None);
+        let query = |release: &str| HostQuery {
+            release: Some(release.to_owned()),
+            ..HostQuery::default()
+        };
+        assert!(query("detection@disabled").matches(&h, 0));
+        assert!(!query("detection").matches(&h, 0));
+        assert!(!query("other@disabled").matches(&h, 0));
+    }
+}

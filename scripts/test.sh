@@ -61,17 +61,18 @@ start_postgres() {
   export RINGFENCE_TEST_POSTGRES="postgres://postgres@127.0.0.1:$port/postgres"
   echo "PostgreSQL test server at $RINGFENCE_TEST_POSTGRES"
 }
-# A real browser for the dashboard test: Debian's chromium.
+# A real browser for the dashboard tests: Debian's chromium, and chromium-driver (WebDriver)
+# for the tests that press the page's buttons.
 install_chromium() {
-  if [ -x /usr/bin/chromium ]; then
+  if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then
     return
   fi
   if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
-    log "installing chromium"
+    log "installing chromium and chromium-driver"
     DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
   else
-    echo "note: chromium is not installed and we cannot install it; the dashboard test will say it skipped"
+    echo "note: chromium or chromium-driver is not installed and we cannot install them; the dashboard tests will say they skipped"
   fi
 }
 

@@ -141,6 +141,12 @@ fn status_watch_exits_0_on_completion_and_1_when_the_rollout_is_aborted() {
     let out = setup.run(&["status", &first, "--watch", "--interval", "200ms"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(stdout(&out).contains("phase completed"), "{}", stdout(&out));
+    // Each ring says how many of its hosts run the release (none enrolled here).
+    assert!(
+        stdout(&out).contains("[done, 0/0 hosts]"),
+        "{}",
+        stdout(&out)
+    );
 
     let second = setup.start("2.0.0", "5,100", "1h");
     let watcher = setup

@@ -63,6 +63,18 @@ impl Phase {
     pub fn is_final(self) -> bool {
         matches!(self, Phase::RolledBack | Phase::Disabled | Phase::Completed)
     }
+
+    /// The phase in the words an operator reads ("rolled back", not `RolledBack`).
+    pub fn word(self) -> &'static str {
+        match self {
+            Phase::Running => "running",
+            Phase::Paused => "paused",
+            Phase::Halted => "halted",
+            Phase::RolledBack => "rolled back",
+            Phase::Disabled => "disabled",
+            Phase::Completed => "completed",
+        }
+    }
 }
 
 fn is_false(value: &bool) -> bool {

@@ -45,7 +45,7 @@ pub async fn run(state: AppState) {
 /// agent, or damaged) reads as an empty heartbeat rather than failing the tick; figures are
 /// clamped again here because the gates must never see a non-finite or absurd claim, whoever
 /// stored it.
-fn heartbeat_of(agent: &AgentRecord) -> Heartbeat {
+pub(crate) fn heartbeat_of(agent: &AgentRecord) -> Heartbeat {
     let mut heartbeat = agent
         .status
         .as_ref()
@@ -56,7 +56,7 @@ fn heartbeat_of(agent: &AgentRecord) -> Heartbeat {
 }
 
 /// The version of `channel` an agent reports running.
-fn running_version(heartbeat: &Heartbeat, channel: &str) -> Option<String> {
+pub(crate) fn running_version(heartbeat: &Heartbeat, channel: &str) -> Option<String> {
     let release = heartbeat.releases.iter().find(|r| r.channel == channel)?;
     if release.running == "lkg" {
         release.lkg.clone()
@@ -246,6 +246,8 @@ async fn tick_one(
 ) -> Result<bool, StoreError> {
     let fleet = fleet_health(state, &rollout, agents).await?;
     let now = ringfence_store::now_ms();
+    let evaluated = rollout.state.phase == Phase::Running;
+    let ring = rollout.state.ring;
     let transition = step(
         &rollout.doc.spec,
         &mut rollout.state,
@@ -274,6 +276,9 @@ async fn tick_one(
         Err(StoreError::Conflict(_)) => return Ok(false),
         Err(error) => return Err(error),
     }
+    if evaluated {
+        record_gate_history(state, &rollout, ring, now).await;
+    }
     let Some((action, reason)) = audit else {
         return Ok(false);
     };
@@ -289,6 +294,44 @@ async fn tick_one(
         remediate_first_release(state, &rollout, &reason).await?;
     }
     Ok(true)
+}
+
+/// Evaluations kept per rollout: [`SAMPLES_PER_BAKE`] for each of six rings.
+const KEPT_EVALUATIONS: i64 = 720;
+
+/// How many points a ring's bake gets on the dashboard's gate charts, at most.
+const SAMPLES_PER_BAKE: i64 = 120;
+
+/// Keeps the gate evaluation just made in the rollout's bounded history (the dashboard's
+/// charts). Spaced so a ring's bake gets about [`SAMPLES_PER_BAKE`] points whatever the tick,
+/// and at least one a minute. A failure to record costs a point on a chart, never a tick: it
+/// is logged, not returned.
+async fn record_gate_history(state: &AppState, rollout: &ActiveRollout, ring: usize, now: i64) {
+    if rollout.state.gates.is_empty() {
+        return;
+    }
+    let bake_ms = rollout.doc.spec.rings.get(ring).map_or(0, |r| r.bake_ms);
+    let spacing = (bake_ms / SAMPLES_PER_BAKE).clamp(0, 60_000);
+    let samples: Vec<ringfence_store::GateSample> = rollout
+        .state
+        .gates
+        .iter()
+        .map(|g| ringfence_store::GateSample {
+            at_ms: now,
+            ring: i64::try_from(ring).unwrap_or(i64::MAX),
+            gate: g.gate.clone(),
+            value: g.value,
+            threshold: g.threshold,
+            passed: g.passed,
+        })
+        .collect();
+    if let Err(error) = state
+        .store
+        .record_gate_samples(&rollout.id, &samples, spacing, KEPT_EVALUATIONS)
+        .await
+    {
+        tracing::warn!(rollout = %rollout.id, "cannot record the gate history: {error}");
+    }
 }
 
 /// Retires the plans the controller wrote to disable `channel` after a failed first release: a

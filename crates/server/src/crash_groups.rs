@@ -4,12 +4,12 @@
 
 use ringfence_protocol::FailureRecord;
 use ringfence_store::{ReleaseRecord, ReportRecord};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::fleet::ActiveRollout;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CrashGroup {
     pub signature: String,
     pub count: usize,
@@ -139,6 +139,50 @@ fn plain_words(group: &CrashGroup, rollout: Option<&ActiveRollout>) -> String {
     sentence
 }
 
+/// The failure a report describes: an engine's `FailureRecord`, or a native crash report
+/// (written by the guard when the agent process dies) in its own shape, read as one: the agent
+/// as the "engine", the signal (or exit code) as the code.
+fn record_of(report: &ReportRecord) -> FailureRecord {
+    match serde_json::from_value(report.body.clone()) {
+        Ok(record) => record,
+        Err(_) => FailureRecord {
+            engine: report
+                .body
+                .get("engine")
+                .and_then(|e| e.as_str())
+                .unwrap_or("agent")
+                .to_owned(),
+            content_sha256: String::new(),
+            kind: ringfence_protocol::FailureKind::Trap,
+            trap_code: report
+                .body
+                .get("signal")
+                .and_then(|s| s.as_str())
+                .map(str::to_owned)
+                .or_else(|| {
+                    let code = report.body.get("exit_code").and_then(|c| c.as_i64())?;
+                    Some(format!("exit {code}"))
+                }),
+            message: report
+                .body
+                .get("message")
+                .and_then(|m| m.as_str())
+                .unwrap_or("")
+                .to_owned(),
+            event_kind: None,
+            backtrace: Vec::new(),
+            at_unix_ns: 0,
+            elapsed_us: 0,
+        },
+    }
+}
+
+/// The signature of the group a failure or crash report falls in (a host's page lists the
+/// groups its own reports are in).
+pub fn signature_of(report: &ReportRecord) -> String {
+    record_of(report).signature()
+}
+
 /// Groups failure and crash reports.
 pub fn group(
     reports: &[ReportRecord],
@@ -147,40 +191,7 @@ pub fn group(
 ) -> Vec<CrashGroup> {
     let mut groups: BTreeMap<String, Accumulator> = BTreeMap::new();
     for report in reports {
-        let record: FailureRecord = match serde_json::from_value(report.body.clone()) {
-            Ok(record) => record,
-            // Native crash reports (written by the guard when the agent process dies) carry
-            // their own shape: the agent as the "engine", the signal (or exit code) as the code.
-            Err(_) => FailureRecord {
-                engine: report
-                    .body
-                    .get("engine")
-                    .and_then(|e| e.as_str())
-                    .unwrap_or("agent")
-                    .to_owned(),
-                content_sha256: String::new(),
-                kind: ringfence_protocol::FailureKind::Trap,
-                trap_code: report
-                    .body
-                    .get("signal")
-                    .and_then(|s| s.as_str())
-                    .map(str::to_owned)
-                    .or_else(|| {
-                        let code = report.body.get("exit_code").and_then(|c| c.as_i64())?;
-                        Some(format!("exit {code}"))
-                    }),
-                message: report
-                    .body
-                    .get("message")
-                    .and_then(|m| m.as_str())
-                    .unwrap_or("")
-                    .to_owned(),
-                event_kind: None,
-                backtrace: Vec::new(),
-                at_unix_ns: 0,
-                elapsed_us: 0,
-            },
-        };
+        let record = record_of(report);
         let signature = record.signature();
         let entry = groups.entry(signature).or_insert_with(|| Accumulator {
             record: record.clone(),

@@ -63,6 +63,18 @@ pub const ROUTES: &[(&str, &str, &str, &str)] = &[
     ),
     (
         "get",
+        "/api/v1/hosts",
+        "Hosts, degraded first: release=channel@version, state=online|offline|installing|lkg, degraded=true|false, seen_within_s, unseen_for_s, name, limit",
+        "operator",
+    ),
+    (
+        "get",
+        "/api/v1/hosts/{id}",
+        "One host for the dashboard: slots as reported, last heartbeat's figures, guard restores, recent failures, the crash groups it is in",
+        "operator",
+    ),
+    (
+        "get",
         "/api/v1/blobs/{sha256}",
         "Download a content-addressed release bundle",
         "agent or operator",
@@ -94,13 +106,19 @@ pub const ROUTES: &[(&str, &str, &str, &str)] = &[
     (
         "get",
         "/api/v1/rollouts",
-        "List rollouts with ring progress and gates",
+        "List rollouts with ring progress (hosts in each ring and on the release) and gates",
         "operator",
     ),
     (
         "get",
         "/api/v1/rollouts/{id}",
-        "One rollout: rings, gate values against thresholds, history",
+        "One rollout: rings with adoption, gate values against thresholds and over time (gate_history), history",
+        "operator",
+    ),
+    (
+        "get",
+        "/api/v1/rollouts/{id}/gates",
+        "Gate values over the rollout (a bounded history the controller keeps), one series per gate with its unit",
         "operator",
     ),
     (

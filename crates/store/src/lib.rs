@@ -12,6 +12,7 @@
 
 mod agents;
 mod audit;
+mod gate_samples;
 mod leader;
 mod migrations;
 mod open;
@@ -23,6 +24,7 @@ mod tokens;
 
 pub use agents::{AgentRecord, AgentStatusUpdate, Decommission, NewAgent};
 pub use audit::AuditEntry;
+pub use gate_samples::{GateSample, MAX_KEPT_EVALUATIONS};
 pub use open::OpenOptions;
 pub use releases::{PreflightStatus, ReleaseKeyRecord, ReleaseRecord};
 pub use remediations::RemediationRecord;

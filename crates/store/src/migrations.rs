@@ -80,6 +80,19 @@ const MIGRATIONS: &[Migration] = &[
          first_trusted_at BIGINT NOT NULL)",
         ],
     },
+    Migration {
+        version: 6,
+        statements: &[
+            // Gate values over time, for the dashboard's charts: a bounded history per rollout
+            // (`gate_samples.rs`), read back per rollout in time order.
+            "CREATE TABLE gate_samples (rollout_id TEXT NOT NULL, at BIGINT NOT NULL, \
+         ring BIGINT NOT NULL, gate TEXT NOT NULL, value DOUBLE PRECISION NOT NULL, \
+         threshold DOUBLE PRECISION NOT NULL, passed BIGINT NOT NULL)",
+            "CREATE INDEX gate_samples_rollout_at ON gate_samples (rollout_id, at)",
+            // A host's page lists its own recent reports, newest first.
+            "CREATE INDEX reports_agent_received ON reports (agent_id, received_at)",
+        ],
+    },
 ];
 
 /// The newest schema version this build knows.

@@ -65,6 +65,36 @@ impl Store {
         .await?;
         rows.iter().map(report).collect()
     }
+
+    /// The newest `limit` reports of `agent_id` whose kind is one of `kinds`, newest first
+    /// (by the server's receive time), for a host's page.
+    pub async fn agent_reports(
+        &self,
+        agent_id: &str,
+        kinds: &[&str],
+        limit: i64,
+    ) -> Result<Vec<ReportRecord>> {
+        let mut out = Vec::new();
+        // One bounded query per kind keeps the statement constant (no list binding through the
+        // `Any` driver); the caller asks for a handful of kinds.
+        for kind in kinds {
+            let rows = sqlx::query(
+                "SELECT id, agent_id, kind, at, received_at, body FROM reports \
+                 WHERE agent_id = $1 AND kind = $2 ORDER BY received_at DESC, id DESC LIMIT $3",
+            )
+            .bind(agent_id)
+            .bind(*kind)
+            .bind(limit)
+            .fetch_all(self.reader())
+            .await?;
+            for row in &rows {
+                out.push(report(row)?);
+            }
+        }
+        out.sort_by(|a, b| (b.received_at, &b.id).cmp(&(a.received_at, &a.id)));
+        out.truncate(usize::try_from(limit.max(0)).unwrap_or(usize::MAX));
+        Ok(out)
+    }
 }
 
 fn report(row: &sqlx::any::AnyRow) -> Result<ReportRecord> {
@@ -151,6 +181,42 @@ mod tests {
                     .is_empty(),
                 "{backend}: a later window does not see it, whatever its claimed date"
             );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_hosts_reports_are_its_own_of_the_kinds_asked_newest_first() {
+        for (backend, store, _dir) in crate::testing::stores().await {
+            let report = |id: &str, agent: &str, kind: &str| ReportRecord {
+                id: id.into(),
+                agent_id: agent.into(),
+                kind: kind.into(),
+                at: 0,
+                received_at: 0,
+                body: serde_json::json!({"n": id}),
+            };
+            // Stored one by one so each has its own (later) receive time.
+            for r in [
+                report("a:1", "a", "failure"),
+                report("a:2", "a", "restore"),
+                report("a:3", "a", "alert"),
+                report("b:1", "b", "failure"),
+                report("a:4", "a", "failure"),
+            ] {
+                store.insert_reports(&[r]).await.expect("insert");
+                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            }
+            let found = store
+                .agent_reports("a", &["failure", "restore"], 10)
+                .await
+                .expect("list");
+            let ids: Vec<&str> = found.iter().map(|r| r.id.as_str()).collect();
+            assert_eq!(ids, ["a:4", "a:2", "a:1"], "{backend}");
+            let two = store
+                .agent_reports("a", &["failure", "restore"], 2)
+                .await
+                .expect("list");
+            assert_eq!(two.len(), 2, "{backend}");
         }
     }
 }

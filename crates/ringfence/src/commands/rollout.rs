@@ -197,8 +197,13 @@ pub fn print_rollout(rollout: &Value) {
         let line: Vec<String> = rings
             .iter()
             .map(|r| {
+                // Adoption (hosts of the ring on the release) when the server counted it.
+                let adoption = match (r["on_release"].as_u64(), r["hosts"].as_u64()) {
+                    (Some(on), Some(hosts)) => format!(", {on}/{hosts} hosts"),
+                    _ => String::new(),
+                };
                 format!(
-                    "{} {}% [{}]",
+                    "{} {}% [{}{adoption}]",
                     text(&r["name"]),
                     r["percent"],
                     text(&r["status"])

@@ -4,6 +4,8 @@
 pub mod agent_admin;
 pub mod agents;
 pub mod health;
+pub mod hosts;
+pub mod progress;
 pub mod releases;
 pub mod remediations;
 pub mod rollouts;
@@ -25,6 +27,8 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/enroll-tokens", post(agents::create_enroll_token))
         .route("/api/v1/agents", get(agents::list))
         .route("/api/v1/agents/{id}", get(agent_admin::show))
+        .route("/api/v1/hosts", get(hosts::list))
+        .route("/api/v1/hosts/{id}", get(hosts::show))
         .route(
             "/api/v1/agents/{id}/decommission",
             post(agent_admin::decommission),
@@ -49,6 +53,7 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/api/v1/rollouts/{id}", get(rollouts::show))
         .route("/api/v1/rollouts/{id}/retry", post(rollouts::retry))
+        .route("/api/v1/rollouts/{id}/gates", get(progress::gates))
         .route("/api/v1/rollouts/{id}/{action}", post(rollouts::act))
         .route(
             "/api/v1/remediations",

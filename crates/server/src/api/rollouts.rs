@@ -16,6 +16,8 @@ use ringfence_rollout::{
 use ringfence_store::{PreflightStatus, RolloutRecord, now_ms};
 use serde::Deserialize;
 
+use super::progress::{Placements, RingAdoption, adoption, gate_series};
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StartRequest {
@@ -58,7 +60,17 @@ fn older(wanted: &str, running: &str) -> bool {
     }
 }
 
-fn rollout_json(rollout: &ActiveRollout, revision: i64) -> serde_json::Value {
+/// Finished rollouts past the newest this many are listed without adoption: each costs a hash
+/// per host, and a dashboard lists every rollout every second.
+const ADOPTION_LISTED: usize = 10;
+
+/// A rollout as the API shows it; each ring carries `hosts` and `on_release` when `adoption`
+/// was computed.
+fn rollout_json(
+    rollout: &ActiveRollout,
+    revision: i64,
+    adoption: Option<&[RingAdoption]>,
+) -> serde_json::Value {
     let rings: Vec<_> = rollout
         .doc
         .spec
@@ -74,10 +86,15 @@ fn rollout_json(rollout: &ActiveRollout, revision: i64) -> serde_json::Value {
                 _ if i == rollout.state.ring => "baking",
                 _ => "waiting",
             };
-            serde_json::json!({
+            let mut json = serde_json::json!({
                 "name": ring.name, "percent": ring.percent, "tags": ring.tags,
                 "bake_ms": ring.bake_ms, "status": status,
-            })
+            });
+            if let Some(adoption) = adoption.and_then(|a| a.get(i)) {
+                json["hosts"] = adoption.hosts.into();
+                json["on_release"] = adoption.on_release.into();
+            }
+            json
         })
         .collect();
     serde_json::json!({
@@ -131,7 +148,11 @@ pub async fn start(
         },
     )
     .await?;
-    Ok((StatusCode::CREATED, Json(rollout_json(&rollout, 0))))
+    let hosts = Placements::of(&state.store.agents().await?);
+    Ok((
+        StatusCode::CREATED,
+        Json(rollout_json(&rollout, 0, Some(&adoption(&rollout, &hosts)))),
+    ))
 }
 
 /// A rollout about to start: from a start request, or from a stopped rollout being retried.
@@ -393,18 +414,29 @@ pub async fn retry(
         },
     )
     .await?;
-    Ok((StatusCode::CREATED, Json(rollout_json(&rollout, 0))))
+    let hosts = Placements::of(&state.store.agents().await?);
+    Ok((
+        StatusCode::CREATED,
+        Json(rollout_json(&rollout, 0, Some(&adoption(&rollout, &hosts)))),
+    ))
 }
 
 pub async fn list(
     State(state): State<AppState>,
     _operator: Operator,
 ) -> ApiResult<Json<serde_json::Value>> {
+    state.heartbeats.flush(&state.store).await?;
+    let hosts = Placements::of(&state.store.agents().await?);
     let mut rollouts = Vec::new();
-    for record in state.store.rollouts().await? {
+    // Newest first.
+    for (i, record) in state.store.rollouts().await?.into_iter().enumerate() {
         // One unreadable rollout is listed as such; the others are still shown.
         rollouts.push(match ActiveRollout::from_record(&record) {
-            Ok(rollout) => rollout_json(&rollout, record.revision),
+            Ok(rollout) => {
+                let adoption = (i < ADOPTION_LISTED || !rollout.state.phase.is_final())
+                    .then(|| adoption(&rollout, &hosts));
+                rollout_json(&rollout, record.revision, adoption.as_deref())
+            }
             Err(error) => serde_json::json!({
                 "id": record.id, "channel": record.channel, "version": record.version,
                 "revision": record.revision, "error": error.to_string(),
@@ -424,10 +456,16 @@ pub async fn show(
         .rollout(&id)
         .await?
         .ok_or_else(|| AppError::not_found(format!("no rollout {id}")))?;
-    Ok(Json(rollout_json(
-        &ActiveRollout::from_record(&record)?,
-        record.revision,
-    )))
+    let rollout = ActiveRollout::from_record(&record)?;
+    state.heartbeats.flush(&state.store).await?;
+    let hosts = Placements::of(&state.store.agents().await?);
+    let mut json = rollout_json(&rollout, record.revision, Some(&adoption(&rollout, &hosts)));
+    // One rollout in detail carries its gates over time too (the list leaves them to
+    // `/gates`: every rollout's history every second would be most of the database).
+    let history = gate_series(state.store.gate_samples(&id).await?);
+    json["gate_history"] =
+        serde_json::to_value(history).map_err(|e| AppError::internal("rollout", e))?;
+    Ok(Json(json))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -473,8 +511,14 @@ pub async fn act(
     let phase = rollout.state.phase;
     let audit_reason = transition.reason(&rollout.doc.spec);
     if !rollout.state.apply(transition, &rollout.doc.spec) {
+        // In words an operator reads on the dashboard and in the CLI.
+        let why = if phase.is_final() {
+            format!("it has already finished ({})", phase.word())
+        } else {
+            format!("it is {}", phase.word())
+        };
         return Err(AppError::conflict(format!(
-            "cannot {action} a rollout that is {phase:?}"
+            "cannot {action} rollout {id}: {why}"
         )));
     }
     let state_json =
@@ -492,7 +536,12 @@ pub async fn act(
         crate::controller::remediate_first_release(&state, &rollout, &audit_reason).await?;
     }
     state.fleet.refresh(&state.store).await?;
-    Ok(Json(rollout_json(&rollout, revision)))
+    let hosts = Placements::of(&state.store.agents().await?);
+    Ok(Json(rollout_json(
+        &rollout,
+        revision,
+        Some(&adoption(&rollout, &hosts)),
+    )))
 }
 
 /// An operator's promote, judged by the rollout's gates on the fleet's health now (heartbeats

@@ -203,9 +203,10 @@ fn print_report(
     if let Some(content) = &args.content {
         writeln!(
             out,
-            "content  {} — {} rules, sha256 {}",
+            "content  {} — {} rule{}, sha256 {}",
             content.display(),
             report.content.rules,
+            if report.content.rules == 1 { "" } else { "s" },
             &report.content_sha256[..16]
         )?;
     }

@@ -148,13 +148,18 @@ fn handle(core: &Core, engines: &mut Engines, job: Job) {
     let event = job.pending.resolve();
     let (verdicts, failures) = engines.decide(core, &event);
     let verdict = combine(&verdicts);
+    // `allow` is the verdict; `carried` is what the kernel hears (audit mode allows a deny).
     let allow = verdict.action != Action::Deny;
+    let carried = core.mode.carry(allow);
     let on_time = Instant::now() <= job.deadline;
-    if !job.ticket.respond(allow) {
+    if !job.ticket.respond(carried.allow) {
         Stats::add(&core.stats.late_verdicts);
         return;
     }
-    core.answered(allow, job.arrived);
+    core.answered(carried.allow, job.arrived);
+    if carried.would_deny {
+        Stats::add(&core.stats.would_deny);
+    }
     count_policy_parts(core, &failures);
     drop(retired);
     // After the answer: the sample for validated swaps costs the kernel nothing.
@@ -167,6 +172,8 @@ fn handle(core: &Core, engines: &mut Engines, job: Job) {
         && verdict.action != Action::Observe
         && key.generation == engines.set.generation
     {
+        // The verdict is cached, not the audit-mode answer: a cached deny read after a switch
+        // back to enforce must deny, and read in audit mode is allowed and reported again.
         cache.insert(
             key,
             Cached {
@@ -183,7 +190,7 @@ fn handle(core: &Core, engines: &mut Engines, job: Job) {
         core.alert(&Alert {
             event: &event,
             verdict: &verdict,
-            allowed: Some(allow),
+            allowed: Some(carried.allow),
             reason: Reason::Engine,
             engines: &reported,
             failures: &failures,

@@ -4,7 +4,7 @@
 mod common;
 
 use common::{engine, within};
-use ringfence_agent::{Agent, AgentConfig, MuteSet, Sensor, Submitted};
+use ringfence_agent::{Agent, AgentConfig, Enforcement, MuteSet, Sensor, Submitted};
 use ringfence_engine_host::{EngineSettings, LoadedEngine, QuarantineRule, Runtime};
 use ringfence_protocol::{Event, ExecEvent, FailurePolicy};
 use ringfence_sensor::Ticket;
@@ -73,6 +73,55 @@ fn replay_end_to_end_writes_alerts() {
             .filter(|a| a["disposition"] == "Blocked" && a["class_uid"] == 1007)
             .count() as u64;
         assert_eq!(blocked, curls);
+    });
+}
+
+/// Audit mode decides the same replay exactly as enforce mode would, allows every event, and
+/// reports each deny as a would-deny alert.
+#[test]
+fn replay_in_audit_mode_allows_everything_and_reports_would_deny() {
+    within(Duration::from_secs(120), || {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let alerts = dir.path().join("alerts.jsonl");
+        let runtime = Runtime::new().expect("runtime");
+        let allowlist = engine(
+            &runtime,
+            "exec-allowlist",
+            FailurePolicy::FailClosed,
+            Duration::from_millis(50),
+            b"deny /usr/bin/curl\nallow /**\n",
+        );
+        let events = ringfence_protocol::corpus::generate(1000, 7);
+        let curls = events
+            .iter()
+            .filter(|e| matches!(e, Event::Exec(x) if x.exe == "/usr/bin/curl"))
+            .count() as u64;
+        assert!(curls > 0, "the corpus has curl execs");
+        let mut config = config(&alerts);
+        config.sensors = vec![Sensor::Replay(events)];
+        config.perm_deadline = Duration::from_secs(5);
+        config.enforcement = Enforcement::Audit;
+        let agent = Agent::start(config, vec![allowlist]).expect("agent starts");
+        assert!(agent.wait_replay(Duration::from_secs(60)));
+        let stats = agent.shutdown();
+        assert_eq!(stats.denied, 0, "{stats:?}");
+        assert_eq!(stats.allowed, stats.permission_events, "{stats:?}");
+        assert_eq!(stats.would_deny, curls, "{stats:?}");
+        let text = std::fs::read_to_string(&alerts).expect("alerts written");
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("alert is JSON"))
+            .collect();
+        assert!(lines.iter().all(|a| a["disposition"] != "Blocked"));
+        let would_deny = lines
+            .iter()
+            .filter(|a| {
+                a["unmapped"]["ringfence"]["would_deny"] == true
+                    && a["unmapped"]["ringfence"]["mode"] == "audit"
+                    && a["disposition"] == "Allowed"
+            })
+            .count() as u64;
+        assert_eq!(would_deny, curls);
     });
 }
 

@@ -266,8 +266,9 @@ pub fn run(
         guard.ready();
     }
     eprintln!(
-        "ringfence agent: ready, managed by {server} as {}{}",
+        "ringfence agent: ready, managed by {server} as {}, mode {}{}",
         identity.agent_id,
+        agent.enforcement(),
         if upgraded { ", upgraded in place" } else { "" }
     );
     let upgrading = loop {
@@ -314,10 +315,15 @@ pub fn run(
             error.context("self-upgrade failed; exiting for the guard to restart the agent")
         );
     }
+    let mode = agent.enforcement();
     let final_stats = match Arc::try_unwrap(agent) {
         Ok(agent) => agent.shutdown(),
         Err(agent) => agent.stats(),
     };
+    eprintln!(
+        "ringfence agent: stopped (mode {mode}): {} allowed, {} denied, {} would deny",
+        final_stats.allowed, final_stats.denied, final_stats.would_deny
+    );
     if let Some(path) = &args.stats_out {
         write_stats(
             path,
@@ -353,6 +359,7 @@ fn write_stats(
         "events": stats.events,
         "allowed": stats.allowed,
         "denied": stats.denied,
+        "would_deny": stats.would_deny,
         "engine_failures": stats.engine_failures,
         "deadline_answers": stats.deadline_answers,
     });

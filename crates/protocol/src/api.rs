@@ -137,6 +137,11 @@ pub struct HealthFigures {
     pub denies: u64,
     /// Denies per decided event over the interval.
     pub deny_rate: f64,
+    /// Permission events a verdict would have denied but audit mode allowed, over the
+    /// interval (counted in `permission_events`, never in `denies`).
+    pub would_deny: u64,
+    /// The mode the agent answers in now: `audit` when its flag or an assignment says so.
+    pub mode: crate::Enforcement,
     /// Verdict latency p99 over the interval, µs (the same as `latency.p99_us`; kept for
     /// older servers).
     pub p99_us: f64,
@@ -223,6 +228,8 @@ impl HealthFigures {
             permission_events: count(self.permission_events),
             denies: count(self.denies),
             deny_rate: real(self.deny_rate, 1.0),
+            would_deny: count(self.would_deny),
+            mode: self.mode,
             p99_us: real(self.p99_us, MAX_LATENCY_US),
             latency,
             engine_failures: count(self.engine_failures),

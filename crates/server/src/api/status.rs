@@ -129,6 +129,12 @@ pub struct HostStatus {
     pub installing: Option<String>,
     /// Empty when protection is fully on.
     pub degraded: Vec<Degradation>,
+    /// `audit` when the host only reports what it would deny (its flag or an audit rollout).
+    #[serde(default)]
+    pub mode: ringfence_protocol::Enforcement,
+    /// Would-deny answers in the host's last heartbeat interval (audit mode).
+    #[serde(default)]
+    pub would_deny: u64,
 }
 
 /// A rollout in the fleet summary.
@@ -214,6 +220,13 @@ pub fn host_status(agent: &AgentRecord, now: i64, stale_after: i64) -> HostStatu
         releases,
         installing,
         degraded,
+        mode: heartbeat
+            .as_ref()
+            .map(|h| h.health.mode)
+            .unwrap_or_default(),
+        would_deny: heartbeat
+            .as_ref()
+            .map_or(0, |h| h.health.clamped().would_deny),
     }
 }
 

@@ -290,6 +290,8 @@ impl AgentHost for ManagedHost {
             events: delta(now.events, before.events),
             permission_events: decided,
             denies,
+            would_deny: delta(now.would_deny, before.would_deny),
+            mode: agent.enforcement(),
             deny_rate: if decided == 0 {
                 0.0
             } else {
@@ -427,7 +429,7 @@ mod tests {
     fn health_figures_are_measured_not_zero() {
         let runtime = Runtime::new().expect("runtime");
         let ok = faulty(&runtime, "ok");
-        let (host, _agent) = host_serving(&runtime, &ok);
+        let (host, agent) = host_serving(&runtime, &ok);
         host.disable("detection").expect("disable");
         let figures = host.health();
         assert_eq!(figures.permission_events, 5, "{figures:?}");
@@ -441,9 +443,13 @@ mod tests {
         assert_eq!(figures.disabled, vec!["detection".to_owned()]);
         assert!(figures.quarantined.is_empty());
         assert!(figures.rss_bytes > 0);
-        // The next interval starts empty.
+        assert_eq!(figures.mode, ringfence_protocol::Enforcement::Enforce);
+        assert_eq!(figures.would_deny, 0);
+        // The next interval starts empty, and says the mode the agent answers in now.
+        agent.set_enforcement(ringfence_protocol::Enforcement::Audit);
         let next = host.health();
         assert_eq!(next.permission_events, 0, "{next:?}");
         assert_eq!(next.latency.max_us, 0.0, "{next:?}");
+        assert_eq!(next.mode, ringfence_protocol::Enforcement::Audit);
     }
 }

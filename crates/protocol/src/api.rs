@@ -283,6 +283,11 @@ pub struct Assignment {
     /// downgrade (JSON document as the release crate defines it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollback_directive: Option<serde_json::Value>,
+    /// How to run this release: `audit` (an audit rollout) reports what it would deny and
+    /// blocks nothing. Absent (older servers) means `enforce`. An agent whose own flag says
+    /// `audit` stays in audit whatever this says.
+    #[serde(default)]
+    pub mode: crate::Enforcement,
 }
 
 /// A remediation plan for this agent: it overrides rollout assignments on its channel.

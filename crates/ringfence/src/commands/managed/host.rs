@@ -4,6 +4,7 @@
 
 use ringfence_agent::Agent;
 use ringfence_engine_host::{EngineSettings, LoadedEngine, Runtime};
+use ringfence_protocol::Enforcement;
 use ringfence_protocol::api::{FailureCounts, HealthFigures, LatencyFigures, PolicyAnswers};
 use ringfence_release::LoadedRelease;
 use ringfence_uplink::{AgentHost, HostError, Spool};
@@ -29,6 +30,8 @@ pub(super) struct ManagedHost {
     install_cpu: Mutex<InstallCpu>,
     /// Where the failure that made a swap refuse goes: it is crash data like any other.
     spool: Arc<Spool>,
+    /// The operator's `--mode` on this host: `audit` here is never overridden by the server.
+    local_mode: Enforcement,
 }
 
 /// CPU time of installs (compiling an engine, checking it against recent events), in clock
@@ -83,7 +86,15 @@ impl ManagedHost {
             load_failures: AtomicU64::new(0),
             install_cpu: Mutex::new(InstallCpu::default()),
             spool,
+            local_mode: Enforcement::Enforce,
         }
+    }
+
+    /// The mode the operator gave this host (`--mode`); the server can add audit to it, never
+    /// take it away.
+    pub(super) fn with_local_mode(mut self, mode: Enforcement) -> ManagedHost {
+        self.local_mode = mode;
+        self
     }
 
     /// Runs `install` on this thread with its CPU time counted as installing, not serving.
@@ -258,6 +269,12 @@ impl AgentHost for ManagedHost {
             disabled.insert(channel.to_owned());
         }
         Ok(())
+    }
+
+    fn assign_enforcement(&self, assigned: Enforcement) {
+        if let Some(agent) = self.agent.get() {
+            agent.set_enforcement(self.local_mode.either_audits(assigned));
+        }
     }
 
     fn health(&self) -> HealthFigures {
@@ -451,5 +468,22 @@ mod tests {
         assert_eq!(next.permission_events, 0, "{next:?}");
         assert_eq!(next.latency.max_us, 0.0, "{next:?}");
         assert_eq!(next.mode, ringfence_protocol::Enforcement::Audit);
+    }
+
+    #[test]
+    fn the_server_can_add_audit_but_never_take_a_local_audit_away() {
+        let runtime = Runtime::new().expect("runtime");
+        let ok = faulty(&runtime, "ok");
+        let (host, agent) = host_serving(&runtime, &ok);
+        host.assign_enforcement(Enforcement::Audit);
+        assert_eq!(agent.enforcement(), Enforcement::Audit);
+        host.assign_enforcement(Enforcement::Enforce);
+        assert_eq!(agent.enforcement(), Enforcement::Enforce);
+
+        let (host, agent) = host_serving(&runtime, &ok);
+        let host = host.with_local_mode(Enforcement::Audit);
+        agent.set_enforcement(Enforcement::Audit);
+        host.assign_enforcement(Enforcement::Enforce);
+        assert_eq!(agent.enforcement(), Enforcement::Audit, "local audit stays");
     }
 }

@@ -213,12 +213,10 @@ pub fn run(
         }
     }
 
-    let host = Arc::new(ManagedHost::new(
-        runtime,
-        engines.clone(),
-        started,
-        Arc::clone(&spool),
-    ));
+    let host = Arc::new(
+        ManagedHost::new(runtime, engines.clone(), started, Arc::clone(&spool))
+            .with_local_mode(config.enforcement),
+    );
     let agent = Arc::new(Agent::start_with(
         config,
         engines.into_values().collect(),

@@ -195,7 +195,8 @@ impl FleetCache {
     }
 
     /// What `agent_id` should run on every channel with a rollout, given what it runs now.
-    /// Channels under a remediation plan get no assignment: the plan decides there.
+    /// Channels under a pin or disable plan get no assignment: the plan decides there; under
+    /// an audit plan the assignment stands, in audit mode.
     pub fn assignments(
         &self,
         agent_id: &str,
@@ -209,16 +210,21 @@ impl FleetCache {
         let tags = snapshot.tags.get(agent_id).unwrap_or(&no_tags);
         let mut assignments = Vec::new();
         for rollout in snapshot.latest.values() {
-            if snapshot
+            // The newest plan in scope decides, as in `remediations`: a pin or a disable
+            // replaces the rollout on its channel, an audit plan keeps it, in audit mode.
+            let plan = snapshot
                 .remediations
                 .iter()
-                .any(|p| p.channel == rollout.channel && in_scope(&p.scope, agent_id, tags))
-            {
-                continue;
-            }
+                .rfind(|p| p.channel == rollout.channel && in_scope(&p.scope, agent_id, tags));
+            let audit_plan = match plan {
+                None => false,
+                Some(plan) if plan.action == "audit" => true,
+                Some(_) => continue,
+            };
             let Some((version, mode)) = rollout.target_for(agent_id, tags) else {
                 continue;
             };
+            let mode = if audit_plan { Enforcement::Audit } else { mode };
             let Some(bundle) = snapshot
                 .bundles
                 .get(&(rollout.channel.clone(), version.to_owned()))

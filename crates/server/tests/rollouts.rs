@@ -658,6 +658,14 @@ async fn bad_plans_are_refused() {
             json!({"scope": "fleet", "channel": "c", "action": "disable", "reason": " "}),
             StatusCode::BAD_REQUEST,
         ),
+        (
+            json!({"scope": "fleet", "channel": "c", "action": "audit", "version": "1.0.0", "reason": "x"}),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            json!({"scope": "fleet", "channel": "c", "action": "audit", "reason": "x"}),
+            StatusCode::NOT_FOUND,
+        ),
     ] {
         let (status, reply) = h
             .post_json("/api/v1/remediations", Some(&h.operator), body.clone())
@@ -1233,5 +1241,38 @@ async fn an_audit_rollout_with_a_low_would_deny_rate_completes_and_is_enforced_t
         assert_eq!(fleet.count("2.0.0"), fleet.agents.len());
         let (status, refused) = act(&h, &id, "enforce").await;
         assert_eq!(status, StatusCode::CONFLICT, "{refused}");
+    }
+}
+
+#[tokio::test]
+async fn an_audit_plan_keeps_one_host_on_its_rollouts_in_audit_mode() {
+    for h in harnesses().await {
+        let mut fleet = Fleet::enroll(&h, 6).await;
+        complete_good_release(&h, &mut fleet).await;
+        let audited = &fleet.agents[3];
+        let (status, plan) = h
+            .post_json(
+                "/api/v1/remediations",
+                Some(&h.operator),
+                json!({"scope": format!("agent:{}", audited.agent_id), "channel": "detection",
+                       "action": "audit", "reason": "new build hosts: watch before blocking"}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{}: {plan}", h.name);
+        for (i, agent) in fleet.agents.iter().enumerate() {
+            let (version, mode) = beat_mode(&h, agent, Some("1.0.0"), "enforce", 0).await;
+            // The plan keeps the host on what the rollouts assign, only in audit mode.
+            assert_eq!(version.as_deref(), Some("1.0.0"), "{}", h.name);
+            let expected = if i == 3 { "audit" } else { "enforce" };
+            assert_eq!(mode, expected, "{}: host {i}", h.name);
+        }
+        let (_, reply) = h
+            .post_json(
+                "/api/v1/agents/heartbeat",
+                Some(&audited.credential),
+                json!({"releases": [{"channel": "detection", "current": "1.0.0", "running": "current"}]}),
+            )
+            .await;
+        assert_eq!(reply["remediations"][0]["action"], "audit", "{reply}");
     }
 }

@@ -530,6 +530,8 @@ impl<H: AgentHost> Worker<H> {
                     .disable(&plan.channel)
                     .map(|()| true)
                     .map_err(|e| e.to_string()),
+                // Carried out with the assignments' mode at every heartbeat (see `beat`).
+                ("audit", None, _) => Ok(true),
                 (action, _, _) => Err(format!("cannot carry out plan action {action:?}")),
             };
             // A refused plan is reported once too; the operator sees why and writes another.
@@ -646,8 +648,15 @@ impl<H: AgentHost> Worker<H> {
             Ok(response) => {
                 self.remediate(&response.remediations);
                 self.follow(&response.assignments);
+                // An audit plan for this host audits it while the plan stands.
+                let planned = response.remediations.iter().any(|p| p.action == "audit");
                 let mode = assigned_enforcement(&response.assignments, self.assigned_audit, |a| {
                     self.is_current(&a.channel, &a.version)
+                })
+                .either_audits(if planned {
+                    Enforcement::Audit
+                } else {
+                    Enforcement::Enforce
                 });
                 self.assigned_audit = mode.is_audit();
                 self.host.assign_enforcement(mode);

@@ -9,6 +9,7 @@ use ringfence_protocol::api::{FailureCounts, HealthFigures, LatencyFigures, Poli
 use ringfence_release::LoadedRelease;
 use ringfence_uplink::{AgentHost, HostError, Spool};
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
@@ -32,6 +33,24 @@ pub(super) struct ManagedHost {
     spool: Arc<Spool>,
     /// The operator's `--mode` on this host: `audit` here is never overridden by the server.
     local_mode: Enforcement,
+    /// Where the mode the server assigned last is kept, and what was written there: a restart
+    /// must not enforce an audited release for the second before the first heartbeat answer.
+    assigned_mode: Option<(PathBuf, Mutex<Option<Enforcement>>)>,
+}
+
+/// The mode the server assigned last, in the data directory.
+pub(super) const ASSIGNED_MODE_FILE: &str = "assigned-mode";
+
+/// The mode the server assigned before the agent last stopped; `enforce` when there is none.
+/// A damaged file reads as `audit`: when unsure, block nothing until the server says.
+pub(super) fn saved_assigned_mode(data_dir: &Path) -> Enforcement {
+    match std::fs::read_to_string(data_dir.join(ASSIGNED_MODE_FILE)) {
+        Ok(text) => text.trim().parse().unwrap_or_else(|error| {
+            tracing::warn!("{ASSIGNED_MODE_FILE}: {error}; starting in audit mode");
+            Enforcement::Audit
+        }),
+        Err(_) => Enforcement::Enforce,
+    }
 }
 
 /// CPU time of installs (compiling an engine, checking it against recent events), in clock
@@ -87,6 +106,7 @@ impl ManagedHost {
             install_cpu: Mutex::new(InstallCpu::default()),
             spool,
             local_mode: Enforcement::Enforce,
+            assigned_mode: None,
         }
     }
 
@@ -95,6 +115,32 @@ impl ManagedHost {
     pub(super) fn with_local_mode(mut self, mode: Enforcement) -> ManagedHost {
         self.local_mode = mode;
         self
+    }
+
+    /// Keeps the mode the server assigns in `data_dir` (see [`saved_assigned_mode`]).
+    pub(super) fn saving_assigned_mode(mut self, data_dir: &Path) -> ManagedHost {
+        let saved = saved_assigned_mode(data_dir);
+        self.assigned_mode = Some((data_dir.join(ASSIGNED_MODE_FILE), Mutex::new(Some(saved))));
+        self
+    }
+
+    /// Writes the assigned mode when it changed (temporary file and rename, so a reader never
+    /// sees half a word). A failure is logged: the next heartbeat answer sets the mode anyway.
+    fn save_assigned_mode(&self, mode: Enforcement) {
+        let Some((path, last)) = &self.assigned_mode else {
+            return;
+        };
+        let Ok(mut last) = last.lock() else { return };
+        if *last == Some(mode) {
+            return;
+        }
+        let temporary = path.with_extension("tmp");
+        match std::fs::write(&temporary, mode.as_str())
+            .and_then(|()| std::fs::rename(&temporary, path))
+        {
+            Ok(()) => *last = Some(mode),
+            Err(error) => tracing::warn!(%error, "could not keep the assigned mode"),
+        }
     }
 
     /// Runs `install` on this thread with its CPU time counted as installing, not serving.
@@ -272,6 +318,7 @@ impl AgentHost for ManagedHost {
     }
 
     fn assign_enforcement(&self, assigned: Enforcement) {
+        self.save_assigned_mode(assigned);
         if let Some(agent) = self.agent.get() {
             agent.set_enforcement(self.local_mode.either_audits(assigned));
         }
@@ -485,5 +532,25 @@ mod tests {
         agent.set_enforcement(Enforcement::Audit);
         host.assign_enforcement(Enforcement::Enforce);
         assert_eq!(agent.enforcement(), Enforcement::Audit, "local audit stays");
+    }
+
+    #[test]
+    fn the_assigned_mode_outlives_a_restart() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert_eq!(saved_assigned_mode(dir.path()), Enforcement::Enforce);
+        let runtime = Runtime::new().expect("runtime");
+        let ok = faulty(&runtime, "ok");
+        let (host, _agent) = host_serving(&runtime, &ok);
+        let host = host.saving_assigned_mode(dir.path());
+        host.assign_enforcement(Enforcement::Audit);
+        assert_eq!(saved_assigned_mode(dir.path()), Enforcement::Audit);
+        host.assign_enforcement(Enforcement::Enforce);
+        assert_eq!(saved_assigned_mode(dir.path()), Enforcement::Enforce);
+        std::fs::write(dir.path().join(ASSIGNED_MODE_FILE), "lenient").expect("write");
+        assert_eq!(
+            saved_assigned_mode(dir.path()),
+            Enforcement::Audit,
+            "unsure: block nothing until the server says"
+        );
     }
 }

@@ -215,8 +215,14 @@ pub fn run(
 
     let host = Arc::new(
         ManagedHost::new(runtime, engines.clone(), started, Arc::clone(&spool))
-            .with_local_mode(config.enforcement),
+            .with_local_mode(config.enforcement)
+            .saving_assigned_mode(data_dir),
     );
+    // Until the first heartbeat answer, the mode the server assigned before the restart: an
+    // audited release must not be enforced for that second.
+    config.enforcement = config
+        .enforcement
+        .either_audits(host::saved_assigned_mode(data_dir));
     let agent = Arc::new(Agent::start_with(
         config,
         engines.into_values().collect(),

@@ -243,5 +243,14 @@ async fn an_audit_host_shows_its_mode_and_would_deny_in_status() {
         let enforced = host_named(&status, "enforce-1");
         assert_eq!(enforced.mode, ringfence_protocol::Enforcement::Enforce);
         assert_eq!(enforced.would_deny, 0);
+        assert_eq!(status.audit_mode, 1);
+        assert_eq!(status.degraded, 0, "audit mode is not degraded protection");
+        let (code, text) = h.get_text("/metrics").await;
+        assert!(code.is_success());
+        assert_eq!(
+            metric(&text, "ringfence_agents_audit_mode "),
+            Some(1),
+            "{text}"
+        );
     }
 }

@@ -166,6 +166,9 @@ pub struct FleetStatus {
     pub hosts: Vec<HostStatus>,
     /// More hosts than [`MAX_HOSTS`] exist; the rest are left out.
     pub hosts_truncated: bool,
+    /// Hosts answering in audit mode: deciding and reporting "would deny", blocking nothing.
+    #[serde(default)]
+    pub audit_mode: usize,
 }
 
 /// Hosts listed in one fleet summary: enough for a dashboard, bounded for a large fleet.
@@ -230,6 +233,15 @@ pub fn host_status(agent: &AgentRecord, now: i64, stale_after: i64) -> HostStatu
     }
 }
 
+/// Hosts whose last heartbeat says they answer in audit mode (for `/metrics`).
+pub fn audit_mode_count(agents: &[AgentRecord]) -> usize {
+    agents
+        .iter()
+        .filter_map(last_heartbeat)
+        .filter(|heartbeat| heartbeat.health.mode.is_audit())
+        .count()
+}
+
 /// Hosts degraded, for any reason and by reason, over every agent's last heartbeat (for
 /// `/metrics`).
 pub fn degraded_counts(agents: &[AgentRecord]) -> (usize, BTreeMap<DegradedReason, usize>) {
@@ -259,12 +271,13 @@ pub async fn fleet(
     let mut versions: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
     let mut degraded_by_reason: BTreeMap<DegradedReason, usize> =
         DegradedReason::ALL.iter().map(|r| (*r, 0)).collect();
-    let (mut online, mut on_lkg, mut degraded) = (0, 0, 0);
+    let (mut online, mut on_lkg, mut degraded, mut audit_mode) = (0, 0, 0, 0);
     let mut hosts = Vec::with_capacity(agents.len().min(MAX_HOSTS));
     let mut healthy_hosts = Vec::new();
     for agent in &agents {
         let host = host_status(agent, now, stale_after);
         online += usize::from(host.online);
+        audit_mode += usize::from(host.mode.is_audit());
         for release in &host.releases {
             on_lkg += usize::from(release.slot == "lkg");
             *versions
@@ -313,6 +326,7 @@ pub async fn fleet(
         degraded_by_reason,
         hosts_truncated: agents.len() > MAX_HOSTS,
         hosts,
+        audit_mode,
     }))
 }
 

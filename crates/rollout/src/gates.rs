@@ -468,6 +468,10 @@ pub fn evaluate_gates(
         spec.rss_budget_bytes,
         mib,
     );
+    // What the fleet blocks today as a share of decisions: its denies, and what it would deny
+    // where it audits. Enforcing a release a fleet audited compares with what it would have
+    // denied, not with the nothing audit mode denied.
+    let base_blocked = base.blocked_per_1k() / 1000.0;
     let statistics = [
         gate(
             "latency_p99",
@@ -478,8 +482,8 @@ pub fn evaluate_gates(
         gate(
             "deny_rate",
             ring.deny_rate,
-            base.deny_rate + spec.max_deny_rate_increase,
-            format!("deny rate (baseline {:.3})", base.deny_rate),
+            base_blocked + spec.max_deny_rate_increase,
+            format!("deny rate (baseline {base_blocked:.3})"),
         ),
         gate(
             "engine_failures",
@@ -524,7 +528,7 @@ pub fn evaluate_gates(
         // failure as fatal as a crash (a rule that denies /bin/sh): evidence, like quarantine,
         // that one or two canaries may show, not a statistic waiting for three agents.
         let blatant_denial =
-            result.gate == "deny_rate" && result.value - base.deny_rate >= BLATANT_DENY_INCREASE;
+            result.gate == "deny_rate" && result.value - base_blocked >= BLATANT_DENY_INCREASE;
         if !enough && !result.passed && !blatant_denial {
             // One or two agents' figures are claims nobody corroborates: shown, not acted on.
             result.passed = true;

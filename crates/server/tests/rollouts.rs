@@ -1134,6 +1134,15 @@ async fn an_audit_rollout_that_would_deny_far_more_than_today_halts_on_would_den
         let mut fleet = Fleet::enroll(&h, 20).await;
         complete_good_release(&h, &mut fleet).await;
         publish_directly(&h, "2.0.0").await;
+        let (status, refused) = h
+            .post_json(
+                "/api/v1/rollouts",
+                Some(&h.operator),
+                json!({"channel": "detection", "version": "2.0.0", "mode": "lenient"}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{refused}");
+        assert!(refused.to_string().contains("lenient"), "{refused}");
         let id = start_audit(&h, "2.0.0", "20,50,100", 3600.0).await;
         let mut modes = vec!["enforce".to_owned(); fleet.agents.len()];
         audit_round(&h, &mut fleet, &mut modes, "2.0.0", 300).await;

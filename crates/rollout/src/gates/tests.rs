@@ -396,3 +396,26 @@ fn one_or_two_auditing_agents_cannot_halt_alone_and_a_claim_is_bounded() {
     assert!(gate.passed, "statistics wait for three agents: {gate:?}");
     assert!(gate.value <= 1_000.0, "{gate:?}");
 }
+
+#[test]
+fn enforcing_an_audited_release_compares_its_deny_rate_with_what_the_fleet_would_deny() {
+    // The fleet runs the release in audit mode: it denies nothing but would deny 25 of 1,000.
+    let baseline = sum(&auditing(5, "2", 25), None, 1_000, 0);
+    // Enforced on the ring, the same release denies those 2.5 %: no rise at all.
+    let ring = sum(
+        &healthy(3, "2")
+            .iter()
+            .map(|a| AgentHealth {
+                deny_rate: 0.025,
+                ..a.clone()
+            })
+            .collect::<Vec<_>>(),
+        Some("2"),
+        1_000,
+        0,
+    );
+    let results = evaluate_gates(&GateSpec::default(), &baseline, &ring);
+    let deny = find(&results, "deny_rate");
+    assert!(deny.passed, "{deny:?}");
+    assert!((deny.threshold - 0.045).abs() < 1e-9, "{deny:?}");
+}

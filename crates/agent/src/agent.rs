@@ -268,6 +268,39 @@ impl Agent {
         previous
     }
 
+    /// Audits the verdicts of the engines named `names` (a channel in an audit rollout), and
+    /// enforces every other engine's: a deny of an audited engine alone is answered allow and
+    /// reported as a would-deny. Applies to the serving set at once (installed again, as a new
+    /// generation, without validation: its engines already serve) and to every later swap.
+    /// Returns the generation serving afterwards. Engines are told apart by name.
+    pub fn set_audited_engines(
+        &self,
+        names: std::collections::BTreeSet<String>,
+    ) -> Result<u64, SwapError> {
+        if !self.core.engines.set_audited(names) {
+            return Ok(self.generation());
+        }
+        let engines = self.core.engines.current().engines.clone();
+        let handoffs = engine_set::prebuild(&engines, self.core.engines.threads())?;
+        let generation = self.core.engines.install(engines, handoffs);
+        if let Some(cache) = &self.core.cache {
+            cache.clear();
+        }
+        tracing::warn!(generation, "audited engines changed");
+        Ok(generation)
+    }
+
+    /// Names of the serving engines whose verdicts are audited.
+    pub fn audited_engines(&self) -> Vec<String> {
+        let set = self.core.engines.current();
+        set.engines
+            .iter()
+            .enumerate()
+            .filter(|(index, _)| set.is_audited(*index))
+            .map(|(_, engine)| engine.name().to_owned())
+            .collect()
+    }
+
     /// True when denials go to the Linux audit log too (`FAN_AUDIT`; not audit *mode*).
     pub fn audit_enabled(&self) -> bool {
         self.audit

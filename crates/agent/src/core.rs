@@ -139,7 +139,10 @@ impl Core {
     ) -> bool {
         let set = self.engines.current();
         let decided = set.fallback_allows();
-        let carried = self.mode.carry(decided);
+        let carried = self
+            .mode
+            .carry(decided)
+            .or_audited(set.fallback_would_deny());
         if !ticket.respond(carried.allow) {
             return false;
         }
@@ -158,7 +161,13 @@ impl Core {
             Reason::QueueFull => "the decision queue was full",
             _ => "the agent was stopping",
         };
-        let verdict = set.fallback_policy().verdict("ringfence", why);
+        // A would-deny of an audited fail-closed engine says so, as a deny allowed.
+        let policy = if carried.would_deny {
+            ringfence_protocol::FailurePolicy::FailClosed
+        } else {
+            set.fallback_policy()
+        };
+        let verdict = policy.verdict("ringfence", why);
         self.alert(&Alert {
             event: &pending.summary(),
             verdict: &verdict,

@@ -59,6 +59,17 @@ impl ModeSwitch {
     }
 }
 
+impl Carried {
+    /// Adds what audited engines said: when the answer allows although the full verdict
+    /// denies, an audited engine denied, and that is a would-deny too.
+    pub fn or_audited(self, verdict_denies: bool) -> Carried {
+        Carried {
+            allow: self.allow,
+            would_deny: self.would_deny || (self.allow && verdict_denies),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

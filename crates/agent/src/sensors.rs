@@ -118,7 +118,10 @@ fn fan_event(core: &Core, event: FanEvent, arrived: Instant) {
         && let Some(hit) = cache.get(key)
     {
         // The cache holds the verdict; audit mode allows a cached deny and reports it again.
-        let carried = core.mode.carry(hit.allow);
+        let carried = core
+            .mode
+            .carry(hit.allow)
+            .or_audited(hit.verdict.action == Action::Deny);
         ticket.respond(carried.allow);
         Stats::add(&core.stats.cache_hits);
         core.answered(carried.allow, arrived);

@@ -117,6 +117,14 @@ fn count_policy_parts(core: &Core, failures: &[FailureRecord]) {
     }
 }
 
+/// True unless an engine whose verdicts are enforced denied (verdicts in the set's order).
+fn enforced_allow(set: &EngineSet, verdicts: &[EngineVerdict]) -> bool {
+    !verdicts
+        .iter()
+        .enumerate()
+        .any(|(index, v)| !set.is_audited(index) && v.verdict.action == Action::Deny)
+}
+
 /// The worker loop; returns when the queue is closed and empty.
 pub fn run(core: &Core, mut engines: Engines) {
     loop {
@@ -147,10 +155,15 @@ fn handle(core: &Core, engines: &mut Engines, job: Job) {
     let retired = engines.refresh(core);
     let event = job.pending.resolve();
     let (verdicts, failures) = engines.decide(core, &event);
+    // `verdict` is every engine's; `allow` is the enforced engines' answer (an audited
+    // engine's deny does not count); `carried` is what the kernel hears (audit mode allows a
+    // deny). A deny the answer does not carry out is a would-deny.
     let verdict = combine(&verdicts);
-    // `allow` is the verdict; `carried` is what the kernel hears (audit mode allows a deny).
-    let allow = verdict.action != Action::Deny;
-    let carried = core.mode.carry(allow);
+    let allow = enforced_allow(&engines.set, &verdicts);
+    let carried = core
+        .mode
+        .carry(allow)
+        .or_audited(verdict.action == Action::Deny);
     let on_time = Instant::now() <= job.deadline;
     if !job.ticket.respond(carried.allow) {
         Stats::add(&core.stats.late_verdicts);
@@ -174,6 +187,7 @@ fn handle(core: &Core, engines: &mut Engines, job: Job) {
     {
         // The verdict is cached, not the audit-mode answer: a cached deny read after a switch
         // back to enforce must deny, and read in audit mode is allowed and reported again.
+        // (A change of the audited engines installs a new generation, so `allow` stays right.)
         cache.insert(
             key,
             Cached {

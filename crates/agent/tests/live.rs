@@ -378,6 +378,13 @@ fn audit_mode_allows_a_denied_exec_and_alerts_would_deny() {
                 "{attempt} exec in audit mode: {result:?}"
             );
         }
+        // Counters and alerts come right after the answer, so a moment after the exec ran.
+        let until = Instant::now() + Duration::from_secs(10);
+        while (agent.stats().would_deny < 2 || would_deny_alerts(&alerts, &bin) < 2)
+            && Instant::now() < until
+        {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         let stats = agent.stats();
         assert_eq!(stats.denied, 0, "{stats:?}");
         assert!(stats.would_deny >= 2, "{stats:?}");

@@ -7,13 +7,14 @@ use crate::config::{AgentConfig, AgentError, Sensor};
 use crate::core::{Core, Pending, Submitted};
 use crate::engines::{self as engine_set, EngineSlot, SwapError};
 use crate::latency::{LatencyRecorder, LatencySummary};
+use crate::mode::ModeSwitch;
 use crate::protect::SelfProtection;
 use crate::recent::RecentEvents;
 use crate::stats::{Stats, StatsSnapshot};
 use crate::worker::Engines;
 use crate::{confine, notify, responder, sensors, worker};
 use ringfence_engine_host::LoadedEngine;
-use ringfence_protocol::Event;
+use ringfence_protocol::{Enforcement, Event};
 use ringfence_sensor::{Channels, EntryWatch, Fanotify, ProcConnector, Ticket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
@@ -147,6 +148,7 @@ impl Agent {
             recent: RecentEvents::default(),
             alerts,
             perm_deadline: config.perm_deadline,
+            mode: ModeSwitch::new(config.enforcement),
             stopping: AtomicBool::new(false),
             handing_off: AtomicBool::new(false),
             queue: Mutex::new(Some(queue_tx)),
@@ -222,7 +224,7 @@ impl Agent {
             })?);
         }
         agent.workers_started = config.workers;
-        tracing::info!(audit, "agent started");
+        tracing::info!(audit, mode = %config.enforcement, "agent started");
         Ok(agent)
     }
 
@@ -250,7 +252,56 @@ impl Agent {
             .collect()
     }
 
-    /// True when denials go to the audit log too (`FAN_AUDIT`).
+    /// Enforce or audit, now.
+    pub fn enforcement(&self) -> Enforcement {
+        self.core.mode.get()
+    }
+
+    /// Switches between enforcing and auditing without a restart: the next answer uses the
+    /// new mode (events being decided right now may still use the old one). Returns the
+    /// previous mode. The decision cache holds verdicts, not answers, so it stays valid.
+    pub fn set_enforcement(&self, mode: Enforcement) -> Enforcement {
+        let previous = self.core.mode.set(mode);
+        if previous != mode {
+            tracing::warn!(from = %previous, to = %mode, "enforcement mode switched");
+        }
+        previous
+    }
+
+    /// Audits the verdicts of the engines named `names` (a channel in an audit rollout), and
+    /// enforces every other engine's: a deny of an audited engine alone is answered allow and
+    /// reported as a would-deny. Applies to the serving set at once (installed again, as a new
+    /// generation, without validation: its engines already serve) and to every later swap.
+    /// Returns the generation serving afterwards. Engines are told apart by name.
+    pub fn set_audited_engines(
+        &self,
+        names: std::collections::BTreeSet<String>,
+    ) -> Result<u64, SwapError> {
+        if !self.core.engines.set_audited(names) {
+            return Ok(self.generation());
+        }
+        let engines = self.core.engines.current().engines.clone();
+        let handoffs = engine_set::prebuild(&engines, self.core.engines.threads())?;
+        let generation = self.core.engines.install(engines, handoffs);
+        if let Some(cache) = &self.core.cache {
+            cache.clear();
+        }
+        tracing::warn!(generation, "audited engines changed");
+        Ok(generation)
+    }
+
+    /// Names of the serving engines whose verdicts are audited.
+    pub fn audited_engines(&self) -> Vec<String> {
+        let set = self.core.engines.current();
+        set.engines
+            .iter()
+            .enumerate()
+            .filter(|(index, _)| set.is_audited(*index))
+            .map(|(_, engine)| engine.name().to_owned())
+            .collect()
+    }
+
+    /// True when denials go to the Linux audit log too (`FAN_AUDIT`; not audit *mode*).
     pub fn audit_enabled(&self) -> bool {
         self.audit
     }

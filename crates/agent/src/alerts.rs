@@ -2,7 +2,7 @@
 //! (class 1007) for execs, forks and exits, File System Activity (class 1001) for opens.
 //! `docs/alerts.md` documents the fields; ringfence-specific ones live under `unmapped`.
 
-use ringfence_protocol::{Action, Event, FailureRecord, Severity, Verdict};
+use ringfence_protocol::{Action, Enforcement, Event, FailureRecord, Severity, Verdict};
 use serde_json::{Value, json};
 use std::io::Write;
 use std::path::Path;
@@ -84,6 +84,14 @@ pub struct Alert<'a> {
     pub failures: &'a [FailureRecord],
 }
 
+impl Alert<'_> {
+    /// A deny verdict whose operation was allowed: only audit mode answers so (in enforce
+    /// mode a deny verdict is always answered deny), so this is a "would deny".
+    pub fn would_deny(&self) -> bool {
+        self.allowed == Some(true) && self.verdict.action == Action::Deny
+    }
+}
+
 fn severity_id(severity: Severity) -> (u8, &'static str) {
     match severity {
         Severity::Info => (1, "Informational"),
@@ -106,8 +114,20 @@ fn hostname() -> &'static str {
     })
 }
 
-/// The OCSF object for an alert.
-pub fn ocsf(alert: &Alert<'_>) -> Value {
+/// The OCSF object for an alert written while the agent runs in `mode`.
+///
+/// A would-deny (audit mode) is an allowed operation in OCSF terms (`action` and `disposition`
+/// "Allowed"), marked `unmapped.ringfence.would_deny` and `mode = "audit"`, with a message
+/// that starts "would deny", so that no reader mistakes it for a block nor misses it.
+pub fn ocsf(alert: &Alert<'_>, mode: Enforcement) -> Value {
+    let would_deny = alert.would_deny();
+    // A would-deny was answered in audit mode even if the mode switched since.
+    let mode = if would_deny { Enforcement::Audit } else { mode };
+    let message = if would_deny {
+        format!("would deny (audit mode): {}", alert.verdict.message)
+    } else {
+        alert.verdict.message.clone()
+    };
     let (class_uid, class_name, activity_id, activity_name, body) = match alert.event {
         Event::Exec(e) => (
             1007,
@@ -181,7 +201,7 @@ pub fn ocsf(alert: &Alert<'_>) -> Value {
         "disposition_id": disposition_id,
         "disposition": disposition,
         "status_id": 1,
-        "message": alert.verdict.message,
+        "message": message,
         "metadata": {
             "version": "1.3.0",
             "product": {"name": "ringfence", "vendor_name": "ringfence",
@@ -191,6 +211,8 @@ pub fn ocsf(alert: &Alert<'_>) -> Value {
         "unmapped": {
             "ringfence": {
                 "reason": alert.reason.as_str(),
+                "mode": mode.as_str(),
+                "would_deny": would_deny,
                 "verdict": alert.verdict.action.as_str(),
                 "rule_id": alert.verdict.rule_id,
                 "tags": alert.verdict.tags,
@@ -231,8 +253,8 @@ impl AlertSink {
     }
 
     /// Writes one alert line; one `write` per line so concurrent writers never interleave.
-    pub fn write(&self, alert: &Alert<'_>) -> std::io::Result<()> {
-        let mut line = serde_json::to_vec(&ocsf(alert)).map_err(std::io::Error::other)?;
+    pub fn write(&self, alert: &Alert<'_>, mode: Enforcement) -> std::io::Result<()> {
+        let mut line = serde_json::to_vec(&ocsf(alert, mode)).map_err(std::io::Error::other)?;
         line.push(b'\n');
         match self {
             AlertSink::File(file) => {
@@ -284,12 +306,53 @@ mod tests {
             engines: &[],
             failures: &[],
         };
-        let value = ocsf(&alert);
+        let value = ocsf(&alert, Enforcement::Enforce);
         assert_eq!(value["class_uid"], 1007);
         assert_eq!(value["type_uid"], 100_701);
         assert_eq!(value["disposition"], "Blocked");
         assert_eq!(value["process"]["file"]["path"], "/tmp/evil");
         assert_eq!(value["unmapped"]["ringfence"]["rule_id"], "r1");
+        assert_eq!(value["unmapped"]["ringfence"]["mode"], "enforce");
+        assert_eq!(value["unmapped"]["ringfence"]["would_deny"], false);
+    }
+
+    #[test]
+    fn a_deny_allowed_in_audit_mode_is_an_allowed_would_deny() {
+        let event = Event::Exec(ExecEvent {
+            pid: 10,
+            ppid: 1,
+            uid: 0,
+            gid: 0,
+            exe: "/tmp/evil".into(),
+            argv: vec![],
+            cwd: "/".into(),
+            parent_exe: "/bin/sh".into(),
+        });
+        let verdict = Verdict {
+            action: Action::Deny,
+            rule_id: "r1".into(),
+            severity: Severity::High,
+            message: "no evil".into(),
+            tags: vec![],
+        };
+        let alert = Alert {
+            event: &event,
+            verdict: &verdict,
+            allowed: Some(true),
+            reason: Reason::Engine,
+            engines: &[],
+            failures: &[],
+        };
+        // Even if the mode switched back before the line was written.
+        for mode in [Enforcement::Audit, Enforcement::Enforce] {
+            let value = ocsf(&alert, mode);
+            assert_eq!(value["disposition"], "Allowed");
+            assert_eq!(value["action"], "Allowed");
+            assert_eq!(value["unmapped"]["ringfence"]["mode"], "audit");
+            assert_eq!(value["unmapped"]["ringfence"]["would_deny"], true);
+            assert_eq!(value["unmapped"]["ringfence"]["verdict"], "deny");
+            assert_eq!(value["message"], "would deny (audit mode): no evil");
+        }
     }
 
     #[test]
@@ -317,7 +380,7 @@ mod tests {
             engines: &[],
             failures: &[],
         };
-        let value = ocsf(&alert);
+        let value = ocsf(&alert, Enforcement::Enforce);
         assert_eq!(value["class_uid"], 1001);
         assert_eq!(value["activity_name"], "Rename");
         assert_eq!(value["type_uid"], 100_105);

@@ -3,7 +3,7 @@
 
 use crate::mute::MuteSet;
 use ringfence_hardening::EngineConfinement;
-use ringfence_protocol::Event;
+use ringfence_protocol::{Enforcement, Event};
 use ringfence_sensor::FanotifyConfig;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -44,6 +44,10 @@ pub struct AgentConfig {
     /// The agent's own files and directories (their direct children): only the agent, its
     /// family and the package manager may open them for writing. Needs the fanotify sensor.
     pub protect: Vec<PathBuf>,
+    /// Whether deny verdicts deny (`Enforce`) or are only reported as "would deny"
+    /// (`Audit`); switchable while the agent runs with [`crate::Agent::set_enforcement`].
+    /// Self-protection of the agent's own files is enforced in either mode.
+    pub enforcement: Enforcement,
 }
 
 impl Default for AgentConfig {
@@ -63,6 +67,7 @@ impl Default for AgentConfig {
             mute: MuteSet::defaults(),
             engine_threads: None,
             protect: Vec::new(),
+            enforcement: Enforcement::Enforce,
         }
     }
 }

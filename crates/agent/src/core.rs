@@ -4,6 +4,7 @@ use crate::alerts::{Alert, AlertSink, EngineVerdict, Reason};
 use crate::cache::{CacheKey, DecisionCache};
 use crate::engines::EngineSlot;
 use crate::latency::LatencyRecorder;
+use crate::mode::ModeSwitch;
 use crate::mute::MuteSet;
 use crate::protect::SelfProtection;
 use crate::recent::RecentEvents;
@@ -94,6 +95,8 @@ pub struct Core {
     pub recent: RecentEvents,
     pub alerts: AlertSink,
     pub perm_deadline: Duration,
+    /// Enforce or audit; read once per answer.
+    pub mode: ModeSwitch,
     pub stopping: AtomicBool,
     /// Set for a self-upgrade: readers stop and give their channels back, unmarking nothing.
     pub handing_off: AtomicBool,
@@ -135,8 +138,12 @@ impl Core {
         arrived: Instant,
     ) -> bool {
         let set = self.engines.current();
-        let allow = set.fallback_allows();
-        if !ticket.respond(allow) {
+        let decided = set.fallback_allows();
+        let carried = self
+            .mode
+            .carry(decided)
+            .or_audited(set.fallback_would_deny());
+        if !ticket.respond(carried.allow) {
             return false;
         }
         let counter = match reason {
@@ -145,17 +152,26 @@ impl Core {
             _ => &self.stats.shutdown_answers,
         };
         Stats::add(counter);
-        self.answered(allow, arrived);
+        self.answered(carried.allow, arrived);
+        if carried.would_deny {
+            Stats::add(&self.stats.would_deny);
+        }
         let why = match reason {
             Reason::Deadline => "no verdict within the permission deadline",
             Reason::QueueFull => "the decision queue was full",
             _ => "the agent was stopping",
         };
-        let verdict = set.fallback_policy().verdict("ringfence", why);
+        // A would-deny of an audited fail-closed engine says so, as a deny allowed.
+        let policy = if carried.would_deny {
+            ringfence_protocol::FailurePolicy::FailClosed
+        } else {
+            set.fallback_policy()
+        };
+        let verdict = policy.verdict("ringfence", why);
         self.alert(&Alert {
             event: &pending.summary(),
             verdict: &verdict,
-            allowed: Some(allow),
+            allowed: Some(carried.allow),
             reason,
             engines: &[],
             failures: &[],
@@ -204,7 +220,7 @@ impl Core {
     }
 
     pub fn alert(&self, alert: &Alert<'_>) {
-        match self.alerts.write(alert) {
+        match self.alerts.write(alert, self.mode.get()) {
             Ok(()) => Stats::add(&self.stats.alerts),
             Err(error) => {
                 Stats::add(&self.stats.alert_errors);

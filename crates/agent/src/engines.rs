@@ -13,6 +13,7 @@
 
 use ringfence_engine_host::{EngineWorker, LoadError, LoadedEngine};
 use ringfence_protocol::{Event, FailurePolicy, FailureRecord};
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -21,6 +22,10 @@ use std::sync::{Arc, Mutex, RwLock};
 pub struct EngineSet {
     pub generation: u64,
     pub engines: Vec<Arc<LoadedEngine>>,
+    /// Per engine (same order): its verdicts are audited — a deny of its own is reported as
+    /// "would deny" and allowed — while the other engines' verdicts are enforced. Set from the
+    /// slot's audited engine names when the set is installed.
+    audited: Vec<bool>,
     /// One pre-built `EngineWorker` per engine for each agent thread (by thread index), taken
     /// by that thread when it switches to this set. Empty for sets installed without handoffs:
     /// threads then build their own (see [`EngineSlot::swap`]).
@@ -28,12 +33,24 @@ pub struct EngineSet {
 }
 
 impl EngineSet {
-    /// What to answer when no engine could: deny when any engine is fail-closed.
+    /// True when engine `index` of the set is audited, not enforced.
+    pub fn is_audited(&self, index: usize) -> bool {
+        self.audited.get(index).copied().unwrap_or(false)
+    }
+
+    /// What to answer when no engine could: deny when any enforced engine is fail-closed.
     pub fn fallback_allows(&self) -> bool {
-        !self
-            .engines
-            .iter()
-            .any(|e| e.settings().policy == FailurePolicy::FailClosed)
+        !self.engines.iter().enumerate().any(|(index, e)| {
+            !self.is_audited(index) && e.settings().policy == FailurePolicy::FailClosed
+        })
+    }
+
+    /// True when an audited engine is fail-closed: a policy answer that allows would have
+    /// denied for it, a would-deny.
+    pub fn fallback_would_deny(&self) -> bool {
+        self.engines.iter().enumerate().any(|(index, e)| {
+            self.is_audited(index) && e.settings().policy == FailurePolicy::FailClosed
+        })
     }
 
     /// The policy verdict standing in for every engine of the set.
@@ -62,6 +79,8 @@ pub struct EngineSlot {
     /// Generation each thread last switched to, by thread index (workers first, then the
     /// notification thread). Lets a swap tell when every worker serves the new set.
     serving: Vec<AtomicU64>,
+    /// Names of the engines whose verdicts are audited in every set installed from now on.
+    audited: Mutex<BTreeSet<String>>,
 }
 
 impl EngineSlot {
@@ -75,11 +94,30 @@ impl EngineSlot {
         EngineSlot {
             current: RwLock::new(Arc::new(EngineSet {
                 generation: 1,
+                audited: vec![false; engines.len()],
                 engines,
                 handoffs: Vec::new(),
             })),
             serving: (0..threads).map(|_| AtomicU64::new(1)).collect(),
+            audited: Mutex::new(BTreeSet::new()),
         }
+    }
+
+    /// Audits the engines named `names` in every set installed from now on (and no others);
+    /// true when the serving set's flags differ from what they would be now, so that it must
+    /// be installed again for the change to apply.
+    pub fn set_audited(&self, names: BTreeSet<String>) -> bool {
+        let current = self.current();
+        let stale = current
+            .engines
+            .iter()
+            .enumerate()
+            .any(|(index, e)| current.is_audited(index) != names.contains(e.name()));
+        match self.audited.lock() {
+            Ok(mut audited) => *audited = names,
+            Err(poisoned) => *poisoned.into_inner() = names,
+        }
+        stale
     }
 
     /// How many threads a swap should pre-build workers for.
@@ -112,6 +150,13 @@ impl EngineSlot {
             .into_iter()
             .map(|workers| Mutex::new(Some(workers)))
             .collect();
+        let audited = {
+            let names = match self.audited.lock() {
+                Ok(names) => names,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            engines.iter().map(|e| names.contains(e.name())).collect()
+        };
         let mut guard = match self.current.write() {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),
@@ -122,6 +167,7 @@ impl EngineSlot {
             Arc::new(EngineSet {
                 generation,
                 engines,
+                audited,
                 handoffs,
             }),
         );

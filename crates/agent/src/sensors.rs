@@ -117,15 +117,23 @@ fn fan_event(core: &Core, event: FanEvent, arrived: Instant) {
     if let (Some(cache), Some(key)) = (&core.cache, &key)
         && let Some(hit) = cache.get(key)
     {
-        ticket.respond(hit.allow);
+        // The cache holds the verdict; audit mode allows a cached deny and reports it again.
+        let carried = core
+            .mode
+            .carry(hit.allow)
+            .or_audited(hit.verdict.action == Action::Deny);
+        ticket.respond(carried.allow);
         Stats::add(&core.stats.cache_hits);
-        core.answered(hit.allow, arrived);
+        core.answered(carried.allow, arrived);
+        if carried.would_deny {
+            Stats::add(&core.stats.would_deny);
+        }
         if hit.verdict.action == Action::Deny {
             let event = ringfence_sensor::resolve_exec(event.pid, &event.path);
             core.alert(&Alert {
                 event: &event,
                 verdict: &hit.verdict,
-                allowed: Some(hit.allow),
+                allowed: Some(carried.allow),
                 reason: Reason::Cache,
                 engines: &[],
                 failures: &[],

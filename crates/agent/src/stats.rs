@@ -34,6 +34,9 @@ counters! {
     allowed,
     /// Permission answers: denied.
     denied,
+    /// Permission answers that were allowed only because the agent audits: the verdict
+    /// (engines, cache or policy) denied. Also counted in `allowed`.
+    would_deny,
     /// Answered by the engines' failure policy because the deadline passed first.
     deadline_answers,
     /// Answered by policy at once because the queue was full.

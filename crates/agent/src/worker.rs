@@ -117,6 +117,14 @@ fn count_policy_parts(core: &Core, failures: &[FailureRecord]) {
     }
 }
 
+/// True unless an engine whose verdicts are enforced denied (verdicts in the set's order).
+fn enforced_allow(set: &EngineSet, verdicts: &[EngineVerdict]) -> bool {
+    !verdicts
+        .iter()
+        .enumerate()
+        .any(|(index, v)| !set.is_audited(index) && v.verdict.action == Action::Deny)
+}
+
 /// The worker loop; returns when the queue is closed and empty.
 pub fn run(core: &Core, mut engines: Engines) {
     loop {
@@ -147,14 +155,24 @@ fn handle(core: &Core, engines: &mut Engines, job: Job) {
     let retired = engines.refresh(core);
     let event = job.pending.resolve();
     let (verdicts, failures) = engines.decide(core, &event);
+    // `verdict` is every engine's; `allow` is the enforced engines' answer (an audited
+    // engine's deny does not count); `carried` is what the kernel hears (audit mode allows a
+    // deny). A deny the answer does not carry out is a would-deny.
     let verdict = combine(&verdicts);
-    let allow = verdict.action != Action::Deny;
+    let allow = enforced_allow(&engines.set, &verdicts);
+    let carried = core
+        .mode
+        .carry(allow)
+        .or_audited(verdict.action == Action::Deny);
     let on_time = Instant::now() <= job.deadline;
-    if !job.ticket.respond(allow) {
+    if !job.ticket.respond(carried.allow) {
         Stats::add(&core.stats.late_verdicts);
         return;
     }
-    core.answered(allow, job.arrived);
+    core.answered(carried.allow, job.arrived);
+    if carried.would_deny {
+        Stats::add(&core.stats.would_deny);
+    }
     count_policy_parts(core, &failures);
     drop(retired);
     // After the answer: the sample for validated swaps costs the kernel nothing.
@@ -167,6 +185,9 @@ fn handle(core: &Core, engines: &mut Engines, job: Job) {
         && verdict.action != Action::Observe
         && key.generation == engines.set.generation
     {
+        // The verdict is cached, not the audit-mode answer: a cached deny read after a switch
+        // back to enforce must deny, and read in audit mode is allowed and reported again.
+        // (A change of the audited engines installs a new generation, so `allow` stays right.)
         cache.insert(
             key,
             Cached {
@@ -183,7 +204,7 @@ fn handle(core: &Core, engines: &mut Engines, job: Job) {
         core.alert(&Alert {
             event: &event,
             verdict: &verdict,
-            allowed: Some(allow),
+            allowed: Some(carried.allow),
             reason: Reason::Engine,
             engines: &reported,
             failures: &failures,

@@ -7,7 +7,7 @@
 mod common;
 
 use common::{Tmpfs, engine, root_or_skip, within};
-use ringfence_agent::{Agent, AgentConfig, MuteSet, Sensor};
+use ringfence_agent::{Agent, AgentConfig, Enforcement, MuteSet, Sensor};
 use ringfence_engine_host::Runtime;
 use ringfence_protocol::{Event, FailurePolicy};
 use ringfence_sensor::{FanotifyConfig, ProcConnector};
@@ -324,5 +324,129 @@ fn handed_off_channels_are_served_again_and_execs_queued_meanwhile_are_decided()
         assert!(run(&good).expect("good runs again").success());
         let stats = again.shutdown();
         assert!(stats.denied >= 1, "{stats:?}");
+    });
+}
+
+/// Alert lines that report `binary` as a would-deny.
+fn would_deny_alerts(alerts: &Path, binary: &Path) -> usize {
+    let text = std::fs::read_to_string(alerts).unwrap_or_default();
+    text.lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|alert| {
+            alert["unmapped"]["ringfence"]["would_deny"] == true
+                && alert["unmapped"]["ringfence"]["mode"] == "audit"
+                && alert["disposition"] == "Allowed"
+                && alert["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("would deny"))
+                && alert["process"]["file"]["path"] == *binary.to_string_lossy()
+        })
+        .count()
+}
+
+/// Audit mode end to end on the live agent: an engine that denies everything lets the exec
+/// run (twice: once decided, once from the cache) and writes a would-deny alert each time;
+/// switched to enforce at runtime, the same agent denies the same exec with `EPERM` from the
+/// cached verdict, and a fresh enforcing agent denies it too.
+#[test]
+fn audit_mode_allows_a_denied_exec_and_alerts_would_deny() {
+    if !root_or_skip("audit_mode_allows_a_denied_exec_and_alerts_would_deny") {
+        return;
+    }
+    within(LIMIT, || {
+        let fs = Tmpfs::mount();
+        let bin = fs.binary("audited");
+        let alerts = fs.path().join("alerts.jsonl");
+        let runtime = Runtime::new().expect("runtime");
+        let deny_all = || {
+            engine(
+                &runtime,
+                "exec-allowlist",
+                FailurePolicy::FailClosed,
+                Duration::from_millis(50),
+                b"deny /**\n",
+            )
+        };
+        let mut config = fan_config(fs.path(), alerts.clone());
+        config.enforcement = Enforcement::Audit;
+        let agent = Agent::start(config, vec![deny_all()]).expect("agent starts");
+        assert_eq!(agent.enforcement(), Enforcement::Audit);
+        for attempt in ["decided", "cached"] {
+            let result = run(&bin);
+            assert!(
+                result.as_ref().is_ok_and(|s| s.success()),
+                "{attempt} exec in audit mode: {result:?}"
+            );
+        }
+        // Counters and alerts come right after the answer, so a moment after the exec ran.
+        let until = Instant::now() + Duration::from_secs(10);
+        while (agent.stats().would_deny < 2 || would_deny_alerts(&alerts, &bin) < 2)
+            && Instant::now() < until
+        {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let stats = agent.stats();
+        assert_eq!(stats.denied, 0, "{stats:?}");
+        assert!(stats.would_deny >= 2, "{stats:?}");
+        assert!(stats.cache_hits >= 1, "{stats:?}");
+        assert!(
+            would_deny_alerts(&alerts, &bin) >= 2,
+            "{}",
+            std::fs::read_to_string(&alerts).unwrap_or_default()
+        );
+        // Switched without a restart: the cached deny verdict is carried out now.
+        assert_eq!(
+            agent.set_enforcement(Enforcement::Enforce),
+            Enforcement::Audit
+        );
+        let denied = run(&bin);
+        assert!(is_eperm(&denied), "enforce after audit: {denied:?}");
+        let stats = agent.shutdown();
+        assert!(stats.denied >= 1, "{stats:?}");
+
+        let fresh = Agent::start(fan_config(fs.path(), alerts.clone()), vec![deny_all()])
+            .expect("agent starts");
+        assert_eq!(fresh.enforcement(), Enforcement::Enforce);
+        let denied = run(&bin);
+        assert!(is_eperm(&denied), "enforce: {denied:?}");
+        let stats = fresh.shutdown();
+        assert_eq!(stats.would_deny, 0, "{stats:?}");
+    });
+}
+
+/// A fail-closed engine that misses its deadline is answered deny by policy; in audit mode
+/// that policy deny is allowed and reported as a would-deny too.
+#[test]
+fn audit_mode_allows_a_fail_closed_deadline_answer() {
+    if !root_or_skip("audit_mode_allows_a_fail_closed_deadline_answer") {
+        return;
+    }
+    within(LIMIT, || {
+        let fs = Tmpfs::mount();
+        let bin = fs.binary("slow");
+        let alerts = fs.path().join("alerts.jsonl");
+        let runtime = Runtime::new().expect("runtime");
+        let hung = engine(
+            &runtime,
+            "faulty",
+            FailurePolicy::FailClosed,
+            Duration::from_secs(3),
+            b"loop",
+        );
+        let mut config = fan_config(fs.path(), alerts.clone());
+        config.cache = false;
+        config.enforcement = Enforcement::Audit;
+        let agent = Agent::start(config, vec![hung]).expect("agent starts");
+        assert!(run(&bin).expect("runs in audit mode").success());
+        let stats = agent.shutdown();
+        assert!(stats.deadline_answers >= 1, "{stats:?}");
+        assert!(stats.would_deny >= 1, "{stats:?}");
+        assert_eq!(stats.denied, 0, "{stats:?}");
+        let text = std::fs::read_to_string(&alerts).unwrap_or_default();
+        assert!(
+            text.lines()
+                .any(|l| l.contains("\"would_deny\":true") && l.contains("\"reason\":\"deadline\"")),
+            "{text}"
+        );
     });
 }

@@ -4,7 +4,7 @@
 mod common;
 
 use common::{engine, within};
-use ringfence_agent::{Agent, AgentConfig, MuteSet, Sensor, Submitted};
+use ringfence_agent::{Agent, AgentConfig, Enforcement, MuteSet, Sensor, Submitted};
 use ringfence_engine_host::{EngineSettings, LoadedEngine, QuarantineRule, Runtime};
 use ringfence_protocol::{Event, ExecEvent, FailurePolicy};
 use ringfence_sensor::Ticket;
@@ -73,6 +73,55 @@ fn replay_end_to_end_writes_alerts() {
             .filter(|a| a["disposition"] == "Blocked" && a["class_uid"] == 1007)
             .count() as u64;
         assert_eq!(blocked, curls);
+    });
+}
+
+/// Audit mode decides the same replay exactly as enforce mode would, allows every event, and
+/// reports each deny as a would-deny alert.
+#[test]
+fn replay_in_audit_mode_allows_everything_and_reports_would_deny() {
+    within(Duration::from_secs(120), || {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let alerts = dir.path().join("alerts.jsonl");
+        let runtime = Runtime::new().expect("runtime");
+        let allowlist = engine(
+            &runtime,
+            "exec-allowlist",
+            FailurePolicy::FailClosed,
+            Duration::from_millis(50),
+            b"deny /usr/bin/curl\nallow /**\n",
+        );
+        let events = ringfence_protocol::corpus::generate(1000, 7);
+        let curls = events
+            .iter()
+            .filter(|e| matches!(e, Event::Exec(x) if x.exe == "/usr/bin/curl"))
+            .count() as u64;
+        assert!(curls > 0, "the corpus has curl execs");
+        let mut config = config(&alerts);
+        config.sensors = vec![Sensor::Replay(events)];
+        config.perm_deadline = Duration::from_secs(5);
+        config.enforcement = Enforcement::Audit;
+        let agent = Agent::start(config, vec![allowlist]).expect("agent starts");
+        assert!(agent.wait_replay(Duration::from_secs(60)));
+        let stats = agent.shutdown();
+        assert_eq!(stats.denied, 0, "{stats:?}");
+        assert_eq!(stats.allowed, stats.permission_events, "{stats:?}");
+        assert_eq!(stats.would_deny, curls, "{stats:?}");
+        let text = std::fs::read_to_string(&alerts).expect("alerts written");
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("alert is JSON"))
+            .collect();
+        assert!(lines.iter().all(|a| a["disposition"] != "Blocked"));
+        let would_deny = lines
+            .iter()
+            .filter(|a| {
+                a["unmapped"]["ringfence"]["would_deny"] == true
+                    && a["unmapped"]["ringfence"]["mode"] == "audit"
+                    && a["disposition"] == "Allowed"
+            })
+            .count() as u64;
+        assert_eq!(would_deny, curls);
     });
 }
 
@@ -212,5 +261,85 @@ fn swap_bumps_the_generation() {
         }
         assert_eq!(ticket.answer(), Some(true));
         agent.shutdown();
+    });
+}
+
+/// An allow-list engine under its own name, so that two of them can be told apart.
+fn named_allowlist(runtime: &Runtime, name: &str, content: &[u8]) -> Arc<LoadedEngine> {
+    let wasm = ringfence_bundled_engines::get("exec-allowlist")
+        .expect("bundled engine")
+        .wasm;
+    let settings = EngineSettings::new(name)
+        .with_policy(FailurePolicy::FailOpen)
+        .with_deadline(Duration::from_millis(50));
+    LoadedEngine::load(runtime, settings, wasm, content).expect("engine loads")
+}
+
+/// Decides one exec and returns the answer.
+fn answer(agent: &Agent, exe: &str) -> bool {
+    let ticket = Arc::new(Ticket::detached());
+    agent.submit(exec(exe), Arc::clone(&ticket));
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(answer) = ticket.answer() {
+            return answer;
+        }
+        assert!(Instant::now() < until, "unanswered");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// One engine audited (a channel in an audit rollout), the other enforced: only the enforced
+/// engine's denies deny; the audited engine's are allowed and reported as would-deny, and the
+/// audit ends without a restart.
+#[test]
+fn an_audited_engine_reports_would_deny_while_the_other_engine_enforces() {
+    within(Duration::from_secs(120), || {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let alerts = dir.path().join("alerts.jsonl");
+        let runtime = Runtime::new().expect("runtime");
+        let audited = named_allowlist(&runtime, "new-rules", b"deny /usr/bin/curl\nallow /**\n");
+        let enforced = named_allowlist(&runtime, "old-rules", b"deny /usr/bin/wget\nallow /**\n");
+        let mut config = config(&alerts);
+        config.perm_deadline = Duration::from_secs(5);
+        let agent = Agent::start(config, vec![audited, enforced]).expect("agent starts");
+        assert_eq!(agent.enforcement(), Enforcement::Enforce);
+        let before = agent.generation();
+        let generation = agent
+            .set_audited_engines(["new-rules".to_owned()].into())
+            .expect("audited");
+        assert!(generation > before, "the serving set is installed again");
+        assert_eq!(agent.audited_engines(), vec!["new-rules".to_owned()]);
+        assert!(answer(&agent, "/usr/bin/curl"), "audited deny is allowed");
+        assert!(!answer(&agent, "/usr/bin/wget"), "enforced deny denies");
+        assert!(answer(&agent, "/usr/bin/ls"));
+        let stats = agent.stats();
+        assert_eq!((stats.would_deny, stats.denied), (1, 1), "{stats:?}");
+        // The same set again changes nothing; an empty one enforces everything.
+        let again = agent
+            .set_audited_engines(["new-rules".to_owned()].into())
+            .expect("audited");
+        assert_eq!(again, generation);
+        agent
+            .set_audited_engines(Default::default())
+            .expect("enforced");
+        assert!(!answer(&agent, "/usr/bin/curl"), "enforced again");
+        let stats = agent.shutdown();
+        assert_eq!((stats.would_deny, stats.denied), (1, 2), "{stats:?}");
+        let text = std::fs::read_to_string(&alerts).expect("alerts");
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("alert is JSON"))
+            .collect();
+        let curl_would_deny = lines.iter().any(|a| {
+            a["unmapped"]["ringfence"]["would_deny"] == true
+                && a["disposition"] == "Allowed"
+                && a["process"]["file"]["path"] == "/usr/bin/curl"
+        });
+        assert!(curl_would_deny, "{text}");
+        let wget_blocked = lines.iter().any(|a| {
+            a["disposition"] == "Blocked" && a["process"]["file"]["path"] == "/usr/bin/wget"
+        });
+        assert!(wget_blocked, "{text}");
     });
 }

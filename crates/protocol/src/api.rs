@@ -137,6 +137,11 @@ pub struct HealthFigures {
     pub denies: u64,
     /// Denies per decided event over the interval.
     pub deny_rate: f64,
+    /// Permission events a verdict would have denied but audit mode allowed, over the
+    /// interval (counted in `permission_events`, never in `denies`).
+    pub would_deny: u64,
+    /// The mode the agent answers in now: `audit` when its flag or an assignment says so.
+    pub mode: crate::Enforcement,
     /// Verdict latency p99 over the interval, µs (the same as `latency.p99_us`; kept for
     /// older servers).
     pub p99_us: f64,
@@ -223,6 +228,8 @@ impl HealthFigures {
             permission_events: count(self.permission_events),
             denies: count(self.denies),
             deny_rate: real(self.deny_rate, 1.0),
+            would_deny: count(self.would_deny),
+            mode: self.mode,
             p99_us: real(self.p99_us, MAX_LATENCY_US),
             latency,
             engine_failures: count(self.engine_failures),
@@ -276,6 +283,11 @@ pub struct Assignment {
     /// downgrade (JSON document as the release crate defines it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollback_directive: Option<serde_json::Value>,
+    /// How to run this release: `audit` (an audit rollout) reports what it would deny and
+    /// blocks nothing. Absent (older servers) means `enforce`. An agent whose own flag says
+    /// `audit` stays in audit whatever this says.
+    #[serde(default)]
+    pub mode: crate::Enforcement,
 }
 
 /// A remediation plan for this agent: it overrides rollout assignments on its channel.

@@ -10,11 +10,13 @@ pub mod clock;
 pub mod content;
 pub mod corpus;
 pub mod duration;
+pub mod enforcement;
 pub mod event;
 pub mod failure;
 pub mod guard_link;
 pub mod verdict;
 
+pub use enforcement::Enforcement;
 pub use event::{Event, ExecEvent, ExitEvent, ForkEvent, OpenEvent};
 pub use failure::{FailureKind, FailureRecord, Frame};
 pub use verdict::{Action, FailurePolicy, Severity, Verdict};

@@ -1,5 +1,5 @@
 //! The operator's admin commands against a real server process: `agent list|show|decommission`
-//! with `-o table|wide|json`, `remediation create|list`, `server token create --ttl|list|revoke`,
+//! with `-o table|wide|json`, `remediation create|list` (pin, disable, audit), `server token create --ttl|list|revoke`,
 //! and the exit codes and messages for bad input (an unknown agent, a revoked token, a channel
 //! that does not exist, a bad lifetime). And `ringfence server` refusing a truncated database
 //! until `--init`.
@@ -161,6 +161,38 @@ fn agents_remediations_and_tokens_from_the_command_line() {
         "{}",
         stderr(&nothing)
     );
+    // An audit plan (follow rollouts, block nothing) is refused the same ways.
+    let plan = |extra: &[&str]| {
+        let mut args = vec![
+            "remediation",
+            "create",
+            "--scope",
+            "agent:a1",
+            "--channel",
+            "nothing",
+            "--reason",
+            "watch first",
+        ];
+        args.extend_from_slice(extra);
+        op(&server, &token, &args)
+    };
+    let unknown = plan(&["--action", "audit"]);
+    assert_eq!(unknown.status.code(), Some(2));
+    assert!(
+        stderr(&unknown).contains("no channel"),
+        "{}",
+        stderr(&unknown)
+    );
+    let versioned = plan(&["--action", "audit", "--version", "1.0.0"]);
+    assert_eq!(versioned.status.code(), Some(2));
+    assert!(
+        stderr(&versioned).contains("`audit` takes no version"),
+        "{}",
+        stderr(&versioned)
+    );
+    let lenient = plan(&["--action", "lenient"]);
+    assert_eq!(lenient.status.code(), Some(2));
+    assert!(stderr(&lenient).contains("audit"), "{}", stderr(&lenient));
 
     // Tokens: listed without the secret, revoked by id, refused at once.
     let list = server_cmd(server.dir.path(), &["token", "list", "--json"]);

@@ -1,7 +1,8 @@
 //! The operator's rollout verbs against a real server process, as argo-rollouts and kubectl
 //! users expect them: `status --watch` exits 0 when a rollout completes and 1 when it is
 //! aborted; `promote` moves on only when every gate passes; `abort` rolls back; `retry` starts a
-//! stopped rollout over; `-o table|wide|json` (and the old `--json`), `--bake 10m` (and the old
+//! stopped rollout over; `enforce` (or `promote --enforce`) enforces what a completed audit
+//! rollout brought; `-o table|wide|json` (and the old `--json`), `--bake 10m` (and the old
 //! `--bake-s`); and the exit codes and messages for bad input.
 //!
 //! Releases and agents are written straight into the server's database: these tests are about
@@ -339,6 +340,7 @@ fn durations_take_units_and_the_old_spellings_still_work() {
 fn every_rollout_subcommand_has_examples() {
     for verb in [
         "start", "status", "pause", "resume", "halt", "rollback", "promote", "abort", "retry",
+        "enforce",
     ] {
         let out = ringfence()
             .args(["rollout", verb, "--help"])
@@ -364,4 +366,95 @@ fn every_rollout_subcommand_has_examples() {
         help.contains("Exit codes:") && help.contains("rolled back"),
         "{help}"
     );
+}
+
+#[test]
+fn enforce_starts_enforcing_a_completed_audit_rollout_and_refuses_bad_input() {
+    let setup = Setup::new(&[]);
+    let audit = |rings: &str, bake: &str| {
+        let started = setup.json(&[
+            "start",
+            "--channel",
+            "detection",
+            "--version",
+            "1.0.0",
+            "--rings",
+            rings,
+            "--bake",
+            bake,
+            "--mode",
+            "audit",
+            "-o",
+            "json",
+        ]);
+        assert_eq!(started["mode"], "audit", "{started}");
+        started["id"].as_str().expect("id").to_owned()
+    };
+    let out = setup.run(&[
+        "start",
+        "--channel",
+        "detection",
+        "--version",
+        "1.0.0",
+        "--mode",
+        "lenient",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("enforce or audit"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = setup.run(&["enforce", "ro-nosuchrollout"]);
+    refused(&out, "no rollout ro-nosuchrollout");
+    let out = setup.run(&["promote", "ro-nosuchrollout", "--enforce"]);
+    refused(&out, "no rollout ro-nosuchrollout");
+
+    // Still running: there is nothing to enforce yet.
+    let running = audit("5,100", "1h");
+    let out = setup.run(&["enforce", &running]);
+    refused(&out, "409");
+    assert!(stderr(&out).contains("must complete"), "{}", stderr(&out));
+    let aborted = setup.json(&["abort", &running, "-o", "json"]);
+    assert_eq!(aborted["phase"], "disabled", "{aborted}");
+
+    let audited = audit("100", "0s");
+    let out = setup.run(&["status", &audited, "--watch", "--interval", "200ms"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).contains("mode audit"), "{}", stdout(&out));
+
+    let out = setup.run(&[
+        "promote",
+        &audited,
+        "--enforce",
+        "--reason",
+        "alerts reviewed",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let shown = stdout(&out);
+    assert!(
+        shown.contains("mode enforce") && shown.contains(&format!("audit rollout {audited}")),
+        "{shown}"
+    );
+    let enforcing = &setup.json(&["status", "-o", "json"])["rollouts"][0];
+    assert_eq!(enforcing["enforces"], json!(audited), "{enforcing}");
+    let enforcing_id = enforcing["id"].as_str().expect("id").to_owned();
+
+    let out = setup.run(&["enforce", &audited]);
+    refused(&out, "409");
+    assert!(
+        stderr(&out).contains("enforced already"),
+        "{}",
+        stderr(&out)
+    );
+    let out = setup.run(&["enforce", &enforcing_id]);
+    refused(&out, "409");
+    assert!(
+        stderr(&out).contains("only an audit rollout"),
+        "{}",
+        stderr(&out)
+    );
+    let out = setup.run(&["enforce", "../../agents"]);
+    refused(&out, "is not an id");
 }

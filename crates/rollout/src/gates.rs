@@ -62,7 +62,14 @@ pub struct Metrics {
     /// Share of permission events answered by policy (deadline, quarantine, queue, failure).
     #[serde(deserialize_with = "lenient_f64")]
     pub policy_share: f64,
+    /// Answers a verdict would have denied but audit mode allowed, per 1,000 permission
+    /// events.
+    #[serde(deserialize_with = "lenient_f64")]
+    pub would_deny_per_1k: f64,
 }
+
+/// How many figures [`Metrics`] has: the statistics summarised per agent.
+const FIGURES: usize = 7;
 
 impl Metrics {
     /// One agent's figures, every one finite and bounded.
@@ -75,10 +82,11 @@ impl Metrics {
             rss_bytes: finite(agent.rss_bytes, FIGURE_MAX),
             failures_per_1k: finite(agent.failures as f64 * 1000.0 / events, FIGURE_MAX),
             policy_share: finite(agent.policy_answers as f64 / events, 1.0),
+            would_deny_per_1k: finite(agent.would_deny as f64 * 1000.0 / events, 1000.0),
         }
     }
 
-    fn fields(&self) -> [f64; 6] {
+    fn fields(&self) -> [f64; FIGURES] {
         [
             self.p99_us,
             self.deny_rate,
@@ -86,10 +94,11 @@ impl Metrics {
             self.rss_bytes,
             self.failures_per_1k,
             self.policy_share,
+            self.would_deny_per_1k,
         ]
     }
 
-    fn from_fields(f: [f64; 6]) -> Metrics {
+    fn from_fields(f: [f64; FIGURES]) -> Metrics {
         Metrics {
             p99_us: f[0],
             deny_rate: f[1],
@@ -97,7 +106,15 @@ impl Metrics {
             rss_bytes: f[3],
             failures_per_1k: f[4],
             policy_share: f[5],
+            would_deny_per_1k: f[6],
         }
+    }
+
+    /// What hosts block or would block per 1,000 permission events: denies in enforce mode
+    /// plus would-denies in audit mode. The would-deny gate's baseline, so that an audit
+    /// release is compared with what the fleet denies today.
+    pub fn blocked_per_1k(&self) -> f64 {
+        self.deny_rate * 1000.0 + self.would_deny_per_1k
     }
 }
 
@@ -168,6 +185,8 @@ pub struct HealthSummary {
     pub failures_per_1k: f64,
     #[serde(deserialize_with = "lenient_f64")]
     pub policy_share: f64,
+    #[serde(deserialize_with = "lenient_f64")]
+    pub would_deny_per_1k: f64,
     /// Plain means of the same figures, beside the trimmed ones, for operators.
     pub mean: Metrics,
 }
@@ -194,13 +213,14 @@ impl HealthSummary {
             rss_bytes: self.rss_bytes,
             failures_per_1k: self.failures_per_1k,
             policy_share: self.policy_share,
+            would_deny_per_1k: self.would_deny_per_1k,
         }
     }
 
     /// Sets the trimmed and plain figures from groups of agents that report the same figures
     /// (the simulator's healthy and faulty hosts).
     pub fn set_metrics_from(&mut self, groups: &[(Metrics, usize)], trim_share: f64) {
-        let mut split: [Vec<(f64, usize)>; 6] = Default::default();
+        let mut split: [Vec<(f64, usize)>; FIGURES] = Default::default();
         for &(metrics, count) in groups {
             for (list, value) in split.iter_mut().zip(metrics.fields()) {
                 list.push((value, count));
@@ -210,9 +230,9 @@ impl HealthSummary {
     }
 
     /// Sets the trimmed and plain figures from per-metric groups of (value, agents).
-    pub fn set_metrics(&mut self, groups: &mut [Vec<(f64, usize)>; 6], trim_share: f64) {
-        let mut means = [0.0; 6];
-        let mut trimmed = [0.0; 6];
+    pub fn set_metrics(&mut self, groups: &mut [Vec<(f64, usize)>; FIGURES], trim_share: f64) {
+        let mut means = [0.0; FIGURES];
+        let mut trimmed = [0.0; FIGURES];
         for (i, metric) in groups.iter_mut().enumerate() {
             (means[i], trimmed[i]) = mean_and_trimmed(metric, trim_share);
         }
@@ -224,6 +244,7 @@ impl HealthSummary {
         self.rss_bytes = robust.rss_bytes;
         self.failures_per_1k = robust.failures_per_1k;
         self.policy_share = robust.policy_share;
+        self.would_deny_per_1k = robust.would_deny_per_1k;
     }
 }
 
@@ -264,7 +285,7 @@ pub fn summarise<'a>(
     window: &Window<'_>,
 ) -> HealthSummary {
     let mut summary = HealthSummary::default();
-    let mut values: [Vec<f64>; 6] = Default::default();
+    let mut values: [Vec<f64>; FIGURES] = Default::default();
     for (agent, opened_ms) in agents {
         if agent.decommissioned {
             continue;
@@ -299,7 +320,7 @@ pub fn summarise<'a>(
             }
         }
     }
-    let mut groups: [Vec<(f64, usize)>; 6] = Default::default();
+    let mut groups: [Vec<(f64, usize)>; FIGURES] = Default::default();
     for (group, list) in groups.iter_mut().zip(values.iter_mut()) {
         list.sort_by(f64::total_cmp);
         for &value in list.iter() {
@@ -458,6 +479,10 @@ pub fn evaluate_gates(
         spec.rss_budget_bytes,
         mib,
     );
+    // What the fleet blocks today as a share of decisions: its denies, and what it would deny
+    // where it audits. Enforcing a release a fleet audited compares with what it would have
+    // denied, not with the nothing audit mode denied.
+    let base_blocked = base.blocked_per_1k() / 1000.0;
     let statistics = [
         gate(
             "latency_p99",
@@ -468,8 +493,8 @@ pub fn evaluate_gates(
         gate(
             "deny_rate",
             ring.deny_rate,
-            base.deny_rate + spec.max_deny_rate_increase,
-            format!("deny rate (baseline {:.3})", base.deny_rate),
+            base_blocked + spec.max_deny_rate_increase,
+            format!("deny rate (baseline {base_blocked:.3})"),
         ),
         gate(
             "engine_failures",
@@ -489,6 +514,16 @@ pub fn evaluate_gates(
                 base.policy_share
             ),
         ),
+        gate(
+            "would_deny_rate",
+            ring.would_deny_per_1k,
+            base.blocked_per_1k() + spec.max_would_deny_per_1k_increase,
+            format!(
+                "answers audit mode allowed that the release would deny, per 1,000 events \
+                 (baseline: the fleet denies or would deny {:.2})",
+                base.blocked_per_1k()
+            ),
+        ),
         gate("cpu", ring.cpu_pct, cpu, format!("agent CPU % ({cpu_why})")),
         gate_shown(
             "rss",
@@ -504,7 +539,7 @@ pub fn evaluate_gates(
         // failure as fatal as a crash (a rule that denies /bin/sh): evidence, like quarantine,
         // that one or two canaries may show, not a statistic waiting for three agents.
         let blatant_denial =
-            result.gate == "deny_rate" && result.value - base.deny_rate >= BLATANT_DENY_INCREASE;
+            result.gate == "deny_rate" && result.value - base_blocked >= BLATANT_DENY_INCREASE;
         if !enough && !result.passed && !blatant_denial {
             // One or two agents' figures are claims nobody corroborates: shown, not acted on.
             result.passed = true;

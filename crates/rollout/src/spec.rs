@@ -43,6 +43,9 @@ pub struct GateSpec {
     pub p99_budget_us: f64,
     /// Deny rate may grow by this much (absolute share of events).
     pub max_deny_rate_increase: f64,
+    /// Would-deny answers (audit mode) per 1,000 permission events may exceed what the
+    /// baseline denies or would deny per 1,000 by this much before an audit rollout halts.
+    pub max_would_deny_per_1k_increase: f64,
     /// CPU (percent) may grow to baseline × ratio + slack.
     pub max_cpu_ratio: f64,
     pub cpu_slack_pct: f64,
@@ -85,6 +88,9 @@ impl Default for GateSpec {
             // deadline, so a p99 far past it is a host or agent in trouble.
             p99_budget_us: 25_000.0,
             max_deny_rate_increase: 0.02,
+            // Twenty more blocked execs or opens in every thousand than the fleet blocks today
+            // (2 %, like the deny-rate gate): an audit release past that would break hosts.
+            max_would_deny_per_1k_increase: 20.0,
             // Generous: a ring's first engine costs CPU the engine-less baseline never paid.
             max_cpu_ratio: 2.0,
             cpu_slack_pct: 20.0,
@@ -213,6 +219,10 @@ impl GateSpec {
                 self.max_failures_per_1k_events,
             ),
             ("max_policy_share_increase", self.max_policy_share_increase),
+            (
+                "max_would_deny_per_1k_increase",
+                self.max_would_deny_per_1k_increase,
+            ),
             ("min_adoption", self.min_adoption),
             ("trim_share", self.trim_share),
         ];

@@ -33,6 +33,9 @@ pub struct AgentHealth {
     pub failures: u64,
     /// Permission events answered by policy over the last interval.
     pub policy_answers: u64,
+    /// Permission events a verdict would have denied but audit mode allowed, over the last
+    /// interval.
+    pub would_deny: u64,
     /// The rollout's engine is quarantined on this host now: protection is off.
     pub quarantined: bool,
     /// The last heartbeat said a release is being downloaded, verified or compiled.

@@ -119,6 +119,9 @@ fn agent_health(
         permission_events: health.permission_events,
         failures: health.failures.total().max(health.engine_failures),
         policy_answers: caused_policy_answers(&health.policy_answers, &health.failures),
+        // Would-denies are answers, so never more of them than answers: a bigger claim is
+        // not a measurement.
+        would_deny: health.would_deny.min(health.permission_events),
         quarantined: engine_quarantined,
         installing: health.installing.is_some(),
         decommissioned: decommissioned(agent),

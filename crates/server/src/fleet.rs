@@ -3,6 +3,7 @@
 //! answered without touching the database.
 
 use crate::signing::ReleaseAuthority;
+use ringfence_protocol::Enforcement;
 use ringfence_protocol::api::{Assignment, InstalledRelease, Remediation};
 use ringfence_rollout::{RolloutSpec, RolloutState, Target, ring_of, target_for};
 use ringfence_store::{RemediationRecord, RolloutRecord, Store, StoreError};
@@ -16,6 +17,17 @@ pub struct RolloutDoc {
     pub spec: RolloutSpec,
     /// The version agents go back to on rollback; `None` for a channel's first rollout.
     pub previous_version: Option<String>,
+    /// How hosts given the release run it: `audit` decides and reports "would deny" but
+    /// blocks nothing. Documents written before audit mode existed read as `enforce`.
+    #[serde(default)]
+    pub mode: Enforcement,
+    /// How the fleet ran `previous_version`, and so how hosts not (or no longer) given the
+    /// release run it: `audit` when this rollout enforces a release an audit rollout brought.
+    #[serde(default)]
+    pub previous_mode: Enforcement,
+    /// The audit rollout whose release this rollout enforces (`ringfence rollout enforce`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enforces: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -50,10 +62,19 @@ impl ActiveRollout {
 
     /// The version this agent should run for the rollout's channel.
     pub fn version_for(&self, agent_id: &str, tags: &[String]) -> Option<&str> {
+        self.target_for(agent_id, tags).map(|(version, _)| version)
+    }
+
+    /// The version this agent should run for the rollout's channel, and in which mode.
+    pub fn target_for(&self, agent_id: &str, tags: &[String]) -> Option<(&str, Enforcement)> {
         let ring = ring_of(agent_id, tags, &self.id, &self.doc.spec);
         match target_for(&self.state, ring) {
-            Target::New => Some(&self.version),
-            Target::Previous => self.doc.previous_version.as_deref(),
+            Target::New => Some((&self.version, self.doc.mode)),
+            Target::Previous => self
+                .doc
+                .previous_version
+                .as_deref()
+                .map(|version| (version, self.doc.previous_mode)),
         }
     }
 }
@@ -174,7 +195,8 @@ impl FleetCache {
     }
 
     /// What `agent_id` should run on every channel with a rollout, given what it runs now.
-    /// Channels under a remediation plan get no assignment: the plan decides there.
+    /// Channels under a pin or disable plan get no assignment: the plan decides there; under
+    /// an audit plan the assignment stands, in audit mode.
     pub fn assignments(
         &self,
         agent_id: &str,
@@ -188,16 +210,21 @@ impl FleetCache {
         let tags = snapshot.tags.get(agent_id).unwrap_or(&no_tags);
         let mut assignments = Vec::new();
         for rollout in snapshot.latest.values() {
-            if snapshot
+            // The newest plan in scope decides, as in `remediations`: a pin or a disable
+            // replaces the rollout on its channel, an audit plan keeps it, in audit mode.
+            let plan = snapshot
                 .remediations
                 .iter()
-                .any(|p| p.channel == rollout.channel && in_scope(&p.scope, agent_id, tags))
-            {
-                continue;
-            }
-            let Some(version) = rollout.version_for(agent_id, tags) else {
+                .rfind(|p| p.channel == rollout.channel && in_scope(&p.scope, agent_id, tags));
+            let audit_plan = match plan {
+                None => false,
+                Some(plan) if plan.action == "audit" => true,
+                Some(_) => continue,
+            };
+            let Some((version, mode)) = rollout.target_for(agent_id, tags) else {
                 continue;
             };
+            let mode = if audit_plan { Enforcement::Audit } else { mode };
             let Some(bundle) = snapshot
                 .bundles
                 .get(&(rollout.channel.clone(), version.to_owned()))
@@ -219,6 +246,7 @@ impl FleetCache {
                 bundle_sha256: bundle.clone(),
                 rollout_id: Some(rollout.id.clone()),
                 rollback_directive,
+                mode,
             });
         }
         assignments.sort_by(|a, b| a.channel.cmp(&b.channel));

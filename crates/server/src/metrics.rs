@@ -15,6 +15,8 @@ use std::sync::{Arc, Mutex};
 pub struct Degraded {
     pub any: usize,
     pub by_reason: BTreeMap<DegradedReason, usize>,
+    /// Agents answering in audit mode (blocking nothing), not degraded but worth a gauge.
+    pub audit_mode: usize,
 }
 
 #[derive(Debug, Default)]
@@ -146,6 +148,11 @@ impl Metrics {
                 out,
                 "# HELP ringfence_agents_degraded_any Agents degraded for any reason.\n# TYPE ringfence_agents_degraded_any gauge\nringfence_agents_degraded_any {}",
                 degraded.any
+            );
+            let _ = writeln!(
+                out,
+                "# HELP ringfence_agents_audit_mode Agents answering in audit mode: deciding and reporting would-deny, blocking nothing.\n# TYPE ringfence_agents_audit_mode gauge\nringfence_agents_audit_mode {}",
+                degraded.audit_mode
             );
         }
         let _ = writeln!(

@@ -135,6 +135,12 @@ pub const ROUTES: &[(&str, &str, &str, &str)] = &[
     ),
     (
         "post",
+        "/api/v1/rollouts/{id}/enforce",
+        "Enforce a completed audit rollout's release: a new enforce rollout of it through the same rings; 409 while it runs, for an enforcing rollout, or once the channel moved on",
+        "operator",
+    ),
+    (
+        "post",
         "/api/v1/remediations",
         "Write a remediation plan (pin a version or disable an engine) for the fleet, a tag or an agent",
         "operator",

@@ -203,3 +203,54 @@ async fn a_database_outage_leaves_the_degraded_gauges_out_rather_than_zero() {
     let (code, _) = h.get("/api/v1/status", Some(&h.operator)).await;
     assert!(code.is_server_error(), "{code}");
 }
+
+/// Audit mode is not silent either: the heartbeat's mode and would-deny count are stored
+/// with the other figures and shown per host (both backends).
+#[tokio::test]
+async fn an_audit_host_shows_its_mode_and_would_deny_in_status() {
+    for h in common::harnesses().await {
+        let audit = h.enroll("audit-1", &[]).await;
+        let enforce = h.enroll("enforce-1", &[]).await;
+        for (agent, health) in [
+            (
+                &audit,
+                json!({"permission_events": 1000, "would_deny": 40, "mode": "audit"}),
+            ),
+            (&enforce, json!({"permission_events": 1000, "denies": 2})),
+        ] {
+            let (status, body) = h
+                .post_json(
+                    "/api/v1/agents/heartbeat",
+                    Some(&agent.credential),
+                    json!({"agent_version": "1.0.0", "releases": [release("1.0.0")],
+                           "health": health}),
+                )
+                .await;
+            assert!(status.is_success(), "{}: {body}", h.name);
+        }
+        let (status, body) = h
+            .post_json(
+                "/api/v1/agents/heartbeat",
+                Some(&audit.credential),
+                json!({"health": {"mode": "lenient"}}),
+            )
+            .await;
+        assert!(status.is_client_error(), "{}: {status} {body}", h.name);
+        let status = fleet(&h).await;
+        let audited = host_named(&status, "audit-1");
+        assert_eq!(audited.mode, ringfence_protocol::Enforcement::Audit);
+        assert_eq!(audited.would_deny, 40);
+        let enforced = host_named(&status, "enforce-1");
+        assert_eq!(enforced.mode, ringfence_protocol::Enforcement::Enforce);
+        assert_eq!(enforced.would_deny, 0);
+        assert_eq!(status.audit_mode, 1);
+        assert_eq!(status.degraded, 0, "audit mode is not degraded protection");
+        let (code, text) = h.get_text("/metrics").await;
+        assert!(code.is_success());
+        assert_eq!(
+            metric(&text, "ringfence_agents_audit_mode "),
+            Some(1),
+            "{text}"
+        );
+    }
+}

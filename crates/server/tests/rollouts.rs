@@ -658,6 +658,14 @@ async fn bad_plans_are_refused() {
             json!({"scope": "fleet", "channel": "c", "action": "disable", "reason": " "}),
             StatusCode::BAD_REQUEST,
         ),
+        (
+            json!({"scope": "fleet", "channel": "c", "action": "audit", "version": "1.0.0", "reason": "x"}),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            json!({"scope": "fleet", "channel": "c", "action": "audit", "reason": "x"}),
+            StatusCode::NOT_FOUND,
+        ),
     ] {
         let (status, reply) = h
             .post_json("/api/v1/remediations", Some(&h.operator), body.clone())
@@ -1050,4 +1058,249 @@ async fn retry_starts_a_stopped_rollout_over_and_refuses_a_running_or_completed_
     let (status, refused) = act(&h, &completed, "retry").await;
     assert_eq!(status, StatusCode::CONFLICT, "{refused}");
     assert!(refused.to_string().contains("completed"), "{refused}");
+}
+
+/// One heartbeat of 1,000 decisions from an agent answering in `mode` with `would_deny` of
+/// them allowed by audit mode; the agent then "installs" its assignment. Returns the version
+/// and mode assigned.
+async fn beat_mode(
+    h: &Harness,
+    agent: &Enrolled,
+    running: Option<&str>,
+    mode: &str,
+    would_deny: u64,
+) -> (Option<String>, String) {
+    let releases = match running {
+        Some(version) => {
+            json!([{"channel": "detection", "current": version, "lkg": null, "running": "current"}])
+        }
+        None => json!([]),
+    };
+    let body = json!({"agent_version": "0.1.0", "releases": releases, "health": {
+        "p99_us": 40.0, "cpu_pct": 1.0, "rss_bytes": 20000000, "permission_events": 1000,
+        "would_deny": would_deny, "mode": mode}});
+    let (status, reply) = h
+        .post_json("/api/v1/agents/heartbeat", Some(&agent.credential), body)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    let assignment = reply["assignments"]
+        .as_array()
+        .and_then(|a| a.iter().find(|x| x["channel"] == "detection"));
+    let version = assignment
+        .and_then(|a| a["version"].as_str())
+        .map(str::to_owned)
+        .or_else(|| running.map(str::to_owned));
+    let mode = assignment
+        .and_then(|a| a["mode"].as_str())
+        .unwrap_or("enforce")
+        .to_owned();
+    (version, mode)
+}
+
+/// A round in which every agent answers in the mode it was assigned last and, while it runs
+/// `audited` in audit mode, reports `would_deny` per 1,000 decisions.
+async fn audit_round(
+    h: &Harness,
+    fleet: &mut Fleet,
+    modes: &mut [String],
+    audited: &str,
+    would_deny: u64,
+) {
+    for (i, agent) in fleet.agents.iter().enumerate() {
+        let running = fleet.versions[i].clone();
+        let wd = if running.as_deref() == Some(audited) && modes[i] == "audit" {
+            would_deny
+        } else {
+            0
+        };
+        let (next, mode) = beat_mode(h, agent, running.as_deref(), &modes[i], wd).await;
+        fleet.versions[i] = next;
+        modes[i] = mode;
+    }
+    h.state
+        .heartbeats
+        .flush(&h.state.store)
+        .await
+        .expect("flush");
+    controller::tick(&h.state).await.expect("controller tick");
+    h.state
+        .fleet
+        .refresh(&h.state.store)
+        .await
+        .expect("refresh");
+}
+
+async fn start_audit(h: &Harness, version: &str, rings: &str, bake_s: f64) -> String {
+    let (status, started) = h
+        .post_json(
+            "/api/v1/rollouts",
+            Some(&h.operator),
+            json!({"channel": "detection", "version": version, "rings": rings,
+                   "bake_s": bake_s, "mode": "audit"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{started}");
+    assert_eq!(started["mode"], "audit", "{started}");
+    started["id"].as_str().expect("id").to_owned()
+}
+
+#[tokio::test]
+async fn an_audit_rollout_that_would_deny_far_more_than_today_halts_on_would_deny_rate() {
+    // Hosts on the audited release allow everything but would deny 300 of every 1,000
+    // decisions, against a fleet that denies none: the would_deny_rate gate stops it in the
+    // first ring, and the hosts go back to the previous release, enforced.
+    for h in harnesses().await {
+        let mut fleet = Fleet::enroll(&h, 20).await;
+        complete_good_release(&h, &mut fleet).await;
+        publish_directly(&h, "2.0.0").await;
+        let (status, refused) = h
+            .post_json(
+                "/api/v1/rollouts",
+                Some(&h.operator),
+                json!({"channel": "detection", "version": "2.0.0", "mode": "lenient"}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{refused}");
+        assert!(refused.to_string().contains("lenient"), "{refused}");
+        let id = start_audit(&h, "2.0.0", "20,50,100", 3600.0).await;
+        let mut modes = vec!["enforce".to_owned(); fleet.agents.len()];
+        audit_round(&h, &mut fleet, &mut modes, "2.0.0", 300).await;
+        let on_release: Vec<usize> = (0..fleet.agents.len())
+            .filter(|&i| fleet.versions[i].as_deref() == Some("2.0.0"))
+            .collect();
+        assert!(on_release.len() >= 3, "{}: {:?}", h.name, fleet.versions);
+        assert!(
+            on_release.iter().all(|&i| modes[i] == "audit"),
+            "{}: the ring runs the release in audit mode: {modes:?}",
+            h.name
+        );
+        for _ in 0..3 {
+            audit_round(&h, &mut fleet, &mut modes, "2.0.0", 300).await;
+        }
+        let after = rollout(&h, &id).await;
+        assert_eq!(after["phase"], "rolled_back", "{}: {after}", h.name);
+        assert_eq!(after["ring"], 0);
+        let reason = after["reason"].as_str().expect("reason");
+        assert!(reason.contains("would deny"), "{}: {reason}", h.name);
+        let gate = after["gates"]
+            .as_array()
+            .and_then(|g| g.iter().find(|g| g["gate"] == "would_deny_rate"))
+            .unwrap_or_else(|| panic!("{}: no would_deny_rate gate: {after}", h.name));
+        assert_eq!(gate["passed"], false, "{gate}");
+        assert_eq!(fleet.count("1.0.0"), fleet.agents.len());
+        assert!(modes.iter().all(|m| m == "enforce"), "{modes:?}");
+        // Nothing to enforce: the audit rollout stopped.
+        let (status, refused) = act(&h, &id, "enforce").await;
+        assert_eq!(status, StatusCode::CONFLICT, "{refused}");
+        assert!(refused.to_string().contains("RolledBack"), "{refused}");
+    }
+}
+
+#[tokio::test]
+async fn an_audit_rollout_with_a_low_would_deny_rate_completes_and_is_enforced_through_the_rings() {
+    for h in harnesses().await {
+        let mut fleet = Fleet::enroll(&h, 20).await;
+        complete_good_release(&h, &mut fleet).await;
+        publish_directly(&h, "2.0.0").await;
+        let id = start_audit(&h, "2.0.0", "5,25,50,100", 0.0).await;
+        let mut modes = vec!["enforce".to_owned(); fleet.agents.len()];
+        audit_round(&h, &mut fleet, &mut modes, "2.0.0", 5).await;
+        // Still running: its release cannot be enforced yet.
+        let (status, refused) = act(&h, &id, "enforce").await;
+        assert_eq!(status, StatusCode::CONFLICT, "{}: {refused}", h.name);
+        assert!(refused.to_string().contains("must complete"), "{refused}");
+        for _ in 0..12 {
+            audit_round(&h, &mut fleet, &mut modes, "2.0.0", 5).await;
+        }
+        let done = rollout(&h, &id).await;
+        assert_eq!(done["phase"], "completed", "{}: {done}", h.name);
+        let gate = done["gates"]
+            .as_array()
+            .and_then(|g| g.iter().find(|g| g["gate"] == "would_deny_rate"))
+            .unwrap_or_else(|| panic!("{}: no would_deny_rate gate: {done}", h.name));
+        assert_eq!(gate["passed"], true, "{gate}");
+        assert_eq!(fleet.count("2.0.0"), fleet.agents.len());
+        assert!(modes.iter().all(|m| m == "audit"), "{modes:?}");
+
+        // Unknown ids are not found; the audited release goes out again, enforced.
+        let (status, _) = act(&h, "ro-nosuchthing", "enforce").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let (status, enforcing) = act(&h, &id, "enforce").await;
+        assert_eq!(status, StatusCode::CREATED, "{}: {enforcing}", h.name);
+        assert_eq!(enforcing["mode"], "enforce");
+        assert_eq!(enforcing["version"], "2.0.0");
+        assert_eq!(enforcing["previous_version"], "2.0.0");
+        assert_eq!(enforcing["enforces"], json!(id));
+        let enforce_id = enforcing["id"].as_str().expect("id").to_owned();
+        assert!(
+            audit_actions(&h)
+                .await
+                .contains(&("enforce".to_owned(), id.clone())),
+            "audited"
+        );
+        // Once is enough, and an enforcing rollout is no audit rollout.
+        let (status, refused) = act(&h, &id, "enforce").await;
+        assert_eq!(status, StatusCode::CONFLICT, "{refused}");
+        assert!(
+            refused.to_string().contains("enforced already"),
+            "{refused}"
+        );
+        let (status, refused) = act(&h, &enforce_id, "enforce").await;
+        assert_eq!(status, StatusCode::CONFLICT, "{refused}");
+        assert!(
+            refused.to_string().contains("only an audit rollout"),
+            "{refused}"
+        );
+
+        // Ring by ring, hosts switch from audit to enforce on the same release.
+        audit_round(&h, &mut fleet, &mut modes, "2.0.0", 5).await;
+        let enforcing_now = modes.iter().filter(|m| *m == "enforce").count();
+        assert!(
+            enforcing_now > 0 && enforcing_now < fleet.agents.len(),
+            "{}: the first ring enforces, the rest still audit: {modes:?}",
+            h.name
+        );
+        for _ in 0..12 {
+            audit_round(&h, &mut fleet, &mut modes, "2.0.0", 5).await;
+        }
+        let done = rollout(&h, &enforce_id).await;
+        assert_eq!(done["phase"], "completed", "{}: {done}", h.name);
+        assert!(modes.iter().all(|m| m == "enforce"), "{modes:?}");
+        assert_eq!(fleet.count("2.0.0"), fleet.agents.len());
+        let (status, refused) = act(&h, &id, "enforce").await;
+        assert_eq!(status, StatusCode::CONFLICT, "{refused}");
+    }
+}
+
+#[tokio::test]
+async fn an_audit_plan_keeps_one_host_on_its_rollouts_in_audit_mode() {
+    for h in harnesses().await {
+        let mut fleet = Fleet::enroll(&h, 6).await;
+        complete_good_release(&h, &mut fleet).await;
+        let audited = &fleet.agents[3];
+        let (status, plan) = h
+            .post_json(
+                "/api/v1/remediations",
+                Some(&h.operator),
+                json!({"scope": format!("agent:{}", audited.agent_id), "channel": "detection",
+                       "action": "audit", "reason": "new build hosts: watch before blocking"}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{}: {plan}", h.name);
+        for (i, agent) in fleet.agents.iter().enumerate() {
+            let (version, mode) = beat_mode(&h, agent, Some("1.0.0"), "enforce", 0).await;
+            // The plan keeps the host on what the rollouts assign, only in audit mode.
+            assert_eq!(version.as_deref(), Some("1.0.0"), "{}", h.name);
+            let expected = if i == 3 { "audit" } else { "enforce" };
+            assert_eq!(mode, expected, "{}: host {i}", h.name);
+        }
+        let (_, reply) = h
+            .post_json(
+                "/api/v1/agents/heartbeat",
+                Some(&audited.credential),
+                json!({"releases": [{"channel": "detection", "current": "1.0.0", "running": "current"}]}),
+            )
+            .await;
+        assert_eq!(reply["remediations"][0]["action"], "audit", "{reply}");
+    }
 }

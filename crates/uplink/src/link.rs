@@ -16,6 +16,7 @@ use crate::client_cert::AgentKey;
 use crate::identity::Identity;
 use crate::spool::Spool;
 use ringfence_backoff::{ExpBackoff, Jitter};
+use ringfence_protocol::Enforcement;
 use ringfence_protocol::api::{
     Assignment, CertificateRenewal, HealthFigures, Heartbeat, InstalledRelease, Remediation,
     Report, ReportBatch,
@@ -48,6 +49,27 @@ pub trait AgentHost: Send + Sync + 'static {
     /// Health figures since the previous call. The uplink adds what it owns: the spool's
     /// figures and the release being installed.
     fn health(&self) -> HealthFigures;
+    /// The mode the server's assignments ask for (`audit` while any assigned release is in
+    /// an audit rollout). A host whose operator asked for `audit` locally stays in audit
+    /// whatever this says; a host that cannot switch ignores it.
+    fn assign_enforcement(&self, _mode: Enforcement) {}
+}
+
+/// The mode the assignments ask for. Audit starts at once; leaving it waits until every
+/// assigned release runs, because a halted audit rollout assigns the previous release in
+/// enforce mode while the audited one (which may deny far too much) still runs here.
+fn assigned_enforcement(
+    assignments: &[Assignment],
+    auditing: bool,
+    runs: impl Fn(&Assignment) -> bool,
+) -> Enforcement {
+    let audit = assignments.iter().any(|a| a.mode.is_audit());
+    let pending = assignments.iter().any(|a| !runs(a));
+    if audit || (auditing && pending) {
+        Enforcement::Audit
+    } else {
+        Enforcement::Enforce
+    }
 }
 
 /// Why the agent did not start a release (or stop a channel); the previous engines keep
@@ -331,6 +353,8 @@ struct Worker<H: AgentHost> {
     renewal: RenewalBackoff,
     /// The install in progress; one at a time, the rest wait for a later heartbeat.
     job: Option<InstallJob>,
+    /// The assignments asked for audit mode at the last heartbeat answered.
+    assigned_audit: bool,
 }
 
 impl<H: AgentHost> Worker<H> {
@@ -505,6 +529,7 @@ impl<H: AgentHost> Worker<H> {
                             bundle_sha256: bundle.clone(),
                             rollout_id: None,
                             rollback_directive: plan.rollback_directive.clone(),
+                            mode: ringfence_protocol::Enforcement::Enforce,
                         };
                         self.remediated.insert(plan.id.clone());
                         self.start_install(assignment, Origin::Plan(plan.clone()));
@@ -516,6 +541,8 @@ impl<H: AgentHost> Worker<H> {
                     .disable(&plan.channel)
                     .map(|()| true)
                     .map_err(|e| e.to_string()),
+                // Carried out with the assignments' mode at every heartbeat (see `beat`).
+                ("audit", None, _) => Ok(true),
                 (action, _, _) => Err(format!("cannot carry out plan action {action:?}")),
             };
             // A refused plan is reported once too; the operator sees why and writes another.
@@ -632,6 +659,18 @@ impl<H: AgentHost> Worker<H> {
             Ok(response) => {
                 self.remediate(&response.remediations);
                 self.follow(&response.assignments);
+                // An audit plan for this host audits it while the plan stands.
+                let planned = response.remediations.iter().any(|p| p.action == "audit");
+                let mode = assigned_enforcement(&response.assignments, self.assigned_audit, |a| {
+                    self.is_current(&a.channel, &a.version)
+                })
+                .either_audits(if planned {
+                    Enforcement::Audit
+                } else {
+                    Enforcement::Enforce
+                });
+                self.assigned_audit = mode.is_audit();
+                self.host.assign_enforcement(mode);
                 self.renew_certificate();
                 Some(Duration::from_secs(response.interval_s.max(1)))
             }
@@ -798,6 +837,7 @@ impl Link {
             remediated: std::collections::HashSet::new(),
             renewal: RenewalBackoff::default(),
             job: None,
+            assigned_audit: false,
         };
         let flag = Arc::clone(&stop);
         let thread = std::thread::Builder::new()
@@ -903,6 +943,7 @@ mod tests {
             remediated: std::collections::HashSet::new(),
             renewal: RenewalBackoff::default(),
             job: None,
+            assigned_audit: false,
         }
     }
 
@@ -1015,6 +1056,44 @@ mod tests {
         assert!(
             worker.activated.contains_key("detection"),
             "a channel being installed is not blessed"
+        );
+    }
+
+    #[test]
+    fn audit_starts_at_once_and_ends_only_once_the_assigned_releases_run() {
+        let assignment = |version: &str, mode: Enforcement| Assignment {
+            channel: "detection".into(),
+            version: version.into(),
+            bundle_sha256: String::new(),
+            rollout_id: None,
+            rollback_directive: None,
+            mode,
+        };
+        let audit = [assignment("2.0.0", Enforcement::Audit)];
+        let back = [assignment("1.0.0", Enforcement::Enforce)];
+        // Assigned in audit: audit now, installed or not.
+        assert_eq!(
+            assigned_enforcement(&audit, false, |_| false),
+            Enforcement::Audit
+        );
+        // Halted: the previous release comes back in enforce mode, but until it runs the
+        // audited one still runs here and must not start blocking.
+        assert_eq!(
+            assigned_enforcement(&back, true, |_| false),
+            Enforcement::Audit
+        );
+        assert_eq!(
+            assigned_enforcement(&back, true, |_| true),
+            Enforcement::Enforce
+        );
+        // A host that was enforcing keeps enforcing while it installs an enforced release.
+        assert_eq!(
+            assigned_enforcement(&back, false, |_| false),
+            Enforcement::Enforce
+        );
+        assert_eq!(
+            assigned_enforcement(&[], true, |_| true),
+            Enforcement::Enforce
         );
     }
 

@@ -1,10 +1,11 @@
 //! The uplink against a real server over real HTTPS with agent certificates required (mutual
 //! TLS): enroll, follow a rollout, verify and stage the bundle, report; roll back with the
-//! server's signed directive; refuse a tampered blob; lose nothing while the server is down.
+//! server's signed directive; refuse a tampered blob; lose nothing while the server is down;
+//! audit at an audit rollout's or plan's word and enforce again when it is enforced or retired.
 
 use ringfence_bundled_engines as bundled;
-use ringfence_protocol::FailurePolicy;
 use ringfence_protocol::api::{EnrollRequest, HealthFigures};
+use ringfence_protocol::{Enforcement, FailurePolicy};
 use ringfence_release::{
     Bundle, Component, LoadedRelease, MANIFEST_FORMAT, Manifest, ReleaseKey, SlotStore, Version,
 };
@@ -31,6 +32,14 @@ struct RecordingHost {
     beats: std::sync::atomic::AtomicU64,
     /// Activations begun so far.
     activating: std::sync::atomic::AtomicU64,
+    /// The mode the assignments asked for at the last heartbeat answered.
+    mode: Mutex<Option<Enforcement>>,
+}
+
+impl RecordingHost {
+    fn mode(&self) -> Option<Enforcement> {
+        *self.mode.lock().expect("lock")
+    }
 }
 
 impl AgentHost for RecordingHost {
@@ -63,6 +72,10 @@ impl AgentHost for RecordingHost {
     fn disable(&self, channel: &str) -> Result<(), HostError> {
         self.disabled.lock().expect("lock").push(channel.to_owned());
         Ok(())
+    }
+
+    fn assign_enforcement(&self, mode: Enforcement) {
+        *self.mode.lock().expect("lock") = Some(mode);
     }
 
     fn health(&self) -> HealthFigures {
@@ -797,4 +810,69 @@ fn a_renewal_that_cannot_be_saved_is_not_retried_on_every_heartbeat() {
     let beats = wait_heartbeats(&server, 4);
     assert_eq!(renewals(&server), 1, "one renewal over {beats} heartbeats");
     assert!(!blocker.join("identity.json").exists());
+}
+
+#[test]
+fn an_audit_rollout_and_an_audit_plan_put_the_host_in_audit_until_enforced_or_retired() {
+    let server = Server::start();
+    let agent = Agent::enroll(&server, &["canary"]);
+    let _link = agent.link();
+    server.publish("1.0.0", b"ok", false);
+    let body = json!({"channel": "detection", "version": "1.0.0", "rings": "100", "bake_s": 0.5,
+                      "mode": "audit"});
+    let audit: Value = server
+        .operator()
+        .post_json("rollout", "/api/v1/rollouts", &body)
+        .expect("audit rollout");
+    let audit = audit["id"].as_str().expect("id").to_owned();
+    wait_for("installed in audit mode", Duration::from_secs(20), || {
+        agent.current().as_deref() == Some("1.0.0") && agent.host.mode() == Some(Enforcement::Audit)
+    });
+    wait_for("audit rollout complete", Duration::from_secs(20), || {
+        server.rollout(&audit)["phase"] == "completed"
+    });
+    let enforcing: Value = server
+        .operator()
+        .post_json(
+            "enforce",
+            &format!("/api/v1/rollouts/{audit}/enforce"),
+            &json!({"reason": "reviewed"}),
+        )
+        .expect("enforce");
+    assert_eq!(enforcing["mode"], "enforce", "{enforcing}");
+    wait_for(
+        "enforcing the same release",
+        Duration::from_secs(20),
+        || agent.host.mode() == Some(Enforcement::Enforce),
+    );
+    assert_eq!(
+        agent.host.activated.lock().expect("lock").len(),
+        1,
+        "no reinstall: the release runs already"
+    );
+
+    let plan: Value = server
+        .operator()
+        .post_json(
+            "plan",
+            "/api/v1/remediations",
+            &json!({"scope": "tag:canary", "channel": "detection", "action": "audit",
+                    "reason": "watch the canaries"}),
+        )
+        .expect("audit plan");
+    wait_for("audit by plan", Duration::from_secs(20), || {
+        agent.host.mode() == Some(Enforcement::Audit)
+    });
+    let id = plan["id"].as_str().expect("plan id");
+    let _: Value = server
+        .operator()
+        .post_json(
+            "retire",
+            &format!("/api/v1/remediations/{id}/retire"),
+            &json!({}),
+        )
+        .expect("retire");
+    wait_for("enforcing again", Duration::from_secs(20), || {
+        agent.host.mode() == Some(Enforcement::Enforce)
+    });
 }

@@ -6,7 +6,7 @@ use super::self_upgrade::SelfUpgrade;
 use anyhow::Context;
 use ringfence_agent::{Agent, AgentConfig, MuteSet, Sensor};
 use ringfence_engine_host::{EngineSettings, LoadedEngine, Runtime};
-use ringfence_protocol::{FailurePolicy, content};
+use ringfence_protocol::{Enforcement, FailurePolicy, content};
 use ringfence_sensor::Channels;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -112,6 +112,12 @@ pub struct AgentArgs {
     /// modified by other processes (fanotify sensor only).
     #[arg(long)]
     no_self_protect: bool,
+    /// `enforce` (deny verdicts deny) or `audit` (permissive: every verdict is decided and a
+    /// deny is logged and counted as "would deny", but the exec is allowed). Self-protection
+    /// of the agent's own files is enforced in either mode. A managed agent started with
+    /// `audit` stays in audit whatever the server assigns.
+    #[arg(long, default_value_t = Enforcement::Enforce)]
+    mode: Enforcement,
     #[command(flatten)]
     harden: super::harden::HardenArgs,
 }
@@ -219,6 +225,7 @@ fn config(args: &AgentArgs) -> anyhow::Result<AgentConfig> {
         cache: !args.no_cache,
         mute,
         sensors: Vec::new(),
+        enforcement: args.mode,
         ..AgentConfig::default()
     };
     if !args.mount.is_empty() || !args.filesystem.is_empty() {
@@ -312,8 +319,9 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
     ringfence_sensor::sys::release_free_heap();
     let mut agent = Agent::start_with(config.clone(), engines.clone(), channels)?;
     eprintln!(
-        "ringfence agent: ready (pid {}, audit {}{})",
+        "ringfence agent: ready (pid {}, mode {}, kernel audit log {}{})",
         std::process::id(),
+        agent.enforcement(),
         if agent.audit_enabled() { "on" } else { "off" },
         if upgraded { ", upgraded in place" } else { "" }
     );
@@ -356,13 +364,17 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
             break;
         }
     }
+    let mode = agent.enforcement();
     let stats = agent.shutdown();
     if args.stats_json {
         let mut err = std::io::stderr().lock();
         serde_json::to_writer(&mut err, &stats)?;
         writeln!(err)?;
     } else {
-        eprintln!("ringfence agent: stopped: {stats:?}");
+        eprintln!(
+            "ringfence agent: stopped (mode {mode}, {} would deny): {stats:?}",
+            stats.would_deny
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

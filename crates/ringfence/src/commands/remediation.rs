@@ -1,5 +1,5 @@
 //! `ringfence remediation create|list|retire`: plans that override rollouts on a channel (pin a
-//! version, or disable the engine), for hosts a rollout cannot help. A pin obeys the rules a
+//! version, disable the engine, or audit: decide without blocking), for hosts a rollout cannot help. A pin obeys the rules a
 //! rollout does (preflight passed, a key agents trust, not below the rollback floor) unless
 //! `--force`, which is audited.
 
@@ -26,8 +26,10 @@ pub enum RemediationCommand {
         /// The release channel the plan is about, e.g. `detection`.
         #[arg(long)]
         channel: String,
-        /// `pin` (run --version, ignore rollouts) or `disable` (run no engine on the channel).
-        #[arg(long, value_parser = ["pin", "disable"])]
+        /// `pin` (run --version, ignore rollouts), `disable` (run no engine on the channel) or
+        /// `audit` (follow rollouts, but decide and report "would deny" without blocking: the
+        /// whole host audits while the plan stands).
+        #[arg(long, value_parser = ["pin", "disable", "audit"])]
         action: String,
         /// The release to pin (with `--action pin`).
         #[arg(long)]

@@ -5,6 +5,7 @@
 use super::agent_admin::{Output, OutputArgs, age, path_segment, print_table};
 use super::operator::OperatorArgs;
 use clap::Subcommand;
+use ringfence_protocol::Enforcement;
 use ringfence_uplink::ServerClient;
 use serde_json::{Value, json};
 use std::process::ExitCode;
@@ -19,7 +20,11 @@ Examples:
   ringfence rollout start --channel detection --version 1.4.0 --rings 5,100 --bake 90s -o json
 
   # A deliberate downgrade (refused without --force)
-  ringfence rollout start --channel detection --version 1.3.2 --force";
+  ringfence rollout start --channel detection --version 1.3.2 --force
+
+  # Audit first: hosts decide and report \"would deny\" but block nothing; the
+  # would_deny_rate gate halts it if the release would deny far more than today
+  ringfence rollout start --channel detection --version 1.4.0 --mode audit";
 
 const STATUS_EXAMPLES: &str = "\
 Examples:
@@ -65,6 +70,19 @@ A promote ends the bake only: it is refused (exit code 2, the failing gates name
 gate of the rollout fails or the current ring has not installed the release. From the last ring
 it completes the rollout; a paused rollout runs again; a halted one needs `resume`.";
 
+const ENFORCE_EXAMPLES: &str = "\
+Examples:
+  # The audit rollout completed and its would-deny rate stayed low: start blocking
+  ringfence rollout enforce ro-3f9c2a1b7d4e --reason \"would-deny alerts reviewed\"
+
+  # The same, spelt as a promote
+  ringfence rollout promote ro-3f9c2a1b7d4e --enforce
+
+Starts a new rollout of the audit rollout's release in enforce mode, through the same rings,
+bake and gates; hosts not reached yet keep running it in audit mode. Hosts whose agent was
+started with --mode audit stay in audit. Refused (exit code 2) for an unknown rollout, an audit
+rollout that has not completed, a rollout that enforces already, or a channel that has moved on.";
+
 const ABORT_EXAMPLES: &str = "\
 Examples:
   ringfence rollout abort ro-3f9c2a1b7d4e --reason \"bad content\"
@@ -108,6 +126,10 @@ pub enum RolloutCommand {
         /// Roll out a version older than the one the channel's fleet runs (a downgrade).
         #[arg(long)]
         force: bool,
+        /// `audit`: hosts given the release decide, log and report "would deny" but block
+        /// nothing; `ringfence rollout enforce` enforces it once it completes.
+        #[arg(long, default_value_t = Enforcement::Enforce)]
+        mode: Enforcement,
         #[command(flatten)]
         output: OutputArgs,
     },
@@ -143,7 +165,17 @@ pub enum RolloutCommand {
     /// End the current ring's bake now and move to the next ring (argo's `promote`), only if
     /// every gate passes.
     #[command(after_help = PROMOTE_EXAMPLES)]
-    Promote(ActionArgs),
+    Promote {
+        #[command(flatten)]
+        action: ActionArgs,
+        /// Enforce a completed audit rollout's release instead (the same as `enforce`).
+        #[arg(long)]
+        enforce: bool,
+    },
+    /// Enforce the release a completed audit rollout brought: a new rollout of it in enforce
+    /// mode through the same rings.
+    #[command(after_help = ENFORCE_EXAMPLES)]
+    Enforce(ActionArgs),
     /// Halt and roll back every touched ring: argo's name for `rollback`.
     #[command(after_help = ABORT_EXAMPLES)]
     Abort(ActionArgs),
@@ -186,13 +218,17 @@ fn text(value: &Value) -> String {
 
 pub fn print_rollout(rollout: &Value) {
     println!(
-        "rollout {}  {}@{}  (from {})  phase {}",
+        "rollout {}  {}@{}  (from {})  phase {}  mode {}",
         text(&rollout["id"]),
         text(&rollout["channel"]),
         text(&rollout["version"]),
         rollout["previous_version"].as_str().unwrap_or("nothing"),
-        text(&rollout["phase"])
+        text(&rollout["phase"]),
+        rollout["mode"].as_str().unwrap_or("enforce")
     );
+    if let Some(audit) = rollout["enforces"].as_str() {
+        println!("  enforces what audit rollout {audit} brought");
+    }
     if let Some(rings) = rollout["rings"].as_array() {
         let line: Vec<String> = rings
             .iter()
@@ -368,6 +404,7 @@ pub fn run(command: RolloutCommand) -> anyhow::Result<ExitCode> {
             bake,
             bake_s,
             force,
+            mode,
             output,
         } => {
             let bake_s = match bake_s {
@@ -379,7 +416,7 @@ pub fn run(command: RolloutCommand) -> anyhow::Result<ExitCode> {
             };
             let body = json!({
                 "channel": channel, "version": version, "rings": rings, "bake_s": bake_s,
-                "force": force,
+                "force": force, "mode": mode,
             });
             let rollout: Value =
                 operator
@@ -418,7 +455,15 @@ pub fn run(command: RolloutCommand) -> anyhow::Result<ExitCode> {
         RolloutCommand::Rollback(args) | RolloutCommand::Abort(args) => {
             act("rollback", reason_body(&args), args)
         }
-        RolloutCommand::Promote(args) => act("promote", reason_body(&args), args),
+        RolloutCommand::Promote {
+            action,
+            enforce: true,
+        }
+        | RolloutCommand::Enforce(action) => act("enforce", reason_body(&action), action),
+        RolloutCommand::Promote {
+            action,
+            enforce: false,
+        } => act("promote", reason_body(&action), action),
         RolloutCommand::Retry { action, force } => {
             let body = json!({ "reason": action.reason, "force": force });
             act("retry", body, action)

@@ -244,6 +244,12 @@ fn fleet(operator: &OperatorArgs, json_out: bool, check: bool) -> anyhow::Result
             reasons.join(", ")
         );
     }
+    if status.audit_mode > 0 {
+        println!(
+            "audit mode on {} host(s): deciding and reporting would-deny, blocking nothing",
+            status.audit_mode
+        );
+    }
     for (channel, counts) in &status.versions {
         let parts: Vec<String> = counts.iter().map(|(v, n)| format!("{v}: {n}")).collect();
         println!("channel {channel}: {}", parts.join(", "));

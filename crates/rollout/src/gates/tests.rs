@@ -358,3 +358,77 @@ fn an_empty_ring_says_so_instead_of_counting_zeros() {
         crash.explanation
     );
 }
+
+fn auditing(n: usize, version: &str, would_deny: u64) -> Vec<AgentHealth> {
+    (0..n)
+        .map(|_| AgentHealth {
+            would_deny,
+            deny_rate: 0.0,
+            ..agent(version, &[], 0.0)
+        })
+        .collect()
+}
+
+#[test]
+fn an_audit_release_that_would_deny_far_more_than_today_trips_would_deny_rate() {
+    // The fleet denies 1 % today: 10 per 1,000.
+    let baseline = sum(&healthy(5, "1"), None, 1_000, 0);
+    // 200 of 1,000 would be denied: far past 10 + 20.
+    let ring = sum(&auditing(3, "2", 200), Some("2"), 1_000, 0);
+    let results = evaluate_gates(&GateSpec::default(), &baseline, &ring);
+    let gate = find(&results, "would_deny_rate");
+    assert!(!gate.passed, "{gate:?}");
+    assert_eq!(gate.value, 200.0);
+    assert!((gate.threshold - 30.0).abs() < 1e-9, "{gate:?}");
+    assert!(gate.explanation.contains("would deny"), "{gate:?}");
+    // Audit mode allowed all of it: the deny-rate gate sees nothing.
+    assert!(find(&results, "deny_rate").passed);
+}
+
+#[test]
+fn an_audit_release_that_would_deny_about_what_the_fleet_denies_passes() {
+    let baseline = sum(&healthy(5, "1"), None, 1_000, 0);
+    let ring = sum(&auditing(3, "2", 15), Some("2"), 1_000, 0);
+    let results = evaluate_gates(&GateSpec::default(), &baseline, &ring);
+    let gate = find(&results, "would_deny_rate");
+    assert!(gate.passed, "{gate:?}");
+    assert_eq!(gate.value, 15.0);
+}
+
+#[test]
+fn one_or_two_auditing_agents_cannot_halt_alone_and_a_claim_is_bounded() {
+    let baseline = sum(&healthy(5, "1"), None, 1_000, 0);
+    let mut ring = auditing(2, "2", 1_000);
+    ring[0].would_deny = u64::MAX;
+    let results = evaluate_gates(
+        &GateSpec::default(),
+        &baseline,
+        &sum(&ring, Some("2"), 1_000, 0),
+    );
+    let gate = find(&results, "would_deny_rate");
+    assert!(gate.passed, "statistics wait for three agents: {gate:?}");
+    assert!(gate.value <= 1_000.0, "{gate:?}");
+}
+
+#[test]
+fn enforcing_an_audited_release_compares_its_deny_rate_with_what_the_fleet_would_deny() {
+    // The fleet runs the release in audit mode: it denies nothing but would deny 25 of 1,000.
+    let baseline = sum(&auditing(5, "2", 25), None, 1_000, 0);
+    // Enforced on the ring, the same release denies those 2.5 %: no rise at all.
+    let ring = sum(
+        &healthy(3, "2")
+            .iter()
+            .map(|a| AgentHealth {
+                deny_rate: 0.025,
+                ..a.clone()
+            })
+            .collect::<Vec<_>>(),
+        Some("2"),
+        1_000,
+        0,
+    );
+    let results = evaluate_gates(&GateSpec::default(), &baseline, &ring);
+    let deny = find(&results, "deny_rate");
+    assert!(deny.passed, "{deny:?}");
+    assert!((deny.threshold - 0.045).abs() < 1e-9, "{deny:?}");
+}

@@ -257,6 +257,7 @@ fn step_with_health_on_totals_matches_step() {
             vec![(20e6, n)],
             vec![(0.0, n)],
             vec![(0.0, n)],
+            vec![(0.0, n)],
         ],
         GateSpec::default().trim_share,
     );

@@ -60,7 +60,12 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     // A database error leaves the degraded gauges out rather than reporting zero.
     let degraded = state.store.agents().await.ok().map(|records| {
         let (any, by_reason) = crate::api::status::degraded_counts(&records);
-        crate::metrics::Degraded { any, by_reason }
+        let audit_mode = crate::api::status::audit_mode_count(&records);
+        crate::metrics::Degraded {
+            any,
+            by_reason,
+            audit_mode,
+        }
     });
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

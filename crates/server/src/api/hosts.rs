@@ -281,6 +281,8 @@ mod tests {
             }],
             installing: None,
             degraded: Vec::new(),
+            mode: ringfence_protocol::Enforcement::default(),
+            would_deny: 0,
         }
     }
 

@@ -54,6 +54,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/rollouts/{id}", get(rollouts::show))
         .route("/api/v1/rollouts/{id}/retry", post(rollouts::retry))
         .route("/api/v1/rollouts/{id}/gates", get(progress::gates))
+        .route("/api/v1/rollouts/{id}/enforce", post(rollouts::enforce))
         .route("/api/v1/rollouts/{id}/{action}", post(rollouts::act))
         .route(
             "/api/v1/remediations",

@@ -23,7 +23,7 @@ pub struct PlanRequest {
     /// `fleet`, `agent:<id>` or `tag:<tag>`.
     pub scope: String,
     pub channel: String,
-    /// `pin` or `disable`.
+    /// `pin`, `disable` or `audit` (follow rollouts, in audit mode).
     pub action: String,
     #[serde(default)]
     pub version: Option<String>,
@@ -150,7 +150,9 @@ pub async fn create(
             forced = broken;
         }
         ("pin", None) => return Err(AppError::bad_request("`pin` needs a version")),
-        ("disable", None) => {
+        // `audit` keeps the host on what rollouts assign, in audit mode: it decides and
+        // reports "would deny" but blocks nothing on the channel's releases.
+        ("disable" | "audit", None) => {
             let known = state
                 .store
                 .releases()
@@ -164,10 +166,15 @@ pub async fn create(
                 )));
             }
         }
-        ("disable", Some(_)) => return Err(AppError::bad_request("`disable` takes no version")),
+        ("disable" | "audit", Some(_)) => {
+            return Err(AppError::bad_request(format!(
+                "`{}` takes no version",
+                request.action
+            )));
+        }
         (other, _) => {
             return Err(AppError::bad_request(format!(
-                "unknown action {other:?}; use pin or disable"
+                "unknown action {other:?}; use pin, disable or audit"
             )));
         }
     }

@@ -1,5 +1,6 @@
 //! Starting rollouts and the operator's controls: pause, resume, halt, roll back, promote (end
-//! a ring's bake early, never its gates) and retry (a new rollout of a stopped one's spec).
+//! a ring's bake early, never its gates), retry (a new rollout of a stopped one's spec) and
+//! enforce (a completed audit rollout's release, enforced through the same rings).
 
 use crate::auth::Operator;
 use crate::error::{ApiResult, AppError};
@@ -9,6 +10,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use ringfence_protocol::Enforcement;
 use ringfence_release::Version;
 use ringfence_rollout::{
     GateSpec, Phase, PromoteRefused, RolloutSpec, RolloutState, Transition, promote_now,
@@ -35,6 +37,10 @@ pub struct StartRequest {
     /// downgrade); refused without it.
     #[serde(default)]
     pub force: bool,
+    /// `audit`: hosts given the release decide, log and report "would deny" but block
+    /// nothing; `ringfence rollout enforce` enforces it once the rollout completes.
+    #[serde(default)]
+    pub mode: Enforcement,
 }
 
 /// Reads a start request, answering a body that is not one (a misspelt gate such as
@@ -102,6 +108,8 @@ fn rollout_json(
         "channel": rollout.channel,
         "version": rollout.version,
         "previous_version": rollout.doc.previous_version,
+        "mode": rollout.doc.mode,
+        "enforces": rollout.doc.enforces,
         "phase": rollout.state.phase,
         "ring": rollout.state.ring,
         "ring_name": rollout.doc.spec.rings.get(rollout.state.ring).map(|r| r.name.clone()),
@@ -145,6 +153,8 @@ pub async fn start(
             force: request.force,
             retry_of: None,
             reason: None,
+            mode: request.mode,
+            enforces: None,
         },
     )
     .await?;
@@ -166,6 +176,9 @@ struct Launch {
     retry_of: Option<(ActiveRollout, i64)>,
     /// The operator's reason, for the audit log.
     reason: Option<String>,
+    mode: Enforcement,
+    /// The completed audit rollout whose release this one enforces.
+    enforces: Option<String>,
 }
 
 /// Starts a rollout under the same rules whatever asked for it: the release exists and passed
@@ -180,6 +193,8 @@ async fn launch(state: &AppState, actor: &str, launch: Launch) -> ApiResult<Acti
         force,
         retry_of,
         reason,
+        mode,
+        enforces,
     } = launch;
     let release = state
         .store
@@ -195,6 +210,7 @@ async fn launch(state: &AppState, actor: &str, launch: Launch) -> ApiResult<Acti
     let retried_id = retry_of.as_ref().map(|(old, _)| old.id.as_str());
     let existing = state.store.rollouts().await?;
     let mut previous_version = None;
+    let mut previous_mode = Enforcement::Enforce;
     for record in existing
         .iter()
         .filter(|r| r.channel == channel && Some(r.id.as_str()) != retried_id)
@@ -215,24 +231,41 @@ async fn launch(state: &AppState, actor: &str, launch: Launch) -> ApiResult<Acti
             )));
         }
         if previous_version.is_none() {
-            // The newest finished rollout tells what the fleet runs now.
-            previous_version = Some(match rollout.state.phase {
-                Phase::Completed => Some(rollout.version.clone()),
-                _ => rollout.doc.previous_version.clone(),
-            });
+            // The newest finished rollout tells what the fleet runs now, and in which mode.
+            let (version, mode) = match rollout.state.phase {
+                Phase::Completed => (Some(rollout.version.clone()), rollout.doc.mode),
+                _ => (
+                    rollout.doc.previous_version.clone(),
+                    rollout.doc.previous_mode,
+                ),
+            };
+            previous_version = Some(version);
+            previous_mode = mode;
         }
     }
     // A retried rollout was stopped, so the fleet runs what it found: the channel's state
     // before it, unless an older finished rollout says otherwise (read above).
     let previous_version = match previous_version {
         Some(previous) => previous,
-        None => retry_of
-            .as_ref()
-            .and_then(|(old, _)| old.doc.previous_version.clone()),
+        None => {
+            if let Some((old, _)) = &retry_of {
+                previous_mode = old.doc.previous_mode;
+            }
+            retry_of
+                .as_ref()
+                .and_then(|(old, _)| old.doc.previous_version.clone())
+        }
     };
-    if previous_version.as_deref() == Some(version.as_str()) {
+    // The one way to roll out what the fleet runs already: enforcing it after an audit.
+    let enforcing_audited = previous_mode.is_audit() && !mode.is_audit();
+    if previous_version.as_deref() == Some(version.as_str()) && !enforcing_audited {
+        let how = if previous_mode.is_audit() {
+            " in audit mode"
+        } else {
+            ""
+        };
         return Err(AppError::conflict(format!(
-            "the fleet already runs {channel}@{version}"
+            "the fleet already runs {channel}@{version}{how}"
         )));
     }
     if let Some(running) = &previous_version
@@ -261,6 +294,9 @@ async fn launch(state: &AppState, actor: &str, launch: Launch) -> ApiResult<Acti
         doc: RolloutDoc {
             spec: spec.clone(),
             previous_version: previous_version.clone(),
+            mode,
+            previous_mode,
+            enforces: enforces.clone(),
         },
         state: RolloutState::start_first_release(now_ms()),
     };
@@ -294,6 +330,11 @@ async fn launch(state: &AppState, actor: &str, launch: Launch) -> ApiResult<Acti
         (Some(old), None) => format!("; a retry of {old}"),
         (None, _) => String::new(),
     };
+    let mode_note = match (&enforces, mode) {
+        (Some(audit), _) => format!("; enforces what audit rollout {audit} brought"),
+        (None, Enforcement::Audit) => "; in audit mode (nothing is blocked)".to_owned(),
+        (None, Enforcement::Enforce) => String::new(),
+    };
     state
         .store
         .audit(
@@ -301,7 +342,7 @@ async fn launch(state: &AppState, actor: &str, launch: Launch) -> ApiResult<Acti
             "start",
             &id,
             &format!(
-                "{channel}@{version} from {} through rings {}{preflight_note}{retry_note}",
+                "{channel}@{version} from {} through rings {}{preflight_note}{retry_note}{mode_note}",
                 previous_version.as_deref().unwrap_or("nothing"),
                 spec.rings
                     .iter()
@@ -409,6 +450,8 @@ pub async fn retry(
             version: old.version.clone(),
             spec: old.doc.spec.clone(),
             force,
+            mode: old.doc.mode,
+            enforces: old.doc.enforces.clone(),
             retry_of: Some((old, record.revision)),
             reason,
         },
@@ -419,6 +462,90 @@ pub async fn retry(
         StatusCode::CREATED,
         Json(rollout_json(&rollout, 0, Some(&adoption(&rollout, &hosts)))),
     ))
+}
+
+/// `POST /api/v1/rollouts/{id}/enforce`: a completed audit rollout's release, enforced — a
+/// new rollout of the same channel, version and spec in `enforce` mode, from the first ring,
+/// under every rule a start has; hosts not reached yet keep running the release in audit
+/// mode. Refused with a conflict while the audit rollout has not completed, for a rollout
+/// that enforces already, and once the channel has moved on (enforced, or another release).
+pub async fn enforce(
+    State(state): State<AppState>,
+    operator: Operator,
+    Path(id): Path<String>,
+    body: Option<Json<ActionRequest>>,
+) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+    let reason = body.and_then(|Json(b)| b.reason);
+    let record = state
+        .store
+        .rollout(&id)
+        .await?
+        .ok_or_else(|| AppError::not_found(format!("no rollout {id}")))?;
+    let audited = ActiveRollout::from_record(&record)?;
+    if !audited.doc.mode.is_audit() {
+        return Err(AppError::conflict(format!(
+            "rollout {id} enforces {}@{} already; only an audit rollout can be enforced",
+            audited.channel, audited.version
+        )));
+    }
+    if audited.state.phase != Phase::Completed {
+        return Err(AppError::conflict(format!(
+            "audit rollout {id} is {:?}; it must complete (every ring decided in audit mode              with its gates passing) before its release is enforced",
+            audited.state.phase
+        )));
+    }
+    // The channel must still run what this audit rollout brought: the newest rollout of the
+    // channel is this one. Otherwise it was enforced already or another release followed.
+    let newest = state
+        .store
+        .rollouts()
+        .await?
+        .into_iter()
+        .find(|r| r.channel == audited.channel);
+    if let Some(newer) = newest.filter(|r| r.id != id) {
+        let enforced_by = ActiveRollout::from_record(&newer)
+            .ok()
+            .filter(|r| r.doc.enforces.as_deref() == Some(id.as_str()));
+        return Err(AppError::conflict(match enforced_by {
+            Some(by) => format!(
+                "audit rollout {id} is enforced already, by rollout {} ({:?})",
+                by.id, by.state.phase
+            ),
+            None => format!(
+                "the channel {} has moved on since audit rollout {id}: rollout {} ({}@{})",
+                audited.channel, newer.id, newer.channel, newer.version
+            ),
+        }));
+    }
+    let rollout = launch(
+        &state,
+        &operator.actor(),
+        Launch {
+            channel: audited.channel.clone(),
+            version: audited.version.clone(),
+            spec: audited.doc.spec.clone(),
+            force: false,
+            retry_of: None,
+            reason: reason.clone(),
+            mode: Enforcement::Enforce,
+            enforces: Some(id.clone()),
+        },
+    )
+    .await?;
+    let why = reason.map(|r| format!(": {r}")).unwrap_or_default();
+    state
+        .store
+        .audit(
+            &operator.actor(),
+            "enforce",
+            &id,
+            &format!(
+                "{}@{} audited; enforced by rollout {}{why}",
+                audited.channel, audited.version, rollout.id
+            ),
+        )
+        .await?;
+    Ok((StatusCode::CREATED, Json(rollout_json(&rollout, 0, None))))
 }
 
 pub async fn list(

@@ -129,6 +129,12 @@ pub struct HostStatus {
     pub installing: Option<String>,
     /// Empty when protection is fully on.
     pub degraded: Vec<Degradation>,
+    /// `audit` when the host only reports what it would deny (its flag or an audit rollout).
+    #[serde(default)]
+    pub mode: ringfence_protocol::Enforcement,
+    /// Would-deny answers in the host's last heartbeat interval (audit mode).
+    #[serde(default)]
+    pub would_deny: u64,
 }
 
 /// A rollout in the fleet summary.
@@ -160,6 +166,9 @@ pub struct FleetStatus {
     pub hosts: Vec<HostStatus>,
     /// More hosts than [`MAX_HOSTS`] exist; the rest are left out.
     pub hosts_truncated: bool,
+    /// Hosts answering in audit mode: deciding and reporting "would deny", blocking nothing.
+    #[serde(default)]
+    pub audit_mode: usize,
 }
 
 /// Hosts listed in one fleet summary: enough for a dashboard, bounded for a large fleet.
@@ -214,7 +223,23 @@ pub fn host_status(agent: &AgentRecord, now: i64, stale_after: i64) -> HostStatu
         releases,
         installing,
         degraded,
+        mode: heartbeat
+            .as_ref()
+            .map(|h| h.health.mode)
+            .unwrap_or_default(),
+        would_deny: heartbeat
+            .as_ref()
+            .map_or(0, |h| h.health.clamped().would_deny),
     }
+}
+
+/// Hosts whose last heartbeat says they answer in audit mode (for `/metrics`).
+pub fn audit_mode_count(agents: &[AgentRecord]) -> usize {
+    agents
+        .iter()
+        .filter_map(last_heartbeat)
+        .filter(|heartbeat| heartbeat.health.mode.is_audit())
+        .count()
 }
 
 /// Hosts degraded, for any reason and by reason, over every agent's last heartbeat (for
@@ -246,12 +271,13 @@ pub async fn fleet(
     let mut versions: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
     let mut degraded_by_reason: BTreeMap<DegradedReason, usize> =
         DegradedReason::ALL.iter().map(|r| (*r, 0)).collect();
-    let (mut online, mut on_lkg, mut degraded) = (0, 0, 0);
+    let (mut online, mut on_lkg, mut degraded, mut audit_mode) = (0, 0, 0, 0);
     let mut hosts = Vec::with_capacity(agents.len().min(MAX_HOSTS));
     let mut healthy_hosts = Vec::new();
     for agent in &agents {
         let host = host_status(agent, now, stale_after);
         online += usize::from(host.online);
+        audit_mode += usize::from(host.mode.is_audit());
         for release in &host.releases {
             on_lkg += usize::from(release.slot == "lkg");
             *versions
@@ -300,6 +326,7 @@ pub async fn fleet(
         degraded_by_reason,
         hosts_truncated: agents.len() > MAX_HOSTS,
         hosts,
+        audit_mode,
     }))
 }
 

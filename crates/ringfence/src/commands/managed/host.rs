@@ -4,10 +4,12 @@
 
 use ringfence_agent::Agent;
 use ringfence_engine_host::{EngineSettings, LoadedEngine, Runtime};
+use ringfence_protocol::Enforcement;
 use ringfence_protocol::api::{FailureCounts, HealthFigures, LatencyFigures, PolicyAnswers};
 use ringfence_release::LoadedRelease;
 use ringfence_uplink::{AgentHost, HostError, Spool};
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
@@ -29,6 +31,26 @@ pub(super) struct ManagedHost {
     install_cpu: Mutex<InstallCpu>,
     /// Where the failure that made a swap refuse goes: it is crash data like any other.
     spool: Arc<Spool>,
+    /// The operator's `--mode` on this host: `audit` here is never overridden by the server.
+    local_mode: Enforcement,
+    /// Where the mode the server assigned last is kept, and what was written there: a restart
+    /// must not enforce an audited release for the second before the first heartbeat answer.
+    assigned_mode: Option<(PathBuf, Mutex<Option<Enforcement>>)>,
+}
+
+/// The mode the server assigned last, in the data directory.
+pub(super) const ASSIGNED_MODE_FILE: &str = "assigned-mode";
+
+/// The mode the server assigned before the agent last stopped; `enforce` when there is none.
+/// A damaged file reads as `audit`: when unsure, block nothing until the server says.
+pub(super) fn saved_assigned_mode(data_dir: &Path) -> Enforcement {
+    match std::fs::read_to_string(data_dir.join(ASSIGNED_MODE_FILE)) {
+        Ok(text) => text.trim().parse().unwrap_or_else(|error| {
+            tracing::warn!("{ASSIGNED_MODE_FILE}: {error}; starting in audit mode");
+            Enforcement::Audit
+        }),
+        Err(_) => Enforcement::Enforce,
+    }
 }
 
 /// CPU time of installs (compiling an engine, checking it against recent events), in clock
@@ -83,6 +105,41 @@ impl ManagedHost {
             load_failures: AtomicU64::new(0),
             install_cpu: Mutex::new(InstallCpu::default()),
             spool,
+            local_mode: Enforcement::Enforce,
+            assigned_mode: None,
+        }
+    }
+
+    /// The mode the operator gave this host (`--mode`); the server can add audit to it, never
+    /// take it away.
+    pub(super) fn with_local_mode(mut self, mode: Enforcement) -> ManagedHost {
+        self.local_mode = mode;
+        self
+    }
+
+    /// Keeps the mode the server assigns in `data_dir` (see [`saved_assigned_mode`]).
+    pub(super) fn saving_assigned_mode(mut self, data_dir: &Path) -> ManagedHost {
+        let saved = saved_assigned_mode(data_dir);
+        self.assigned_mode = Some((data_dir.join(ASSIGNED_MODE_FILE), Mutex::new(Some(saved))));
+        self
+    }
+
+    /// Writes the assigned mode when it changed (temporary file and rename, so a reader never
+    /// sees half a word). A failure is logged: the next heartbeat answer sets the mode anyway.
+    fn save_assigned_mode(&self, mode: Enforcement) {
+        let Some((path, last)) = &self.assigned_mode else {
+            return;
+        };
+        let Ok(mut last) = last.lock() else { return };
+        if *last == Some(mode) {
+            return;
+        }
+        let temporary = path.with_extension("tmp");
+        match std::fs::write(&temporary, mode.as_str())
+            .and_then(|()| std::fs::rename(&temporary, path))
+        {
+            Ok(()) => *last = Some(mode),
+            Err(error) => tracing::warn!(%error, "could not keep the assigned mode"),
         }
     }
 
@@ -263,6 +320,13 @@ impl AgentHost for ManagedHost {
         Ok(())
     }
 
+    fn assign_enforcement(&self, assigned: Enforcement) {
+        self.save_assigned_mode(assigned);
+        if let Some(agent) = self.agent.get() {
+            agent.set_enforcement(self.local_mode.either_audits(assigned));
+        }
+    }
+
     fn health(&self) -> HealthFigures {
         let Some(agent) = self.agent.get() else {
             return HealthFigures::default();
@@ -293,6 +357,8 @@ impl AgentHost for ManagedHost {
             events: delta(now.events, before.events),
             permission_events: decided,
             denies,
+            would_deny: delta(now.would_deny, before.would_deny),
+            mode: agent.enforcement(),
             deny_rate: if decided == 0 {
                 0.0
             } else {
@@ -430,7 +496,7 @@ mod tests {
     fn health_figures_are_measured_not_zero() {
         let runtime = Runtime::new().expect("runtime");
         let ok = faulty(&runtime, "ok");
-        let (host, _agent) = host_serving(&runtime, &ok);
+        let (host, agent) = host_serving(&runtime, &ok);
         host.disable("detection").expect("disable");
         let figures = host.health();
         assert_eq!(figures.permission_events, 5, "{figures:?}");
@@ -444,9 +510,50 @@ mod tests {
         assert_eq!(figures.disabled, vec!["detection".to_owned()]);
         assert!(figures.quarantined.is_empty());
         assert!(figures.rss_bytes > 0);
-        // The next interval starts empty.
+        assert_eq!(figures.mode, ringfence_protocol::Enforcement::Enforce);
+        assert_eq!(figures.would_deny, 0);
+        // The next interval starts empty, and says the mode the agent answers in now.
+        agent.set_enforcement(ringfence_protocol::Enforcement::Audit);
         let next = host.health();
         assert_eq!(next.permission_events, 0, "{next:?}");
         assert_eq!(next.latency.max_us, 0.0, "{next:?}");
+        assert_eq!(next.mode, ringfence_protocol::Enforcement::Audit);
+    }
+
+    #[test]
+    fn the_server_can_add_audit_but_never_take_a_local_audit_away() {
+        let runtime = Runtime::new().expect("runtime");
+        let ok = faulty(&runtime, "ok");
+        let (host, agent) = host_serving(&runtime, &ok);
+        host.assign_enforcement(Enforcement::Audit);
+        assert_eq!(agent.enforcement(), Enforcement::Audit);
+        host.assign_enforcement(Enforcement::Enforce);
+        assert_eq!(agent.enforcement(), Enforcement::Enforce);
+
+        let (host, agent) = host_serving(&runtime, &ok);
+        let host = host.with_local_mode(Enforcement::Audit);
+        agent.set_enforcement(Enforcement::Audit);
+        host.assign_enforcement(Enforcement::Enforce);
+        assert_eq!(agent.enforcement(), Enforcement::Audit, "local audit stays");
+    }
+
+    #[test]
+    fn the_assigned_mode_outlives_a_restart() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert_eq!(saved_assigned_mode(dir.path()), Enforcement::Enforce);
+        let runtime = Runtime::new().expect("runtime");
+        let ok = faulty(&runtime, "ok");
+        let (host, _agent) = host_serving(&runtime, &ok);
+        let host = host.saving_assigned_mode(dir.path());
+        host.assign_enforcement(Enforcement::Audit);
+        assert_eq!(saved_assigned_mode(dir.path()), Enforcement::Audit);
+        host.assign_enforcement(Enforcement::Enforce);
+        assert_eq!(saved_assigned_mode(dir.path()), Enforcement::Enforce);
+        std::fs::write(dir.path().join(ASSIGNED_MODE_FILE), "lenient").expect("write");
+        assert_eq!(
+            saved_assigned_mode(dir.path()),
+            Enforcement::Audit,
+            "unsure: block nothing until the server says"
+        );
     }
 }

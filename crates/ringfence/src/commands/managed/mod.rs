@@ -224,12 +224,16 @@ pub fn run(
 
     // The compile of each channel's engine is over; its scratch memory goes back.
     ringfence_sensor::sys::release_free_heap();
-    let host = Arc::new(ManagedHost::new(
-        runtime,
-        engines.clone(),
-        started,
-        Arc::clone(&spool),
-    ));
+    let host = Arc::new(
+        ManagedHost::new(runtime, engines.clone(), started, Arc::clone(&spool))
+            .with_local_mode(config.enforcement)
+            .saving_assigned_mode(data_dir),
+    );
+    // Until the first heartbeat answer, the mode the server assigned before the restart: an
+    // audited release must not be enforced for that second.
+    config.enforcement = config
+        .enforcement
+        .either_audits(host::saved_assigned_mode(data_dir));
     let agent = Arc::new(Agent::start_with(
         config,
         engines.into_values().collect(),
@@ -277,8 +281,9 @@ pub fn run(
         guard.ready();
     }
     eprintln!(
-        "ringfence agent: ready, managed by {server} as {}{}",
+        "ringfence agent: ready, managed by {server} as {}, mode {}{}",
         identity.agent_id,
+        agent.enforcement(),
         if upgraded { ", upgraded in place" } else { "" }
     );
     let upgrading = loop {
@@ -325,10 +330,15 @@ pub fn run(
             error.context("self-upgrade failed; exiting for the guard to restart the agent")
         );
     }
+    let mode = agent.enforcement();
     let final_stats = match Arc::try_unwrap(agent) {
         Ok(agent) => agent.shutdown(),
         Err(agent) => agent.stats(),
     };
+    eprintln!(
+        "ringfence agent: stopped (mode {mode}): {} allowed, {} denied, {} would deny",
+        final_stats.allowed, final_stats.denied, final_stats.would_deny
+    );
     if let Some(path) = &args.stats_out {
         write_stats(
             path,
@@ -364,6 +374,7 @@ fn write_stats(
         "events": stats.events,
         "allowed": stats.allowed,
         "denied": stats.denied,
+        "would_deny": stats.would_deny,
         "engine_failures": stats.engine_failures,
         "deadline_answers": stats.deadline_answers,
     });

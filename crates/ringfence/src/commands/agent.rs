@@ -372,9 +372,43 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
         writeln!(err)?;
     } else {
         eprintln!(
-            "ringfence agent: stopped (mode {mode}, {} would deny): {stats:?}",
-            stats.would_deny
+            "ringfence agent: stopped (mode {mode}): {}",
+            in_words(&stats)
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The exit summary a person reads: what was decided and how, not a struct dump
+/// (`--stats-json` gives every counter).
+fn in_words(stats: &ringfence_agent::StatsSnapshot) -> String {
+    let mut parts = vec![format!(
+        "{} permission event{}: {} allowed, {} denied",
+        stats.permission_events,
+        if stats.permission_events == 1 {
+            ""
+        } else {
+            "s"
+        },
+        stats.allowed,
+        stats.denied
+    )];
+    let by_policy = stats.deadline_answers + stats.queue_full + stats.failure_answers;
+    for (count, what) in [
+        (stats.would_deny, "would have been denied (audit mode)"),
+        (stats.cache_hits, "answered from the decision cache"),
+        (stats.muted, "muted"),
+        (
+            by_policy,
+            "answered by policy (deadline, full queue or a failed engine)",
+        ),
+        (stats.engine_failures, "engine calls failed"),
+        (stats.alerts, "alerts written"),
+        (stats.overflows, "kernel queue overflows"),
+    ] {
+        if count > 0 {
+            parts.push(format!("{count} {what}"));
+        }
+    }
+    parts.join("; ")
 }

@@ -133,9 +133,14 @@ pub(crate) async fn fleet(h: &Harness) -> Fleet {
         ("1.0.0", "current"),
         ("2.0.0", "lkg"),
     ]) {
-        let beat = json!({"agent_version": "1.0.0",
+        let mut beat = json!({"agent_version": "1.0.0",
                "releases": [{"channel": "allow", "current": current, "lkg": "1.0.0", "running": running}],
                "health": {"permission_events": 1000, "latency": {"p99_us": 300.0}, "cpu_pct": 1.0, "rss_bytes": 20_000_000u64}});
+        // The host still on 1.0.0 runs in audit mode: it blocks nothing and says what it would.
+        if current == "1.0.0" {
+            beat["health"]["mode"] = json!("audit");
+            beat["health"]["would_deny"] = json!(7);
+        }
         heartbeat(h, &agent, beat.clone()).await;
         beats.push((agent, beat));
     }

@@ -202,6 +202,16 @@ async fn an_operator_filters_hosts_opens_one_and_pauses_a_rollout_in_a_real_brow
     )
     .await;
 
+    // A host in audit mode is never shown as plain protection, and the fleet counts it.
+    let audit = text_of(
+        &client,
+        "document.querySelector('#host-table tr[data-host=\"web-3\"] [data-mode=audit]').innerText",
+    )
+    .await;
+    assert_eq!(audit.to_lowercase(), "audit mode · 7 would deny");
+    let in_audit = text_of(&client, "document.getElementById('fleet-audit').innerText").await;
+    assert!(in_audit.starts_with('1'), "{in_audit}");
+
     // Filters: degraded hosts only; then a release; then a state; then when last seen.
     let select = |id: &'static str, value: &'static str| {
         let client = client.clone();

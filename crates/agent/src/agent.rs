@@ -127,7 +127,7 @@ impl Agent {
             );
         }
         // One handoff slot per worker plus the notification thread (index `workers`).
-        let slot = EngineSlot::with_threads(engines, config.workers + 1);
+        let slot = EngineSlot::audited(engines, config.workers + 1, config.audited_engines.clone());
         // Build every worker's engines before the first event: a worker that cannot
         // instantiate must fail the start, not the first exec.
         let mut worker_engines = Vec::new();

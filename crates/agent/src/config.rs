@@ -5,6 +5,7 @@ use crate::mute::MuteSet;
 use ringfence_hardening::EngineConfinement;
 use ringfence_protocol::{Enforcement, Event};
 use ringfence_sensor::FanotifyConfig;
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,6 +49,9 @@ pub struct AgentConfig {
     /// (`Audit`); switchable while the agent runs with [`crate::Agent::set_enforcement`].
     /// Self-protection of the agent's own files is enforced in either mode.
     pub enforcement: Enforcement,
+    /// Engines (by name) whose verdicts are audited from the first event on, while the others
+    /// enforce (a channel in an audit rollout); see [`crate::Agent::set_audited_engines`].
+    pub audited_engines: BTreeSet<String>,
 }
 
 impl Default for AgentConfig {
@@ -68,6 +72,7 @@ impl Default for AgentConfig {
             engine_threads: None,
             protect: Vec::new(),
             enforcement: Enforcement::Enforce,
+            audited_engines: BTreeSet::new(),
         }
     }
 }

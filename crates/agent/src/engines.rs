@@ -91,15 +91,25 @@ impl EngineSlot {
 
     /// A slot whose swaps can hand pre-built workers to `threads` threads.
     pub fn with_threads(engines: Vec<Arc<LoadedEngine>>, threads: usize) -> EngineSlot {
+        EngineSlot::audited(engines, threads, BTreeSet::new())
+    }
+
+    /// Like [`EngineSlot::with_threads`], auditing the engines named in `audited` from the
+    /// first event on.
+    pub fn audited(
+        engines: Vec<Arc<LoadedEngine>>,
+        threads: usize,
+        audited: BTreeSet<String>,
+    ) -> EngineSlot {
         EngineSlot {
             current: RwLock::new(Arc::new(EngineSet {
                 generation: 1,
-                audited: vec![false; engines.len()],
+                audited: engines.iter().map(|e| audited.contains(e.name())).collect(),
                 engines,
                 handoffs: Vec::new(),
             })),
             serving: (0..threads).map(|_| AtomicU64::new(1)).collect(),
-            audited: Mutex::new(BTreeSet::new()),
+            audited: Mutex::new(audited),
         }
     }
 

@@ -140,8 +140,12 @@ pub struct HealthFigures {
     /// Permission events a verdict would have denied but audit mode allowed, over the
     /// interval (counted in `permission_events`, never in `denies`).
     pub would_deny: u64,
-    /// The mode the agent answers in now: `audit` when its flag or an assignment says so.
+    /// The mode the agent answers in now: `audit` when its flag says so or any channel is
+    /// audited.
     pub mode: crate::Enforcement,
+    /// Channels whose engines are audited now (an audit rollout or plan): their denies are
+    /// reported as "would deny" and allowed. Every channel when the agent's flag says audit.
+    pub audited: Vec<String>,
     /// Verdict latency p99 over the interval, µs (the same as `latency.p99_us`; kept for
     /// older servers).
     pub p99_us: f64,
@@ -230,6 +234,7 @@ impl HealthFigures {
             deny_rate: real(self.deny_rate, 1.0),
             would_deny: count(self.would_deny),
             mode: self.mode,
+            audited: names(&self.audited),
             p99_us: real(self.p99_us, MAX_LATENCY_US),
             latency,
             engine_failures: count(self.engine_failures),

@@ -5,7 +5,8 @@
 //! of a Sigma release with 100 rules onto a fleet with no engines must complete (its gates have
 //! no baseline to compare with and must use absolute budgets instead). And two ways a good
 //! release meets a hard fleet: hosts starved of CPU must not blame (and quarantine) its engine,
-//! and a host switched off for good must not hold the rollout once it is decommissioned.
+//! and a host switched off for good must not hold the rollout once it is decommissioned. And a
+//! release that denies everything, rolled out in audit mode, blocks nothing and still halts.
 
 use ringfence_demo::faults::{Fault, FaultFleet, FaultFleetOptions};
 use std::path::PathBuf;
@@ -212,4 +213,76 @@ fn failure_reports(fleet: &FaultFleet) -> Vec<String> {
         .iter()
         .map(|report| report["body"].to_string())
         .collect()
+}
+
+/// Audit mode in a real fleet: a release that denies every exec, rolled out in audit mode,
+/// blocks nothing on the hosts (they answer allow and report would-deny) and is halted by the
+/// would_deny_rate gate in the first ring, with every host back on the good release.
+#[test]
+fn a_deny_everything_release_in_audit_mode_blocks_nothing_and_halts_on_would_deny_rate() {
+    let _serial = one_fleet_at_a_time();
+    let fleet = FaultFleet::start(options()).expect("a fleet on the good release");
+    let (engine, content) = Fault::DenyAll.release();
+    fleet
+        .control
+        .publish("1.1.0", engine, content, "denies every exec", true)
+        .expect("publish")
+        .expect("published with preflight skipped");
+    let rollout = fleet
+        .control
+        .post(
+            "rollout",
+            "/api/v1/rollouts",
+            &serde_json::json!({"channel": "detection", "version": "1.1.0",
+                                "rings": "1,10,50,100", "bake_s": 15.0, "mode": "audit"}),
+        )
+        .expect("start the audit rollout");
+    assert_eq!(rollout["mode"], "audit", "{rollout}");
+    let id = rollout["id"].as_str().expect("rollout id");
+    let done = fleet
+        .follow(id, Duration::from_secs(240))
+        .expect("the rollout ends");
+    assert_eq!(done["phase"], "rolled_back", "{}", done["reason"]);
+    assert_eq!(
+        done["ring"], 0,
+        "halted in the first ring: {}",
+        done["reason"]
+    );
+    let failed: Vec<&str> = done["gates"]
+        .as_array()
+        .expect("gates")
+        .iter()
+        .filter(|g| g["passed"] == false)
+        .filter_map(|g| g["gate"].as_str())
+        .collect();
+    assert!(
+        failed.contains(&"would_deny_rate"),
+        "{failed:?}: {}",
+        done["reason"]
+    );
+    assert!(
+        !failed.contains(&"deny_rate"),
+        "audit mode denies nothing: {failed:?}"
+    );
+    // What the ring's hosts on the release said: nothing denied, every exec a would-deny
+    // (a release that would deny half of everything halts on two canaries, like a deny).
+    let ring = &done["ring_health"];
+    assert_eq!(ring["deny_rate"].as_f64(), Some(0.0), "{done}");
+    assert!(
+        ring["would_deny_per_1k"]
+            .as_f64()
+            .is_some_and(|v| v > 500.0),
+        "{done}"
+    );
+    fleet
+        .wait(
+            "every host back on the good release",
+            Duration::from_secs(120),
+            |c| {
+                Ok(c.versions()?
+                    .values()
+                    .all(|v| v.as_deref() == Some("1.0.0")))
+            },
+        )
+        .expect("every host back");
 }

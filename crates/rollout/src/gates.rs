@@ -538,8 +538,15 @@ pub fn evaluate_gates(
         // A release that newly denies at least half of what the fleet allowed is a logical
         // failure as fatal as a crash (a rule that denies /bin/sh): evidence, like quarantine,
         // that one or two canaries may show, not a statistic waiting for three agents.
-        let blatant_denial =
-            result.gate == "deny_rate" && result.value - base_blocked >= BLATANT_DENY_INCREASE;
+        // The same for what an audit release would deny: it blocks nothing yet, but it would
+        // break the hosts the moment it were enforced.
+        let blatant_denial = match result.gate.as_str() {
+            "deny_rate" => result.value - base_blocked >= BLATANT_DENY_INCREASE,
+            "would_deny_rate" => {
+                result.value - base.blocked_per_1k() >= BLATANT_DENY_INCREASE * 1000.0
+            }
+            _ => false,
+        };
         if !enough && !result.passed && !blatant_denial {
             // One or two agents' figures are claims nobody corroborates: shown, not acted on.
             result.passed = true;

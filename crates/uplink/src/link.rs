@@ -26,7 +26,7 @@ use ringfence_release::{
     verify,
 };
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, mpsc};
@@ -49,27 +49,32 @@ pub trait AgentHost: Send + Sync + 'static {
     /// Health figures since the previous call. The uplink adds what it owns: the spool's
     /// figures and the release being installed.
     fn health(&self) -> HealthFigures;
-    /// The mode the server's assignments ask for (`audit` while any assigned release is in
-    /// an audit rollout). A host whose operator asked for `audit` locally stays in audit
-    /// whatever this says; a host that cannot switch ignores it.
-    fn assign_enforcement(&self, _mode: Enforcement) {}
+    /// The channels the server wants audited (an audit rollout's assignment, an audit plan):
+    /// their engines' denies are reported as "would deny" and allowed, while the other
+    /// channels' engines enforce. A host whose operator asked for `audit` locally stays in
+    /// audit whatever this says; a host that cannot audit ignores it.
+    fn assign_audited_channels(&self, _channels: &BTreeSet<String>) {}
 }
 
-/// The mode the assignments ask for. Audit starts at once; leaving it waits until every
-/// assigned release runs, because a halted audit rollout assigns the previous release in
-/// enforce mode while the audited one (which may deny far too much) still runs here.
-fn assigned_enforcement(
+/// The channels the assignments and plans want audited. Audit starts at once; leaving it waits
+/// until the channel runs its assigned release, because a halted audit rollout assigns the
+/// previous release in enforce mode while the audited one (which may deny far too much) still
+/// runs here.
+fn audited_channels(
     assignments: &[Assignment],
-    auditing: bool,
+    plans: &[Remediation],
+    auditing: &BTreeSet<String>,
     runs: impl Fn(&Assignment) -> bool,
-) -> Enforcement {
-    let audit = assignments.iter().any(|a| a.mode.is_audit());
-    let pending = assignments.iter().any(|a| !runs(a));
-    if audit || (auditing && pending) {
-        Enforcement::Audit
-    } else {
-        Enforcement::Enforce
-    }
+) -> BTreeSet<String> {
+    let assigned = assignments
+        .iter()
+        .filter(|a| a.mode.is_audit() || (auditing.contains(&a.channel) && !runs(a)))
+        .map(|a| a.channel.clone());
+    let planned = plans
+        .iter()
+        .filter(|p| p.action == "audit")
+        .map(|p| p.channel.clone());
+    assigned.chain(planned).collect()
 }
 
 /// Why the agent did not start a release (or stop a channel); the previous engines keep
@@ -353,8 +358,8 @@ struct Worker<H: AgentHost> {
     renewal: RenewalBackoff,
     /// The install in progress; one at a time, the rest wait for a later heartbeat.
     job: Option<InstallJob>,
-    /// The assignments asked for audit mode at the last heartbeat answered.
-    assigned_audit: bool,
+    /// The channels audited at the last heartbeat answered.
+    audited: BTreeSet<String>,
 }
 
 impl<H: AgentHost> Worker<H> {
@@ -529,7 +534,7 @@ impl<H: AgentHost> Worker<H> {
                             bundle_sha256: bundle.clone(),
                             rollout_id: None,
                             rollback_directive: plan.rollback_directive.clone(),
-                            mode: ringfence_protocol::Enforcement::Enforce,
+                            mode: Enforcement::Enforce,
                         };
                         self.remediated.insert(plan.id.clone());
                         self.start_install(assignment, Origin::Plan(plan.clone()));
@@ -659,18 +664,14 @@ impl<H: AgentHost> Worker<H> {
             Ok(response) => {
                 self.remediate(&response.remediations);
                 self.follow(&response.assignments);
-                // An audit plan for this host audits it while the plan stands.
-                let planned = response.remediations.iter().any(|p| p.action == "audit");
-                let mode = assigned_enforcement(&response.assignments, self.assigned_audit, |a| {
-                    self.is_current(&a.channel, &a.version)
-                })
-                .either_audits(if planned {
-                    Enforcement::Audit
-                } else {
-                    Enforcement::Enforce
-                });
-                self.assigned_audit = mode.is_audit();
-                self.host.assign_enforcement(mode);
+                let audited = audited_channels(
+                    &response.assignments,
+                    &response.remediations,
+                    &self.audited,
+                    |a| self.is_current(&a.channel, &a.version),
+                );
+                self.host.assign_audited_channels(&audited);
+                self.audited = audited;
                 self.renew_certificate();
                 Some(Duration::from_secs(response.interval_s.max(1)))
             }
@@ -837,7 +838,7 @@ impl Link {
             remediated: std::collections::HashSet::new(),
             renewal: RenewalBackoff::default(),
             job: None,
-            assigned_audit: false,
+            audited: BTreeSet::new(),
         };
         let flag = Arc::clone(&stop);
         let thread = std::thread::Builder::new()
@@ -943,7 +944,7 @@ mod tests {
             remediated: std::collections::HashSet::new(),
             renewal: RenewalBackoff::default(),
             job: None,
-            assigned_audit: false,
+            audited: BTreeSet::new(),
         }
     }
 
@@ -1060,40 +1061,51 @@ mod tests {
     }
 
     #[test]
-    fn audit_starts_at_once_and_ends_only_once_the_assigned_releases_run() {
-        let assignment = |version: &str, mode: Enforcement| Assignment {
-            channel: "detection".into(),
+    fn audit_starts_at_once_and_ends_only_once_the_assigned_release_runs() {
+        let assignment = |channel: &str, version: &str, mode: Enforcement| Assignment {
+            channel: channel.into(),
             version: version.into(),
             bundle_sha256: String::new(),
             rollout_id: None,
             rollback_directive: None,
             mode,
         };
-        let audit = [assignment("2.0.0", Enforcement::Audit)];
-        let back = [assignment("1.0.0", Enforcement::Enforce)];
-        // Assigned in audit: audit now, installed or not.
+        let set = |names: &[&str]| {
+            names
+                .iter()
+                .map(|n| (*n).to_owned())
+                .collect::<BTreeSet<_>>()
+        };
+        let audit = [
+            assignment("detection", "2.0.0", Enforcement::Audit),
+            assignment("allowlist", "1.0.0", Enforcement::Enforce),
+        ];
+        // Assigned in audit: that channel audits now, installed or not; the other enforces.
         assert_eq!(
-            assigned_enforcement(&audit, false, |_| false),
-            Enforcement::Audit
+            audited_channels(&audit, &[], &set(&[]), |_| false),
+            set(&["detection"])
         );
         // Halted: the previous release comes back in enforce mode, but until it runs the
         // audited one still runs here and must not start blocking.
+        let back = [assignment("detection", "1.0.0", Enforcement::Enforce)];
+        let auditing = set(&["detection"]);
+        assert_eq!(audited_channels(&back, &[], &auditing, |_| false), auditing);
+        assert_eq!(audited_channels(&back, &[], &auditing, |_| true), set(&[]));
+        // A channel that was enforcing keeps enforcing while it installs an enforced release.
+        assert_eq!(audited_channels(&back, &[], &set(&[]), |_| false), set(&[]));
+        // An audit plan audits its channel, assignment or not.
+        let plan = Remediation {
+            id: "rm-1".into(),
+            channel: "allowlist".into(),
+            action: "audit".into(),
+            version: None,
+            bundle_sha256: None,
+            reason: "watch".into(),
+            rollback_directive: None,
+        };
         assert_eq!(
-            assigned_enforcement(&back, true, |_| false),
-            Enforcement::Audit
-        );
-        assert_eq!(
-            assigned_enforcement(&back, true, |_| true),
-            Enforcement::Enforce
-        );
-        // A host that was enforcing keeps enforcing while it installs an enforced release.
-        assert_eq!(
-            assigned_enforcement(&back, false, |_| false),
-            Enforcement::Enforce
-        );
-        assert_eq!(
-            assigned_enforcement(&[], true, |_| true),
-            Enforcement::Enforce
+            audited_channels(&back, &[plan], &set(&[]), |_| true),
+            set(&["allowlist"])
         );
     }
 

@@ -4,8 +4,8 @@
 //! audit at an audit rollout's or plan's word and enforce again when it is enforced or retired.
 
 use ringfence_bundled_engines as bundled;
+use ringfence_protocol::FailurePolicy;
 use ringfence_protocol::api::{EnrollRequest, HealthFigures};
-use ringfence_protocol::{Enforcement, FailurePolicy};
 use ringfence_release::{
     Bundle, Component, LoadedRelease, MANIFEST_FORMAT, Manifest, ReleaseKey, SlotStore, Version,
 };
@@ -15,6 +15,7 @@ use ringfence_uplink::{
     AgentHost, AgentKey, CaCert, HostError, Identity, Link, LinkConfig, ServerClient, Spool,
 };
 use serde_json::{Value, json};
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -32,13 +33,15 @@ struct RecordingHost {
     beats: std::sync::atomic::AtomicU64,
     /// Activations begun so far.
     activating: std::sync::atomic::AtomicU64,
-    /// The mode the assignments asked for at the last heartbeat answered.
-    mode: Mutex<Option<Enforcement>>,
+    /// The channels the server wanted audited at the last heartbeat answered.
+    audited: Mutex<Option<BTreeSet<String>>>,
 }
 
 impl RecordingHost {
-    fn mode(&self) -> Option<Enforcement> {
-        *self.mode.lock().expect("lock")
+    /// True once the last heartbeat answer audited exactly `channels`.
+    fn audits(&self, channels: &[&str]) -> bool {
+        let wanted: BTreeSet<String> = channels.iter().map(|c| (*c).to_owned()).collect();
+        self.audited.lock().expect("lock").as_ref() == Some(&wanted)
     }
 }
 
@@ -74,8 +77,8 @@ impl AgentHost for RecordingHost {
         Ok(())
     }
 
-    fn assign_enforcement(&self, mode: Enforcement) {
-        *self.mode.lock().expect("lock") = Some(mode);
+    fn assign_audited_channels(&self, channels: &BTreeSet<String>) {
+        *self.audited.lock().expect("lock") = Some(channels.clone());
     }
 
     fn health(&self) -> HealthFigures {
@@ -826,7 +829,7 @@ fn an_audit_rollout_and_an_audit_plan_put_the_host_in_audit_until_enforced_or_re
         .expect("audit rollout");
     let audit = audit["id"].as_str().expect("id").to_owned();
     wait_for("installed in audit mode", Duration::from_secs(20), || {
-        agent.current().as_deref() == Some("1.0.0") && agent.host.mode() == Some(Enforcement::Audit)
+        agent.current().as_deref() == Some("1.0.0") && agent.host.audits(&["detection"])
     });
     wait_for("audit rollout complete", Duration::from_secs(20), || {
         server.rollout(&audit)["phase"] == "completed"
@@ -843,7 +846,7 @@ fn an_audit_rollout_and_an_audit_plan_put_the_host_in_audit_until_enforced_or_re
     wait_for(
         "enforcing the same release",
         Duration::from_secs(20),
-        || agent.host.mode() == Some(Enforcement::Enforce),
+        || agent.host.audits(&[]),
     );
     assert_eq!(
         agent.host.activated.lock().expect("lock").len(),
@@ -861,7 +864,7 @@ fn an_audit_rollout_and_an_audit_plan_put_the_host_in_audit_until_enforced_or_re
         )
         .expect("audit plan");
     wait_for("audit by plan", Duration::from_secs(20), || {
-        agent.host.mode() == Some(Enforcement::Audit)
+        agent.host.audits(&["detection"])
     });
     let id = plan["id"].as_str().expect("plan id");
     let _: Value = server
@@ -873,6 +876,6 @@ fn an_audit_rollout_and_an_audit_plan_put_the_host_in_audit_until_enforced_or_re
         )
         .expect("retire");
     wait_for("enforcing again", Duration::from_secs(20), || {
-        agent.host.mode() == Some(Enforcement::Enforce)
+        agent.host.audits(&[])
     });
 }

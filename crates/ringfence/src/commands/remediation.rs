@@ -28,7 +28,7 @@ pub enum RemediationCommand {
         channel: String,
         /// `pin` (run --version, ignore rollouts), `disable` (run no engine on the channel) or
         /// `audit` (follow rollouts, but decide and report "would deny" without blocking: the
-        /// whole host audits while the plan stands).
+        /// channel's engine audits while the plan stands).
         #[arg(long, value_parser = ["pin", "disable", "audit"])]
         action: String,
         /// The release to pin (with `--action pin`).

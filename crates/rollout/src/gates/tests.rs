@@ -396,7 +396,7 @@ fn an_audit_release_that_would_deny_about_what_the_fleet_denies_passes() {
 }
 
 #[test]
-fn one_or_two_auditing_agents_cannot_halt_alone_and_a_claim_is_bounded() {
+fn two_auditing_agents_halt_only_a_release_that_would_deny_half_and_a_claim_is_bounded() {
     let baseline = sum(&healthy(5, "1"), None, 1_000, 0);
     let mut ring = auditing(2, "2", 1_000);
     ring[0].would_deny = u64::MAX;
@@ -406,8 +406,20 @@ fn one_or_two_auditing_agents_cannot_halt_alone_and_a_claim_is_bounded() {
         &sum(&ring, Some("2"), 1_000, 0),
     );
     let gate = find(&results, "would_deny_rate");
-    assert!(gate.passed, "statistics wait for three agents: {gate:?}");
+    assert!(
+        !gate.passed,
+        "a release that would deny everything is evidence: {gate:?}"
+    );
     assert!(gate.value <= 1_000.0, "{gate:?}");
+    // A smaller rise from two agents is a claim nobody corroborates yet.
+    let two = auditing(2, "2", 100);
+    let results = evaluate_gates(
+        &GateSpec::default(),
+        &baseline,
+        &sum(&two, Some("2"), 1_000, 0),
+    );
+    let gate = find(&results, "would_deny_rate");
+    assert!(gate.passed, "statistics wait for three agents: {gate:?}");
 }
 
 #[test]

@@ -31,26 +31,51 @@ pub(super) struct ManagedHost {
     install_cpu: Mutex<InstallCpu>,
     /// Where the failure that made a swap refuse goes: it is crash data like any other.
     spool: Arc<Spool>,
-    /// The operator's `--mode` on this host: `audit` here is never overridden by the server.
-    local_mode: Enforcement,
-    /// Where the mode the server assigned last is kept, and what was written there: a restart
-    /// must not enforce an audited release for the second before the first heartbeat answer.
-    assigned_mode: Option<(PathBuf, Mutex<Option<Enforcement>>)>,
+    /// Channels the server wants audited now (an audit rollout or plan); their engines' denies
+    /// are allowed and reported as would-deny. The agent's own `--mode audit` is separate and
+    /// host-wide, and the server never changes it.
+    audited: Mutex<BTreeSet<String>>,
+    /// Where the audited channels are kept: a restart must not enforce an audited release for
+    /// the second before the first heartbeat answer.
+    audited_file: Option<PathBuf>,
 }
 
-/// The mode the server assigned last, in the data directory.
-pub(super) const ASSIGNED_MODE_FILE: &str = "assigned-mode";
+/// The channels the server wanted audited last, one per line, in the data directory.
+pub(super) const AUDITED_CHANNELS_FILE: &str = "audited-channels";
 
-/// The mode the server assigned before the agent last stopped; `enforce` when there is none.
-/// A damaged file reads as `audit`: when unsure, block nothing until the server says.
-pub(super) fn saved_assigned_mode(data_dir: &Path) -> Enforcement {
-    match std::fs::read_to_string(data_dir.join(ASSIGNED_MODE_FILE)) {
-        Ok(text) => text.trim().parse().unwrap_or_else(|error| {
-            tracing::warn!("{ASSIGNED_MODE_FILE}: {error}; starting in audit mode");
-            Enforcement::Audit
-        }),
-        Err(_) => Enforcement::Enforce,
+/// The channels the server wanted audited before the agent last stopped (none without the
+/// file); `None` when the file cannot be read as text: then, unsure, audit everything until
+/// the server says.
+pub(super) fn saved_audited_channels(data_dir: &Path) -> Option<BTreeSet<String>> {
+    match std::fs::read(data_dir.join(AUDITED_CHANNELS_FILE)) {
+        Ok(bytes) => match String::from_utf8(bytes) {
+            Ok(text) => Some(
+                text.lines()
+                    .map(str::trim)
+                    .filter(|line| !line.is_empty())
+                    .map(str::to_owned)
+                    .collect(),
+            ),
+            Err(_) => {
+                tracing::warn!("{AUDITED_CHANNELS_FILE} is damaged; auditing every channel");
+                None
+            }
+        },
+        Err(_) => Some(BTreeSet::new()),
     }
+}
+
+/// The engine names of the audited channels in an engine table: the agent tells engines apart
+/// by name, so two channels running one engine name are audited together.
+pub(super) fn audited_engines(
+    engines: &BTreeMap<String, Arc<LoadedEngine>>,
+    channels: &BTreeSet<String>,
+) -> BTreeSet<String> {
+    engines
+        .iter()
+        .filter(|(channel, _)| channels.contains(*channel))
+        .map(|(_, engine)| engine.name().to_owned())
+        .collect()
 }
 
 /// CPU time of installs (compiling an engine, checking it against recent events), in clock
@@ -105,41 +130,44 @@ impl ManagedHost {
             load_failures: AtomicU64::new(0),
             install_cpu: Mutex::new(InstallCpu::default()),
             spool,
-            local_mode: Enforcement::Enforce,
-            assigned_mode: None,
+            audited: Mutex::new(BTreeSet::new()),
+            audited_file: None,
         }
     }
 
-    /// The mode the operator gave this host (`--mode`); the server can add audit to it, never
-    /// take it away.
-    pub(super) fn with_local_mode(mut self, mode: Enforcement) -> ManagedHost {
-        self.local_mode = mode;
+    /// Keeps the audited channels in `data_dir` (see [`saved_audited_channels`]), starting
+    /// from the ones kept there.
+    pub(super) fn saving_audited_channels(mut self, data_dir: &Path) -> ManagedHost {
+        if let Ok(mut audited) = self.audited.lock() {
+            *audited = saved_audited_channels(data_dir).unwrap_or_default();
+        }
+        self.audited_file = Some(data_dir.join(AUDITED_CHANNELS_FILE));
         self
     }
 
-    /// Keeps the mode the server assigns in `data_dir` (see [`saved_assigned_mode`]).
-    pub(super) fn saving_assigned_mode(mut self, data_dir: &Path) -> ManagedHost {
-        let saved = saved_assigned_mode(data_dir);
-        self.assigned_mode = Some((data_dir.join(ASSIGNED_MODE_FILE), Mutex::new(Some(saved))));
-        self
-    }
-
-    /// Writes the assigned mode when it changed (temporary file and rename, so a reader never
-    /// sees half a word). A failure is logged: the next heartbeat answer sets the mode anyway.
-    fn save_assigned_mode(&self, mode: Enforcement) {
-        let Some((path, last)) = &self.assigned_mode else {
+    /// Writes the audited channels (temporary file and rename, so a reader never sees half a
+    /// list). A failure is logged: the next heartbeat answer says them again.
+    fn save_audited(&self, channels: &BTreeSet<String>) {
+        let Some(path) = &self.audited_file else {
             return;
         };
-        let Ok(mut last) = last.lock() else { return };
-        if *last == Some(mode) {
-            return;
-        }
+        let text: String = channels.iter().map(|c| format!("{c}\n")).collect();
         let temporary = path.with_extension("tmp");
-        match std::fs::write(&temporary, mode.as_str())
-            .and_then(|()| std::fs::rename(&temporary, path))
+        if let Err(error) =
+            std::fs::write(&temporary, text).and_then(|()| std::fs::rename(&temporary, path))
         {
-            Ok(()) => *last = Some(mode),
-            Err(error) => tracing::warn!(%error, "could not keep the assigned mode"),
+            tracing::warn!(%error, "could not keep the audited channels");
+        }
+    }
+
+    /// Tells the agent which engines of `table` to audit, before `table` serves.
+    fn audit_engines_of(&self, table: &BTreeMap<String, Arc<LoadedEngine>>) {
+        let Some(agent) = self.agent.get() else {
+            return;
+        };
+        let channels = self.audited.lock().map(|a| a.clone()).unwrap_or_default();
+        if let Err(error) = agent.set_audited_engines(audited_engines(table, &channels)) {
+            tracing::error!(%error, "could not change which engines are audited");
         }
     }
 
@@ -211,6 +239,9 @@ impl ManagedHost {
         engines: &mut BTreeMap<String, Arc<LoadedEngine>>,
         next: BTreeMap<String, Arc<LoadedEngine>>,
     ) -> Result<(), HostError> {
+        // The new table's audited engines are named before it serves: a release installed for
+        // an audited channel never enforces, not even for its first event.
+        self.audit_engines_of(&next);
         if let Some(agent) = self.agent.get() {
             agent
                 .swap_engines_checked(next.values().cloned().collect(), &agent.recent_events())
@@ -320,10 +351,20 @@ impl AgentHost for ManagedHost {
         Ok(())
     }
 
-    fn assign_enforcement(&self, assigned: Enforcement) {
-        self.save_assigned_mode(assigned);
-        if let Some(agent) = self.agent.get() {
-            agent.set_enforcement(self.local_mode.either_audits(assigned));
+    fn assign_audited_channels(&self, channels: &BTreeSet<String>) {
+        let changed = match self.audited.lock() {
+            Ok(mut audited) if *audited != *channels => {
+                *audited = channels.clone();
+                true
+            }
+            _ => false,
+        };
+        if changed {
+            self.save_audited(channels);
+        }
+        // Under the engine table's lock, so a swap in progress cannot interleave.
+        if let Ok(engines) = self.engines.lock() {
+            self.audit_engines_of(&engines);
         }
     }
 
@@ -358,7 +399,22 @@ impl AgentHost for ManagedHost {
             permission_events: decided,
             denies,
             would_deny: delta(now.would_deny, before.would_deny),
-            mode: agent.enforcement(),
+            mode: if agent.audited_engines().is_empty() {
+                agent.enforcement()
+            } else {
+                Enforcement::Audit
+            },
+            audited: if agent.enforcement().is_audit() {
+                self.engines
+                    .lock()
+                    .map(|engines| engines.keys().cloned().collect())
+                    .unwrap_or_default()
+            } else {
+                self.audited
+                    .lock()
+                    .map(|audited| audited.iter().cloned().collect())
+                    .unwrap_or_default()
+            },
             deny_rate: if decided == 0 {
                 0.0
             } else {
@@ -521,38 +577,47 @@ mod tests {
     }
 
     #[test]
-    fn the_server_can_add_audit_but_never_take_a_local_audit_away() {
+    fn an_audited_channel_audits_its_engine_and_never_the_local_mode() {
         let runtime = Runtime::new().expect("runtime");
         let ok = faulty(&runtime, "ok");
         let (host, agent) = host_serving(&runtime, &ok);
-        host.assign_enforcement(Enforcement::Audit);
-        assert_eq!(agent.enforcement(), Enforcement::Audit);
-        host.assign_enforcement(Enforcement::Enforce);
-        assert_eq!(agent.enforcement(), Enforcement::Enforce);
+        let channels = |names: &[&str]| names.iter().map(|n| (*n).to_owned()).collect();
+        host.assign_audited_channels(&channels(&["detection"]));
+        assert_eq!(agent.audited_engines(), vec!["faulty".to_owned()]);
+        assert_eq!(
+            agent.enforcement(),
+            Enforcement::Enforce,
+            "host-wide mode untouched"
+        );
+        let figures = host.health();
+        assert_eq!(figures.mode, Enforcement::Audit);
+        assert_eq!(figures.audited, vec!["detection".to_owned()]);
+        host.assign_audited_channels(&channels(&[]));
+        assert!(agent.audited_engines().is_empty());
 
-        let (host, agent) = host_serving(&runtime, &ok);
-        let host = host.with_local_mode(Enforcement::Audit);
+        // An operator's --mode audit is host-wide; the server's channels never end it.
         agent.set_enforcement(Enforcement::Audit);
-        host.assign_enforcement(Enforcement::Enforce);
+        host.assign_audited_channels(&channels(&[]));
         assert_eq!(agent.enforcement(), Enforcement::Audit, "local audit stays");
     }
 
     #[test]
-    fn the_assigned_mode_outlives_a_restart() {
+    fn the_audited_channels_outlive_a_restart() {
         let dir = tempfile::tempdir().expect("tempdir");
-        assert_eq!(saved_assigned_mode(dir.path()), Enforcement::Enforce);
+        assert_eq!(saved_audited_channels(dir.path()), Some(BTreeSet::new()));
         let runtime = Runtime::new().expect("runtime");
         let ok = faulty(&runtime, "ok");
         let (host, _agent) = host_serving(&runtime, &ok);
-        let host = host.saving_assigned_mode(dir.path());
-        host.assign_enforcement(Enforcement::Audit);
-        assert_eq!(saved_assigned_mode(dir.path()), Enforcement::Audit);
-        host.assign_enforcement(Enforcement::Enforce);
-        assert_eq!(saved_assigned_mode(dir.path()), Enforcement::Enforce);
-        std::fs::write(dir.path().join(ASSIGNED_MODE_FILE), "lenient").expect("write");
+        let host = host.saving_audited_channels(dir.path());
+        let detection: BTreeSet<String> = ["detection".to_owned()].into();
+        host.assign_audited_channels(&detection);
+        assert_eq!(saved_audited_channels(dir.path()), Some(detection));
+        host.assign_audited_channels(&BTreeSet::new());
+        assert_eq!(saved_audited_channels(dir.path()), Some(BTreeSet::new()));
+        std::fs::write(dir.path().join(AUDITED_CHANNELS_FILE), [0xff, 0xfe]).expect("write");
         assert_eq!(
-            saved_assigned_mode(dir.path()),
-            Enforcement::Audit,
+            saved_audited_channels(dir.path()),
+            None,
             "unsure: block nothing until the server says"
         );
     }

@@ -226,14 +226,15 @@ pub fn run(
     ringfence_sensor::sys::release_free_heap();
     let host = Arc::new(
         ManagedHost::new(runtime, engines.clone(), started, Arc::clone(&spool))
-            .with_local_mode(config.enforcement)
-            .saving_assigned_mode(data_dir),
+            .saving_audited_channels(data_dir),
     );
-    // Until the first heartbeat answer, the mode the server assigned before the restart: an
-    // audited release must not be enforced for that second.
-    config.enforcement = config
-        .enforcement
-        .either_audits(host::saved_assigned_mode(data_dir));
+    // Until the first heartbeat answer, the channels the server audited before the restart:
+    // an audited release must not be enforced for that second. A damaged list audits every
+    // engine until then.
+    config.audited_engines = match host::saved_audited_channels(data_dir) {
+        Some(channels) => host::audited_engines(&engines, &channels),
+        None => engines.values().map(|e| e.name().to_owned()).collect(),
+    };
     let agent = Arc::new(Agent::start_with(
         config,
         engines.into_values().collect(),

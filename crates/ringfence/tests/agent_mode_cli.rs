@@ -26,7 +26,7 @@ fn replay(dir: &Path, mode: &str) -> Output {
         .arg(repo().join("tests/data/corpus-small.jsonl"))
         .arg("--alerts")
         .arg(dir.join(format!("alerts-{mode}.jsonl")))
-        .args(["--perm-deadline", "5000", "--no-harden", "--stats-json"])
+        .args(["--perm-deadline", "5s", "--no-harden", "--stats-json"])
         .args(["--mode", mode])
         .output()
         .expect("run ringfence")

@@ -27,8 +27,8 @@ pub struct Options {
     #[arg(long, default_value_t = 100)]
     pub rules: usize,
     /// Alternating rounds of the side-by-side comparison (no listener, ringfence, fapolicyd),
-    /// so drift on the machine hits each scenario alike; `--iterations` execs are shared
-    /// between the rounds.
+    /// so drift on the machine hits each scenario alike (their order rotates each round);
+    /// `--iterations` execs are shared between the rounds.
     #[arg(long, default_value_t = 5)]
     pub rounds: usize,
     /// Runs per scenario of the checked-in autoconf `configure` (the exec-heavy workload),
@@ -419,6 +419,22 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
 /// the binary so an operator can run the workload without the source tree.
 const CONFIGURE: &[u8] = include_bytes!("../../../bench/fixtures/configure/configure");
 
+/// One scenario of the side-by-side comparison.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scenario {
+    None,
+    Ringfence,
+    Fapolicyd,
+}
+
+/// The scenarios of a round, rotated by one each round: on a shared machine whatever runs
+/// right after an authoriser stops (or while it slows the host's other processes) is not
+/// always the same scenario, so an order effect falls on each alike over every three rounds.
+fn order(round: usize) -> [Scenario; 3] {
+    let all = [Scenario::None, Scenario::Ringfence, Scenario::Fapolicyd];
+    [0, 1, 2].map(|i| all[(round + i) % 3])
+}
+
 /// The side-by-side rows and, when fapolicyd is left out, why.
 struct SideBySide {
     rows: Vec<Row>,
@@ -473,16 +489,24 @@ fn side_by_side(
 
     let tmpfs = vec![fapd::fs_type(mount).unwrap_or_else(|| "tmpfs".to_owned())];
     let (mut none, mut ringfence, mut theirs) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..rounds {
-        none.extend(samples(bin, per_round)?);
-        let agent = Agent::start(agent_config(mount, true), vec![Arc::clone(trivial)])?;
-        let result = samples(bin, per_round);
-        agent.shutdown();
-        ringfence.extend(result?);
-        if let Some(running) = daemon(&tmpfs)? {
-            let result = samples(bin, per_round);
-            drop(running);
-            theirs.extend(result?);
+    for round in 0..rounds {
+        for scenario in order(round) {
+            match scenario {
+                Scenario::None => none.extend(samples(bin, per_round)?),
+                Scenario::Ringfence => {
+                    let agent = Agent::start(agent_config(mount, true), vec![Arc::clone(trivial)])?;
+                    let result = samples(bin, per_round);
+                    agent.shutdown();
+                    ringfence.extend(result?);
+                }
+                Scenario::Fapolicyd => {
+                    if let Some(running) = daemon(&tmpfs)? {
+                        let result = samples(bin, per_round);
+                        drop(running);
+                        theirs.extend(result?);
+                    }
+                }
+            }
         }
     }
     let mut rows = exec_rows(
@@ -654,16 +678,24 @@ fn configure_rows(
     configure_once(work.path(), 0)?;
     let (mut none, mut ringfence, mut theirs) = (Vec::new(), Vec::new(), Vec::new());
     let mut execs = 0;
-    for _ in 0..runs {
-        none.push(configure_once(work.path(), 1)?);
-        let agent = Agent::start(config.clone(), vec![Arc::clone(trivial)])?;
-        let result = configure_once(work.path(), 2);
-        execs += agent.shutdown().events;
-        ringfence.push(result?);
-        if let Some(running) = daemon(&watch)? {
-            let result = configure_once(work.path(), 3);
-            drop(running);
-            theirs.push(result?);
+    for run in 0..runs {
+        for scenario in order(run) {
+            match scenario {
+                Scenario::None => none.push(configure_once(work.path(), 1)?),
+                Scenario::Ringfence => {
+                    let agent = Agent::start(config.clone(), vec![Arc::clone(trivial)])?;
+                    let result = configure_once(work.path(), 2);
+                    execs += agent.shutdown().events;
+                    ringfence.push(result?);
+                }
+                Scenario::Fapolicyd => {
+                    if let Some(running) = daemon(&watch)? {
+                        let result = configure_once(work.path(), 3);
+                        drop(running);
+                        theirs.push(result?);
+                    }
+                }
+            }
         }
     }
     let secs = |ns: u64| ns as f64 / 1e9;
@@ -702,4 +734,21 @@ fn configure_rows(
         );
     }
     Ok(Ok(rows))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_scenario_takes_every_place_over_three_rounds() {
+        for place in 0..3 {
+            let seen: Vec<Scenario> = (0..3).map(|round| order(round)[place]).collect();
+            assert!(
+                seen[0] != seen[1] && seen[1] != seen[2] && seen[0] != seen[2],
+                "place {place}: {seen:?}"
+            );
+        }
+        assert_eq!(order(0), order(3));
+    }
 }

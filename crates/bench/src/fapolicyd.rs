@@ -145,6 +145,10 @@ impl Drop for Restore {
 pub(crate) fn conf(original: &str, watch_fs: &[String]) -> String {
     let overrides = [
         ("permissive", "0".to_owned()),
+        // Debian ships nice_val = 14; the in-process agent it is compared with runs at the
+        // benchmark's own priority, so fapolicyd does too, or a loaded machine would slow it
+        // for its priority rather than its work.
+        ("nice_val", "0".to_owned()),
         // Some containers refuse the switch to the fapolicyd user ("Cannot change to uid"); as
         // root it starts everywhere, and the decision path is the same.
         ("uid", "0".to_owned()),
@@ -497,6 +501,7 @@ mod tests {
         assert!(out.contains("trust = file\n"));
         assert!(!out.contains("rpmdb"));
         assert!(out.contains("uid = 0\n"));
+        assert!(out.contains("nice_val = 0\n"));
         assert!(out.contains("integrity = none\n"));
         assert_eq!(out.matches("watch_fs").count(), 1);
     }

@@ -457,7 +457,7 @@ fn side_by_side(
     let per_round = (iterations / rounds).max(10);
     let mut skipped = None;
     let fapolicyd = if options.no_fapolicyd {
-        skipped = Some("--no-fapolicyd".to_owned());
+        skipped = Some("--no-fapolicyd was given".to_owned());
         None
     } else {
         match fapd::find() {

@@ -4,6 +4,7 @@
 //! filters of a hardened agent add to that path (the same agent with and without them); plus
 //! the RSS of a real `ringfence agent` process with two engines loaded.
 
+use crate::fapolicyd::{self as fapd, Comparison};
 use crate::stats::{Percentiles, Row, print};
 use anyhow::Context;
 use ringfence_agent::{Agent, AgentConfig, MuteSet, Sensor};
@@ -14,7 +15,7 @@ use ringfence_sensor::{Channels, Fanotify, FanotifyConfig};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Options for `ringfence bench exec`.
 #[derive(Debug, Clone, clap::Args)]
@@ -25,6 +26,19 @@ pub struct Options {
     /// Rules in the allow-list scenario.
     #[arg(long, default_value_t = 100)]
     pub rules: usize,
+    /// Alternating rounds of the side-by-side comparison (no listener, ringfence, fapolicyd),
+    /// so drift on the machine hits each scenario alike (their order rotates each round);
+    /// `--iterations` execs are shared between the rounds.
+    #[arg(long, default_value_t = 5)]
+    pub rounds: usize,
+    /// Runs per scenario of the checked-in autoconf `configure` (the exec-heavy workload),
+    /// interleaved; 0 leaves it out.
+    #[arg(long, default_value_t = 3)]
+    pub configure_runs: usize,
+    /// Leave fapolicyd out even when it is installed (the comparison otherwise rewrites
+    /// /etc/fapolicyd for the run and restores it).
+    #[arg(long)]
+    pub no_fapolicyd: bool,
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -64,6 +78,11 @@ impl Drop for Tmpfs {
 }
 
 fn measure(bin: &Path, iterations: usize) -> anyhow::Result<Percentiles> {
+    Ok(Percentiles::of(&mut samples(bin, iterations)?))
+}
+
+/// fork+exec+wait times of `bin`, after a warm-up.
+fn samples(bin: &Path, iterations: usize) -> anyhow::Result<Vec<Duration>> {
     // Warm up page cache and the decision cache alike.
     for _ in 0..20 {
         Command::new(bin).status()?;
@@ -75,7 +94,7 @@ fn measure(bin: &Path, iterations: usize) -> anyhow::Result<Percentiles> {
         samples.push(started.elapsed());
         anyhow::ensure!(status.success(), "{} failed: {status}", bin.display());
     }
-    Ok(Percentiles::of(&mut samples))
+    Ok(samples)
 }
 
 fn engine(runtime: &Runtime, name: &str, content: &[u8]) -> anyhow::Result<Arc<LoadedEngine>> {
@@ -378,22 +397,358 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     if let Some(kib) = rss {
         rows.push(Row::new("agent RSS, two engines", kib as f64 / 1024.0, "MiB").goal("≤ 30 MiB"));
     }
-    let fapolicyd = ["/usr/sbin/fapolicyd", "/sbin/fapolicyd"]
-        .iter()
-        .any(|p| Path::new(p).exists());
+    let side = side_by_side(&fs.dir, &bin, &trivial, iterations, options)?;
+    rows.extend(side.rows);
+    if let Some(why) = &side.skipped {
+        eprintln!("bench exec: fapolicyd rows skipped: {why}");
+    }
     print(
         &format!(
-            "bench exec: fork+exec+wait of {} ({} execs per scenario; {})",
+            "bench exec: fork+exec+wait of {} ({} execs per scenario; side by side: {} rounds)",
             bin.display(),
             iterations,
-            if fapolicyd {
-                "fapolicyd is installed but not compared yet"
-            } else {
-                "fapolicyd is not installed, so no side-by-side comparison"
-            }
+            options.rounds.max(1),
         ),
         &rows,
         options.json,
     )?;
     Ok(())
+}
+
+/// The autoconf-generated `configure` (see `bench/fixtures/configure/README.md`), built into
+/// the binary so an operator can run the workload without the source tree.
+const CONFIGURE: &[u8] = include_bytes!("../../../bench/fixtures/configure/configure");
+
+/// One scenario of the side-by-side comparison.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scenario {
+    None,
+    Ringfence,
+    Fapolicyd,
+}
+
+/// The scenarios of a round, rotated by one each round: on a shared machine whatever runs
+/// right after an authoriser stops (or while it slows the host's other processes) is not
+/// always the same scenario, so an order effect falls on each alike over every three rounds.
+fn order(round: usize) -> [Scenario; 3] {
+    let all = [Scenario::None, Scenario::Ringfence, Scenario::Fapolicyd];
+    [0, 1, 2].map(|i| all[(round + i) % 3])
+}
+
+/// The side-by-side rows and, when fapolicyd is left out, why.
+struct SideBySide {
+    rows: Vec<Row>,
+    skipped: Option<String>,
+}
+
+/// The comparison with fapolicyd: no listener, the cached ringfence agent and fapolicyd with
+/// one allow-all rule, alternating in rounds, first on the exec loop (each authoriser watching
+/// the benchmark's tmpfs), then on the `configure` workload (each watching the filesystem its
+/// compilers and test programs live on). Without fapolicyd the ringfence rows are still
+/// measured the same way.
+fn side_by_side(
+    mount: &Path,
+    bin: &Path,
+    trivial: &Arc<LoadedEngine>,
+    iterations: usize,
+    options: &Options,
+) -> anyhow::Result<SideBySide> {
+    let rounds = options.rounds.max(1);
+    let per_round = (iterations / rounds).max(10);
+    let mut skipped = None;
+    let fapolicyd = if options.no_fapolicyd {
+        skipped = Some("--no-fapolicyd was given".to_owned());
+        None
+    } else {
+        match fapd::find() {
+            Ok(binary) => Some(binary),
+            Err(why) => {
+                skipped = Some(why);
+                None
+            }
+        }
+    };
+    // Backed up before anything is written, restored when `setup` goes out of scope, whatever
+    // way that happens.
+    let setup = match &fapolicyd {
+        Some(_) => Some(fapd::Setup::new(
+            Path::new(fapd::ETC),
+            &fapd::state_files(),
+        )?),
+        None => None,
+    };
+    let daemon = |watch: &[String]| -> anyhow::Result<Option<fapd::Daemon>> {
+        match (&fapolicyd, &setup) {
+            (Some(binary), Some(setup)) => {
+                setup.watch(watch)?;
+                Ok(Some(fapd::Daemon::start(binary)?))
+            }
+            _ => Ok(None),
+        }
+    };
+
+    let tmpfs = vec![fapd::fs_type(mount).unwrap_or_else(|| "tmpfs".to_owned())];
+    let (mut none, mut ringfence, mut theirs) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..rounds {
+        for scenario in order(round) {
+            match scenario {
+                Scenario::None => none.extend(samples(bin, per_round)?),
+                Scenario::Ringfence => {
+                    let agent = Agent::start(agent_config(mount, true), vec![Arc::clone(trivial)])?;
+                    let result = samples(bin, per_round);
+                    agent.shutdown();
+                    ringfence.extend(result?);
+                }
+                Scenario::Fapolicyd => {
+                    if let Some(running) = daemon(&tmpfs)? {
+                        let result = samples(bin, per_round);
+                        drop(running);
+                        theirs.extend(result?);
+                    }
+                }
+            }
+        }
+    }
+    let mut rows = exec_rows(
+        rounds,
+        per_round,
+        &mut none,
+        &mut ringfence,
+        &mut theirs,
+        &tmpfs,
+    );
+
+    if options.configure_runs > 0 {
+        match configure_rows(options.configure_runs, trivial, &daemon)? {
+            Ok(more) => rows.extend(more),
+            Err(why) => eprintln!("bench exec: configure workload skipped: {why}"),
+        }
+    }
+    if let Some(setup) = setup {
+        setup.finish()?;
+    }
+    Ok(SideBySide { rows, skipped })
+}
+
+fn exec_rows(
+    rounds: usize,
+    per_round: usize,
+    none: &mut [Duration],
+    ringfence: &mut [Duration],
+    theirs: &mut [Duration],
+    watch: &[String],
+) -> Vec<Row> {
+    let us = |ns: u64| ns as f64 / 1000.0;
+    let (none, ringfence) = (Percentiles::of(none), Percentiles::of(ringfence));
+    let label = format!("side by side ({rounds}×{per_round})");
+    let mut rows = vec![
+        Row::new(format!("{label}: no listener, p50"), us(none.p50_ns), "µs"),
+        Row::new(format!("{label}: no listener, p99"), us(none.p99_ns), "µs"),
+        Row::new(
+            format!("{label}: ringfence cached, p50"),
+            us(ringfence.p50_ns),
+            "µs",
+        )
+        .ratio(
+            ringfence.p50_ns as f64 / none.p50_ns.max(1) as f64,
+            "no listener",
+        ),
+        Row::new(
+            format!("{label}: ringfence cached, p99"),
+            us(ringfence.p99_ns),
+            "µs",
+        )
+        .ratio(
+            ringfence.p99_ns as f64 / none.p99_ns.max(1) as f64,
+            "no listener",
+        ),
+        Row::new(
+            format!("{label}: ringfence cached, added p50"),
+            us(ringfence.p50_ns) - us(none.p50_ns),
+            "µs",
+        )
+        .goal("≤ 5 µs"),
+    ];
+    if theirs.is_empty() {
+        return rows;
+    }
+    let theirs = Percentiles::of(theirs);
+    let name = format!("{label}: fapolicyd ({}), ", watch.join(","));
+    rows.extend([
+        Row::new(format!("{name}p50"), us(theirs.p50_ns), "µs").ratio(
+            theirs.p50_ns as f64 / none.p50_ns.max(1) as f64,
+            "no listener",
+        ),
+        Row::new(format!("{name}p99"), us(theirs.p99_ns), "µs").ratio(
+            theirs.p99_ns as f64 / none.p99_ns.max(1) as f64,
+            "no listener",
+        ),
+        Row::new(
+            format!("{name}added p50"),
+            us(theirs.p50_ns) - us(none.p50_ns),
+            "µs",
+        ),
+    ]);
+    let p50 = Comparison::of(
+        none.p50_ns as f64,
+        ringfence.p50_ns as f64,
+        theirs.p50_ns as f64,
+    );
+    if let Some(share) = p50.share {
+        rows.push(
+            Row::new(
+                format!("{label}: ringfence added p50 / fapolicyd added p50"),
+                share,
+                "×",
+            )
+            .goal("≤ 0.1×"),
+        );
+    }
+    rows
+}
+
+/// A program on PATH, if there is one.
+fn on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+}
+
+/// Runs `configure` once in a fresh copy under `work`, returning its wall-clock time.
+fn configure_once(work: &Path, run: usize) -> anyhow::Result<Duration> {
+    let dir = work.join(format!("run-{run}"));
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("configure"), CONFIGURE)?;
+    let started = Instant::now();
+    let status = Command::new("sh")
+        .arg("configure")
+        .current_dir(&dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .context("run sh configure")?;
+    let elapsed = started.elapsed();
+    if !status.success() {
+        // Kept for the operator to read; the directory is the temporary one of this run.
+        anyhow::bail!(
+            "configure failed ({status}); see {}",
+            dir.join("config.log").display()
+        );
+    }
+    std::fs::remove_dir_all(&dir)?;
+    Ok(elapsed)
+}
+
+/// The configure workload, or why it was skipped. Each authoriser watches the filesystem of
+/// `/` (where `sh`, the compiler and the test programs' directory live): ringfence marks it
+/// whole, fapolicyd watches every filesystem of its type.
+fn configure_rows(
+    runs: usize,
+    trivial: &Arc<LoadedEngine>,
+    daemon: &dyn Fn(&[String]) -> anyhow::Result<Option<fapd::Daemon>>,
+) -> anyhow::Result<Result<Vec<Row>, String>> {
+    if on_path("cc").is_none() {
+        return Ok(Err("no C compiler (`cc`) on PATH".to_owned()));
+    }
+    // /var/tmp rather than /tmp: it is on the root filesystem by convention, where /tmp is
+    // often a tmpfs, and the test programs configure builds and runs must be on a watched one.
+    let work = tempfile::Builder::new()
+        .prefix("ringfence-bench-configure-")
+        .tempdir_in("/var/tmp")
+        .context("temporary directory in /var/tmp")?;
+    let mut watch: Vec<String> = [Path::new("/"), work.path()]
+        .iter()
+        .filter_map(|p| fapd::fs_type(p))
+        .collect();
+    watch.dedup();
+    let config = AgentConfig {
+        sensors: vec![Sensor::Fanotify],
+        fanotify: FanotifyConfig {
+            exec_filesystems: vec![PathBuf::from("/"), work.path().to_owned()],
+            ..FanotifyConfig::default()
+        },
+        discard_alerts: true,
+        cache: true,
+        mute: MuteSet::defaults(),
+        ..AgentConfig::default()
+    };
+    // One unmeasured run fills the page cache for all three scenarios.
+    configure_once(work.path(), 0)?;
+    let (mut none, mut ringfence, mut theirs) = (Vec::new(), Vec::new(), Vec::new());
+    let mut execs = 0;
+    for run in 0..runs {
+        for scenario in order(run) {
+            match scenario {
+                Scenario::None => none.push(configure_once(work.path(), 1)?),
+                Scenario::Ringfence => {
+                    let agent = Agent::start(config.clone(), vec![Arc::clone(trivial)])?;
+                    let result = configure_once(work.path(), 2);
+                    execs += agent.shutdown().events;
+                    ringfence.push(result?);
+                }
+                Scenario::Fapolicyd => {
+                    if let Some(running) = daemon(&watch)? {
+                        let result = configure_once(work.path(), 3);
+                        drop(running);
+                        theirs.push(result?);
+                    }
+                }
+            }
+        }
+    }
+    let secs = |ns: u64| ns as f64 / 1e9;
+    let (none, ringfence) = (Percentiles::of(&mut none), Percentiles::of(&mut ringfence));
+    let label = format!("configure ({runs} runs, median)");
+    let mut rows = vec![
+        Row::new(format!("{label}: no listener"), secs(none.p50_ns), "s"),
+        Row::new(
+            format!("{label}: ringfence cached"),
+            secs(ringfence.p50_ns),
+            "s",
+        )
+        .ratio(
+            ringfence.p50_ns as f64 / none.p50_ns.max(1) as f64,
+            "no listener",
+        )
+        .goal("≤ 1.03×"),
+        Row::new(
+            format!("{label}: exec events per run under ringfence (whole host)"),
+            execs as f64 / runs as f64,
+            "events",
+        ),
+    ];
+    if !theirs.is_empty() {
+        let theirs = Percentiles::of(&mut theirs);
+        rows.push(
+            Row::new(
+                format!("{label}: fapolicyd ({})", watch.join(",")),
+                secs(theirs.p50_ns),
+                "s",
+            )
+            .ratio(
+                theirs.p50_ns as f64 / none.p50_ns.max(1) as f64,
+                "no listener",
+            ),
+        );
+    }
+    Ok(Ok(rows))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_scenario_takes_every_place_over_three_rounds() {
+        for place in 0..3 {
+            let seen: Vec<Scenario> = (0..3).map(|round| order(round)[place]).collect();
+            assert!(
+                seen[0] != seen[1] && seen[1] != seen[2] && seen[0] != seen[2],
+                "place {place}: {seen:?}"
+            );
+        }
+        assert_eq!(order(0), order(3));
+    }
 }

@@ -7,6 +7,7 @@
 pub mod engine;
 pub mod engine_cache;
 pub mod exec;
+mod fapolicyd;
 pub mod fleet_faults;
 pub mod hotswap;
 pub mod http_load;

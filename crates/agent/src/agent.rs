@@ -151,6 +151,13 @@ impl Agent {
             mode: ModeSwitch::new(config.enforcement),
             stopping: AtomicBool::new(false),
             handing_off: AtomicBool::new(false),
+            wake: match ringfence_sensor::sys::Wake::new() {
+                Ok(wake) => Some(Arc::new(wake)),
+                Err(error) => {
+                    tracing::warn!(%error, "no eventfd to wake the readers; a stop waits out their poll");
+                    None
+                }
+            },
             queue: Mutex::new(Some(queue_tx)),
             jobs: Mutex::new(queue_rx),
             watch: Mutex::new(Some(watch_tx)),
@@ -197,17 +204,26 @@ impl Agent {
             notify::run(&c, notify_engines, &notify_rx, &n);
         })?);
         confined.wait()?;
-        if let Some(fan) = fanotify {
+        if let Some(mut fan) = fanotify {
+            if let Some(wake) = &core.wake {
+                fan.wake_on(Arc::clone(wake));
+            }
             let c = Arc::clone(&core);
             agent.fanotify_reader = Some(spawn("rf-fanotify", move || sensors::fanotify(&c, fan))?);
         }
-        if let (Some(watch), Some(protection)) = (entries, core.protection.clone()) {
+        if let (Some(mut watch), Some(protection)) = (entries, core.protection.clone()) {
+            if let Some(wake) = &core.wake {
+                watch.wake_on(Arc::clone(wake));
+            }
             let c = Arc::clone(&core);
             agent.entry_reader = Some(spawn("rf-entries", move || {
                 sensors::entry_watch(&c, &protection, watch)
             })?);
         }
-        if let Some(connector) = connector {
+        if let Some(mut connector) = connector {
+            if let Some(wake) = &core.wake {
+                connector.wake_on(Arc::clone(wake));
+            }
             let c = Arc::clone(&core);
             agent.proc_reader = Some(spawn("rf-proc", move || {
                 sensors::proc_connector(&c, connector)
@@ -440,6 +456,7 @@ impl Agent {
     /// the kernel allows those events.
     pub fn handoff(mut self) -> (Channels, StatsSnapshot) {
         self.core.handing_off.store(true, Ordering::Release);
+        self.core.wake_readers();
         let channels = Channels {
             fanotify: self
                 .fanotify_reader
@@ -475,6 +492,7 @@ impl Agent {
 
     fn stop(&mut self) {
         self.core.stopping.store(true, Ordering::Release);
+        self.core.wake_readers();
         // Sensors first: they stop reading, unmark and answer what the kernel still queued.
         if let Some(handle) = self.fanotify_reader.take() {
             let _ = handle.join();

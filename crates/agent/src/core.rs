@@ -100,6 +100,11 @@ pub struct Core {
     pub stopping: AtomicBool,
     /// Set for a self-upgrade: readers stop and give their channels back, unmarking nothing.
     pub handing_off: AtomicBool,
+    /// Ends the kernel readers' waits at once when `stopping` or `handing_off` is set: every
+    /// exec waits while an in-place upgrade hands over, so a reader must not sleep out its
+    /// poll first. `None` when no eventfd could be made; the readers then notice within
+    /// their poll timeout, as before.
+    pub wake: Option<Arc<ringfence_sensor::sys::Wake>>,
     pub queue: Mutex<Option<SyncSender<Job>>>,
     pub jobs: Mutex<Receiver<Job>>,
     pub watch: Mutex<Option<Sender<Watch>>>,
@@ -123,6 +128,13 @@ impl Core {
     /// True when sensors must stop reading: shutting down or handing off.
     pub fn sensors_stop(&self) -> bool {
         self.stopping() || self.handing_off.load(Ordering::Acquire)
+    }
+
+    /// Ends the readers' current waits; call after setting `stopping` or `handing_off`.
+    pub fn wake_readers(&self) {
+        if let Some(wake) = &self.wake {
+            wake.wake();
+        }
     }
 
     pub fn handing_off(&self) -> bool {

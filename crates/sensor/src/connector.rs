@@ -12,6 +12,8 @@ use std::time::Duration;
 #[derive(Debug)]
 pub struct ProcConnector {
     socket: OwnedFd,
+    /// Ends a [`ProcConnector::read`] early (see [`ProcConnector::wake_on`]).
+    wake: Option<std::sync::Arc<sys::Wake>>,
     /// Datagrams the kernel dropped because we were slow (ENOBUFS).
     pub overflows: u64,
 }
@@ -31,6 +33,7 @@ impl ProcConnector {
             .map_err(|e| SensorError::io("subscribe to process events", e))?;
         Ok(ProcConnector {
             socket,
+            wake: None,
             overflows: 0,
         })
     }
@@ -40,6 +43,7 @@ impl ProcConnector {
     pub fn adopt(socket: OwnedFd) -> ProcConnector {
         ProcConnector {
             socket,
+            wake: None,
             overflows: 0,
         }
     }
@@ -54,9 +58,14 @@ impl ProcConnector {
         Ok(dup)
     }
 
+    /// Makes every later read return at once once `wake` is woken.
+    pub fn wake_on(&mut self, wake: std::sync::Arc<sys::Wake>) {
+        self.wake = Some(wake);
+    }
+
     /// Waits up to `timeout`; returns the events of one datagram, enriched.
     pub fn read(&mut self, timeout: Duration) -> Result<Vec<Event>, SensorError> {
-        if !sys::poll_readable(&self.socket, timeout)
+        if !sys::poll_readable_or_woken(&self.socket, self.wake.as_deref(), timeout)
             .map_err(|e| SensorError::io("poll netlink", e))?
         {
             return Ok(Vec::new());

@@ -86,6 +86,8 @@ struct WatchedDir {
 #[derive(Debug)]
 pub struct EntryWatch {
     group: OwnedFd,
+    /// Ends a [`EntryWatch::read`] early (see [`EntryWatch::wake_on`]).
+    wake: Option<std::sync::Arc<crate::sys::Wake>>,
     dirs: Vec<WatchedDir>,
     /// Times the kernel queue overflowed and changes were lost.
     pub overflows: u64,
@@ -127,6 +129,7 @@ impl EntryWatch {
         EntryWatch {
             group,
             dirs: Vec::new(),
+            wake: None,
             overflows: 0,
         }
     }
@@ -174,9 +177,19 @@ impl EntryWatch {
         Ok(())
     }
 
+    /// Makes every later read return at once once `wake` is woken.
+    pub fn wake_on(&mut self, wake: std::sync::Arc<crate::sys::Wake>) {
+        self.wake = Some(wake);
+    }
+
     /// Waits up to `timeout` and returns the changes to watched entries read (possibly none).
     pub fn read(&mut self, timeout: Duration) -> Result<Vec<EntryChange>, SensorError> {
-        let buf = crate::fanotify::read_group(&self.group, timeout, "read entry watch")?;
+        let buf = crate::fanotify::read_group(
+            &self.group,
+            self.wake.as_deref(),
+            timeout,
+            "read entry watch",
+        )?;
         let (raw, error) = decode::fanotify_entry_events(&buf);
         if let Some(error) = error {
             tracing::error!(%error, "garbled entry watch buffer; decoded changes still count");

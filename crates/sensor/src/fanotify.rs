@@ -89,6 +89,8 @@ pub struct Fanotify {
     marks: Vec<(u32, u64, PathBuf)>,
     /// Files whose exec events this group ignores for now (see [`Fanotify::ignore_exec_of`]).
     ignored: Vec<PathBuf>,
+    /// Ends a [`Fanotify::read`] early (see [`Fanotify::wake_on`]).
+    wake: Option<Arc<sys::Wake>>,
 }
 
 /// The events an exec ignore mark suppresses: an exec opens the file for exec and, as a second
@@ -135,6 +137,7 @@ impl Fanotify {
             notify_only: config.notify_only,
             marks,
             ignored: Vec::new(),
+            wake: None,
         })
     }
 
@@ -156,6 +159,7 @@ impl Fanotify {
             notify_only: config.notify_only,
             marks: planned_marks(config)?,
             ignored,
+            wake: None,
         })
     }
 
@@ -243,8 +247,14 @@ impl Fanotify {
     }
 
     /// Waits up to `timeout` and returns the events read (possibly none).
+    /// Makes every later [`Fanotify::read`] return at once (with what is queued, possibly
+    /// nothing) once `wake` is woken: a stop or handoff need not wait out a read's timeout.
+    pub fn wake_on(&mut self, wake: Arc<sys::Wake>) {
+        self.wake = Some(wake);
+    }
+
     pub fn read(&self, timeout: Duration) -> Result<Vec<FanEvent>, SensorError> {
-        let buf = read_group(&self.group, timeout, "read fanotify")?;
+        let buf = read_group(&self.group, self.wake.as_deref(), timeout, "read fanotify")?;
         let (raw, error) = decode::fanotify_events(&buf);
         if let Some(error) = error {
             tracing::error!(%error, "garbled fanotify buffer; decoded events are still answered");
@@ -334,10 +344,11 @@ impl Fanotify {
 /// came (or the wait was interrupted). Shared by the permission group and the entry watch.
 pub(crate) fn read_group(
     group: &OwnedFd,
+    wake: Option<&sys::Wake>,
     timeout: Duration,
     what: &'static str,
 ) -> Result<Vec<u8>, SensorError> {
-    if !sys::poll_readable(group, timeout).map_err(|e| SensorError::io("poll", e))? {
+    if !sys::poll_readable_or_woken(group, wake, timeout).map_err(|e| SensorError::io("poll", e))? {
         return Ok(Vec::new());
     }
     let mut buf = vec![0u8; 16 * 1024];

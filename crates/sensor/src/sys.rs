@@ -81,17 +81,56 @@ pub fn fanotify_respond(group: &OwnedFd, fd: RawFd, response: u32) -> io::Result
     Ok(())
 }
 
+/// A way to end the readers' waits at once: an eventfd in each reader's poll set. Stopping or
+/// handing off then takes as long as the reader's current batch, not the rest of its poll
+/// timeout (which an in-place upgrade spends with every exec waiting). Once woken it stays
+/// readable: a reader that was woken is meant to stop.
+#[derive(Debug)]
+pub struct Wake(OwnedFd);
+
+impl Wake {
+    pub fn new() -> io::Result<Wake> {
+        // SAFETY: eventfd takes no pointers; the descriptor it returns is new and ours alone.
+        let fd = check(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) })?;
+        // SAFETY: `fd` was just returned by eventfd and is owned by nobody else.
+        Ok(Wake(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    /// Ends every current and later wait on this wake.
+    pub fn wake(&self) {
+        let one: u64 = 1;
+        // SAFETY: an 8-byte write from a valid u64 to our own eventfd; a full counter (after
+        // 2^64-2 wakes) fails with EAGAIN, and the eventfd is readable then anyway.
+        let _ = unsafe { libc::write(self.0.as_raw_fd(), (&raw const one).cast(), 8) };
+    }
+}
+
 /// Waits until `fd` is readable or `timeout` passes; true when readable.
 pub fn poll_readable(fd: &OwnedFd, timeout: Duration) -> io::Result<bool> {
-    let mut pfd = libc::pollfd {
-        fd: fd.as_raw_fd(),
+    poll_readable_or_woken(fd, None, timeout)
+}
+
+/// [`poll_readable`] that also returns (false, unless `fd` is readable too) when `wake` is
+/// woken.
+pub fn poll_readable_or_woken(
+    fd: &OwnedFd,
+    wake: Option<&Wake>,
+    timeout: Duration,
+) -> io::Result<bool> {
+    let watch = |fd: RawFd| libc::pollfd {
+        fd,
         events: libc::POLLIN,
         revents: 0,
     };
+    let mut fds = [
+        watch(fd.as_raw_fd()),
+        watch(wake.map_or(-1, |w| w.0.as_raw_fd())),
+    ];
     let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
-    // SAFETY: one valid pollfd, count 1; the kernel writes only `revents`.
-    match check(unsafe { libc::poll(&mut pfd, 1, ms) }) {
-        Ok(n) => Ok(n > 0),
+    // SAFETY: two valid pollfds (a negative fd is ignored by the kernel), count 2; the kernel
+    // writes only their `revents`.
+    match check(unsafe { libc::poll(fds.as_mut_ptr(), 2, ms) }) {
+        Ok(_) => Ok(fds[0].revents != 0),
         Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(false),
         Err(e) => Err(e),
     }
@@ -380,4 +419,38 @@ pub fn fanotify_dir_key(path: &Path) -> io::Result<Vec<u8>> {
     key.extend_from_slice(&handle.handle_type.to_ne_bytes());
     key.extend_from_slice(&handle.f_handle[..len]);
     Ok(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A descriptor that never becomes readable: the read end of a pipe nobody writes to.
+    fn quiet() -> (OwnedFd, std::io::PipeWriter) {
+        let (read, write) = std::io::pipe().expect("pipe");
+        (OwnedFd::from(read), write)
+    }
+
+    #[test]
+    fn a_woken_wait_returns_without_the_descriptor_being_readable() {
+        let (read, _write) = quiet();
+        let wake = Wake::new().expect("eventfd");
+        assert!(!poll_readable_or_woken(&read, Some(&wake), Duration::ZERO).expect("poll"));
+        wake.wake();
+        // An hour's timeout: the call returns only because it was woken.
+        assert!(
+            !poll_readable_or_woken(&read, Some(&wake), Duration::from_secs(3600)).expect("poll")
+        );
+    }
+
+    #[test]
+    fn a_readable_descriptor_is_reported_even_when_woken() {
+        let (read, mut write) = quiet();
+        std::io::Write::write_all(&mut write, b"x").expect("write");
+        let wake = Wake::new().expect("eventfd");
+        wake.wake();
+        assert!(
+            poll_readable_or_woken(&read, Some(&wake), Duration::from_secs(3600)).expect("poll")
+        );
+    }
 }

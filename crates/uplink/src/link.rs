@@ -22,8 +22,8 @@ use ringfence_protocol::api::{
     Report, ReportBatch,
 };
 use ringfence_release::{
-    Bundle, LoadedRelease, SignedRollbackDirective, SlotStore, TrustedKeys, VerifyOptions, Version,
-    verify,
+    Bundle, BundleError, LoadedRelease, SignedRollbackDirective, SlotError, SlotStore, TrustedKeys,
+    VerifyError, VerifyOptions, Version, verify,
 };
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeSet, HashMap};
@@ -236,6 +236,42 @@ pub fn trusted_keys(identity: &Identity) -> Result<TrustedKeys, String> {
 /// How long one request to the server may take.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Why a release (or a remediation plan) was not put to work. The message is the `reason` of
+/// the `install` or `remediation` report the operator reads, so it says what happened in words.
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    #[error("bad version {0:?}")]
+    BadVersion(String),
+    #[error("the release slots: {0}")]
+    Slots(#[source] SlotError),
+    #[error("download the bundle: {0}")]
+    Download(#[source] ClientError),
+    #[error("downloaded bundle hashes to {got}, not {expected}")]
+    HashMismatch { got: String, expected: String },
+    #[error("{0}")]
+    Bundle(#[source] BundleError),
+    #[error("bad rollback directive: {0}")]
+    Directive(#[source] serde_json::Error),
+    #[error("{0}")]
+    Unverified(#[source] VerifyError),
+    #[error("the bundle is not the release that was assigned")]
+    NotAssigned,
+    #[error("the agent could not start the release: {0}")]
+    Refused(#[source] HostError),
+    #[error("the release runs but could not be recorded as current (a restart goes back): {0}")]
+    NotRecorded(#[source] SlotError),
+    #[error("the agent could not carry out the plan: {0}")]
+    Plan(#[source] HostError),
+    #[error("cannot carry out plan action {0:?}")]
+    UnknownAction(String),
+    #[error("could not start the install thread: {0}")]
+    Thread(#[source] std::io::Error),
+    #[error("the install thread died")]
+    ThreadDied,
+    #[error("the install did not finish within {} s (install timeout)", .0.as_secs_f64())]
+    TimedOut(Duration),
+}
+
 /// What an install needs, cloned onto the install's own thread so the link thread stays free
 /// to heartbeat and upload while a release downloads, compiles and validates.
 struct Installer<H: AgentHost> {
@@ -249,13 +285,13 @@ struct Installer<H: AgentHost> {
 impl<H: AgentHost> Installer<H> {
     /// Downloads, checks, verifies, stages and activates one release; `Ok(false)` when it
     /// already runs. A release the host refuses leaves the slots as they were.
-    fn install(&self, assignment: &Assignment, deadline: Instant) -> Result<bool, String> {
-        let version =
-            Version::parse(&assignment.version).map_err(|e| format!("bad version: {e}"))?;
+    fn install(&self, assignment: &Assignment, deadline: Instant) -> Result<bool, InstallError> {
+        let version = Version::parse(&assignment.version)
+            .map_err(|e| InstallError::BadVersion(format!("{}: {e}", assignment.version)))?;
         let state = self
             .slots
             .state(&assignment.channel)
-            .map_err(|e| e.to_string())?;
+            .map_err(InstallError::Slots)?;
         if state.current.as_ref() == Some(&version) {
             return Ok(false);
         }
@@ -263,20 +299,19 @@ impl<H: AgentHost> Installer<H> {
             let bytes = self
                 .client
                 .blob(&assignment.bundle_sha256)
-                .map_err(|e| e.to_string())?;
+                .map_err(InstallError::Download)?;
             let got = hex::encode(Sha256::digest(&bytes));
             if got != assignment.bundle_sha256 {
-                return Err(format!(
-                    "downloaded bundle hashes to {got}, not {}",
-                    assignment.bundle_sha256
-                ));
+                return Err(InstallError::HashMismatch {
+                    got,
+                    expected: assignment.bundle_sha256.clone(),
+                });
             }
-            let bundle = Bundle::read(&bytes).map_err(|e| e.to_string())?;
+            let bundle = Bundle::read(&bytes).map_err(InstallError::Bundle)?;
             let directive: Option<SignedRollbackDirective> = match &assignment.rollback_directive {
-                Some(value) => Some(
-                    serde_json::from_value(value.clone())
-                        .map_err(|e| format!("bad rollback directive: {e}"))?,
-                ),
+                Some(value) => {
+                    Some(serde_json::from_value(value.clone()).map_err(InstallError::Directive)?)
+                }
                 None => None,
             };
             let options = VerifyOptions {
@@ -285,13 +320,13 @@ impl<H: AgentHost> Installer<H> {
                 rollback: directive.as_ref(),
             };
             let verified =
-                verify(&bundle, &self.keys, &state, &options).map_err(|e| e.to_string())?;
+                verify(&bundle, &self.keys, &state, &options).map_err(InstallError::Unverified)?;
             if verified.manifest().name != assignment.channel
                 || verified.manifest().version != version
             {
-                return Err("the bundle is not the release that was assigned".to_owned());
+                return Err(InstallError::NotAssigned);
             }
-            self.slots.stage(&verified).map_err(|e| e.to_string())?;
+            self.slots.stage(&verified).map_err(InstallError::Slots)?;
         }
         // The agent switches first and the slots follow: a release the agent refuses (or a
         // crash while it switches) never becomes the slots' current, so nothing lists it as
@@ -299,10 +334,10 @@ impl<H: AgentHost> Installer<H> {
         let loaded = self
             .slots
             .load(&assignment.channel, &version, &self.keys)
-            .map_err(|e| e.to_string())?;
+            .map_err(InstallError::Slots)?;
         self.host
             .activate(&assignment.channel, &loaded, deadline)
-            .map_err(|e| format!("the agent could not start the release: {e}"))?;
+            .map_err(InstallError::Refused)?;
         self.slots
             .activate(&assignment.channel, &version)
             .map_err(|e| {
@@ -310,7 +345,7 @@ impl<H: AgentHost> Installer<H> {
                     channel = %assignment.channel,
                     "the agent runs {version}, but it could not be recorded as current: {e}"
                 );
-                format!("the release runs but could not be recorded as current (a restart goes back): {e}")
+                InstallError::NotRecorded(e)
             })?;
         Ok(true)
     }
@@ -328,7 +363,7 @@ struct InstallJob {
     version: String,
     deadline: Instant,
     origin: Origin,
-    outcome: mpsc::Receiver<Result<bool, String>>,
+    outcome: mpsc::Receiver<Result<bool, InstallError>>,
     /// The timeout was reported; the thread has yet to finish (a compile cannot be stopped,
     /// but the host gives up before switching engines).
     timed_out: bool,
@@ -419,10 +454,7 @@ impl<H: AgentHost> Worker<H> {
             });
         match spawned {
             Ok(_) => self.job = Some(job),
-            Err(error) => self.finish(
-                job,
-                Err(format!("could not start the install thread: {error}")),
-            ),
+            Err(error) => self.finish(job, Err(InstallError::Thread(error))),
         }
     }
 
@@ -431,16 +463,14 @@ impl<H: AgentHost> Worker<H> {
         let Some(job) = &mut self.job else { return };
         let outcome = match job.outcome.try_recv() {
             Ok(outcome) => outcome,
-            Err(mpsc::TryRecvError::Disconnected) => Err("the install thread died".to_owned()),
+            Err(mpsc::TryRecvError::Disconnected) => Err(InstallError::ThreadDied),
             Err(mpsc::TryRecvError::Empty) => {
                 if !job.timed_out && Instant::now() >= job.deadline {
                     job.timed_out = true;
-                    let reason = format!(
-                        "the install did not finish within {} s (install timeout)",
-                        self.config.install_timeout.as_secs_f64()
-                    );
-                    tracing::warn!(release = %job.label(), "{reason}");
-                    let outcome = Err(reason);
+                    let outcome = Err(InstallError::TimedOut(self.config.install_timeout));
+                    if let Err(reason) = &outcome {
+                        tracing::warn!(release = %job.label(), "{reason}");
+                    }
                     let body = match &job.origin {
                         Origin::Assignment => install_body(&job.channel, &job.version, &outcome),
                         Origin::Plan(plan) => remediation_body(plan, &outcome),
@@ -460,7 +490,7 @@ impl<H: AgentHost> Worker<H> {
     }
 
     /// Records and reports how an install ended.
-    fn finish(&mut self, job: InstallJob, outcome: Result<bool, String>) {
+    fn finish(&mut self, job: InstallJob, outcome: Result<bool, InstallError>) {
         let label = job.label();
         match &outcome {
             Ok(true) => {
@@ -481,7 +511,7 @@ impl<H: AgentHost> Worker<H> {
             }
         }
         let body = match &job.origin {
-            Origin::Assignment if outcome == Ok(false) => return,
+            Origin::Assignment if matches!(outcome, Ok(false)) => return,
             Origin::Assignment => install_body(&job.channel, &job.version, &outcome),
             Origin::Plan(plan) => remediation_body(plan, &outcome),
         };
@@ -545,10 +575,10 @@ impl<H: AgentHost> Worker<H> {
                     .host
                     .disable(&plan.channel)
                     .map(|()| true)
-                    .map_err(|e| e.to_string()),
+                    .map_err(InstallError::Plan),
                 // Carried out with the assignments' mode at every heartbeat (see `beat`).
                 ("audit", None, _) => Ok(true),
-                (action, _, _) => Err(format!("cannot carry out plan action {action:?}")),
+                (action, _, _) => Err(InstallError::UnknownAction(action.to_owned())),
             };
             // A refused plan is reported once too; the operator sees why and writes another.
             self.remediated.insert(plan.id.clone());
@@ -699,19 +729,24 @@ fn job_kind(origin: &Origin) -> &'static str {
 }
 
 /// The body of an `install` report: `running`, or `refused` with the reason.
-fn install_body(channel: &str, version: &str, outcome: &Result<bool, String>) -> serde_json::Value {
+fn install_body(
+    channel: &str,
+    version: &str,
+    outcome: &Result<bool, InstallError>,
+) -> serde_json::Value {
     match outcome {
         Ok(_) => {
             serde_json::json!({"channel": channel, "version": version, "outcome": "running"})
         }
         Err(reason) => serde_json::json!({
-            "channel": channel, "version": version, "outcome": "refused", "reason": reason,
+            "channel": channel, "version": version, "outcome": "refused",
+            "reason": reason.to_string(),
         }),
     }
 }
 
 /// The body of a `remediation` report.
-fn remediation_body(plan: &Remediation, outcome: &Result<bool, String>) -> serde_json::Value {
+fn remediation_body(plan: &Remediation, outcome: &Result<bool, InstallError>) -> serde_json::Value {
     match outcome {
         Ok(_) => {
             tracing::warn!(plan = %plan.id, channel = %plan.channel, "remediation plan applied: {}", plan.reason)
@@ -721,7 +756,7 @@ fn remediation_body(plan: &Remediation, outcome: &Result<bool, String>) -> serde
     serde_json::json!({
         "plan": plan.id, "action": plan.action, "channel": plan.channel,
         "outcome": if outcome.is_ok() { "applied" } else { "refused" },
-        "reason": outcome.as_ref().err(),
+        "reason": outcome.as_ref().err().map(ToString::to_string),
     })
 }
 
@@ -949,7 +984,9 @@ mod tests {
     }
 
     /// An install whose thread the test plays: it ends when the test sends its outcome.
-    fn blocked_install(worker: &mut Worker<IdleHost>) -> mpsc::SyncSender<Result<bool, String>> {
+    fn blocked_install(
+        worker: &mut Worker<IdleHost>,
+    ) -> mpsc::SyncSender<Result<bool, InstallError>> {
         let (tx, outcome) = mpsc::sync_channel(1);
         worker.job = Some(InstallJob {
             channel: "detection".into(),
@@ -1023,9 +1060,7 @@ mod tests {
 
         // The host gives up before switching engines; that ending is not reported again.
         finish
-            .send(Err(
-                "the agent could not start the release: timed out".into()
-            ))
+            .send(Err(InstallError::Refused(HostError::TimedOut)))
             .expect("install thread");
         worker.poll_install();
         assert!(worker.job.is_none());

@@ -23,6 +23,6 @@ pub mod tls;
 pub use client::{ClientError, ServerClient};
 pub use client_cert::{AgentCertificate, AgentKey};
 pub use identity::Identity;
-pub use link::{AgentHost, HostError, InstallError, Link, LinkConfig};
+pub use link::{AgentHost, HostError, InstallError, Link, LinkConfig, LinkError};
 pub use spool::{Priority, Spool, SpoolError, SpoolStats};
 pub use tls::{CaCert, Fingerprint, TrustError};

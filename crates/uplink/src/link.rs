@@ -13,8 +13,9 @@
 
 use crate::client::{ClientError, ServerClient};
 use crate::client_cert::AgentKey;
-use crate::identity::Identity;
+use crate::identity::{Identity, IdentityError};
 use crate::spool::Spool;
+use crate::tls::TrustError;
 use ringfence_backoff::{ExpBackoff, Jitter};
 use ringfence_protocol::Enforcement;
 use ringfence_protocol::api::{
@@ -224,11 +225,26 @@ pub fn report(kind: &str, body: serde_json::Value) -> Report {
     }
 }
 
+/// Why the uplink cannot start, or a certificate cannot be renewed.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error("a release key learned at enrollment is not a key: {0}")]
+    ReleaseKey(String),
+    #[error("{0}")]
+    Trust(#[from] TrustError),
+    #[error("the server refused the renewal: {0}")]
+    Renewal(#[source] ClientError),
+    #[error("{0}")]
+    Identity(#[from] IdentityError),
+    #[error("could not start the uplink thread: {0}")]
+    Thread(#[source] std::io::Error),
+}
+
 /// Parses the release keys learned at enrollment.
-pub fn trusted_keys(identity: &Identity) -> Result<TrustedKeys, String> {
+pub fn trusted_keys(identity: &Identity) -> Result<TrustedKeys, LinkError> {
     let mut keys = TrustedKeys::new();
     for text in &identity.release_keys {
-        keys.insert(text.parse()?);
+        keys.insert(text.parse().map_err(LinkError::ReleaseKey)?);
     }
     Ok(keys)
 }
@@ -826,23 +842,20 @@ impl<H: AgentHost> Worker<H> {
         }
     }
 
-    fn renewed(&self) -> Result<(Identity, ServerClient), String> {
-        let key = AgentKey::generate().map_err(|e| e.to_string())?;
+    fn renewed(&self) -> Result<(Identity, ServerClient), LinkError> {
+        let key = AgentKey::generate()?;
         let response = self
             .client
             .renew_certificate(&CertificateRenewal {
                 csr: key.csr_pem().to_owned(),
             })
-            .map_err(|e| e.to_string())?;
+            .map_err(LinkError::Renewal)?;
         let mut identity = self.identity.clone();
-        identity.client_cert = Some(
-            key.certified(response.client_cert)
-                .map_err(|e| e.to_string())?,
-        );
-        let client = identity.client(CLIENT_TIMEOUT).map_err(|e| e.to_string())?;
+        identity.client_cert = Some(key.certified(response.client_cert)?);
+        let client = identity.client(CLIENT_TIMEOUT)?;
         // On disk before in use: a restart must not come back with the old one.
         if let Some(path) = &self.config.identity_path {
-            identity.save(path).map_err(|e| e.to_string())?;
+            identity.save(path)?;
         }
         Ok((identity, client))
     }
@@ -856,8 +869,8 @@ impl Link {
         slots: SlotStore,
         host: Arc<H>,
         config: LinkConfig,
-    ) -> Result<Link, String> {
-        let client = identity.client(CLIENT_TIMEOUT).map_err(|e| e.to_string())?;
+    ) -> Result<Link, LinkError> {
+        let client = identity.client(CLIENT_TIMEOUT)?;
         let keys = trusted_keys(identity)?;
         let stop = Arc::new(AtomicBool::new(false));
         let mut worker = Worker {
@@ -910,7 +923,7 @@ impl Link {
                 }
                 let _ = worker.upload();
             })
-            .map_err(|e| format!("could not start the uplink thread: {e}"))?;
+            .map_err(LinkError::Thread)?;
         Ok(Link {
             stop,
             thread: Some(thread),

@@ -191,7 +191,7 @@ pub fn run(
     }
     let spool = Arc::new(Spool::open(&data_dir.join("spool"), 64 << 20)?);
     let slots = SlotStore::open(data_dir.join("slots"))?;
-    let keys = trusted_keys(&identity).map_err(anyhow::Error::msg)?;
+    let keys = trusted_keys(&identity)?;
     let runtime = super::harden::landlocked(hardening.as_ref(), "wasm runtime", Runtime::new)??;
     // Releases already installed, the next start and the next image of an in-place upgrade
     // load their compiled engines from here instead of compiling them again.
@@ -262,7 +262,7 @@ pub fn run(
         );
         (shipper, link)
     })?;
-    let link = link.map_err(anyhow::Error::msg)?;
+    let link = link?;
     let sent = Arc::new(AtomicU64::new(0));
     let unanswered = Arc::new(AtomicU64::new(0));
     let traffic_thread = match &args.traffic {

@@ -530,6 +530,23 @@ fn side_by_side(
     Ok(SideBySide { rows, skipped })
 }
 
+/// p50 and p99 of one authoriser against no listener, and what it adds at p50.
+fn listener_rows(name: &str, with: &Percentiles, none: &Percentiles) -> [Row; 3] {
+    let us = |ns: u64| ns as f64 / 1000.0;
+    let ratio = |with: u64, without: u64| with as f64 / without.max(1) as f64;
+    [
+        Row::new(format!("{name}p50"), us(with.p50_ns), "µs")
+            .ratio(ratio(with.p50_ns, none.p50_ns), "no listener"),
+        Row::new(format!("{name}p99"), us(with.p99_ns), "µs")
+            .ratio(ratio(with.p99_ns, none.p99_ns), "no listener"),
+        Row::new(
+            format!("{name}added p50"),
+            us(with.p50_ns) - us(none.p50_ns),
+            "µs",
+        ),
+    ]
+}
+
 fn exec_rows(
     rounds: usize,
     per_round: usize,
@@ -544,51 +561,19 @@ fn exec_rows(
     let mut rows = vec![
         Row::new(format!("{label}: no listener, p50"), us(none.p50_ns), "µs"),
         Row::new(format!("{label}: no listener, p99"), us(none.p99_ns), "µs"),
-        Row::new(
-            format!("{label}: ringfence cached, p50"),
-            us(ringfence.p50_ns),
-            "µs",
-        )
-        .ratio(
-            ringfence.p50_ns as f64 / none.p50_ns.max(1) as f64,
-            "no listener",
-        ),
-        Row::new(
-            format!("{label}: ringfence cached, p99"),
-            us(ringfence.p99_ns),
-            "µs",
-        )
-        .ratio(
-            ringfence.p99_ns as f64 / none.p99_ns.max(1) as f64,
-            "no listener",
-        ),
-        Row::new(
-            format!("{label}: ringfence cached, added p50"),
-            us(ringfence.p50_ns) - us(none.p50_ns),
-            "µs",
-        )
-        .goal("≤ 5 µs"),
     ];
+    let [p50, p99, added] =
+        listener_rows(&format!("{label}: ringfence cached, "), &ringfence, &none);
+    rows.extend([p50, p99, added.goal("≤ 5 µs")]);
     if theirs.is_empty() {
         return rows;
     }
     let theirs = Percentiles::of(theirs);
-    let name = format!("{label}: fapolicyd ({}), ", watch.join(","));
-    rows.extend([
-        Row::new(format!("{name}p50"), us(theirs.p50_ns), "µs").ratio(
-            theirs.p50_ns as f64 / none.p50_ns.max(1) as f64,
-            "no listener",
-        ),
-        Row::new(format!("{name}p99"), us(theirs.p99_ns), "µs").ratio(
-            theirs.p99_ns as f64 / none.p99_ns.max(1) as f64,
-            "no listener",
-        ),
-        Row::new(
-            format!("{name}added p50"),
-            us(theirs.p50_ns) - us(none.p50_ns),
-            "µs",
-        ),
-    ]);
+    rows.extend(listener_rows(
+        &format!("{label}: fapolicyd ({}), ", watch.join(",")),
+        &theirs,
+        &none,
+    ));
     let p50 = Comparison::of(
         none.p50_ns as f64,
         ringfence.p50_ns as f64,
@@ -605,14 +590,6 @@ fn exec_rows(
         );
     }
     rows
-}
-
-/// A program on PATH, if there is one.
-fn on_path(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(name))
-        .find(|candidate| candidate.is_file())
 }
 
 /// Runs `configure` once in a fresh copy under `work`, returning its wall-clock time.
@@ -649,7 +626,7 @@ fn configure_rows(
     trivial: &Arc<LoadedEngine>,
     daemon: &dyn Fn(&[String]) -> anyhow::Result<Option<fapd::Daemon>>,
 ) -> anyhow::Result<Result<Vec<Row>, String>> {
-    if on_path("cc").is_none() {
+    if crate::program("cc", &[]).is_none() {
         return Ok(Err("no C compiler (`cc`) on PATH".to_owned()));
     }
     // /var/tmp rather than /tmp: it is on the root filesystem by convention, where /tmp is

@@ -36,12 +36,8 @@ const STATE: &[&str] = &[
 
 /// The fapolicyd binary, or why the fapolicyd rows are skipped.
 pub(crate) fn find() -> Result<PathBuf, String> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
     // Root's PATH has the sbin directories, a user's often does not: look there too.
-    let dirs = std::env::split_paths(&path).chain(["/usr/sbin".into(), "/sbin".into()]);
-    let binary = dirs
-        .map(|dir| dir.join("fapolicyd"))
-        .find(|candidate| candidate.is_file())
+    let binary = crate::program("fapolicyd", &["/usr/sbin", "/sbin"])
         .ok_or_else(|| "fapolicyd is not installed (apt-get install fapolicyd)".to_owned())?;
     let running = ringfence_sensor::procfs::pids_named("fapolicyd");
     if !running.is_empty() {

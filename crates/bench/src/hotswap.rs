@@ -35,7 +35,7 @@ pub struct Options {
     #[arg(long, default_value_t = 2)]
     pub workers: usize,
     /// The agent's permission deadline.
-    #[arg(long = "perm-deadline", default_value = "20ms", value_parser = crate::millis)]
+    #[arg(long = "perm-deadline", default_value = "20ms", value_parser = ringfence_protocol::duration::parse_millis)]
     pub perm_deadline_ms: u64,
     /// Print one JSON object.
     #[arg(long)]

@@ -22,8 +22,11 @@ fn seconds(text: &str) -> Result<f64, ringfence_protocol::duration::DurationErro
     ringfence_protocol::duration::parse(text).map(|span| span.as_secs_f64())
 }
 
-/// A duration flag as whole milliseconds.
-fn millis(text: &str) -> Result<u64, String> {
-    let span = ringfence_protocol::duration::parse(text).map_err(|e| e.to_string())?;
-    u64::try_from(span.as_millis()).map_err(|_| format!("{text:?} is too long"))
+/// A program in one of `PATH`'s directories or in `extra`, if there is one.
+fn program(name: &str, extra: &[&str]) -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(extra.iter().map(std::path::PathBuf::from))
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
 }

@@ -20,7 +20,7 @@ pub struct Options {
     #[arg(long, default_value_t = 5)]
     pub upgrades: usize,
     /// Steady-state execs measured before each upgrade, for this long.
-    #[arg(long = "steady", default_value = "500ms", value_parser = crate::millis)]
+    #[arg(long = "steady", default_value = "500ms", value_parser = ringfence_protocol::duration::parse_millis)]
     pub steady_ms: u64,
     /// Run the agent without its compiled-engine cache (every image compiles its engine): the
     /// baseline for what the cache saves an upgrade.

@@ -48,6 +48,12 @@ pub fn parse(text: &str) -> Result<Duration, DurationError> {
     Ok(duration)
 }
 
+/// [`parse`] in whole milliseconds, for flags counted in them (virtual time, benchmarks).
+pub fn parse_millis(text: &str) -> Result<u64, DurationError> {
+    // At most ten years: always fits.
+    parse(text).map(|span| u64::try_from(span.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// The shortest exact rendering in the same syntax: 90 s stays `90s`, 600 s is `10m`;
 /// what is not a whole number of milliseconds is rounded to one.
 pub fn format(duration: Duration) -> String {
@@ -82,6 +88,8 @@ mod tests {
         assert_eq!(format(Duration::from_secs(90)), "90s");
         assert_eq!(format(Duration::from_millis(1_500)), "1500ms");
         assert_eq!(format(Duration::ZERO), "0ms");
+        assert_eq!(parse_millis("1.5s"), Ok(1_500));
+        assert!(parse_millis("15").is_err());
     }
 
     #[test]

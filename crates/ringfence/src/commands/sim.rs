@@ -8,12 +8,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-/// Virtual time is counted in milliseconds.
-fn virtual_ms(text: &str) -> Result<u64, String> {
-    let span = duration::parse(text).map_err(|e| e.to_string())?;
-    u64::try_from(span.as_millis()).map_err(|_| format!("{text:?} is too long"))
-}
-
 fn fault(text: &str) -> Result<FaultKind, String> {
     text.parse()
         .map_err(|e: ringfence_sim::SimError| e.to_string())
@@ -52,20 +46,20 @@ pub struct SimArgs {
     #[arg(long, alias = "crash-fraction", default_value = "0.2", value_parser = share)]
     fault_fraction: f64,
     /// Mean time from installing the bad release to the fault (exponential).
-    #[arg(long, alias = "time-to-crash", default_value = "30s", value_parser = virtual_ms)]
+    #[arg(long, alias = "time-to-crash", default_value = "30s", value_parser = duration::parse_millis)]
     time_to_fault: u64,
     /// Agent heartbeat interval; agents learn the controller's target on a heartbeat, and the
     /// heartbeat gate's timeout is three intervals.
-    #[arg(long, default_value = "30s", value_parser = virtual_ms)]
+    #[arg(long, default_value = "30s", value_parser = duration::parse_millis)]
     heartbeat: u64,
     /// From a crash to its report being visible to the controller.
-    #[arg(long, default_value = "10s", value_parser = virtual_ms)]
+    #[arg(long, default_value = "10s", value_parser = duration::parse_millis)]
     report_delay: u64,
     /// Mean time to download and install a release (spread ±50%).
-    #[arg(long, default_value = "60s", value_parser = virtual_ms)]
+    #[arg(long, default_value = "60s", value_parser = duration::parse_millis)]
     download: u64,
     /// From the first crash to the guard running the last known good release.
-    #[arg(long, default_value = "10s", value_parser = virtual_ms)]
+    #[arg(long, default_value = "10s", value_parser = duration::parse_millis)]
     restore: u64,
     /// Share of crashed hosts whose local restore fails and need hands-on recovery (0–1).
     #[arg(long, default_value = "0.01", value_parser = share)]
@@ -77,13 +71,13 @@ pub struct SimArgs {
     #[arg(long)]
     no_jitter: bool,
     /// How often the controller evaluates the rollout.
-    #[arg(long, default_value = "1s", value_parser = virtual_ms)]
+    #[arg(long, default_value = "1s", value_parser = duration::parse_millis)]
     controller_tick: u64,
     /// Stop a strategy's run after this much virtual time even if it has not settled.
-    #[arg(long, default_value = "48h", value_parser = virtual_ms)]
+    #[arg(long, default_value = "48h", value_parser = duration::parse_millis)]
     max_time: u64,
     /// Bake time of every ring (all strategies).
-    #[arg(long, default_value = "10m", value_parser = virtual_ms)]
+    #[arg(long, default_value = "10m", value_parser = duration::parse_millis)]
     bake: u64,
     /// An extra strategy, NAME=PERCENT,...,100 (cumulative ring sizes); repeatable. Always
     /// compared with all-at-once, the default rings and exponential rings (0.1,1,10,50,100).

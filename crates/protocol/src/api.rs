@@ -162,6 +162,10 @@ pub struct HealthFigures {
     /// installing, not dead.
     pub installing: Option<String>,
     pub cpu_pct: f64,
+    /// Share of the interval in which some task on the host waited for a CPU (Linux PSI
+    /// `some`), percent; 0 where the kernel does not report pressure. Verdict latency on a
+    /// starved host is the host's, not the release's.
+    pub cpu_pressure_pct: f64,
     pub rss_bytes: u64,
     pub uptime_s: u64,
     /// Spooled reports not yet uploaded.
@@ -247,6 +251,7 @@ impl HealthFigures {
                 .as_deref()
                 .map(|name| truncate(name, 2 * MAX_NAME_BYTES)),
             cpu_pct: real(self.cpu_pct, MAX_CPU_PCT),
+            cpu_pressure_pct: real(self.cpu_pressure_pct, 100.0),
             rss_bytes: self.rss_bytes.min(MAX_RSS_BYTES),
             uptime_s: self.uptime_s.min(MAX_UPTIME_S),
             spool_pending: count(self.spool_pending),

@@ -41,6 +41,10 @@ pub struct GateSpec {
     pub p99_slack_us: f64,
     /// Latency p99 budget when there is no baseline, µs.
     pub p99_budget_us: f64,
+    /// A host whose CPU pressure (share of the interval some task waited for a CPU) reaches
+    /// this percentage is starved: its latency is the host's. When most hosts on a release are
+    /// starved, the latency gate shows its figure but cannot fail the ring.
+    pub starved_cpu_pressure_pct: f64,
     /// Deny rate may grow by this much (absolute share of events).
     pub max_deny_rate_increase: f64,
     /// Would-deny answers (audit mode) per 1,000 permission events may exceed what the
@@ -87,6 +91,9 @@ impl Default for GateSpec {
             // Five default engine deadlines (5 ms): the responder answers by policy at the
             // deadline, so a p99 far past it is a host or agent in trouble.
             p99_budget_us: 25_000.0,
+            // A quarter of the time with work waiting for a CPU: far beyond an idle host's few
+            // percent, well below a host whose cores are all taken.
+            starved_cpu_pressure_pct: 25.0,
             max_deny_rate_increase: 0.02,
             // Twenty more blocked execs or opens in every thousand than the fleet blocks today
             // (2 %, like the deny-rate gate): an audit release past that would break hosts.
@@ -207,6 +214,7 @@ impl GateSpec {
             ("max_p99_ratio", self.max_p99_ratio),
             ("p99_slack_us", self.p99_slack_us),
             ("p99_budget_us", self.p99_budget_us),
+            ("starved_cpu_pressure_pct", self.starved_cpu_pressure_pct),
             ("max_deny_rate_increase", self.max_deny_rate_increase),
             ("max_cpu_ratio", self.max_cpu_ratio),
             ("cpu_slack_pct", self.cpu_slack_pct),

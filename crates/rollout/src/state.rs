@@ -26,6 +26,8 @@ pub struct AgentHealth {
     pub p99_us: f64,
     pub deny_rate: f64,
     pub cpu_pct: f64,
+    /// Share of the last interval in which some task on the host waited for a CPU, percent.
+    pub cpu_pressure_pct: f64,
     pub rss_bytes: f64,
     /// Permission events answered over the last interval.
     pub permission_events: u64,

@@ -115,6 +115,7 @@ fn agent_health(
         p99_us,
         deny_rate: health.deny_rate,
         cpu_pct: health.cpu_pct,
+        cpu_pressure_pct: health.cpu_pressure_pct,
         rss_bytes: health.rss_bytes as f64,
         permission_events: health.permission_events,
         failures: health.failures.total().max(health.engine_failures),

@@ -217,6 +217,44 @@ fn one_outlier_among_ten_moves_no_statistic_but_three_do() {
 }
 
 #[test]
+fn latency_on_starved_hosts_is_not_the_releases_but_one_starved_claim_excuses_nothing() {
+    let baseline = sum(&healthy(10, "1"), None, 1_000, 0);
+    let mut ring = healthy(3, "2");
+    for a in &mut ring {
+        a.p99_us = 20_000.0;
+    }
+    // One host claims its CPU was taken: the other two are not, so the ring's latency counts.
+    ring[0].cpu_pressure_pct = 90.0;
+    let results = evaluate_gates(
+        &GateSpec::default(),
+        &baseline,
+        &sum(&ring, Some("2"), 1_000, 0),
+    );
+    assert!(!find(&results, "latency_p99").passed, "{results:?}");
+
+    // Most hosts starved (every core busy with other work): latency is shown, not held
+    // against the release; the CPU gate still reads the agent's own CPU.
+    ring[1].cpu_pressure_pct = 60.0;
+    for a in &mut ring[1..] {
+        a.cpu_pct = 400.0;
+    }
+    let results = evaluate_gates(
+        &GateSpec::default(),
+        &baseline,
+        &sum(&ring, Some("2"), 1_000, 0),
+    );
+    let latency = find(&results, "latency_p99");
+    assert!(latency.passed, "{latency:?}");
+    assert!(
+        latency
+            .explanation
+            .contains("2 of 3 hosts on it were starved of CPU"),
+        "{latency:?}"
+    );
+    assert!(!find(&results, "cpu").passed, "{results:?}");
+}
+
+#[test]
 fn statistics_need_enough_agents_but_evidence_does_not() {
     let baseline = sum(&healthy(10, "1"), None, 1_000, 0);
     let mut two = healthy(2, "2");

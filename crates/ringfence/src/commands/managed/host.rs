@@ -20,8 +20,8 @@ pub(super) struct ManagedHost {
     pub(super) agent: OnceLock<Arc<Agent>>,
     /// The engine of each channel that runs now; changed only by a swap the agent accepted.
     engines: Mutex<BTreeMap<String, Arc<LoadedEngine>>>,
-    /// Counters, time and CPU ticks at the previous heartbeat: figures are per interval.
-    previous: Mutex<(ringfence_agent::StatsSnapshot, Instant, u64)>,
+    /// Where the previous heartbeat's interval ended: figures are per interval.
+    previous: Mutex<IntervalStart>,
     /// Channels a remediation plan disabled, until a release runs on them again.
     disabled: Mutex<BTreeSet<String>>,
     started: Instant,
@@ -120,11 +120,12 @@ impl ManagedHost {
             runtime,
             agent: OnceLock::new(),
             engines: Mutex::new(engines),
-            previous: Mutex::new((
-                ringfence_agent::StatsSnapshot::default(),
-                Instant::now(),
-                serving_ticks(0),
-            )),
+            previous: Mutex::new(IntervalStart {
+                stats: ringfence_agent::StatsSnapshot::default(),
+                at: Instant::now(),
+                serving_ticks: serving_ticks(0),
+                cpu_stall_us: cpu_stall_us(),
+            }),
             disabled: Mutex::new(BTreeSet::new()),
             started,
             load_failures: AtomicU64::new(0),
@@ -305,6 +306,33 @@ fn cpu_ticks_of(path: &str) -> u64 {
     field(11) + field(12)
 }
 
+/// Where a heartbeat interval starts: the counters, clock, serving CPU ticks and host CPU
+/// stall time then.
+struct IntervalStart {
+    stats: ringfence_agent::StatsSnapshot,
+    at: Instant,
+    serving_ticks: u64,
+    cpu_stall_us: Option<u64>,
+}
+
+/// Microseconds in which some task on the host waited for a CPU since boot (PSI), or `None`
+/// where the kernel does not account pressure.
+fn cpu_stall_us() -> Option<u64> {
+    let pressure = std::fs::read_to_string("/proc/pressure/cpu").ok()?;
+    psi_some_total_us(&pressure)
+}
+
+/// The `total=` of the `some` line of a PSI file.
+fn psi_some_total_us(pressure: &str) -> Option<u64> {
+    pressure
+        .lines()
+        .find(|line| line.starts_with("some "))?
+        .split_whitespace()
+        .find_map(|field| field.strip_prefix("total="))?
+        .parse()
+        .ok()
+}
+
 fn rss_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -378,7 +406,13 @@ impl AgentHost for ManagedHost {
         let now = agent.stats();
         let latency = agent.take_latency();
         let ticks = self.serving();
-        let (before, at, before_ticks) = &*previous;
+        let stall_us = cpu_stall_us();
+        let IntervalStart {
+            stats: before,
+            at,
+            serving_ticks: before_ticks,
+            cpu_stall_us: before_stall_us,
+        } = &*previous;
         let delta = |now: u64, before: u64| now.saturating_sub(before);
         let decided = delta(now.allowed + now.denied, before.allowed + before.denied);
         let denies = delta(now.denied, before.denied);
@@ -386,6 +420,12 @@ impl AgentHost for ManagedHost {
         // Linux reports CPU time in clock ticks of 1/100 s. Installs are left out (see
         // `InstallCpu`); the install's own figures are its duration and outcome.
         let cpu_pct = (ticks.saturating_sub(*before_ticks) as f64 / 100.0) / elapsed * 100.0;
+        let cpu_pressure_pct = match (stall_us, before_stall_us) {
+            (Some(now), Some(before)) => {
+                (now.saturating_sub(*before) as f64 / 1e6 / elapsed * 100.0).min(100.0)
+            }
+            _ => 0.0,
+        };
         let failures = FailureCounts {
             trap: delta(now.failures_trap, before.failures_trap),
             memory: delta(now.failures_memory, before.failures_memory),
@@ -441,12 +481,18 @@ impl AgentHost for ManagedHost {
                 .map(|disabled| disabled.iter().cloned().collect())
                 .unwrap_or_default(),
             cpu_pct,
+            cpu_pressure_pct,
             rss_bytes: rss_bytes(),
             uptime_s: self.started.elapsed().as_secs(),
             // The uplink fills what it owns: the spool's figures and the install under way.
             ..HealthFigures::default()
         };
-        *previous = (now, Instant::now(), ticks);
+        *previous = IntervalStart {
+            stats: now,
+            at: Instant::now(),
+            serving_ticks: ticks,
+            cpu_stall_us: stall_us,
+        };
         figures
     }
 }
@@ -468,6 +514,15 @@ mod tests {
             mode.as_bytes(),
         )
         .expect("faulty loads")
+    }
+
+    #[test]
+    fn cpu_stall_is_read_from_the_some_line_of_psi() {
+        let pressure = "some avg10=1.14 avg60=1.10 avg300=0.72 total=10305159051\n\
+                        full avg10=0.00 avg60=0.00 avg300=0.00 total=7\n";
+        assert_eq!(psi_some_total_us(pressure), Some(10_305_159_051));
+        assert_eq!(psi_some_total_us("full avg10=0.00 total=7\n"), None);
+        assert_eq!(psi_some_total_us("some avg10=1 total=x\n"), None);
     }
 
     fn exec() -> Event {

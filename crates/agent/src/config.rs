@@ -98,7 +98,10 @@ pub enum AgentError {
     Thread(std::io::Error),
     /// An engine thread could not confine itself.
     #[error("confining an engine thread: {0}")]
-    Confinement(String),
+    Confinement(#[source] ringfence_hardening::HardeningError),
+    /// An engine thread ended before it said whether it confined itself.
+    #[error("confining an engine thread: the thread died before it could say")]
+    EngineThreadLost,
     /// The configuration makes no sense.
     #[error("{0}")]
     Config(String),

@@ -4,22 +4,22 @@
 //! thread could not, so an agent never runs half-confined.
 
 use crate::config::AgentError;
-use ringfence_hardening::EngineConfinement;
+use ringfence_hardening::{EngineConfinement, HardeningError};
 use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, Sender};
 
 /// Collects the outcome of every engine thread's confinement.
 pub struct Gate {
     confinement: Option<Arc<EngineConfinement>>,
-    tx: Sender<Result<(), String>>,
-    rx: Receiver<Result<(), String>>,
+    tx: Sender<Result<(), HardeningError>>,
+    rx: Receiver<Result<(), HardeningError>>,
     threads: usize,
 }
 
 /// What one engine thread runs first.
 pub struct Entry {
     confinement: Option<Arc<EngineConfinement>>,
-    tx: Sender<Result<(), String>>,
+    tx: Sender<Result<(), HardeningError>>,
 }
 
 impl Gate {
@@ -50,7 +50,7 @@ impl Gate {
             match self.rx.recv() {
                 Ok(Ok(())) => {}
                 Ok(Err(error)) => return Err(AgentError::Confinement(error)),
-                Err(_) => return Err(AgentError::Confinement("an engine thread died".into())),
+                Err(_) => return Err(AgentError::EngineThreadLost),
             }
         }
         Ok(())
@@ -61,11 +61,7 @@ impl Entry {
     /// Confines the calling thread (when hardening is on) and reports the outcome.
     pub fn enter(self) {
         if let Some(confinement) = self.confinement {
-            let _ = self.tx.send(
-                confinement
-                    .confine_current_thread()
-                    .map_err(|e| e.to_string()),
-            );
+            let _ = self.tx.send(confinement.confine_current_thread());
         }
     }
 }

@@ -329,7 +329,7 @@ impl EngineCache {
 
     /// Reads a file of the cache if it is a regular file of ours that no one else may write,
     /// of at most `limit` bytes; `Ok(None)` when there is none. The error completes a sentence.
-    fn read(&self, path: &Path, limit: u64) -> Result<Option<Vec<u8>>, String> {
+    fn read(&self, path: &Path, limit: u64) -> Result<Option<Vec<u8>>, CacheFileFault> {
         let file = match OpenOptions::new()
             .read(true)
             .custom_flags(nix::libc::O_NOFOLLOW)
@@ -337,28 +337,28 @@ impl EngineCache {
         {
             Ok(file) => file,
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(error) => return Err(format!("cannot be opened: {error}")),
+            Err(error) => return Err(CacheFileFault::Open(error)),
         };
-        let meta = file
-            .metadata()
-            .map_err(|e| format!("cannot be read: {e}"))?;
+        let meta = file.metadata().map_err(CacheFileFault::Read)?;
         if !meta.is_file() {
-            return Err("is not a regular file".to_owned());
+            return Err(CacheFileFault::NotRegular);
         }
         if meta.uid() != self.us || meta.mode() & 0o022 != 0 {
-            return Err(format!(
-                "belongs to uid {} with mode {:o}, not to us alone",
-                meta.uid(),
-                meta.mode() & 0o7777
-            ));
+            return Err(CacheFileFault::NotOurs {
+                uid: meta.uid(),
+                mode: meta.mode() & 0o7777,
+            });
         }
         if meta.len() > limit {
-            return Err(format!("is {} bytes, more than {limit}", meta.len()));
+            return Err(CacheFileFault::TooLarge {
+                len: meta.len(),
+                limit,
+            });
         }
         let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
         file.take(limit)
             .read_to_end(&mut bytes)
-            .map_err(|e| format!("cannot be read: {e}"))?;
+            .map_err(CacheFileFault::Read)?;
         Ok(Some(bytes))
     }
 
@@ -382,13 +382,13 @@ impl EngineCache {
         let result = (|| {
             let bytes = component
                 .serialize()
-                .map_err(|e| format!("could not serialize it: {e:#}"))?;
+                .map_err(|e| NotKept::Serialize(format!("{e:#}")))?;
             let len = bytes.len() as u64;
             if len > self.max_bytes {
-                return Err(format!(
-                    "it is {len} bytes, more than the cache's bound of {}",
-                    self.max_bytes
-                ));
+                return Err(NotKept::TooLarge {
+                    len,
+                    bound: self.max_bytes,
+                });
             }
             let recorded = Recorded {
                 sha256: hex::encode(Sha256::digest(&bytes)),
@@ -415,7 +415,7 @@ impl EngineCache {
 
     /// Writes `bytes` to `path` through a new 0600 file and a rename: readers see the old
     /// file or the whole new one.
-    fn write_atomically(&self, path: &Path, bytes: &[u8]) -> Result<(), String> {
+    fn write_atomically(&self, path: &Path, bytes: &[u8]) -> Result<(), NotKept> {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let temp = self.dir.join(format!(
             "{TEMP_PREFIX}{}-{}",
@@ -435,7 +435,10 @@ impl EngineCache {
         })();
         written.map_err(|error| {
             let _ = fs::remove_file(&temp);
-            format!("could not write {}: {error}", path.display())
+            NotKept::Write {
+                path: path.to_owned(),
+                source: error,
+            }
         })
     }
 
@@ -488,6 +491,36 @@ impl EngineCache {
             tracing::info!(key, "engine cache: evicted the least recently used entry");
         }
     }
+}
+
+/// Why a file of the cache is not used; completes "its artifact …" or "its digest file …".
+#[derive(Debug, thiserror::Error)]
+enum CacheFileFault {
+    #[error("cannot be opened: {0}")]
+    Open(std::io::Error),
+    #[error("cannot be read: {0}")]
+    Read(std::io::Error),
+    #[error("is not a regular file")]
+    NotRegular,
+    #[error("belongs to uid {uid} with mode {mode:o}, not to us alone")]
+    NotOurs { uid: u32, mode: u32 },
+    #[error("is {len} bytes, more than {limit}")]
+    TooLarge { len: u64, limit: u64 },
+}
+
+/// Why a compiled engine is not kept (or an entry not marked used).
+#[derive(Debug, thiserror::Error)]
+enum NotKept {
+    /// Wasmtime's error, with its chain, in words.
+    #[error("could not serialize it: {0}")]
+    Serialize(String),
+    #[error("it is {len} bytes, more than the cache's bound of {bound}")]
+    TooLarge { len: u64, bound: u64 },
+    #[error("could not write {}: {source}", path.display())]
+    Write {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 use crate::heartbeat::{self, GUARD_FD_ENV, HeartbeatReader};
 use crate::notify::{Notifier, SYSTEMD_ENV};
 use crate::policy::{self, Decision, Ending, Failure, Machine, Policy};
-use crate::slot::{AgentCommand, Slot, SlotSwitch};
+use crate::slot::{AgentCommand, Slot, SlotError, SlotSwitch};
 use crate::state::{self, GuardState};
 use crate::status::{self, Phase, Status};
 use crate::sys;
@@ -192,6 +192,26 @@ fn healthy_since(heartbeat: Option<Duration>, agent: &Running) -> Option<Instant
     }
 }
 
+/// Why the guard could not start an agent. Recorded in the crash report as its message: a
+/// host whose agent cannot even start is as broken as one whose agent crashes.
+#[derive(Debug, thiserror::Error)]
+enum SpawnError {
+    #[error("no command for the slot: {0}")]
+    Slot(#[from] SlotError),
+    #[error("heartbeat pipe: {0}")]
+    HeartbeatPipe(#[source] std::io::Error),
+    #[error("{}: {source}", program.to_string_lossy())]
+    Exec {
+        program: std::ffi::OsString,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the child's pid {0} does not fit a pid_t")]
+    PidOutOfRange(u32),
+    #[error("pidfd_open (Linux 5.3 or later is needed): {0}")]
+    Pidfd(#[source] std::io::Error),
+}
+
 fn signal_name(signal: Signal) -> String {
     signal.as_str().to_owned()
 }
@@ -333,17 +353,14 @@ impl<'a> Guard<'a> {
             }
             Err(why) => {
                 tracing::error!(%why, "cannot start the agent");
-                self.on_failure(Failure::SpawnFailed(why));
+                self.on_failure(Failure::SpawnFailed(why.to_string()));
             }
         }
     }
 
-    fn spawn(&mut self, slot: Slot) -> Result<Running, String> {
-        let cmd = self
-            .slots
-            .command_for(slot, &self.config.agent)
-            .map_err(|e| e.to_string())?;
-        let (reader, write) = heartbeat::pipe().map_err(|e| format!("heartbeat pipe: {e}"))?;
+    fn spawn(&mut self, slot: Slot) -> Result<Running, SpawnError> {
+        let cmd = self.slots.command_for(slot, &self.config.agent)?;
+        let (reader, write) = heartbeat::pipe().map_err(SpawnError::HeartbeatPipe)?;
         let mut command = Command::new(&cmd.program);
         command
             .args(&cmd.args)
@@ -356,18 +373,19 @@ impl<'a> Guard<'a> {
             command.env_remove(key);
         }
         sys::prepare_child(&mut command, write.as_raw_fd());
-        let child = command
-            .spawn()
-            .map_err(|e| format!("{}: {e}", cmd.program.to_string_lossy()))?;
+        let child = command.spawn().map_err(|source| SpawnError::Exec {
+            program: cmd.program.clone(),
+            source,
+        })?;
         drop(write);
-        let raw = i32::try_from(child.id()).map_err(|_| "pid out of range".to_owned())?;
+        let raw = i32::try_from(child.id()).map_err(|_| SpawnError::PidOutOfRange(child.id()))?;
         let pid = Pid::from_raw(raw);
         let pidfd = match sys::pidfd_open(raw) {
             Ok(fd) => fd,
             Err(e) => {
                 let _ = killpg(pid, Signal::SIGKILL);
                 let _ = waitpid(pid, None);
-                return Err(format!("pidfd_open (Linux 5.3 or later is needed): {e}"));
+                return Err(SpawnError::Pidfd(e));
             }
         };
         let now = Instant::now();

@@ -30,7 +30,11 @@ pub enum KeyError {
         source: std::io::Error,
     },
     #[error("{what}: {reason}")]
-    Format { what: String, reason: String },
+    Format {
+        what: String,
+        #[source]
+        reason: KeyTextError,
+    },
     /// A secret key readable by others is treated as leaked; ssh refuses such keys too.
     #[error(
         "{path}: secret key file has mode {mode:o}; it must not be readable by group or others (chmod 600)"
@@ -38,6 +42,27 @@ pub enum KeyError {
     InsecurePermissions { path: PathBuf, mode: u32 },
     #[error("no randomness from the operating system: {0}")]
     Random(String),
+}
+
+/// What is wrong with a key's text (`ed25519:<hex>` or `ed25519-secret:<hex>`).
+#[derive(Debug, thiserror::Error)]
+pub enum KeyTextError {
+    #[error("this is a secret key, not a public key")]
+    SecretNotPublic,
+    #[error("this is a public key, not a secret key")]
+    PublicNotSecret,
+    #[error("a key starts with {0:?}")]
+    MissingPrefix(&'static str),
+    #[error("expected 64 hex digits, found {0} characters")]
+    Length(usize),
+    #[error("bad hex: {0}")]
+    Hex(#[from] hex::FromHexError),
+    #[error("not a valid ed25519 public key")]
+    NotAKey,
+    #[error("{0} bytes is far too large for a key file")]
+    TooLarge(u64),
+    #[error("not UTF-8 text")]
+    NotUtf8,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> KeyError + '_ {
@@ -118,20 +143,20 @@ impl fmt::Debug for PublicKey {
 }
 
 impl FromStr for PublicKey {
-    type Err = String;
+    type Err = KeyTextError;
     /// Parses `ed25519:<64 hex>`; surrounding whitespace is ignored.
-    fn from_str(s: &str) -> Result<Self, String> {
+    fn from_str(s: &str) -> Result<Self, KeyTextError> {
         let s = s.trim();
         if s.starts_with(SECRET_PREFIX) {
-            return Err("this is a secret key, not a public key".into());
+            return Err(KeyTextError::SecretNotPublic);
         }
         let hex_part = s
             .strip_prefix(PUBLIC_PREFIX)
-            .ok_or_else(|| format!("a public key starts with {PUBLIC_PREFIX:?}"))?;
+            .ok_or(KeyTextError::MissingPrefix(PUBLIC_PREFIX))?;
         let bytes = decode_32(hex_part)?;
         VerifyingKey::from_bytes(&bytes)
             .map(PublicKey)
-            .map_err(|_| "not a valid ed25519 public key".into())
+            .map_err(|_| KeyTextError::NotAKey)
     }
 }
 
@@ -212,17 +237,17 @@ impl ReleaseKey {
             });
         }
         let text = read_key_text(path)?;
-        let format = |reason: String| KeyError::Format {
+        let format = |reason: KeyTextError| KeyError::Format {
             what: path.display().to_string(),
             reason,
         };
         let text = text.trim();
         if text.starts_with(PUBLIC_PREFIX) {
-            return Err(format("this is a public key, not a secret key".into()));
+            return Err(format(KeyTextError::PublicNotSecret));
         }
         let hex_part = text
             .strip_prefix(SECRET_PREFIX)
-            .ok_or_else(|| format(format!("a secret key starts with {SECRET_PREFIX:?}")))?;
+            .ok_or_else(|| format(KeyTextError::MissingPrefix(SECRET_PREFIX)))?;
         let seed = decode_32(hex_part).map_err(format)?;
         Ok(Self::from_seed(&seed))
     }
@@ -236,24 +261,21 @@ fn read_key_text(path: &Path) -> Result<String, KeyError> {
         },
         crate::fsutil::ReadLimited::TooLarge(size) => KeyError::Format {
             what: path.display().to_string(),
-            reason: format!("{size} bytes is far too large for a key file"),
+            reason: KeyTextError::TooLarge(size),
         },
     })?;
     String::from_utf8(bytes).map_err(|_| KeyError::Format {
         what: path.display().to_string(),
-        reason: "not UTF-8 text".into(),
+        reason: KeyTextError::NotUtf8,
     })
 }
 
-fn decode_32(hex_part: &str) -> Result<[u8; 32], String> {
+fn decode_32(hex_part: &str) -> Result<[u8; 32], KeyTextError> {
     let mut out = [0u8; 32];
     if hex_part.len() != 64 {
-        return Err(format!(
-            "expected 64 hex digits, found {} characters",
-            hex_part.len()
-        ));
+        return Err(KeyTextError::Length(hex_part.len()));
     }
-    hex::decode_to_slice(hex_part, &mut out).map_err(|e| format!("bad hex: {e}"))?;
+    hex::decode_to_slice(hex_part, &mut out)?;
     Ok(out)
 }
 

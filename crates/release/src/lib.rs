@@ -31,9 +31,10 @@ pub use artifact::{ArtifactError, ArtifactSignature};
 pub use blob::{BlobError, BlobStore};
 pub use bundle::{Bundle, BundleError, Member};
 pub use digest::{DigestError, Sha256Digest};
-pub use keys::{KeyError, KeyId, PublicKey, ReleaseKey, TrustedKeys};
+pub use keys::{KeyError, KeyId, KeyTextError, PublicKey, ReleaseKey, TrustedKeys};
 pub use manifest::{
-    Component, MANIFEST_FORMAT, Manifest, ManifestError, validate_channel, validate_version,
+    Component, MANIFEST_FORMAT, Manifest, ManifestError, NameError, validate_channel,
+    validate_version,
 };
 pub use rollback::{RollbackDirective, RollbackError, SignedRollbackDirective};
 pub use semver::Version;

@@ -154,9 +154,24 @@ impl Manifest {
     }
 }
 
+/// Why a channel or engine name, or a release version, is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    /// The name (its first 80 characters) breaks the naming rule.
+    #[error(
+        "{0:?} is not a valid name (1-{max} of a-z, 0-9, '-', '_', starting with a letter or digit)",
+        max = MAX_NAME_BYTES
+    )]
+    Name(String),
+    #[error(
+        "{0} has build metadata, which semver does not order; use a pre-release or a new patch version"
+    )]
+    BuildMetadata(Version),
+}
+
 /// Checks a channel or engine name: 1 to 64 of `a-z 0-9 - _`, starting with a letter or
 /// digit. Names become directory names on every host, so this is also the path-traversal guard.
-pub fn validate_channel(name: &str) -> Result<(), String> {
+pub fn validate_channel(name: &str) -> Result<(), NameError> {
     let first_ok = name
         .bytes()
         .next()
@@ -165,21 +180,16 @@ pub fn validate_channel(name: &str) -> Result<(), String> {
         .bytes()
         .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
     if !first_ok || !rest_ok || name.len() > MAX_NAME_BYTES {
-        let shown: String = name.chars().take(80).collect();
-        return Err(format!(
-            "{shown:?} is not a valid name (1-{MAX_NAME_BYTES} of a-z, 0-9, '-', '_', starting with a letter or digit)"
-        ));
+        return Err(NameError::Name(name.chars().take(80).collect()));
     }
     Ok(())
 }
 
 /// Checks a release version: no build metadata, because semver gives it no precedence and
 /// rollback protection needs a total order that means something.
-pub fn validate_version(version: &Version) -> Result<(), String> {
+pub fn validate_version(version: &Version) -> Result<(), NameError> {
     if !version.build.is_empty() {
-        return Err(format!(
-            "{version} has build metadata, which semver does not order; use a pre-release or a new patch version"
-        ));
+        return Err(NameError::BuildMetadata(version.clone()));
     }
     Ok(())
 }

@@ -53,6 +53,8 @@ pub enum RollbackError {
     TooLarge { size: u64 },
     #[error("rollback directive is not valid: {0}")]
     Malformed(String),
+    #[error("rollback directive is not valid: {0}")]
+    Name(crate::manifest::NameError),
     #[error("rollback directive: {0}")]
     Signature(#[from] SignatureError),
     #[error("rollback directive expired at {expires_at} (now {now})")]
@@ -65,9 +67,9 @@ impl RollbackDirective {
     /// Checks what the types cannot.
     pub fn validate(&self) -> Result<(), RollbackError> {
         let bad = |s: String| Err(RollbackError::Malformed(s));
-        validate_channel(&self.channel).map_err(RollbackError::Malformed)?;
-        validate_version(&self.from_version).map_err(RollbackError::Malformed)?;
-        validate_version(&self.to_version).map_err(RollbackError::Malformed)?;
+        validate_channel(&self.channel).map_err(RollbackError::Name)?;
+        validate_version(&self.from_version).map_err(RollbackError::Name)?;
+        validate_version(&self.to_version).map_err(RollbackError::Name)?;
         if self.to_version >= self.from_version {
             return bad(format!(
                 "to_version {} is not older than from_version {}",

@@ -91,6 +91,9 @@ impl From<RollbackError> for VerifyError {
             RollbackError::Malformed(reason) => VerifyError::Malformed {
                 reason: format!("rollback directive: {reason}"),
             },
+            RollbackError::Name(reason) => VerifyError::Malformed {
+                reason: format!("rollback directive: {reason}"),
+            },
         }
     }
 }

@@ -14,7 +14,7 @@ pub use gates::{
     summarise, trim_count,
 };
 pub use membership::{ring_of, ring_position};
-pub use spec::{GateSpec, RingSpec, RolloutSpec};
+pub use spec::{GateSpec, RingSpec, RolloutSpec, SpecError};
 pub use state::{
     AgentHealth, Phase, PromoteRefused, RolloutState, Target, Transition, promote_now, step,
     step_with_health, target_for,

@@ -20,6 +20,35 @@ pub struct RingSpec {
 /// when the rollout started; where there is no baseline (a channel's first release) they use
 /// the absolute budgets. Unknown fields are refused: a misspelt gate must not silently become
 /// its default.
+/// Why a rollout spec is refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SpecError {
+    #[error("ring {ring}: {text:?} is not a percentage")]
+    NotAPercentage { ring: usize, text: String },
+    #[error(
+        "ring {ring}: {percent}% must be above the previous ring ({previous}%) and at most 100%"
+    )]
+    NotAbovePrevious {
+        ring: usize,
+        percent: f64,
+        previous: f64,
+    },
+    #[error("the last ring must reach 100%, not {0}%")]
+    FallsShort(f64),
+    #[error("a rollout needs at least one ring")]
+    NoRings,
+    #[error("ring {0}: percentages must grow to 100 and bake times be positive")]
+    BadRing(String),
+    #[error("gate {name} must be a finite number of at least 0, not {value}")]
+    BadThreshold { name: &'static str, value: f64 },
+    #[error("min_adoption must be at most 1 and trim_share below 0.5")]
+    ShareOutOfRange,
+    #[error("heartbeat_timeout_ms must be positive, adoption_timeout_ms at least 0")]
+    BadTimeout,
+    #[error("max_reports_per_agent must be at least 1")]
+    NoReportsCounted,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct GateSpec {
@@ -146,20 +175,22 @@ impl RolloutSpec {
     }
 
     /// Parses `1,10,50,100` (cumulative percentages) into rings with one bake time.
-    pub fn from_percentages(text: &str, bake_ms: i64) -> Result<RolloutSpec, String> {
+    pub fn from_percentages(text: &str, bake_ms: i64) -> Result<RolloutSpec, SpecError> {
         let mut rings = Vec::new();
         let mut last = 0.0;
         for (index, part) in text.split(',').enumerate() {
-            let percent: f64 = part
-                .trim()
-                .trim_end_matches('%')
-                .parse()
-                .map_err(|_| format!("ring {}: {part:?} is not a percentage", index + 1))?;
+            let percent: f64 = part.trim().trim_end_matches('%').parse().map_err(|_| {
+                SpecError::NotAPercentage {
+                    ring: index + 1,
+                    text: part.to_owned(),
+                }
+            })?;
             if !(percent > last && percent <= 100.0) {
-                return Err(format!(
-                    "ring {}: {percent}% must be above the previous ring ({last}%) and at most 100%",
-                    index + 1
-                ));
+                return Err(SpecError::NotAbovePrevious {
+                    ring: index + 1,
+                    percent,
+                    previous: last,
+                });
             }
             last = percent;
             rings.push(RingSpec {
@@ -174,7 +205,7 @@ impl RolloutSpec {
             });
         }
         if (last - 100.0).abs() > f64::EPSILON {
-            return Err(format!("the last ring must reach 100%, not {last}%"));
+            return Err(SpecError::FallsShort(last));
         }
         Ok(RolloutSpec {
             rings,
@@ -183,22 +214,19 @@ impl RolloutSpec {
     }
 
     /// Checks the spec makes sense; the server refuses a rollout otherwise.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), SpecError> {
         if self.rings.is_empty() {
-            return Err("a rollout needs at least one ring".into());
+            return Err(SpecError::NoRings);
         }
         let mut last = 0.0;
         for ring in &self.rings {
             if !(ring.percent >= last && ring.percent <= 100.0) || ring.bake_ms < 0 {
-                return Err(format!(
-                    "ring {}: percentages must grow to 100 and bake times be positive",
-                    ring.name
-                ));
+                return Err(SpecError::BadRing(ring.name.clone()));
             }
             last = ring.percent;
         }
         if (last - 100.0).abs() > f64::EPSILON {
-            return Err("the last ring must reach 100%".into());
+            return Err(SpecError::FallsShort(last));
         }
         self.gates.validate()
     }
@@ -207,7 +235,7 @@ impl RolloutSpec {
 impl GateSpec {
     /// Every threshold finite and non-negative, shares within 0–1: a threshold of `inf` or
     /// NaN would make a gate meaningless and cannot be stored as JSON.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), SpecError> {
         let numbers = [
             ("max_crashes_per_agent", self.max_crashes_per_agent),
             ("max_heartbeat_loss", self.max_heartbeat_loss),
@@ -236,21 +264,17 @@ impl GateSpec {
         ];
         for (name, value) in numbers {
             if !value.is_finite() || value < 0.0 {
-                return Err(format!(
-                    "gate {name} must be a finite number of at least 0, not {value}"
-                ));
+                return Err(SpecError::BadThreshold { name, value });
             }
         }
         if self.min_adoption > 1.0 || self.trim_share >= 0.5 {
-            return Err("min_adoption must be at most 1 and trim_share below 0.5".into());
+            return Err(SpecError::ShareOutOfRange);
         }
         if self.heartbeat_timeout_ms <= 0 || self.adoption_timeout_ms < 0 {
-            return Err(
-                "heartbeat_timeout_ms must be positive, adoption_timeout_ms at least 0".into(),
-            );
+            return Err(SpecError::BadTimeout);
         }
         if self.max_reports_per_agent == 0 {
-            return Err("max_reports_per_agent must be at least 1".into());
+            return Err(SpecError::NoReportsCounted);
         }
         Ok(())
     }
@@ -289,10 +313,23 @@ mod tests {
             let mut spec = RolloutSpec::default_rings(0);
             spec.gates.max_p99_ratio = bad;
             let error = spec.validate().expect_err("refused");
-            assert!(error.contains("max_p99_ratio"), "{error}");
+            assert!(
+                matches!(
+                    error,
+                    SpecError::BadThreshold {
+                        name: "max_p99_ratio",
+                        ..
+                    }
+                ),
+                "{error}"
+            );
         }
         let mut spec = RolloutSpec::default_rings(0);
         spec.gates.max_reports_per_agent = 0;
-        assert!(spec.validate().is_err());
+        assert_eq!(spec.validate(), Err(SpecError::NoReportsCounted));
+        assert_eq!(
+            RolloutSpec::from_percentages("1,10,50", 0),
+            Err(SpecError::FallsShort(50.0))
+        );
     }
 }

@@ -49,7 +49,7 @@ pub enum ServerError {
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
     #[error("preflight corpus: {0}")]
-    Corpus(String),
+    Corpus(#[from] preflight::CorpusRefused),
     #[error("{0}")]
     Refused(String),
 }
@@ -63,7 +63,7 @@ pub async fn open(config: ServerConfig) -> Result<AppState, ServerError> {
         return Err(tls::TlsError::AgentCertsUnavailable.into());
     }
     // Preflight over a missing or empty corpus would pass every release: refuse to start.
-    let corpus = preflight::check_corpus(&config).map_err(ServerError::Corpus)?;
+    let corpus = preflight::check_corpus(&config)?;
     tracing::info!(
         events = corpus.events,
         executables = corpus.executables,

@@ -60,11 +60,29 @@ impl Coverage {
     }
 }
 
+/// Why the configured preflight corpus cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum CorpusRefused {
+    #[error(transparent)]
+    Unreadable(#[from] corpus::CorpusError),
+    #[error(
+        "{0} holds no events: preflight over nothing would pass every release; record one \
+         (`ringfence record`) or generate one (`ringfence corpus generate`), or omit \
+         --preflight-corpus for the built-in corpus"
+    )]
+    Empty(String),
+    #[error(
+        "{name} holds {events} events and none is an exec: preflight would not see what \
+         releases decide on most; use a corpus with exec events"
+    )]
+    NoExec { name: String, events: usize },
+}
+
 /// The corpus preflight runs over: the configured file, or the generated default.
-fn load_corpus(config: &crate::ServerConfig) -> Result<(String, Vec<Event>), String> {
+fn load_corpus(config: &crate::ServerConfig) -> Result<(String, Vec<Event>), CorpusRefused> {
     match &config.preflight_corpus {
         Some(path) => {
-            let events = corpus::read_file(path).map_err(|e| e.to_string())?;
+            let events = corpus::read_file(path)?;
             Ok((path.display().to_string(), events))
         }
         None => Ok((
@@ -76,23 +94,17 @@ fn load_corpus(config: &crate::ServerConfig) -> Result<(String, Vec<Event>), Str
 
 /// Reads the configured corpus once at start: a missing, unreadable or empty one, or one
 /// without a single exec event (nothing to decide), is an error that names the file.
-pub fn check_corpus(config: &crate::ServerConfig) -> Result<Coverage, String> {
+pub fn check_corpus(config: &crate::ServerConfig) -> Result<Coverage, CorpusRefused> {
     let (name, events) = load_corpus(config)?;
     let coverage = Coverage::of(name, &events);
     if coverage.events == 0 {
-        return Err(format!(
-            "{} holds no events: preflight over nothing would pass every release; record one \
-             (`ringfence record`) or generate one (`ringfence corpus generate`), or omit \
-             --preflight-corpus for the built-in corpus",
-            coverage.name
-        ));
+        return Err(CorpusRefused::Empty(coverage.name));
     }
     if !coverage.kinds.contains_key("exec") {
-        return Err(format!(
-            "{} holds {} events and none is an exec: preflight would not see what releases \
-             decide on most; use a corpus with exec events",
-            coverage.name, coverage.events
-        ));
+        return Err(CorpusRefused::NoExec {
+            name: coverage.name,
+            events: coverage.events,
+        });
     }
     Ok(coverage)
 }

@@ -85,7 +85,7 @@ pub fn run_strategy(
     let mut spec = strategy.spec.clone();
     spec.validate().map_err(|reason| SimError::Strategy {
         text: strategy.name.clone(),
-        reason,
+        reason: reason.to_string(),
     })?;
     spec.gates.heartbeat_timeout_ms = config.heartbeat_timeout_ms();
     let mut run = Run::new(config, spec, cross_check);

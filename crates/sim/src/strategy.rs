@@ -78,7 +78,8 @@ impl Strategy {
         if name.is_empty() {
             return Err(fail("the name is empty".into()));
         }
-        let spec = RolloutSpec::from_percentages(rings, bake_ms as i64).map_err(fail)?;
+        let spec = RolloutSpec::from_percentages(rings, bake_ms as i64)
+            .map_err(|e| fail(e.to_string()))?;
         if spec.rings.len() > usize::from(u8::MAX) {
             return Err(fail("at most 255 rings".into()));
         }

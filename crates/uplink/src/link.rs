@@ -229,7 +229,7 @@ pub fn report(kind: &str, body: serde_json::Value) -> Report {
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
     #[error("a release key learned at enrollment is not a key: {0}")]
-    ReleaseKey(String),
+    ReleaseKey(#[source] ringfence_release::KeyTextError),
     #[error("{0}")]
     Trust(#[from] TrustError),
     #[error("the server refused the renewal: {0}")]

@@ -30,7 +30,7 @@ pub enum SlotError {
     )]
     CorruptState { path: PathBuf, reason: String },
     #[error("invalid channel: {0}")]
-    InvalidChannel(String),
+    InvalidChannel(crate::manifest::NameError),
     #[error("release {channel} {version} is not staged")]
     NotStaged { channel: String, version: Version },
     #[error("release {channel} {version} is already staged with a different manifest")]

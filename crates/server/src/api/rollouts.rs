@@ -134,15 +134,15 @@ pub async fn start(
     let request = start_request(&body)?;
     let bake_ms = (request.bake_s.unwrap_or(60.0).max(0.0) * 1000.0) as i64;
     let mut spec = match &request.rings {
-        Some(rings) => {
-            RolloutSpec::from_percentages(rings, bake_ms).map_err(AppError::bad_request)?
-        }
+        Some(rings) => RolloutSpec::from_percentages(rings, bake_ms)
+            .map_err(|e| AppError::bad_request(e.to_string()))?,
         None => RolloutSpec::default_rings(bake_ms),
     };
     if let Some(gates) = request.gates {
         spec.gates = gates;
     }
-    spec.validate().map_err(AppError::bad_request)?;
+    spec.validate()
+        .map_err(|e| AppError::bad_request(e.to_string()))?;
     let rollout = launch(
         &state,
         &operator.actor(),

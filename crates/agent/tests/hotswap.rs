@@ -8,8 +8,9 @@ mod common;
 use common::{engine, within};
 use ringfence_agent::{Agent, AgentConfig, MuteSet, SwapError};
 use ringfence_engine_host::{EngineSettings, LoadedEngine, Runtime};
-use ringfence_protocol::{Event, ExecEvent, FailureKind, FailurePolicy};
+use ringfence_protocol::{Event, FailureKind, FailurePolicy};
 use ringfence_sensor::Ticket;
+use ringfence_testkit::events::exec;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,19 +33,6 @@ fn permission_events(count: usize, seed: u64) -> Vec<Event> {
         .filter(|e| matches!(e, Event::Exec(_) | Event::Open(_)))
         .take(count)
         .collect()
-}
-
-fn exec(exe: &str) -> Event {
-    Event::Exec(ExecEvent {
-        pid: 4242,
-        ppid: 1,
-        uid: 0,
-        gid: 0,
-        exe: exe.to_owned(),
-        argv: vec![exe.to_owned()],
-        cwd: "/".to_owned(),
-        parent_exe: "/usr/bin/bash".to_owned(),
-    })
 }
 
 fn wait_all(tickets: &[Arc<Ticket>], limit: Duration) {

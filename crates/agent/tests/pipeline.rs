@@ -6,23 +6,11 @@ mod common;
 use common::{engine, within};
 use ringfence_agent::{Agent, AgentConfig, Enforcement, MuteSet, Sensor, Submitted};
 use ringfence_engine_host::{EngineSettings, LoadedEngine, QuarantineRule, Runtime};
-use ringfence_protocol::{Event, ExecEvent, FailurePolicy};
+use ringfence_protocol::{Event, FailurePolicy};
 use ringfence_sensor::Ticket;
+use ringfence_testkit::events::exec;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-fn exec(exe: &str) -> Event {
-    Event::Exec(ExecEvent {
-        pid: 4242,
-        ppid: 1,
-        uid: 0,
-        gid: 0,
-        exe: exe.to_owned(),
-        argv: vec![exe.to_owned()],
-        cwd: "/".to_owned(),
-        parent_exe: "/usr/bin/bash".to_owned(),
-    })
-}
 
 fn config(alerts: &std::path::Path) -> AgentConfig {
     AgentConfig {

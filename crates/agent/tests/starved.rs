@@ -7,24 +7,12 @@ mod common;
 use common::{engine, root_or_skip, within};
 use ringfence_agent::{Agent, AgentConfig, MuteSet};
 use ringfence_engine_host::Runtime;
-use ringfence_protocol::{Event, ExecEvent, FailurePolicy};
+use ringfence_protocol::FailurePolicy;
 use ringfence_sensor::Ticket;
+use ringfence_testkit::events::exec;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-
-fn exec(exe: &str) -> Event {
-    Event::Exec(ExecEvent {
-        pid: 4242,
-        ppid: 1,
-        uid: 0,
-        gid: 0,
-        exe: exe.to_owned(),
-        argv: vec![exe.to_owned()],
-        cwd: "/".to_owned(),
-        parent_exe: "/usr/bin/bash".to_owned(),
-    })
-}
 
 /// The scheduling policy of each of this process's threads (`/proc/self/task/*/stat`, field
 /// 41).

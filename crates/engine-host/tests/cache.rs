@@ -9,26 +9,14 @@ use ringfence_engine_host::{
     CacheError, CacheStats, CompileSource, EngineCache, EngineSettings, EngineWorker, LoadedEngine,
     Runtime, RuntimeConfig,
 };
-use ringfence_protocol::{Action, Event, ExecEvent};
+use ringfence_protocol::Action;
+use ringfence_testkit::events::exec;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 const ALLOWLIST: &str = "deny /usr/bin/nc\nallow /**\n";
 const BIG: u64 = 1 << 30;
-
-fn exec(exe: &str) -> Event {
-    Event::Exec(ExecEvent {
-        pid: 4242,
-        ppid: 1,
-        uid: 1000,
-        gid: 1000,
-        exe: exe.to_owned(),
-        argv: vec![exe.to_owned()],
-        cwd: "/".to_owned(),
-        parent_exe: "/usr/bin/bash".to_owned(),
-    })
-}
 
 fn cached(dir: &Path, max_bytes: u64) -> Runtime {
     Runtime::new().expect("runtime").with_cache(dir, max_bytes)

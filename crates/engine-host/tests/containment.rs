@@ -6,7 +6,8 @@ use nix::sched::{CpuSet, sched_setaffinity};
 use nix::unistd::Pid;
 use ringfence_bundled_engines as bundled;
 use ringfence_engine_host::{EngineSettings, EngineWorker, LoadedEngine, QuarantineRule, Runtime};
-use ringfence_protocol::{Action, Event, ExecEvent, FailureKind, FailurePolicy, ForkEvent};
+use ringfence_protocol::{Action, Event, FailureKind, FailurePolicy, ForkEvent};
+use ringfence_testkit::events::exec;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,19 +16,6 @@ const DEADLINE: Duration = Duration::from_millis(5);
 /// machine its wall time stretches by the share of a core its thread gets; the epoch tick
 /// itself is 0.5 ms.
 const SLACK: Duration = Duration::from_millis(250);
-
-fn exec(exe: &str) -> Event {
-    Event::Exec(ExecEvent {
-        pid: 4242,
-        ppid: 1,
-        uid: 1000,
-        gid: 1000,
-        exe: exe.to_owned(),
-        argv: vec![exe.to_owned(), "-c".to_owned(), "true".to_owned()],
-        cwd: "/home/alice".to_owned(),
-        parent_exe: "/usr/bin/bash".to_owned(),
-    })
-}
 
 fn settings(policy: FailurePolicy) -> EngineSettings {
     EngineSettings::new("faulty")

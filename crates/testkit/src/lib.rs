@@ -1,4 +1,4 @@
-//! What the workspace's test suites share: skips that are loud.
+//! What the workspace's test suites share: skips that are loud, and the events they feed.
 //!
 //! Some tests need what a developer's machine may lack: root (fanotify, tmpfs mounts), a
 //! PostgreSQL server, Chromium. Such a test may skip, but never silently: it says why on
@@ -8,6 +8,8 @@
 //! root with its services started — fails instead. A skip in CI is a failure, not a pass.
 
 #![forbid(unsafe_code)]
+
+pub mod events;
 
 use std::io::Write;
 

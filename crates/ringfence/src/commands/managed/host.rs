@@ -501,8 +501,8 @@ impl AgentHost for ManagedHost {
 mod tests {
     use super::*;
     use ringfence_agent::{AgentConfig, MuteSet};
-    use ringfence_protocol::{Event, ExecEvent};
     use ringfence_sensor::Ticket;
+    use ringfence_testkit::events::exec;
     use std::time::Duration;
 
     fn faulty(runtime: &Runtime, mode: &str) -> Arc<LoadedEngine> {
@@ -525,19 +525,6 @@ mod tests {
         assert_eq!(psi_some_total_us("some avg10=1 total=x\n"), None);
     }
 
-    fn exec() -> Event {
-        Event::Exec(ExecEvent {
-            pid: 4242,
-            ppid: 1,
-            uid: 0,
-            gid: 0,
-            exe: "/usr/bin/ls".into(),
-            argv: vec!["/usr/bin/ls".into()],
-            cwd: "/".into(),
-            parent_exe: "/usr/bin/bash".into(),
-        })
-    }
-
     /// A host whose agent serves `ok` on channel `detection` and has decided a few events.
     fn host_serving(runtime: &Runtime, ok: &Arc<LoadedEngine>) -> (ManagedHost, Arc<Agent>) {
         let engines = BTreeMap::from([("detection".to_owned(), Arc::clone(ok))]);
@@ -554,7 +541,7 @@ mod tests {
         let _ = host.agent.set(Arc::clone(&agent));
         for _ in 0..5 {
             let ticket = Arc::new(Ticket::detached());
-            agent.submit(exec(), Arc::clone(&ticket));
+            agent.submit(exec("/usr/bin/ls"), Arc::clone(&ticket));
             let until = Instant::now() + Duration::from_secs(10);
             while ticket.answer().is_none() {
                 assert!(Instant::now() < until, "unanswered");

@@ -62,8 +62,18 @@ pub struct InstalledRelease {
     pub channel: String,
     pub current: Option<String>,
     pub lkg: Option<String>,
-    /// `current` or `lkg`: which one is running.
-    pub running: String,
+    /// Which of the two runs.
+    pub running: RunningSlot,
+}
+
+/// Which of a channel's two installed releases an agent runs: the one installed last, or the
+/// last known good one the guard restored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunningSlot {
+    #[default]
+    Current,
+    Lkg,
 }
 
 /// Engine failures over a heartbeat interval, by class. Only failures the engine itself caused
@@ -373,7 +383,7 @@ pub mod limits {
     pub const MAX_RELEASES: usize = 256;
     /// Bytes of the agent version string.
     pub const MAX_AGENT_VERSION_BYTES: usize = 64;
-    /// Bytes of a channel name, a version, or `running`.
+    /// Bytes of a channel name or a version.
     pub const MAX_RELEASE_FIELD_BYTES: usize = 128;
     /// A whole report batch body.
     pub const MAX_REPORT_BATCH_BYTES: usize = 16 << 20;
@@ -441,12 +451,6 @@ impl Heartbeat {
                 "a release channel",
                 &release.channel,
                 1,
-                MAX_RELEASE_FIELD_BYTES,
-            )?;
-            bounded(
-                "a release's running",
-                &release.running,
-                0,
                 MAX_RELEASE_FIELD_BYTES,
             )?;
             for version in [&release.current, &release.lkg].into_iter().flatten() {
@@ -598,7 +602,7 @@ mod tests {
             channel: channel.to_owned(),
             current: Some("1.0.0".into()),
             lkg: None,
-            running: "current".into(),
+            running: RunningSlot::Current,
         }
     }
 

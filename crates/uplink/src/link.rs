@@ -20,7 +20,7 @@ use ringfence_backoff::{ExpBackoff, Jitter};
 use ringfence_protocol::Enforcement;
 use ringfence_protocol::api::{
     Assignment, CertificateRenewal, HealthFigures, Heartbeat, InstalledRelease, Remediation,
-    Report, ReportBatch,
+    Report, ReportBatch, RunningSlot,
 };
 use ringfence_release::{
     Bundle, BundleError, LoadedRelease, SignedRollbackDirective, SlotError, SlotStore, TrustedKeys,
@@ -426,7 +426,7 @@ impl<H: AgentHost> Worker<H> {
                 Some(InstalledRelease {
                     current: state.current.map(|v| v.to_string()),
                     lkg: state.lkg.map(|v| v.to_string()),
-                    running: "current".to_owned(),
+                    running: RunningSlot::Current,
                     channel,
                 })
             })

@@ -13,7 +13,7 @@ use crate::error::{ApiResult, AppError};
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use ringfence_protocol::api::{HealthFigures, Heartbeat, InstalledRelease};
+use ringfence_protocol::api::{HealthFigures, Heartbeat, InstalledRelease, RunningSlot};
 use ringfence_store::{ReportRecord, now_ms};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
@@ -99,7 +99,7 @@ impl HostQuery {
             Some(HostState::Online) => host.online,
             Some(HostState::Offline) => !host.online,
             Some(HostState::Installing) => host.installing.is_some(),
-            Some(HostState::Lkg) => host.releases.iter().any(|r| r.slot == "lkg"),
+            Some(HostState::Lkg) => host.releases.iter().any(|r| r.slot == RunningSlot::Lkg),
         };
         let degraded = self
             .degraded
@@ -277,7 +277,7 @@ mod tests {
             releases: vec![HostRelease {
                 channel: "detection".into(),
                 running: "disabled".into(),
-                slot: "current".into(),
+                slot: RunningSlot::Current,
             }],
             installing: None,
             degraded: Vec::new(),

@@ -10,7 +10,7 @@ use crate::error::{ApiResult, AppError};
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::{Query, State};
-use ringfence_protocol::api::Heartbeat;
+use ringfence_protocol::api::{Heartbeat, RunningSlot};
 use ringfence_rollout::Phase;
 use ringfence_store::{AgentRecord, now_ms};
 use serde::{Deserialize, Serialize};
@@ -112,8 +112,7 @@ pub struct HostRelease {
     pub channel: String,
     /// The version running, `disabled`, or `none`.
     pub running: String,
-    /// `current` or `lkg`.
-    pub slot: String,
+    pub slot: RunningSlot,
 }
 
 /// One host as the fleet view shows it.
@@ -184,14 +183,10 @@ pub fn host_status(agent: &AgentRecord, now: i64, stale_after: i64) -> HostStatu
                 .releases
                 .iter()
                 .map(|release| {
-                    let slot = if release.running == "lkg" {
-                        "lkg"
-                    } else {
-                        "current"
-                    };
+                    let slot = release.running;
                     let running = if health.disabled.contains(&release.channel) {
                         "disabled".to_owned()
-                    } else if slot == "lkg" {
+                    } else if slot == RunningSlot::Lkg {
                         release.lkg.clone().unwrap_or_else(|| "none".to_owned())
                     } else {
                         release.current.clone().unwrap_or_else(|| "none".to_owned())
@@ -199,7 +194,7 @@ pub fn host_status(agent: &AgentRecord, now: i64, stale_after: i64) -> HostStatu
                     HostRelease {
                         channel: release.channel.clone(),
                         running,
-                        slot: slot.to_owned(),
+                        slot,
                     }
                 })
                 .collect();
@@ -279,7 +274,7 @@ pub async fn fleet(
         online += usize::from(host.online);
         audit_mode += usize::from(host.mode.is_audit());
         for release in &host.releases {
-            on_lkg += usize::from(release.slot == "lkg");
+            on_lkg += usize::from(release.slot == RunningSlot::Lkg);
             *versions
                 .entry(release.channel.clone())
                 .or_default()

@@ -1,6 +1,7 @@
 //! A stand-in agent for guard tests and benchmarks: speaks the real heartbeat (`GuardLink`) and
 //! fails on demand, differently on the current and the LKG slot.
 
+use crate::commands::managed::StartSlot;
 use clap::{Args, ValueEnum};
 use ringfence_protocol::guard_link::{GuardLink, SLOT_ENV};
 use std::io::Write;
@@ -30,9 +31,9 @@ pub struct TestChildArgs {
     /// Behaviour on the LKG slot.
     #[arg(long, value_enum, default_value = "ok")]
     lkg_mode: Mode,
-    /// The slot, as the guard's argument template passes it (else env RINGFENCE_SLOT).
-    #[arg(long)]
-    slot: Option<String>,
+    /// The slot, as the guard's argument template or environment passes it.
+    #[arg(long, value_enum, env = SLOT_ENV, default_value = "current")]
+    slot: StartSlot,
     /// Append `<event> <slot> <pid> <unix-nanos>` lines here.
     #[arg(long)]
     record: Option<PathBuf>,
@@ -55,15 +56,10 @@ fn record(path: Option<&PathBuf>, event: &str, slot: &str) {
 }
 
 pub fn run(args: TestChildArgs) -> anyhow::Result<ExitCode> {
-    let slot = args
-        .slot
-        .clone()
-        .or_else(|| std::env::var(SLOT_ENV).ok())
-        .unwrap_or_else(|| "current".to_owned());
-    let mode = if slot == "lkg" {
-        args.lkg_mode
-    } else {
-        args.mode
+    let slot = args.slot.as_str();
+    let mode = match args.slot {
+        StartSlot::Current => args.mode,
+        StartSlot::Lkg => args.lkg_mode,
     };
     let link = GuardLink::from_env();
     let rec = args.record.as_ref();
@@ -71,7 +67,7 @@ pub fn run(args: TestChildArgs) -> anyhow::Result<ExitCode> {
         if let Some(link) = &link {
             link.ready();
         }
-        record(rec, "serving", &slot);
+        record(rec, "serving", slot);
         let start = std::time::Instant::now();
         while for_at_most.is_none_or(|d| start.elapsed() < d) {
             if let Some(link) = &link {
@@ -86,25 +82,25 @@ pub fn run(args: TestChildArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Mode::Crash => {
-            record(rec, "crash", &slot);
+            record(rec, "crash", slot);
             Ok(ExitCode::from(3))
         }
         Mode::Segv => {
-            record(rec, "crash", &slot);
+            record(rec, "crash", slot);
             ringfence_guard::segfault()
         }
         Mode::Hang => {
             if let Some(link) = &link {
                 link.ready();
             }
-            record(rec, "hang", &slot);
+            record(rec, "hang", slot);
             loop {
                 std::thread::sleep(Duration::from_secs(3600));
             }
         }
         Mode::ReadyThenCrash => {
             serve(Some(Duration::from_secs(1)));
-            record(rec, "crash", &slot);
+            record(rec, "crash", slot);
             Ok(ExitCode::from(3))
         }
     }

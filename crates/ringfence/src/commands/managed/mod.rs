@@ -90,6 +90,16 @@ pub enum StartSlot {
     Lkg,
 }
 
+impl StartSlot {
+    /// The slot's name on the command line and in the guard's environment.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StartSlot::Current => "current",
+            StartSlot::Lkg => "lkg",
+        }
+    }
+}
+
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_owned())

@@ -122,8 +122,10 @@ fn fan_event(core: &Core, event: FanEvent, arrived: Instant) {
             .mode
             .carry(hit.allow)
             .or_audited(hit.verdict.action == Action::Deny);
-        ticket.respond(carried.allow);
+        // Counted before the answer (one atomic add): whoever sees the process run also sees
+        // the hit that let it.
         Stats::add(&core.stats.cache_hits);
+        ticket.respond(carried.allow);
         core.answered(carried.allow, arrived);
         if carried.would_deny {
             Stats::add(&core.stats.would_deny);

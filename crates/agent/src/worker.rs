@@ -164,6 +164,24 @@ fn handle(core: &Core, engines: &mut Engines, job: Job) {
         .mode
         .carry(allow)
         .or_audited(verdict.action == Action::Deny);
+    if let (Some(cache), Some(key)) = (&core.cache, job.key)
+        && failures.is_empty()
+        && verdict.action != Action::Observe
+        && key.generation == engines.set.generation
+    {
+        // Cached before the kernel hears the answer: the process it lets go may exec the same
+        // file again at once, and that exec must find the verdict, not call the engines twice.
+        // The verdict is cached, not the audit-mode answer: a cached deny read after a switch
+        // back to enforce must deny, and read in audit mode is allowed and reported again.
+        // (A change of the audited engines installs a new generation, so `allow` stays right.)
+        cache.insert(
+            key,
+            Cached {
+                allow,
+                verdict: verdict.clone(),
+            },
+        );
+    }
     let on_time = Instant::now() <= job.deadline;
     if !job.ticket.respond(carried.allow) {
         Stats::add(&core.stats.late_verdicts);
@@ -179,22 +197,6 @@ fn handle(core: &Core, engines: &mut Engines, job: Job) {
     core.recent.record(&event);
     if !on_time {
         tracing::debug!("verdict after the deadline, answered before the responder");
-    }
-    if let (Some(cache), Some(key)) = (&core.cache, job.key)
-        && failures.is_empty()
-        && verdict.action != Action::Observe
-        && key.generation == engines.set.generation
-    {
-        // The verdict is cached, not the audit-mode answer: a cached deny read after a switch
-        // back to enforce must deny, and read in audit mode is allowed and reported again.
-        // (A change of the audited engines installs a new generation, so `allow` stays right.)
-        cache.insert(
-            key,
-            Cached {
-                allow,
-                verdict: verdict.clone(),
-            },
-        );
     }
     if verdict.action != Action::Allow || !failures.is_empty() {
         let reported: Vec<EngineVerdict> = verdicts

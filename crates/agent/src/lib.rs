@@ -14,6 +14,7 @@
 //! **Architecture invariant:** every permission ticket is answered exactly once, by whoever is
 //! first: worker, responder, queue-full or shutdown. No engine call sits between the kernel and
 //! its answer without the responder watching.
+#![forbid(unsafe_code)]
 
 mod agent;
 pub mod alerts;

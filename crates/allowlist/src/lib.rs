@@ -10,6 +10,7 @@
 //! This crate has no dependencies so that the same code runs inside the wasm engine and
 //! natively in benchmarks: the wasm-vs-native ratio then measures the sandbox, not two
 //! implementations.
+#![forbid(unsafe_code)]
 
 mod glob;
 mod rules;

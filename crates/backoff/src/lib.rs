@@ -4,6 +4,7 @@
 //! jitter spreads a fleet that failed together so it does not retry together.
 //!
 //! No dependencies beyond `thiserror`: the guard, which must stay small, uses it too.
+#![forbid(unsafe_code)]
 
 use std::time::Duration;
 

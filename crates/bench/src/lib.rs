@@ -3,6 +3,7 @@
 //!
 //! Benchmarks live in the product (not only under `cargo bench`) so that an operator can
 //! measure ringfence on their own hardware with the binary they deploy.
+#![forbid(unsafe_code)]
 
 pub mod engine;
 pub mod engine_cache;

@@ -16,7 +16,8 @@
 
 use crate::stats::{Percentiles, Row, print};
 use anyhow::Context;
-use ringfence_protocol::api::{HealthFigures, Heartbeat, InstalledRelease, RunningSlot};
+use ringfence_protocol::api::{HealthFigures, Heartbeat, InstalledRelease};
+use ringfence_protocol::guard_link::Slot;
 use ringfence_server::ServerConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
@@ -156,7 +157,7 @@ fn heartbeat_body() -> Heartbeat {
             channel: "detection".into(),
             current: Some("1.0.0".into()),
             lkg: Some("1.0.0".into()),
-            running: RunningSlot::Current,
+            running: Slot::Current,
         }],
         health: HealthFigures {
             events: 1000,

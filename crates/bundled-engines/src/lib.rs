@@ -2,6 +2,7 @@
 //!
 //! They are built from `engines/` by this crate's build script; `target/engines/<name>.wasm`
 //! holds the same bytes for tools that want a file.
+#![forbid(unsafe_code)]
 
 /// One embedded engine.
 #[derive(Debug, Clone, Copy)]

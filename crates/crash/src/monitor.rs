@@ -1,5 +1,6 @@
 //! The monitor process: waits for a crash request, writes the minidump, spools a report.
 
+use ringfence_protocol::api::Report;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -17,22 +18,16 @@ struct Handler {
 
 impl Handler {
     fn spool_report(&self, body: serde_json::Value) -> std::io::Result<()> {
-        std::fs::create_dir_all(&self.spool)?;
-        let now = ringfence_protocol::clock::unix_ms().unsigned_abs();
-        let report = serde_json::json!({
-            "id": format!("minidump-{now}"),
-            "kind": "minidump",
-            "at_ms": now,
-            "body": body,
-        });
-        // Priority 2 in the spool's format: evidence, kept after telemetry and alerts.
-        let name = format!(
-            "2-{:020}.json",
-            now.saturating_mul(1000).saturating_add(999)
-        );
-        let temporary = self.spool.join(format!("{name}.tmp"));
-        std::fs::write(&temporary, report.to_string())?;
-        std::fs::rename(&temporary, self.spool.join(name))
+        let now = ringfence_protocol::clock::unix_ms();
+        let report = Report {
+            id: format!("minidump-{now}"),
+            kind: "minidump".to_owned(),
+            at_ms: now,
+            body,
+        };
+        // One report per crash; 999 keeps its name clear of the guard's counter in the same
+        // millisecond.
+        ringfence_protocol::spool::write_from_outside(&self.spool, &report, 999).map(drop)
     }
 }
 

@@ -13,6 +13,7 @@
 //!
 //! Everything here drives the product through its public interfaces (the CLI and the HTTP
 //! API); nothing is simulated.
+#![forbid(unsafe_code)]
 
 pub mod control;
 mod crash_loop;

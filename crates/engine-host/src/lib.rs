@@ -7,9 +7,9 @@
 //!   content; it is shared by every worker.
 //! - An [`EngineCache`] keeps compiled engines on disk between processes, verified before
 //!   they are loaded, so a start or an upgrade does not compile again.
-//! - An [`EngineWorker`] is what a sensor thread calls: it owns a live instance and a warm spare,
-//!   turns every failure into a policy verdict plus a [`FailureRecord`], swaps in the spare, and
-//!   stops calling an engine that keeps failing (quarantine).
+//! - An [`EngineWorker`] is what an agent worker thread calls: it owns a live instance and a
+//!   warm spare, turns every failure into a policy verdict plus a [`FailureRecord`], swaps in the
+//!   spare, and stops calling an engine that keeps failing (quarantine).
 //!
 //! Architecture invariant: nothing a guest does can unwind into the caller. Every guest call
 //! returns `Result`, every error is classified, and an instance that failed is never called again.

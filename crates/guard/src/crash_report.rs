@@ -8,28 +8,21 @@
 //! any the agent uses, so neither can overwrite the other's reports.
 
 use crate::policy::Failure;
+use ringfence_protocol::api::Report;
+use ringfence_protocol::clock::unix_ms;
+use ringfence_protocol::guard_link::Slot;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 static SEQUENCE: AtomicU64 = AtomicU64::new(0);
-
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
 
 /// Writes one crash report for `failure` into `<data_dir>/spool`; returns its path.
 pub fn write(
     data_dir: &Path,
     failure: &Failure,
-    slot: &str,
+    slot: Slot,
     ran_ms: u64,
 ) -> std::io::Result<PathBuf> {
-    let spool = data_dir.join("spool");
-    std::fs::create_dir_all(&spool)?;
     let now = unix_ms();
     let n = SEQUENCE.fetch_add(1, Ordering::Relaxed);
     let (signal, code) = match failure {
@@ -39,11 +32,11 @@ pub fn write(
         Failure::SpawnFailed(_) => (Some("spawn".to_owned()), None),
         Failure::ExitedUnasked => (None, Some(0)),
     };
-    let report = serde_json::json!({
-        "id": format!("guard-{now}-{n}"),
-        "kind": "crash",
-        "at_ms": now,
-        "body": {
+    let report = Report {
+        id: format!("guard-{now}-{n}"),
+        kind: "crash".to_owned(),
+        at_ms: now,
+        body: serde_json::json!({
             "engine": "agent",
             "kind": "native",
             "signal": signal,
@@ -51,18 +44,9 @@ pub fn write(
             "slot": slot,
             "ran_ms": ran_ms,
             "message": format!("the agent {failure}"),
-        },
-    });
-    // Sequences in the spool order reports by age; ours sort after the agent's.
-    let name = format!(
-        "3-{:020}.json",
-        now.saturating_mul(1000).saturating_add(n % 1000)
-    );
-    let path = spool.join(&name);
-    let temporary = spool.join(format!("{name}.tmp"));
-    std::fs::write(&temporary, report.to_string())?;
-    std::fs::rename(&temporary, &path)?;
-    Ok(path)
+        }),
+    };
+    ringfence_protocol::spool::write_from_outside(&data_dir.join("spool"), &report, n)
 }
 
 #[cfg(test)]
@@ -75,7 +59,7 @@ mod tests {
         let path = write(
             dir.path(),
             &Failure::Signaled("SIGSEGV".into()),
-            "current",
+            Slot::Current,
             42,
         )
         .expect("write");
@@ -85,12 +69,13 @@ mod tests {
             .to_string_lossy()
             .into_owned();
         assert!(name.starts_with("3-") && name.ends_with(".json"), "{name}");
-        let report: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("json");
-        assert_eq!(report["kind"], "crash");
-        assert_eq!(report["body"]["signal"], "SIGSEGV");
-        assert_eq!(report["body"]["message"], "the agent killed by SIGSEGV");
-        let second = write(dir.path(), &Failure::Exited(3), "lkg", 1).expect("write");
+        let report: Report =
+            serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("a report");
+        assert_eq!(report.kind, "crash");
+        assert_eq!(report.body["signal"], "SIGSEGV");
+        assert_eq!(report.body["slot"], "current");
+        assert_eq!(report.body["message"], "the agent killed by SIGSEGV");
+        let second = write(dir.path(), &Failure::Exited(3), Slot::Lkg, 1).expect("write");
         assert_ne!(path, second);
     }
 }

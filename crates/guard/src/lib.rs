@@ -1,7 +1,8 @@
 //! `ringfence guard`: the supervisor that must never crash. It starts the agent, watches its exit
 //! and its heartbeat pipe, restarts it with backoff, and restores the last known good slot
-//! locally on a crash loop or a boot loop — with std, libc/nix, serde_json, thiserror, tracing
-//! and ringfence-backoff only: no engine code, no async runtime.
+//! locally on a crash loop or a boot loop — with std, libc/nix, serde_json, thiserror, tracing,
+//! ringfence-backoff and ringfence-protocol (for the contract below) only: no engine code, no
+//! async runtime.
 //!
 //! The contract with the agent: env `RINGFENCE_GUARD_FD=<n>` names an inherited, non-blocking
 //! pipe to write heartbeats to (`ok\n` at least every heartbeat timeout, `ready\n` once serving);

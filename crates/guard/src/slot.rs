@@ -2,28 +2,9 @@
 //! (`crates/release`) is written separately; the guard only needs this small trait, so it keeps
 //! depending on almost nothing and works before the store exists.
 
-use serde::{Deserialize, Serialize};
+pub use ringfence_protocol::guard_link::{SLOT_ENV, Slot};
 use std::ffi::OsString;
 use std::path::PathBuf;
-
-/// The two slots the guard knows about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Slot {
-    /// Whatever release the agent would run by itself (the newest installed).
-    Current,
-    /// The last known good release.
-    Lkg,
-}
-
-impl Slot {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Slot::Current => "current",
-            Slot::Lkg => "lkg",
-        }
-    }
-}
 
 /// A command line to start the agent with.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,8 +54,6 @@ pub struct ArgSlotSwitch {
     /// A file (or symlink) naming the current release, e.g. the store's `current` pointer.
     pub release_marker: Option<PathBuf>,
 }
-
-pub const SLOT_ENV: &str = "RINGFENCE_SLOT";
 
 impl Default for ArgSlotSwitch {
     fn default() -> Self {

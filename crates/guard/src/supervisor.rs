@@ -13,11 +13,12 @@ use nix::sys::signal::{Signal, kill, killpg};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 use ringfence_backoff::{ExpBackoff, Jitter};
+use ringfence_protocol::clock::unix_secs;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// Everything the guard is told at start.
 #[derive(Debug, Clone)]
@@ -177,13 +178,6 @@ pub struct Guard<'a> {
     ready_sent: bool,
 }
 
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 /// Healthy time counts from the first heartbeat, or from the start when heartbeats are off.
 fn healthy_since(heartbeat: Option<Duration>, agent: &Running) -> Option<Instant> {
     match heartbeat {
@@ -239,7 +233,7 @@ impl<'a> Guard<'a> {
                     %error,
                     "guard state unusable; taking the safe default: starting on the last known good slot"
                 );
-                GuardState::safe_default(tries, unix_now(), &error.to_string())
+                GuardState::safe_default(tries, unix_secs(), &error.to_string())
             }
         };
         let machine = Machine::new(config.policy, state, slots.current_release());
@@ -335,7 +329,7 @@ impl<'a> Guard<'a> {
     }
 
     fn start(&mut self) {
-        let (slot, restore) = self.machine.before_start(unix_now());
+        let (slot, restore) = self.machine.before_start(unix_secs());
         if let Some(restore) = restore {
             tracing::warn!(reason = %restore.reason, detail = %restore.detail, "restoring the last known good slot");
         }
@@ -531,7 +525,7 @@ impl<'a> Guard<'a> {
         tracing::warn!(pid = agent.pid.as_raw(), %failure, ran = ?agent.started.elapsed(), "agent stopped");
         let ran_ms = u64::try_from(agent.started.elapsed().as_millis()).unwrap_or(u64::MAX);
         if let Err(error) =
-            crate::crash_report::write(&self.config.data_dir, &failure, self.slot.as_str(), ran_ms)
+            crate::crash_report::write(&self.config.data_dir, &failure, self.slot, ran_ms)
         {
             tracing::warn!("could not write the crash report: {error}");
         }
@@ -553,7 +547,7 @@ impl<'a> Guard<'a> {
         let now = Instant::now();
         let decision = self
             .machine
-            .on_failure(now - self.epoch, unix_now(), &failure);
+            .on_failure(now - self.epoch, unix_secs(), &failure);
         self.last_failure = Some(format!("agent {failure}"));
         match decision {
             Decision::Restart { attempt } => {
@@ -684,7 +678,7 @@ impl<'a> Guard<'a> {
             blessed: state.blessed,
             last_restore: state.last_restore.clone(),
             pinned_lkg: state.pinned_lkg.clone(),
-            updated_at_unix: unix_now(),
+            updated_at_unix: unix_secs(),
         }
     }
 

@@ -12,6 +12,7 @@
 //! [`Heartbeat::validated`] and [`ReportBatch::validate`], pure functions the handlers call
 //! and the fuzz target `agent_bodies` drives.
 
+use crate::guard_link::Slot;
 use serde::{Deserialize, Serialize};
 
 /// `POST /api/v1/enroll`: an agent trades a single-use enrollment token for its credential.
@@ -63,17 +64,7 @@ pub struct InstalledRelease {
     pub current: Option<String>,
     pub lkg: Option<String>,
     /// Which of the two runs.
-    pub running: RunningSlot,
-}
-
-/// Which of a channel's two installed releases an agent runs: the one installed last, or the
-/// last known good one the guard restored.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RunningSlot {
-    #[default]
-    Current,
-    Lkg,
+    pub running: Slot,
 }
 
 /// Engine failures over a heartbeat interval, by class. Only failures the engine itself caused
@@ -602,7 +593,7 @@ mod tests {
             channel: channel.to_owned(),
             current: Some("1.0.0".into()),
             lkg: None,
-            running: RunningSlot::Current,
+            running: Slot::Current,
         }
     }
 

@@ -14,6 +14,32 @@ pub const GUARD_FD_ENV: &str = "RINGFENCE_GUARD_FD";
 /// The env var the guard sets to the slot it started the agent on (`current` or `lkg`).
 pub const SLOT_ENV: &str = "RINGFENCE_SLOT";
 
+/// Which of a channel's two installed releases runs: the one installed last, or the last known
+/// good one the guard restored after a crash or boot loop. The guard chooses it, the agent
+/// starts on it, the heartbeat reports it: one type for all three.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+#[serde(rename_all = "lowercase")]
+pub enum Slot {
+    /// Whatever each channel's slots say is current (the newest installed).
+    #[default]
+    Current,
+    /// Each channel's last known good release.
+    Lkg,
+}
+
+impl Slot {
+    /// The slot's name in the guard's environment, on the command line and on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Slot::Current => "current",
+            Slot::Lkg => "lkg",
+        }
+    }
+}
+
 /// Beats closer together than this are skipped, so `beat()` can sit in a hot loop. The guard's
 /// timeout is seconds (10 s by default), so one write a second is plenty.
 const MIN_INTERVAL: Duration = Duration::from_millis(500);

@@ -4,6 +4,7 @@
 //! Nothing here does I/O beyond reading and writing corpus files; nothing here knows about
 //! wasm, fanotify or HTTP. Every type serialises to stable JSON that is part of our public
 //! interface (corpora, alerts, reports), so fields are only ever added, never renamed.
+#![forbid(unsafe_code)]
 
 pub mod api;
 pub mod clock;
@@ -14,6 +15,7 @@ pub mod enforcement;
 pub mod event;
 pub mod failure;
 pub mod guard_link;
+pub mod spool;
 pub mod verdict;
 
 pub use enforcement::Enforcement;

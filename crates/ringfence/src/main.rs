@@ -2,6 +2,7 @@
 //! owns it. Mostly glue; the one security decision taken in this crate is whether to exec a new
 //! agent binary in place (`commands/self_upgrade.rs`), and only after the release crate has
 //! verified its signature against the agent's trusted keys.
+#![forbid(unsafe_code)]
 
 mod commands;
 mod settings;

@@ -3,6 +3,7 @@
 //!
 //! No I/O and no clock: the server feeds it database state and wall time; the simulator feeds it
 //! a million virtual endpoints and virtual time. Both run exactly this code.
+#![forbid(unsafe_code)]
 
 mod gates;
 mod membership;

@@ -4,7 +4,8 @@
 
 use crate::fleet::ActiveRollout;
 use crate::state::AppState;
-use ringfence_protocol::api::{Heartbeat, RunningSlot};
+use ringfence_protocol::api::Heartbeat;
+use ringfence_protocol::guard_link::Slot;
 use ringfence_rollout::{AgentHealth, Phase, step};
 use ringfence_store::{AgentRecord, StoreError};
 use serde::Deserialize;
@@ -58,7 +59,7 @@ pub(crate) fn heartbeat_of(agent: &AgentRecord) -> Heartbeat {
 /// The version of `channel` an agent reports running.
 pub(crate) fn running_version(heartbeat: &Heartbeat, channel: &str) -> Option<String> {
     let release = heartbeat.releases.iter().find(|r| r.channel == channel)?;
-    if release.running == RunningSlot::Lkg {
+    if release.running == Slot::Lkg {
         release.lkg.clone()
     } else {
         release.current.clone()

@@ -5,6 +5,7 @@
 //! Architecture invariant: the server never trusts a body's claim about who sent it. Agent ids
 //! come from the credential; release contents are verified against the release keys; every
 //! write needs a credential of the right kind.
+#![forbid(unsafe_code)]
 
 pub mod api;
 pub mod auth;

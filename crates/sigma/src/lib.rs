@@ -5,6 +5,7 @@
 //! rule is skipped with a reason, the rest load), then compiles all rules into one
 //! [`RuleSet`]: literals go into one Aho-Corasick automaton per field, so the cost of an event
 //! grows with what matches, not with how many rules there are. See docs/sigma.md.
+#![forbid(unsafe_code)]
 
 mod ast;
 mod compile;

@@ -9,6 +9,7 @@
 //! read-only pool (`reader()`): two writers in one process would make SQLite answer the second
 //! with `database is locked` instead of waiting its turn, and that must never reach a client.
 //! `open.rs` refuses databases that are empty, truncated or corrupt before anything is served.
+#![forbid(unsafe_code)]
 
 mod agents;
 mod audit;

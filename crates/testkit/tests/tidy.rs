@@ -1,6 +1,7 @@
 //! Invariants of ARCHITECTURE.md that a tool can check, checked on every test run (in the
 //! manner of rust-analyzer's tidy tests): every Rust file says why it exists in a `//!` header,
-//! `unsafe` code lives only in the modules named there, and SQL only in `crates/store`.
+//! `unsafe` code lives only in the modules named there (every other crate forbids it), and SQL
+//! only in `crates/store`.
 
 use std::path::{Path, PathBuf};
 
@@ -129,5 +130,33 @@ fn sql_lives_only_in_the_store() {
     assert!(
         offending.is_empty(),
         "SQL outside crates/store: {offending:#?}"
+    );
+}
+
+#[test]
+fn crates_without_an_unsafe_module_forbid_unsafe_code() {
+    // `forbid`, not the workspace's `deny`: no `#[allow(unsafe_code)]` can creep into them.
+    let roots: Vec<(String, String)> = rust_files()
+        .into_iter()
+        .filter(|(path, _)| {
+            path.starts_with("crates/")
+                && (path.ends_with("/src/lib.rs") || path.ends_with("/src/main.rs"))
+        })
+        .collect();
+    assert!(roots.len() > 15, "found only {} crate roots", roots.len());
+    let offending: Vec<String> = roots
+        .into_iter()
+        .filter(|(path, _)| {
+            let krate = path.split("/src/").next().unwrap_or_default();
+            !UNSAFE_MODULES
+                .iter()
+                .any(|module| module.starts_with(&format!("{krate}/")))
+        })
+        .filter(|(_, text)| !text.contains("#![forbid(unsafe_code)]"))
+        .map(|(path, _)| path)
+        .collect();
+    assert!(
+        offending.is_empty(),
+        "crate roots with no unsafe module that do not `#![forbid(unsafe_code)]`: {offending:#?}"
     );
 }

@@ -12,6 +12,7 @@
 //!
 //! Architecture invariant: nothing here blocks the permission path. The agent's sensor threads
 //! only ever append to the spool; uploads happen on the uplink's own thread.
+#![forbid(unsafe_code)]
 
 pub mod client;
 pub mod client_cert;

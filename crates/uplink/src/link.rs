@@ -20,8 +20,9 @@ use ringfence_backoff::{ExpBackoff, Jitter};
 use ringfence_protocol::Enforcement;
 use ringfence_protocol::api::{
     Assignment, CertificateRenewal, HealthFigures, Heartbeat, InstalledRelease, Remediation,
-    Report, ReportBatch, RunningSlot,
+    Report, ReportBatch,
 };
+use ringfence_protocol::guard_link::Slot;
 use ringfence_release::{
     Bundle, BundleError, LoadedRelease, SignedRollbackDirective, SlotError, SlotStore, TrustedKeys,
     VerifyError, VerifyOptions, Version, verify,
@@ -426,7 +427,7 @@ impl<H: AgentHost> Worker<H> {
                 Some(InstalledRelease {
                     current: state.current.map(|v| v.to_string()),
                     lkg: state.lkg.map(|v| v.to_string()),
-                    running: RunningSlot::Current,
+                    running: Slot::Current,
                     channel,
                 })
             })

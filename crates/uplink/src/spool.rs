@@ -6,34 +6,12 @@
 //! as anything else can make room. Every eviction is counted and reported, never silent.
 
 use ringfence_protocol::api::Report;
+pub use ringfence_protocol::spool::Priority;
+use ringfence_protocol::spool::{self as format, SpoolName, TEMPORARY_SUFFIX};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-
-/// Which reports survive when space runs out: higher survives longer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Priority {
-    Telemetry = 0,
-    Alert = 1,
-    Failure = 2,
-    Crash = 3,
-}
-
-impl Priority {
-    pub fn of_kind(kind: &str) -> Priority {
-        match kind {
-            "telemetry" => Priority::Telemetry,
-            "alert" => Priority::Alert,
-            "crash" => Priority::Crash,
-            _ => Priority::Failure,
-        }
-    }
-
-    fn digit(self) -> u8 {
-        self as u8
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpoolError {
@@ -108,16 +86,11 @@ impl Spool {
             let entry = entry.map_err(io(dir))?;
             let path = entry.path();
             let name = entry.file_name().to_string_lossy().into_owned();
-            if name.ends_with(".tmp") {
+            if name.ends_with(TEMPORARY_SUFFIX) {
                 let _ = std::fs::remove_file(&path);
                 continue;
             }
-            // `<priority>-<sequence>.json`
-            let Some((priority, sequence)) = name
-                .strip_suffix(".json")
-                .and_then(|stem| stem.split_once('-'))
-                .and_then(|(p, s)| Some((p.parse::<u8>().ok()?, s.parse::<u64>().ok()?)))
-            else {
+            let Some(SpoolName { priority, sequence }) = SpoolName::parse(&name) else {
                 continue;
             };
             // No spool of ours gets anywhere near this; a planted or corrupt name must not
@@ -126,12 +99,6 @@ impl Spool {
                 tracing::warn!(path = %path.display(), "spool file with an impossible sequence number; left alone");
                 continue;
             }
-            let priority = match priority {
-                0 => Priority::Telemetry,
-                1 => Priority::Alert,
-                2 => Priority::Failure,
-                _ => Priority::Crash,
-            };
             let size = entry.metadata().map_err(io(&path))?.len();
             index.bytes += size;
             index.next = index.next.max(sequence + 1);
@@ -213,16 +180,11 @@ impl Spool {
         sequence: u64,
         bytes: &[u8],
     ) -> Result<PathBuf, SpoolError> {
-        let name = format!("{}-{sequence:020}.json", priority.digit());
-        let path = self.dir.join(&name);
-        let temporary = self.dir.join(format!("{name}.tmp"));
-        let result =
-            std::fs::write(&temporary, bytes).and_then(|()| std::fs::rename(&temporary, &path));
-        if let Err(source) = result {
-            let _ = std::fs::remove_file(&temporary);
-            return Err(SpoolError::Io { path, source });
-        }
-        Ok(path)
+        let name = SpoolName { priority, sequence };
+        format::write_bytes(&self.dir, name, bytes).map_err(|source| SpoolError::Io {
+            path: self.dir.join(name.file_name()),
+            source,
+        })
     }
 
     /// Up to `limit` reports to upload, most important and oldest first, with their handles.

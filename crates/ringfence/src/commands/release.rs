@@ -287,13 +287,6 @@ fn publish(args: PublishArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 fn keygen(args: KeygenArgs) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(&args.out).with_context(|| format!("create {}", args.out.display()))?;
     let secret = args.out.join("release.key");
@@ -341,7 +334,9 @@ fn build(args: BuildArgs) -> anyhow::Result<ExitCode> {
         content: content.as_deref().map(Component::of),
         failure_policy: args.policy,
         min_agent_version: args.min_agent_version,
-        created_at: args.created_at.unwrap_or_else(now),
+        created_at: args
+            .created_at
+            .unwrap_or_else(ringfence_protocol::clock::unix_secs),
         notes: args.notes,
     };
     let bundle = Bundle::build(&manifest, engine, content, &key)?;
@@ -393,7 +388,7 @@ fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     };
     let options = VerifyOptions {
         agent_version: args.agent_version.as_ref(),
-        now: now(),
+        now: ringfence_protocol::clock::unix_secs(),
         rollback: directive.as_ref(),
     };
     let result = ringfence_release::verify_bytes(&bytes, &keys, &installed, &options);
@@ -489,7 +484,7 @@ fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
 
 fn directive(args: DirectiveArgs) -> anyhow::Result<ExitCode> {
     let key = ReleaseKey::read_file(&args.key)?;
-    let issued_at = now();
+    let issued_at = ringfence_protocol::clock::unix_secs();
     let directive = RollbackDirective {
         channel: args.channel,
         from_version: args.from,

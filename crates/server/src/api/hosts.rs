@@ -13,7 +13,8 @@ use crate::error::{ApiResult, AppError};
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use ringfence_protocol::api::{HealthFigures, Heartbeat, InstalledRelease, RunningSlot};
+use ringfence_protocol::api::{HealthFigures, Heartbeat, InstalledRelease};
+use ringfence_protocol::guard_link::Slot;
 use ringfence_store::{ReportRecord, now_ms};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
@@ -99,7 +100,7 @@ impl HostQuery {
             Some(HostState::Online) => host.online,
             Some(HostState::Offline) => !host.online,
             Some(HostState::Installing) => host.installing.is_some(),
-            Some(HostState::Lkg) => host.releases.iter().any(|r| r.slot == RunningSlot::Lkg),
+            Some(HostState::Lkg) => host.releases.iter().any(|r| r.slot == Slot::Lkg),
         };
         let degraded = self
             .degraded
@@ -277,7 +278,7 @@ mod tests {
             releases: vec![HostRelease {
                 channel: "detection".into(),
                 running: "disabled".into(),
-                slot: RunningSlot::Current,
+                slot: Slot::Current,
             }],
             installing: None,
             degraded: Vec::new(),

@@ -10,7 +10,8 @@ use crate::error::{ApiResult, AppError};
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::{Query, State};
-use ringfence_protocol::api::{Heartbeat, RunningSlot};
+use ringfence_protocol::api::Heartbeat;
+use ringfence_protocol::guard_link::Slot;
 use ringfence_rollout::Phase;
 use ringfence_store::{AgentRecord, now_ms};
 use serde::{Deserialize, Serialize};
@@ -112,7 +113,7 @@ pub struct HostRelease {
     pub channel: String,
     /// The version running, `disabled`, or `none`.
     pub running: String,
-    pub slot: RunningSlot,
+    pub slot: Slot,
 }
 
 /// One host as the fleet view shows it.
@@ -186,7 +187,7 @@ pub fn host_status(agent: &AgentRecord, now: i64, stale_after: i64) -> HostStatu
                     let slot = release.running;
                     let running = if health.disabled.contains(&release.channel) {
                         "disabled".to_owned()
-                    } else if slot == RunningSlot::Lkg {
+                    } else if slot == Slot::Lkg {
                         release.lkg.clone().unwrap_or_else(|| "none".to_owned())
                     } else {
                         release.current.clone().unwrap_or_else(|| "none".to_owned())
@@ -274,7 +275,7 @@ pub async fn fleet(
         online += usize::from(host.online);
         audit_mode += usize::from(host.mode.is_audit());
         for release in &host.releases {
-            on_lkg += usize::from(release.slot == RunningSlot::Lkg);
+            on_lkg += usize::from(release.slot == Slot::Lkg);
             *versions
                 .entry(release.channel.clone())
                 .or_default()

@@ -99,10 +99,7 @@ pub(super) fn ensure(dir: &Path, names: &[String]) -> Result<Files, TlsError> {
 /// Ten years from the start of last year: a private CA's certificates should not expire under a
 /// running fleet, and clock skew on a fresh host should not make them "not yet valid".
 fn validity(params: &mut CertificateParams) {
-    let seconds = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let seconds = ringfence_protocol::clock::unix_secs();
     let year = 1970 + i32::try_from(seconds / 31_556_952).unwrap_or(0);
     params.not_before = rcgen::date_time_ymd(year - 1, 1, 1);
     params.not_after = rcgen::date_time_ymd(year + 10, 1, 1);

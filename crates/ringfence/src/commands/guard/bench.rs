@@ -72,10 +72,7 @@ struct Scratch(PathBuf);
 
 impl Scratch {
     fn new() -> anyhow::Result<Self> {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
+        let nanos = ringfence_protocol::clock::unix_ns();
         let path = std::env::temp_dir().join(format!(
             "ringfence-guard-bench-{}-{nanos}",
             std::process::id()

@@ -1,13 +1,12 @@
 //! A stand-in agent for guard tests and benchmarks: speaks the real heartbeat (`GuardLink`) and
 //! fails on demand, differently on the current and the LKG slot.
 
-use crate::commands::managed::StartSlot;
 use clap::{Args, ValueEnum};
-use ringfence_protocol::guard_link::{GuardLink, SLOT_ENV};
+use ringfence_protocol::guard_link::{GuardLink, SLOT_ENV, Slot};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Mode {
@@ -33,7 +32,7 @@ pub struct TestChildArgs {
     lkg_mode: Mode,
     /// The slot, as the guard's argument template or environment passes it.
     #[arg(long, value_enum, env = SLOT_ENV, default_value = "current")]
-    slot: StartSlot,
+    slot: Slot,
     /// Append `<event> <slot> <pid> <unix-nanos>` lines here.
     #[arg(long)]
     record: Option<PathBuf>,
@@ -41,10 +40,7 @@ pub struct TestChildArgs {
 
 fn record(path: Option<&PathBuf>, event: &str, slot: &str) {
     let Some(path) = path else { return };
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
+    let nanos = ringfence_protocol::clock::unix_ns();
     let line = format!("{event} {slot} {} {nanos}\n", std::process::id());
     if let Ok(mut f) = std::fs::OpenOptions::new()
         .create(true)
@@ -58,8 +54,8 @@ fn record(path: Option<&PathBuf>, event: &str, slot: &str) {
 pub fn run(args: TestChildArgs) -> anyhow::Result<ExitCode> {
     let slot = args.slot.as_str();
     let mode = match args.slot {
-        StartSlot::Current => args.mode,
-        StartSlot::Lkg => args.lkg_mode,
+        Slot::Current => args.mode,
+        Slot::Lkg => args.lkg_mode,
     };
     let link = GuardLink::from_env();
     let rec = args.record.as_ref();

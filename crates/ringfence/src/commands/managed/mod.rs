@@ -17,7 +17,7 @@ use ringfence_agent::{Agent, AgentConfig};
 use ringfence_engine_host::Runtime;
 use ringfence_protocol::api::EnrollRequest;
 use ringfence_protocol::corpus;
-use ringfence_protocol::guard_link::GuardLink;
+use ringfence_protocol::guard_link::{GuardLink, SLOT_ENV, Slot};
 use ringfence_release::SlotStore;
 use ringfence_sensor::Channels;
 use ringfence_uplink::link::{report, trusted_keys};
@@ -59,8 +59,8 @@ pub struct ManagedArgs {
     #[arg(long)]
     pub hostname: Option<String>,
     /// Which release slot to start on; the guard passes `lkg` after a crash loop.
-    #[arg(long, env = "RINGFENCE_SLOT", value_enum, default_value_t = StartSlot::Current)]
-    pub slot: StartSlot,
+    #[arg(long, env = SLOT_ENV, value_enum, default_value_t = Slot::Current)]
+    pub slot: Slot,
     /// Replay this corpus in a loop as permission traffic (demos and load tests).
     #[arg(long)]
     pub traffic: Option<PathBuf>,
@@ -79,25 +79,6 @@ pub struct ManagedArgs {
     /// Fault injection for tests: abort the agent this long after start.
     #[arg(long, hide = true, value_parser = ringfence_protocol::duration::parse)]
     pub crash_after: Option<Duration>,
-}
-
-/// The release a managed agent starts on, as its guard asks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum StartSlot {
-    /// Whatever each channel's slots say is current.
-    Current,
-    /// Each channel's last known good release (the guard saw a crash loop).
-    Lkg,
-}
-
-impl StartSlot {
-    /// The slot's name on the command line and in the guard's environment.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StartSlot::Current => "current",
-            StartSlot::Lkg => "lkg",
-        }
-    }
 }
 
 fn hostname() -> String {
@@ -210,7 +191,7 @@ pub fn run(
     // Start on what the slots say; the guard asks for the last known good after a crash loop.
     let mut engines = BTreeMap::new();
     for channel in slots.channels()? {
-        if args.slot == StartSlot::Lkg {
+        if args.slot == Slot::Lkg {
             match slots.restore_lkg(&channel) {
                 Ok(_) => {
                     tracing::warn!(%channel, "started on the last known good release at the guard's request");

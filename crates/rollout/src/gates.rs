@@ -174,21 +174,10 @@ pub struct HealthSummary {
     pub quarantined: usize,
     /// Agents on the release whose host was starved of CPU over their last interval.
     pub starved: usize,
-    /// Trimmed means over the agents on the release (what the statistics gates read).
-    #[serde(deserialize_with = "lenient_f64")]
-    pub p99_us: f64,
-    #[serde(deserialize_with = "lenient_f64")]
-    pub deny_rate: f64,
-    #[serde(deserialize_with = "lenient_f64")]
-    pub cpu_pct: f64,
-    #[serde(deserialize_with = "lenient_f64")]
-    pub rss_bytes: f64,
-    #[serde(deserialize_with = "lenient_f64")]
-    pub failures_per_1k: f64,
-    #[serde(deserialize_with = "lenient_f64")]
-    pub policy_share: f64,
-    #[serde(deserialize_with = "lenient_f64")]
-    pub would_deny_per_1k: f64,
+    /// Trimmed means over the agents on the release (what the statistics gates read); on the
+    /// wire the figures sit beside the counts, as they always have.
+    #[serde(flatten)]
+    pub trimmed: Metrics,
     /// Plain means of the same figures, beside the trimmed ones, for operators.
     pub mean: Metrics,
 }
@@ -204,19 +193,6 @@ impl HealthSummary {
 
     pub fn adoption(&self) -> f64 {
         self.adopted as f64 / self.agents.max(1) as f64
-    }
-
-    /// The trimmed figures as [`Metrics`].
-    pub fn robust(&self) -> Metrics {
-        Metrics {
-            p99_us: self.p99_us,
-            deny_rate: self.deny_rate,
-            cpu_pct: self.cpu_pct,
-            rss_bytes: self.rss_bytes,
-            failures_per_1k: self.failures_per_1k,
-            policy_share: self.policy_share,
-            would_deny_per_1k: self.would_deny_per_1k,
-        }
     }
 
     /// Sets the trimmed and plain figures from groups of agents that report the same figures
@@ -239,14 +215,7 @@ impl HealthSummary {
             (means[i], trimmed[i]) = mean_and_trimmed(metric, trim_share);
         }
         self.mean = Metrics::from_fields(means);
-        let robust = Metrics::from_fields(trimmed);
-        self.p99_us = robust.p99_us;
-        self.deny_rate = robust.deny_rate;
-        self.cpu_pct = robust.cpu_pct;
-        self.rss_bytes = robust.rss_bytes;
-        self.failures_per_1k = robust.failures_per_1k;
-        self.policy_share = robust.policy_share;
-        self.would_deny_per_1k = robust.would_deny_per_1k;
+        self.trimmed = Metrics::from_fields(trimmed);
     }
 }
 
@@ -459,7 +428,7 @@ pub fn evaluate_gates(
     }
     let known = baseline.adopted >= spec.min_agents_for_metrics;
     let base = if known {
-        baseline.robust()
+        baseline.trimmed
     } else {
         Metrics::default()
     };
@@ -494,19 +463,19 @@ pub fn evaluate_gates(
     let statistics = [
         gate(
             "latency_p99",
-            ring.p99_us,
+            ring.trimmed.p99_us,
             p99,
             format!("verdict latency p99 µs ({p99_why})"),
         ),
         gate(
             "deny_rate",
-            ring.deny_rate,
+            ring.trimmed.deny_rate,
             base_blocked + spec.max_deny_rate_increase,
             format!("deny rate (baseline {base_blocked:.3})"),
         ),
         gate(
             "engine_failures",
-            ring.failures_per_1k,
+            ring.trimmed.failures_per_1k,
             base.failures_per_1k + spec.max_failures_per_1k_events,
             format!(
                 "engine failures of every class per 1,000 events (baseline {:.2})",
@@ -515,7 +484,7 @@ pub fn evaluate_gates(
         ),
         gate(
             "policy_answers",
-            ring.policy_share,
+            ring.trimmed.policy_share,
             base.policy_share + spec.max_policy_share_increase,
             format!(
                 "share of permission events answered by policy (baseline {:.3})",
@@ -524,7 +493,7 @@ pub fn evaluate_gates(
         ),
         gate(
             "would_deny_rate",
-            ring.would_deny_per_1k,
+            ring.trimmed.would_deny_per_1k,
             base.blocked_per_1k() + spec.max_would_deny_per_1k_increase,
             format!(
                 "answers audit mode allowed that the release would deny, per 1,000 events \
@@ -532,10 +501,15 @@ pub fn evaluate_gates(
                 base.blocked_per_1k()
             ),
         ),
-        gate("cpu", ring.cpu_pct, cpu, format!("agent CPU % ({cpu_why})")),
+        gate(
+            "cpu",
+            ring.trimmed.cpu_pct,
+            cpu,
+            format!("agent CPU % ({cpu_why})"),
+        ),
         gate_shown(
             "rss",
-            ring.rss_bytes,
+            ring.trimmed.rss_bytes,
             rss,
             format!("agent RSS ({rss_why})"),
             mib,

@@ -470,6 +470,10 @@ fn side_by_side(
     };
     // Backed up before anything is written, restored when `setup` goes out of scope, whatever
     // way that happens.
+    let interrupt = fapolicyd
+        .as_ref()
+        .map(|_| fapd::Interrupt::install())
+        .transpose()?;
     let setup = match &fapolicyd {
         Some(_) => Some(fapd::Setup::new(
             Path::new(fapd::ETC),
@@ -477,7 +481,9 @@ fn side_by_side(
         )?),
         None => None,
     };
+    let interrupted = || interrupt.as_ref().map_or(Ok(()), fapd::Interrupt::check);
     let daemon = |watch: &[String]| -> anyhow::Result<Option<fapd::Daemon>> {
+        interrupted()?;
         match (&fapolicyd, &setup) {
             (Some(binary), Some(setup)) => {
                 setup.watch(watch)?;
@@ -491,6 +497,7 @@ fn side_by_side(
     let (mut none, mut ringfence, mut theirs) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..rounds {
         for scenario in order(round) {
+            interrupted()?;
             match scenario {
                 Scenario::None => none.extend(samples(bin, per_round)?),
                 Scenario::Ringfence => {

@@ -2,7 +2,7 @@
 //! most Linux hosts would otherwise run. This module installs nothing; when `fapolicyd` is on
 //! the machine it runs it in the foreground with one allow-all rule, so the benchmark can time
 //! the same execs under it, under ringfence and under no listener in one process, and it puts
-//! back every file of fapolicyd's it changed, also on error and on panic.
+//! back every file of fapolicyd's it changed, also on error, on panic and on Ctrl-C.
 
 use anyhow::Context;
 use sha2::Digest;
@@ -10,6 +10,7 @@ use std::collections::VecDeque;
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
@@ -33,6 +34,32 @@ const STATE: &[&str] = &[
     // empty by the time it is removed.
     "/run/fapolicyd",
 ];
+
+/// Ctrl-C while fapolicyd's files are changed: the default action would end the process
+/// without unwinding, leaving the benchmark's allow-all rule in `/etc/fapolicyd`. Instead the
+/// signal sets a flag, the benchmark stops at its next step with an error, and the files are
+/// put back as it unwinds.
+#[derive(Debug, Clone)]
+pub(crate) struct Interrupt(Arc<AtomicBool>);
+
+impl Interrupt {
+    pub(crate) fn install() -> anyhow::Result<Interrupt> {
+        let flag = Arc::new(AtomicBool::new(false));
+        let set = Arc::clone(&flag);
+        ctrlc::set_handler(move || set.store(true, Ordering::SeqCst))
+            .context("catch Ctrl-C so fapolicyd's files are restored")?;
+        Ok(Interrupt(flag))
+    }
+
+    /// An error once Ctrl-C was pressed: the caller stops and unwinds.
+    pub(crate) fn check(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            !self.0.load(Ordering::SeqCst),
+            "interrupted; fapolicyd's configuration is being restored"
+        );
+        Ok(())
+    }
+}
 
 /// The fapolicyd binary, or why the fapolicyd rows are skipped.
 pub(crate) fn find() -> Result<PathBuf, String> {
@@ -372,6 +399,22 @@ impl Comparison {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ctrl_c_turns_into_an_error_the_benchmark_unwinds_with() {
+        // The only test in this binary that touches SIGINT: with the handler in place the
+        // signal sets the flag instead of ending the process.
+        let interrupt = Interrupt::install().expect("handler");
+        interrupt.check().expect("not interrupted yet");
+        nix::sys::signal::raise(nix::sys::signal::Signal::SIGINT).expect("raise");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while interrupt.check().is_ok() {
+            assert!(Instant::now() < deadline, "Ctrl-C never reached the flag");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let error = interrupt.check().expect_err("interrupted");
+        assert!(error.to_string().contains("restored"), "{error}");
+    }
 
     fn files(dir: &Path) -> (Vec<PathBuf>, Vec<PathBuf>) {
         (

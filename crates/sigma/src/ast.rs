@@ -147,6 +147,8 @@ pub struct Rule {
     /// Sigma `id`, or the title for rules without one.
     pub id: String,
     pub title: String,
+    /// Sigma `author`: shown with every match, as the Detection Rule License asks.
+    pub author: Option<String>,
     pub level: Level,
     pub tags: Vec<String>,
     pub categories: Categories,

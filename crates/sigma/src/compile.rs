@@ -353,6 +353,7 @@ impl RuleSet {
                 blocking: config.is_blocking(&rule.id, &rule.tags),
                 id: rule.id,
                 title: rule.title,
+                author: rule.author,
                 level: rule.level,
                 tags: rule.tags,
                 categories: rule.categories,

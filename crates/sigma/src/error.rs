@@ -16,7 +16,9 @@ pub enum RuleError {
     Collection(String),
     #[error("correlation rules are not supported")]
     Correlation,
-    #[error("log source {0} is not supported (linux process_creation, file_event, file_access)")]
+    #[error(
+        "log source {0} is not supported (linux process_creation, file_event, file_access, network_connection)"
+    )]
     Logsource(String),
     #[error("field `{0}` is not available (see docs/sigma.md for the field table)")]
     UnknownField(String),

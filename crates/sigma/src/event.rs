@@ -16,10 +16,16 @@ pub enum Field {
     ProcessId,
     ParentProcessId,
     TargetFilename,
+    DestinationIp,
+    DestinationPort,
+    DestinationHostname,
+    SourceIp,
+    SourcePort,
+    Initiated,
 }
 
 /// Number of [`Field`] variants; sizes per-event caches.
-pub const FIELD_COUNT: usize = 9;
+pub const FIELD_COUNT: usize = 15;
 
 impl Field {
     /// Every field, in index order.
@@ -33,6 +39,12 @@ impl Field {
         Field::ProcessId,
         Field::ParentProcessId,
         Field::TargetFilename,
+        Field::DestinationIp,
+        Field::DestinationPort,
+        Field::DestinationHostname,
+        Field::SourceIp,
+        Field::SourcePort,
+        Field::Initiated,
     ];
 
     /// The Sigma spelling.
@@ -47,6 +59,12 @@ impl Field {
             Field::ProcessId => "ProcessId",
             Field::ParentProcessId => "ParentProcessId",
             Field::TargetFilename => "TargetFilename",
+            Field::DestinationIp => "DestinationIp",
+            Field::DestinationPort => "DestinationPort",
+            Field::DestinationHostname => "DestinationHostname",
+            Field::SourceIp => "SourceIp",
+            Field::SourcePort => "SourcePort",
+            Field::Initiated => "Initiated",
         }
     }
 
@@ -73,6 +91,7 @@ impl Categories {
     pub const PROCESS_CREATION: Categories = Categories(1);
     pub const FILE_EVENT: Categories = Categories(2);
     pub const FILE_ACCESS: Categories = Categories(4);
+    pub const NETWORK_CONNECTION: Categories = Categories(8);
 
     /// The category named in a rule's `logsource.category`, if supported.
     pub fn from_logsource(category: &str) -> Option<Categories> {
@@ -80,6 +99,7 @@ impl Categories {
             "process_creation" => Some(Categories::PROCESS_CREATION),
             "file_event" => Some(Categories::FILE_EVENT),
             "file_access" => Some(Categories::FILE_ACCESS),
+            "network_connection" => Some(Categories::NETWORK_CONNECTION),
             _ => None,
         }
     }
@@ -129,6 +149,24 @@ pub struct OpenView<'a> {
     pub write: bool,
 }
 
+/// The parts of a network connection that rules can see (what the BPF sensor reports for a
+/// connect or an accept).
+#[derive(Debug, Clone, Copy)]
+pub struct NetworkView<'a> {
+    pub pid: u32,
+    pub uid: u32,
+    /// Empty when the process is gone.
+    pub exe: &'a str,
+    /// True for an outgoing connection (connect), false for an accepted one.
+    pub initiated: bool,
+    pub source_ip: &'a str,
+    pub source_port: u16,
+    pub destination_ip: &'a str,
+    pub destination_port: u16,
+    /// Empty when no name is known for the address (the kernel sees addresses, not names).
+    pub destination_hostname: &'a str,
+}
+
 impl<'a> EventFields<'a> {
     /// An event of `categories` with no fields set.
     pub fn new(categories: Categories) -> EventFields<'a> {
@@ -168,6 +206,32 @@ impl<'a> EventFields<'a> {
             .with(Field::ParentProcessId, exec.ppid.to_string());
         if !exec.parent_exe.is_empty() {
             fields.set(Field::ParentImage, Some(Cow::Borrowed(exec.parent_exe)));
+        }
+        fields
+    }
+
+    /// A `network_connection` event. `Initiated` is `true` or `false`, as Sysmon writes it
+    /// and SigmaHQ's rules compare it; ports are decimal strings, as numbers in rules are.
+    pub fn from_network(net: NetworkView<'a>) -> EventFields<'a> {
+        let mut fields = EventFields::new(Categories::NETWORK_CONNECTION)
+            .with(
+                Field::Initiated,
+                if net.initiated { "true" } else { "false" },
+            )
+            .with(Field::SourceIp, net.source_ip)
+            .with(Field::SourcePort, net.source_port.to_string())
+            .with(Field::DestinationIp, net.destination_ip)
+            .with(Field::DestinationPort, net.destination_port.to_string())
+            .with(Field::User, net.uid.to_string())
+            .with(Field::ProcessId, net.pid.to_string());
+        if !net.exe.is_empty() {
+            fields.set(Field::Image, Some(Cow::Borrowed(net.exe)));
+        }
+        if !net.destination_hostname.is_empty() {
+            fields.set(
+                Field::DestinationHostname,
+                Some(Cow::Borrowed(net.destination_hostname)),
+            );
         }
         fields
     }

@@ -44,6 +44,10 @@ pub fn from_yaml(doc: &Yaml) -> Result<Rule, RuleError> {
     }
     let title = get_str(map, "title").ok_or(RuleError::Missing("title"))?;
     let id = get_str(map, "id").unwrap_or(title).to_owned();
+    let author = get_str(map, "author")
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(str::to_owned);
     let level = match get(map, "level") {
         None | Some(Yaml::Null) => Level::default(),
         Some(value) => value
@@ -112,6 +116,7 @@ pub fn from_yaml(doc: &Yaml) -> Result<Rule, RuleError> {
     Ok(Rule {
         id,
         title: title.to_owned(),
+        author,
         level,
         tags,
         categories,

@@ -92,6 +92,7 @@ impl Config {
 pub struct RuleInfo {
     pub id: String,
     pub title: String,
+    pub author: Option<String>,
     pub level: Level,
     pub tags: Vec<String>,
     pub categories: Categories,
@@ -110,11 +111,19 @@ pub struct Outcome<'a> {
 
 impl Outcome<'_> {
     /// The verdict message: the rule's title, and how many others matched too.
+    /// The rule's title, its author when it names one (rules under the Detection Rule License,
+    /// such as SigmaHQ's, must credit their author wherever a match is shown), and how many
+    /// other rules matched.
     pub fn message(&self) -> String {
-        match self.matched {
-            0 | 1 => self.rule.title.clone(),
-            2 => format!("{} (and 1 more matching rule)", self.rule.title),
-            n => format!("{} (and {} more matching rules)", self.rule.title, n - 1),
+        let mut message = self.rule.title.clone();
+        if let Some(author) = &self.rule.author {
+            message.push_str(&format!(" (rule by {author})"));
         }
+        match self.matched {
+            0 | 1 => {}
+            2 => message.push_str(" (and 1 more matching rule)"),
+            n => message.push_str(&format!(" (and {} more matching rules)", n - 1)),
+        }
+        message
     }
 }

@@ -85,6 +85,7 @@ fn rule() -> impl Strategy<Value = Rule> {
         (Just(searches), expr(n)).prop_map(|(searches, condition)| Rule {
             id: String::new(),
             title: "t".into(),
+            author: None,
             level: Level::Medium,
             tags: Vec::new(),
             categories: Categories::PROCESS_CREATION,

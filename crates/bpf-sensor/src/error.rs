@@ -8,6 +8,9 @@ pub enum BpfError {
     /// This binary was built without clang (see the crate's build script).
     #[error("not built with BPF support (clang, libbpf-dev or bpftool were missing at build time)")]
     NotBuilt,
+    /// Switched off on purpose (the guard after a boot loop, or the operator), with why.
+    #[error("{0}")]
+    SwitchedOff(String),
     /// The kernel's type information, needed to relocate the programs (CO-RE), is missing.
     #[error("no usable BTF at {path}: {source}")]
     Btf {

@@ -57,6 +57,9 @@ pub struct BpfConfig {
     pub btf: PathBuf,
     /// The process whose own activity the programs leave out (the agent; 0 for none).
     pub self_tgid: u32,
+    /// Set to why when the sensor must not load (the guard's boot-loop protection): loading
+    /// then touches nothing in the kernel and reports this as reduced visibility.
+    pub switched_off: Option<String>,
 }
 
 impl Default for BpfConfig {
@@ -64,6 +67,7 @@ impl Default for BpfConfig {
         BpfConfig {
             btf: PathBuf::from(KERNEL_BTF),
             self_tgid: std::process::id(),
+            switched_off: None,
         }
     }
 }
@@ -110,6 +114,9 @@ impl BpfSensor {
     /// Loads and attaches the sensor. Call it before the process confines itself: loading
     /// needs `bpf()` commands, capabilities and tracefs that the confined agent no longer has.
     pub fn load(config: &BpfConfig) -> Result<BpfSensor, BpfError> {
+        if let Some(why) = &config.switched_off {
+            return Err(BpfError::SwitchedOff(why.clone()));
+        }
         load_object(OBJECT.ok_or(BpfError::NotBuilt)?, config)
     }
 
@@ -276,10 +283,20 @@ mod tests {
     fn a_missing_btf_is_a_typed_error() {
         let config = BpfConfig {
             btf: PathBuf::from("/nonexistent/vmlinux"),
-            self_tgid: 0,
+            ..BpfConfig::default()
         };
         let error = load_object(b"", &config).expect_err("no BTF");
         assert!(matches!(error, BpfError::Btf { .. }), "{error}");
+    }
+
+    #[test]
+    fn switched_off_loads_nothing_and_says_why() {
+        let config = BpfConfig {
+            switched_off: Some("boot loop".into()),
+            ..BpfConfig::default()
+        };
+        let error = BpfSensor::load(&config).expect_err("off");
+        assert!(matches!(&error, BpfError::SwitchedOff(why) if why == "boot loop"));
     }
 
     #[test]

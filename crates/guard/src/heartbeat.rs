@@ -8,6 +8,9 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 /// The env var telling the agent which fd is its heartbeat pipe.
 pub const GUARD_FD_ENV: &str = "RINGFENCE_GUARD_FD";
+/// The env var telling the agent to start without its BPF sensor, and why (the protocol
+/// crate's `guard_link::BPF_OFF_ENV`; the guard depends on nothing of ours).
+pub const BPF_OFF_ENV: &str = "RINGFENCE_BPF_OFF";
 
 /// A fresh pipe per agent start, so bytes from a dead agent never count for the new one.
 /// Both ends are non-blocking: the agent must never block on a slow guard, nor the guard on it.

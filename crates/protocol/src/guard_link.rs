@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 pub const GUARD_FD_ENV: &str = "RINGFENCE_GUARD_FD";
 /// The env var the guard sets to the slot it started the agent on (`current` or `lkg`).
 pub const SLOT_ENV: &str = "RINGFENCE_SLOT";
+/// The env var the guard sets, to the reason in words, when the agent must start without its
+/// BPF sensor: the host boot-looped or crash-looped, and kernel code we loaded may be why.
+pub const BPF_OFF_ENV: &str = "RINGFENCE_BPF_OFF";
 
 /// Beats closer together than this are skipped, so `beat()` can sit in a hot loop. The guard's
 /// timeout is seconds (10 s by default), so one write a second is plenty.

@@ -258,6 +258,10 @@ fn config(args: &AgentArgs) -> anyhow::Result<AgentConfig> {
             SensorArg::Proc => Sensor::Proc,
             SensorArg::Bpf => Sensor::Bpf(ringfence_bpf_sensor::BpfConfig {
                 btf: args.bpf_btf.clone(),
+                // The guard's boot-loop protection: a host in trouble runs without it.
+                switched_off: std::env::var(ringfence_protocol::guard_link::BPF_OFF_ENV)
+                    .ok()
+                    .filter(|why| !why.is_empty()),
                 ..ringfence_bpf_sensor::BpfConfig::default()
             }),
             SensorArg::Replay => {

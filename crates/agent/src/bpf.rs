@@ -147,7 +147,8 @@ impl ArgvBook {
     }
 }
 
-/// Reads the sensor until the agent stops.
+/// Reads the sensor until the agent stops. Losses come in-band in the records (the confined
+/// agent makes no `bpf()` call).
 pub fn run(core: &Core, mut sensor: BpfSensor) {
     let mut events = Vec::new();
     let mut lost_seen = 0u64;
@@ -157,6 +158,12 @@ pub fn run(core: &Core, mut sensor: BpfSensor) {
         events.clear();
         match sensor.read(POLL, &mut events) {
             Ok(outcome) => {
+                if outcome.lost > 0 {
+                    core.stats
+                        .bpf_lost
+                        .fetch_add(outcome.lost, Ordering::Relaxed);
+                    lost_seen = lost_seen.saturating_add(outcome.lost);
+                }
                 if outcome.malformed > 0 {
                     core.stats
                         .bpf_malformed
@@ -174,16 +181,6 @@ pub fn run(core: &Core, mut sensor: BpfSensor) {
         let now = Instant::now();
         for event in events.drain(..) {
             record(core, event, now);
-        }
-        match sensor.lost() {
-            Ok(lost) if lost > lost_seen => {
-                core.stats
-                    .bpf_lost
-                    .fetch_add(lost - lost_seen, Ordering::Relaxed);
-                lost_seen = lost;
-            }
-            Ok(_) => {}
-            Err(error) => tracing::warn!(%error, "cannot read the BPF loss counter"),
         }
         if lost_seen > lost_alerted && last_alert.is_none_or(|at| at.elapsed() >= LOSS_ALERT_EVERY)
         {

@@ -50,6 +50,9 @@ struct rf_header {
 	char comm[16];
 	__u32 egid;
 	__u32 flags;
+	// Records this CPU could not fit in the ring buffer since its previous record: losses
+	// travel in-band, so the confined agent never needs bpf() to learn of them.
+	__u64 lost;
 };
 
 struct rf_exec {
@@ -147,6 +150,14 @@ static __always_inline void rf_fill(struct rf_header *h, __u32 kind, __u32 size)
 	h->egid = BPF_CORE_READ(task, cred, egid.val);
 	h->ktime_ns = bpf_ktime_get_ns();
 	h->flags = 0;
+	h->lost = 0;
+	__u32 zero = 0;
+	__u64 *lost = bpf_map_lookup_elem(&LOST, &zero);
+	// Per-CPU and not preempted while the program runs: nobody else touches this value now.
+	if (lost && *lost) {
+		h->lost = *lost;
+		*lost = 0;
+	}
 	bpf_get_current_comm(h->comm, sizeof(h->comm));
 }
 

@@ -90,6 +90,9 @@ pub struct ReadOutcome {
     pub malformed: u64,
     /// The last decode error, for the operator's log.
     pub last_error: Option<DecodeError>,
+    /// Records the programs could not fit in the ring buffer, as the records read carried
+    /// them (see [`record::lost_before`]).
+    pub lost: u64,
 }
 
 /// The loaded, attached sensor. Dropping it detaches every program.
@@ -139,6 +142,7 @@ impl BpfSensor {
         let mut outcome = ReadOutcome::default();
         for _ in 0..DRAIN_MAX {
             let Some(item) = self.ring.next() else { break };
+            outcome.lost = outcome.lost.saturating_add(record::lost_before(&item));
             match record::decode(&item) {
                 Ok(event) => out.push(event),
                 Err(error) => {
@@ -150,7 +154,9 @@ impl BpfSensor {
         Ok(outcome)
     }
 
-    /// Records the programs could not fit in the ring buffer since load, over every CPU.
+    /// Records the programs could not fit in the ring buffer and have not yet reported in a
+    /// later record, over every CPU. A map lookup: a `bpf()` call, which the confined agent
+    /// does not make (it counts [`ReadOutcome::lost`]).
     pub fn lost(&self) -> Result<u64, BpfError> {
         let values = self.lost.get(&0, 0).map_err(|e| BpfError::Map {
             name: "LOST",

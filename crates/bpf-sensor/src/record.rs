@@ -8,7 +8,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 /// The common header of every record.
-const HEADER: usize = 64;
+const HEADER: usize = 72;
 const PATH_MAX: usize = 256;
 /// The argv buffer; the programs stop copying new strings at half of it.
 const ARGV_BUF: usize = 2048;
@@ -229,6 +229,15 @@ impl Fields<'_> {
         let bytes = bytes.split(|b| *b == 0).next().unwrap_or_default();
         Ok(String::from_utf8_lossy(bytes).into_owned())
     }
+}
+
+/// Records the programs could not fit since the previous record from the same CPU, as this
+/// record carries them (0 when it is too short to tell).
+pub fn lost_before(record: &[u8]) -> u64 {
+    if record.len() < HEADER {
+        return 0;
+    }
+    Fields(record).u64(64)
 }
 
 /// Decodes one ring buffer record.

@@ -126,6 +126,15 @@ fn size_field_must_agree_with_the_ring_buffer() {
 }
 
 #[test]
+fn losses_travel_in_the_next_record() {
+    let mut r = header(KIND_BPF, CALL_SIZE);
+    assert_eq!(lost_before(&r), 0);
+    put(&mut r, 64, &17u64.to_ne_bytes());
+    assert_eq!(lost_before(&r), 17);
+    assert_eq!(lost_before(&r[..HEADER - 1]), 0);
+}
+
+#[test]
 fn unknown_kinds_and_calls_are_refused() {
     assert_eq!(decode(&header(99, 256)), Err(DecodeError::UnknownKind(99)));
     let mut r = header(KIND_SETID, CALL_SIZE);

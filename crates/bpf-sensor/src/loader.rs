@@ -47,6 +47,9 @@ const HOOKS: &[(&str, &str, &str)] = &[
     ("rf_bpf", "syscalls", "sys_enter_bpf"),
 ];
 
+/// Loads of one program tried when the kernel answers EAGAIN, as libbpf does.
+const LOAD_TRIES: u32 = 5;
+
 /// Records drained per [`BpfSensor::read`], so a flood cannot keep a reader from its stop
 /// flag.
 const DRAIN_MAX: usize = 4096;
@@ -235,7 +238,20 @@ fn attach(ebpf: &mut Ebpf, program: &str, category: &str, name: &str) -> Result<
         .ok_or("not in the object")?
         .try_into()
         .map_err(|e: aya::programs::ProgramError| e.to_string())?;
-    program.load().map_err(|e| format!("load: {}", chain(&e)))?;
+    // The kernel can answer a load with EAGAIN when the verifier is interrupted (a signal,
+    // or a busy host); libbpf retries those, and so do we.
+    let mut tries = 0;
+    loop {
+        match program.load() {
+            Ok(()) => break,
+            Err(aya::programs::ProgramError::LoadError { io_error, .. })
+                if io_error.raw_os_error() == Some(libc::EAGAIN) && tries < LOAD_TRIES =>
+            {
+                tries += 1;
+            }
+            Err(e) => return Err(format!("load: {}", chain(&e))),
+        }
+    }
     program
         .attach(category, name)
         .map_err(|e| format!("attach: {}", chain(&e)))?;

@@ -76,6 +76,22 @@ install_chromium() {
   fi
 }
 
+# The BPF sensor's compiler and headers (crates/bpf-sensor/build.rs). As root the live BPF tests
+# must run, so a build without them is an error (RINGFENCE_REQUIRE_BPF=1) rather than a sensor
+# quietly built without BPF support.
+install_bpf_tools() {
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "note: not root; the BPF sensor builds only if clang, libbpf-dev and bpftool are installed"
+    return
+  fi
+  if ! command -v clang >/dev/null || ! command -v bpftool >/dev/null || [ ! -e /usr/include/bpf/bpf_helpers.h ]; then
+    log "installing clang, llvm, libbpf-dev and bpftool"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clang llvm libbpf-dev bpftool >/dev/null
+  fi
+  export RINGFENCE_REQUIRE_BPF=1
+}
+
 # The README's first command on a toolchain without the wasm target (removed, then added back
 # by the build itself): a clear error offline, a working build online.
 log "a toolchain without the wasm target"
@@ -84,6 +100,7 @@ bash scripts/test-fresh-toolchain.sh
 log "services"
 start_postgres
 install_chromium
+install_bpf_tools
 
 log "tests"
 # Skips are loud: every skipped test says why and appends a line here (crates/testkit). As root

@@ -2,6 +2,7 @@
 //! stops reading, unmarks, and answers every pending permission event before returning.
 
 use crate::alerts::AlertSink;
+use crate::bpf::{ArgvBook, Visibility};
 use crate::cache::DecisionCache;
 use crate::config::{AgentConfig, AgentError, Sensor};
 use crate::core::{Core, Pending, Submitted};
@@ -36,6 +37,7 @@ pub struct Agent {
     has_replay: bool,
     audit: bool,
     workers_started: usize,
+    visibility: Option<Visibility>,
 }
 
 fn spawn<T: Send + 'static>(
@@ -91,6 +93,7 @@ impl Agent {
         let mut fanotify = None;
         let mut connector = None;
         let mut replays = Vec::new();
+        let mut bpf = None;
         for sensor in &config.sensors {
             match sensor {
                 Sensor::Fanotify => {
@@ -106,7 +109,35 @@ impl Agent {
                     });
                 }
                 Sensor::Replay(events) => replays.push(events.clone()),
+                Sensor::Bpf(bpf_config) => {
+                    bpf = Some(match inherited.bpf.take() {
+                        Some(loaded) => loaded,
+                        None => ringfence_bpf_sensor::BpfSensor::load(bpf_config),
+                    });
+                }
             }
+        }
+        let (bpf, visibility) = match bpf {
+            None => (None, None),
+            Some(Ok(sensor)) => {
+                let visibility = Visibility::of_hooks(sensor.hooks());
+                (Some(sensor), Some(visibility))
+            }
+            Some(Err(error)) => (
+                None,
+                Some(Visibility::Reduced {
+                    reason: error.to_string(),
+                }),
+            ),
+        };
+        match &visibility {
+            Some(Visibility::Reduced { reason }) => {
+                tracing::warn!(%reason, "reduced visibility: serving on fanotify and the process connector");
+            }
+            Some(Visibility::Full { attached, .. }) => {
+                tracing::info!(hooks = attached.len(), "BPF sensor attached");
+            }
+            None => {}
         }
         let mut protection = None;
         let mut entries = None;
@@ -162,6 +193,7 @@ impl Agent {
             jobs: Mutex::new(queue_rx),
             watch: Mutex::new(Some(watch_tx)),
             notify: Mutex::new(Some(notify_tx)),
+            argv: bpf.as_ref().map(|_| ArgvBook::default()),
         });
         let audit = fanotify.as_ref().is_some_and(Fanotify::audit_enabled);
         let mut agent = Agent {
@@ -177,6 +209,7 @@ impl Agent {
             has_replay: !replays.is_empty(),
             audit,
             workers_started: 0,
+            visibility,
         };
         let c = Arc::clone(&core);
         agent.responder = Some(spawn("rf-responder", move || {
@@ -229,6 +262,12 @@ impl Agent {
                 sensors::proc_connector(&c, connector)
             })?);
         }
+        if let Some(sensor) = bpf {
+            let c = Arc::clone(&core);
+            agent
+                .sensors
+                .push(spawn("rf-bpf", move || crate::bpf::run(&c, sensor))?);
+        }
         if !replays.is_empty() {
             let c = Arc::clone(&core);
             let done = Arc::clone(&agent.replay_done);
@@ -242,6 +281,12 @@ impl Agent {
         agent.workers_started = config.workers;
         tracing::info!(audit, mode = %config.enforcement, "agent started");
         Ok(agent)
+    }
+
+    /// What the BPF sensor sees: `None` when it was not asked for, reduced when it was
+    /// refused or is partly missing (the agent then serves on its other sensors).
+    pub fn visibility(&self) -> Option<&Visibility> {
+        self.visibility.as_ref()
     }
 
     pub fn stats(&self) -> StatsSnapshot {
@@ -470,6 +515,8 @@ impl Agent {
                 .entry_reader
                 .take()
                 .and_then(|h| h.join().ok().flatten()),
+            // The next image loads its own (see `Channels::bpf`).
+            bpf: None,
         };
         for handle in self.sensors.drain(..) {
             let _ = handle.join();

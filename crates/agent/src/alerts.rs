@@ -29,6 +29,8 @@ pub enum Reason {
     Quarantine,
     /// Self-protection: a process created, deleted or renamed one of the agent's own files.
     TamperEntry(EntryActivity),
+    /// A sensor lost events (the BPF ring buffer was full): what engines did not see.
+    SensorLoss,
 }
 
 /// What a process did to a directory entry, as OCSF File System Activity names it.
@@ -60,6 +62,7 @@ impl Reason {
             Reason::Shutdown => "shutdown",
             Reason::Tamper | Reason::TamperEntry(_) => "tamper",
             Reason::Quarantine => "quarantine",
+            Reason::SensorLoss => "sensor_loss",
         }
     }
 }

@@ -17,6 +17,10 @@ pub enum Sensor {
     Fanotify,
     /// Netlink process connector notifications (root).
     Proc,
+    /// The BPF sensor (root, a kernel with BTF): argv for exec decisions, and network, file
+    /// and privilege activity counted. Refused or absent, the agent serves on the others and
+    /// reports reduced visibility.
+    Bpf(ringfence_bpf_sensor::BpfConfig),
     /// A recorded corpus, replayed once: exec/open as permission events (answered, timed and
     /// cached like live ones, with backpressure instead of queue-full answers), fork/exit as
     /// notifications.

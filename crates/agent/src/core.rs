@@ -1,6 +1,7 @@
 //! State shared by every agent thread, and the two ways a permission event enters the pipeline.
 
 use crate::alerts::{Alert, AlertSink, EngineVerdict, Reason};
+use crate::bpf::{ARGV_WAIT, ArgvBook};
 use crate::cache::{CacheKey, DecisionCache};
 use crate::engines::EngineSlot;
 use crate::latency::LatencyRecorder;
@@ -26,9 +27,23 @@ pub enum Pending {
 }
 
 impl Pending {
-    pub fn resolve(self) -> Event {
+    /// The event engines see; an exec gets the argv the BPF sensor saw for it, when there is
+    /// one (`argv`) and it comes in time (counted either way).
+    pub fn resolve(self, argv: Option<&ArgvBook>, stats: &Stats, arrived: Instant) -> Event {
         match self {
-            Pending::Exec { pid, path } => ringfence_sensor::resolve_exec(pid, &path),
+            Pending::Exec { pid, path } => {
+                let mut event = ringfence_sensor::resolve_exec(pid, &path);
+                if let (Some(book), Event::Exec(exec)) = (argv, &mut event) {
+                    match book.argv(pid, &exec.exe, arrived, ARGV_WAIT) {
+                        Some(seen) => {
+                            exec.argv = seen;
+                            Stats::add(&stats.bpf_argv_matched);
+                        }
+                        None => Stats::add(&stats.bpf_argv_missed),
+                    }
+                }
+                event
+            }
             Pending::Open { pid, path } => ringfence_sensor::resolve_open(pid, &path),
             Pending::Ready(event) => event,
         }
@@ -109,6 +124,8 @@ pub struct Core {
     pub jobs: Mutex<Receiver<Job>>,
     pub watch: Mutex<Option<Sender<Watch>>>,
     pub notify: Mutex<Option<SyncSender<Event>>>,
+    /// Argv of recent execs from the BPF sensor; `None` without it.
+    pub argv: Option<ArgvBook>,
 }
 
 /// How a submission went.

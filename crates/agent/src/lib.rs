@@ -9,6 +9,7 @@
 //!        ▼                         │ deadline passed
 //!  workers (EngineWorker per engine) ──▶ answer ◀── deadline responder
 //!  proc connector / replay ──▶ notification thread (batched) ──▶ alerts
+//!  BPF ring buffer ──▶ counters, argv of recent execs (read by workers), loss alerts
 //! ```
 //!
 //! **Architecture invariant:** every permission ticket is answered exactly once, by whoever is
@@ -18,6 +19,7 @@
 
 mod agent;
 pub mod alerts;
+pub mod bpf;
 pub mod cache;
 mod config;
 mod confine;
@@ -35,6 +37,7 @@ pub mod stats;
 mod worker;
 
 pub use agent::Agent;
+pub use bpf::Visibility;
 pub use config::{AgentConfig, AgentError, Sensor};
 pub use core::Submitted;
 pub use engines::SwapError;

@@ -95,6 +95,28 @@ counters! {
     tamper_seen,
     /// Times the entry watch queue overflowed.
     entry_overflows,
+    /// BPF sensor records, by kind: `execve` entries (argv for exec decisions).
+    bpf_exec,
+    /// TCP connects, listens and accepts.
+    bpf_network,
+    /// File renames, unlinks, chmods, chowns and links.
+    bpf_file,
+    /// Set-id calls.
+    bpf_privilege,
+    /// `ptrace` calls.
+    bpf_ptrace,
+    /// Module load calls.
+    bpf_module,
+    /// `bpf()` calls by other processes.
+    bpf_bpf,
+    /// BPF records that did not decode (a bug, never expected).
+    bpf_malformed,
+    /// BPF records lost because the ring buffer was full (each raise is a High alert).
+    bpf_lost,
+    /// Exec decisions whose engines got the argv the BPF sensor saw.
+    bpf_argv_matched,
+    /// Exec decisions made with the BPF sensor on but no argv from it in time.
+    bpf_argv_missed,
 }
 
 impl Stats {

@@ -153,7 +153,9 @@ fn handle(core: &Core, engines: &mut Engines, job: Job) {
     }
     // Kept until after the answer: tearing the old instances down must not delay it.
     let retired = engines.refresh(core);
-    let event = job.pending.resolve();
+    let event = job
+        .pending
+        .resolve(core.argv.as_ref(), &core.stats, job.arrived);
     let (verdicts, failures) = engines.decide(core, &event);
     // `verdict` is every engine's; `allow` is the enforced engines' answer (an audited
     // engine's deny does not count); `carried` is what the kernel hears (audit mode allows a

@@ -6,7 +6,7 @@ use nix::fcntl::OFlag;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
-pub use ringfence_protocol::guard_link::GUARD_FD_ENV;
+pub use ringfence_protocol::guard_link::{BPF_OFF_ENV, GUARD_FD_ENV};
 
 /// A fresh pipe per agent start, so bytes from a dead agent never count for the new one.
 /// Both ends are non-blocking: the agent must never block on a slow guard, nor the guard on it.

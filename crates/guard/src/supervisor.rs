@@ -1,7 +1,7 @@
 //! The supervision loop: one thread, one `poll` over the agent's pidfd, its heartbeat pipe and
 //! the shutdown fd; every decision is delegated to [`Machine`], every effect happens here.
 
-use crate::heartbeat::{self, GUARD_FD_ENV, HeartbeatReader};
+use crate::heartbeat::{self, BPF_OFF_ENV, GUARD_FD_ENV, HeartbeatReader};
 use crate::notify::{Notifier, SYSTEMD_ENV};
 use crate::policy::{self, Decision, Ending, Failure, Machine, Policy};
 use crate::slot::{AgentCommand, Slot, SlotError, SlotSwitch};
@@ -353,6 +353,7 @@ impl<'a> Guard<'a> {
     }
 
     fn spawn(&mut self, slot: Slot) -> Result<Running, SpawnError> {
+        // See `bpf_off` for why a pinned LKG also means no BPF sensor.
         let cmd = self.slots.command_for(slot, &self.config.agent)?;
         let (reader, write) = heartbeat::pipe().map_err(SpawnError::HeartbeatPipe)?;
         let mut command = Command::new(&cmd.program);
@@ -365,6 +366,15 @@ impl<'a> Guard<'a> {
             .process_group(0);
         for key in SYSTEMD_ENV {
             command.env_remove(key);
+        }
+        match bpf_off(self.machine.state()) {
+            Some(why) => {
+                tracing::warn!(%why, "the agent starts without its BPF sensor");
+                command.env(BPF_OFF_ENV, why);
+            }
+            None => {
+                command.env_remove(BPF_OFF_ENV);
+            }
         }
         sys::prepare_child(&mut command, write.as_raw_fd());
         let child = command.spawn().map_err(|source| SpawnError::Exec {
@@ -688,5 +698,42 @@ impl<'a> Guard<'a> {
         if let Err(error) = status::write(&status_path(&self.config.data_dir), &status) {
             tracing::warn!(%error, "cannot write guard status");
         }
+    }
+}
+
+/// Why the agent must start without its BPF sensor, if it must: while the guard runs the last
+/// known good slot after a boot loop or crash loop. The guard cannot tell an agent crash from a
+/// kernel panic the sensor caused (both look like a start that never got healthy), so kernel
+/// code is the first thing a host in trouble gives up; the pin's end (a new release,
+/// `ringfence guard reset`) brings the sensor back.
+fn bpf_off(state: &GuardState) -> Option<String> {
+    state.pinned_lkg.as_ref().map(|pin| {
+        format!(
+            "switched off by the guard after a {} ({}); it returns with the next release or \
+             `ringfence guard reset`",
+            pin.reason, pin.detail
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{Restore, RestoreReason};
+
+    #[test]
+    fn a_pinned_lkg_switches_the_bpf_sensor_off_with_why() {
+        let mut state = GuardState::fresh(3);
+        assert_eq!(bpf_off(&state), None);
+        state.pinned_lkg = Some(Restore {
+            at_unix: 1,
+            reason: RestoreReason::BootLoop,
+            detail: "3 starts never became healthy".into(),
+        });
+        let why = bpf_off(&state).expect("off");
+        assert!(
+            why.contains("boot loop") && why.contains("3 starts never became healthy"),
+            "{why}"
+        );
     }
 }

@@ -452,3 +452,37 @@ fn exit_zero_while_the_guard_has_a_stop_pending_is_a_requested_stop() {
     thread.join().expect("guard thread");
     assert_eq!(status().map(|s| s.phase), Some(Phase::Stopped));
 }
+
+/// Like [`SERVE`], logging whether the guard switched the agent's BPF sensor off, and why.
+const SERVE_BPF: &str = "echo \"serve $RINGFENCE_SLOT bpf=${RINGFENCE_BPF_OFF:-on}\" >> \"$REC\"; \
+                         echo ready >&$RINGFENCE_GUARD_FD; \
+                         while :; do echo ok >&$RINGFENCE_GUARD_FD; sleep 0.1; done";
+
+#[test]
+fn a_host_that_boot_loops_after_loading_the_bpf_sensor_comes_back_without_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rec = dir.path().join("rec");
+    let state = dir.path().join("guard/state.json");
+    for run in 0..3 {
+        let guard = Running::start(config(dir.path(), agent(&rec, SERVE_BPF, SERVE_BPF)));
+        guard.wait_for("agent serving", Duration::from_secs(10), |s| s.agent_ready);
+        // The "panic": the state left is the one written while the agent (and sensor) ran.
+        let crashed = std::fs::read(&state).expect("state while running");
+        drop(guard);
+        std::fs::write(&state, crashed).expect("power cut");
+        let log = std::fs::read_to_string(&rec).expect("rec");
+        assert!(
+            log.lines().last().is_some_and(|l| l.ends_with("bpf=on")),
+            "run {run}: {log}"
+        );
+    }
+    let guard = Running::start(config(dir.path(), agent(&rec, SERVE_BPF, SERVE_BPF)));
+    let s = guard.wait_for("agent serving", Duration::from_secs(10), |s| s.agent_ready);
+    assert_eq!(s.slot, Slot::Lkg);
+    let log = std::fs::read_to_string(&rec).expect("rec");
+    let last = log.lines().last().expect("a start");
+    assert!(
+        last.starts_with("serve lkg bpf=switched off by the guard after a boot loop"),
+        "{log}"
+    );
+}

@@ -173,6 +173,11 @@ pub struct HealthFigures {
     pub spool_pending: u64,
     /// Reports dropped because the spool was full (oldest telemetry first).
     pub spool_dropped: u64,
+    /// Why the agent sees less than it was asked to (the BPF sensor refused, switched off by
+    /// the guard after a boot loop, or built without BPF); absent at full visibility.
+    pub reduced_visibility: Option<String>,
+    /// BPF sensor records lost over the interval because its ring buffer was full.
+    pub bpf_lost: u64,
 }
 
 /// Physical bounds of what one agent can honestly report per heartbeat.
@@ -191,6 +196,8 @@ pub mod bounds {
     pub const MAX_NAMES: usize = 64;
     /// Bytes of one engine or channel name.
     pub const MAX_NAME_BYTES: usize = 128;
+    /// Bytes of a reason in words (reduced visibility).
+    pub const MAX_REASON_BYTES: usize = 1024;
 }
 
 impl HealthFigures {
@@ -257,6 +264,11 @@ impl HealthFigures {
             uptime_s: self.uptime_s.min(MAX_UPTIME_S),
             spool_pending: count(self.spool_pending),
             spool_dropped: count(self.spool_dropped),
+            reduced_visibility: self
+                .reduced_visibility
+                .as_deref()
+                .map(|why| truncate(why, MAX_REASON_BYTES)),
+            bpf_lost: count(self.bpf_lost),
         }
     }
 }

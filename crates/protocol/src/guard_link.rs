@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 pub const GUARD_FD_ENV: &str = "RINGFENCE_GUARD_FD";
 /// The env var the guard sets to the slot it started the agent on (`current` or `lkg`).
 pub const SLOT_ENV: &str = "RINGFENCE_SLOT";
+/// The env var the guard sets, to the reason in words, when the agent must start without its
+/// BPF sensor: the host boot-looped or crash-looped, and kernel code we loaded may be why.
+pub const BPF_OFF_ENV: &str = "RINGFENCE_BPF_OFF";
 
 /// Which of a channel's two installed releases runs: the one installed last, or the last known
 /// good one the guard restored after a crash or boot loop. The guard chooses it, the agent

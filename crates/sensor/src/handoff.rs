@@ -40,6 +40,10 @@ pub struct Channels {
     pub proc: Option<ProcConnector>,
     /// The group watching the entries of the agent's own files (self-protection).
     pub entries: Option<EntryWatch>,
+    /// The BPF sensor, loaded (or refused, with why) before the agent confined itself. Not
+    /// handed across `execve`: its programs detach with the old image and the new one loads
+    /// them again, a gap in observation only, never in authorisation.
+    pub bpf: Option<Result<ringfence_bpf_sensor::BpfSensor, ringfence_bpf_sensor::BpfError>>,
 }
 
 /// Duplicates of the channels' descriptors that survive `execve`, and the value of

@@ -20,6 +20,10 @@ pub enum SensorArg {
     Fanotify,
     /// Netlink process connector notifications (fork/exec/exit); root.
     Proc,
+    /// The BPF sensor: argv for exec decisions, network, file and privilege activity counted;
+    /// root and a kernel with BTF. Refused, the agent serves on the others with reduced
+    /// visibility.
+    Bpf,
     /// Replay the corpus given with --events, then exit.
     Replay,
     /// No event source: a managed agent fed only by --traffic, or a dry run.
@@ -57,6 +61,9 @@ pub struct AgentArgs {
     /// Corpus for the replay sensor.
     #[arg(long)]
     events: Option<PathBuf>,
+    /// The kernel BTF the BPF sensor's programs are relocated against.
+    #[arg(long, default_value = ringfence_bpf_sensor::KERNEL_BTF)]
+    bpf_btf: PathBuf,
     /// Alert file (OCSF JSON lines); standard output when absent.
     #[arg(long)]
     alerts: Option<PathBuf>,
@@ -249,6 +256,14 @@ fn config(args: &AgentArgs) -> anyhow::Result<AgentConfig> {
             SensorArg::None => continue,
             SensorArg::Fanotify => Sensor::Fanotify,
             SensorArg::Proc => Sensor::Proc,
+            SensorArg::Bpf => Sensor::Bpf(ringfence_bpf_sensor::BpfConfig {
+                btf: args.bpf_btf.clone(),
+                // The guard's boot-loop protection: a host in trouble runs without it.
+                switched_off: std::env::var(ringfence_protocol::guard_link::BPF_OFF_ENV)
+                    .ok()
+                    .filter(|why| !why.is_empty()),
+                ..ringfence_bpf_sensor::BpfConfig::default()
+            }),
             SensorArg::Replay => {
                 let path = args
                     .events
@@ -318,6 +333,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
     // The engines' compile is over; its scratch memory goes back to the kernel.
     ringfence_sensor::sys::release_free_heap();
     let mut agent = Agent::start_with(config.clone(), engines.clone(), channels)?;
+    report_visibility(&agent);
     eprintln!(
         "ringfence agent: ready (pid {}, mode {}, kernel audit log {}{})",
         std::process::id(),
@@ -379,6 +395,26 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// One line on what the BPF sensor sees, when it was asked for: reduced visibility is not an
+/// error, but nobody should have to find it in a debug log.
+pub(crate) fn report_visibility(agent: &Agent) {
+    match agent.visibility() {
+        Some(ringfence_agent::Visibility::Reduced { reason }) => {
+            eprintln!("ringfence agent: reduced visibility (BPF sensor off): {reason}");
+        }
+        Some(ringfence_agent::Visibility::Full { attached, absent }) => eprintln!(
+            "ringfence agent: BPF sensor attached ({} hooks{})",
+            attached.len(),
+            if absent.is_empty() {
+                String::new()
+            } else {
+                format!("; not in this kernel: {}", absent.join(", "))
+            }
+        ),
+        None => {}
+    }
+}
+
 /// The exit summary a person reads: what was decided and how, not a struct dump
 /// (`--stats-json` gives every counter).
 fn in_words(stats: &ringfence_agent::StatsSnapshot) -> String {
@@ -405,6 +441,11 @@ fn in_words(stats: &ringfence_agent::StatsSnapshot) -> String {
         (stats.engine_failures, "engine calls failed"),
         (stats.alerts, "alerts written"),
         (stats.overflows, "kernel queue overflows"),
+        (
+            stats.bpf_argv_matched,
+            "exec decisions with the BPF sensor's argv",
+        ),
+        (stats.bpf_lost, "BPF records lost (ring buffer full)"),
     ] {
         if count > 0 {
             parts.push(format!("{count} {what}"));

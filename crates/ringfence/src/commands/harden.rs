@@ -69,7 +69,7 @@ pub fn confine(
     let live = config
         .sensors
         .iter()
-        .any(|s| matches!(s, Sensor::Fanotify | Sensor::Proc));
+        .any(|s| matches!(s, Sensor::Fanotify | Sensor::Proc | Sensor::Bpf(_)));
     if !live || !running_as_root() {
         tracing::info!("not hardened: only a root agent with live sensors is");
         return Ok((channels, None));
@@ -80,6 +80,11 @@ pub fn confine(
                 channels.fanotify = Some(Fanotify::open(&config.fanotify)?);
             }
             Sensor::Proc if channels.proc.is_none() => channels.proc = Some(ProcConnector::open()?),
+            // Loading needs bpf() commands and tracefs that the confined agent no longer has;
+            // a refusal is kept, with why, for the agent to report as reduced visibility.
+            Sensor::Bpf(bpf) if channels.bpf.is_none() => {
+                channels.bpf = Some(ringfence_bpf_sensor::BpfSensor::load(bpf));
+            }
             _ => {}
         }
     }

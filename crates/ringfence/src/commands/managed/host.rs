@@ -475,6 +475,11 @@ impl AgentHost for ManagedHost {
                 failure: delta(now.failure_answers, before.failure_answers),
             },
             quarantined: agent.quarantined(),
+            reduced_visibility: agent
+                .visibility()
+                .and_then(|v| v.reduced())
+                .map(str::to_owned),
+            bpf_lost: delta(now.bpf_lost, before.bpf_lost),
             disabled: self
                 .disabled
                 .lock()

@@ -231,6 +231,7 @@ pub fn run(
         engines.into_values().collect(),
         channels,
     )?);
+    super::agent::report_visibility(&agent);
     let _ = host.agent.set(Arc::clone(&agent));
 
     let stop = Arc::new(AtomicBool::new(false));

@@ -1,0 +1,338 @@
+//! The BPF sensor's side of the agent: a reader that counts every record by kind, keeps the
+//! argv of recent execs for the blocking exec decisions, and says loudly when the ring buffer
+//! lost records or the sensor is not there at all (reduced visibility).
+//!
+//! fanotify asks about an exec before the process image changes, when `/proc` still shows the
+//! caller's command line; the BPF program saw the new argv at `execve` entry, a few
+//! microseconds earlier. So a worker deciding an exec looks here first, waiting at most
+//! [`ARGV_WAIT`] for the reader to catch up.
+
+use crate::alerts::{Alert, Reason};
+use crate::core::Core;
+use crate::stats::Stats;
+use ringfence_bpf_sensor::{BpfEvent, BpfSensor, Hooks};
+use ringfence_protocol::{Action, Event, ExecEvent, Severity, Verdict};
+use serde::Serialize;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::Ordering;
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long a worker waits for the argv of the exec it decides. The BPF record was written
+/// before fanotify queued the event; this only covers the reader's scheduling.
+pub const ARGV_WAIT: Duration = Duration::from_millis(2);
+/// Processes whose last exec's argv is kept; the oldest goes first.
+const BOOK_CAPACITY: usize = 4096;
+/// How much older than the fanotify event an exec record may be and still be its exec.
+const MATCH_WINDOW: Duration = Duration::from_millis(500);
+/// At most one ring buffer loss alert this often; it carries every loss since the last.
+const LOSS_ALERT_EVERY: Duration = Duration::from_secs(10);
+const POLL: Duration = Duration::from_millis(50);
+
+/// What the BPF sensor sees on this host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "state")]
+pub enum Visibility {
+    /// Every hook this kernel has is attached.
+    Full {
+        attached: Vec<String>,
+        /// Hooks for features this kernel lacks (e.g. module loading).
+        absent: Vec<String>,
+    },
+    /// The sensor is off or part of it was refused; the agent serves on fanotify and the
+    /// process connector. Not an error: reported in status, heartbeat and logs.
+    Reduced { reason: String },
+}
+
+impl Visibility {
+    pub fn of_hooks(hooks: &Hooks) -> Visibility {
+        if hooks.refused.is_empty() {
+            Visibility::Full {
+                attached: hooks.attached.iter().map(|h| (*h).to_owned()).collect(),
+                absent: hooks.absent.iter().map(|h| (*h).to_owned()).collect(),
+            }
+        } else {
+            let refused: Vec<String> = hooks
+                .refused
+                .iter()
+                .map(|(hook, why)| format!("{hook} ({why})"))
+                .collect();
+            Visibility::Reduced {
+                reason: format!("BPF hooks refused by the kernel: {}", refused.join("; ")),
+            }
+        }
+    }
+
+    /// Why visibility is reduced, if it is.
+    pub fn reduced(&self) -> Option<&str> {
+        match self {
+            Visibility::Full { .. } => None,
+            Visibility::Reduced { reason } => Some(reason),
+        }
+    }
+}
+
+struct Seen {
+    filename: String,
+    argv: Vec<String>,
+    at: Instant,
+}
+
+/// Whether `filename` as given to `execve` names `exe` as fanotify resolved it: the same last
+/// component, or a link to it (`/bin/sh` -> `/usr/bin/dash`).
+fn names(filename: &str, exe: &str) -> bool {
+    let base = |p: &str| p.rsplit('/').next().unwrap_or_default().to_owned();
+    base(filename) == base(exe)
+        || (filename.starts_with('/')
+            && std::fs::canonicalize(filename).is_ok_and(|p| p.as_os_str() == exe))
+}
+
+/// The argv of each process's last `execve`, bounded.
+#[derive(Default)]
+pub struct ArgvBook {
+    inner: Mutex<(HashMap<u32, Seen>, VecDeque<u32>)>,
+    added: Condvar,
+}
+
+impl std::fmt::Debug for ArgvBook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ArgvBook").finish_non_exhaustive()
+    }
+}
+
+impl ArgvBook {
+    fn insert(&self, tgid: u32, filename: String, argv: Vec<String>, at: Instant) {
+        let Ok(mut guard) = self.inner.lock() else {
+            return;
+        };
+        let (by_tgid, order) = &mut *guard;
+        if by_tgid.insert(tgid, Seen { filename, argv, at }).is_none() {
+            order.push_back(tgid);
+        }
+        while order.len() > BOOK_CAPACITY {
+            if let Some(old) = order.pop_front() {
+                by_tgid.remove(&old);
+            }
+        }
+        drop(guard);
+        self.added.notify_all();
+    }
+
+    /// The argv of the exec of `exe` that `tgid` started at most [`MATCH_WINDOW`] before
+    /// `arrived` (when fanotify's event for it was read), waiting up to `wait` for it. When no
+    /// record names `exe` by then (a script's interpreter, a relative name through a link), the
+    /// process's latest exec in the window is the one: the reader has caught up by then.
+    pub fn argv(
+        &self,
+        tgid: u32,
+        exe: &str,
+        arrived: Instant,
+        wait: Duration,
+    ) -> Option<Vec<String>> {
+        let until = Instant::now() + wait;
+        let earliest = arrived.checked_sub(MATCH_WINDOW).unwrap_or(arrived);
+        let mut guard = self.inner.lock().ok()?;
+        loop {
+            let recent = guard.0.get(&tgid).filter(|seen| seen.at >= earliest);
+            let Some(left) = until.checked_duration_since(Instant::now()) else {
+                return recent.map(|seen| seen.argv.clone());
+            };
+            if let Some(seen) = recent
+                && names(&seen.filename, exe)
+            {
+                return Some(seen.argv.clone());
+            }
+            guard = self.added.wait_timeout(guard, left).ok()?.0;
+        }
+    }
+}
+
+/// Reads the sensor until the agent stops. Losses come in-band in the records (the confined
+/// agent makes no `bpf()` call).
+pub fn run(core: &Core, mut sensor: BpfSensor) {
+    let mut events = Vec::new();
+    let mut lost_seen = 0u64;
+    let mut lost_alerted = 0u64;
+    let mut last_alert: Option<Instant> = None;
+    while !core.sensors_stop() {
+        events.clear();
+        match sensor.read(POLL, &mut events) {
+            Ok(outcome) => {
+                if outcome.lost > 0 {
+                    core.stats
+                        .bpf_lost
+                        .fetch_add(outcome.lost, Ordering::Relaxed);
+                    lost_seen = lost_seen.saturating_add(outcome.lost);
+                }
+                if outcome.malformed > 0 {
+                    core.stats
+                        .bpf_malformed
+                        .fetch_add(outcome.malformed, Ordering::Relaxed);
+                    if let Some(error) = outcome.last_error {
+                        tracing::warn!(%error, count = outcome.malformed, "malformed BPF records");
+                    }
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, "BPF ring buffer read failed");
+                std::thread::sleep(POLL);
+            }
+        }
+        let now = Instant::now();
+        for event in events.drain(..) {
+            record(core, event, now);
+        }
+        if lost_seen > lost_alerted && last_alert.is_none_or(|at| at.elapsed() >= LOSS_ALERT_EVERY)
+        {
+            loss_alert(core, lost_seen - lost_alerted);
+            lost_alerted = lost_seen;
+            last_alert = Some(Instant::now());
+        }
+    }
+}
+
+fn record(core: &Core, event: BpfEvent, now: Instant) {
+    let stats = &core.stats;
+    Stats::add(match &event {
+        BpfEvent::Exec { .. } => &stats.bpf_exec,
+        BpfEvent::Network { .. } => &stats.bpf_network,
+        BpfEvent::File { .. } => &stats.bpf_file,
+        BpfEvent::Privilege { .. } => &stats.bpf_privilege,
+        BpfEvent::Ptrace { .. } => &stats.bpf_ptrace,
+        BpfEvent::Module { .. } => &stats.bpf_module,
+        BpfEvent::Bpf { .. } => &stats.bpf_bpf,
+    });
+    if let (
+        BpfEvent::Exec {
+            process,
+            filename,
+            argv,
+            ..
+        },
+        Some(book),
+    ) = (event, &core.argv)
+    {
+        book.insert(process.tgid, filename, argv, now);
+    }
+}
+
+/// One High alert for records the ring buffer could not take: what the engines did not see.
+fn loss_alert(core: &Core, lost: u64) {
+    tracing::error!(lost, "BPF ring buffer full: records lost");
+    let verdict = Verdict {
+        action: Action::Observe,
+        rule_id: "ringfence-bpf-loss".into(),
+        severity: Severity::High,
+        message: format!(
+            "the BPF sensor lost {lost} record(s): its ring buffer was full, so exec, network, \
+             file and privilege activity went unseen"
+        ),
+        tags: vec!["bpf-loss".into(), "reduced-visibility".into()],
+    };
+    // The agent itself is the process the alert is about.
+    let event = Event::Exec(ExecEvent {
+        pid: std::process::id(),
+        ppid: 0,
+        uid: 0,
+        gid: 0,
+        exe: std::env::current_exe()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
+        argv: Vec::new(),
+        cwd: String::new(),
+        parent_exe: String::new(),
+    });
+    core.alert(&Alert {
+        event: &event,
+        verdict: &verdict,
+        allowed: None,
+        reason: Reason::SensorLoss,
+        engines: &[],
+        failures: &[],
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn argv_waits_for_the_reader_and_ignores_stale_execs() {
+        let book = std::sync::Arc::new(ArgvBook::default());
+        let arrived = Instant::now();
+        assert_eq!(book.argv(7, "/usr/bin/curl", arrived, Duration::ZERO), None);
+        let writer = std::sync::Arc::clone(&book);
+        let handle = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_micros(200));
+            writer.insert(
+                7,
+                "curl".into(),
+                vec!["curl".into(), "-s".into()],
+                Instant::now(),
+            );
+        });
+        let argv = book.argv(7, "/usr/bin/curl", arrived, Duration::from_secs(5));
+        handle.join().expect("writer");
+        assert_eq!(argv, Some(vec!["curl".to_owned(), "-s".to_owned()]));
+        // An exec seen long before the event is another exec of the same process.
+        let later = Instant::now() + MATCH_WINDOW + Duration::from_secs(1);
+        assert_eq!(book.argv(7, "/usr/bin/curl", later, Duration::ZERO), None);
+    }
+
+    #[test]
+    fn another_program_waits_then_takes_the_latest_exec() {
+        let book = ArgvBook::default();
+        let now = Instant::now();
+        book.insert(9, "./run.sh".into(), vec!["./run.sh".into()], now);
+        // The script's interpreter is asked about too: no record names it.
+        let started = Instant::now();
+        let argv = book.argv(9, "/usr/bin/bash", now, Duration::from_millis(20));
+        assert!(started.elapsed() >= Duration::from_millis(20));
+        assert_eq!(argv, Some(vec!["./run.sh".to_owned()]));
+        assert_eq!(
+            book.argv(9, "/tmp/x/run.sh", now, Duration::from_secs(5)),
+            Some(vec!["./run.sh".to_owned()])
+        );
+    }
+
+    #[test]
+    fn the_book_is_bounded() {
+        let book = ArgvBook::default();
+        let now = Instant::now();
+        for tgid in 0..u32::try_from(BOOK_CAPACITY * 2).expect("small") {
+            book.insert(tgid, "x".into(), vec![tgid.to_string()], now);
+        }
+        assert_eq!(book.argv(0, "/x", now, Duration::ZERO), None);
+        let last = u32::try_from(BOOK_CAPACITY * 2 - 1).expect("small");
+        assert_eq!(
+            book.argv(last, "/x", now, Duration::ZERO),
+            Some(vec![last.to_string()])
+        );
+        let guard = book.inner.lock().expect("lock");
+        assert_eq!(
+            (guard.0.len(), guard.1.len()),
+            (BOOK_CAPACITY, BOOK_CAPACITY)
+        );
+    }
+
+    #[test]
+    fn refused_hooks_are_reduced_visibility() {
+        let hooks = Hooks {
+            attached: vec!["sys_enter_execve"],
+            absent: vec!["sys_enter_init_module"],
+            refused: vec![("inet_sock_set_state", "EPERM".into())],
+        };
+        let visibility = Visibility::of_hooks(&hooks);
+        assert!(
+            visibility
+                .reduced()
+                .is_some_and(|why| why.contains("inet_sock_set_state (EPERM)")),
+            "{visibility:?}"
+        );
+        let full = Visibility::of_hooks(&Hooks {
+            refused: Vec::new(),
+            ..hooks
+        });
+        assert_eq!(full.reduced(), None);
+    }
+}

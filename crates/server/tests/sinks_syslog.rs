@@ -230,3 +230,82 @@ async fn syslog_sink_survives_a_receiver_outage() {
         task.abort();
     }
 }
+
+/// Two replicas on one PostgreSQL send each alert once (one holds the sink's lease), and when
+/// the sending replica stops, the other takes over from the cursor: nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_send_each_alert_once_and_take_over() {
+    const NAME: &str = "two_replicas_send_each_alert_once_and_take_over";
+    if Command::new("rsyslogd").arg("-v").output().is_err() {
+        ringfence_testkit::skip(
+            NAME,
+            "rsyslogd is not installed (apt-get install rsyslog rsyslog-gnutls)",
+        );
+        return;
+    }
+    let Some(base) = ringfence_testkit::postgres_or_skip(NAME) else {
+        return;
+    };
+    let url = ringfence_store::testing::fresh_postgres_url(&base).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ca, _, _) = certificates(dir.path());
+    let port = free_port();
+    let out = dir.path().join("received.log");
+    let spec = format!("siem=syslog+tls://127.0.0.1:{port}?ca={}", ca.display());
+    let _receiver = rsyslog(dir.path(), port, &out);
+    let mut replicas = Vec::new();
+    let mut data_dirs = Vec::new();
+    for name in ["replica-a", "replica-b"] {
+        let data = tempfile::tempdir().expect("data dir");
+        let mut harness = Harness::configured(data.path(), Some(url.clone()), |config| {
+            config.sinks.sinks =
+                vec![ringfence_server::sinks::SinkConfig::parse(&spec).expect("sink")];
+            config.sinks.batch = 20;
+        })
+        .await;
+        harness.state.replica = name.to_owned();
+        let tasks = ringfence_server::sinks::spawn(&harness.state);
+        // replica-a starts first, so it takes the sink's lease.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        replicas.push((harness, tasks));
+        data_dirs.push(data);
+    }
+    let host = replicas[0].0.enroll("web-1", &[]).await;
+    let mut want = BTreeSet::new();
+    // Uploads land on both replicas, as behind a load balancer.
+    for round in 0..10 {
+        let (harness, _) = &replicas[round % 2];
+        upload(harness, &host.credential, &host.agent_id, round * 20, 20).await;
+        for n in round * 20..round * 20 + 20 {
+            want.insert(format!("{}:{n}", host.agent_id));
+        }
+    }
+    let got = wait_for(&out, &want).await;
+    assert_eq!(got.len(), want.len(), "no replica doubled a batch");
+
+    // The sending replica stops (its forwarder dies with its lease held); the other resumes.
+    let holder = 0;
+    for task in &replicas[holder].1 {
+        task.abort();
+    }
+    let other = 1 - holder;
+    upload(
+        &replicas[other].0,
+        &host.credential,
+        &host.agent_id,
+        200,
+        50,
+    )
+    .await;
+    for n in 200..250 {
+        want.insert(format!("{}:{n}", host.agent_id));
+    }
+    let got = wait_for(&out, &want).await;
+    let distinct: BTreeSet<&String> = got.iter().collect();
+    assert_eq!(distinct.len(), 250);
+    for (_, tasks) in &replicas {
+        for task in tasks {
+            task.abort();
+        }
+    }
+}

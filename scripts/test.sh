@@ -92,6 +92,21 @@ install_bpf_tools() {
   export RINGFENCE_REQUIRE_BPF=1
 }
 
+# A real syslog receiver over TLS for the alert sink tests: Debian's rsyslog with its GnuTLS
+# driver, started by the test itself on loopback.
+install_rsyslog() {
+  if command -v rsyslogd >/dev/null && ls /usr/lib/*/rsyslog/lmnsd_gtls.so >/dev/null 2>&1; then
+    return
+  fi
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+    log "installing rsyslog and rsyslog-gnutls"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends rsyslog rsyslog-gnutls >/dev/null
+  else
+    echo "note: rsyslog is not installed and we cannot install it; the syslog sink test will say it skipped"
+  fi
+}
+
 # The README's first command on a toolchain without the wasm target (removed, then added back
 # by the build itself): a clear error offline, a working build online.
 log "a toolchain without the wasm target"
@@ -101,6 +116,7 @@ log "services"
 start_postgres
 install_chromium
 install_bpf_tools
+install_rsyslog
 
 log "tests"
 # Skips are loud: every skipped test says why and appends a line here (crates/testkit). As root

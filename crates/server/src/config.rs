@@ -38,6 +38,8 @@ pub struct ServerConfig {
     /// How long the client certificates signed for agents are valid; agents renew theirs when a
     /// third of it is left.
     pub agent_cert_validity: Duration,
+    /// Where alerts are forwarded (Kafka, syslog), and the outbox in front of them.
+    pub sinks: crate::sinks::SinkSettings,
 }
 
 impl ServerConfig {
@@ -56,6 +58,7 @@ impl ServerConfig {
             max_body_bytes: 64 << 20,
             require_agent_certs: false,
             agent_cert_validity: Duration::from_secs(365 * 86_400),
+            sinks: crate::sinks::SinkSettings::default(),
         }
     }
 

@@ -20,6 +20,7 @@ pub mod openapi;
 pub mod preflight;
 pub mod revocation;
 pub mod signing;
+pub mod sinks;
 pub mod state;
 pub mod tls;
 
@@ -128,6 +129,7 @@ pub async fn open(config: ServerConfig) -> Result<AppState, ServerError> {
         engines,
         replica: format!("{}-{}", hostname(), std::process::id()),
         tls: tls.map(Arc::new),
+        sink_wake: Arc::default(),
     };
     state.fleet.refresh(&state.store).await?;
     Ok(state)
@@ -185,7 +187,9 @@ pub fn spawn_background(state: &AppState) -> Vec<tokio::task::JoinHandle<()>> {
     };
     let controller = tokio::spawn(controller::run(state.clone()));
     let revocations = tokio::spawn(revocation::run(state.clone()));
-    vec![flusher, controller, revocations]
+    let mut tasks = vec![flusher, controller, revocations];
+    tasks.extend(sinks::spawn(state));
+    tasks
 }
 
 /// Serves HTTPS (or, when configured and on loopback, plain HTTP) until `shutdown` resolves,

@@ -30,6 +30,8 @@ pub struct Metrics {
     /// Client certificates whose enrollment or renewal committed; not those signed for a
     /// request that then failed.
     pub client_certs_issued: AtomicU64,
+    /// Alerts dropped by this replica from a full outbox, summed over the sinks that lacked them.
+    pub outbox_dropped: AtomicU64,
     /// What the connection budget did: admitted, shed, evicted, descriptors exhausted.
     pub edge: Arc<crate::tls::EdgeCounters>,
     leader: AtomicBool,
@@ -102,6 +104,12 @@ impl Metrics {
             "Client certificates issued to agents by enrollments and renewals that completed.",
             self.client_certs_issued.load(Ordering::Relaxed),
         );
+        counter(
+            &mut out,
+            "ringfence_outbox_overflow_dropped_total",
+            "Alerts this replica dropped from a full outbox before every sink had them.",
+            self.outbox_dropped.load(Ordering::Relaxed),
+        );
         let edge = &self.edge;
         for (name, help, value) in [
             (
@@ -173,6 +181,57 @@ impl Metrics {
             }
         }
         out
+    }
+}
+
+/// Reads one figure out of a sink's state.
+type SinkFigure = fn(&ringfence_store::SinkState) -> i64;
+
+/// Per-sink figures from the store (shared by every replica): appended to the exposition.
+pub fn render_sinks(out: &mut String, sinks: &[ringfence_store::SinkState]) {
+    let families: [(&str, &str, &str, SinkFigure); 6] = [
+        (
+            "ringfence_sink_outbox_depth",
+            "gauge",
+            "Alerts in the outbox this sink has not taken yet.",
+            |s| s.depth,
+        ),
+        (
+            "ringfence_sink_lag_seconds",
+            "gauge",
+            "How long the oldest alert waiting for this sink has waited.",
+            |s| s.lag_ms / 1000,
+        ),
+        (
+            "ringfence_sink_sent_total",
+            "counter",
+            "Alerts this sink accepted (resends after a lost answer count again).",
+            |s| s.sent,
+        ),
+        (
+            "ringfence_sink_failed_total",
+            "counter",
+            "Attempts to send a batch to this sink that failed.",
+            |s| s.failures,
+        ),
+        (
+            "ringfence_sink_dropped_total",
+            "counter",
+            "Alerts dropped from a full outbox before this sink had them.",
+            |s| s.dropped,
+        ),
+        (
+            "ringfence_sink_up",
+            "gauge",
+            "1 if the last attempt to send to this sink succeeded (or none failed yet).",
+            |s| i64::from(s.last_error.is_none()),
+        ),
+    ];
+    for (name, kind, help, value) in families {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for sink in sinks {
+            let _ = writeln!(out, "{name}{{sink=\"{}\"}} {}", sink.sink, value(sink));
+        }
     }
 }
 

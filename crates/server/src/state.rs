@@ -28,4 +28,6 @@ pub struct AppState {
     pub replica: String,
     /// The server's TLS identity; `None` when it serves plain HTTP on loopback.
     pub tls: Option<Arc<crate::tls::TlsMaterial>>,
+    /// Rung after an upload queued alerts, so this replica's sink forwarders send at once.
+    pub sink_wake: Arc<tokio::sync::Notify>,
 }

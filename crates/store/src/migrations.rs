@@ -93,6 +93,21 @@ const MIGRATIONS: &[Migration] = &[
             "CREATE INDEX reports_agent_received ON reports (agent_id, received_at)",
         ],
     },
+    Migration {
+        version: 7,
+        statements: &[
+            // Alerts waiting for the configured sinks (`outbox.rs`): the upload is acknowledged
+            // once its alerts are here, and each sink reads them in `seq` order behind its own
+            // cursor. `report_id` is the alert's event id, the same on every resend.
+            "CREATE TABLE outbox (seq {id}, report_id TEXT NOT NULL UNIQUE, \
+         agent_id TEXT NOT NULL, received_at BIGINT NOT NULL, body TEXT NOT NULL)",
+            "CREATE TABLE sink_cursors (sink TEXT PRIMARY KEY, delivered BIGINT NOT NULL, \
+         sent BIGINT NOT NULL, dropped BIGINT NOT NULL, failures BIGINT NOT NULL, \
+         last_error TEXT, last_sent_at BIGINT)",
+            // Alert queries filter by time (and host); failure and crash reports keep theirs.
+            "CREATE INDEX reports_kind_received ON reports (kind, received_at)",
+        ],
+    },
 ];
 
 /// The newest schema version this build knows.

@@ -3,7 +3,9 @@
 //! (`at`) is a claim; what orders and filters reports is `received_at`, the server's clock when
 //! the report was stored, which no agent can move.
 
-use crate::{Result, Store, now_ms};
+#[cfg(test)]
+use crate::now_ms;
+use crate::{Result, Store};
 use sqlx::Row;
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -23,32 +25,7 @@ impl Store {
     /// Inserts reports that are not stored yet, stamped with the server's clock; returns how
     /// many were new.
     pub async fn insert_reports(&self, reports: &[ReportRecord]) -> Result<usize> {
-        let mut tx = self.pool().begin().await?;
-        let mut new = 0;
-        let received = now_ms();
-        for report in reports {
-            let exists: Option<(String,)> = sqlx::query_as("SELECT id FROM reports WHERE id = $1")
-                .bind(&report.id)
-                .fetch_optional(&mut *tx)
-                .await?;
-            if exists.is_some() {
-                continue;
-            }
-            sqlx::query(
-                "INSERT INTO reports (id, agent_id, kind, at, received_at, body) VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .bind(&report.id)
-            .bind(&report.agent_id)
-            .bind(&report.kind)
-            .bind(report.at)
-            .bind(received)
-            .bind(report.body.to_string())
-            .execute(&mut *tx)
-            .await?;
-            new += 1;
-        }
-        tx.commit().await?;
-        Ok(new)
+        Ok(self.insert_reports_queued(reports, None).await?.new)
     }
 
     /// Reports of `kind` the server received at or after `since_ms` (its own clock), oldest

@@ -86,6 +86,20 @@ pub struct RunArgs {
     /// Heartbeat interval agents are told to use (at least 1s).
     #[arg(long, default_value = "5s", value_parser = ringfence_protocol::duration::parse)]
     heartbeat_interval: Duration,
+    /// Forward agents' alerts (OCSF) to a sink, as NAME=URL; repeat for several. URLs:
+    /// `syslog+tls://HOST:PORT?ca=FILE` (RFC 5424 over TLS) and
+    /// `kafka://HOST:PORT[,HOST:PORT]/TOPIC[?ca=FILE&sasl-user=U&sasl-password-file=F]`.
+    /// Uploads are acknowledged once their alerts are in the outbox (docs/alerts.md).
+    #[arg(long = "alert-sink", value_name = "NAME=URL", value_parser = parse_sink)]
+    alert_sinks: Vec<ringfence_server::sinks::SinkConfig>,
+    /// The most alerts the outbox holds for the sinks; past it the oldest are dropped, counted
+    /// per sink (`ringfence_sink_dropped_total`) and raised as an alert.
+    #[arg(long, default_value_t = 1_000_000)]
+    alert_outbox_max: i64,
+}
+
+fn parse_sink(spec: &str) -> Result<ringfence_server::sinks::SinkConfig, String> {
+    ringfence_server::sinks::SinkConfig::parse(spec).map_err(|e| e.to_string())
 }
 
 #[derive(Debug, Subcommand)]
@@ -318,6 +332,12 @@ fn serve(args: RunArgs) -> anyhow::Result<ExitCode> {
     config.init = args.init;
     config.controller_tick = args.controller_tick.max(Duration::from_millis(10));
     config.heartbeat_interval = args.heartbeat_interval.max(Duration::from_secs(1));
+    anyhow::ensure!(
+        args.alert_outbox_max >= 1,
+        "--alert-outbox-max must be at least 1"
+    );
+    config.sinks.sinks = args.alert_sinks;
+    config.sinks.outbox_max = args.alert_outbox_max;
     let require_agent_certs = config.require_agent_certs;
     runtime()?.block_on(async move {
         let listen = config.listen;

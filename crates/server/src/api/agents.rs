@@ -269,12 +269,24 @@ pub async fn reports(
         })
         .collect();
     let received = records.len();
-    let stored = state.store.insert_reports(&records).await?;
+    // Acknowledged only once the alerts are in the outbox: from here the sinks get them even if
+    // this replica dies.
+    let outbox = state.config.sinks.outbox();
+    let stored = state.store.insert_reports_queued(&records, outbox).await?;
     state
         .metrics
         .reports
-        .fetch_add(stored as u64, Ordering::Relaxed);
-    Ok(Json(ReportAck { stored, received }))
+        .fetch_add(stored.new as u64, Ordering::Relaxed);
+    if stored.queued > 0 {
+        crate::sinks::wake_all(&state);
+    }
+    if stored.dropped > 0 {
+        crate::sinks::outbox_overflowed(&state, stored.dropped).await;
+    }
+    Ok(Json(ReportAck {
+        stored: stored.new,
+        received,
+    }))
 }
 
 pub async fn list(

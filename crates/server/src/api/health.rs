@@ -67,10 +67,19 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             audit_mode,
         }
     });
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(agents, degraded.as_ref()),
-    )
+    let mut text = state.metrics.render(agents, degraded.as_ref());
+    // A database error leaves the sink figures out rather than reporting an empty outbox.
+    if !state.config.sinks.sinks.is_empty()
+        && let Ok(sinks) = state.store.sink_states().await
+    {
+        let configured = state.config.sinks.names();
+        let sinks: Vec<_> = sinks
+            .into_iter()
+            .filter(|s| configured.contains(&s.sink))
+            .collect();
+        crate::metrics::render_sinks(&mut text, &sinks);
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 
 pub async fn openapi() -> impl IntoResponse {

@@ -45,10 +45,20 @@ impl Harness {
 
     /// A server on an existing data directory (and database), as a restarted process would be.
     pub async fn at(data_dir: &std::path::Path, database_url: Option<String>) -> Harness {
+        Harness::configured(data_dir, database_url, |_| {}).await
+    }
+
+    /// [`Harness::at`] with the configuration changed by `change` before the server opens.
+    pub async fn configured(
+        data_dir: &std::path::Path,
+        database_url: Option<String>,
+        change: impl FnOnce(&mut ServerConfig),
+    ) -> Harness {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut config = ServerConfig::new(data_dir.to_owned());
         config.database_url = database_url;
         config.max_body_bytes = 1 << 20;
+        change(&mut config);
         let state = ringfence_server::open(config).await.expect("open server");
         let operator = ringfence_server::create_operator_token(&state.store, "test")
             .await

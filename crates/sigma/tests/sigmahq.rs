@@ -44,6 +44,7 @@ fn documented_refusals() -> BTreeMap<String, String> {
     let readme = std::fs::read_to_string(root().join("README.md")).expect("the README");
     readme
         .lines()
+        .filter(|line| line.starts_with('|'))
         .filter_map(|line| {
             let mut cells = line.split('|').map(str::trim).filter(|c| !c.is_empty());
             let file = cells.next()?.trim_matches('`');

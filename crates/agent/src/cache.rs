@@ -5,6 +5,8 @@
 //! generation. Writing to a file changes its ctime, so a modified binary misses; a new engine
 //! set or content changes the generation, so a swap misses. Only clean verdicts (no engine
 //! failure) are cached, and only allow/deny: observe verdicts must raise their alert each time.
+//! With the BPF sensor an exec's verdict may turn on its argv, which the key does not hold, so
+//! the agent then caches no exec verdicts (`sensors.rs` builds no key).
 
 use ringfence_sensor::FileId;
 use std::collections::HashMap;

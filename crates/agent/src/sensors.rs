@@ -106,12 +106,16 @@ fn fan_event(core: &Core, event: FanEvent, arrived: Instant) {
         ticket.respond(true);
         return;
     }
+    // The cache is keyed by the file: with the BPF sensor, engines judge an exec by its argv
+    // too, which the reader does not know, so one command line's verdict would answer another's.
     let key = match (&core.cache, event.file) {
-        (Some(_), Some(file)) if event.access == Access::Exec => Some(CacheKey {
-            file,
-            path: event.path.clone(),
-            generation: core.engines.current().generation,
-        }),
+        (Some(_), Some(file)) if event.access == Access::Exec && core.argv.is_none() => {
+            Some(CacheKey {
+                file,
+                path: event.path.clone(),
+                generation: core.engines.current().generation,
+            })
+        }
         _ => None,
     };
     if let (Some(cache), Some(key)) = (&core.cache, &key)

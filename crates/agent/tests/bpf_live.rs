@@ -30,17 +30,6 @@ detection:
   condition: selection
 ";
 
-/// tracefs, through which the sensor attaches, as systemd would have mounted it.
-fn tracefs() {
-    if !Path::new("/sys/kernel/tracing/events").is_dir() {
-        let status = Command::new("mount")
-            .args(["-t", "tracefs", "tracefs", "/sys/kernel/tracing"])
-            .status()
-            .expect("run mount");
-        assert!(status.success(), "mounting tracefs failed");
-    }
-}
-
 fn config(mount: &Path, alerts: PathBuf, bpf: BpfConfig) -> AgentConfig {
     AgentConfig {
         sensors: vec![Sensor::Fanotify, Sensor::Bpf(bpf)],
@@ -50,8 +39,8 @@ fn config(mount: &Path, alerts: PathBuf, bpf: BpfConfig) -> AgentConfig {
         },
         alerts: Some(alerts),
         mute: MuteSet::defaults(),
-        // Every exec is decided by the engines, none from the cache.
-        cache: false,
+        // The decision cache on, as the agent runs by default: it must not answer one command
+        // line with another's verdict.
         ..AgentConfig::default()
     }
 }
@@ -61,7 +50,7 @@ fn blocking_exec_decision_gets_the_argv_bpf_saw() {
     if !root_or_skip("blocking_exec_decision_gets_the_argv_bpf_saw") {
         return;
     }
-    tracefs();
+    ringfence_testkit::mount_tracefs();
     within(LIMIT, || {
         let fs = Tmpfs::mount();
         let probe = fs.binary("probe");
@@ -101,6 +90,15 @@ fn blocking_exec_decision_gets_the_argv_bpf_saw() {
                 panic!("BPF sensor not attached as root: {other:?}");
             }
         }
+        // First a harmless run of the same file: its clean allow must not answer the next one,
+        // whose argv the rule is about.
+        assert!(
+            Command::new(&probe)
+                .arg("--version")
+                .status()
+                .expect("probe runs")
+                .success()
+        );
         let status = Command::new(&probe)
             .args(["ringfence-argv-marker", "--flag"])
             .status()

@@ -7,7 +7,6 @@ use ringfence_bpf_sensor::{
     BpfConfig, BpfError, BpfEvent, BpfSensor, FileOp, ModuleLoad, NetKind, SetId,
 };
 use std::net::TcpListener;
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -16,13 +15,7 @@ fn sensor(test: &str) -> Option<Live> {
     if !ringfence_testkit::root_or_skip(test) {
         return None;
     }
-    if !Path::new("/sys/kernel/tracing/events").is_dir() {
-        let status = Command::new("mount")
-            .args(["-t", "tracefs", "tracefs", "/sys/kernel/tracing"])
-            .status()
-            .expect("run mount");
-        assert!(status.success(), "mounting tracefs failed");
-    }
+    ringfence_testkit::mount_tracefs();
     // The test process's own calls (the module load, the ptrace attach) are the actions.
     let config = BpfConfig {
         self_tgid: 0,

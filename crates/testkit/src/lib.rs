@@ -59,6 +59,18 @@ pub fn root_or_skip(test: &str) -> bool {
     false
 }
 
+/// Mounts tracefs, through which the BPF sensor attaches, where systemd would have: a
+/// minimal machine (or a CI container) may not have it yet. Needs root.
+pub fn mount_tracefs() {
+    if !std::path::Path::new("/sys/kernel/tracing/events").is_dir() {
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tracefs", "tracefs", "/sys/kernel/tracing"])
+            .status()
+            .expect("run mount");
+        assert!(status.success(), "mounting tracefs failed");
+    }
+}
+
 /// The PostgreSQL URL the suites run against; without one, skips `test`, saying so.
 pub fn postgres_or_skip(test: &str) -> Option<String> {
     match std::env::var(POSTGRES) {

@@ -182,7 +182,7 @@ impl Agent {
             mode: ModeSwitch::new(config.enforcement),
             stopping: AtomicBool::new(false),
             handing_off: AtomicBool::new(false),
-            wake: match ringfence_sensor::sys::Wake::new() {
+            wake: match ringfence_sys::fd::Wake::new() {
                 Ok(wake) => Some(Arc::new(wake)),
                 Err(error) => {
                     tracing::warn!(%error, "no eventfd to wake the readers; a stop waits out their poll");

@@ -119,7 +119,7 @@ pub struct Core {
     /// exec waits while an in-place upgrade hands over, so a reader must not sleep out its
     /// poll first. `None` when no eventfd could be made; the readers then notice within
     /// their poll timeout, as before.
-    pub wake: Option<Arc<ringfence_sensor::sys::Wake>>,
+    pub wake: Option<Arc<ringfence_sys::fd::Wake>>,
     pub queue: Mutex<Option<SyncSender<Job>>>,
     pub jobs: Mutex<Receiver<Job>>,
     pub watch: Mutex<Option<Sender<Watch>>>,

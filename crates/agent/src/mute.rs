@@ -15,7 +15,7 @@ impl MuteSet {
     /// The agent itself, its parent (the guard, or whatever started it) and journald.
     pub fn defaults() -> MuteSet {
         let mut pids = HashSet::new();
-        pids.insert(ringfence_sensor::sys::getpid());
+        pids.insert(std::process::id());
         let parent = std::os::unix::process::parent_id();
         if parent > 1 {
             pids.insert(parent);

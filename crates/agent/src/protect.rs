@@ -68,7 +68,7 @@ impl SelfProtection {
                 .ok()
                 .map(|m| (m.dev(), m.ino())),
             binary_path: std::fs::read_link("/proc/self/exe").ok(),
-            own_pid: ringfence_sensor::sys::getpid(),
+            own_pid: std::process::id(),
             own_parent: Some(std::os::unix::process::parent_id()).filter(|&pid| pid > 1),
         };
         for path in paths {

@@ -66,7 +66,7 @@ fn go_realtime() {
         );
         return;
     }
-    match ringfence_sensor::sys::set_realtime_round_robin(RT_PRIORITY) {
+    match ringfence_sys::process::set_realtime_round_robin(RT_PRIORITY) {
         Ok(()) => tracing::info!("deadline responder runs under SCHED_RR"),
         Err(error) => tracing::warn!(
             %error,

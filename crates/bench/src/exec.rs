@@ -123,15 +123,15 @@ fn agent_config(mount: &Path, cache: bool) -> AgentConfig {
 /// does nothing else (no path, no file identity, no decision). What remains is the kernel's
 /// round trip and two context switches; no authoriser can add less.
 fn with_bare_responder(mount: &Path, bin: &Path, iterations: usize) -> anyhow::Result<Percentiles> {
-    use ringfence_sensor::{decode, sys};
-    use std::os::fd::AsRawFd;
+    use ringfence_sensor::decode;
+    use ringfence_sys as sys;
     use std::sync::atomic::{AtomicBool, Ordering};
-    let group = sys::fanotify_init(
+    let group = sys::fanotify::init(
         libc::FAN_CLASS_CONTENT | libc::FAN_CLOEXEC | libc::FAN_NONBLOCK,
         (libc::O_RDONLY | libc::O_LARGEFILE | libc::O_CLOEXEC) as u32,
     )
     .context("fanotify_init")?;
-    sys::fanotify_mark(
+    sys::fanotify::mark(
         &group,
         libc::FAN_MARK_ADD | libc::FAN_MARK_MOUNT,
         libc::FAN_OPEN_EXEC_PERM,
@@ -142,19 +142,14 @@ fn with_bare_responder(mount: &Path, bin: &Path, iterations: usize) -> anyhow::R
     let responder = {
         let stop = Arc::clone(&stop);
         std::thread::spawn(move || -> std::io::Result<()> {
-            let mut buf = vec![0u8; 16 * 1024];
             while !stop.load(Ordering::Relaxed) {
-                if !sys::poll_readable(&group, std::time::Duration::from_millis(50))? {
+                if !sys::fd::poll_readable(&group, std::time::Duration::from_millis(50))? {
                     continue;
                 }
-                let n = match sys::read(&group, &mut buf) {
-                    Ok(n) => n,
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-                    Err(e) => return Err(e),
-                };
-                for event in decode::fanotify_events(&buf[..n]).0 {
-                    if let Some(fd) = sys::adopt_event_fd(event.fd) {
-                        sys::fanotify_respond(&group, fd.as_raw_fd(), libc::FAN_ALLOW)?;
+                let mut read = sys::fanotify::read_events(&group, 16 * 1024)?;
+                for event in decode::fanotify_events(read.bytes()).0 {
+                    if let Some(fd) = read.take_fd(event.fd) {
+                        sys::fanotify::respond(&group, &fd, libc::FAN_ALLOW)?;
                     }
                 }
             }

@@ -44,28 +44,10 @@ impl CrashCapture {
                 Err(_) => std::thread::sleep(Duration::from_millis(20)),
             }
         };
-        let handler = attach_crash_handler(client)?;
+        let handler = ringfence_sys::crash::dump_on_crash(client)
+            .map_err(|e| CrashError::Handler(e.to_string()))?;
         // Under Yama's ptrace scope 1 only ancestors may trace us; the monitor is our child.
         handler.set_ptracer(Some(monitor_pid));
         Ok(CrashCapture { _handler: handler })
     }
-}
-
-#[allow(
-    unsafe_code,
-    reason = "the crash handler runs in a signal handler; the one unsafe call is here"
-)]
-fn attach_crash_handler(
-    client: minidumper::Client,
-) -> Result<crash_handler::CrashHandler, CrashError> {
-    // SAFETY: `make_crash_event` is unsafe because the closure runs inside a signal handler.
-    // Ours only sends the already-captured crash context over an already-connected socket
-    // (`request_dump` writes to a socket and waits for the reply, no allocation of shared
-    // state, no locks held by the crashed thread) and then lets the process die.
-    let event = unsafe {
-        crash_handler::make_crash_event(move |context: &crash_handler::CrashContext| {
-            crash_handler::CrashEventResult::Handled(client.request_dump(context).is_ok())
-        })
-    };
-    crash_handler::CrashHandler::attach(event).map_err(|e| CrashError::Handler(e.to_string()))
 }

@@ -4,7 +4,10 @@
 //! the crashed process from outside (ptrace), then a report into the agent's spool.
 //!
 //! The guard separately reports every agent death (signal or exit code); the monitor's report
-//! (kind `minidump`) is the evidence attached to it, not a second crash.
+//! (kind `minidump`) is the evidence attached to it, not a second crash. The signal handler
+//! itself is `ringfence_sys::crash`.
+
+#![forbid(unsafe_code)]
 
 mod client;
 mod monitor;

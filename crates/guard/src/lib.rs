@@ -1,13 +1,15 @@
 //! `ringfence guard`: the supervisor that must never crash. It starts the agent, watches its exit
 //! and its heartbeat pipe, restarts it with backoff, and restores the last known good slot
 //! locally on a crash loop or a boot loop — with std, libc/nix, serde_json, thiserror, tracing,
-//! ringfence-backoff and ringfence-protocol (for the contract below) only: no engine code, no
-//! async runtime.
+//! ringfence-backoff, ringfence-protocol (for the contract below) and ringfence-sys (libc alone)
+//! only: no engine code, no async runtime.
 //!
 //! The contract with the agent: env `RINGFENCE_GUARD_FD=<n>` names an inherited, non-blocking
 //! pipe to write heartbeats to (`ok\n` at least every heartbeat timeout, `ready\n` once serving);
 //! env `RINGFENCE_SLOT=current|lkg` and, for LKG, the arguments `--slot lkg` say which slot to
 //! run. The agent runs in its own process group and dies with SIGKILL if the guard dies.
+
+#![forbid(unsafe_code)]
 
 pub mod crash_report;
 mod fsutil;
@@ -19,7 +21,6 @@ pub mod slot;
 pub mod state;
 pub mod status;
 pub mod supervisor;
-mod sys;
 
 pub use heartbeat::GUARD_FD_ENV;
 pub use notify::Notifier;
@@ -34,5 +35,5 @@ pub use supervisor::{Config, Guard, GuardError, Shutdown, StopPipe, StopTrigger,
 /// Dies by SIGSEGV with its default action, for the test agent that must crash like a native
 /// agent would.
 pub fn segfault() -> ! {
-    sys::die_by_signal(libc::SIGSEGV)
+    ringfence_sys::signals::die_by_signal(libc::SIGSEGV)
 }

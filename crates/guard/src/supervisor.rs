@@ -7,7 +7,6 @@ use crate::policy::{self, Decision, Ending, Failure, Machine, Policy};
 use crate::slot::{AgentCommand, Slot, SlotError, SlotSwitch};
 use crate::state::{self, GuardState};
 use crate::status::{self, Phase, Status};
-use crate::sys;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
@@ -376,7 +375,7 @@ impl<'a> Guard<'a> {
                 command.env_remove(BPF_OFF_ENV);
             }
         }
-        sys::prepare_child(&mut command, write.as_raw_fd());
+        ringfence_sys::process::supervise_on_spawn(&mut command, write.as_raw_fd());
         let child = command.spawn().map_err(|source| SpawnError::Exec {
             program: cmd.program.clone(),
             source,
@@ -384,7 +383,7 @@ impl<'a> Guard<'a> {
         drop(write);
         let raw = i32::try_from(child.id()).map_err(|_| SpawnError::PidOutOfRange(child.id()))?;
         let pid = Pid::from_raw(raw);
-        let pidfd = match sys::pidfd_open(raw) {
+        let pidfd = match ringfence_sys::process::pidfd_open(raw) {
             Ok(fd) => fd,
             Err(e) => {
                 let _ = killpg(pid, Signal::SIGKILL);

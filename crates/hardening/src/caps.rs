@@ -6,8 +6,8 @@
 //! thread exists, so that every thread created afterwards inherits the reduced sets.
 
 use crate::HardeningError;
-use crate::sys;
 use caps::{CapSet, Capability, CapsHashSet};
+use ringfence_sys::confine as sys;
 
 /// What the running agent keeps, with the reason.
 ///

@@ -17,19 +17,22 @@
 //!
 //! **Architecture Invariant:** this crate only ever removes privileges; it never raises a
 //! capability beyond what the thread already has, never loosens a filter, and never opens a
-//! way around one for debugging (`--no-harden` skips it entirely, loudly).
+//! way around one for debugging (`--no-harden` skips it entirely, loudly). Its raw system calls
+//! (`prctl`, `seccomp(2)`) are in `ringfence_sys::confine`.
+
+#![forbid(unsafe_code)]
 
 mod caps;
 mod error;
 mod landlock;
 mod seccomp;
-mod sys;
 
 pub use crate::caps::{KEPT, kept_mask, kept_names};
 pub use crate::landlock::{FsView, LandlockReport};
 pub use crate::seccomp::{Allowed, Role, allowed};
 pub use error::HardeningError;
 
+use ringfence_sys::confine;
 use seccompiler::BpfProgram;
 use std::sync::{Arc, OnceLock};
 
@@ -134,11 +137,21 @@ fn install(
     program: &[seccompiler::sock_filter],
     tsync: bool,
 ) -> Result<(), HardeningError> {
-    sys::install_seccomp(program, tsync).map_err(|error| HardeningError::Seccomp {
+    // seccompiler's instructions and the kernel's have the same fields; copied, not cast.
+    let program: Vec<libc::sock_filter> = program
+        .iter()
+        .map(|op| libc::sock_filter {
+            code: op.code,
+            jt: op.jt,
+            jf: op.jf,
+            k: op.k,
+        })
+        .collect();
+    confine::install_seccomp(&program, tsync).map_err(|error| HardeningError::Seccomp {
         role: role.name(),
         reason: match error {
-            sys::InstallError::Os(error) => error.to_string(),
-            sys::InstallError::Thread(tid) => {
+            confine::InstallError::Os(error) => error.to_string(),
+            confine::InstallError::Thread(tid) => {
                 format!("thread {tid} has a filter of its own; TSYNC cannot move it")
             }
         },
@@ -183,7 +196,7 @@ impl Hardening {
             caps::drop_to_kept()?;
             true
         };
-        sys::set_no_new_privs().map_err(HardeningError::NoNewPrivs)?;
+        confine::set_no_new_privs().map_err(HardeningError::NoNewPrivs)?;
         let agent_filter_inherited = inherited_filter.is_some_and(|inherited| {
             inherited.id == self.agent_id
                 && stacked_filters().is_some_and(|now| now >= inherited.filters)
@@ -224,7 +237,7 @@ impl Hardening {
     /// afterwards inherit it. For measuring what the filters cost beside an unfiltered
     /// baseline in one process (`ringfence bench exec`).
     pub fn filter_current_thread(&self) -> Result<(), HardeningError> {
-        sys::set_no_new_privs().map_err(HardeningError::NoNewPrivs)?;
+        confine::set_no_new_privs().map_err(HardeningError::NoNewPrivs)?;
         install(Role::Agent, &self.agent, false)
     }
 
@@ -243,7 +256,7 @@ pub struct EngineConfinement {
 impl EngineConfinement {
     /// Confines the calling thread; the rest of the process is untouched.
     pub fn confine_current_thread(&self) -> Result<(), HardeningError> {
-        sys::set_no_new_privs().map_err(HardeningError::NoNewPrivs)?;
+        confine::set_no_new_privs().map_err(HardeningError::NoNewPrivs)?;
         install(Role::Engine, &self.program, false)
     }
 }

@@ -50,7 +50,7 @@ fn main() -> ExitCode {
     if cli.command.is_filter() {
         // Output piped into `head` should end the command quietly. Only for commands that
         // print and exit: daemons keep Rust's default, where a closed socket is an error value.
-        ringfence_sensor::sys::restore_default_sigpipe();
+        ringfence_sys::signals::restore_default_sigpipe();
     }
     commands::init_logging(cli.verbose, cli.log_format);
     match commands::run(cli) {

@@ -3,8 +3,9 @@
 
 use crate::decode::{self, ProcEvent};
 use crate::error::SensorError;
-use crate::{procfs, sys};
+use crate::procfs;
 use ringfence_protocol::{Event, ExecEvent, ExitEvent, ForkEvent};
+use ringfence_sys as sys;
 use std::os::fd::OwnedFd;
 use std::time::Duration;
 
@@ -13,7 +14,7 @@ use std::time::Duration;
 pub struct ProcConnector {
     socket: OwnedFd,
     /// Ends a [`ProcConnector::read`] early (see [`ProcConnector::wake_on`]).
-    wake: Option<std::sync::Arc<sys::Wake>>,
+    wake: Option<std::sync::Arc<sys::fd::Wake>>,
     /// Datagrams the kernel dropped because we were slow (ENOBUFS).
     pub overflows: u64,
 }
@@ -21,15 +22,15 @@ pub struct ProcConnector {
 impl ProcConnector {
     /// Opens the socket and subscribes to process events (needs root).
     pub fn open() -> Result<ProcConnector, SensorError> {
-        let socket = sys::netlink_socket(libc::NETLINK_CONNECTOR, decode::CN_IDX_PROC).map_err(
+        let socket = sys::netlink::socket(libc::NETLINK_CONNECTOR, decode::CN_IDX_PROC).map_err(
             |e| match e.raw_os_error() {
                 Some(libc::EPERM | libc::EACCES) => SensorError::NeedsCapNetAdmin,
                 _ => SensorError::io("open netlink process connector", e),
             },
         )?;
         // Best effort: bursts of forks overflow the default buffer.
-        let _ = sys::set_receive_buffer(&socket, 4 << 20);
-        sys::netlink_send(&socket, &decode::proc_listen_message())
+        let _ = sys::netlink::set_receive_buffer(&socket, 4 << 20);
+        sys::netlink::send(&socket, &decode::proc_listen_message())
             .map_err(|e| SensorError::io("subscribe to process events", e))?;
         Ok(ProcConnector {
             socket,
@@ -54,24 +55,24 @@ impl ProcConnector {
             .socket
             .try_clone()
             .map_err(|e| SensorError::io("dup process connector socket", e))?;
-        sys::set_cloexec(&dup, false).map_err(|e| SensorError::io("clear FD_CLOEXEC", e))?;
+        sys::fd::set_cloexec(&dup, false).map_err(|e| SensorError::io("clear FD_CLOEXEC", e))?;
         Ok(dup)
     }
 
     /// Makes every later read return at once once `wake` is woken.
-    pub fn wake_on(&mut self, wake: std::sync::Arc<sys::Wake>) {
+    pub fn wake_on(&mut self, wake: std::sync::Arc<sys::fd::Wake>) {
         self.wake = Some(wake);
     }
 
     /// Waits up to `timeout`; returns the events of one datagram, enriched.
     pub fn read(&mut self, timeout: Duration) -> Result<Vec<Event>, SensorError> {
-        if !sys::poll_readable_or_woken(&self.socket, self.wake.as_deref(), timeout)
+        if !sys::fd::poll_readable_or_woken(&self.socket, self.wake.as_deref(), timeout)
             .map_err(|e| SensorError::io("poll netlink", e))?
         {
             return Ok(Vec::new());
         }
         let mut buf = vec![0u8; 8192];
-        let n = match sys::read(&self.socket, &mut buf) {
+        let n = match sys::fd::read(&self.socket, &mut buf) {
             Ok(n) => n,
             Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
                 self.overflows += 1;

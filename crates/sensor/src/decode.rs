@@ -93,7 +93,7 @@ pub struct RawEntryEvent {
     pub fd: i32,
     pub pid: i32,
     /// The directory as the kernel identifies it: filesystem id, handle size, handle type and
-    /// handle bytes, exactly as in the record (compare with [`crate::sys::fanotify_dir_key`]).
+    /// handle bytes, exactly as in the record (compare with [`ringfence_sys::fanotify::dir_key`]).
     /// Empty when the record carried no directory (queue overflow).
     pub dir: Vec<u8>,
     /// The entry's name in that directory, without its NUL terminator.

@@ -10,7 +10,8 @@
 
 use crate::decode::{self, RawEntryEvent};
 use crate::error::SensorError;
-use crate::{procfs, sys};
+use crate::procfs;
+use ringfence_sys as sys;
 use std::collections::HashSet;
 use std::ffi::OsString;
 use std::os::fd::OwnedFd;
@@ -87,7 +88,7 @@ struct WatchedDir {
 pub struct EntryWatch {
     group: OwnedFd,
     /// Ends a [`EntryWatch::read`] early (see [`EntryWatch::wake_on`]).
-    wake: Option<std::sync::Arc<crate::sys::Wake>>,
+    wake: Option<std::sync::Arc<ringfence_sys::fd::Wake>>,
     dirs: Vec<WatchedDir>,
     /// Times the kernel queue overflowed and changes were lost.
     pub overflows: u64,
@@ -109,7 +110,7 @@ impl EntryWatch {
             | libc::FAN_UNLIMITED_QUEUE
             | libc::FAN_REPORT_DFID_NAME;
         let group =
-            sys::fanotify_init(flags, (libc::O_RDONLY | libc::O_CLOEXEC) as u32).map_err(|e| {
+            sys::fanotify::init(flags, (libc::O_RDONLY | libc::O_CLOEXEC) as u32).map_err(|e| {
                 match e.raw_os_error() {
                     Some(libc::EINVAL) => {
                         SensorError::Unsupported("FAN_REPORT_DFID_NAME (Linux 5.9)")
@@ -164,9 +165,9 @@ impl EntryWatch {
             }
             return Ok(());
         }
-        let key = sys::fanotify_dir_key(&dir)
+        let key = sys::fanotify::dir_key(&dir)
             .map_err(|e| SensorError::io(format!("file handle of {}", dir.display()), e))?;
-        sys::fanotify_mark(&self.group, libc::FAN_MARK_ADD, ENTRY_MASK, Some(&dir))
+        sys::fanotify::mark(&self.group, libc::FAN_MARK_ADD, ENTRY_MASK, Some(&dir))
             .map_err(|e| SensorError::io(format!("fanotify_mark {}", dir.display()), e))?;
         tracing::info!(dir = %dir.display(), "entry watch mark added");
         self.dirs.push(WatchedDir {
@@ -178,19 +179,20 @@ impl EntryWatch {
     }
 
     /// Makes every later read return at once once `wake` is woken.
-    pub fn wake_on(&mut self, wake: std::sync::Arc<crate::sys::Wake>) {
+    pub fn wake_on(&mut self, wake: std::sync::Arc<ringfence_sys::fd::Wake>) {
         self.wake = Some(wake);
     }
 
     /// Waits up to `timeout` and returns the changes to watched entries read (possibly none).
     pub fn read(&mut self, timeout: Duration) -> Result<Vec<EntryChange>, SensorError> {
-        let buf = crate::fanotify::read_group(
+        // This reporting mode carries no descriptors; one that came anyway closes with `read`.
+        let read = crate::fanotify::read_group(
             &self.group,
             self.wake.as_deref(),
             timeout,
             "read entry watch",
         )?;
-        let (raw, error) = decode::fanotify_entry_events(&buf);
+        let (raw, error) = decode::fanotify_entry_events(read.bytes());
         if let Some(error) = error {
             tracing::error!(%error, "garbled entry watch buffer; decoded changes still count");
         }
@@ -201,8 +203,6 @@ impl EntryWatch {
     }
 
     fn changes(&mut self, event: RawEntryEvent) -> Vec<EntryChange> {
-        // This reporting mode carries no descriptors; one that came anyway must not leak.
-        drop(sys::adopt_event_fd(event.fd));
         if event.mask & libc::FAN_Q_OVERFLOW != 0 {
             self.overflows += 1;
             tracing::warn!("entry watch queue overflow: changes to the agent's files were lost");
@@ -236,7 +236,7 @@ impl EntryWatch {
             .group
             .try_clone()
             .map_err(|e| SensorError::io("dup entry watch group", e))?;
-        sys::set_cloexec(&dup, false).map_err(|e| SensorError::io("clear FD_CLOEXEC", e))?;
+        sys::fd::set_cloexec(&dup, false).map_err(|e| SensorError::io("clear FD_CLOEXEC", e))?;
         Ok(dup)
     }
 }
@@ -281,7 +281,7 @@ mod tests {
     #[test]
     fn only_watched_names_of_a_watched_directory_are_changes() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let key = sys::fanotify_dir_key(dir.path()).expect("key");
+        let key = sys::fanotify::dir_key(dir.path()).expect("key");
         let mut watch = EntryWatch::adopt(std::fs::File::open("/dev/null").expect("null").into());
         watch.dirs.push(WatchedDir {
             key: key.clone(),

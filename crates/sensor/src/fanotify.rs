@@ -8,7 +8,8 @@
 use crate::decode::{self, RawFanEvent};
 use crate::error::SensorError;
 use crate::ticket::Ticket;
-use crate::{mounts, procfs, sys};
+use crate::{mounts, procfs};
+use ringfence_sys as sys;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -90,7 +91,7 @@ pub struct Fanotify {
     /// Files whose exec events this group ignores for now (see [`Fanotify::ignore_exec_of`]).
     ignored: Vec<PathBuf>,
     /// Ends a [`Fanotify::read`] early (see [`Fanotify::wake_on`]).
-    wake: Option<Arc<sys::Wake>>,
+    wake: Option<Arc<sys::fd::Wake>>,
 }
 
 /// The events an exec ignore mark suppresses: an exec opens the file for exec and, as a second
@@ -120,10 +121,10 @@ impl Fanotify {
         let base = class | libc::FAN_CLOEXEC | libc::FAN_NONBLOCK;
         let event_flags = (libc::O_RDONLY | libc::O_LARGEFILE | libc::O_CLOEXEC) as u32;
         // FAN_ENABLE_AUDIT needs CONFIG_AUDITSYSCALL and CAP_AUDIT_WRITE; probe and fall back.
-        let (group, audit) = match sys::fanotify_init(base | libc::FAN_ENABLE_AUDIT, event_flags) {
+        let (group, audit) = match sys::fanotify::init(base | libc::FAN_ENABLE_AUDIT, event_flags) {
             Ok(group) => (group, !config.notify_only),
             Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EPERM)) => (
-                sys::fanotify_init(base, event_flags).map_err(init_error)?,
+                sys::fanotify::init(base, event_flags).map_err(init_error)?,
                 false,
             ),
             Err(e) => return Err(init_error(e)),
@@ -201,7 +202,7 @@ impl Fanotify {
             self.ignored.push(PathBuf::from("/proc/self/exe"));
         }
         for path in self.ignored.drain(..) {
-            if let Err(error) = sys::fanotify_mark(
+            if let Err(error) = sys::fanotify::mark(
                 &self.group,
                 libc::FAN_MARK_REMOVE | libc::FAN_MARK_IGNORED_MASK,
                 EXEC_IGNORE_MASK,
@@ -220,7 +221,7 @@ impl Fanotify {
             .group
             .try_clone()
             .map_err(|e| SensorError::io("dup fanotify group", e))?;
-        sys::set_cloexec(&dup, false).map_err(|e| SensorError::io("clear FD_CLOEXEC", e))?;
+        sys::fd::set_cloexec(&dup, false).map_err(|e| SensorError::io("clear FD_CLOEXEC", e))?;
         Ok(dup)
     }
 
@@ -249,20 +250,23 @@ impl Fanotify {
     /// Waits up to `timeout` and returns the events read (possibly none).
     /// Makes every later [`Fanotify::read`] return at once (with what is queued, possibly
     /// nothing) once `wake` is woken: a stop or handoff need not wait out a read's timeout.
-    pub fn wake_on(&mut self, wake: Arc<sys::Wake>) {
+    pub fn wake_on(&mut self, wake: Arc<sys::fd::Wake>) {
         self.wake = Some(wake);
     }
 
     pub fn read(&self, timeout: Duration) -> Result<Vec<FanEvent>, SensorError> {
-        let buf = read_group(&self.group, self.wake.as_deref(), timeout, "read fanotify")?;
-        let (raw, error) = decode::fanotify_events(&buf);
+        let mut read = read_group(&self.group, self.wake.as_deref(), timeout, "read fanotify")?;
+        let (raw, error) = decode::fanotify_events(read.bytes());
         if let Some(error) = error {
             tracing::error!(%error, "garbled fanotify buffer; decoded events are still answered");
         }
-        Ok(raw.into_iter().map(|raw| self.event(raw)).collect())
+        Ok(raw
+            .into_iter()
+            .map(|raw| self.event(raw, &mut read))
+            .collect())
     }
 
-    fn event(&self, raw: RawFanEvent) -> FanEvent {
+    fn event(&self, raw: RawFanEvent, read: &mut sys::fanotify::EventRead) -> FanEvent {
         let pid = u32::try_from(raw.pid).unwrap_or(0);
         let access = if raw.mask & libc::FAN_Q_OVERFLOW != 0 {
             Access::Overflow
@@ -273,7 +277,7 @@ impl Fanotify {
         } else {
             Access::Other
         };
-        let Some(fd) = sys::adopt_event_fd(raw.fd) else {
+        let Some(fd) = read.take_fd(raw.fd) else {
             return FanEvent {
                 access,
                 mask: raw.mask,
@@ -310,7 +314,7 @@ impl Fanotify {
                 return true;
             }
             if let Err(error) =
-                sys::fanotify_mark(&self.group, libc::FAN_MARK_REMOVE, *mask, Some(path))
+                sys::fanotify::mark(&self.group, libc::FAN_MARK_REMOVE, *mask, Some(path))
             {
                 tracing::warn!(%error, path = %path.display(), "could not remove open mark");
             }
@@ -322,7 +326,7 @@ impl Fanotify {
     /// read and answered by the caller (and the kernel allows any left when the group closes).
     pub fn unmark(&self) {
         for (flags, mask, path) in &self.marks {
-            if let Err(error) = sys::fanotify_mark(
+            if let Err(error) = sys::fanotify::mark(
                 &self.group,
                 libc::FAN_MARK_REMOVE | flags,
                 *mask,
@@ -344,29 +348,16 @@ impl Fanotify {
 /// came (or the wait was interrupted). Shared by the permission group and the entry watch.
 pub(crate) fn read_group(
     group: &OwnedFd,
-    wake: Option<&sys::Wake>,
+    wake: Option<&sys::fd::Wake>,
     timeout: Duration,
     what: &'static str,
-) -> Result<Vec<u8>, SensorError> {
-    if !sys::poll_readable_or_woken(group, wake, timeout).map_err(|e| SensorError::io("poll", e))? {
-        return Ok(Vec::new());
+) -> Result<sys::fanotify::EventRead, SensorError> {
+    if !sys::fd::poll_readable_or_woken(group, wake, timeout)
+        .map_err(|e| SensorError::io("poll", e))?
+    {
+        return Ok(sys::fanotify::EventRead::default());
     }
-    let mut buf = vec![0u8; 16 * 1024];
-    match sys::read(group, &mut buf) {
-        Ok(n) => {
-            buf.truncate(n);
-            Ok(buf)
-        }
-        Err(e)
-            if matches!(
-                e.kind(),
-                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
-            ) =>
-        {
-            Ok(Vec::new())
-        }
-        Err(e) => Err(SensorError::io(what, e)),
-    }
+    sys::fanotify::read_events(group, 16 * 1024).map_err(|e| SensorError::io(what, e))
 }
 
 /// Every mark a configuration asks for, checked (paths exist, mounts are mount points) before
@@ -405,16 +396,16 @@ fn open_mask(path: &Path, open: u64) -> u64 {
 }
 
 fn add_mark(group: &OwnedFd, flags: u32, mask: u64, path: &Path) -> Result<(), SensorError> {
-    sys::fanotify_mark(group, libc::FAN_MARK_ADD | flags, mask, Some(path)).map_err(|e| match e
-        .raw_os_error()
-    {
-        Some(libc::ENOENT) => SensorError::NoSuchPath(path.to_owned()),
-        Some(libc::EINVAL) if mask & libc::FAN_OPEN_EXEC_PERM != 0 => {
-            SensorError::Unsupported("FAN_OPEN_EXEC_PERM (Linux 5.0 or later)")
-        }
-        Some(libc::EPERM) => SensorError::NeedsCapSysAdmin,
-        _ => SensorError::io(format!("fanotify_mark {}", path.display()), e),
-    })?;
+    sys::fanotify::mark(group, libc::FAN_MARK_ADD | flags, mask, Some(path)).map_err(
+        |e| match e.raw_os_error() {
+            Some(libc::ENOENT) => SensorError::NoSuchPath(path.to_owned()),
+            Some(libc::EINVAL) if mask & libc::FAN_OPEN_EXEC_PERM != 0 => {
+                SensorError::Unsupported("FAN_OPEN_EXEC_PERM (Linux 5.0 or later)")
+            }
+            Some(libc::EPERM) => SensorError::NeedsCapSysAdmin,
+            _ => SensorError::io(format!("fanotify_mark {}", path.display()), e),
+        },
+    )?;
     tracing::info!(path = %path.display(), mask, flags, "fanotify mark added");
     Ok(())
 }

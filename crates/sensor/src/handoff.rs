@@ -11,15 +11,15 @@
 //! The exec keeps the pid, so the guard's child, systemd's `MAINPID` and audit trails stay
 //! right without telling anyone.
 
+use crate::ProcConnector;
 use crate::entries::EntryWatch;
 use crate::error::SensorError;
 use crate::fanotify::{Fanotify, FanotifyConfig};
-use crate::{ProcConnector, sys};
+use ringfence_sys as sys;
 use std::ffi::OsString;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The environment variable naming the handed-over descriptors, e.g.
 /// `fanotify=5,audit=1,proc=6,entries=7`.
@@ -29,9 +29,6 @@ pub const HANDOFF_ENV: &str = "RINGFENCE_HANDOFF";
 const FANOTIFY_LINK: &str = "anon_inode:[fanotify]";
 /// What `/proc/self/fd/N` reads for any socket.
 const SOCKET_LINK: &str = "socket:[";
-
-/// Set once a process has adopted its handoff: descriptor numbers must never be adopted twice.
-static TAKEN: AtomicBool = AtomicBool::new(false);
 
 /// The live channels of a running agent, as handed to or taken from another image.
 #[derive(Debug, Default)]
@@ -102,26 +99,28 @@ impl Channels {
         let Ok(value) = std::env::var(HANDOFF_ENV) else {
             return Ok(None);
         };
-        if TAKEN.swap(true, Ordering::AcqRel) {
+        let Some(mut inherited) = sys::fd::Inherited::claim() else {
             return Ok(None);
-        }
+        };
         let spec = HandoffSpec::parse(&value)?;
         let mut channels = Channels::default();
         if let Some(fd) = spec.fanotify {
             expect_group(fd, false)?;
-            let group = sys::adopt_inherited_fd(fd, FANOTIFY_LINK)
+            let group = inherited
+                .adopt(fd, FANOTIFY_LINK)
                 .map_err(|e| SensorError::io(format!("adopt fanotify descriptor {fd}"), e))?;
             channels.fanotify = Some(Fanotify::adopt(group, config, spec.audit, spec.ignored)?);
         }
         if let Some(fd) = spec.proc {
-            let socket = sys::adopt_inherited_fd(fd, SOCKET_LINK).map_err(|e| {
+            let socket = inherited.adopt(fd, SOCKET_LINK).map_err(|e| {
                 SensorError::io(format!("adopt process connector descriptor {fd}"), e)
             })?;
             channels.proc = Some(ProcConnector::adopt(socket));
         }
         if let Some(fd) = spec.entries {
             expect_group(fd, true)?;
-            let group = sys::adopt_inherited_fd(fd, FANOTIFY_LINK)
+            let group = inherited
+                .adopt(fd, FANOTIFY_LINK)
                 .map_err(|e| SensorError::io(format!("adopt entry watch descriptor {fd}"), e))?;
             channels.entries = Some(EntryWatch::adopt(group));
         }
@@ -333,14 +332,5 @@ mod tests {
         let mut huge = b"\x7fELF\x02\x01".to_vec();
         huge.resize(0x40, 0xff);
         assert_eq!(elf_interpreter(&huge), None);
-    }
-
-    #[test]
-    fn adopting_a_descriptor_of_the_wrong_kind_fails() {
-        let file = std::fs::File::open("/proc/self/status").expect("open");
-        let fd = OwnedFd::from(file);
-        let error = sys::adopt_inherited_fd(fd.as_raw_fd(), FANOTIFY_LINK)
-            .expect_err("a file is not a fanotify group");
-        assert!(error.to_string().contains("not anon_inode"), "{error}");
     }
 }

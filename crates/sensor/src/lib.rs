@@ -8,8 +8,11 @@
 //!   across `execve` (self-upgrade).
 //! - [`replay`] reads a recorded corpus so everything above the sensor runs without root.
 //!
-//! **Architecture invariant:** every raw system call is in [`sys`]; the rest of the crate (and of
-//! ringfence) is safe Rust, and every decoder of kernel bytes is a pure function that cannot panic.
+//! **Architecture invariant:** every raw system call goes through `ringfence_sys`; this crate is
+//! safe Rust (`forbid(unsafe_code)`), and every decoder of kernel bytes is a pure function that
+//! cannot panic.
+
+#![forbid(unsafe_code)]
 
 pub mod connector;
 pub mod decode;
@@ -21,7 +24,6 @@ pub mod intent;
 pub mod mounts;
 pub mod procfs;
 pub mod resolve;
-pub mod sys;
 mod ticket;
 
 pub use connector::ProcConnector;

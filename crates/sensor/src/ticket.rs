@@ -6,8 +6,8 @@
 //! were late. A ticket dropped unanswered answers "allow" itself: a process blocked forever in
 //! `execve` is the one outcome worse than a missed detection.
 
-use crate::sys;
-use std::os::fd::{AsRawFd, OwnedFd};
+use ringfence_sys as sys;
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 
@@ -77,7 +77,7 @@ impl Ticket {
             if *audit && !allow {
                 response |= libc::FAN_AUDIT;
             }
-            if let Err(error) = sys::fanotify_respond(group, fd.as_raw_fd(), response) {
+            if let Err(error) = sys::fanotify::respond(group, fd, response) {
                 // ENOENT: the kernel no longer waits (the group is going away). Nothing else
                 // can be done; the kernel allows on release.
                 tracing::warn!(%error, "could not write fanotify response");

@@ -5,12 +5,11 @@
 
 use std::path::{Path, PathBuf};
 
-/// The only files with `unsafe` code (ARCHITECTURE.md, "where unsafe lives").
+/// The only places with `unsafe` code (ARCHITECTURE.md, "where unsafe lives"): the `sys` crate,
+/// and files named one by one.
 const UNSAFE_MODULES: &[&str] = &[
-    "crates/sensor/src/sys.rs",
-    "crates/hardening/src/sys.rs",
-    "crates/guard/src/sys.rs",
-    "crates/crash/src/client.rs",
+    "crates/sys/src/",
+    // wasmtime's own contract for loading a compiled artifact (`Component::deserialize`).
     "crates/engine-host/src/cache/verified.rs",
     // The bundled faulty engine's deliberate out-of-bounds read, inside the wasm sandbox.
     "engines/faulty/src/lib.rs",
@@ -86,11 +85,17 @@ fn every_rust_file_says_why_it_exists() {
     );
 }
 
+fn may_hold_unsafe(path: &str) -> bool {
+    UNSAFE_MODULES
+        .iter()
+        .any(|allowed| path.starts_with(allowed))
+}
+
 #[test]
 fn unsafe_code_lives_only_where_the_architecture_says() {
     let offending: Vec<String> = rust_files()
         .into_iter()
-        .filter(|(path, _)| path != THIS_FILE && !UNSAFE_MODULES.contains(&path.as_str()))
+        .filter(|(path, _)| path != THIS_FILE && !may_hold_unsafe(path))
         .filter(|(_, text)| {
             // The keyword followed by what makes it code: a block, a function, an impl, an
             // extern block.

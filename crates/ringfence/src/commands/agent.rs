@@ -283,7 +283,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
     );
     // Before any thread exists, so every thread inherits the mask and SIGTERM is collected
     // here as a clean shutdown instead of killing the process mid-answer.
-    ringfence_sensor::sys::block_termination_signals().context("block SIGTERM")?;
+    ringfence_sys::signals::block_termination_signals().context("block SIGTERM")?;
     if args.harden.print_policy {
         super::harden::print_policy()?;
         return Ok(ExitCode::SUCCESS);
@@ -331,7 +331,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
     }
     let engines = load_engines(&runtime, &args)?;
     // The engines' compile is over; its scratch memory goes back to the kernel.
-    ringfence_sensor::sys::release_free_heap();
+    ringfence_sys::process::release_free_heap();
     let mut agent = Agent::start_with(config.clone(), engines.clone(), channels)?;
     report_visibility(&agent);
     eprintln!(
@@ -350,11 +350,11 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
         if let Some(guard) = &guard {
             guard.beat();
         }
-        match ringfence_sensor::sys::wait_termination(Duration::from_millis(100)) {
-            Some(ringfence_sensor::sys::UPGRADE_SIGNAL) if agent.has_replay() => {
+        match ringfence_sys::signals::wait_termination(Duration::from_millis(100)) {
+            Some(ringfence_sys::signals::UPGRADE_SIGNAL) if agent.has_replay() => {
                 tracing::warn!("a replaying agent does not upgrade in place; signal ignored");
             }
-            Some(ringfence_sensor::sys::UPGRADE_SIGNAL) => {
+            Some(ringfence_sys::signals::UPGRADE_SIGNAL) => {
                 agent = upgrade.run(agent, |channels| {
                     Ok(Agent::start_with(
                         config.clone(),

@@ -26,7 +26,7 @@ pub struct RecordArgs {
 }
 
 pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
-    ringfence_sensor::sys::block_termination_signals().context("block SIGTERM")?;
+    ringfence_sys::signals::block_termination_signals().context("block SIGTERM")?;
     let mut connector = ProcConnector::open()?;
     let file = std::fs::File::create(&args.out)
         .with_context(|| format!("create {}", args.out.display()))?;
@@ -39,7 +39,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
         if until.is_some_and(|t| Instant::now() >= t) {
             break;
         }
-        if ringfence_sensor::sys::wait_termination(Duration::ZERO).is_some() {
+        if ringfence_sys::signals::wait_termination(Duration::ZERO).is_some() {
             break;
         }
         for event in connector.read(Duration::from_millis(50))? {

@@ -182,7 +182,7 @@ impl ManagedHost {
         let outcome = install();
         // Compiling leaves tens of MiB freed but kept by the allocator; an install, taken or
         // refused, is when to hand them back.
-        ringfence_sensor::sys::release_free_heap();
+        ringfence_sys::process::release_free_heap();
         let spent = tid.map_or(0, |_| {
             cpu_ticks_of("/proc/thread-self/stat").saturating_sub(start)
         });

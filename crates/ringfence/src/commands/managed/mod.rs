@@ -129,7 +129,7 @@ fn identity(args: &ManagedArgs, data_dir: &Path, server: &str) -> anyhow::Result
 }
 
 /// Runs the managed agent until SIGTERM/SIGINT. The caller has blocked those signals before
-/// any thread started (`ringfence_sensor::sys::block_termination_signals`).
+/// any thread started (`ringfence_sys::signals::block_termination_signals`).
 pub fn run(
     mut config: AgentConfig,
     args: ManagedArgs,
@@ -214,7 +214,7 @@ pub fn run(
     }
 
     // The compile of each channel's engine is over; its scratch memory goes back.
-    ringfence_sensor::sys::release_free_heap();
+    ringfence_sys::process::release_free_heap();
     let host = Arc::new(
         ManagedHost::new(runtime, engines.clone(), started, Arc::clone(&spool))
             .saving_audited_channels(data_dir),
@@ -280,10 +280,10 @@ pub fn run(
         if upgraded { ", upgraded in place" } else { "" }
     );
     let upgrading = loop {
-        match ringfence_sensor::sys::wait_termination(Duration::from_millis(200)) {
+        match ringfence_sys::signals::wait_termination(Duration::from_millis(200)) {
             // Verify and probe before tearing anything down: a refused binary leaves
             // everything running.
-            Some(ringfence_sensor::sys::UPGRADE_SIGNAL) => {
+            Some(ringfence_sys::signals::UPGRADE_SIGNAL) => {
                 if let Ok(prepared) = upgrade.prepare_logged() {
                     break Some(prepared);
                 }

@@ -1,10 +1,6 @@
-//! The raw system calls of hardening that no well-kept crate wraps the way we need: secure bits
+//! The confinement calls no well-kept crate wraps the way we need: secure bits
 //! (`PR_SET_SECUREBITS`), `PR_SET_NO_NEW_PRIVS`, and installing a seccomp program with flags
 //! (`SECCOMP_FILTER_FLAG_TSYNC | SECCOMP_FILTER_FLAG_LOG`; `seccompiler` only offers TSYNC alone).
-#![allow(
-    unsafe_code,
-    reason = "prctl and seccomp(2) take raw pointers and integers; wrapped once here"
-)]
 
 use std::io;
 
@@ -46,12 +42,10 @@ pub enum InstallError {
     Thread(libc::c_long),
 }
 
-/// Installs `program` on the calling thread (and with `tsync`, on every thread of the process).
-/// Denials are logged by the kernel (`SECCOMP_FILTER_FLAG_LOG`, audit type 1326).
-pub fn install_seccomp(
-    program: &[seccompiler::sock_filter],
-    tsync: bool,
-) -> Result<(), InstallError> {
+/// Installs the classic BPF `program` on the calling thread (and with `tsync`, on every thread
+/// of the process). Denials are logged by the kernel (`SECCOMP_FILTER_FLAG_LOG`, audit type
+/// 1326).
+pub fn install_seccomp(program: &[libc::sock_filter], tsync: bool) -> Result<(), InstallError> {
     let len = u16::try_from(program.len()).map_err(|_| {
         InstallError::Os(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -60,15 +54,15 @@ pub fn install_seccomp(
     })?;
     let fprog = libc::sock_fprog {
         len,
-        // The kernel's `sock_filter` and seccompiler's have the same C layout (code, jt, jf, k).
-        filter: program.as_ptr().cast::<libc::sock_filter>().cast_mut(),
+        filter: program.as_ptr().cast_mut(),
     };
     let mut flags = libc::SECCOMP_FILTER_FLAG_LOG;
     if tsync {
         flags |= libc::SECCOMP_FILTER_FLAG_TSYNC;
     }
     // SAFETY: `fprog` points at `program`, which outlives the call; the kernel copies the
-    // program in (copy_from_user) and keeps no reference to our memory.
+    // program in (copy_from_user), never writes through the pointer, and keeps no reference to
+    // our memory.
     let ret = unsafe {
         libc::syscall(
             libc::SYS_seccomp,

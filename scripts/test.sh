@@ -131,7 +131,15 @@ if [ "$(id -u)" -eq 0 ] && [ "${RINGFENCE_ALLOW_SKIPS:-0}" != 1 ]; then
 else
   echo "note: not root; live fanotify, process-connector, mount and browser tests will say why they skipped"
 fi
-cargo test --workspace --locked --all-targets
+# A test process killed from outside (SIGKILL with no panic, as by the kernel's OOM killer) leaves
+# no trace in cargo's output: on a failure, say what the machine saw.
+machine_state() {
+  echo "==> the machine after the failure"
+  free -m || true
+  ps -eo pid,ppid,rss,etime,args --sort=-rss | head -n 15 || true
+  dmesg 2>/dev/null | tail -n 30 || true
+}
+cargo test --workspace --locked --all-targets --no-fail-fast || { machine_state; exit 1; }
 cargo test --workspace --locked --doc
 skips=$(wc -l <"$RINGFENCE_SKIP_LOG")
 echo "skipped tests: $skips"

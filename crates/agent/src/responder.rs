@@ -9,8 +9,10 @@
 //! (a build, a runaway engine, another agent's flood) a normal thread can wait a second for a
 //! core. So the responder asks for `SCHED_RR` at the lowest real-time priority, under an
 //! `RLIMIT_RTTIME` budget so that a bug in it can never hold a core: the kernel stops a
-//! real-time thread that runs longer than that without blocking. It blocks (sleeps briefly)
-//! at least every [`MAX_BUSY`] of its own accord. Without the privilege it runs as a normal
+//! real-time thread that runs longer than that without blocking (it kills the whole process). So it
+//! blocks (sleeps briefly) at least every [`MAX_BUSY`] of its own accord, counted from when it
+//! last certainly blocked: a wait for the next watch that times out at once, as it does when a
+//! flood brings deadlines microseconds apart, is not a rest. Without the privilege it runs as a normal
 //! thread and says so in the log.
 
 use crate::alerts::Reason;
@@ -39,13 +41,21 @@ impl Ord for Entry {
     }
 }
 
-/// Real-time CPU time the responder may use without blocking before the kernel sends
-/// `SIGXCPU` (and the guard restarts the agent): far above any honest burst, since it blocks
-/// every [`MAX_BUSY`].
+/// Real-time CPU time the responder may use without blocking before the kernel sends the
+/// process `SIGXCPU` (the soft limit; twice this, the hard limit, is SIGKILL), and the guard
+/// restarts the agent: far above any honest burst, since it rests every [`MAX_BUSY`].
 const RT_BUDGET: Duration = Duration::from_millis(500);
 
 /// Longest stretch the responder works without blocking, even under a flood.
 const MAX_BUSY: Duration = Duration::from_millis(20);
+
+/// How long the responder rests when it has been busy for [`MAX_BUSY`].
+const REST: Duration = Duration::from_micros(50);
+
+/// A wait for the next watch that lasted this long parked the thread: the kernel resets the
+/// real-time budget only when the thread blocks, and a wait that times out within its first
+/// spins (the next deadline microseconds away, as in a flood) never did.
+const PARKED: Duration = Duration::from_millis(1);
 
 /// Lowest real-time priority: above every normal thread, below anything the host's own
 /// real-time work uses.
@@ -56,7 +66,8 @@ fn go_realtime() {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
     let budget = u64::try_from(RT_BUDGET.as_micros()).unwrap_or(u64::MAX);
     let limited = getrlimit(Resource::RLIMIT_RTTIME).and_then(|(soft, hard)| {
-        setrlimit(Resource::RLIMIT_RTTIME, soft.min(budget), hard.min(budget))
+        let hard = hard.min(budget.saturating_mul(2));
+        setrlimit(Resource::RLIMIT_RTTIME, soft.min(budget).min(hard), hard)
     });
     if let Err(error) = limited {
         tracing::warn!(
@@ -80,17 +91,22 @@ fn go_realtime() {
 pub fn run(core: &Core, watches: &Receiver<Watch>) {
     go_realtime();
     let mut heap: BinaryHeap<Reverse<Entry>> = BinaryHeap::new();
-    let mut awake = Instant::now();
+    // When this thread last blocked for certain. Every loop below stops once it has been busy
+    // for MAX_BUSY since then, however much work is left, so the rest comes in time.
+    let mut rested = Instant::now();
     loop {
-        if awake.elapsed() >= MAX_BUSY {
-            // Under a flood the channel is never empty and nothing here blocks; a short sleep
-            // resets the real-time budget's count and lets the host breathe.
-            std::thread::sleep(Duration::from_micros(50));
-            awake = Instant::now();
+        if rested.elapsed() >= MAX_BUSY {
+            // Under a flood the channel is never empty, deadlines come microseconds apart and
+            // nothing here blocks; a short sleep resets the real-time budget's count and lets
+            // the host breathe.
+            std::thread::sleep(REST);
+            rested = Instant::now();
         }
         let now = Instant::now();
         while let Some(Reverse(entry)) = heap.peek() {
-            if entry.0.ticket.answer().is_some() {
+            if rested.elapsed() >= MAX_BUSY {
+                break;
+            } else if entry.0.ticket.answer().is_some() {
                 heap.pop();
             } else if entry.0.deadline <= now {
                 if let Some(Reverse(Entry(watch))) = heap.pop() {
@@ -109,15 +125,22 @@ pub fn run(core: &Core, watches: &Receiver<Watch>) {
             .peek()
             .map(|Reverse(e)| e.0.deadline.saturating_duration_since(now))
             .unwrap_or(Duration::from_millis(100));
+        let waiting = Instant::now();
         match watches.recv_timeout(wait) {
             Ok(watch) => {
                 heap.push(Reverse(Entry(watch)));
                 // Drain the burst without sleeping in between.
-                while let Ok(watch) = watches.try_recv() {
+                while rested.elapsed() < MAX_BUSY
+                    && let Ok(watch) = watches.try_recv()
+                {
                     heap.push(Reverse(Entry(watch)));
                 }
             }
-            Err(RecvTimeoutError::Timeout) => awake = Instant::now(),
+            Err(RecvTimeoutError::Timeout) => {
+                if waiting.elapsed() >= PARKED {
+                    rested = Instant::now();
+                }
+            }
             Err(RecvTimeoutError::Disconnected) => break,
         }
         if core.stopping() {
@@ -128,7 +151,12 @@ pub fn run(core: &Core, watches: &Receiver<Watch>) {
 }
 
 fn answer_all(core: &Core, heap: &mut BinaryHeap<Reverse<Entry>>) {
+    let mut rested = Instant::now();
     for Reverse(Entry(watch)) in heap.drain() {
+        if rested.elapsed() >= MAX_BUSY {
+            std::thread::sleep(REST);
+            rested = Instant::now();
+        }
         core.answer_by_policy(
             &watch.ticket,
             &watch.pending,

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{engine, root_or_skip, within};
+use common::{SCHED_RR, engine, policies_once_realtime, root_or_skip, within};
 use ringfence_agent::{Agent, AgentConfig, MuteSet};
 use ringfence_engine_host::Runtime;
 use ringfence_protocol::FailurePolicy;
@@ -13,24 +13,6 @@ use ringfence_testkit::events::exec;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-
-/// The scheduling policy of each of this process's threads (`/proc/self/task/*/stat`, field
-/// 41).
-fn thread_policies() -> Vec<u32> {
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return Vec::new();
-    };
-    tasks
-        .flatten()
-        .filter_map(|task| {
-            let stat = std::fs::read_to_string(task.path().join("stat")).ok()?;
-            // Fields after the command name (which may hold spaces) start after the last ')';
-            // the policy is field 41 overall, the 39th after it.
-            let (_, rest) = stat.rsplit_once(')')?;
-            rest.split_whitespace().nth(38)?.parse().ok()
-        })
-        .collect()
-}
 
 /// Makes thread `tid` the most favoured normal thread of the host (nice -20).
 fn renice(tid: i32, nice: i32) {
@@ -67,15 +49,7 @@ fn the_deadline_holds_with_a_cpu_hog_on_every_core() {
             ..AgentConfig::default()
         };
         let agent = Agent::start(config, vec![looping]).expect("agent starts");
-        const SCHED_RR: u32 = 2;
-        // The responder takes its policy as its thread starts, which may be after `start`
-        // returns.
-        let asked = Instant::now();
-        let mut policies = thread_policies();
-        while !policies.contains(&SCHED_RR) && asked.elapsed() < Duration::from_secs(5) {
-            std::thread::sleep(Duration::from_millis(10));
-            policies = thread_policies();
-        }
+        let policies = policies_once_realtime();
         assert_eq!(
             policies.iter().filter(|p| **p == SCHED_RR).count(),
             1,

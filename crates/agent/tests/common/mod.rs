@@ -89,3 +89,36 @@ impl Drop for Tmpfs {
             .status();
     }
 }
+
+/// `SCHED_RR` as `/proc/PID/task/TID/stat` reports it.
+pub const SCHED_RR: u32 = 2;
+
+/// The scheduling policy of each of this process's threads (`/proc/self/task/*/stat`, field
+/// 41).
+pub fn thread_policies() -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| {
+            let stat = std::fs::read_to_string(task.path().join("stat")).ok()?;
+            // Fields after the command name (which may hold spaces) start after the last ')';
+            // the policy is field 41 overall, the 39th after it.
+            let (_, rest) = stat.rsplit_once(')')?;
+            rest.split_whitespace().nth(38)?.parse().ok()
+        })
+        .collect()
+}
+
+/// Every thread's policy once one runs under `SCHED_RR`, or after five seconds: the responder
+/// takes its policy as its thread starts, which may be after `Agent::start` returns.
+pub fn policies_once_realtime() -> Vec<u32> {
+    let asked = std::time::Instant::now();
+    let mut policies = thread_policies();
+    while !policies.contains(&SCHED_RR) && asked.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(10));
+        policies = thread_policies();
+    }
+    policies
+}

@@ -10,6 +10,14 @@ use crate::digest::Sha256Digest;
 use crate::keys::{KeyId, ReleaseKey, TrustedKeys};
 use crate::sign::{self, Purpose, Signature, SignatureError};
 use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// `<file>.sig`, where an artifact's signature lives.
+pub fn signature_path(file: &Path) -> PathBuf {
+    let mut name = file.as_os_str().to_owned();
+    name.push(".sig");
+    PathBuf::from(name)
+}
 
 /// The `<file>.sig` document.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -27,7 +27,7 @@ mod slots;
 mod testutil;
 mod verify;
 
-pub use artifact::{ArtifactError, ArtifactSignature};
+pub use artifact::{ArtifactError, ArtifactSignature, signature_path};
 pub use blob::{BlobError, BlobStore};
 pub use bundle::{Bundle, BundleError, Member};
 pub use digest::{DigestError, Sha256Digest};

@@ -1,7 +1,6 @@
 //! The `ringfence` binary: parses the command line and hands each subcommand to the library that
-//! owns it. Mostly glue; the one security decision taken in this crate is whether to exec a new
-//! agent binary in place (`commands/self_upgrade.rs`), and only after the release crate has
-//! verified its signature against the agent's trusted keys.
+//! owns it. Glue: no security decision is taken here (the agent process's lifecycle, in-place
+//! upgrades included, is `ringfence-host`'s).
 #![forbid(unsafe_code)]
 
 mod commands;

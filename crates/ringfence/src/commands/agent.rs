@@ -2,13 +2,14 @@
 //! runs the agent until SIGTERM (or until a replayed corpus is done).
 
 use super::engine::read_engine;
-use super::self_upgrade::SelfUpgrade;
 use anyhow::Context;
 use ringfence_agent::{Agent, AgentConfig, MuteSet, Sensor};
 use ringfence_engine_host::{EngineSettings, LoadedEngine, Runtime};
+use ringfence_host::{Ending, SelfUpgrade};
 use ringfence_protocol::{Enforcement, FailurePolicy, content};
 use ringfence_sensor::Channels;
 use std::io::Write;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -319,13 +320,15 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
     let inherited = Channels::adopt_from_env(&config.fanotify)?;
     let upgraded = inherited.is_some();
     // Channels open, then privileges go, then the first thread (the wasm runtime's) starts.
-    let view = super::harden::view(
+    let view = ringfence_host::confine::view(
         args.data_dir.as_deref(),
         config.alerts.as_deref(),
         upgrade.binary(),
     );
-    let (channels, hardening) = super::harden::confine(&args.harden, &mut config, inherited, view)?;
-    let mut runtime = super::harden::landlocked(hardening.as_ref(), "wasm runtime", Runtime::new)??;
+    let (channels, hardening) =
+        ringfence_host::confine::confine(!args.harden.no_harden, &mut config, inherited, view)?;
+    let mut runtime =
+        ringfence_host::confine::landlocked(hardening.as_ref(), "wasm runtime", Runtime::new)??;
     if let Some(data_dir) = &args.data_dir {
         runtime = with_engine_cache(runtime, data_dir, args.engine_cache_mib);
     }
@@ -346,16 +349,21 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
     if let Some(guard) = &guard {
         guard.ready();
     }
+    // A replaying agent has no kernel channels to hand over: it does not upgrade in place.
+    let upgrades = (!agent.has_replay()).then_some(&upgrade);
     loop {
-        if let Some(guard) = &guard {
-            guard.beat();
-        }
-        match ringfence_sys::signals::wait_termination(Duration::from_millis(100)) {
-            Some(ringfence_sys::signals::UPGRADE_SIGNAL) if agent.has_replay() => {
-                tracing::warn!("a replaying agent does not upgrade in place; signal ignored");
-            }
-            Some(ringfence_sys::signals::UPGRADE_SIGNAL) => {
-                agent = upgrade.run(agent, |channels| {
+        let ending =
+            ringfence_host::serve(upgrades, guard.as_ref(), Duration::from_millis(100), || {
+                if agent.has_replay() && agent.wait_replay(Duration::ZERO) {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            });
+        match ending {
+            Ending::Stop => break,
+            Ending::Upgrade(prepared) => {
+                agent = upgrade.exec_or_resume(agent, &prepared, |channels| {
                     Ok(Agent::start_with(
                         config.clone(),
                         engines.clone(),
@@ -366,18 +374,6 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
                     guard.ready();
                 }
             }
-            Some(signal) => {
-                tracing::info!(signal, "stopping on signal");
-                // So the guard takes our exit for a requested stop, not a crash.
-                if let Some(guard) = &guard {
-                    guard.stopping();
-                }
-                break;
-            }
-            None => {}
-        }
-        if agent.has_replay() && agent.wait_replay(Duration::ZERO) {
-            break;
         }
     }
     let mode = agent.enforcement();

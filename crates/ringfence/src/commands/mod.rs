@@ -17,7 +17,6 @@ mod record;
 mod release;
 mod remediation;
 mod rollout;
-mod self_upgrade;
 mod server;
 mod sim;
 mod status;

@@ -207,13 +207,6 @@ pub fn run(command: ReleaseCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// `<file>.sig`, where an artifact's signature lives.
-pub fn signature_path(file: &Path) -> PathBuf {
-    let mut name = file.as_os_str().to_owned();
-    name.push(".sig");
-    PathBuf::from(name)
-}
-
 fn sign_binary(args: SignBinaryArgs) -> anyhow::Result<ExitCode> {
     let key = ReleaseKey::read_file(&args.key)?;
     let bytes =
@@ -224,7 +217,7 @@ fn sign_binary(args: SignBinaryArgs) -> anyhow::Result<ExitCode> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let signature = ArtifactSignature::sign(&key, &name, &bytes);
-    let out = signature_path(&args.file);
+    let out = ringfence_release::signature_path(&args.file);
     std::fs::write(&out, signature.to_bytes())
         .with_context(|| format!("write {}", out.display()))?;
     println!("{}  {}", signature.sha256, args.file.display());
@@ -236,7 +229,7 @@ fn verify_binary(args: VerifyBinaryArgs) -> anyhow::Result<ExitCode> {
     let keys = TrustedKeys::read_files(&args.public)?;
     let bytes =
         std::fs::read(&args.file).with_context(|| format!("read {}", args.file.display()))?;
-    let sig_path = signature_path(&args.file);
+    let sig_path = ringfence_release::signature_path(&args.file);
     let sig_bytes =
         std::fs::read(&sig_path).with_context(|| format!("read {}", sig_path.display()))?;
     match ArtifactSignature::parse(&sig_bytes).and_then(|s| s.verify(&keys, &bytes)) {

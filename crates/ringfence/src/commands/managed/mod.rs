@@ -10,11 +10,11 @@ mod crash;
 mod host;
 mod traffic;
 
-use super::self_upgrade::SelfUpgrade;
 use anyhow::Context;
 use host::{ManagedHost, engine_for};
 use ringfence_agent::{Agent, AgentConfig};
 use ringfence_engine_host::Runtime;
+use ringfence_host::{Ending, SelfUpgrade};
 use ringfence_protocol::api::EnrollRequest;
 use ringfence_protocol::corpus;
 use ringfence_protocol::guard_link::{GuardLink, SLOT_ENV, Slot};
@@ -25,6 +25,7 @@ use ringfence_uplink::{
     AgentKey, Fingerprint, Identity, Link, LinkConfig, ServerClient, Spool, tls,
 };
 use std::collections::BTreeMap;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -171,8 +172,9 @@ pub fn run(
     config.mute = config.mute.clone().with_path(data_dir.to_owned());
     allow_realtime_responder();
     // After the crash monitor started (it must stay free to ptrace us), before any thread.
-    let view = super::harden::view(Some(data_dir), None, upgrade.binary());
-    let (channels, hardening) = super::harden::confine(harden, &mut config, inherited, view)?;
+    let view = ringfence_host::confine::view(Some(data_dir), None, upgrade.binary());
+    let (channels, hardening) =
+        ringfence_host::confine::confine(!harden.no_harden, &mut config, inherited, view)?;
     if let Some(after) = args.crash_after {
         std::thread::spawn(move || {
             std::thread::sleep(after);
@@ -183,7 +185,8 @@ pub fn run(
     let spool = Arc::new(Spool::open(&data_dir.join("spool"), 64 << 20)?);
     let slots = SlotStore::open(data_dir.join("slots"))?;
     let keys = trusted_keys(&identity)?;
-    let runtime = super::harden::landlocked(hardening.as_ref(), "wasm runtime", Runtime::new)??;
+    let runtime =
+        ringfence_host::confine::landlocked(hardening.as_ref(), "wasm runtime", Runtime::new)??;
     // Releases already installed, the next start and the next image of an in-place upgrade
     // load their compiled engines from here instead of compiling them again.
     let runtime = super::agent::with_engine_cache(runtime, data_dir, engine_cache_mib);
@@ -243,17 +246,18 @@ pub fn run(
         ..LinkConfig::default()
     };
     // The network-facing threads write nothing but the data directory: Landlock holds them to it.
-    let (shipper, link) = super::harden::landlocked(hardening.as_ref(), "uplink", || {
-        let shipper = alerts::ship_alerts(alerts_path, Arc::clone(&spool), Arc::clone(&stop));
-        let link = Link::start(
-            &identity,
-            Arc::clone(&spool),
-            slots,
-            Arc::clone(&host),
-            link_config,
-        );
-        (shipper, link)
-    })?;
+    let (shipper, link) =
+        ringfence_host::confine::landlocked(hardening.as_ref(), "uplink", || {
+            let shipper = alerts::ship_alerts(alerts_path, Arc::clone(&spool), Arc::clone(&stop));
+            let link = Link::start(
+                &identity,
+                Arc::clone(&spool),
+                slots,
+                Arc::clone(&host),
+                link_config,
+            );
+            (shipper, link)
+        })?;
     let link = link?;
     let sent = Arc::new(AtomicU64::new(0));
     let unanswered = Arc::new(AtomicU64::new(0));
@@ -279,29 +283,13 @@ pub fn run(
         agent.enforcement(),
         if upgraded { ", upgraded in place" } else { "" }
     );
-    let upgrading = loop {
-        match ringfence_sys::signals::wait_termination(Duration::from_millis(200)) {
-            // Verify and probe before tearing anything down: a refused binary leaves
-            // everything running.
-            Some(ringfence_sys::signals::UPGRADE_SIGNAL) => {
-                if let Ok(prepared) = upgrade.prepare_logged() {
-                    break Some(prepared);
-                }
-            }
-            None => {}
-            Some(signal) => {
-                tracing::info!(signal, "stopping on signal");
-                // So the guard takes our exit for a requested stop, not a crash.
-                if let Some(guard) = &guard {
-                    guard.stopping();
-                }
-                break None;
-            }
-        }
-        if let Some(guard) = &guard {
-            guard.beat();
-        }
-    };
+    // The uplink and the alert shipper run on threads of their own; this thread only waits.
+    let ending = ringfence_host::serve(
+        Some(upgrade),
+        guard.as_ref(),
+        Duration::from_millis(200),
+        || ControlFlow::Continue(()),
+    );
 
     stop.store(true, Ordering::Relaxed);
     if let Some(thread) = traffic_thread {
@@ -309,7 +297,7 @@ pub fn run(
     }
     let _ = shipper.join();
     link.stop();
-    if let Some(prepared) = upgrading {
+    if let Ending::Upgrade(prepared) = ending {
         // The link and its host were the other owners of the agent; both are gone now.
         drop(host);
         let agent = Arc::try_unwrap(agent)
@@ -319,9 +307,8 @@ pub fn run(
         let (channels, error) = upgrade.handoff_and_exec(agent, &prepared);
         // Closing the group lets the kernel allow what waits; the guard starts a fresh agent.
         drop(channels);
-        return Err(
-            error.context("self-upgrade failed; exiting for the guard to restart the agent")
-        );
+        return Err(anyhow::Error::new(error)
+            .context("self-upgrade failed; exiting for the guard to restart the agent"));
     }
     let mode = agent.enforcement();
     let final_stats = match Arc::try_unwrap(agent) {

@@ -20,10 +20,9 @@
 //! 5. If `execve` itself fails, the old image starts serving again on the same channels. If the
 //!    new image dies after the exec, the guard sees its child exit and restarts the agent.
 
-use super::release::signature_path;
-use anyhow::Context;
+use crate::HostError;
 use ringfence_agent::Agent;
-use ringfence_release::{ArtifactSignature, TrustedKeys};
+use ringfence_release::{ArtifactSignature, TrustedKeys, signature_path};
 use ringfence_sensor::{Channels, HANDOFF_ENV};
 use std::fs::File;
 use std::io::Read;
@@ -65,11 +64,12 @@ impl SelfUpgrade {
     pub fn new(
         binary: Option<PathBuf>,
         trusted: Option<TrustedKeys>,
-    ) -> anyhow::Result<SelfUpgrade> {
+    ) -> Result<SelfUpgrade, HostError> {
         let binary = match binary {
             Some(binary) => binary,
             None => {
-                let exe = std::env::current_exe().context("find this executable")?;
+                let exe = std::env::current_exe()
+                    .map_err(|e| HostError::io("find this executable", e))?;
                 let text = exe.to_string_lossy();
                 match text.strip_suffix(" (deleted)") {
                     Some(path) => PathBuf::from(path),
@@ -86,25 +86,31 @@ impl SelfUpgrade {
 
     /// Opens the binary, checks its signature when keys are trusted, and runs it with
     /// `--version` in a child; the prepared file, or why the binary is unfit.
-    pub fn prepare(&self) -> anyhow::Result<(Prepared, String)> {
-        let file =
-            File::open(&self.binary).with_context(|| format!("open {}", self.binary.display()))?;
+    pub fn prepare(&self) -> Result<(Prepared, String), HostError> {
+        let file = File::open(&self.binary)
+            .map_err(|e| HostError::io(format!("open {}", self.binary.display()), e))?;
         if let Some(keys) = &self.trusted {
             let mut bytes = Vec::new();
             (&file)
                 .read_to_end(&mut bytes)
-                .with_context(|| format!("read {}", self.binary.display()))?;
+                .map_err(|e| HostError::io(format!("read {}", self.binary.display()), e))?;
             let sig_path = signature_path(&self.binary);
-            let sig = std::fs::read(&sig_path).with_context(|| {
-                format!(
-                    "{} is not signed: read {}",
-                    self.binary.display(),
-                    sig_path.display()
+            let sig = std::fs::read(&sig_path).map_err(|e| {
+                HostError::io(
+                    format!(
+                        "{} is not signed: read {}",
+                        self.binary.display(),
+                        sig_path.display()
+                    ),
+                    e,
                 )
             })?;
             let keyid = ArtifactSignature::parse(&sig)
                 .and_then(|s| s.verify(keys, &bytes))
-                .with_context(|| format!("{} does not verify", self.binary.display()))?;
+                .map_err(|source| HostError::Unverified {
+                    binary: self.binary.display().to_string(),
+                    source,
+                })?;
             tracing::info!(%keyid, "new agent binary verified");
         }
         let prepared = Prepared { file };
@@ -112,7 +118,7 @@ impl SelfUpgrade {
         Ok((prepared, version))
     }
 
-    fn probe(&self, prepared: &Prepared) -> anyhow::Result<String> {
+    fn probe(&self, prepared: &Prepared) -> Result<String, HostError> {
         let mut child = Command::new(prepared.fd_path())
             .arg0(&self.binary)
             .arg("--version")
@@ -121,65 +127,64 @@ impl SelfUpgrade {
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
-            .with_context(|| format!("{} does not start", self.binary.display()))?;
+            .map_err(|e| HostError::io(format!("{} does not start", self.binary.display()), e))?;
         let until = Instant::now() + PROBE_TIMEOUT;
         let status = loop {
-            if let Some(status) = child.try_wait().context("wait for the probe")? {
+            if let Some(status) = child
+                .try_wait()
+                .map_err(|e| HostError::io("wait for the probe", e))?
+            {
                 break status;
             }
             if Instant::now() >= until {
                 let _ = child.kill();
                 let _ = child.wait();
-                anyhow::bail!(
+                return Err(HostError::Probe(format!(
                     "{} did not answer --version within {PROBE_TIMEOUT:?}",
                     self.binary.display()
-                );
+                )));
             }
             std::thread::sleep(Duration::from_millis(5));
         };
         let output = child
             .wait_with_output()
-            .context("read the probe's output")?;
+            .map_err(|e| HostError::io("read the probe's output", e))?;
         let version = String::from_utf8_lossy(&output.stdout).trim().to_owned();
-        anyhow::ensure!(
-            status.success() && version.starts_with("ringfence "),
-            "{} --version: {status}, printed {version:?}; not a ringfence binary that runs here",
-            self.binary.display()
-        );
+        if !(status.success() && version.starts_with("ringfence ")) {
+            return Err(HostError::Probe(format!(
+                "{} --version: {status}, printed {version:?}; not a ringfence binary that runs here",
+                self.binary.display()
+            )));
+        }
         Ok(version)
     }
 
-    /// Probes the new binary, then replaces this process image with it, handing `agent`'s live
-    /// channels over.
-    ///
-    /// Returns only when the upgrade did not happen: `Ok` with the agent serving (the old one
-    /// untouched when the probe refused the binary, or restarted by `restart` on the same
-    /// channels when the exec failed), after logging why.
-    pub fn run(
+    /// Replaces this process image with the `prepared` binary, handing `agent`'s live channels
+    /// over. Returns only when the exec failed: `Ok` with an agent serving again, started by
+    /// `restart` on the same channels, after logging why.
+    pub fn exec_or_resume(
         &self,
         agent: Agent,
-        restart: impl FnOnce(Channels) -> anyhow::Result<Agent>,
-    ) -> anyhow::Result<Agent> {
-        let Ok(prepared) = self.prepare_logged() else {
-            return Ok(agent);
-        };
+        prepared: &Prepared,
+        restart: impl FnOnce(Channels) -> Result<Agent, HostError>,
+    ) -> Result<Agent, HostError> {
         let started = Instant::now();
-        let (channels, _error) = self.handoff_and_exec(agent, &prepared);
+        let (channels, _error) = self.handoff_and_exec(agent, prepared);
         let agent = restart(channels)?;
         tracing::info!(gap = ?started.elapsed(), "serving again after the failed upgrade");
         Ok(agent)
     }
 
     /// [`SelfUpgrade::prepare`], saying why on standard error and in the log when it refuses.
-    pub fn prepare_logged(&self) -> anyhow::Result<Prepared> {
+    pub fn prepare_logged(&self) -> Result<Prepared, HostError> {
         match self.prepare() {
             Ok((prepared, version)) => {
                 tracing::info!(binary = %self.binary.display(), %version, "upgrading in place");
                 Ok(prepared)
             }
             Err(error) => {
-                tracing::error!(error = %format!("{error:#}"), "upgrade refused; this agent keeps serving");
-                eprintln!("ringfence agent: upgrade refused: {error:#}");
+                tracing::error!(%error, "upgrade refused; this agent keeps serving");
+                eprintln!("ringfence agent: upgrade refused: {error}");
                 Err(error)
             }
         }
@@ -188,15 +193,15 @@ impl SelfUpgrade {
     /// Hands `agent` over and executes the new image. Returns only if the exec failed, with the
     /// live channels (for the caller to serve again, or drop: closing the group makes the kernel
     /// allow whatever waits) and why.
-    pub fn handoff_and_exec(&self, agent: Agent, prepared: &Prepared) -> (Channels, anyhow::Error) {
+    pub fn handoff_and_exec(&self, agent: Agent, prepared: &Prepared) -> (Channels, HostError) {
         let (mut channels, stats) = agent.handoff();
         tracing::info!(?stats, "handed off; executing the new image");
         let error = match self.exec(&mut channels, prepared) {
             Ok(never) => match never {},
             Err(error) => error,
         };
-        tracing::error!(error = %format!("{error:#}"), "upgrade failed after the handoff");
-        eprintln!("ringfence agent: upgrade failed: {error:#}");
+        tracing::error!(%error, "upgrade failed after the handoff");
+        eprintln!("ringfence agent: upgrade failed: {error}");
         (channels, error)
     }
 
@@ -204,11 +209,11 @@ impl SelfUpgrade {
         &self,
         channels: &mut Channels,
         prepared: &Prepared,
-    ) -> anyhow::Result<std::convert::Infallible> {
+    ) -> Result<std::convert::Infallible, HostError> {
         let path = prepared.fd_path();
         if let Some(fan) = &mut channels.fanotify {
             let files = ringfence_sensor::handoff::exec_opens(&path)
-                .with_context(|| format!("read {}", self.binary.display()))?;
+                .map_err(|e| HostError::io(format!("read {}", self.binary.display()), e))?;
             fan.ignore_exec_of(&files)?;
         }
         let inheritable = channels.inheritable()?;
@@ -223,6 +228,9 @@ impl SelfUpgrade {
             None => command.env_remove(ringfence_hardening::INHERITED_FILTER_ENV),
         };
         let error = command.exec();
-        Err(anyhow::Error::new(error).context(format!("execve {}", self.binary.display())))
+        Err(HostError::io(
+            format!("execve {}", self.binary.display()),
+            error,
+        ))
     }
 }

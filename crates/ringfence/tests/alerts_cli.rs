@@ -194,7 +194,10 @@ fn alerts_list_returns_the_fleets_alerts_with_each_filter() {
     // The table names the host and the rule.
     let (code, table, stderr) = server.alerts(&operator, &["list", "--severity", "4"]);
     assert_eq!(code, Some(0), "{stderr}");
-    assert!(table.contains("web-1") && table.contains("ssh-keys"), "{table}");
+    assert!(
+        table.contains("web-1") && table.contains("ssh-keys"),
+        "{table}"
+    );
     assert!(!table.contains("curl-pipe"), "{table}");
 
     // A severity the server does not know: refused with its reason.

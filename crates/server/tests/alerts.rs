@@ -102,7 +102,12 @@ async fn alerts_are_found_by_time_host_rule_and_severity() {
         let middle = ringfence_store::now_ms();
         tokio::time::sleep(Duration::from_millis(3)).await;
         upload(&h, &web2, vec![alert("1", "curl-pipe-shell", 2, "Low")]).await;
-        upload(&h, &web1, vec![alert("3", "curl-pipe-shell", 5, "Critical")]).await;
+        upload(
+            &h,
+            &web1,
+            vec![alert("3", "curl-pipe-shell", 5, "Critical")],
+        )
+        .await;
 
         let (status, reply) = h.get("/api/v1/alerts", Some(&h.operator)).await;
         assert_eq!(status, StatusCode::OK, "{backend}: {reply}");
@@ -180,7 +185,11 @@ async fn alerts_are_found_by_time_host_rule_and_severity() {
             let (status, reply) = h
                 .get(&format!("/api/v1/alerts?{query}"), Some(&h.operator))
                 .await;
-            assert_eq!(status, StatusCode::BAD_REQUEST, "{backend} {query}: {reply}");
+            assert_eq!(
+                status,
+                StatusCode::BAD_REQUEST,
+                "{backend} {query}: {reply}"
+            );
             let message = reply["error"].as_str().unwrap_or_default();
             assert!(message.contains(says), "{backend} {query}: {reply}");
         }
@@ -289,7 +298,11 @@ async fn sinks_show_their_kind_target_and_progress() {
 
         // What a forwarder records: its cursor, a failure; a sink removed since keeps its row.
         let names = vec!["siem".to_owned(), "lake".to_owned(), "old".to_owned()];
-        h.state.store.register_sinks(&names).await.expect("register");
+        h.state
+            .store
+            .register_sinks(&names)
+            .await
+            .expect("register");
         let agent = h.enroll("web-1", &[]).await;
         upload(
             &h,
@@ -316,7 +329,11 @@ async fn sinks_show_their_kind_target_and_progress() {
             serde_json::from_value(reply.clone()).expect("typed reply");
         assert_eq!(list.outbox_max, 1_000_000);
         let names: Vec<&str> = list.sinks.iter().map(|s| s.name.as_str()).collect();
-        assert_eq!(names, ["siem", "lake", "old"], "{backend}: configured first");
+        assert_eq!(
+            names,
+            ["siem", "lake", "old"],
+            "{backend}: configured first"
+        );
         let (siem, lake, old) = (&list.sinks[0], &list.sinks[1], &list.sinks[2]);
         assert_eq!(
             (siem.kind.as_str(), siem.target.as_deref()),

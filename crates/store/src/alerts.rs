@@ -331,11 +331,7 @@ mod tests {
                 0,
                 "{backend}"
             );
-            assert_eq!(
-                store.prune_alerts(0, 2).await.expect("cap"),
-                2,
-                "{backend}"
-            );
+            assert_eq!(store.prune_alerts(0, 2).await.expect("cap"), 2, "{backend}");
             let left = store
                 .alerts(&AlertFilter::default(), 100, |_| true)
                 .await

@@ -155,7 +155,10 @@ pub fn run(command: AlertsCommand) -> anyhow::Result<ExitCode> {
                 ),
             }
             if output != Output::Json && list.alerts.len() == list.limit {
-                eprintln!("(the newest {}; older alerts may match: --limit)", list.limit);
+                eprintln!(
+                    "(the newest {}; older alerts may match: --limit)",
+                    list.limit
+                );
             }
             Ok(ExitCode::SUCCESS)
         }

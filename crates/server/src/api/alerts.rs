@@ -52,7 +52,10 @@ const SEVERITIES: [(i64, &str); 8] = [
 pub fn parse_severity(text: &str) -> Option<i64> {
     let text = text.trim();
     if let Ok(id) = text.parse::<i64>() {
-        return SEVERITIES.iter().any(|(known, _)| *known == id).then_some(id);
+        return SEVERITIES
+            .iter()
+            .any(|(known, _)| *known == id)
+            .then_some(id);
     }
     if text.eq_ignore_ascii_case("info") {
         return Some(1);
@@ -155,9 +158,9 @@ fn parse(query: AlertsQuery) -> Result<Parsed, AppError> {
     let text = |name: &str, value: Option<String>| -> Result<Option<String>, AppError> {
         match value {
             None => Ok(None),
-            Some(v) if v.is_empty() || v.len() > 256 => Err(AppError::bad_request(format!(
-                "{name} must be 1-256 bytes"
-            ))),
+            Some(v) if v.is_empty() || v.len() > 256 => {
+                Err(AppError::bad_request(format!("{name} must be 1-256 bytes")))
+            }
             Some(v) => Ok(Some(v)),
         }
     };
@@ -199,7 +202,11 @@ pub async fn list(
         let hostname = match hostnames.get(&record.agent_id) {
             Some(known) => known.clone(),
             None => {
-                let name = state.store.agent(&record.agent_id).await?.map(|a| a.hostname);
+                let name = state
+                    .store
+                    .agent(&record.agent_id)
+                    .await?
+                    .map(|a| a.hostname);
                 hostnames.insert(record.agent_id.clone(), name.clone());
                 name
             }
@@ -282,12 +289,24 @@ pub async fn sinks(
         let (kind, target) = kind_and_target(&sink.kind);
         // Before its forwarder registered it, a sink has no cursor: nothing sent, nothing lost.
         let progress = states.remove(&sink.name);
-        sinks.push(status(&sink.name, kind, Some(target), true, progress.as_ref()));
+        sinks.push(status(
+            &sink.name,
+            kind,
+            Some(target),
+            true,
+            progress.as_ref(),
+        ));
     }
     let mut left: Vec<_> = states.into_values().collect();
     left.sort_by(|a, b| a.sink.cmp(&b.sink));
     for progress in &left {
-        sinks.push(status(&progress.sink, "unknown", None, false, Some(progress)));
+        sinks.push(status(
+            &progress.sink,
+            "unknown",
+            None,
+            false,
+            Some(progress),
+        ));
     }
     Ok(Json(SinkList {
         sinks,

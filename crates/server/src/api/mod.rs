@@ -2,8 +2,8 @@
 //! size-limited by the router and parsed strictly.
 
 pub mod agent_admin;
-pub mod alerts;
 pub mod agents;
+pub mod alerts;
 pub mod health;
 pub mod hosts;
 pub mod progress;

@@ -180,16 +180,19 @@ fn alerts_list_returns_the_fleets_alerts_with_each_filter() {
     );
 
     let (a1, b1) = (format!("{web1}:1"), format!("{web2}:1"));
-    assert_eq!(server.listed(&operator, &[]), [b1.clone(), a1.clone()]);
+    assert_eq!(server.listed(&operator, &[]), [b1.as_str(), a1.as_str()]);
     assert_eq!(server.listed(&operator, &["--since", "1h"]).len(), 2);
-    assert_eq!(server.listed(&operator, &["--host", "web-1"]), [a1.clone()]);
-    assert_eq!(server.listed(&operator, &["--host", &web2]), [b1.clone()]);
-    assert_eq!(server.listed(&operator, &["--rule", "SSH"]), [a1.clone()]);
+    assert_eq!(
+        server.listed(&operator, &["--host", "web-1"]),
+        [a1.as_str()]
+    );
+    assert_eq!(server.listed(&operator, &["--host", &web2]), [b1.as_str()]);
+    assert_eq!(server.listed(&operator, &["--rule", "SSH"]), [a1.as_str()]);
     assert_eq!(
         server.listed(&operator, &["--severity", "low"]),
-        [b1.clone()]
+        [b1.as_str()]
     );
-    assert_eq!(server.listed(&operator, &["--limit", "1"]), [b1.clone()]);
+    assert_eq!(server.listed(&operator, &["--limit", "1"]), [b1.as_str()]);
 
     // The table names the host and the rule.
     let (code, table, stderr) = server.alerts(&operator, &["list", "--severity", "4"]);

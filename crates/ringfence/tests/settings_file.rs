@@ -19,7 +19,7 @@ fn the_server_runs_on_its_settings_file_and_the_environment_wins() {
         &settings,
         format!(
             "listen = \"127.0.0.1:0\"\ninsecure-http = true\nheartbeat-interval = \"2s\"\n\
-             data-dir = {:?}\n",
+             alert-retention = \"30d\"\nalert-retention-max = 5000\ndata-dir = {:?}\n",
             from_file.display().to_string()
         ),
     )

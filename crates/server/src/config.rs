@@ -40,6 +40,8 @@ pub struct ServerConfig {
     pub agent_cert_validity: Duration,
     /// Where alerts are forwarded (Kafka, syslog), and the outbox in front of them.
     pub sinks: crate::sinks::SinkSettings,
+    /// How long, and how many, alert reports are kept for `GET /api/v1/alerts`.
+    pub alert_retention: crate::retention::AlertRetention,
 }
 
 impl ServerConfig {
@@ -59,6 +61,7 @@ impl ServerConfig {
             require_agent_certs: false,
             agent_cert_validity: Duration::from_secs(365 * 86_400),
             sinks: crate::sinks::SinkSettings::default(),
+            alert_retention: crate::retention::AlertRetention::default(),
         }
     }
 

@@ -18,6 +18,7 @@ pub mod heartbeats;
 pub mod metrics;
 pub mod openapi;
 pub mod preflight;
+pub mod retention;
 pub mod revocation;
 pub mod signing;
 pub mod sinks;
@@ -174,7 +175,8 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Starts the background tasks (heartbeat flusher, rollout controller) for `state`.
+/// Starts the background tasks (heartbeat flusher, rollout controller, alert retention) for
+/// `state`.
 pub fn spawn_background(state: &AppState) -> Vec<tokio::task::JoinHandle<()>> {
     let flusher = {
         let state = state.clone();
@@ -187,7 +189,8 @@ pub fn spawn_background(state: &AppState) -> Vec<tokio::task::JoinHandle<()>> {
     };
     let controller = tokio::spawn(controller::run(state.clone()));
     let revocations = tokio::spawn(revocation::run(state.clone()));
-    let mut tasks = vec![flusher, controller, revocations];
+    let retention = tokio::spawn(retention::run(state.clone()));
+    let mut tasks = vec![flusher, controller, revocations, retention];
     tasks.extend(sinks::spawn(state));
     tasks
 }

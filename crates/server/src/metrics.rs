@@ -32,6 +32,8 @@ pub struct Metrics {
     pub client_certs_issued: AtomicU64,
     /// Alerts dropped by this replica from a full outbox, summed over the sinks that lacked them.
     pub outbox_dropped: AtomicU64,
+    /// Alert reports this replica deleted for retention (age or count).
+    pub alerts_pruned: AtomicU64,
     /// What the connection budget did: admitted, shed, evicted, descriptors exhausted.
     pub edge: Arc<crate::tls::EdgeCounters>,
     leader: AtomicBool,
@@ -109,6 +111,12 @@ impl Metrics {
             "ringfence_outbox_overflow_dropped_total",
             "Alerts this replica dropped from a full outbox before every sink had them.",
             self.outbox_dropped.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "ringfence_alerts_pruned_total",
+            "Alert reports this replica deleted past --alert-retention or --alert-retention-max.",
+            self.alerts_pruned.load(Ordering::Relaxed),
         );
         let edge = &self.edge;
         for (name, help, value) in [

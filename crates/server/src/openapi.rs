@@ -178,6 +178,18 @@ pub const ROUTES: &[(&str, &str, &str, &str)] = &[
     ),
     (
         "get",
+        "/api/v1/alerts",
+        "Alerts newest first; filters `since_ms`, `host` (agent id or hostname), `rule` (part of the rule id), `severity` (OCSF name or id), `limit` (100, at most 10000)",
+        "operator",
+    ),
+    (
+        "get",
+        "/api/v1/sinks",
+        "Each alert sink: kind, target, cursor, outbox depth and lag, sent, failed and dropped counts, last error, last success",
+        "operator",
+    ),
+    (
+        "get",
         "/",
         "The dashboard",
         "anyone (the page asks for an operator token)",

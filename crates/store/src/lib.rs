@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 mod agents;
+mod alerts;
 mod audit;
 mod gate_samples;
 mod leader;
@@ -25,6 +26,7 @@ mod rollouts;
 mod tokens;
 
 pub use agents::{AgentRecord, AgentStatusUpdate, Decommission, NewAgent};
+pub use alerts::AlertFilter;
 pub use audit::AuditEntry;
 pub use gate_samples::{GateSample, MAX_KEPT_EVALUATIONS};
 pub use open::OpenOptions;

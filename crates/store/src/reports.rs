@@ -74,7 +74,7 @@ impl Store {
     }
 }
 
-fn report(row: &sqlx::any::AnyRow) -> Result<ReportRecord> {
+pub(crate) fn report(row: &sqlx::any::AnyRow) -> Result<ReportRecord> {
     let body: String = row.try_get("body")?;
     Ok(ReportRecord {
         id: row.try_get("id")?,

@@ -2,6 +2,7 @@
 
 mod agent;
 mod agent_admin;
+mod alerts;
 mod bench;
 mod corpus;
 mod crash_monitor;
@@ -69,6 +70,9 @@ pub enum Command {
     /// Crash groups from the server, in plain words.
     #[command(subcommand)]
     Crashes(crashes::CrashesCommand),
+    /// Alerts the server holds, by time, host, rule and severity; and how each sink keeps up.
+    #[command(subcommand)]
+    Alerts(alerts::AlertsCommand),
     /// Fleet summary from the server.
     Status(status::StatusArgs),
     /// Supervise the agent and restore the last known good release locally (`guard status`).
@@ -101,6 +105,7 @@ impl Command {
                 | Command::Remediation(_)
                 | Command::Status(_)
                 | Command::Crashes(_)
+                | Command::Alerts(_)
                 | Command::Sim(_)
                 | Command::Completions(_)
                 | Command::Man(_)
@@ -159,6 +164,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Remediation(command) => remediation::run(command),
         Command::Status(args) => status::run(args),
         Command::Crashes(command) => crashes::run(command),
+        Command::Alerts(command) => alerts::run(command),
         Command::Guard(args) => guard::run(args),
         Command::GenerateAssets(args) => generate_assets::run(args),
     }

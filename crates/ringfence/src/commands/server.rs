@@ -96,6 +96,16 @@ pub struct RunArgs {
     /// per sink (`ringfence_sink_dropped_total`) and raised as an alert.
     #[arg(long, default_value_t = 1_000_000)]
     alert_outbox_max: i64,
+    /// How long the server keeps agents' alerts for `ringfence alerts list` (`GET
+    /// /api/v1/alerts`) before deleting them; the sinks are where alerts are kept for long.
+    /// Failure and crash reports are never deleted by it (rollout gates and crash groups read
+    /// them).
+    #[arg(long, default_value = "7d", value_parser = ringfence_protocol::duration::parse)]
+    alert_retention: Duration,
+    /// The most alerts the server keeps; past it the oldest are deleted first, counted in
+    /// `ringfence_alerts_pruned_total`.
+    #[arg(long, default_value_t = 1_000_000)]
+    alert_retention_max: i64,
 }
 
 fn parse_sink(spec: &str) -> Result<ringfence_server::sinks::SinkConfig, String> {
@@ -338,6 +348,16 @@ fn serve(args: RunArgs) -> anyhow::Result<ExitCode> {
     );
     config.sinks.sinks = args.alert_sinks;
     config.sinks.outbox_max = args.alert_outbox_max;
+    anyhow::ensure!(
+        args.alert_retention >= Duration::from_secs(1),
+        "--alert-retention must be at least 1s"
+    );
+    anyhow::ensure!(
+        args.alert_retention_max >= 1,
+        "--alert-retention-max must be at least 1"
+    );
+    config.alert_retention.max_age = args.alert_retention;
+    config.alert_retention.max_count = args.alert_retention_max;
     let require_agent_certs = config.require_agent_certs;
     runtime()?.block_on(async move {
         let listen = config.listen;

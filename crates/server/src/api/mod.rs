@@ -3,6 +3,7 @@
 
 pub mod agent_admin;
 pub mod agents;
+pub mod alerts;
 pub mod health;
 pub mod hosts;
 pub mod progress;
@@ -68,5 +69,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/audit", get(status::audit))
         .route("/api/v1/reports", get(status::reports))
         .route("/api/v1/crash-groups", get(status::crash_groups))
+        .route("/api/v1/alerts", get(alerts::list))
+        .route("/api/v1/sinks", get(alerts::sinks))
         .route("/", get(health::dashboard))
 }

@@ -5,6 +5,7 @@
 //! measure ringfence on their own hardware with the binary they deploy.
 #![forbid(unsafe_code)]
 
+pub mod alerts;
 pub mod engine;
 pub mod engine_cache;
 pub mod exec;

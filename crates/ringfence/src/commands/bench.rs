@@ -5,6 +5,13 @@ use std::process::ExitCode;
 
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
+    /// Alerts end to end: agents' uploads through the server and its syslog sink (TLS) to a
+    /// receiver, against uploads with no sink; upload-to-receiver latency; catch-up after an
+    /// outage of the receiver; alerts lost.
+    #[command(
+        after_help = "Examples:\n  ringfence bench alerts\n  ringfence bench alerts --agents 1000 --batch 500 --duration 10s --outage 60s --json"
+    )]
+    Alerts(ringfence_bench::alerts::Options),
     /// Engine host: throughput, call cost, wasm vs native, trap recovery, deadline cost.
     #[command(
         after_help = "Examples:\n  ringfence bench engine\n  ringfence bench engine --events 200000 --json"
@@ -58,6 +65,7 @@ pub enum BenchCommand {
 
 pub fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
     match command {
+        BenchCommand::Alerts(options) => ringfence_bench::alerts::run(&options)?,
         BenchCommand::Engine(options) => ringfence_bench::engine::run(&options)?,
         BenchCommand::EngineCache(options) => ringfence_bench::engine_cache::run(&options)?,
         BenchCommand::Exec(options) => ringfence_bench::exec::run(&options)?,

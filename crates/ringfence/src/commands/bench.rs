@@ -9,7 +9,7 @@ pub enum BenchCommand {
     /// receiver, against uploads with no sink; upload-to-receiver latency; catch-up after an
     /// outage of the receiver; alerts lost.
     #[command(
-        after_help = "Examples:\n  ringfence bench alerts\n  ringfence bench alerts --agents 1000 --batch 500 --duration 10s --outage 60s --json"
+        after_help = "Examples:\n  ringfence bench alerts\n  ringfence bench alerts --agents 1000 --batch 500 --duration 3s --outage 10s --json"
     )]
     Alerts(ringfence_bench::alerts::Options),
     /// Engine host: throughput, call cost, wasm vs native, trap recovery, deadline cost.

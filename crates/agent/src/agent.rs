@@ -212,8 +212,9 @@ impl Agent {
             visibility,
         };
         let c = Arc::clone(&core);
+        let budget = config.realtime_budget;
         agent.responder = Some(spawn("rf-responder", move || {
-            responder::run(&c, &watch_rx)
+            responder::run(&c, &watch_rx, budget)
         })?);
         // Engine threads confine themselves before their first guest call; the sensors start
         // only once all of them have.

@@ -37,6 +37,9 @@ pub struct AgentConfig {
     pub discard_alerts: bool,
     /// Every permission event is answered within this, whatever the engines do.
     pub perm_deadline: Duration,
+    /// Real-time CPU time the deadline responder may use without blocking (`RLIMIT_RTTIME`, the
+    /// soft limit; twice it is the hard limit): past it the kernel kills the agent.
+    pub realtime_budget: Duration,
     /// Worker threads deciding permission events.
     pub workers: usize,
     /// Permission events waiting for a worker; beyond this, policy answers at once.
@@ -69,6 +72,7 @@ impl Default for AgentConfig {
             alerts: None,
             discard_alerts: false,
             perm_deadline: Duration::from_millis(20),
+            realtime_budget: crate::responder::RT_BUDGET,
             workers: 2,
             queue_capacity: 1024,
             cache: true,

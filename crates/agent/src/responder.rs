@@ -41,10 +41,14 @@ impl Ord for Entry {
     }
 }
 
-/// Real-time CPU time the responder may use without blocking before the kernel sends the
-/// process `SIGXCPU` (the soft limit; twice this, the hard limit, is SIGKILL), and the guard
-/// restarts the agent: far above any honest burst, since it rests every [`MAX_BUSY`].
-const RT_BUDGET: Duration = Duration::from_millis(500);
+/// The default real-time CPU time a real-time thread of the agent may use without blocking
+/// (`AgentConfig::realtime_budget`) before the kernel sends the process `SIGXCPU` (the soft
+/// limit; twice this, the hard limit, is SIGKILL) and the guard restarts the agent: a hundred
+/// times what the responder works between rests ([`MAX_BUSY`]). At 500 ms, agents of the demo
+/// fleet died of it now and then (SIGKILL, then SIGXCPU) with the responder resting as it
+/// should; which thread ran that long is not yet known, and a budget this size still stops a
+/// thread that never blocks.
+pub(crate) const RT_BUDGET: Duration = Duration::from_secs(2);
 
 /// Longest stretch the responder works without blocking, even under a flood.
 const MAX_BUSY: Duration = Duration::from_millis(20);
@@ -62,9 +66,9 @@ const PARKED: Duration = Duration::from_millis(1);
 const RT_PRIORITY: i32 = 1;
 
 /// Budget first, then the policy: a real-time thread without a budget could hold a core.
-fn go_realtime() {
+fn go_realtime(budget: Duration) {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
-    let budget = u64::try_from(RT_BUDGET.as_micros()).unwrap_or(u64::MAX);
+    let budget = u64::try_from(budget.as_micros()).unwrap_or(u64::MAX);
     let limited = getrlimit(Resource::RLIMIT_RTTIME).and_then(|(soft, hard)| {
         let hard = hard.min(budget.saturating_mul(2));
         setrlimit(Resource::RLIMIT_RTTIME, soft.min(budget).min(hard), hard)
@@ -88,8 +92,8 @@ fn go_realtime() {
 }
 
 /// Runs until the watch channel is closed; then answers whatever is left.
-pub fn run(core: &Core, watches: &Receiver<Watch>) {
-    go_realtime();
+pub fn run(core: &Core, watches: &Receiver<Watch>, budget: Duration) {
+    go_realtime(budget);
     let mut heap: BinaryHeap<Reverse<Entry>> = BinaryHeap::new();
     // When this thread last blocked for certain. Every loop below stops once it has been busy
     // for MAX_BUSY since then, however much work is left, so the rest comes in time.

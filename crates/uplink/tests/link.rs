@@ -465,10 +465,11 @@ fn follows_a_rollout_and_rolls_back_with_the_signed_directive() {
     wait_for("rolled back", Duration::from_secs(20), || {
         server.rollout(&second)["phase"] == "rolled_back"
     });
+    // The agent switches first and the slots follow: wait for both.
     wait_for("back on 1.0.0", Duration::from_secs(20), || {
         agent.host.activated.lock().expect("lock").len() == 3
+            && agent.current().as_deref() == Some("1.0.0")
     });
-    assert_eq!(agent.current().as_deref(), Some("1.0.0"));
     let activated = agent.host.activated.lock().expect("lock").clone();
     assert_eq!(
         activated,

@@ -12,6 +12,7 @@ use crate::mode::ModeSwitch;
 use crate::protect::SelfProtection;
 use crate::recent::RecentEvents;
 use crate::stats::{Stats, StatsSnapshot};
+use crate::watch::WatchQueue;
 use crate::worker::Engines;
 use crate::{confine, notify, responder, sensors, worker};
 use ringfence_engine_host::LoadedEngine;
@@ -167,7 +168,6 @@ impl Agent {
         }
         let notify_engines = Engines::build(slot.current(), config.workers)?;
         let (queue_tx, queue_rx) = mpsc::sync_channel(config.queue_capacity);
-        let (watch_tx, watch_rx) = mpsc::channel();
         let (notify_tx, notify_rx) = mpsc::sync_channel(16_384);
         let core = Arc::new(Core {
             engines: slot,
@@ -191,7 +191,7 @@ impl Agent {
             },
             queue: Mutex::new(Some(queue_tx)),
             jobs: Mutex::new(queue_rx),
-            watch: Mutex::new(Some(watch_tx)),
+            watches: WatchQueue::new(),
             notify: Mutex::new(Some(notify_tx)),
             argv: bpf.as_ref().map(|_| ArgvBook::default()),
         });
@@ -213,9 +213,7 @@ impl Agent {
         };
         let c = Arc::clone(&core);
         let budget = config.realtime_budget;
-        agent.responder = Some(spawn("rf-responder", move || {
-            responder::run(&c, &watch_rx, budget)
-        })?);
+        agent.responder = Some(spawn("rf-responder", move || responder::run(&c, budget))?);
         // Engine threads confine themselves before their first guest call; the sensors start
         // only once all of them have.
         let mut confined = confine::Gate::new(config.engine_threads.clone());
@@ -556,9 +554,7 @@ impl Agent {
         }
         // Workers answer what is still queued by policy.
         self.drain_workers();
-        if let Ok(mut watch) = self.core.watch.lock() {
-            watch.take();
-        }
+        self.core.watches.close();
         if let Some(handle) = self.responder.take() {
             let _ = handle.join();
         }

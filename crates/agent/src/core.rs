@@ -10,11 +10,12 @@ use crate::mute::MuteSet;
 use crate::protect::SelfProtection;
 use crate::recent::RecentEvents;
 use crate::stats::Stats;
+use crate::watch::WatchQueue;
 use ringfence_engine_host::QuarantineReport;
 use ringfence_protocol::{Action, Event, Severity, Verdict};
 use ringfence_sensor::Ticket;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, Sender, SyncSender, TrySendError};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -122,7 +123,8 @@ pub struct Core {
     pub wake: Option<Arc<ringfence_sys::fd::Wake>>,
     pub queue: Mutex<Option<SyncSender<Job>>>,
     pub jobs: Mutex<Receiver<Job>>,
-    pub watch: Mutex<Option<Sender<Watch>>>,
+    /// Watches for the deadline responder.
+    pub watches: WatchQueue,
     pub notify: Mutex<Option<SyncSender<Event>>>,
     /// Argv of recent execs from the BPF sensor; `None` without it.
     pub argv: Option<ArgvBook>,
@@ -166,12 +168,13 @@ impl Core {
         reason: Reason,
         arrived: Instant,
     ) -> bool {
-        let set = self.engines.current();
-        let decided = set.fallback_allows();
+        // Not `engines.current()`: holding the set here could make this (real-time) thread
+        // the one that drops a retired set.
+        let fallback = self.engines.fallback();
         let carried = self
             .mode
-            .carry(decided)
-            .or_audited(set.fallback_would_deny());
+            .carry(fallback.allows)
+            .or_audited(fallback.would_deny);
         if !ticket.respond(carried.allow) {
             return false;
         }
@@ -194,7 +197,7 @@ impl Core {
         let policy = if carried.would_deny {
             ringfence_protocol::FailurePolicy::FailClosed
         } else {
-            set.fallback_policy()
+            fallback.policy()
         };
         let verdict = policy.verdict("ringfence", why);
         self.alert(&Alert {
@@ -294,11 +297,8 @@ impl Core {
         // before the watch arrives; a ticket is answered once, whoever comes first.
         match sent {
             Ok(()) => {
-                if let Ok(watch_tx) = self.watch.lock()
-                    && let Some(tx) = watch_tx.as_ref()
-                {
-                    let _ = tx.send(watch);
-                }
+                // Closed only while stopping: the workers answer what they hold by policy.
+                self.watches.push(watch);
                 Submitted::Queued
             }
             Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) => {
@@ -323,16 +323,12 @@ impl Core {
         // Here the watch goes first: the send below may wait for room, and the deadline must
         // hold while it waits. If the queue is gone the event is answered by policy and the
         // responder's later answer is a no-op (a ticket is answered once).
-        if let Ok(watch_tx) = self.watch.lock()
-            && let Some(tx) = watch_tx.as_ref()
-        {
-            let _ = tx.send(Watch {
-                ticket: Arc::clone(&ticket),
-                pending: pending.clone(),
-                arrived,
-                deadline,
-            });
-        }
+        self.watches.push(Watch {
+            ticket: Arc::clone(&ticket),
+            pending: pending.clone(),
+            arrived,
+            deadline,
+        });
         let job = Job {
             ticket,
             pending,

@@ -39,7 +39,7 @@ impl EngineSet {
     }
 
     /// What to answer when no engine could: deny when any enforced engine is fail-closed.
-    pub fn fallback_allows(&self) -> bool {
+    fn fallback_allows(&self) -> bool {
         !self.engines.iter().enumerate().any(|(index, e)| {
             !self.is_audited(index) && e.settings().policy == FailurePolicy::FailClosed
         })
@@ -47,19 +47,10 @@ impl EngineSet {
 
     /// True when an audited engine is fail-closed: a policy answer that allows would have
     /// denied for it, a would-deny.
-    pub fn fallback_would_deny(&self) -> bool {
+    fn fallback_would_deny(&self) -> bool {
         self.engines.iter().enumerate().any(|(index, e)| {
             self.is_audited(index) && e.settings().policy == FailurePolicy::FailClosed
         })
-    }
-
-    /// The policy verdict standing in for every engine of the set.
-    pub fn fallback_policy(&self) -> FailurePolicy {
-        if self.fallback_allows() {
-            FailurePolicy::FailOpen
-        } else {
-            FailurePolicy::FailClosed
-        }
     }
 
     /// Takes the pre-built engine workers for thread `index`, if there are any left.
@@ -68,6 +59,26 @@ impl EngineSet {
         match slot.lock() {
             Ok(mut slot) => slot.take(),
             Err(poisoned) => poisoned.into_inner().take(),
+        }
+    }
+}
+
+/// How a set answers in place of its engines (a deadline, a full queue, a shutdown).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fallback {
+    /// No enforced engine is fail-closed.
+    pub allows: bool,
+    /// An audited engine is fail-closed: an allow is a would-deny.
+    pub would_deny: bool,
+}
+
+impl Fallback {
+    /// The policy verdict standing in for every engine of the set.
+    pub fn policy(self) -> FailurePolicy {
+        if self.allows {
+            FailurePolicy::FailOpen
+        } else {
+            FailurePolicy::FailClosed
         }
     }
 }
@@ -128,6 +139,23 @@ impl EngineSlot {
             Err(poisoned) => *poisoned.into_inner() = names,
         }
         stale
+    }
+
+    /// What the serving set answers when no engine does, read under the lock.
+    ///
+    /// The caller never holds the set, so it can never be the one to drop it: the last
+    /// reference to a retired set frees its compiled engines and unused pre-built workers, work
+    /// with no bound that must not land on the real-time deadline responder (it would run past
+    /// its real-time budget without blocking, and the kernel stops the agent).
+    pub fn fallback(&self) -> Fallback {
+        let of = |set: &EngineSet| Fallback {
+            allows: set.fallback_allows(),
+            would_deny: set.fallback_would_deny(),
+        };
+        match self.current.read() {
+            Ok(set) => of(&set),
+            Err(poisoned) => of(&poisoned.into_inner()),
+        }
     }
 
     /// How many threads a swap should pre-build workers for.

@@ -34,6 +34,7 @@ mod recent;
 mod responder;
 mod sensors;
 pub mod stats;
+mod watch;
 mod worker;
 
 pub use agent::Agent;

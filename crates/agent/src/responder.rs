@@ -12,14 +12,17 @@
 //! real-time thread that runs longer than that without blocking (it kills the whole process). So it
 //! blocks (sleeps briefly) at least every [`MAX_BUSY`] of its own accord, counted from when it
 //! last certainly blocked: a wait for the next watch that times out at once, as it does when a
-//! flood brings deadlines microseconds apart, is not a rest. Without the privilege it runs as a normal
-//! thread and says so in the log.
+//! flood brings deadlines microseconds apart, is not a rest. Nor does it ever wait for a normal
+//! thread by spinning: a real-time thread's yield never lets a normal thread run on its core, so
+//! its watches come through a mutex and a condition variable ([`crate::watch`]), where it sleeps
+//! until the thread it interrupted lets go. Without the privilege it runs as a normal thread and
+//! says so in the log.
 
 use crate::alerts::Reason;
 use crate::core::{Core, Watch};
+use crate::watch::Taken;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 struct Entry(Watch);
@@ -41,14 +44,14 @@ impl Ord for Entry {
     }
 }
 
-/// The default real-time CPU time a real-time thread of the agent may use without blocking
+/// The default real-time CPU time the responder may use without blocking
 /// (`AgentConfig::realtime_budget`) before the kernel sends the process `SIGXCPU` (the soft
-/// limit; twice this, the hard limit, is SIGKILL) and the guard restarts the agent: a hundred
-/// times what the responder works between rests ([`MAX_BUSY`]). At 500 ms, agents of the demo
-/// fleet died of it now and then (SIGKILL, then SIGXCPU) with the responder resting as it
-/// should; which thread ran that long is not yet known, and a budget this size still stops a
-/// thread that never blocks.
-pub(crate) const RT_BUDGET: Duration = Duration::from_secs(2);
+/// limit; twice this, the hard limit, is SIGKILL) and the guard restarts the agent: 25 times
+/// what the responder works between rests ([`MAX_BUSY`]).
+pub(crate) const RT_BUDGET: Duration = Duration::from_millis(500);
+
+/// Most watches taken from the queue at once; the rest wait for the next turn of the loop.
+const BURST: usize = 4096;
 
 /// Longest stretch the responder works without blocking, even under a flood.
 const MAX_BUSY: Duration = Duration::from_millis(20);
@@ -56,9 +59,9 @@ const MAX_BUSY: Duration = Duration::from_millis(20);
 /// How long the responder rests when it has been busy for [`MAX_BUSY`].
 const REST: Duration = Duration::from_micros(50);
 
-/// A wait for the next watch that lasted this long parked the thread: the kernel resets the
-/// real-time budget only when the thread blocks, and a wait that times out within its first
-/// spins (the next deadline microseconds away, as in a flood) never did.
+/// A wait for the next watch that lasted this long slept: the kernel resets the real-time
+/// budget only when the thread blocks, and a wait that returns at once (a watch already queued,
+/// or the next deadline already due, as in a flood) never did.
 const PARKED: Duration = Duration::from_millis(1);
 
 /// Lowest real-time priority: above every normal thread, below anything the host's own
@@ -91,8 +94,8 @@ fn go_realtime(budget: Duration) {
     }
 }
 
-/// Runs until the watch channel is closed; then answers whatever is left.
-pub fn run(core: &Core, watches: &Receiver<Watch>, budget: Duration) {
+/// Runs until the watch queue is closed; then answers whatever is left.
+pub fn run(core: &Core, budget: Duration) {
     go_realtime(budget);
     let mut heap: BinaryHeap<Reverse<Entry>> = BinaryHeap::new();
     // When this thread last blocked for certain. Every loop below stops once it has been busy
@@ -130,22 +133,14 @@ pub fn run(core: &Core, watches: &Receiver<Watch>, budget: Duration) {
             .map(|Reverse(e)| e.0.deadline.saturating_duration_since(now))
             .unwrap_or(Duration::from_millis(100));
         let waiting = Instant::now();
-        match watches.recv_timeout(wait) {
-            Ok(watch) => {
-                heap.push(Reverse(Entry(watch)));
-                // Drain the burst without sleeping in between.
-                while rested.elapsed() < MAX_BUSY
-                    && let Ok(watch) = watches.try_recv()
-                {
-                    heap.push(Reverse(Entry(watch)));
-                }
-            }
-            Err(RecvTimeoutError::Timeout) => {
-                if waiting.elapsed() >= PARKED {
-                    rested = Instant::now();
-                }
-            }
-            Err(RecvTimeoutError::Disconnected) => break,
+        let taken = core
+            .watches
+            .take(wait, BURST, |watch| heap.push(Reverse(Entry(watch))));
+        if taken == Taken::Closed {
+            break;
+        }
+        if waiting.elapsed() >= PARKED {
+            rested = Instant::now();
         }
         if core.stopping() {
             answer_all(core, &mut heap);

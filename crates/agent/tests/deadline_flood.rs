@@ -3,12 +3,19 @@
 //! runs under `SCHED_RR` with an `RLIMIT_RTTIME` budget, and the kernel kills the whole process
 //! (SIGXCPU, then SIGKILL) when a real-time thread runs past that budget without blocking. So
 //! the flood runs in a child process of its own, and the test fails if the child dies by a
-//! signal: the responder must rest on its own, however close together the deadlines come. Root
-//! only (real-time priority); it says why it skips otherwise.
+//! signal: the responder must rest on its own, however close together the deadlines come.
+//!
+//! The same flood runs a second time with the whole agent on one core. There the responder
+//! preempts the threads that queue its watches, wherever they are, and must never wait for one
+//! by spinning: a real-time thread that yields in a loop never lets a normal thread run on its
+//! core (the responder's old lock-free channel did exactly that, and `ringfence demo` agents
+//! died of `SIGXCPU`). Root only (real-time priority); it says why it skips otherwise.
 
 mod common;
 
 use common::{SCHED_RR, engine, policies_once_realtime, root_or_skip};
+use nix::sched::{CpuSet, sched_getaffinity, sched_setaffinity};
+use nix::unistd::Pid;
 use ringfence_agent::{Agent, AgentConfig, MuteSet};
 use ringfence_engine_host::Runtime;
 use ringfence_protocol::FailurePolicy;
@@ -20,14 +27,25 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const CHILD: &str = "RINGFENCE_DEADLINE_FLOOD_CHILD";
-const NAME: &str = "a_deadline_flood_never_runs_the_responder_past_its_real_time_budget";
+/// The flood's child runs every agent thread on one core.
+const ONE_CORE: &str = "one-core";
 
 /// Events submitted, and how many per millisecond: 20,000 a second for four seconds, eight
 /// times the real-time budget the flood's agent runs with.
 const EVENTS: usize = 80_000;
 const PER_MS: usize = 20;
 
-fn flood() {
+fn flood(one_core: bool) {
+    if one_core {
+        // Threads inherit their creator's affinity: every agent thread starts on this core.
+        let allowed = sched_getaffinity(Pid::from_raw(0)).expect("affinity");
+        let first = (0..CpuSet::count())
+            .find(|&cpu| allowed.is_set(cpu).unwrap_or(false))
+            .expect("a core");
+        let mut one = CpuSet::new();
+        one.set(first).expect("core");
+        sched_setaffinity(Pid::from_raw(0), &one).expect("pin to one core");
+    }
     let runtime = Runtime::new().expect("runtime");
     let slow = engine(
         &runtime,
@@ -82,16 +100,32 @@ fn flood() {
 
 #[test]
 fn a_deadline_flood_never_runs_the_responder_past_its_real_time_budget() {
-    if std::env::var_os(CHILD).is_some() {
-        flood();
+    run_flood(
+        "a_deadline_flood_never_runs_the_responder_past_its_real_time_budget",
+        false,
+    );
+}
+
+#[test]
+fn a_deadline_flood_on_one_core_never_leaves_the_responder_spinning() {
+    run_flood(
+        "a_deadline_flood_on_one_core_never_leaves_the_responder_spinning",
+        true,
+    );
+}
+
+/// Runs the flood in a child process (the kernel's kill takes the whole process).
+fn run_flood(name: &str, one_core: bool) {
+    if let Some(child) = std::env::var_os(CHILD) {
+        flood(child == ONE_CORE);
         return;
     }
-    if !root_or_skip(NAME) {
+    if !root_or_skip(name) {
         return;
     }
     let mut child = Command::new(std::env::current_exe().expect("test binary"))
-        .args(["--exact", NAME, "--nocapture", "--test-threads=1"])
-        .env(CHILD, "1")
+        .args(["--exact", name, "--nocapture", "--test-threads=1"])
+        .env(CHILD, if one_core { ONE_CORE } else { "all" })
         .spawn()
         .expect("start the flood");
     let until = Instant::now() + Duration::from_secs(180);

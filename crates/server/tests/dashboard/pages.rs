@@ -9,6 +9,7 @@ use crate::fleet::fleet;
 use axum::http::StatusCode;
 use fantoccini::Locator;
 use ringfence_server::controller;
+use ringfence_server::sinks::SinkConfig;
 use ringfence_store::{GateSample, now_ms};
 use serde_json::json;
 use std::process::Command;
@@ -23,8 +24,24 @@ async fn dashboard_shows_a_halted_rollout_in_a_real_browser() {
         );
         return;
     };
-    let h = Harness::sqlite().await;
+    let data = tempfile::tempdir().expect("data dir");
+    let h = Harness::configured(data.path(), None, |config| {
+        let sink = SinkConfig::parse("siem=kafka://127.0.0.1:9/alerts").expect("sink");
+        config.sinks.sinks.push(sink);
+    })
+    .await;
     fleet(&h).await;
+    // The sink's last attempt failed, as its forwarder records it.
+    h.state
+        .store
+        .register_sinks(&["siem".to_owned()])
+        .await
+        .expect("register");
+    h.state
+        .store
+        .sink_failed("siem", "connect to 127.0.0.1:9: Connection refused")
+        .await
+        .expect("failure");
     let address = serve(&h).await;
     let url = format!("http://{address}/#token={}", h.operator);
     let artifacts = artifacts();
@@ -75,6 +92,14 @@ async fn dashboard_shows_a_halted_rollout_in_a_real_browser() {
     assert!(
         html.contains("faulty::parse_template"),
         "the crash group is explained"
+    );
+    assert!(
+        html.contains("data-sink=\"siem\" data-health=\"failing\""),
+        "the failing sink is shown as failing"
+    );
+    assert!(
+        html.contains("Connection refused"),
+        "the sink's last error is shown"
     );
     // The degraded host: its row carries the badge and the reason, the fleet figure counts it,
     // and neither sits in a hidden part of the page.

@@ -1,6 +1,7 @@
 //! Rollouts end to end inside one process, on SQLite and PostgreSQL: a good release walks every
 //! ring; a crashing release halts in the first ring and every touched ring rolls back; operators
-//! steer; the controller survives a restart; two replicas never apply a transition twice.
+//! steer, and an action that loses a race to the controller's write is judged again; the
+//! controller survives a restart; two replicas never apply a transition twice.
 //!
 //! Agents here are simulated by their heartbeats and reports: the server only ever sees those.
 
@@ -1309,5 +1310,64 @@ async fn an_audit_plan_keeps_one_host_on_its_rollouts_in_audit_mode() {
             )
             .await;
         assert_eq!(reply["remediations"][0]["action"], "audit", "{reply}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_action_that_loses_a_race_to_the_controller_is_judged_again() {
+    for h in harnesses().await {
+        let mut fleet = Fleet::enroll(&h, 4).await;
+        complete_good_release(&h, &mut fleet).await;
+        publish_directly(&h, "2.0.0").await;
+        let id = start(&h, "2.0.0", 3600.0).await["id"]
+            .as_str()
+            .expect("id")
+            .to_owned();
+        // Stands in for the controller, which rewrites every running rollout each tick: here
+        // every few milliseconds, so operators' actions keep losing the race to it.
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let rewriter = tokio::spawn({
+            let store = h.state.store.clone();
+            let id = id.clone();
+            let stop = std::sync::Arc::clone(&stop);
+            async move {
+                let mut writes = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let record = store.rollout(&id).await.expect("read").expect("rollout");
+                    if store
+                        .update_rollout_state(&id, record.revision, &record.state)
+                        .await
+                        .is_ok()
+                    {
+                        writes += 1;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+                }
+                writes
+            }
+        });
+        for i in 0..20 {
+            let (action, phase) = if i % 2 == 0 {
+                ("pause", "paused")
+            } else {
+                ("resume", "running")
+            };
+            let (status, reply) = h
+                .post_json(
+                    &format!("/api/v1/rollouts/{id}/{action}"),
+                    Some(&h.operator),
+                    json!({"reason": format!("{action} {i}")}),
+                )
+                .await;
+            assert_eq!(status, StatusCode::OK, "{}: {action} {i}: {reply}", h.name);
+            assert_eq!(reply["phase"], phase, "{}", h.name);
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let writes = rewriter.await.expect("rewriter");
+        assert!(
+            writes >= 10,
+            "{}: the rewriter wrote {writes} times",
+            h.name
+        );
     }
 }

@@ -15,7 +15,7 @@ use ringfence_release::Version;
 use ringfence_rollout::{
     GateSpec, Phase, PromoteRefused, RolloutSpec, RolloutState, Transition, promote_now,
 };
-use ringfence_store::{PreflightStatus, RolloutRecord, now_ms};
+use ringfence_store::{PreflightStatus, RolloutRecord, StoreError, now_ms};
 use serde::Deserialize;
 
 use super::progress::{Placements, RingAdoption, adoption, gate_series};
@@ -69,6 +69,11 @@ fn older(wanted: &str, running: &str) -> bool {
 /// Finished rollouts past the newest this many are listed without adoption: each costs a hash
 /// per host, and a dashboard lists every rollout every second.
 const ADOPTION_LISTED: usize = 10;
+
+/// How many times an operator's action is judged and written before a rollout that keeps
+/// changing under it is reported as a conflict. The controller writes a rollout about once a
+/// second; losing to it more than a few times in a row means something else writes it.
+const ACTION_ATTEMPTS: u32 = 8;
 
 /// A rollout as the API shows it; each ring carries `hosts` and `on_release` when `adoption`
 /// was computed.
@@ -611,49 +616,61 @@ pub async fn act(
     let reason = body
         .and_then(|Json(b)| b.reason)
         .unwrap_or_else(|| format!("{action} by {}", operator.actor()));
-    let at_ms = now_ms();
-    let record = state
-        .store
-        .rollout(&id)
-        .await?
-        .ok_or_else(|| AppError::not_found(format!("no rollout {id}")))?;
-    let mut rollout = ActiveRollout::from_record(&record)?;
-    let transition = match action.as_str() {
-        "pause" => Transition::Pause { at_ms, reason },
-        "resume" => Transition::Resume { at_ms, reason },
-        "halt" => Transition::Halt { at_ms, reason },
-        "rollback" => Transition::Rollback {
-            at_ms,
-            reason,
-            // A first release has nothing to go back to: the channel is disabled instead.
-            disable_channel: rollout.state.first_release,
-        },
-        "promote" => promote(&state, &rollout, at_ms, reason).await?,
-        other => {
-            return Err(AppError::not_found(format!(
-                "no action {other:?}; use pause, resume, halt, rollback or promote"
+    // The controller rewrites every running rollout each tick (gates, bake, ring). An action
+    // that lost the race to one of those writes is judged again on what was written: a halt in
+    // between refuses the promote, a tick that only sampled gates lets it through.
+    let mut attempt = 1;
+    let (rollout, revision, audit_reason) = loop {
+        let at_ms = now_ms();
+        let record = state
+            .store
+            .rollout(&id)
+            .await?
+            .ok_or_else(|| AppError::not_found(format!("no rollout {id}")))?;
+        let mut rollout = ActiveRollout::from_record(&record)?;
+        let reason = reason.clone();
+        let transition = match action.as_str() {
+            "pause" => Transition::Pause { at_ms, reason },
+            "resume" => Transition::Resume { at_ms, reason },
+            "halt" => Transition::Halt { at_ms, reason },
+            "rollback" => Transition::Rollback {
+                at_ms,
+                reason,
+                // A first release has nothing to go back to: the channel is disabled instead.
+                disable_channel: rollout.state.first_release,
+            },
+            "promote" => promote(&state, &rollout, at_ms, reason).await?,
+            other => {
+                return Err(AppError::not_found(format!(
+                    "no action {other:?}; use pause, resume, halt, rollback or promote"
+                )));
+            }
+        };
+        let phase = rollout.state.phase;
+        let audit_reason = transition.reason(&rollout.doc.spec);
+        if !rollout.state.apply(transition, &rollout.doc.spec) {
+            // In words an operator reads on the dashboard and in the CLI.
+            let why = if phase.is_final() {
+                format!("it has already finished ({})", phase.word())
+            } else {
+                format!("it is {}", phase.word())
+            };
+            return Err(AppError::conflict(format!(
+                "cannot {action} rollout {id}: {why}"
             )));
         }
+        let state_json =
+            serde_json::to_value(&rollout.state).map_err(|e| AppError::internal("rollout", e))?;
+        match state
+            .store
+            .update_rollout_state(&id, record.revision, &state_json)
+            .await
+        {
+            Ok(revision) => break (rollout, revision, audit_reason),
+            Err(StoreError::Conflict(_)) if attempt < ACTION_ATTEMPTS => attempt += 1,
+            Err(error) => return Err(error.into()),
+        }
     };
-    let phase = rollout.state.phase;
-    let audit_reason = transition.reason(&rollout.doc.spec);
-    if !rollout.state.apply(transition, &rollout.doc.spec) {
-        // In words an operator reads on the dashboard and in the CLI.
-        let why = if phase.is_final() {
-            format!("it has already finished ({})", phase.word())
-        } else {
-            format!("it is {}", phase.word())
-        };
-        return Err(AppError::conflict(format!(
-            "cannot {action} rollout {id}: {why}"
-        )));
-    }
-    let state_json =
-        serde_json::to_value(&rollout.state).map_err(|e| AppError::internal("rollout", e))?;
-    let revision = state
-        .store
-        .update_rollout_state(&id, record.revision, &state_json)
-        .await?;
     let audit_action = transition_action(&rollout);
     state
         .store

@@ -154,7 +154,8 @@ impl Store {
         Ok(())
     }
 
-    /// The next `limit` alerts `sink` has not taken yet, in order.
+    /// The next `limit` alerts `sink` has not taken yet, in order. A read: on SQLite it never
+    /// queues behind uploads for the one writer connection.
     pub async fn outbox_batch(&self, sink: &str, limit: i64) -> Result<Vec<OutboxItem>> {
         let rows = sqlx::query(
             "SELECT seq, report_id, agent_id, received_at, body FROM outbox \
@@ -163,7 +164,7 @@ impl Store {
         )
         .bind(sink)
         .bind(limit)
-        .fetch_all(self.pool())
+        .fetch_all(self.reader())
         .await?;
         rows.iter()
             .map(|row| {

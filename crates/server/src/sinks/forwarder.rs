@@ -1,14 +1,21 @@
 //! One task per sink: hold the sink's lease, read the next batch behind its cursor, send, move
 //! the cursor; on failure keep the cursor and wait with backoff (`ringfence_backoff`).
+//!
+//! On SQLite every write waits for the one writer connection behind the uploads that fill the
+//! outbox, so a batch costs one write (the cursor): the batch is read on a reader, and the lease
+//! is renewed only once a third of its time has passed, not before every batch.
 
 use super::{Client, SinkConfig};
 use crate::AppState;
 use ringfence_backoff::{ExpBackoff, Jitter};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How long a sink's lease lasts without renewal: a dead replica's batches are resent by
 /// another after at most this long.
 const LEASE_MS: i64 = 10_000;
+/// How long a renewed lease is used before it is renewed again: a third of its time, so two
+/// thirds of it are left for the batch in flight.
+const RENEW_AFTER: Duration = Duration::from_millis(LEASE_MS as u64 / 3);
 /// How often a forwarder with nothing to send looks again when no upload woke it (uploads to
 /// other replicas do not).
 const IDLE_POLL: Duration = Duration::from_millis(250);
@@ -43,27 +50,29 @@ async fn run(state: AppState, sink: SinkConfig) {
     if let Err(error) = state.store.register_sinks(&settings.names()).await {
         tracing::warn!(sink = %sink.name, "could not register the sink: {error}");
     }
+    // When this replica last renewed the sink's lease.
+    let mut renewed: Option<Instant> = None;
     loop {
         let wake = state.sink_wake.notified();
-        match state
-            .store
-            .acquire_lease(&lease, &state.replica, LEASE_MS)
-            .await
-        {
-            Ok(true) => {}
-            Ok(false) => {
-                // Another replica sends for this sink; be ready to take over when it stops.
-                tokio::time::sleep(Duration::from_millis(
-                    u64::try_from(LEASE_MS / 3).unwrap_or(1000),
-                ))
-                .await;
-                continue;
-            }
-            Err(error) => {
-                tracing::warn!(sink = %sink.name, "sink lease: {error}");
-                tokio::time::sleep(backoff.delay(attempt, jitter.next_unit())).await;
-                attempt = attempt.saturating_add(1);
-                continue;
+        if renewed.is_none_or(|at| at.elapsed() >= RENEW_AFTER) {
+            renewed = None;
+            match state
+                .store
+                .acquire_lease(&lease, &state.replica, LEASE_MS)
+                .await
+            {
+                Ok(true) => renewed = Some(Instant::now()),
+                Ok(false) => {
+                    // Another replica sends for this sink; be ready to take over when it stops.
+                    tokio::time::sleep(RENEW_AFTER).await;
+                    continue;
+                }
+                Err(error) => {
+                    tracing::warn!(sink = %sink.name, "sink lease: {error}");
+                    tokio::time::sleep(backoff.delay(attempt, jitter.next_unit())).await;
+                    attempt = attempt.saturating_add(1);
+                    continue;
+                }
             }
         }
         let batch = match state.store.outbox_batch(&sink.name, settings.batch).await {

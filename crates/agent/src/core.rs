@@ -62,6 +62,8 @@ impl Pending {
                 argv: Vec::new(),
                 cwd: String::new(),
                 parent_exe: String::new(),
+                user: String::new(),
+                group: String::new(),
             }),
             Pending::Open { pid, path } => Event::Open(OpenEvent {
                 pid: *pid,
@@ -352,6 +354,11 @@ impl Core {
 
     /// Hands notification events to the notification thread; drops and counts when full.
     pub fn notify(&self, event: Event) {
+        self.try_notify(event);
+    }
+
+    /// As [`Core::notify`], and says whether the event was queued; never waits.
+    pub fn try_notify(&self, event: Event) -> bool {
         Stats::add(&self.stats.notifications);
         let sent = match self.notify.lock() {
             Ok(tx) => tx.as_ref().is_some_and(|tx| tx.try_send(event).is_ok()),
@@ -360,6 +367,7 @@ impl Core {
         if !sent {
             Stats::add(&self.stats.notifications_dropped);
         }
+        sent
     }
 }
 

@@ -281,6 +281,8 @@ pub fn generate(count: usize, seed: u64) -> Vec<Event> {
                 argv,
                 cwd: cwd.to_owned(),
                 parent_exe: parent.to_owned(),
+                user: String::new(),
+                group: String::new(),
             })
         } else if roll < 88 {
             let (uid, gid, _) = USERS[rng.random_range(0..USERS.len())];

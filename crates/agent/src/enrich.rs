@@ -1,0 +1,304 @@
+//! What the agent adds to a kernel-observed event before engines see it: user and group names,
+//! the executable, the cgroup and the container id, and absolute paths for relative ones.
+//!
+//! Engines get no file system, so names are resolved here, once, in the agent; BPF programs
+//! stay as small as they are (they only observe and forward). Everything is read from local
+//! files only (`/etc/passwd`, `/etc/group`, `/proc`): no NSS, LDAP or container runtime is
+//! asked, so a lookup can never block the BPF reader on the network. What cannot be read is
+//! left empty, never guessed.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime};
+
+/// Processes whose executable and cgroup are kept; the oldest goes first.
+const PROCESS_CAPACITY: usize = 4096;
+/// How often the account files are checked for a change (by modification time).
+const NAMES_CHECK_EVERY: Duration = Duration::from_secs(5);
+/// `AT_FDCWD`: a path relative to the working directory.
+const AT_FDCWD: i32 = -100;
+
+/// `id -> name` from a file of `name:password:id:...` lines (`/etc/passwd`, `/etc/group`).
+/// The first name of an id wins, as `getpwuid` answers; malformed lines are skipped.
+pub fn parse_ids(text: &str) -> HashMap<u32, String> {
+    let mut out = HashMap::new();
+    for line in text.lines() {
+        let mut parts = line.split(':');
+        let (Some(name), Some(_), Some(id)) = (parts.next(), parts.next(), parts.next()) else {
+            continue;
+        };
+        if name.is_empty() || name.starts_with('#') || name.starts_with('+') {
+            continue;
+        }
+        if let Ok(id) = id.parse::<u32>() {
+            out.entry(id).or_insert_with(|| name.to_owned());
+        }
+    }
+    out
+}
+
+/// The cgroup path of a process from `/proc/PID/cgroup`: the v2 entry (`0::/path`), else the
+/// systemd v1 hierarchy's, else the first one's.
+pub fn cgroup_path(text: &str) -> String {
+    let mut first = None;
+    let mut systemd = None;
+    for line in text.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (Some(id), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        if id == "0" && controllers.is_empty() {
+            return path.to_owned();
+        }
+        if controllers == "name=systemd" {
+            systemd = Some(path);
+        }
+        first.get_or_insert(path);
+    }
+    systemd.or(first).unwrap_or_default().to_owned()
+}
+
+/// The container id a cgroup path names: the last component holding a 64-hex-digit id, as
+/// Docker (`/docker/<id>`, `docker-<id>.scope`), containerd (`cri-containerd-<id>.scope`),
+/// CRI-O (`crio-<id>.scope`), Podman (`libpod-<id>.scope`) and Kubernetes pods
+/// (`/kubepods/.../<id>`) write it.
+pub fn container_id(cgroup: &str) -> Option<&str> {
+    cgroup.rsplit('/').find_map(|component| {
+        let bytes = component.as_bytes();
+        (0..bytes.len().saturating_sub(63)).find_map(|start| {
+            let run = component.get(start..start + 64)?;
+            let boundary = |at: Option<&u8>| at.is_none_or(|b| !b.is_ascii_hexdigit());
+            (run.bytes().all(|b| b.is_ascii_hexdigit())
+                && (start == 0 || boundary(bytes.get(start - 1)))
+                && boundary(bytes.get(start + 64)))
+            .then_some(run)
+        })
+    })
+}
+
+/// `path` made absolute against `base` when it is relative and `base` is known.
+pub fn absolute(path: &str, base: Option<&str>) -> String {
+    match base {
+        Some(base) if !path.starts_with('/') && base.starts_with('/') => {
+            Path::new(base).join(path).display().to_string()
+        }
+        _ => path.to_owned(),
+    }
+}
+
+struct Accounts {
+    file: &'static str,
+    ids: HashMap<u32, String>,
+    modified: Option<SystemTime>,
+}
+
+impl Accounts {
+    fn new(file: &'static str) -> Accounts {
+        Accounts {
+            file,
+            ids: HashMap::new(),
+            modified: None,
+        }
+    }
+
+    fn refresh(&mut self) {
+        let modified = std::fs::metadata(self.file).and_then(|m| m.modified()).ok();
+        if modified.is_some() && modified == self.modified {
+            return;
+        }
+        self.modified = modified;
+        self.ids = std::fs::read_to_string(self.file)
+            .map(|text| parse_ids(&text))
+            .unwrap_or_default();
+    }
+}
+
+/// What the agent knows about one process between its execs.
+#[derive(Clone, Default)]
+struct Known {
+    exe: String,
+    cgroup: String,
+    container_id: String,
+}
+
+/// Caches for the BPF reader thread (one owner, no locks).
+pub struct Enricher {
+    proc_root: &'static str,
+    users: Accounts,
+    groups: Accounts,
+    checked: Option<Instant>,
+    processes: HashMap<u32, Known>,
+    order: VecDeque<u32>,
+}
+
+impl Default for Enricher {
+    fn default() -> Self {
+        Enricher {
+            proc_root: "/proc",
+            users: Accounts::new("/etc/passwd"),
+            groups: Accounts::new("/etc/group"),
+            checked: None,
+            processes: HashMap::new(),
+            order: VecDeque::new(),
+        }
+    }
+}
+
+impl Enricher {
+    fn names(&mut self) {
+        if self
+            .checked
+            .is_none_or(|at| at.elapsed() >= NAMES_CHECK_EVERY)
+        {
+            self.users.refresh();
+            self.groups.refresh();
+            self.checked = Some(Instant::now());
+        }
+    }
+
+    /// The names of `uid` and `gid`; empty when the local files have none.
+    pub fn user_group(&mut self, uid: u32, gid: u32) -> (String, String) {
+        self.names();
+        (
+            self.users.ids.get(&uid).cloned().unwrap_or_default(),
+            self.groups.ids.get(&gid).cloned().unwrap_or_default(),
+        )
+    }
+
+    /// Forgets what was known about `tgid`: it executed a new image (and may have been moved
+    /// into its container's cgroup just before).
+    pub fn forget(&mut self, tgid: u32) {
+        self.processes.remove(&tgid);
+    }
+
+    /// The executable, cgroup path and container id of `tgid`, from `/proc` on first sight.
+    pub fn process(&mut self, tgid: u32) -> (String, String, String) {
+        if let Some(known) = self.processes.get(&tgid) {
+            return (
+                known.exe.clone(),
+                known.cgroup.clone(),
+                known.container_id.clone(),
+            );
+        }
+        let dir = format!("{}/{tgid}", self.proc_root);
+        let exe = std::fs::read_link(format!("{dir}/exe"))
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        let cgroup = std::fs::read_to_string(format!("{dir}/cgroup"))
+            .map(|text| cgroup_path(&text))
+            .unwrap_or_default();
+        let container_id = container_id(&cgroup).unwrap_or_default().to_owned();
+        // A process gone before we looked is not remembered: its pid may be reused.
+        if !exe.is_empty() || !cgroup.is_empty() {
+            self.processes.insert(
+                tgid,
+                Known {
+                    exe: exe.clone(),
+                    cgroup: cgroup.clone(),
+                    container_id: container_id.clone(),
+                },
+            );
+            self.order.push_back(tgid);
+            while self.order.len() > PROCESS_CAPACITY {
+                if let Some(old) = self.order.pop_front() {
+                    self.processes.remove(&old);
+                }
+            }
+        }
+        (exe, cgroup, container_id)
+    }
+
+    /// `path` as `tgid` gave it relative to `dfd`, made absolute when it can still be read
+    /// where it pointed (the working directory, or the directory descriptor's target).
+    pub fn resolve(&self, tgid: u32, dfd: i32, path: &str) -> String {
+        if path.starts_with('/') {
+            return path.to_owned();
+        }
+        let link = if dfd == AT_FDCWD {
+            format!("{}/{tgid}/cwd", self.proc_root)
+        } else if dfd >= 0 {
+            format!("{}/{tgid}/fd/{dfd}", self.proc_root)
+        } else {
+            return path.to_owned();
+        };
+        let base = std::fs::read_link(link).ok();
+        absolute(path, base.as_deref().and_then(Path::to_str))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn account_files_map_ids_to_their_first_name() {
+        let ids = parse_ids(
+            "root:x:0:0:root:/root:/bin/bash\n# comment\nbroken\nalice:x:1000:1000::/home/alice:/bin/sh\ntoor:x:0:0::/:/bin/sh\n+nis::::::\n",
+        );
+        assert_eq!(ids.get(&0).map(String::as_str), Some("root"));
+        assert_eq!(ids.get(&1000).map(String::as_str), Some("alice"));
+        assert_eq!(ids.len(), 2);
+        let groups = parse_ids("wheel:x:10:alice,bob\n");
+        assert_eq!(groups.get(&10).map(String::as_str), Some("wheel"));
+    }
+
+    #[test]
+    fn cgroup_paths_and_container_ids_of_each_runtime() {
+        let id = "4f2a1c9e0b7d3e5f6a8b9c0d1e2f3a4b5c6d7e8f9a0b1c2d3e4f5a6b7c8d9e0f";
+        assert_eq!(
+            cgroup_path("0::/user.slice/session-1.scope\n"),
+            "/user.slice/session-1.scope"
+        );
+        assert_eq!(
+            cgroup_path("12:cpu:/x\n1:name=systemd:/docker/abc\n"),
+            "/docker/abc"
+        );
+        for cgroup in [
+            format!("/system.slice/docker-{id}.scope"),
+            format!("/docker/{id}"),
+            format!("/system.slice/cri-containerd-{id}.scope"),
+            format!(
+                "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1234.slice/crio-{id}.scope"
+            ),
+            format!("/kubepods/besteffort/pod0d3c6f1e-1b2a-4c3d-9e8f-7a6b5c4d3e2f/{id}"),
+            format!("/machine.slice/libpod-{id}.scope/container"),
+        ] {
+            assert_eq!(container_id(&cgroup), Some(id), "{cgroup}");
+        }
+        assert_eq!(
+            container_id("/user.slice/user-1000.slice/session-3.scope"),
+            None
+        );
+        assert_eq!(container_id(""), None);
+        // 65 hex digits is not an id of 64.
+        assert_eq!(container_id(&format!("/docker/{id}a")), None);
+    }
+
+    #[test]
+    fn relative_paths_are_made_absolute_against_the_process() {
+        assert_eq!(absolute("b.txt", Some("/tmp/w")), "/tmp/w/b.txt");
+        assert_eq!(absolute("/etc/x", Some("/tmp/w")), "/etc/x");
+        assert_eq!(absolute("b.txt", None), "b.txt");
+        let enricher = Enricher::default();
+        let cwd = std::env::current_dir().expect("cwd");
+        assert_eq!(
+            enricher.resolve(std::process::id(), AT_FDCWD, "x"),
+            cwd.join("x").display().to_string()
+        );
+        assert_eq!(enricher.resolve(u32::MAX, AT_FDCWD, "x"), "x");
+    }
+
+    #[test]
+    fn this_process_is_known_by_its_exe_and_cgroup() {
+        let mut enricher = Enricher::default();
+        let (exe, cgroup, _) = enricher.process(std::process::id());
+        assert_eq!(
+            exe,
+            std::env::current_exe().expect("exe").display().to_string()
+        );
+        assert!(cgroup.starts_with('/'), "{cgroup:?}");
+        let (user, _) = enricher.user_group(0, 0);
+        assert_eq!(user, "root");
+    }
+}

@@ -245,8 +245,7 @@ fn record(core: &Core, enricher: &mut Enricher, event: BpfEvent, now: Instant) -
         ..
     } = event
     {
-        // The new image has a new exe (and maybe a new cgroup, set just before the exec).
-        enricher.forget(process.tgid);
+        enricher.exec(process.tgid, &filename);
         if let Some(book) = &core.argv {
             book.insert(process.tgid, filename, argv, now);
         }

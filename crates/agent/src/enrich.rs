@@ -120,6 +120,9 @@ struct Known {
     exe: String,
     cgroup: String,
     container_id: String,
+    /// False while all we know is the name its last `execve` was given: `/proc` is read on the
+    /// process's first event after it.
+    read: bool,
 }
 
 /// Caches for the BPF reader thread (one owner, no locks).
@@ -166,45 +169,65 @@ impl Enricher {
         )
     }
 
-    /// Forgets what was known about `tgid`: it executed a new image (and may have been moved
-    /// into its container's cgroup just before).
-    pub fn forget(&mut self, tgid: u32) {
-        self.processes.remove(&tgid);
+    /// `tgid` is executing `filename` (as given to `execve`): what was known about it is
+    /// stale (a new image, maybe a new cgroup set just before), and `filename`, when absolute,
+    /// is its exe if the process is gone before `/proc` is read (a short `mv` often is).
+    pub fn exec(&mut self, tgid: u32, filename: &str) {
+        let known = Known {
+            exe: if filename.starts_with('/') {
+                filename.to_owned()
+            } else {
+                String::new()
+            },
+            ..Known::default()
+        };
+        self.remember(tgid, known);
     }
 
-    /// The executable, cgroup path and container id of `tgid`, from `/proc` on first sight.
+    fn remember(&mut self, tgid: u32, known: Known) {
+        if self.processes.insert(tgid, known).is_none() {
+            self.order.push_back(tgid);
+        }
+        while self.order.len() > PROCESS_CAPACITY {
+            if let Some(old) = self.order.pop_front() {
+                self.processes.remove(&old);
+            }
+        }
+    }
+
+    /// The executable, cgroup path and container id of `tgid`, from `/proc` on its first event
+    /// since its exec.
     pub fn process(&mut self, tgid: u32) -> (String, String, String) {
-        if let Some(known) = self.processes.get(&tgid) {
+        let seen = self.processes.get(&tgid);
+        if let Some(known) = seen.filter(|known| known.read) {
             return (
                 known.exe.clone(),
                 known.cgroup.clone(),
                 known.container_id.clone(),
             );
         }
+        let exec_name = seen.map(|known| known.exe.clone()).unwrap_or_default();
         let dir = format!("{}/{tgid}", self.proc_root);
         let exe = std::fs::read_link(format!("{dir}/exe"))
             .map(|p| p.display().to_string())
-            .unwrap_or_default();
+            .ok();
         let cgroup = std::fs::read_to_string(format!("{dir}/cgroup"))
             .map(|text| cgroup_path(&text))
             .unwrap_or_default();
         let container_id = container_id(&cgroup).unwrap_or_default().to_owned();
-        // A process gone before we looked is not remembered: its pid may be reused.
-        if !exe.is_empty() || !cgroup.is_empty() {
-            self.processes.insert(
+        let read = exe.is_some();
+        let exe = exe.unwrap_or(exec_name);
+        // A process gone before we looked is not remembered as read: its pid may be reused.
+        if read || !exe.is_empty() {
+            self.remember(
                 tgid,
                 Known {
                     exe: exe.clone(),
                     cgroup: cgroup.clone(),
                     container_id: container_id.clone(),
+                    read,
                 },
             );
-            self.order.push_back(tgid);
-            while self.order.len() > PROCESS_CAPACITY {
-                if let Some(old) = self.order.pop_front() {
-                    self.processes.remove(&old);
-                }
-            }
         }
         (exe, cgroup, container_id)
     }
@@ -300,5 +323,17 @@ mod tests {
         assert!(cgroup.starts_with('/'), "{cgroup:?}");
         let (user, _) = enricher.user_group(0, 0);
         assert_eq!(user, "root");
+    }
+
+    #[test]
+    fn a_process_gone_before_its_event_keeps_the_name_it_was_executed_by() {
+        let mut enricher = Enricher::default();
+        enricher.exec(u32::MAX, "/usr/bin/mv");
+        assert_eq!(
+            enricher.process(u32::MAX),
+            ("/usr/bin/mv".to_owned(), String::new(), String::new())
+        );
+        enricher.exec(u32::MAX - 1, "mv");
+        assert_eq!(enricher.process(u32::MAX - 1).0, "");
     }
 }

@@ -285,11 +285,11 @@ fn process(process: &ringfence_bpf_sensor::Process, enricher: &mut Enricher) -> 
 /// The protocol event for a non-exec record (execs feed the blocking decisions instead).
 pub fn to_event(event: &BpfEvent, enricher: &mut Enricher) -> Option<Event> {
     let privilege = |op: PrivilegeOp, args: Vec<i64>, enricher: &mut Enricher| {
-        Event::Privilege(PrivilegeEvent {
+        Event::Privilege(Box::new(PrivilegeEvent {
             process: process(event.process(), enricher),
             op,
             args,
-        })
+        }))
     };
     Some(match event {
         BpfEvent::Exec { .. } => return None,
@@ -298,7 +298,7 @@ pub fn to_event(event: &BpfEvent, enricher: &mut Enricher) -> Option<Event> {
             kind,
             local,
             remote,
-        } => Event::Network(NetworkEvent {
+        } => Event::Network(Box::new(NetworkEvent {
             process: process(who, enricher),
             op: match kind {
                 NetKind::Connect => NetworkOp::Connect,
@@ -309,7 +309,7 @@ pub fn to_event(event: &BpfEvent, enricher: &mut Enricher) -> Option<Event> {
             local_port: local.port(),
             remote_ip: remote.ip().to_string(),
             remote_port: remote.port(),
-        }),
+        })),
         BpfEvent::File {
             process: who,
             op,
@@ -319,7 +319,7 @@ pub fn to_event(event: &BpfEvent, enricher: &mut Enricher) -> Option<Event> {
             mode,
             owner,
             ..
-        } => Event::FileChange(FileChangeEvent {
+        } => Event::FileChange(Box::new(FileChangeEvent {
             process: process(who, enricher),
             op: match op {
                 FileOp::Rename => ringfence_protocol::FileOp::Rename,
@@ -337,7 +337,7 @@ pub fn to_event(event: &BpfEvent, enricher: &mut Enricher) -> Option<Event> {
             mode: (*op == FileOp::Chmod).then_some(*mode),
             owner_uid: (*op == FileOp::Chown).then_some(owner.0),
             owner_gid: (*op == FileOp::Chown).then_some(owner.1),
-        }),
+        })),
         BpfEvent::Privilege { process: _, call } => {
             let (op, ids) = match *call {
                 SetId::SetUid { uid } => (PrivilegeOp::Setuid, vec![uid]),

@@ -5,7 +5,7 @@
 
 use ringfence_bundled_engines as bundled;
 use ringfence_engine_host::{
-    EngineSettings, EngineWorker, InterfaceVersion, LoadedEngine, Runtime,
+    EngineSettings, EngineWorker, InterfaceVersion, LoadedEngine, Runtime, run_corpus,
 };
 use ringfence_protocol::{
     Action, Event, ExecEvent, FileChangeEvent, FileOp, NetworkEvent, NetworkOp, PrivilegeEvent,
@@ -44,18 +44,18 @@ fn process() -> Process {
 }
 
 fn network() -> Event {
-    Event::Network(NetworkEvent {
+    Event::Network(Box::new(NetworkEvent {
         process: process(),
         op: NetworkOp::Connect,
         local_ip: "127.0.0.1".into(),
         local_port: 40_000,
         remote_ip: "127.0.0.1".into(),
         remote_port: 4444,
-    })
+    }))
 }
 
 fn rename() -> Event {
-    Event::FileChange(FileChangeEvent {
+    Event::FileChange(Box::new(FileChangeEvent {
         process: process(),
         op: FileOp::Rename,
         path: "/tmp/job".into(),
@@ -63,15 +63,15 @@ fn rename() -> Event {
         mode: None,
         owner_uid: None,
         owner_gid: None,
-    })
+    }))
 }
 
 fn privilege() -> Event {
-    Event::Privilege(PrivilegeEvent {
+    Event::Privilege(Box::new(PrivilegeEvent {
         process: process(),
         op: PrivilegeOp::Setuid,
         args: vec![0],
-    })
+    }))
 }
 
 fn exec(exe: &str) -> Event {
@@ -169,4 +169,19 @@ fn a_batch_of_only_new_kinds_makes_no_call_into_a_0_1_engine() {
     assert!(decisions.iter().all(|d| d.verdict.action == Action::Allow));
     // The same engine does trap on a kind it has, so the silence above was not luck.
     assert!(worker.decide(&exec("/bin/ls")).failure.is_some());
+}
+
+#[test]
+fn preflight_runs_the_new_kinds_through_both_versions() {
+    let runtime = Runtime::new().expect("runtime");
+    let corpus = [network(), rename(), privilege(), exec("/usr/bin/evil")];
+    let sigma = load(&runtime, "sigma", bundled::sigma(), RULES.as_bytes());
+    let report = run_corpus(&sigma, &corpus).expect("runs");
+    assert_eq!(report.events, 4);
+    assert!(report.failure_records.is_empty(), "{report:?}");
+    assert_eq!(report.rules.len(), 2, "{:?}", report.rules);
+    // A 0.1 engine that traps on every call fails only on the kind it has.
+    let faulty = load(&runtime, "faulty", bundled::faulty(), b"trap");
+    let report = run_corpus(&faulty, &corpus).expect("runs");
+    assert_eq!(report.failure_records.len(), 1, "{report:?}");
 }

@@ -184,9 +184,11 @@ pub enum Event {
     Open(OpenEvent),
     Fork(ForkEvent),
     Exit(ExitEvent),
-    Network(NetworkEvent),
-    FileChange(FileChangeEvent),
-    Privilege(PrivilegeEvent),
+    // Boxed: they carry a whole `Process`, and an `Event` travels by value through bounded
+    // queues whose slots are all as large as the largest variant.
+    Network(Box<NetworkEvent>),
+    FileChange(Box<FileChangeEvent>),
+    Privilege(Box<PrivilegeEvent>),
 }
 
 impl Event {

@@ -118,14 +118,14 @@ mod tests {
     }
 
     fn network(op: NetworkOp) -> Event {
-        Event::Network(NetworkEvent {
+        Event::Network(Box::new(NetworkEvent {
             process: process(),
             op,
             local_ip: "10.0.0.5".into(),
             local_port: 40_000,
             remote_ip: "10.0.0.9".into(),
             remote_port: 4444,
-        })
+        }))
     }
 
     #[test]
@@ -149,7 +149,7 @@ mod tests {
     }
 
     fn file(op: FileOp, target: Option<&str>, user: &str) -> Event {
-        Event::FileChange(FileChangeEvent {
+        Event::FileChange(Box::new(FileChangeEvent {
             process: Process {
                 user: user.into(),
                 ..process()
@@ -160,7 +160,7 @@ mod tests {
             mode: None,
             owner_uid: None,
             owner_gid: None,
-        })
+        }))
     }
 
     #[test]

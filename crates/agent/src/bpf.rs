@@ -265,7 +265,7 @@ fn record(core: &Core, enricher: &mut Enricher, event: BpfEvent, now: Instant) -
 /// The process of a record as engines see it, with names, exe and cgroup from this host.
 fn process(process: &ringfence_bpf_sensor::Process, enricher: &mut Enricher) -> Process {
     let (user, group) = enricher.user_group(process.uid, process.gid);
-    let (exe, cgroup, container_id) = enricher.process(process.tgid);
+    let (exe, cgroup, container_id) = enricher.process(process.tgid, &process.comm);
     Process {
         pid: process.tgid,
         ppid: process.ppid,

@@ -4,6 +4,7 @@ use crate::alerts::{Alert, AlertSink, EngineVerdict, Reason};
 use crate::bpf::{ARGV_WAIT, ArgvBook};
 use crate::cache::{CacheKey, DecisionCache};
 use crate::engines::EngineSlot;
+use crate::enrich::AccountNames;
 use crate::latency::LatencyRecorder;
 use crate::mode::ModeSwitch;
 use crate::mute::MuteSet;
@@ -29,10 +30,19 @@ pub enum Pending {
 impl Pending {
     /// The event engines see; an exec gets the argv the BPF sensor saw for it, when there is
     /// one (`argv`) and it comes in time (counted either way).
-    pub fn resolve(self, argv: Option<&ArgvBook>, stats: &Stats, arrived: Instant) -> Event {
+    pub fn resolve(
+        self,
+        argv: Option<&ArgvBook>,
+        names: &AccountNames,
+        stats: &Stats,
+        arrived: Instant,
+    ) -> Event {
         match self {
             Pending::Exec { pid, path } => {
                 let mut event = ringfence_sensor::resolve_exec(pid, &path);
+                if let Event::Exec(exec) = &mut event {
+                    (exec.user, exec.group) = names.user_group(exec.uid, exec.gid);
+                }
                 if let (Some(book), Event::Exec(exec)) = (argv, &mut event) {
                     match book.argv(pid, &exec.exe, arrived, ARGV_WAIT) {
                         Some(seen) => {
@@ -128,6 +138,8 @@ pub struct Core {
     pub notify: Mutex<Option<SyncSender<Event>>>,
     /// Argv of recent execs from the BPF sensor; `None` without it.
     pub argv: Option<ArgvBook>,
+    /// User and group names for exec events.
+    pub names: AccountNames,
 }
 
 /// How a submission went.
@@ -357,8 +369,14 @@ impl Core {
         self.try_notify(event);
     }
 
-    /// As [`Core::notify`], and says whether the event was queued; never waits.
-    pub fn try_notify(&self, event: Event) -> bool {
+    /// As [`Core::notify`], and says whether the event was queued; never waits. An exec
+    /// notification gets its user and group names here.
+    pub fn try_notify(&self, mut event: Event) -> bool {
+        if let Event::Exec(exec) = &mut event
+            && exec.user.is_empty()
+        {
+            (exec.user, exec.group) = self.names.user_group(exec.uid, exec.gid);
+        }
         Stats::add(&self.stats.notifications);
         let sent = match self.notify.lock() {
             Ok(tx) => tx.as_ref().is_some_and(|tx| tx.try_send(event).is_ok()),

@@ -9,6 +9,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
+use std::sync::RwLock;
 use std::time::{Duration, Instant, SystemTime};
 
 /// Processes whose executable and cgroup are kept; the oldest goes first.
@@ -77,6 +78,13 @@ pub fn container_id(cgroup: &str) -> Option<&str> {
     })
 }
 
+/// Whether `exe`'s file name is what the kernel would call the task (`comm`: the name cut to
+/// 15 bytes).
+pub fn names_task(exe: &str, comm: &str) -> bool {
+    let name = exe.rsplit('/').next().unwrap_or_default().as_bytes();
+    !comm.is_empty() && name.get(..name.len().min(15)) == Some(comm.as_bytes())
+}
+
 /// `path` made absolute against `base` when it is relative and `base` is known.
 pub fn absolute(path: &str, base: Option<&str>) -> String {
     match base {
@@ -102,16 +110,83 @@ impl Accounts {
         }
     }
 
-    fn refresh(&mut self) {
+    /// The file's new modification time when it changed since it was read (or never was).
+    fn changed(&self) -> Option<Option<SystemTime>> {
         let modified = std::fs::metadata(self.file).and_then(|m| m.modified()).ok();
-        if modified.is_some() && modified == self.modified {
+        (modified.is_none() || modified != self.modified).then_some(modified)
+    }
+}
+
+/// User and group names for every thread that decides: the permission workers name the user
+/// of each exec, the BPF reader the user of each kernel-observed event. Lookups take a read
+/// lock; one caller at a time checks the files for a change, at most every few seconds.
+pub struct AccountNames {
+    tables: RwLock<(Accounts, Accounts)>,
+    checked: std::sync::Mutex<Option<Instant>>,
+}
+
+impl Default for AccountNames {
+    fn default() -> Self {
+        AccountNames {
+            tables: RwLock::new((Accounts::new("/etc/passwd"), Accounts::new("/etc/group"))),
+            checked: std::sync::Mutex::new(None),
+        }
+    }
+}
+
+impl std::fmt::Debug for AccountNames {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccountNames").finish_non_exhaustive()
+    }
+}
+
+impl AccountNames {
+    /// The names of `uid` and `gid`; empty when the local files have none.
+    pub fn user_group(&self, uid: u32, gid: u32) -> (String, String) {
+        self.check();
+        let Ok(tables) = self.tables.read() else {
+            return (String::new(), String::new());
+        };
+        let (users, groups) = &*tables;
+        (
+            users.ids.get(&uid).cloned().unwrap_or_default(),
+            groups.ids.get(&gid).cloned().unwrap_or_default(),
+        )
+    }
+
+    /// Rereads the files that changed, when it is time and no other thread is at it.
+    fn check(&self) {
+        let Ok(mut checked) = self.checked.try_lock() else {
+            return;
+        };
+        if checked.is_some_and(|at| at.elapsed() < NAMES_CHECK_EVERY) {
             return;
         }
-        self.modified = modified;
-        self.ids = std::fs::read_to_string(self.file)
-            .map(|text| parse_ids(&text))
-            .unwrap_or_default();
+        *checked = Some(Instant::now());
+        let (users, groups) = match self.tables.read() {
+            Ok(tables) => (tables.0.changed(), tables.1.changed()),
+            Err(_) => return,
+        };
+        // Files are read outside the write lock; only swapping the tables takes it.
+        let users = users.map(|modified| (modified, read_ids("/etc/passwd")));
+        let groups = groups.map(|modified| (modified, read_ids("/etc/group")));
+        if let Ok(mut tables) = self.tables.write() {
+            if let Some((modified, ids)) = users {
+                tables.0.modified = modified;
+                tables.0.ids = ids;
+            }
+            if let Some((modified, ids)) = groups {
+                tables.1.modified = modified;
+                tables.1.ids = ids;
+            }
+        }
     }
+}
+
+fn read_ids(file: &str) -> HashMap<u32, String> {
+    std::fs::read_to_string(file)
+        .map(|text| parse_ids(&text))
+        .unwrap_or_default()
 }
 
 /// What the agent knows about one process between its execs.
@@ -123,14 +198,15 @@ struct Known {
     /// False while all we know is the name its last `execve` was given: `/proc` is read on the
     /// process's first event after it.
     read: bool,
+    /// The working directory when its `execve` was read (an exec keeps it), for the relative
+    /// paths of a process gone before its later events are read.
+    cwd: Option<String>,
 }
 
 /// Caches for the BPF reader thread (one owner, no locks).
 pub struct Enricher {
     proc_root: &'static str,
-    users: Accounts,
-    groups: Accounts,
-    checked: Option<Instant>,
+    names: AccountNames,
     processes: HashMap<u32, Known>,
     order: VecDeque<u32>,
 }
@@ -139,9 +215,7 @@ impl Default for Enricher {
     fn default() -> Self {
         Enricher {
             proc_root: "/proc",
-            users: Accounts::new("/etc/passwd"),
-            groups: Accounts::new("/etc/group"),
-            checked: None,
+            names: AccountNames::default(),
             processes: HashMap::new(),
             order: VecDeque::new(),
         }
@@ -149,24 +223,9 @@ impl Default for Enricher {
 }
 
 impl Enricher {
-    fn names(&mut self) {
-        if self
-            .checked
-            .is_none_or(|at| at.elapsed() >= NAMES_CHECK_EVERY)
-        {
-            self.users.refresh();
-            self.groups.refresh();
-            self.checked = Some(Instant::now());
-        }
-    }
-
     /// The names of `uid` and `gid`; empty when the local files have none.
-    pub fn user_group(&mut self, uid: u32, gid: u32) -> (String, String) {
-        self.names();
-        (
-            self.users.ids.get(&uid).cloned().unwrap_or_default(),
-            self.groups.ids.get(&gid).cloned().unwrap_or_default(),
-        )
+    pub fn user_group(&self, uid: u32, gid: u32) -> (String, String) {
+        self.names.user_group(uid, gid)
     }
 
     /// `tgid` is executing `filename` (as given to `execve`): what was known about it is
@@ -179,9 +238,17 @@ impl Enricher {
             } else {
                 String::new()
             },
+            cwd: self.link(tgid, "cwd"),
             ..Known::default()
         };
         self.remember(tgid, known);
+    }
+
+    /// The target of `/proc/<tgid>/<name>`, when it can be read.
+    fn link(&self, tgid: u32, name: &str) -> Option<String> {
+        std::fs::read_link(format!("{}/{tgid}/{name}", self.proc_root))
+            .ok()
+            .and_then(|p| p.to_str().map(str::to_owned))
     }
 
     fn remember(&mut self, tgid: u32, known: Known) {
@@ -196,8 +263,10 @@ impl Enricher {
     }
 
     /// The executable, cgroup path and container id of `tgid`, from `/proc` on its first event
-    /// since its exec.
-    pub fn process(&mut self, tgid: u32) -> (String, String, String) {
+    /// since its exec. `comm` is the task name the record carries: when `/proc` already shows
+    /// a later image (a shell that executed its last command in place), the name the process
+    /// was executed by is its exe at the time of the event, if that agrees with `comm`.
+    pub fn process(&mut self, tgid: u32, comm: &str) -> (String, String, String) {
         let seen = self.processes.get(&tgid);
         if let Some(known) = seen.filter(|known| known.read) {
             return (
@@ -207,16 +276,17 @@ impl Enricher {
             );
         }
         let exec_name = seen.map(|known| known.exe.clone()).unwrap_or_default();
-        let dir = format!("{}/{tgid}", self.proc_root);
-        let exe = std::fs::read_link(format!("{dir}/exe"))
-            .map(|p| p.display().to_string())
-            .ok();
-        let cgroup = std::fs::read_to_string(format!("{dir}/cgroup"))
+        let cwd = seen.and_then(|known| known.cwd.clone());
+        let proc_exe = self.link(tgid, "exe");
+        let cgroup = std::fs::read_to_string(format!("{}/{tgid}/cgroup", self.proc_root))
             .map(|text| cgroup_path(&text))
             .unwrap_or_default();
         let container_id = container_id(&cgroup).unwrap_or_default().to_owned();
-        let read = exe.is_some();
-        let exe = exe.unwrap_or(exec_name);
+        let read = proc_exe.is_some();
+        let exe = match proc_exe {
+            Some(exe) if names_task(&exe, comm) || !names_task(&exec_name, comm) => exe,
+            _ => exec_name,
+        };
         // A process gone before we looked is not remembered as read: its pid may be reused.
         if read || !exe.is_empty() {
             self.remember(
@@ -226,6 +296,7 @@ impl Enricher {
                     cgroup: cgroup.clone(),
                     container_id: container_id.clone(),
                     read,
+                    cwd,
                 },
             );
         }
@@ -233,20 +304,24 @@ impl Enricher {
     }
 
     /// `path` as `tgid` gave it relative to `dfd`, made absolute when it can still be read
-    /// where it pointed (the working directory, or the directory descriptor's target).
+    /// where it pointed (the working directory, or the directory descriptor's target); for a
+    /// process already gone, the working directory it had at its exec.
     pub fn resolve(&self, tgid: u32, dfd: i32, path: &str) -> String {
         if path.starts_with('/') {
             return path.to_owned();
         }
-        let link = if dfd == AT_FDCWD {
-            format!("{}/{tgid}/cwd", self.proc_root)
+        let base = if dfd == AT_FDCWD {
+            self.link(tgid, "cwd").or_else(|| {
+                self.processes
+                    .get(&tgid)
+                    .and_then(|known| known.cwd.clone())
+            })
         } else if dfd >= 0 {
-            format!("{}/{tgid}/fd/{dfd}", self.proc_root)
+            self.link(tgid, &format!("fd/{dfd}"))
         } else {
-            return path.to_owned();
+            None
         };
-        let base = std::fs::read_link(link).ok();
-        absolute(path, base.as_deref().and_then(Path::to_str))
+        absolute(path, base.as_deref())
     }
 }
 
@@ -315,7 +390,8 @@ mod tests {
     #[test]
     fn this_process_is_known_by_its_exe_and_cgroup() {
         let mut enricher = Enricher::default();
-        let (exe, cgroup, _) = enricher.process(std::process::id());
+        let comm = std::fs::read_to_string("/proc/self/comm").expect("comm");
+        let (exe, cgroup, _) = enricher.process(std::process::id(), comm.trim());
         assert_eq!(
             exe,
             std::env::current_exe().expect("exe").display().to_string()
@@ -326,14 +402,44 @@ mod tests {
     }
 
     #[test]
+    fn an_image_executed_since_the_event_does_not_name_its_process() {
+        assert!(names_task("/usr/bin/bash", "bash"));
+        assert!(names_task(
+            "/opt/a-very-long-program-name",
+            "a-very-long-pro"
+        ));
+        assert!(!names_task("/usr/bin/sleep", "bash"));
+        assert!(!names_task("", "bash"));
+        // This test's process as seen for an event of a shell it has since replaced: the
+        // shell it was executed as, not what /proc shows now.
+        let mut enricher = Enricher::default();
+        let me = std::process::id();
+        enricher.exec(me, "/usr/bin/bash");
+        assert_eq!(enricher.process(me, "bash").0, "/usr/bin/bash");
+        // A task that renamed itself keeps the exe /proc shows.
+        enricher.exec(me, "/usr/bin/bash");
+        let exe = std::env::current_exe().expect("exe").display().to_string();
+        assert_eq!(enricher.process(me, "renamed").0, exe);
+    }
+
+    #[test]
     fn a_process_gone_before_its_event_keeps_the_name_it_was_executed_by() {
         let mut enricher = Enricher::default();
         enricher.exec(u32::MAX, "/usr/bin/mv");
         assert_eq!(
-            enricher.process(u32::MAX),
+            enricher.process(u32::MAX, "mv"),
             ("/usr/bin/mv".to_owned(), String::new(), String::new())
         );
         enricher.exec(u32::MAX - 1, "mv");
-        assert_eq!(enricher.process(u32::MAX - 1).0, "");
+        assert_eq!(enricher.process(u32::MAX - 1, "mv").0, "");
+        // The working directory read at the exec outlives the process.
+        let me = std::process::id();
+        enricher.exec(me, "/x");
+        enricher
+            .processes
+            .entry(me)
+            .and_modify(|known| known.cwd = Some("/at/exec".into()));
+        enricher.proc_root = "/nonexistent";
+        assert_eq!(enricher.resolve(me, AT_FDCWD, "f"), "/at/exec/f");
     }
 }

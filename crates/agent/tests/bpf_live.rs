@@ -150,6 +150,14 @@ logsource: {product: linux, category: file_change}
 detection:
   selection: {TargetFilename|endswith: /ringfence-moved-marker, Image|endswith: /chmod, User: root}
   condition: selection
+---
+title: ringfence test exec by name
+id: 1a2b3c4d-0004-4000-8000-000000000004
+level: low
+logsource: {product: linux, category: process_creation}
+detection:
+  selection: {Image|endswith: /ringfence-bad, User: root}
+  condition: selection
 ";
 
 /// The alerts written so far, parsed.
@@ -176,7 +184,7 @@ fn kernel_network_and_file_events_reach_a_0_2_engine_next_to_a_0_1_engine() {
     ringfence_testkit::mount_tracefs();
     within(LIMIT, || {
         let fs = Tmpfs::mount();
-        let bad = fs.binary("bad");
+        let bad = fs.binary("ringfence-bad");
         let alerts = fs.path().join("alerts.jsonl");
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = listener.local_addr().expect("addr").port();
@@ -217,24 +225,25 @@ fn kernel_network_and_file_events_reach_a_0_2_engine_next_to_a_0_1_engine() {
             matches!(&denied, Err(e) if e.raw_os_error() == Some(1)),
             "bad binary: {denied:?}"
         );
-        // Other processes than the agent's own (whose calls the programs leave out). Relative
-        // names, so the agent has to resolve them against the working directory.
+        // Other processes than the agent's own (whose calls the programs leave out).
         let bash = Command::new("bash")
-            .args(["-c", &format!("exec 3<>/dev/tcp/127.0.0.1/{port}")])
+            // Alive a while after its connect, so its cgroup can still be read from /proc.
+            .args(["-c", &format!("exec 3<>/dev/tcp/127.0.0.1/{port}; sleep 1")])
             .status()
             .expect("bash runs");
         assert!(bash.success());
         drop(listener.accept().expect("accept"));
-        std::fs::write(fs.path().join("ringfence-payload"), "x").expect("payload");
+        // Absolute names: a relative one is resolved against the working directory only while
+        // `/proc` still shows it, which a process as short as `chmod` wins or loses by chance
+        // (unit tests in `enrich` cover the resolution).
+        let payload = fs.path().join("ringfence-payload");
+        let moved = fs.path().join("ringfence-moved-marker");
+        std::fs::write(&payload, "x").expect("payload");
         for (program, args) in [
-            ("mv", ["ringfence-payload", "ringfence-moved-marker"]),
-            ("chmod", ["4755", "ringfence-moved-marker"]),
+            ("mv", [payload.as_os_str(), moved.as_os_str()]),
+            ("chmod", ["4755".as_ref(), moved.as_os_str()]),
         ] {
-            let status = Command::new(program)
-                .args(args)
-                .current_dir(fs.path())
-                .status()
-                .expect("runs");
+            let status = Command::new(program).args(args).status().expect("runs");
             assert!(status.success(), "{program}");
         }
         // Notifications are judged when their batch comes round; nobody waits on them.
@@ -279,16 +288,31 @@ fn kernel_network_and_file_events_reach_a_0_2_engine_next_to_a_0_1_engine() {
             "{connect}"
         );
         assert_eq!(connect["unmapped"]["ringfence"]["reason"], "notification");
-        let moved = fs.path().join("ringfence-moved-marker");
         let rename = find(wanted[1]);
         assert_eq!(rename["activity_name"], "Rename");
-        assert_eq!(
-            rename["file"]["path"],
-            fs.path().join("ringfence-payload").display().to_string()
+        assert_eq!(rename["file"]["path"], payload.display().to_string());
+        assert!(
+            rename["actor"]["process"]["file"]["path"]
+                .as_str()
+                .is_some_and(|exe| exe.ends_with("/mv")),
+            "{rename}"
         );
         assert_eq!(rename["file_result"]["path"], moved.display().to_string());
         let chmod = find(wanted[2]);
         assert_eq!(chmod["file"]["path"], moved.display().to_string());
+        // The blocked exec: denied by the 0.1 engine, and seen by the 0.2 engine's rule on the
+        // user's name.
+        let exec = seen
+            .iter()
+            .find(|a| a["action"] == "Denied")
+            .unwrap_or_else(|| panic!("no denied exec: {seen:#?}"));
+        assert_eq!(exec["process"]["user"]["name"], "root", "{exec}");
+        let engines = exec["unmapped"]["ringfence"]["engines"].to_string();
+        assert!(
+            engines.contains("exec-allowlist")
+                && engines.contains("1a2b3c4d-0004-4000-8000-000000000004"),
+            "{engines}"
+        );
         assert!(stats.denied >= 1, "{stats:?}");
         assert!(stats.bpf_notifications >= 3, "{stats:?}");
         assert_eq!((stats.bpf_dropped, stats.bpf_lost), (0, 0), "{stats:?}");

@@ -499,6 +499,110 @@ mod tests {
         );
     }
 
+    fn who(tgid: u32) -> ringfence_bpf_sensor::Process {
+        ringfence_bpf_sensor::Process {
+            pid: tgid,
+            tgid,
+            ppid: 1,
+            uid: 0,
+            gid: 0,
+            euid: 0,
+            egid: 0,
+            comm: "gone".into(),
+            ktime_ns: 0,
+        }
+    }
+
+    #[test]
+    fn records_become_the_documented_events() {
+        let mut enricher = Enricher::default();
+        // A pid no process has: nothing to read, names still resolved.
+        let gone = u32::MAX;
+        let connect = BpfEvent::Network {
+            process: who(gone),
+            kind: NetKind::Connect,
+            local: "10.0.0.5:0".parse().expect("addr"),
+            remote: "[::1]:4444".parse().expect("addr"),
+        };
+        let Some(Event::Network(net)) = to_event(&connect, &mut enricher) else {
+            panic!("not a network event")
+        };
+        assert_eq!(
+            (net.op, net.remote_ip.as_str(), net.remote_port),
+            (NetworkOp::Connect, "::1", 4444)
+        );
+        assert_eq!((net.process.user.as_str(), net.process.pid), ("root", gone));
+        assert_eq!(net.process.comm, "gone");
+        assert_eq!(
+            (net.process.exe.as_str(), net.process.cgroup.as_str()),
+            ("", "")
+        );
+
+        let chown = BpfEvent::File {
+            process: who(gone),
+            op: FileOp::Chown,
+            dfd: -100,
+            path: "/etc/shadow".into(),
+            target: None,
+            mode: 0,
+            owner: (1000, u32::MAX),
+            flags: 0,
+        };
+        let Some(Event::FileChange(file)) = to_event(&chown, &mut enricher) else {
+            panic!("not a file change")
+        };
+        assert_eq!(file.path, "/etc/shadow");
+        assert_eq!(
+            (file.mode, file.owner_uid, file.owner_gid),
+            (None, Some(1000), Some(u32::MAX))
+        );
+
+        let setres = BpfEvent::Privilege {
+            process: who(gone),
+            call: SetId::SetResUid {
+                ruid: 0,
+                euid: 0,
+                suid: u32::MAX,
+            },
+        };
+        let Some(Event::Privilege(privilege)) = to_event(&setres, &mut enricher) else {
+            panic!("not a privilege event")
+        };
+        assert_eq!(privilege.op, PrivilegeOp::Setresuid);
+        assert_eq!(privilege.args, [0, 0, i64::from(u32::MAX)]);
+        let ptrace = BpfEvent::Ptrace {
+            process: who(gone),
+            request: 16,
+            target: 42,
+        };
+        let Some(Event::Privilege(privilege)) = to_event(&ptrace, &mut enricher) else {
+            panic!("not a privilege event")
+        };
+        assert_eq!(
+            (privilege.op, privilege.args.as_slice()),
+            (PrivilegeOp::Ptrace, &[16, 42][..])
+        );
+        let exec = BpfEvent::Exec {
+            process: who(gone),
+            filename: "/bin/true".into(),
+            argv: Vec::new(),
+            truncated: false,
+        };
+        assert_eq!(to_event(&exec, &mut enricher), None);
+    }
+
+    #[test]
+    fn drops_and_losses_are_raised_at_most_every_interval_with_all_since_the_last() {
+        let mut raised = Raised::default();
+        assert_eq!(raised.due(), None);
+        raised.seen = 3;
+        assert_eq!(raised.due(), Some(3));
+        raised.seen = 5;
+        assert_eq!(raised.due(), None, "too soon after the last");
+        raised.last = Instant::now().checked_sub(LOSS_ALERT_EVERY);
+        assert_eq!(raised.due(), Some(2));
+    }
+
     #[test]
     fn refused_hooks_are_reduced_visibility() {
         let hooks = Hooks {

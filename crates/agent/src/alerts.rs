@@ -3,8 +3,8 @@
 //! `docs/alerts.md` documents the fields; ringfence-specific ones live under `unmapped`.
 
 use ringfence_protocol::{
-    Action, Enforcement, Event, FailureRecord, FileOp, NetworkOp, PrivilegeOp, Process, Severity,
-    Verdict,
+    Action, Ancestor, Enforcement, Event, FailureRecord, FileOp, NetworkOp, PrivilegeOp, Process,
+    Severity, Verdict,
 };
 use serde_json::{Value, json};
 use std::io::Write;
@@ -129,6 +129,14 @@ fn named(id_key: &str, id: u32, name: &str) -> Value {
     out
 }
 
+/// The OCSF parent process: its pid, and what the agent read of it when it was still there.
+fn parent(ppid: u32, ancestors: &[Ancestor]) -> Value {
+    match ancestors.first().filter(|a| a.pid == ppid) {
+        Some(a) => json!({"pid": ppid, "file": {"path": a.exe}, "cmd_line": a.argv.join(" ")}),
+        None => json!({"pid": ppid}),
+    }
+}
+
 /// The OCSF `actor` of a kernel-observed event: the process with its user and group (names
 /// when the agent resolved them), and the container its cgroup names.
 fn actor(process: &Process) -> Value {
@@ -136,7 +144,7 @@ fn actor(process: &Process) -> Value {
     let group = named("gid", process.gid, &process.group);
     let mut out = json!({
         "process": {"pid": process.pid, "name": process.comm, "file": {"path": process.exe},
-                    "parent_process": {"pid": process.ppid}},
+                    "parent_process": parent(process.ppid, &process.ancestors)},
         "user": user,
         "group": group,
     });
@@ -178,7 +186,11 @@ pub fn ocsf(alert: &Alert<'_>, mode: Enforcement) -> Value {
                     "user": named("uid", e.uid, &e.user),
                     "group": named("gid", e.gid, &e.group),
                 },
-                "actor": {"process": {"pid": e.ppid, "file": {"path": e.parent_exe}}},
+                "actor": {"process": match e.ancestors.first().filter(|a| a.pid == e.ppid) {
+                    Some(a) => json!({"pid": e.ppid, "file": {"path": e.parent_exe},
+                                      "cmd_line": a.argv.join(" ")}),
+                    None => json!({"pid": e.ppid, "file": {"path": e.parent_exe}}),
+                }},
             }),
         ),
         Event::Open(e) => (
@@ -395,6 +407,7 @@ mod tests {
             parent_exe: "/bin/sh".into(),
             user: String::new(),
             group: String::new(),
+            ancestors: Vec::new(),
         });
         let verdict = Verdict {
             action: Action::Deny,
@@ -434,6 +447,7 @@ mod tests {
             parent_exe: "/bin/sh".into(),
             user: String::new(),
             group: String::new(),
+            ancestors: Vec::new(),
         });
         let verdict = Verdict {
             action: Action::Deny,

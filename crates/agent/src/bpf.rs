@@ -265,7 +265,7 @@ fn record(core: &Core, enricher: &mut Enricher, event: BpfEvent, now: Instant) -
 /// The process of a record as engines see it, with names, exe and cgroup from this host.
 fn process(process: &ringfence_bpf_sensor::Process, enricher: &mut Enricher) -> Process {
     let (user, group) = enricher.user_group(process.uid, process.gid);
-    let (exe, cgroup, container_id) = enricher.process(process.tgid, &process.comm);
+    let seen = enricher.process(process.tgid, process.ppid, &process.comm);
     Process {
         pid: process.tgid,
         ppid: process.ppid,
@@ -275,10 +275,11 @@ fn process(process: &ringfence_bpf_sensor::Process, enricher: &mut Enricher) -> 
         egid: process.egid,
         user,
         group,
-        exe,
+        exe: seen.exe,
         comm: process.comm.clone(),
-        cgroup,
-        container_id,
+        cgroup: seen.cgroup,
+        container_id: seen.container_id,
+        ancestors: seen.ancestors,
     }
 }
 
@@ -425,6 +426,7 @@ fn sensor_alert(core: &Core, rule_id: &str, message: String, tag: &str) {
         parent_exe: String::new(),
         user: String::new(),
         group: String::new(),
+        ancestors: Vec::new(),
     });
     core.alert(&Alert {
         event: &event,

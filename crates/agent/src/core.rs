@@ -42,6 +42,8 @@ impl Pending {
                 let mut event = ringfence_sensor::resolve_exec(pid, &path);
                 if let Event::Exec(exec) = &mut event {
                     (exec.user, exec.group) = names.user_group(exec.uid, exec.gid);
+                    // The kernel waits on this one: the parent only (ParentCommandLine).
+                    exec.ancestors = crate::enrich::ancestry("/proc", exec.ppid, 1);
                 }
                 if let (Some(book), Event::Exec(exec)) = (argv, &mut event) {
                     match book.argv(pid, &exec.exe, arrived, ARGV_WAIT) {
@@ -74,6 +76,7 @@ impl Pending {
                 parent_exe: String::new(),
                 user: String::new(),
                 group: String::new(),
+                ancestors: Vec::new(),
             }),
             Pending::Open { pid, path } => Event::Open(OpenEvent {
                 pid: *pid,
@@ -370,12 +373,14 @@ impl Core {
     }
 
     /// As [`Core::notify`], and says whether the event was queued; never waits. An exec
-    /// notification gets its user and group names here.
+    /// notification gets its user and group names and its ancestry here.
     pub fn try_notify(&self, mut event: Event) -> bool {
         if let Event::Exec(exec) = &mut event
             && exec.user.is_empty()
         {
             (exec.user, exec.group) = self.names.user_group(exec.uid, exec.gid);
+            exec.ancestors =
+                crate::enrich::ancestry("/proc", exec.ppid, ringfence_protocol::MAX_ANCESTORS);
         }
         Stats::add(&self.stats.notifications);
         let sent = match self.notify.lock() {

@@ -7,6 +7,7 @@
 //! asked, so a lookup can never block the BPF reader on the network. What cannot be read is
 //! left empty, never guessed.
 
+use ringfence_protocol::{Ancestor, MAX_ANCESTORS};
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 use std::sync::RwLock;
@@ -18,6 +19,51 @@ const PROCESS_CAPACITY: usize = 4096;
 const NAMES_CHECK_EVERY: Duration = Duration::from_secs(5);
 /// `AT_FDCWD`: a path relative to the working directory.
 const AT_FDCWD: i32 = -100;
+
+/// Most strings and bytes of an ancestor's command line that are kept.
+const ANCESTOR_ARGS: usize = 64;
+const ANCESTOR_ARGV_BYTES: usize = 4096;
+
+/// A command line cut to [`ANCESTOR_ARGS`] strings and [`ANCESTOR_ARGV_BYTES`] bytes.
+pub fn bounded_argv(mut argv: Vec<String>) -> Vec<String> {
+    argv.truncate(ANCESTOR_ARGS);
+    let mut total = 0;
+    let keep = argv
+        .iter()
+        .take_while(|arg| {
+            total += arg.len();
+            total <= ANCESTOR_ARGV_BYTES
+        })
+        .count();
+    argv.truncate(keep);
+    argv
+}
+
+/// The ancestors of a process whose parent is `ppid`, parent first, from `proc_root`: at most
+/// `depth` (and [`MAX_ANCESTORS`]), ending at pid 1 or the first one that cannot be read. Each
+/// costs three reads of `/proc`.
+pub fn ancestry(proc_root: &str, ppid: u32, depth: usize) -> Vec<Ancestor> {
+    let mut out = Vec::new();
+    let mut pid = ppid;
+    while pid > 0 && out.len() < depth.min(MAX_ANCESTORS) {
+        let dir = format!("{proc_root}/{pid}");
+        let Ok(stat) = std::fs::read_to_string(format!("{dir}/stat")) else {
+            break;
+        };
+        let exe = std::fs::read_link(format!("{dir}/exe"))
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        let argv = std::fs::read(format!("{dir}/cmdline"))
+            .map(|bytes| bounded_argv(ringfence_sensor::procfs::parse_cmdline(&bytes)))
+            .unwrap_or_default();
+        out.push(Ancestor { pid, exe, argv });
+        match ringfence_sensor::procfs::parse_stat_ppid(&stat) {
+            Some(parent) if pid != 1 => pid = parent,
+            _ => break,
+        }
+    }
+    out
+}
 
 /// `id -> name` from a file of `name:password:id:...` lines (`/etc/passwd`, `/etc/group`).
 /// The first name of an id wins, as `getpwuid` answers; malformed lines are skipped.
@@ -201,6 +247,16 @@ struct Known {
     /// The working directory when its `execve` was read (an exec keeps it), for the relative
     /// paths of a process gone before its later events are read.
     cwd: Option<String>,
+    ancestors: Vec<Ancestor>,
+}
+
+/// What [`Enricher::process`] tells about a process.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Seen {
+    pub exe: String,
+    pub cgroup: String,
+    pub container_id: String,
+    pub ancestors: Vec<Ancestor>,
 }
 
 /// Caches for the BPF reader thread (one owner, no locks).
@@ -262,26 +318,29 @@ impl Enricher {
         }
     }
 
-    /// The executable, cgroup path and container id of `tgid`, from `/proc` on its first event
-    /// since its exec. `comm` is the task name the record carries: when `/proc` already shows
-    /// a later image (a shell that executed its last command in place), the name the process
-    /// was executed by is its exe at the time of the event, if that agrees with `comm`.
-    pub fn process(&mut self, tgid: u32, comm: &str) -> (String, String, String) {
-        let seen = self.processes.get(&tgid);
-        if let Some(known) = seen.filter(|known| known.read) {
-            return (
-                known.exe.clone(),
-                known.cgroup.clone(),
-                known.container_id.clone(),
-            );
+    /// The executable, cgroup path, container id and ancestors of `tgid` (whose parent is
+    /// `ppid`), from `/proc` on its first event since its exec. `comm` is the task name the
+    /// record carries: when `/proc` already shows a later image (a shell that executed its last
+    /// command in place), the name the process was executed by is its exe at the time of the
+    /// event, if that agrees with `comm`.
+    pub fn process(&mut self, tgid: u32, ppid: u32, comm: &str) -> Seen {
+        let known = self.processes.get(&tgid);
+        if let Some(known) = known.filter(|known| known.read) {
+            return Seen {
+                exe: known.exe.clone(),
+                cgroup: known.cgroup.clone(),
+                container_id: known.container_id.clone(),
+                ancestors: known.ancestors.clone(),
+            };
         }
-        let exec_name = seen.map(|known| known.exe.clone()).unwrap_or_default();
-        let cwd = seen.and_then(|known| known.cwd.clone());
+        let exec_name = known.map(|known| known.exe.clone()).unwrap_or_default();
+        let cwd = known.and_then(|known| known.cwd.clone());
         let proc_exe = self.link(tgid, "exe");
         let cgroup = std::fs::read_to_string(format!("{}/{tgid}/cgroup", self.proc_root))
             .map(|text| cgroup_path(&text))
             .unwrap_or_default();
         let container_id = container_id(&cgroup).unwrap_or_default().to_owned();
+        let ancestors = ancestry(self.proc_root, ppid, MAX_ANCESTORS);
         let read = proc_exe.is_some();
         let exe = match proc_exe {
             Some(exe) if names_task(&exe, comm) || !names_task(&exec_name, comm) => exe,
@@ -297,10 +356,16 @@ impl Enricher {
                     container_id: container_id.clone(),
                     read,
                     cwd,
+                    ancestors: ancestors.clone(),
                 },
             );
         }
-        (exe, cgroup, container_id)
+        Seen {
+            exe,
+            cgroup,
+            container_id,
+            ancestors,
+        }
     }
 
     /// `path` as `tgid` gave it relative to `dfd`, made absolute when it can still be read
@@ -391,7 +456,16 @@ mod tests {
     fn this_process_is_known_by_its_exe_and_cgroup() {
         let mut enricher = Enricher::default();
         let comm = std::fs::read_to_string("/proc/self/comm").expect("comm");
-        let (exe, cgroup, _) = enricher.process(std::process::id(), comm.trim());
+        let seen = enricher.process(
+            std::process::id(),
+            std::os::unix::process::parent_id(),
+            comm.trim(),
+        );
+        let (exe, cgroup) = (seen.exe, seen.cgroup);
+        assert_eq!(
+            seen.ancestors.first().map(|a| a.pid),
+            Some(std::os::unix::process::parent_id())
+        );
         assert_eq!(
             exe,
             std::env::current_exe().expect("exe").display().to_string()
@@ -399,6 +473,30 @@ mod tests {
         assert!(cgroup.starts_with('/'), "{cgroup:?}");
         let (user, _) = enricher.user_group(0, 0);
         assert_eq!(user, "root");
+    }
+
+    #[test]
+    fn ancestry_is_bounded_and_ends_at_init() {
+        let me = std::process::id();
+        let chain = ancestry("/proc", me, MAX_ANCESTORS);
+        assert!(
+            !chain.is_empty() && chain.len() <= MAX_ANCESTORS,
+            "{chain:?}"
+        );
+        assert_eq!(chain[0].pid, me);
+        assert_eq!(
+            chain[0].exe,
+            std::env::current_exe().expect("exe").display().to_string()
+        );
+        assert!(!chain[0].argv.is_empty());
+        let init = ancestry("/proc", 1, MAX_ANCESTORS);
+        assert_eq!(init.iter().map(|a| a.pid).collect::<Vec<_>>(), [1]);
+        assert!(ancestry("/proc", 0, MAX_ANCESTORS).is_empty());
+        assert!(ancestry("/nonexistent", me, MAX_ANCESTORS).is_empty());
+        assert_eq!(ancestry("/proc", me, 1).len(), 1);
+        let long = bounded_argv(vec!["x".repeat(3000), "y".repeat(2000), "z".into()]);
+        assert_eq!(long.len(), 1);
+        assert_eq!(bounded_argv(vec!["a".into(); 100]).len(), 64);
     }
 
     #[test]
@@ -415,11 +513,11 @@ mod tests {
         let mut enricher = Enricher::default();
         let me = std::process::id();
         enricher.exec(me, "/usr/bin/bash");
-        assert_eq!(enricher.process(me, "bash").0, "/usr/bin/bash");
+        assert_eq!(enricher.process(me, 1, "bash").exe, "/usr/bin/bash");
         // A task that renamed itself keeps the exe /proc shows.
         enricher.exec(me, "/usr/bin/bash");
         let exe = std::env::current_exe().expect("exe").display().to_string();
-        assert_eq!(enricher.process(me, "renamed").0, exe);
+        assert_eq!(enricher.process(me, 1, "renamed").exe, exe);
     }
 
     #[test]
@@ -427,11 +525,14 @@ mod tests {
         let mut enricher = Enricher::default();
         enricher.exec(u32::MAX, "/usr/bin/mv");
         assert_eq!(
-            enricher.process(u32::MAX, "mv"),
-            ("/usr/bin/mv".to_owned(), String::new(), String::new())
+            enricher.process(u32::MAX, u32::MAX, "mv"),
+            Seen {
+                exe: "/usr/bin/mv".to_owned(),
+                ..Seen::default()
+            }
         );
         enricher.exec(u32::MAX - 1, "mv");
-        assert_eq!(enricher.process(u32::MAX - 1, "mv").0, "");
+        assert_eq!(enricher.process(u32::MAX - 1, u32::MAX, "mv").exe, "");
         // The working directory read at the exec outlives the process.
         let me = std::process::id();
         enricher.exec(me, "/x");

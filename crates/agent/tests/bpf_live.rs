@@ -307,6 +307,18 @@ fn kernel_network_and_file_events_reach_a_0_2_engine_next_to_a_0_1_engine() {
             .find(|a| a["action"] == "Denied")
             .unwrap_or_else(|| panic!("no denied exec: {seen:#?}"));
         assert_eq!(exec["process"]["user"]["name"], "root", "{exec}");
+        // Its parent is this test: the ancestry the agent read names it.
+        assert_eq!(
+            exec["actor"]["process"]["pid"],
+            std::process::id(),
+            "{exec}"
+        );
+        assert!(
+            exec["actor"]["process"]["cmd_line"]
+                .as_str()
+                .is_some_and(|line| line.contains("bpf_live")),
+            "{exec}"
+        );
         let engines = exec["unmapped"]["ringfence"]["engines"].to_string();
         assert!(
             engines.contains("exec-allowlist")

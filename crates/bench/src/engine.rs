@@ -99,6 +99,7 @@ fn exec(exe: &str) -> Event {
         parent_exe: "/usr/bin/bash".to_owned(),
         user: String::new(),
         group: String::new(),
+        ancestors: Vec::new(),
     })
 }
 

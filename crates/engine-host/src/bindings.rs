@@ -245,7 +245,19 @@ fn v0_2_process(p: &proto::Process) -> v0_2::ringfence::engine::types::Process {
         comm: p.comm.clone(),
         cgroup: p.cgroup.clone(),
         container_id: p.container_id.clone(),
+        ancestors: v0_2_ancestors(&p.ancestors),
     }
+}
+
+fn v0_2_ancestors(ancestors: &[proto::Ancestor]) -> Vec<v0_2::ringfence::engine::types::Ancestor> {
+    ancestors
+        .iter()
+        .map(|a| v0_2::ringfence::engine::types::Ancestor {
+            pid: a.pid,
+            exe: a.exe.clone(),
+            argv: a.argv.clone(),
+        })
+        .collect()
 }
 
 fn v0_2_event(event: &proto::Event) -> v0_2::ringfence::engine::types::Event {
@@ -262,6 +274,7 @@ fn v0_2_event(event: &proto::Event) -> v0_2::ringfence::engine::types::Event {
             parent_exe: e.parent_exe.clone(),
             user: e.user.clone(),
             group: e.group.clone(),
+            ancestors: v0_2_ancestors(&e.ancestors),
         }),
         proto::Event::Open(e) => wit::Event::Open(wit::OpenEvent {
             pid: e.pid,

@@ -86,6 +86,7 @@ fn exec(exe: &str) -> Event {
         parent_exe: String::new(),
         user: "alice".into(),
         group: "alice".into(),
+        ancestors: Vec::new(),
     })
 }
 

@@ -26,6 +26,7 @@ fn exec(exe: &str, line: &str) -> Event {
         parent_exe: "/usr/bin/bash".to_owned(),
         user: String::new(),
         group: String::new(),
+        ancestors: Vec::new(),
     })
 }
 

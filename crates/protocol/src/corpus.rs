@@ -283,6 +283,7 @@ pub fn generate(count: usize, seed: u64) -> Vec<Event> {
                 parent_exe: parent.to_owned(),
                 user: String::new(),
                 group: String::new(),
+                ancestors: Vec::new(),
             })
         } else if roll < 88 {
             let (uid, gid, _) = USERS[rng.random_range(0..USERS.len())];

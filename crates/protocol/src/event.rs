@@ -23,6 +23,25 @@ pub struct ExecEvent {
     /// The name of `gid`, as `user`.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub group: String,
+    /// The parent first, then its parent, at most [`MAX_ANCESTORS`]; filled by the agent.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ancestors: Vec<Ancestor>,
+}
+
+/// How many ancestors an event carries at most.
+pub const MAX_ANCESTORS: usize = 4;
+
+/// One ancestor of a process, as `/proc` showed it when the agent looked.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ancestor {
+    pub pid: u32,
+    /// Empty when it could not be read.
+    #[serde(default)]
+    pub exe: String,
+    /// Its command line (bounded: at most 64 strings, 4 KiB in all).
+    #[serde(default)]
+    pub argv: Vec<String>,
 }
 
 /// A process opens a watched file.
@@ -85,6 +104,9 @@ pub struct Process {
     /// The Docker, containerd, CRI-O or Kubernetes container id the cgroup path names.
     #[serde(default)]
     pub container_id: String,
+    /// The parent first, then its parent, at most [`MAX_ANCESTORS`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ancestors: Vec<Ancestor>,
 }
 
 /// What a TCP socket did.

@@ -20,8 +20,8 @@ pub mod verdict;
 
 pub use enforcement::Enforcement;
 pub use event::{
-    Event, ExecEvent, ExitEvent, FileChangeEvent, FileOp, ForkEvent, NetworkEvent, NetworkOp,
-    OpenEvent, PrivilegeEvent, PrivilegeOp, Process,
+    Ancestor, Event, ExecEvent, ExitEvent, FileChangeEvent, FileOp, ForkEvent, MAX_ANCESTORS,
+    NetworkEvent, NetworkOp, OpenEvent, PrivilegeEvent, PrivilegeOp, Process,
 };
 pub use failure::{FailureKind, FailureRecord, Frame};
 pub use verdict::{Action, FailurePolicy, Severity, Verdict};

@@ -138,6 +138,7 @@ pub fn exec_event(pid: u32) -> ExecEvent {
         cwd: info.cwd,
         user: String::new(),
         group: String::new(),
+        ancestors: Vec::new(),
     }
 }
 

@@ -27,6 +27,7 @@ pub fn resolve_exec(pid: u32, path: &str) -> Event {
         parent_exe: info.exe,
         user: String::new(),
         group: String::new(),
+        ancestors: Vec::new(),
     })
 }
 

@@ -147,6 +147,8 @@ pub struct ExecView<'a> {
     pub parent_exe: &'a str,
     /// The name of `uid`; empty when the agent knew none.
     pub user: &'a str,
+    /// The parent's command line, when the agent could read it.
+    pub parent_argv: Option<&'a [String]>,
 }
 
 /// The parts of an open that rules can see.
@@ -263,8 +265,8 @@ impl<'a> EventFields<'a> {
 
     /// A `process_creation` event. `CommandLine` is argv joined with single spaces (what
     /// `ps` shows; quoting is lost). `User` is the user name the agent resolved, or the numeric
-    /// uid as a decimal string when it had none. `ParentCommandLine` is absent: exec events do
-    /// not carry the parent's argv.
+    /// uid as a decimal string when it had none. `ParentCommandLine` is the parent's argv
+    /// joined the same way, absent when the agent could not read it.
     pub fn from_exec(exec: ExecView<'a>) -> EventFields<'a> {
         let mut fields = EventFields::new(Categories::PROCESS_CREATION)
             .with(Field::Image, exec.exe)
@@ -275,6 +277,9 @@ impl<'a> EventFields<'a> {
             .with(Field::ParentProcessId, exec.ppid.to_string());
         if !exec.parent_exe.is_empty() {
             fields.set(Field::ParentImage, Some(Cow::Borrowed(exec.parent_exe)));
+        }
+        if let Some(argv) = exec.parent_argv {
+            fields.set(Field::ParentCommandLine, Some(Cow::Owned(argv.join(" "))));
         }
         fields
     }

@@ -18,6 +18,11 @@ pub fn fields(event: &Event) -> Option<EventFields<'_>> {
             cwd: &e.cwd,
             parent_exe: &e.parent_exe,
             user: &e.user,
+            parent_argv: e
+                .ancestors
+                .first()
+                .filter(|parent| parent.pid == e.ppid)
+                .map(|parent| parent.argv.as_slice()),
         })),
         Event::Open(o) => Some(EventFields::from_open(OpenView {
             pid: o.pid,
@@ -181,6 +186,45 @@ mod tests {
         let out = fields(&chmod).expect("mapped");
         assert_eq!(out.categories, Categories::FILE_CHANGE);
         assert_eq!(out.get(Field::User), Some("1000"));
+    }
+
+    #[test]
+    fn parent_command_line_comes_from_the_first_ancestor() {
+        let exec = |ancestors: Vec<ringfence_protocol::Ancestor>| {
+            Event::Exec(ringfence_protocol::ExecEvent {
+                pid: 9,
+                ppid: 8,
+                uid: 0,
+                gid: 0,
+                exe: "/usr/bin/curl".into(),
+                argv: vec!["curl".into()],
+                cwd: "/".into(),
+                parent_exe: "/usr/bin/python3".into(),
+                user: "root".into(),
+                group: "root".into(),
+                ancestors,
+            })
+        };
+        let parent = ringfence_protocol::Ancestor {
+            pid: 8,
+            exe: "/usr/bin/python3".into(),
+            argv: vec!["python3".into(), "-c".into(), "import pty".into()],
+        };
+        let event = exec(vec![parent.clone()]);
+        let out = fields(&event).expect("mapped");
+        assert_eq!(
+            out.get(Field::ParentCommandLine),
+            Some("python3 -c import pty")
+        );
+        assert_eq!(out.get(Field::User), Some("root"));
+        // An ancestor that is not the parent (it exited, the chain starts higher) is not one.
+        let other = exec(vec![ringfence_protocol::Ancestor { pid: 7, ..parent }]);
+        assert_eq!(
+            fields(&other)
+                .expect("mapped")
+                .get(Field::ParentCommandLine),
+            None
+        );
     }
 
     #[test]

@@ -19,6 +19,7 @@ fn exec<'a>(exe: &'a str, argv: &'a [String], parent: &'a str) -> EventFields<'a
         cwd: "/root",
         parent_exe: parent,
         user: "root",
+        parent_argv: None,
     })
 }
 

@@ -133,6 +133,7 @@ fn sigmahq_rules_judge_each_category_and_credit_their_authors() {
         cwd: "/tmp",
         parent_exe: "/usr/bin/bash",
         user: "alice",
+        parent_argv: None,
     });
     let outcome = loaded
         .rules

@@ -17,5 +17,6 @@ pub fn exec(exe: &str) -> Event {
         parent_exe: "/usr/bin/bash".to_owned(),
         user: String::new(),
         group: String::new(),
+        ancestors: Vec::new(),
     })
 }

@@ -77,6 +77,11 @@ fn fields(event: &Event) -> Option<EventFields<'_>> {
             cwd: &e.cwd,
             parent_exe: &e.parent_exe,
             user: &e.user,
+            parent_argv: e
+                .ancestors
+                .first()
+                .filter(|parent| parent.pid == e.ppid)
+                .map(|parent| parent.argv.as_slice()),
         })),
         Event::Open(o) => Some(EventFields::from_open(OpenView {
             pid: o.pid,

@@ -7,6 +7,7 @@ use crate::cache::DecisionCache;
 use crate::config::{AgentConfig, AgentError, Sensor};
 use crate::core::{Core, Pending, Submitted};
 use crate::engines::{self as engine_set, EngineSlot, SwapError};
+use crate::enrich::AccountNames;
 use crate::latency::{LatencyRecorder, LatencySummary};
 use crate::mode::ModeSwitch;
 use crate::protect::SelfProtection;
@@ -194,6 +195,7 @@ impl Agent {
             watches: WatchQueue::new(),
             notify: Mutex::new(Some(notify_tx)),
             argv: bpf.as_ref().map(|_| ArgvBook::default()),
+            names: AccountNames::default(),
         });
         let audit = fanotify.as_ref().is_some_and(Fanotify::audit_enabled);
         let mut agent = Agent {

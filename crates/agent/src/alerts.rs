@@ -2,7 +2,10 @@
 //! (class 1007) for execs, forks and exits, File System Activity (class 1001) for opens.
 //! `docs/alerts.md` documents the fields; ringfence-specific ones live under `unmapped`.
 
-use ringfence_protocol::{Action, Enforcement, Event, FailureRecord, Severity, Verdict};
+use ringfence_protocol::{
+    Action, Ancestor, Enforcement, Event, FailureRecord, FileOp, NetworkOp, PrivilegeOp, Process,
+    Severity, Verdict,
+};
 use serde_json::{Value, json};
 use std::io::Write;
 use std::path::Path;
@@ -117,6 +120,43 @@ fn hostname() -> &'static str {
     })
 }
 
+/// An OCSF user or group: the numeric id, and the name when there is one.
+fn named(id_key: &str, id: u32, name: &str) -> Value {
+    let mut out = json!({ id_key: id.to_string() });
+    if !name.is_empty() {
+        out["name"] = json!(name);
+    }
+    out
+}
+
+/// The OCSF parent process: its pid, and what the agent read of it when it was still there.
+fn parent(ppid: u32, ancestors: &[Ancestor]) -> Value {
+    match ancestors.first().filter(|a| a.pid == ppid) {
+        Some(a) => json!({"pid": ppid, "file": {"path": a.exe}, "cmd_line": a.argv.join(" ")}),
+        None => json!({"pid": ppid}),
+    }
+}
+
+/// The OCSF `actor` of a kernel-observed event: the process with its user and group (names
+/// when the agent resolved them), and the container its cgroup names.
+fn actor(process: &Process) -> Value {
+    let user = named("uid", process.uid, &process.user);
+    let group = named("gid", process.gid, &process.group);
+    let mut out = json!({
+        "process": {"pid": process.pid, "name": process.comm, "file": {"path": process.exe},
+                    "parent_process": parent(process.ppid, &process.ancestors)},
+        "user": user,
+        "group": group,
+    });
+    if !process.cgroup.is_empty() {
+        out["process"]["cgroup"] = json!(process.cgroup);
+    }
+    if !process.container_id.is_empty() {
+        out["process"]["container"] = json!({"uid": process.container_id});
+    }
+    out
+}
+
 /// The OCSF object for an alert written while the agent runs in `mode`.
 ///
 /// A would-deny (audit mode) is an allowed operation in OCSF terms (`action` and `disposition`
@@ -143,10 +183,14 @@ pub fn ocsf(alert: &Alert<'_>, mode: Enforcement) -> Value {
                     "file": {"path": e.exe},
                     "cmd_line": e.argv.join(" "),
                     "working_directory": e.cwd,
-                    "user": {"uid": e.uid.to_string()},
-                    "group": {"gid": e.gid.to_string()},
+                    "user": named("uid", e.uid, &e.user),
+                    "group": named("gid", e.gid, &e.group),
                 },
-                "actor": {"process": {"pid": e.ppid, "file": {"path": e.parent_exe}}},
+                "actor": {"process": match e.ancestors.first().filter(|a| a.pid == e.ppid) {
+                    Some(a) => json!({"pid": e.ppid, "file": {"path": e.parent_exe},
+                                      "cmd_line": a.argv.join(" ")}),
+                    None => json!({"pid": e.ppid, "file": {"path": e.parent_exe}}),
+                }},
             }),
         ),
         Event::Open(e) => (
@@ -177,6 +221,69 @@ pub fn ocsf(alert: &Alert<'_>, mode: Enforcement) -> Value {
             "Terminate",
             json!({"process": {"pid": e.pid}, "exit_code": e.exit_code}),
         ),
+        Event::Network(e) => {
+            let (activity_id, activity_name, direction_id, direction) = match e.op {
+                NetworkOp::Connect => (1, "Open", 2, "Outbound"),
+                NetworkOp::Accept => (1, "Open", 1, "Inbound"),
+                NetworkOp::Listen => (7, "Listen", 0, "Unknown"),
+            };
+            (
+                4001,
+                "Network Activity",
+                activity_id,
+                activity_name,
+                json!({
+                    "src_endpoint": {"ip": e.local_ip, "port": e.local_port},
+                    "dst_endpoint": {"ip": e.remote_ip, "port": e.remote_port},
+                    "connection_info": {"protocol_name": "tcp", "direction_id": direction_id,
+                                        "direction": direction},
+                    "actor": actor(&e.process),
+                }),
+            )
+        }
+        Event::FileChange(e) => {
+            let (activity_id, activity_name) = match e.op {
+                FileOp::Rename => (5, "Rename"),
+                FileOp::Unlink => (4, "Delete"),
+                FileOp::Chmod | FileOp::Chown => (7, "Set Security"),
+                FileOp::Link => (1, "Create"),
+            };
+            let mut body = json!({
+                "file": {"path": e.path},
+                "actor": actor(&e.process),
+            });
+            if let Some(target) = &e.target {
+                body["file_result"] = json!({"path": target});
+            }
+            (
+                1001,
+                "File System Activity",
+                activity_id,
+                activity_name,
+                body,
+            )
+        }
+        Event::Privilege(e) => {
+            let (class_uid, class_name, activity_id, activity_name) = match e.op {
+                PrivilegeOp::InitModule | PrivilegeOp::FinitModule => {
+                    (1002, "Kernel Extension Activity", 1, "Load")
+                }
+                PrivilegeOp::Ptrace => (1007, "Process Activity", 3, "Open"),
+                PrivilegeOp::Bpf => (1007, "Process Activity", 99, "Other"),
+                _ => (1007, "Process Activity", 5, "Set User ID"),
+            };
+            (
+                class_uid,
+                class_name,
+                activity_id,
+                activity_name,
+                json!({
+                    "actor": actor(&e.process),
+                    "api": {"operation": serde_json::to_value(e.op).unwrap_or_default(),
+                            "request": {"data": e.args}},
+                }),
+            )
+        }
     };
     let (activity_id, activity_name) = match alert.reason {
         Reason::TamperEntry(activity) => activity.ocsf(),
@@ -188,11 +295,16 @@ pub fn ocsf(alert: &Alert<'_>, mode: Enforcement) -> Value {
         Some(false) => (2, "Denied", 2, "Blocked"),
         None => (0, "Unknown", 15, "Detected"),
     };
+    let (category_uid, category_name) = if class_uid / 1000 == 4 {
+        (4, "Network Activity")
+    } else {
+        (1, "System Activity")
+    };
     let mut object = json!({
         "class_uid": class_uid,
         "class_name": class_name,
-        "category_uid": 1,
-        "category_name": "System Activity",
+        "category_uid": category_uid,
+        "category_name": category_name,
         "activity_id": activity_id,
         "activity_name": activity_name,
         "type_uid": class_uid * 100 + activity_id,
@@ -293,6 +405,9 @@ mod tests {
             argv: vec!["/tmp/evil".into()],
             cwd: "/".into(),
             parent_exe: "/bin/sh".into(),
+            user: String::new(),
+            group: String::new(),
+            ancestors: Vec::new(),
         });
         let verdict = Verdict {
             action: Action::Deny,
@@ -330,6 +445,9 @@ mod tests {
             argv: vec![],
             cwd: "/".into(),
             parent_exe: "/bin/sh".into(),
+            user: String::new(),
+            group: String::new(),
+            ancestors: Vec::new(),
         });
         let verdict = Verdict {
             action: Action::Deny,

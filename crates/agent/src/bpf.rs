@@ -1,6 +1,12 @@
 //! The BPF sensor's side of the agent: a reader that counts every record by kind, keeps the
-//! argv of recent execs for the blocking exec decisions, and says loudly when the ring buffer
-//! lost records or the sensor is not there at all (reduced visibility).
+//! argv of recent execs for the blocking exec decisions, hands every other record to the
+//! engines as a notification, and says loudly when the ring buffer lost records, the
+//! notification queue was full, or the sensor is not there at all (reduced visibility).
+//!
+//! Network, file and privilege records become protocol events ([`to_event`]) enriched in the
+//! agent ([`Enricher`]) and go through the notification thread's batches: nobody waits on
+//! them, and the reader never waits on the engines: it only tries the bounded queue, and what
+//! does not fit is counted (`bpf_dropped`) and raised as a High alert.
 //!
 //! fanotify asks about an exec before the process image changes, when `/proc` still shows the
 //! caller's command line; the BPF program saw the new argv at `execve` entry, a few
@@ -9,9 +15,13 @@
 
 use crate::alerts::{Alert, Reason};
 use crate::core::Core;
+use crate::enrich::Enricher;
 use crate::stats::Stats;
-use ringfence_bpf_sensor::{BpfEvent, BpfSensor, Hooks};
-use ringfence_protocol::{Action, Event, ExecEvent, Severity, Verdict};
+use ringfence_bpf_sensor::{BpfEvent, BpfSensor, FileOp, Hooks, ModuleLoad, NetKind, SetId};
+use ringfence_protocol::{
+    Action, Event, ExecEvent, FileChangeEvent, NetworkEvent, NetworkOp, PrivilegeEvent,
+    PrivilegeOp, Process, Severity, Verdict,
+};
 use serde::Serialize;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
@@ -147,13 +157,35 @@ impl ArgvBook {
     }
 }
 
+/// A count the reader raises as an alert at most every [`LOSS_ALERT_EVERY`], each alert
+/// carrying everything since the one before.
+#[derive(Default)]
+struct Raised {
+    seen: u64,
+    alerted: u64,
+    last: Option<Instant>,
+}
+
+impl Raised {
+    /// What to alert about now, if anything.
+    fn due(&mut self) -> Option<u64> {
+        if self.seen > self.alerted && self.last.is_none_or(|at| at.elapsed() >= LOSS_ALERT_EVERY) {
+            let count = self.seen - self.alerted;
+            self.alerted = self.seen;
+            self.last = Some(Instant::now());
+            return Some(count);
+        }
+        None
+    }
+}
+
 /// Reads the sensor until the agent stops. Losses come in-band in the records (the confined
 /// agent makes no `bpf()` call).
 pub fn run(core: &Core, mut sensor: BpfSensor) {
     let mut events = Vec::new();
-    let mut lost_seen = 0u64;
-    let mut lost_alerted = 0u64;
-    let mut last_alert: Option<Instant> = None;
+    let mut enricher = Enricher::default();
+    let mut lost = Raised::default();
+    let mut dropped = Raised::default();
     while !core.sensors_stop() {
         events.clear();
         match sensor.read(POLL, &mut events) {
@@ -162,7 +194,7 @@ pub fn run(core: &Core, mut sensor: BpfSensor) {
                     core.stats
                         .bpf_lost
                         .fetch_add(outcome.lost, Ordering::Relaxed);
-                    lost_seen = lost_seen.saturating_add(outcome.lost);
+                    lost.seen = lost.seen.saturating_add(outcome.lost);
                 }
                 if outcome.malformed > 0 {
                     core.stats
@@ -180,18 +212,22 @@ pub fn run(core: &Core, mut sensor: BpfSensor) {
         }
         let now = Instant::now();
         for event in events.drain(..) {
-            record(core, event, now);
+            if !record(core, &mut enricher, event, now) {
+                dropped.seen += 1;
+            }
         }
-        if lost_seen > lost_alerted && last_alert.is_none_or(|at| at.elapsed() >= LOSS_ALERT_EVERY)
-        {
-            loss_alert(core, lost_seen - lost_alerted);
-            lost_alerted = lost_seen;
-            last_alert = Some(Instant::now());
+        if let Some(count) = lost.due() {
+            loss_alert(core, count);
+        }
+        if let Some(count) = dropped.due() {
+            dropped_alert(core, count);
         }
     }
 }
 
-fn record(core: &Core, event: BpfEvent, now: Instant) {
+/// Counts `event`, keeps an exec's argv, and hands anything else to the engines; false when the
+/// notification queue had no room for it.
+fn record(core: &Core, enricher: &mut Enricher, event: BpfEvent, now: Instant) -> bool {
     let stats = &core.stats;
     Stats::add(match &event {
         BpfEvent::Exec { .. } => &stats.bpf_exec,
@@ -202,32 +238,179 @@ fn record(core: &Core, event: BpfEvent, now: Instant) {
         BpfEvent::Module { .. } => &stats.bpf_module,
         BpfEvent::Bpf { .. } => &stats.bpf_bpf,
     });
-    if let (
-        BpfEvent::Exec {
-            process,
-            filename,
-            argv,
-            ..
-        },
-        Some(book),
-    ) = (event, &core.argv)
+    if let BpfEvent::Exec {
+        process,
+        filename,
+        argv,
+        ..
+    } = event
     {
-        book.insert(process.tgid, filename, argv, now);
+        enricher.exec(process.tgid, &filename);
+        if let Some(book) = &core.argv {
+            book.insert(process.tgid, filename, argv, now);
+        }
+        return true;
     }
+    let Some(event) = to_event(&event, enricher) else {
+        return true;
+    };
+    Stats::add(&stats.bpf_notifications);
+    let sent = core.try_notify(event);
+    if !sent {
+        Stats::add(&stats.bpf_dropped);
+    }
+    sent
+}
+
+/// The process of a record as engines see it, with names, exe and cgroup from this host.
+fn process(process: &ringfence_bpf_sensor::Process, enricher: &mut Enricher) -> Process {
+    let (user, group) = enricher.user_group(process.uid, process.gid);
+    let seen = enricher.process(process.tgid, process.ppid, &process.comm);
+    Process {
+        pid: process.tgid,
+        ppid: process.ppid,
+        uid: process.uid,
+        gid: process.gid,
+        euid: process.euid,
+        egid: process.egid,
+        user,
+        group,
+        exe: seen.exe,
+        comm: process.comm.clone(),
+        cgroup: seen.cgroup,
+        container_id: seen.container_id,
+        ancestors: seen.ancestors,
+    }
+}
+
+/// The protocol event for a non-exec record (execs feed the blocking decisions instead).
+pub fn to_event(event: &BpfEvent, enricher: &mut Enricher) -> Option<Event> {
+    let privilege = |op: PrivilegeOp, args: Vec<i64>, enricher: &mut Enricher| {
+        Event::Privilege(Box::new(PrivilegeEvent {
+            process: process(event.process(), enricher),
+            op,
+            args,
+        }))
+    };
+    Some(match event {
+        BpfEvent::Exec { .. } => return None,
+        BpfEvent::Network {
+            process: who,
+            kind,
+            local,
+            remote,
+        } => Event::Network(Box::new(NetworkEvent {
+            process: process(who, enricher),
+            op: match kind {
+                NetKind::Connect => NetworkOp::Connect,
+                NetKind::Listen => NetworkOp::Listen,
+                NetKind::Accept => NetworkOp::Accept,
+            },
+            local_ip: local.ip().to_string(),
+            local_port: local.port(),
+            remote_ip: remote.ip().to_string(),
+            remote_port: remote.port(),
+        })),
+        BpfEvent::File {
+            process: who,
+            op,
+            dfd,
+            path,
+            target,
+            mode,
+            owner,
+            ..
+        } => Event::FileChange(Box::new(FileChangeEvent {
+            process: process(who, enricher),
+            op: match op {
+                FileOp::Rename => ringfence_protocol::FileOp::Rename,
+                FileOp::Unlink => ringfence_protocol::FileOp::Unlink,
+                FileOp::Chmod => ringfence_protocol::FileOp::Chmod,
+                FileOp::Chown => ringfence_protocol::FileOp::Chown,
+                FileOp::Link => ringfence_protocol::FileOp::Link,
+            },
+            // renameat2 and linkat take a directory for each name, the record keeps the
+            // first; both are relative to the working directory in every common caller.
+            path: enricher.resolve(who.tgid, *dfd, path),
+            target: target
+                .as_deref()
+                .map(|target| enricher.resolve(who.tgid, *dfd, target)),
+            mode: (*op == FileOp::Chmod).then_some(*mode),
+            owner_uid: (*op == FileOp::Chown).then_some(owner.0),
+            owner_gid: (*op == FileOp::Chown).then_some(owner.1),
+        })),
+        BpfEvent::Privilege { process: _, call } => {
+            let (op, ids) = match *call {
+                SetId::SetUid { uid } => (PrivilegeOp::Setuid, vec![uid]),
+                SetId::SetGid { gid } => (PrivilegeOp::Setgid, vec![gid]),
+                SetId::SetReUid { ruid, euid } => (PrivilegeOp::Setreuid, vec![ruid, euid]),
+                SetId::SetReGid { rgid, egid } => (PrivilegeOp::Setregid, vec![rgid, egid]),
+                SetId::SetResUid { ruid, euid, suid } => {
+                    (PrivilegeOp::Setresuid, vec![ruid, euid, suid])
+                }
+                SetId::SetResGid { rgid, egid, sgid } => {
+                    (PrivilegeOp::Setresgid, vec![rgid, egid, sgid])
+                }
+            };
+            privilege(op, ids.into_iter().map(i64::from).collect(), enricher)
+        }
+        BpfEvent::Ptrace {
+            request, target, ..
+        } => privilege(
+            PrivilegeOp::Ptrace,
+            vec![*request, i64::from(*target)],
+            enricher,
+        ),
+        BpfEvent::Module { load, .. } => match *load {
+            ModuleLoad::Image { len } => privilege(
+                PrivilegeOp::InitModule,
+                vec![i64::try_from(len).unwrap_or(i64::MAX)],
+                enricher,
+            ),
+            ModuleLoad::File { fd } => {
+                privilege(PrivilegeOp::FinitModule, vec![i64::from(fd)], enricher)
+            }
+        },
+        BpfEvent::Bpf { cmd, .. } => privilege(PrivilegeOp::Bpf, vec![i64::from(*cmd)], enricher),
+    })
 }
 
 /// One High alert for records the ring buffer could not take: what the engines did not see.
 fn loss_alert(core: &Core, lost: u64) {
     tracing::error!(lost, "BPF ring buffer full: records lost");
-    let verdict = Verdict {
-        action: Action::Observe,
-        rule_id: "ringfence-bpf-loss".into(),
-        severity: Severity::High,
-        message: format!(
+    sensor_alert(
+        core,
+        "ringfence-bpf-loss",
+        format!(
             "the BPF sensor lost {lost} record(s): its ring buffer was full, so exec, network, \
              file and privilege activity went unseen"
         ),
-        tags: vec!["bpf-loss".into(), "reduced-visibility".into()],
+        "bpf-loss",
+    );
+}
+
+/// One High alert for records read but not handed to the engines: the notification queue was
+/// full (the engines are slower than the kernel's activity).
+fn dropped_alert(core: &Core, dropped: u64) {
+    tracing::error!(dropped, "notification queue full: BPF events not judged");
+    sensor_alert(
+        core,
+        "ringfence-bpf-queue-full",
+        format!(
+            "{dropped} network, file or privilege event(s) from the BPF sensor never reached \
+             the engines: the notification queue was full"
+        ),
+        "bpf-queue-full",
+    );
+}
+
+fn sensor_alert(core: &Core, rule_id: &str, message: String, tag: &str) {
+    let verdict = Verdict {
+        action: Action::Observe,
+        rule_id: rule_id.into(),
+        severity: Severity::High,
+        message,
+        tags: vec![tag.into(), "reduced-visibility".into()],
     };
     // The agent itself is the process the alert is about.
     let event = Event::Exec(ExecEvent {
@@ -241,6 +424,9 @@ fn loss_alert(core: &Core, lost: u64) {
         argv: Vec::new(),
         cwd: String::new(),
         parent_exe: String::new(),
+        user: String::new(),
+        group: String::new(),
+        ancestors: Vec::new(),
     });
     core.alert(&Alert {
         event: &event,
@@ -313,6 +499,110 @@ mod tests {
             (guard.0.len(), guard.1.len()),
             (BOOK_CAPACITY, BOOK_CAPACITY)
         );
+    }
+
+    fn who(tgid: u32) -> ringfence_bpf_sensor::Process {
+        ringfence_bpf_sensor::Process {
+            pid: tgid,
+            tgid,
+            ppid: 1,
+            uid: 0,
+            gid: 0,
+            euid: 0,
+            egid: 0,
+            comm: "gone".into(),
+            ktime_ns: 0,
+        }
+    }
+
+    #[test]
+    fn records_become_the_documented_events() {
+        let mut enricher = Enricher::default();
+        // A pid no process has: nothing to read, names still resolved.
+        let gone = u32::MAX;
+        let connect = BpfEvent::Network {
+            process: who(gone),
+            kind: NetKind::Connect,
+            local: "10.0.0.5:0".parse().expect("addr"),
+            remote: "[::1]:4444".parse().expect("addr"),
+        };
+        let Some(Event::Network(net)) = to_event(&connect, &mut enricher) else {
+            panic!("not a network event")
+        };
+        assert_eq!(
+            (net.op, net.remote_ip.as_str(), net.remote_port),
+            (NetworkOp::Connect, "::1", 4444)
+        );
+        assert_eq!((net.process.user.as_str(), net.process.pid), ("root", gone));
+        assert_eq!(net.process.comm, "gone");
+        assert_eq!(
+            (net.process.exe.as_str(), net.process.cgroup.as_str()),
+            ("", "")
+        );
+
+        let chown = BpfEvent::File {
+            process: who(gone),
+            op: FileOp::Chown,
+            dfd: -100,
+            path: "/etc/shadow".into(),
+            target: None,
+            mode: 0,
+            owner: (1000, u32::MAX),
+            flags: 0,
+        };
+        let Some(Event::FileChange(file)) = to_event(&chown, &mut enricher) else {
+            panic!("not a file change")
+        };
+        assert_eq!(file.path, "/etc/shadow");
+        assert_eq!(
+            (file.mode, file.owner_uid, file.owner_gid),
+            (None, Some(1000), Some(u32::MAX))
+        );
+
+        let setres = BpfEvent::Privilege {
+            process: who(gone),
+            call: SetId::SetResUid {
+                ruid: 0,
+                euid: 0,
+                suid: u32::MAX,
+            },
+        };
+        let Some(Event::Privilege(privilege)) = to_event(&setres, &mut enricher) else {
+            panic!("not a privilege event")
+        };
+        assert_eq!(privilege.op, PrivilegeOp::Setresuid);
+        assert_eq!(privilege.args, [0, 0, i64::from(u32::MAX)]);
+        let ptrace = BpfEvent::Ptrace {
+            process: who(gone),
+            request: 16,
+            target: 42,
+        };
+        let Some(Event::Privilege(privilege)) = to_event(&ptrace, &mut enricher) else {
+            panic!("not a privilege event")
+        };
+        assert_eq!(
+            (privilege.op, privilege.args.as_slice()),
+            (PrivilegeOp::Ptrace, &[16, 42][..])
+        );
+        let exec = BpfEvent::Exec {
+            process: who(gone),
+            filename: "/bin/true".into(),
+            argv: Vec::new(),
+            truncated: false,
+        };
+        assert_eq!(to_event(&exec, &mut enricher), None);
+    }
+
+    #[test]
+    fn drops_and_losses_are_raised_at_most_every_interval_with_all_since_the_last() {
+        let mut raised = Raised::default();
+        assert_eq!(raised.due(), None);
+        raised.seen = 3;
+        assert_eq!(raised.due(), Some(3));
+        raised.seen = 5;
+        assert_eq!(raised.due(), None, "too soon after the last");
+        raised.last = Instant::now().checked_sub(LOSS_ALERT_EVERY);
+        assert_eq!(raised.due(), Some(2));
     }
 
     #[test]

@@ -4,6 +4,7 @@ use crate::alerts::{Alert, AlertSink, EngineVerdict, Reason};
 use crate::bpf::{ARGV_WAIT, ArgvBook};
 use crate::cache::{CacheKey, DecisionCache};
 use crate::engines::EngineSlot;
+use crate::enrich::AccountNames;
 use crate::latency::LatencyRecorder;
 use crate::mode::ModeSwitch;
 use crate::mute::MuteSet;
@@ -30,10 +31,21 @@ pub enum Pending {
 impl Pending {
     /// The event engines see; an exec gets the argv the BPF sensor saw for it, when there is
     /// one (`argv`) and it comes in time (counted either way).
-    pub fn resolve(self, argv: Option<&ArgvBook>, stats: &Stats, arrived: Instant) -> Event {
+    pub fn resolve(
+        self,
+        argv: Option<&ArgvBook>,
+        names: &AccountNames,
+        stats: &Stats,
+        arrived: Instant,
+    ) -> Event {
         match self {
             Pending::Exec { pid, path } => {
                 let mut event = ringfence_sensor::resolve_exec(pid, &path);
+                if let Event::Exec(exec) = &mut event {
+                    (exec.user, exec.group) = names.user_group(exec.uid, exec.gid);
+                    // The kernel waits on this one: the parent only (ParentCommandLine).
+                    exec.ancestors = crate::enrich::ancestry("/proc", exec.ppid, 1);
+                }
                 if let (Some(book), Event::Exec(exec)) = (argv, &mut event) {
                     match book.argv(pid, &exec.exe, arrived, ARGV_WAIT) {
                         Some(seen) => {
@@ -63,6 +75,9 @@ impl Pending {
                 argv: Vec::new(),
                 cwd: String::new(),
                 parent_exe: String::new(),
+                user: String::new(),
+                group: String::new(),
+                ancestors: Vec::new(),
             }),
             Pending::Open { pid, path } => Event::Open(OpenEvent {
                 pid: *pid,
@@ -128,6 +143,8 @@ pub struct Core {
     pub notify: Mutex<Option<SyncSender<Event>>>,
     /// Argv of recent execs from the BPF sensor; `None` without it.
     pub argv: Option<ArgvBook>,
+    /// User and group names for exec events.
+    pub names: AccountNames,
 }
 
 /// How a submission went.
@@ -348,6 +365,19 @@ impl Core {
 
     /// Hands notification events to the notification thread; drops and counts when full.
     pub fn notify(&self, event: Event) {
+        self.try_notify(event);
+    }
+
+    /// As [`Core::notify`], and says whether the event was queued; never waits. An exec
+    /// notification gets its user and group names and its ancestry here.
+    pub fn try_notify(&self, mut event: Event) -> bool {
+        if let Event::Exec(exec) = &mut event
+            && exec.user.is_empty()
+        {
+            (exec.user, exec.group) = self.names.user_group(exec.uid, exec.gid);
+            exec.ancestors =
+                crate::enrich::ancestry("/proc", exec.ppid, ringfence_protocol::MAX_ANCESTORS);
+        }
         Stats::add(&self.stats.notifications);
         let sent = match self.notify.lock() {
             Ok(tx) => tx.as_ref().is_some_and(|tx| tx.try_send(event).is_ok()),
@@ -356,6 +386,7 @@ impl Core {
         if !sent {
             Stats::add(&self.stats.notifications_dropped);
         }
+        sent
     }
 }
 

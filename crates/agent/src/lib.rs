@@ -10,6 +10,8 @@
 //!  workers (EngineWorker per engine) ──▶ answer ◀── deadline responder
 //!  proc connector / replay ──▶ notification thread (batched) ──▶ alerts
 //!  BPF ring buffer ──▶ counters, argv of recent execs (read by workers), loss alerts
+//!        └── network/file/privilege, enriched ──try──▶ notification thread (full: counted,
+//!                                                      alerted)
 //! ```
 //!
 //! **Architecture invariant:** every permission ticket is answered exactly once, by whoever is
@@ -25,6 +27,7 @@ mod config;
 mod confine;
 mod core;
 pub mod engines;
+pub mod enrich;
 pub mod latency;
 pub mod mode;
 pub mod mute;

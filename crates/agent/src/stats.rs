@@ -28,7 +28,8 @@ counters! {
     events,
     /// Permission events (the kernel or a replay waits for an answer).
     permission_events,
-    /// Notification events (fork, exec and exit notifications).
+    /// Notification events (fork, exec and exit notifications, and BPF network, file and
+    /// privilege events).
     notifications,
     /// Permission answers: allowed.
     allowed,
@@ -109,6 +110,11 @@ counters! {
     bpf_module,
     /// `bpf()` calls by other processes.
     bpf_bpf,
+    /// BPF network, file and privilege records handed to the engines as notifications.
+    bpf_notifications,
+    /// BPF records not handed to the engines because the notification queue was full (each
+    /// raise is a High alert; also counted in `notifications_dropped`).
+    bpf_dropped,
     /// BPF records that did not decode (a bug, never expected).
     bpf_malformed,
     /// BPF records lost because the ring buffer was full (each raise is a High alert).

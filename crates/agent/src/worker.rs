@@ -155,7 +155,7 @@ fn handle(core: &Core, engines: &mut Engines, job: Job) {
     let retired = engines.refresh(core);
     let event = job
         .pending
-        .resolve(core.argv.as_ref(), &core.stats, job.arrived);
+        .resolve(core.argv.as_ref(), &core.names, &core.stats, job.arrived);
     let (verdicts, failures) = engines.decide(core, &event);
     // `verdict` is every engine's; `allow` is the enforced engines' answer (an audited
     // engine's deny does not count); `carried` is what the kernel hears (audit mode allows a

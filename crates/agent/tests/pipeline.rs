@@ -1,5 +1,6 @@
-//! The agent pipeline without the kernel: replay end to end, queue-full answers, deadline
-//! answers by policy, engine swap invalidating generations. Runs anywhere, root or not.
+//! The agent pipeline without the kernel: replay end to end (the kernel-observed kinds of a
+//! recorded corpus included), queue-full answers, deadline answers by policy, engine swap
+//! invalidating generations. Runs anywhere, root or not.
 
 mod common;
 
@@ -66,6 +67,71 @@ fn replay_end_to_end_writes_alerts() {
 
 /// Audit mode decides the same replay exactly as enforce mode would, allows every event, and
 /// reports each deny as a would-deny alert.
+/// A recorded corpus with the kernel-observed kinds: a 0.2 engine alerts on them as
+/// notifications, a 0.1 engine beside it is never handed them and still decides the exec.
+#[test]
+fn replayed_kernel_events_are_notifications_alerted_by_a_0_2_engine() {
+    within(Duration::from_secs(120), || {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let alerts = dir.path().join("alerts.jsonl");
+        let runtime = Runtime::new().expect("runtime");
+        let rules = "title: into cron
+id: 9f8e7d6c-0001-4000-8000-000000000001
+level: medium
+logsource: {product: linux, category: file_event}
+detection:
+  selection: {TargetFilename|startswith: /etc/cron.d/}
+  condition: selection
+";
+        let sigma = engine(
+            &runtime,
+            "sigma",
+            FailurePolicy::FailOpen,
+            Duration::from_millis(200),
+            rules.as_bytes(),
+        );
+        let allowlist = engine(
+            &runtime,
+            "exec-allowlist",
+            FailurePolicy::FailClosed,
+            Duration::from_millis(200),
+            b"deny /usr/bin/curl\nallow /**\n",
+        );
+        let corpus = r#"{"kind":"network","process":{"pid":5,"uid":0,"gid":0,"user":"root","exe":"/usr/bin/curl"},"op":"connect","local_ip":"10.0.0.5","local_port":0,"remote_ip":"10.0.0.9","remote_port":443}
+{"kind":"file_change","process":{"pid":6,"uid":0,"gid":0,"user":"root","exe":"/usr/bin/mv"},"op":"rename","path":"/tmp/job","target":"/etc/cron.d/job"}
+{"kind":"privilege","process":{"pid":7,"uid":1000,"gid":1000},"op":"setuid","args":[0]}
+{"kind":"exec","pid":8,"ppid":1,"uid":0,"gid":0,"exe":"/usr/bin/curl"}
+"#;
+        let events = ringfence_protocol::corpus::read(corpus.as_bytes(), "k.jsonl".as_ref())
+            .expect("corpus reads");
+        let mut config = config(&alerts);
+        config.sensors = vec![Sensor::Replay(events)];
+        config.perm_deadline = Duration::from_secs(5);
+        let agent = Agent::start(config, vec![sigma, allowlist]).expect("agent starts");
+        assert!(
+            agent.wait_replay(Duration::from_secs(60)),
+            "replay finishes"
+        );
+        let stats = agent.shutdown();
+        assert_eq!((stats.notifications, stats.denied), (3, 1), "{stats:?}");
+        assert_eq!(stats.engine_failures, 0, "{stats:?}");
+        let text = std::fs::read_to_string(&alerts).expect("alerts written");
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("alert is JSON"))
+            .collect();
+        let cron: Vec<_> = lines
+            .iter()
+            .filter(|a| a["unmapped"]["ringfence"]["reason"] == "notification")
+            .collect();
+        assert_eq!(cron.len(), 1, "{lines:#?}");
+        assert_eq!(cron[0]["class_uid"], 1001);
+        assert_eq!(cron[0]["activity_name"], "Rename");
+        assert_eq!(cron[0]["file_result"]["path"], "/etc/cron.d/job");
+        assert_eq!(cron[0]["actor"]["user"]["name"], "root");
+    });
+}
+
 #[test]
 fn replay_in_audit_mode_allows_everything_and_reports_would_deny() {
     within(Duration::from_secs(120), || {

@@ -97,6 +97,9 @@ fn exec(exe: &str) -> Event {
         argv: vec![exe.to_owned()],
         cwd: "/".to_owned(),
         parent_exe: "/usr/bin/bash".to_owned(),
+        user: String::new(),
+        group: String::new(),
+        ancestors: Vec::new(),
     })
 }
 

@@ -82,7 +82,8 @@ impl CorpusReport {
 /// How often an event that missed its deadline is tried again before it counts as failed.
 pub const DEADLINE_RETRIES: u32 = 2;
 
-/// Decides every event, one call each, in one worker.
+/// Decides every event, one call each (on-event for permission events, a batch of one for
+/// notifications, as the agent calls them), in one worker.
 pub fn run_corpus(engine: &Arc<LoadedEngine>, events: &[Event]) -> Result<CorpusReport, LoadError> {
     let mut worker = EngineWorker::new(Arc::clone(engine))?;
     worker.wait_for_spare(Duration::from_secs(5));
@@ -101,15 +102,27 @@ pub fn run_corpus(engine: &Arc<LoadedEngine>, events: &[Event]) -> Result<Corpus
         quarantine: None,
     };
     let mut latencies = Vec::with_capacity(events.len());
+    // Each event through the call the agent uses for its kind: permission events one by one,
+    // notifications as batches (of one, so each still has its own latency and failure).
+    let mut decide = |event: &Event| {
+        if event.is_permission() {
+            worker.decide(event)
+        } else {
+            worker
+                .decide_batch(std::slice::from_ref(event))
+                .pop()
+                .unwrap_or_else(|| worker.decide(event))
+        }
+    };
     for event in events {
-        let mut decision = worker.decide(event);
+        let mut decision = decide(event);
         // A descheduled thread also misses deadlines; only a miss that repeats is the engine's.
         let mut retries = 0;
         while retries < DEADLINE_RETRIES
             && decision.failure.as_ref().map(|f| f.kind) == Some(FailureKind::Deadline)
         {
             retries += 1;
-            let again = worker.decide(event);
+            let again = decide(event);
             if again.failure.is_none() {
                 report.transient_deadlines += 1;
             }

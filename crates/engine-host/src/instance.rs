@@ -1,6 +1,6 @@
 //! One live wasm instance of an engine, and calls into it under a deadline.
 
-use crate::bindings::{self, ContentError, ContentInfo};
+use crate::bindings::{ContentError, ContentInfo, Guest, InterfaceVersion};
 use crate::classify::{CallContext, classify, load_failure};
 use crate::loaded::{ContentSummary, LoadError, LoadedEngine};
 use crate::state::StoreState;
@@ -10,7 +10,8 @@ use wasmtime::Store;
 
 pub(crate) struct Instance {
     store: Store<StoreState>,
-    bindings: bindings::Engine,
+    guest: Guest,
+    version: InterfaceVersion,
 }
 
 impl Instance {
@@ -40,12 +41,11 @@ impl Instance {
                 },
             ))
         };
-        let bindings = match engine.pre.instantiate(&mut store) {
-            Ok(bindings) => bindings,
+        let guest = match engine.pre.instantiate(&mut store) {
+            Ok(guest) => guest,
             Err(error) => return Err(fail(&store, error)),
         };
-        let detector = bindings.ringfence_engine_detector();
-        match detector.call_init(&mut store, &settings.init_config()) {
+        match guest.init(&mut store, &settings.init_config()) {
             Ok(Ok(())) => {}
             Ok(Err(message)) => {
                 return Err(LoadError::from(load_failure(
@@ -57,7 +57,7 @@ impl Instance {
             }
             Err(error) => return Err(fail(&store, error)),
         }
-        let info = match detector.call_load_content(&mut store, &engine.content) {
+        let info = match guest.load_content(&mut store, &engine.content) {
             Ok(Ok(info)) => info,
             Ok(Err(ContentError { message, line })) => {
                 let at = line.map(|l| format!("line {l}: ")).unwrap_or_default();
@@ -76,7 +76,11 @@ impl Instance {
             warnings,
         } = info;
         Ok((
-            Instance { store, bindings },
+            Instance {
+                store,
+                guest,
+                version: engine.pre.version(),
+            },
             ContentSummary {
                 rules,
                 version,
@@ -107,47 +111,63 @@ impl Instance {
         )
     }
 
-    /// One permission decision. On error the instance must not be called again.
+    /// One permission decision. On error the instance must not be called again. An event of
+    /// a kind the engine's interface does not have is allowed without a call.
     pub(crate) fn on_event(
         &mut self,
         engine: &LoadedEngine,
         event: &Event,
     ) -> Result<Verdict, FailureRecord> {
-        let wit_event = bindings::event_to_wit(event);
+        if !self.version.receives(event) {
+            return Ok(Verdict::allow());
+        }
         StoreState::arm(&mut self.store, engine.settings.deadline);
         let started = Instant::now();
-        match self
-            .bindings
-            .ringfence_engine_detector()
-            .call_on_event(&mut self.store, &wit_event)
-        {
-            Ok(verdict) => Ok(bindings::verdict_from_wit(verdict)),
+        match self.guest.on_event(&mut self.store, event) {
+            Ok(verdict) => Ok(verdict),
             Err(error) => Err(self.failure(engine, &error, Some(event.kind()), started.elapsed())),
         }
     }
 
-    /// A batch of notifications; one verdict per event or one failure for the batch.
+    /// A batch of notifications; one verdict per event or one failure for the batch. Events
+    /// of kinds the engine's interface does not have are allowed without being handed over,
+    /// and a batch of nothing else makes no call at all.
     pub(crate) fn on_events(
         &mut self,
         engine: &LoadedEngine,
         events: &[Event],
     ) -> Result<Vec<Verdict>, FailureRecord> {
-        let wit_events: Vec<_> = events.iter().map(bindings::event_to_wit).collect();
+        let given: Vec<&Event> = events
+            .iter()
+            .filter(|event| self.version.receives(event))
+            .collect();
+        if given.is_empty() {
+            return Ok(vec![Verdict::allow(); events.len()]);
+        }
         let per_event = engine.settings.deadline;
         let budget = per_event
-            .saturating_mul(u32::try_from(events.len()).unwrap_or(u32::MAX))
+            .saturating_mul(u32::try_from(given.len()).unwrap_or(u32::MAX))
             .min(engine.settings.load_deadline.max(per_event));
         StoreState::arm(&mut self.store, budget);
         let started = Instant::now();
-        let result = self
-            .bindings
-            .ringfence_engine_detector()
-            .call_on_events(&mut self.store, &wit_events);
+        let result = self.guest.on_events(&mut self.store, &given);
         match result {
-            Ok(verdicts) if verdicts.len() == events.len() => Ok(verdicts
-                .into_iter()
-                .map(bindings::verdict_from_wit)
-                .collect()),
+            Ok(verdicts) if verdicts.len() == given.len() => {
+                if given.len() == events.len() {
+                    return Ok(verdicts);
+                }
+                let mut verdicts = verdicts.into_iter();
+                Ok(events
+                    .iter()
+                    .map(|event| {
+                        if self.version.receives(event) {
+                            verdicts.next().unwrap_or_else(Verdict::allow)
+                        } else {
+                            Verdict::allow()
+                        }
+                    })
+                    .collect())
+            }
             Ok(verdicts) => Err(load_failure(
                 &engine.settings.name,
                 &engine.content_sha256,
@@ -155,11 +175,11 @@ impl Instance {
                 format!(
                     "on-events returned {} verdicts for {} events",
                     verdicts.len(),
-                    events.len()
+                    given.len()
                 ),
             )),
             Err(error) => {
-                let kind = events.first().map(Event::kind);
+                let kind = given.first().map(|event| event.kind());
                 Err(self.failure(engine, &error, kind, started.elapsed()))
             }
         }

@@ -28,6 +28,7 @@ mod runtime;
 mod state;
 mod worker;
 
+pub use bindings::InterfaceVersion;
 pub use cache::{CacheError, CacheStats, CompileSource, DEFAULT_CACHE_BYTES, EngineCache};
 pub use corpus_run::{CorpusReport, LatencySummary, run_corpus};
 pub use limits::{EngineSettings, QuarantineRule};

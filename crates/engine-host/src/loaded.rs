@@ -1,7 +1,7 @@
 //! A component compiled once (or loaded from the compiled-engine cache), linked once, and proven
 //! to accept its content.
 
-use crate::bindings::EnginePre;
+use crate::bindings::{InterfaceVersion, Pre, v0_1, v0_2};
 use crate::cache::CompileSource;
 use crate::classify::load_failure;
 use crate::instance::Instance;
@@ -51,7 +51,7 @@ pub struct ContentSummary {
 pub struct LoadedEngine {
     pub(crate) runtime: Runtime,
     pub(crate) settings: EngineSettings,
-    pub(crate) pre: EnginePre<StoreState>,
+    pub(crate) pre: Pre<StoreState>,
     pub(crate) content: Arc<[u8]>,
     pub(crate) content_sha256: String,
     summary: ContentSummary,
@@ -136,9 +136,8 @@ impl LoadedEngine {
         );
         let mut linker = Linker::<StoreState>::new(runtime.wasmtime());
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
-            .and_then(|()| {
-                crate::bindings::Engine::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
-            })
+            .and_then(|()| v0_1::Engine::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s))
+            .and_then(|()| v0_2::Engine::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s))
             .map_err(|e| invalid(format!("could not link the host interfaces: {e:#}")))?;
         let instance_pre = linker.instantiate_pre(&component).map_err(|e| {
             invalid(format!(
@@ -146,11 +145,7 @@ impl LoadedEngine {
                  (engines may import only ringfence:engine/log and clock): {e:#}"
             ))
         })?;
-        let pre = EnginePre::new(instance_pre).map_err(|e| {
-            invalid(format!(
-                "component does not implement the ringfence:engine@0.1.0 world: {e:#}"
-            ))
-        })?;
+        let pre = Pre::new(instance_pre).map_err(invalid)?;
         let quarantine = settings.quarantine;
         let mut engine = LoadedEngine {
             runtime: runtime.clone(),
@@ -171,6 +166,11 @@ impl LoadedEngine {
 
     pub fn name(&self) -> &str {
         &self.settings.name
+    }
+
+    /// The `ringfence:engine` interface the component implements.
+    pub fn interface(&self) -> InterfaceVersion {
+        self.pre.version()
     }
 
     pub fn settings(&self) -> &EngineSettings {

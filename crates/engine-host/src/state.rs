@@ -7,7 +7,7 @@
 //! name lookup; stdout is discarded and stderr is captured (bounded) so a panic message ends up in
 //! the failure record.
 
-use crate::bindings::ringfence::engine::{clock, log};
+use crate::bindings::{v0_1, v0_2};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
@@ -189,11 +189,9 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
     }
 }
 
-/// The shared types interface has no functions, but the generated linker wants it implemented.
-impl crate::bindings::wit::Host for StoreState {}
-
-impl log::Host for StoreState {
-    fn write(&mut self, level: log::Level, mut message: String) {
+impl StoreState {
+    /// A guest's log line, whichever interface version it came through.
+    fn guest_log(&mut self, level: tracing::Level, mut message: String) {
         if self.log_budget == 0 {
             return;
         }
@@ -207,11 +205,11 @@ impl log::Host for StoreState {
         }
         let engine = self.engine_name.as_str();
         match level {
-            log::Level::Trace => tracing::trace!(engine, "{message}"),
-            log::Level::Debug => tracing::debug!(engine, "{message}"),
-            log::Level::Info => tracing::info!(engine, "{message}"),
-            log::Level::Warn => tracing::warn!(engine, "{message}"),
-            log::Level::Error => tracing::error!(engine, "{message}"),
+            tracing::Level::TRACE => tracing::trace!(engine, "{message}"),
+            tracing::Level::DEBUG => tracing::debug!(engine, "{message}"),
+            tracing::Level::INFO => tracing::info!(engine, "{message}"),
+            tracing::Level::WARN => tracing::warn!(engine, "{message}"),
+            tracing::Level::ERROR => tracing::error!(engine, "{message}"),
         }
         if self.log_budget == 0 {
             tracing::warn!(
@@ -220,17 +218,51 @@ impl log::Host for StoreState {
             );
         }
     }
-}
 
-impl clock::Host for StoreState {
-    fn monotonic_ns(&mut self) -> u64 {
+    fn monotonic_ns(&self) -> u64 {
         u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
-
-    fn wall_ns(&mut self) -> u64 {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-            .unwrap_or(0)
-    }
 }
+
+fn wall_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// The host interfaces are the same in every version; each version's generated traits get
+/// the one implementation.
+macro_rules! host_interfaces {
+    ($v:ident) => {
+        // The shared types interface has no functions, but the generated linker wants it.
+        impl $v::ringfence::engine::types::Host for StoreState {}
+
+        impl $v::ringfence::engine::log::Host for StoreState {
+            fn write(&mut self, level: $v::ringfence::engine::log::Level, message: String) {
+                use $v::ringfence::engine::log::Level;
+                let level = match level {
+                    Level::Trace => tracing::Level::TRACE,
+                    Level::Debug => tracing::Level::DEBUG,
+                    Level::Info => tracing::Level::INFO,
+                    Level::Warn => tracing::Level::WARN,
+                    Level::Error => tracing::Level::ERROR,
+                };
+                self.guest_log(level, message);
+            }
+        }
+
+        impl $v::ringfence::engine::clock::Host for StoreState {
+            fn monotonic_ns(&mut self) -> u64 {
+                StoreState::monotonic_ns(self)
+            }
+
+            fn wall_ns(&mut self) -> u64 {
+                wall_ns()
+            }
+        }
+    };
+}
+
+host_interfaces!(v0_1);
+host_interfaces!(v0_2);

@@ -24,6 +24,9 @@ fn exec(exe: &str, line: &str) -> Event {
         argv: line.split(' ').map(str::to_owned).collect(),
         cwd: "/home/alice".to_owned(),
         parent_exe: "/usr/bin/bash".to_owned(),
+        user: String::new(),
+        group: String::new(),
+        ancestors: Vec::new(),
     })
 }
 

@@ -281,6 +281,9 @@ pub fn generate(count: usize, seed: u64) -> Vec<Event> {
                 argv,
                 cwd: cwd.to_owned(),
                 parent_exe: parent.to_owned(),
+                user: String::new(),
+                group: String::new(),
+                ancestors: Vec::new(),
             })
         } else if roll < 88 {
             let (uid, gid, _) = USERS[rng.random_range(0..USERS.len())];
@@ -333,6 +336,22 @@ mod tests {
         write(&mut bytes, &events).expect("writes");
         let back = read(bytes.as_slice(), Path::new("mem")).expect("reads");
         assert_eq!(back, events);
+    }
+
+    #[test]
+    fn recorded_kernel_kinds_read_and_write_back_the_same() {
+        // As `ringfence record --bpf` writes them, next to the connector's kinds.
+        let text = r#"{"kind":"fork","parent_pid":1,"child_pid":2}
+{"kind":"file_change","process":{"pid":2,"ppid":1,"uid":0,"gid":0,"euid":0,"egid":0,"user":"root","group":"root","exe":"/usr/bin/mv","comm":"mv","cgroup":"/","container_id":""},"op":"rename","path":"/tmp/a","target":"/tmp/b"}
+{"kind":"network","process":{"pid":3,"ppid":1,"uid":0,"gid":0,"euid":0,"egid":0,"user":"root","group":"root","exe":"/usr/bin/bash","comm":"bash","cgroup":"","container_id":""},"op":"connect","local_ip":"127.0.0.1","local_port":0,"remote_ip":"127.0.0.1","remote_port":22}
+{"kind":"privilege","process":{"pid":4,"ppid":1,"uid":0,"gid":0,"euid":0,"egid":0,"user":"root","group":"root","exe":"/usr/bin/su","comm":"su","cgroup":"","container_id":""},"op":"setresuid","args":[1000,1000,1000]}
+"#;
+        let events = read(text.as_bytes(), Path::new("k.jsonl")).expect("reads");
+        let kinds: Vec<&str> = events.iter().map(Event::kind).collect();
+        assert_eq!(kinds, ["fork", "file_change", "network", "privilege"]);
+        let mut bytes = Vec::new();
+        write(&mut bytes, &events).expect("writes");
+        assert_eq!(String::from_utf8(bytes).expect("utf-8"), text);
     }
 
     #[test]

@@ -19,6 +19,9 @@ pub mod spool;
 pub mod verdict;
 
 pub use enforcement::Enforcement;
-pub use event::{Event, ExecEvent, ExitEvent, ForkEvent, OpenEvent};
+pub use event::{
+    Ancestor, Event, ExecEvent, ExitEvent, FileChangeEvent, FileOp, ForkEvent, MAX_ANCESTORS,
+    NetworkEvent, NetworkOp, OpenEvent, PrivilegeEvent, PrivilegeOp, Process,
+};
 pub use failure::{FailureKind, FailureRecord, Frame};
 pub use verdict::{Action, FailurePolicy, Severity, Verdict};

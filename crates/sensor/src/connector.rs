@@ -136,6 +136,9 @@ pub fn exec_event(pid: u32) -> ExecEvent {
         exe: info.exe,
         argv: info.argv,
         cwd: info.cwd,
+        user: String::new(),
+        group: String::new(),
+        ancestors: Vec::new(),
     }
 }
 

@@ -25,6 +25,9 @@ pub fn resolve_exec(pid: u32, path: &str) -> Event {
         argv: Vec::new(),
         cwd: info.cwd,
         parent_exe: info.exe,
+        user: String::new(),
+        group: String::new(),
+        ancestors: Vec::new(),
     })
 }
 

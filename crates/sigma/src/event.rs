@@ -22,10 +22,11 @@ pub enum Field {
     SourceIp,
     SourcePort,
     Initiated,
+    SourceFilename,
 }
 
 /// Number of [`Field`] variants; sizes per-event caches.
-pub const FIELD_COUNT: usize = 15;
+pub const FIELD_COUNT: usize = 16;
 
 impl Field {
     /// Every field, in index order.
@@ -45,6 +46,7 @@ impl Field {
         Field::SourceIp,
         Field::SourcePort,
         Field::Initiated,
+        Field::SourceFilename,
     ];
 
     /// The Sigma spelling.
@@ -65,6 +67,7 @@ impl Field {
             Field::SourceIp => "SourceIp",
             Field::SourcePort => "SourcePort",
             Field::Initiated => "Initiated",
+            Field::SourceFilename => "SourceFilename",
         }
     }
 
@@ -92,6 +95,9 @@ impl Categories {
     pub const FILE_EVENT: Categories = Categories(2);
     pub const FILE_ACCESS: Categories = Categories(4);
     pub const NETWORK_CONNECTION: Categories = Categories(8);
+    pub const FILE_RENAME: Categories = Categories(16);
+    pub const FILE_DELETE: Categories = Categories(32);
+    pub const FILE_CHANGE: Categories = Categories(64);
 
     /// The category named in a rule's `logsource.category`, if supported.
     pub fn from_logsource(category: &str) -> Option<Categories> {
@@ -100,6 +106,9 @@ impl Categories {
             "file_event" => Some(Categories::FILE_EVENT),
             "file_access" => Some(Categories::FILE_ACCESS),
             "network_connection" => Some(Categories::NETWORK_CONNECTION),
+            "file_rename" => Some(Categories::FILE_RENAME),
+            "file_delete" => Some(Categories::FILE_DELETE),
+            "file_change" => Some(Categories::FILE_CHANGE),
             _ => None,
         }
     }
@@ -136,6 +145,10 @@ pub struct ExecView<'a> {
     pub cwd: &'a str,
     /// Empty when the parent is gone.
     pub parent_exe: &'a str,
+    /// The name of `uid`; empty when the agent knew none.
+    pub user: &'a str,
+    /// The parent's command line, when the agent could read it.
+    pub parent_argv: Option<&'a [String]>,
 }
 
 /// The parts of an open that rules can see.
@@ -155,6 +168,8 @@ pub struct OpenView<'a> {
 pub struct NetworkView<'a> {
     pub pid: u32,
     pub uid: u32,
+    /// The name of `uid`; empty when the agent knew none.
+    pub user: &'a str,
     /// Empty when the process is gone.
     pub exe: &'a str,
     /// True for an outgoing connection (connect), false for an accepted one.
@@ -165,6 +180,62 @@ pub struct NetworkView<'a> {
     pub destination_port: u16,
     /// Empty when no name is known for the address (the kernel sees addresses, not names).
     pub destination_hostname: &'a str,
+}
+
+/// A TCP connection seen from this host, for [`EventFields::from_connection`].
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionView<'a> {
+    pub pid: u32,
+    pub uid: u32,
+    /// The name of `uid`; empty when the agent knew none.
+    pub user: &'a str,
+    /// Empty when the process is gone.
+    pub exe: &'a str,
+    /// True for a connect from this host, false for one accepted here.
+    pub outgoing: bool,
+    pub local_ip: &'a str,
+    pub local_port: u16,
+    pub remote_ip: &'a str,
+    pub remote_port: u16,
+}
+
+/// What happened to a file, for [`EventFields::from_file_change`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileChange<'a> {
+    /// Renamed to this name.
+    Rename {
+        to: &'a str,
+    },
+    /// Linked under this new name.
+    Link {
+        to: &'a str,
+    },
+    Unlink,
+    Chmod,
+    Chown,
+}
+
+/// The parts of a file change (what the BPF sensor reports) that rules can see.
+#[derive(Debug, Clone, Copy)]
+pub struct FileChangeView<'a> {
+    pub pid: u32,
+    pub uid: u32,
+    /// The name of `uid`; empty when the agent knew none.
+    pub user: &'a str,
+    /// Empty when the process is gone.
+    pub exe: &'a str,
+    /// The file (for a rename or link, its old name).
+    pub path: &'a str,
+    pub change: FileChange<'a>,
+}
+
+/// `User` as Sysmon for Linux writes it: the name, or the numeric id when there is none.
+fn user<'a>(name: &'a str, uid: u32) -> Cow<'a, str> {
+    if name.is_empty() {
+        Cow::Owned(uid.to_string())
+    } else {
+        Cow::Borrowed(name)
+    }
 }
 
 impl<'a> EventFields<'a> {
@@ -193,19 +264,22 @@ impl<'a> EventFields<'a> {
     }
 
     /// A `process_creation` event. `CommandLine` is argv joined with single spaces (what
-    /// `ps` shows; quoting is lost). `User` is the numeric uid as a decimal string: the engine
-    /// has no access to `/etc/passwd`. `ParentCommandLine` is absent: exec events do not carry
-    /// the parent's argv.
+    /// `ps` shows; quoting is lost). `User` is the user name the agent resolved, or the numeric
+    /// uid as a decimal string when it had none. `ParentCommandLine` is the parent's argv
+    /// joined the same way, absent when the agent could not read it.
     pub fn from_exec(exec: ExecView<'a>) -> EventFields<'a> {
         let mut fields = EventFields::new(Categories::PROCESS_CREATION)
             .with(Field::Image, exec.exe)
             .with(Field::CommandLine, exec.argv.join(" "))
-            .with(Field::User, exec.uid.to_string())
+            .with(Field::User, user(exec.user, exec.uid))
             .with(Field::CurrentDirectory, exec.cwd)
             .with(Field::ProcessId, exec.pid.to_string())
             .with(Field::ParentProcessId, exec.ppid.to_string());
         if !exec.parent_exe.is_empty() {
             fields.set(Field::ParentImage, Some(Cow::Borrowed(exec.parent_exe)));
+        }
+        if let Some(argv) = exec.parent_argv {
+            fields.set(Field::ParentCommandLine, Some(Cow::Owned(argv.join(" "))));
         }
         fields
     }
@@ -222,7 +296,7 @@ impl<'a> EventFields<'a> {
             .with(Field::SourcePort, net.source_port.to_string())
             .with(Field::DestinationIp, net.destination_ip)
             .with(Field::DestinationPort, net.destination_port.to_string())
-            .with(Field::User, net.uid.to_string())
+            .with(Field::User, user(net.user, net.uid))
             .with(Field::ProcessId, net.pid.to_string());
         if !net.exe.is_empty() {
             fields.set(Field::Image, Some(Cow::Borrowed(net.exe)));
@@ -232,6 +306,57 @@ impl<'a> EventFields<'a> {
                 Field::DestinationHostname,
                 Some(Cow::Borrowed(net.destination_hostname)),
             );
+        }
+        fields
+    }
+
+    /// A `network_connection` event oriented as Sysmon orients it, which SigmaHQ's rules
+    /// assume: the source is whoever initiated the connection, so for an accepted connection
+    /// `SourceIp` is the peer and `DestinationPort` is this host's listening port.
+    pub fn from_connection(c: ConnectionView<'a>) -> EventFields<'a> {
+        let (source, destination) = if c.outgoing {
+            ((c.local_ip, c.local_port), (c.remote_ip, c.remote_port))
+        } else {
+            ((c.remote_ip, c.remote_port), (c.local_ip, c.local_port))
+        };
+        EventFields::from_network(NetworkView {
+            pid: c.pid,
+            uid: c.uid,
+            user: c.user,
+            exe: c.exe,
+            initiated: c.outgoing,
+            source_ip: source.0,
+            source_port: source.1,
+            destination_ip: destination.0,
+            destination_port: destination.1,
+            destination_hostname: "",
+        })
+    }
+
+    /// A file change, in the categories SigmaHQ's rules expect: a rename is a `file_rename`
+    /// (`SourceFilename` the old name, `TargetFilename` the new) and, like a link, also a
+    /// `file_event` for the name it creates (so `mv payload /etc/cron.d/` meets the rules about
+    /// files appearing there); an unlink is a `file_delete`; chmod and chown are `file_change`.
+    pub fn from_file_change(file: FileChangeView<'a>) -> EventFields<'a> {
+        let (categories, target, source) = match file.change {
+            FileChange::Rename { to } => (
+                Categories::FILE_RENAME.union(Categories::FILE_EVENT),
+                to,
+                Some(file.path),
+            ),
+            FileChange::Link { to } => (Categories::FILE_EVENT, to, Some(file.path)),
+            FileChange::Unlink => (Categories::FILE_DELETE, file.path, None),
+            FileChange::Chmod | FileChange::Chown => (Categories::FILE_CHANGE, file.path, None),
+        };
+        let mut fields = EventFields::new(categories)
+            .with(Field::TargetFilename, target)
+            .with(Field::User, user(file.user, file.uid))
+            .with(Field::ProcessId, file.pid.to_string());
+        if let Some(source) = source {
+            fields.set(Field::SourceFilename, Some(Cow::Borrowed(source)));
+        }
+        if !file.exe.is_empty() {
+            fields.set(Field::Image, Some(Cow::Borrowed(file.exe)));
         }
         fields
     }

@@ -28,7 +28,10 @@ pub use ast::{Cidr, Expr, FieldTest, Level, Pattern, RefKind, Rule, Search};
 pub use compile::RuleSet;
 pub use error::{ContentError, RuleError};
 pub use eval::Scratch;
-pub use event::{Categories, EventFields, ExecView, FIELD_COUNT, Field, NetworkView, OpenView};
+pub use event::{
+    Categories, ConnectionView, EventFields, ExecView, FIELD_COUNT, Field, FileChange,
+    FileChangeView, NetworkView, OpenView,
+};
 pub use load::{Skipped, parse_stream};
 pub use string::{Piece, SigmaString};
 pub use verdict::{Action, BLOCK_TAG, Config, ConfigError, Outcome, RuleInfo};

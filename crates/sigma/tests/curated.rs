@@ -18,6 +18,8 @@ fn exec<'a>(exe: &'a str, argv: &'a [String], parent: &'a str) -> EventFields<'a
         argv,
         cwd: "/root",
         parent_exe: parent,
+        user: "root",
+        parent_argv: None,
     })
 }
 

@@ -108,6 +108,7 @@ fn connection<'a>(exe: &'a str, to: &'a str, port: u16, host: &'a str) -> EventF
     EventFields::from_network(NetworkView {
         pid: 4242,
         uid: 1000,
+        user: "alice",
         exe,
         initiated: true,
         source_ip: "192.168.1.20",
@@ -131,6 +132,8 @@ fn sigmahq_rules_judge_each_category_and_credit_their_authors() {
         argv: &argv,
         cwd: "/tmp",
         parent_exe: "/usr/bin/bash",
+        user: "alice",
+        parent_argv: None,
     });
     let outcome = loaded
         .rules

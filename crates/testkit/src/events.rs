@@ -15,5 +15,8 @@ pub fn exec(exe: &str) -> Event {
         argv: vec![exe.to_owned()],
         cwd: "/".to_owned(),
         parent_exe: "/usr/bin/bash".to_owned(),
+        user: String::new(),
+        group: String::new(),
+        ancestors: Vec::new(),
     })
 }

@@ -4,7 +4,7 @@
 //! code natively; this file only adapts it to the `ringfence:engine` world.
 
 wit_bindgen::generate!({
-    path: "../../wit",
+    path: "../../wit/0.1",
     world: "engine",
 });
 

@@ -8,7 +8,7 @@
 //! template with 20, reads the 21st slot and follows it as a pointer, far outside memory.
 
 wit_bindgen::generate!({
-    path: "../../wit",
+    path: "../../wit/0.1",
     world: "engine",
 });
 

@@ -1,19 +1,23 @@
-//! `sigma`: runs Sigma rules against exec and open events.
+//! `sigma`: runs Sigma rules against exec, open, network and file-change events
+//! (`ringfence:engine@0.2.0`).
 //!
 //! Parsing, compilation and matching live in `ringfence-sigma` so that benchmarks can run the
 //! same matcher natively; this file only adapts it to the `ringfence:engine` world and keeps
 //! the per-instance state (config, compiled rules, scratch buffers).
 
 wit_bindgen::generate!({
-    path: "../../wit",
+    path: "../../wit/0.2",
     world: "engine",
 });
 
 use exports::ringfence::engine::detector::Guest;
 use ringfence::engine::types::{
-    Action, ContentError, ContentInfo, Event, Severity, Verdict,
+    Action, ContentError, ContentInfo, Event, FileOp, NetworkOp, Severity, Verdict,
 };
-use ringfence_sigma::{Config, EventFields, ExecView, Level, OpenView, Outcome, RuleSet, Scratch};
+use ringfence_sigma::{
+    Config, ConnectionView, EventFields, ExecView, FileChange, FileChangeView, Level, OpenView,
+    Outcome, RuleSet, Scratch,
+};
 use std::cell::RefCell;
 
 #[derive(Default)]
@@ -72,6 +76,12 @@ fn fields(event: &Event) -> Option<EventFields<'_>> {
             argv: &e.argv,
             cwd: &e.cwd,
             parent_exe: &e.parent_exe,
+            user: &e.user,
+            parent_argv: e
+                .ancestors
+                .first()
+                .filter(|parent| parent.pid == e.ppid)
+                .map(|parent| parent.argv.as_slice()),
         })),
         Event::Open(o) => Some(EventFields::from_open(OpenView {
             pid: o.pid,
@@ -80,7 +90,43 @@ fn fields(event: &Event) -> Option<EventFields<'_>> {
             exe: &o.exe,
             write: o.write,
         })),
-        Event::Fork(_) | Event::Exit(_) => None,
+        // The same mapping as `ringfence_sigma::protocol::fields`, from the WIT types.
+        Event::Network(n) => {
+            let outgoing = match n.op {
+                NetworkOp::Connect => true,
+                NetworkOp::Accept => false,
+                NetworkOp::Listen => return None,
+            };
+            Some(EventFields::from_connection(ConnectionView {
+                pid: n.process.pid,
+                uid: n.process.uid,
+                user: &n.process.user,
+                exe: &n.process.exe,
+                outgoing,
+                local_ip: &n.local_ip,
+                local_port: n.local_port,
+                remote_ip: &n.remote_ip,
+                remote_port: n.remote_port,
+            }))
+        }
+        Event::FileChange(f) => {
+            let to = f.target.as_deref().unwrap_or_default();
+            Some(EventFields::from_file_change(FileChangeView {
+                pid: f.process.pid,
+                uid: f.process.uid,
+                user: &f.process.user,
+                exe: &f.process.exe,
+                path: &f.path,
+                change: match f.op {
+                    FileOp::Rename => FileChange::Rename { to },
+                    FileOp::Link => FileChange::Link { to },
+                    FileOp::Unlink => FileChange::Unlink,
+                    FileOp::Chmod => FileChange::Chmod,
+                    FileOp::Chown => FileChange::Chown,
+                },
+            }))
+        }
+        Event::Fork(_) | Event::Exit(_) | Event::Privilege(_) => None,
     }
 }
 

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{engine, within};
+use common::{engine, stats_once_counted, within};
 use ringfence_agent::{Agent, AgentConfig, MuteSet, SwapError};
 use ringfence_engine_host::{EngineSettings, LoadedEngine, Runtime};
 use ringfence_protocol::{Event, FailureKind, FailurePolicy};
@@ -125,7 +125,7 @@ fn swap_under_load_answers_every_ticket_exactly_once() {
         }
         feeder.join().expect("feeder");
         wait_all(&tickets, Duration::from_secs(60));
-        let stats = agent.stats();
+        let stats = stats_once_counted(&agent, submitted);
         assert_eq!(stats.permission_events, submitted, "{stats:?}");
         assert_eq!(stats.allowed + stats.denied, submitted, "{stats:?}");
         assert_eq!(stats.swaps, swaps, "{stats:?}");
@@ -278,7 +278,7 @@ fn slow_engine_is_refused_when_validated_and_within_deadline_when_forced() {
             worst <= perm_deadline + slack,
             "worst wait {worst:?} past deadline {perm_deadline:?} + {slack:?}"
         );
-        let stats = agent.stats();
+        let stats = stats_once_counted(&agent, submitted);
         assert_eq!(agent.generation(), 2);
         assert_eq!(stats.allowed + stats.denied, submitted, "{stats:?}");
         assert!(

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{engine, within};
+use common::{engine, stats_once_counted, within};
 use ringfence_agent::{Agent, AgentConfig, Enforcement, MuteSet, Sensor, Submitted};
 use ringfence_engine_host::{EngineSettings, LoadedEngine, QuarantineRule, Runtime};
 use ringfence_protocol::{Event, FailurePolicy};
@@ -217,7 +217,7 @@ fn full_queue_and_hung_engine_are_answered_by_policy() {
         }
         // Fail-closed: every one denied.
         assert!(tickets.iter().all(|t| t.answer() == Some(false)));
-        let stats = agent.stats();
+        let stats = stats_once_counted(&agent, 6);
         assert!(stats.queue_full >= 1, "{stats:?}");
         assert!(stats.deadline_answers >= 1, "{stats:?}");
         // Policy answers are verdicts too: each one's wait is in the latency figures.

@@ -2,12 +2,13 @@
 //! mark, and a watchdog that aborts the whole test process rather than let it hang.
 #![allow(dead_code, reason = "each test binary uses a different subset")]
 
+use ringfence_agent::{Agent, StatsSnapshot};
 use ringfence_engine_host::{EngineSettings, LoadedEngine, QuarantineRule, Runtime};
 use ringfence_protocol::FailurePolicy;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub fn engine(
     runtime: &Runtime,
@@ -121,4 +122,17 @@ pub fn policies_once_realtime() -> Vec<u32> {
         policies = thread_policies();
     }
     policies
+}
+
+/// The agent's figures once `answered` answers are counted: a thread answers a ticket first and
+/// counts it after, so a test that saw every ticket answered may read the figures in between.
+pub fn stats_once_counted(agent: &Agent, answered: u64) -> StatsSnapshot {
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        let stats = agent.stats();
+        if stats.allowed + stats.denied >= answered || Instant::now() > until {
+            return stats;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
 }

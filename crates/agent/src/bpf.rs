@@ -4,8 +4,9 @@
 //! notification queue was full, or the sensor is not there at all (reduced visibility).
 //!
 //! Network, file and privilege records become protocol events ([`to_event`]) enriched in the
-//! agent ([`Enricher`]) and go through the notification thread's batches: nobody waits on
-//! them, and the reader never waits on the engines: it only tries the bounded queue, and what
+//! agent ([`Enricher`], on a thread of its own so that an exec's argv never waits behind it)
+//! and go through the notification thread's batches: nobody waits on them, and neither the
+//! reader nor the enricher ever waits on the engines: they only try bounded queues, and what
 //! does not fit is counted (`bpf_dropped`) and raised as a High alert.
 //!
 //! fanotify asks about an exec before the process image changes, when `/proc` still shows the
@@ -25,6 +26,7 @@ use ringfence_protocol::{
 use serde::Serialize;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
+use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -38,6 +40,8 @@ const MATCH_WINDOW: Duration = Duration::from_millis(500);
 /// At most one ring buffer loss alert this often; it carries every loss since the last.
 const LOSS_ALERT_EVERY: Duration = Duration::from_secs(10);
 const POLL: Duration = Duration::from_millis(50);
+/// Records waiting for the enricher; past it they are dropped, counted and alerted.
+const ENRICH_QUEUE: usize = 16_384;
 
 /// What the BPF sensor sees on this host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -179,11 +183,62 @@ impl Raised {
     }
 }
 
+/// What the reader hands the enricher thread.
+enum ToEnrich {
+    /// A process executed `filename`: the enricher notes its working directory now.
+    Exec { tgid: u32, filename: String },
+    /// A record for the engines.
+    Event(BpfEvent),
+}
+
 /// Reads the sensor until the agent stops. Losses come in-band in the records (the confined
 /// agent makes no `bpf()` call).
-pub fn run(core: &Core, mut sensor: BpfSensor) {
-    let mut events = Vec::new();
+///
+/// Two threads: the reader keeps the argv of execs (a worker deciding an exec waits at most
+/// [`ARGV_WAIT`] for it) and hands everything else on; the enricher reads `/proc` and the
+/// account files for the other records and queues them for the engines. Enrichment costs
+/// hundreds of microseconds a record, and a busy host (a build renames and unlinks thousands
+/// of files) would otherwise hold an exec's argv behind it past the workers' wait.
+pub fn run(core: &Core, sensor: BpfSensor) {
+    let (to_enricher, queued) = mpsc::sync_channel(ENRICH_QUEUE);
+    std::thread::scope(|scope| {
+        let enricher = std::thread::Builder::new()
+            .name("rf-bpf-enrich".into())
+            .spawn_scoped(scope, move || enrich(core, &queued));
+        match enricher {
+            Ok(_) => read(core, sensor, Some(to_enricher)),
+            Err(error) => {
+                tracing::error!(
+                    %error,
+                    "could not start the BPF enricher; only execs' argv is used (reduced visibility)"
+                );
+                read(core, sensor, None);
+            }
+        }
+    });
+}
+
+/// Enriches and queues for the engines what the reader hands over, until it stops.
+fn enrich(core: &Core, queued: &Receiver<ToEnrich>) {
     let mut enricher = Enricher::default();
+    for item in queued {
+        match item {
+            ToEnrich::Exec { tgid, filename } => enricher.exec(tgid, &filename),
+            ToEnrich::Event(event) => {
+                let Some(event) = to_event(&event, &mut enricher) else {
+                    continue;
+                };
+                Stats::add(&core.stats.bpf_notifications);
+                if !core.try_notify(event) {
+                    Stats::add(&core.stats.bpf_dropped);
+                }
+            }
+        }
+    }
+}
+
+fn read(core: &Core, mut sensor: BpfSensor, to_enricher: Option<SyncSender<ToEnrich>>) {
+    let mut events = Vec::new();
     let mut lost = Raised::default();
     let mut dropped = Raised::default();
     while !core.sensors_stop() {
@@ -212,10 +267,10 @@ pub fn run(core: &Core, mut sensor: BpfSensor) {
         }
         let now = Instant::now();
         for event in events.drain(..) {
-            if !record(core, &mut enricher, event, now) {
-                dropped.seen += 1;
-            }
+            record(core, to_enricher.as_ref(), event, now);
         }
+        // Counted here and by the enricher (a full notification queue).
+        dropped.seen = core.stats.bpf_dropped.load(Ordering::Relaxed);
         if let Some(count) = lost.due() {
             loss_alert(core, count);
         }
@@ -225,9 +280,9 @@ pub fn run(core: &Core, mut sensor: BpfSensor) {
     }
 }
 
-/// Counts `event`, keeps an exec's argv, and hands anything else to the engines; false when the
-/// notification queue had no room for it.
-fn record(core: &Core, enricher: &mut Enricher, event: BpfEvent, now: Instant) -> bool {
+/// Counts `event`, keeps an exec's argv, and hands the rest to the enricher; a record the
+/// enricher has no room for is counted as dropped.
+fn record(core: &Core, to_enricher: Option<&SyncSender<ToEnrich>>, event: BpfEvent, now: Instant) {
     let stats = &core.stats;
     Stats::add(match &event {
         BpfEvent::Exec { .. } => &stats.bpf_exec,
@@ -245,21 +300,21 @@ fn record(core: &Core, enricher: &mut Enricher, event: BpfEvent, now: Instant) -
         ..
     } = event
     {
-        enricher.exec(process.tgid, &filename);
+        // The argv first: a worker may be waiting for it.
+        let tgid = process.tgid;
         if let Some(book) = &core.argv {
-            book.insert(process.tgid, filename, argv, now);
+            book.insert(tgid, filename.clone(), argv, now);
         }
-        return true;
+        if let Some(to_enricher) = to_enricher {
+            // A full queue loses only this exec's working directory, not an event.
+            let _ = to_enricher.try_send(ToEnrich::Exec { tgid, filename });
+        }
+        return;
     }
-    let Some(event) = to_event(&event, enricher) else {
-        return true;
-    };
-    Stats::add(&stats.bpf_notifications);
-    let sent = core.try_notify(event);
-    if !sent {
+    let handed = to_enricher.is_some_and(|to| to.try_send(ToEnrich::Event(event)).is_ok());
+    if !handed {
         Stats::add(&stats.bpf_dropped);
     }
-    sent
 }
 
 /// The process of a record as engines see it, with names, exe and cgroup from this host.

@@ -16,9 +16,19 @@ use ringfence_sensor::FanotifyConfig;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 const LIMIT: Duration = Duration::from_secs(120);
+
+/// One agent with a sensor at a time, as on a real host: the harness runs tests in parallel,
+/// and each agent's BPF reader sees every exec on the machine. With three at once on two busy
+/// cores, a full run here once saw the argv test's reader take one exec record in ten seconds
+/// and both of its argv waits miss (`bpf_argv_missed: 2`).
+fn one_agent_at_a_time() -> MutexGuard<'static, ()> {
+    static HOST: Mutex<()> = Mutex::new(());
+    HOST.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 const RULE: &str = "title: ringfence argv marker
 id: 0f4b7e1c-2a59-4c1e-9a41-6f0b2d8e5c11
@@ -54,6 +64,7 @@ fn blocking_exec_decision_gets_the_argv_bpf_saw() {
         return;
     }
     ringfence_testkit::mount_tracefs();
+    let _host = one_agent_at_a_time();
     within(LIMIT, || {
         let fs = Tmpfs::mount();
         let probe = fs.binary("probe");
@@ -182,6 +193,7 @@ fn kernel_network_and_file_events_reach_a_0_2_engine_next_to_a_0_1_engine() {
         return;
     }
     ringfence_testkit::mount_tracefs();
+    let _host = one_agent_at_a_time();
     within(LIMIT, || {
         let fs = Tmpfs::mount();
         let bad = fs.binary("ringfence-bad");
@@ -336,6 +348,7 @@ fn refused_bpf_load_leaves_fanotify_serving_with_reduced_visibility() {
     if !root_or_skip("refused_bpf_load_leaves_fanotify_serving_with_reduced_visibility") {
         return;
     }
+    let _host = one_agent_at_a_time();
     within(LIMIT, || {
         let fs = Tmpfs::mount();
         let good = fs.binary("good");

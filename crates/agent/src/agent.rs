@@ -194,6 +194,7 @@ impl Agent {
             watch: Mutex::new(Some(watch_tx)),
             notify: Mutex::new(Some(notify_tx)),
             argv: bpf.as_ref().map(|_| ArgvBook::default()),
+            failures: config.failures.clone(),
         });
         let audit = fanotify.as_ref().is_some_and(Fanotify::audit_enabled);
         let mut agent = Agent {

@@ -9,6 +9,7 @@
 //!        ▼                         │ deadline passed
 //!  workers (EngineWorker per engine) ──▶ answer ◀── deadline responder
 //!  proc connector / replay ──▶ notification thread (batched) ──▶ alerts
+//!  engine failures (workers, notification thread) ──▶ failure channel (typed, bounded)
 //!  BPF ring buffer ──▶ counters, argv of recent execs (read by workers), loss alerts
 //! ```
 //!
@@ -25,6 +26,7 @@ mod config;
 mod confine;
 mod core;
 pub mod engines;
+mod failures;
 pub mod latency;
 pub mod mode;
 pub mod mute;
@@ -41,6 +43,7 @@ pub use bpf::Visibility;
 pub use config::{AgentConfig, AgentError, Sensor};
 pub use core::Submitted;
 pub use engines::SwapError;
+pub use failures::{FailureReceiver, FailureSender, failure_channel};
 pub use latency::LatencySummary;
 pub use mute::MuteSet;
 pub use recent::RECENT_EVENTS;

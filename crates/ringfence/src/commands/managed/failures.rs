@@ -36,16 +36,16 @@ pub(super) fn ship_failures(
         let mut waiting: Option<Report> = None;
         loop {
             budget.left_out(failures.take_dropped());
-            if let Some(report) = waiting.take() {
-                if let Err(error) = spool.push(&report) {
-                    if stop.load(Ordering::Relaxed) {
-                        tracing::warn!(%error, "an engine failure could not be spooled before the agent stopped");
-                        budget.left_out(1);
-                    } else {
-                        waiting = Some(report);
-                        std::thread::sleep(WAIT);
-                        continue;
-                    }
+            if let Some(report) = waiting.take()
+                && let Err(error) = spool.push(&report)
+            {
+                if stop.load(Ordering::Relaxed) {
+                    tracing::warn!(%error, "an engine failure could not be spooled before the agent stopped");
+                    budget.left_out(1);
+                } else {
+                    waiting = Some(report);
+                    std::thread::sleep(WAIT);
+                    continue;
                 }
             }
             match failures.recv_timeout(WAIT) {

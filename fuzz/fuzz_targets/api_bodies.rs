@@ -1,5 +1,6 @@
 //! HTTP API bodies as the other side sends them: agents' requests to the server (enroll,
-//! heartbeat, report batches; an agent's spool files are the same `Report` JSON), the server's
+//! heartbeat, report batches as sent and as the server reads them, body by kind; an agent's
+//! spool files are the same `Report` JSON), the server's
 //! answers agents act on (enrollment, assignments and remediation plans), and the parts of an
 //! operator's rollout request the server checks itself (ring percentages, gate thresholds,
 //! ring specs). Everything must deserialise or fail cleanly, what parses must serialise to JSON
@@ -17,6 +18,7 @@
 use libfuzzer_sys::fuzz_target;
 use ringfence_protocol::api::{
     EnrollRequest, EnrollResponse, Heartbeat, HeartbeatResponse, Report, ReportBatch,
+    WireReportBatch,
 };
 use ringfence_rollout::{GateSpec, RolloutSpec};
 use serde::Serialize;
@@ -53,6 +55,12 @@ fuzz_target!(|data: &[u8]| {
         }
         4 => {
             let _ = reparses::<ReportBatch>(body);
+            // The server's path: the wire form within the limits, then each body by its kind.
+            if let Some((batch, _)) = reparses::<WireReportBatch>(body)
+                && batch.validate().is_ok()
+            {
+                let _ = batch.typed();
+            }
         }
         5 => {
             let _ = reparses::<Report>(body);

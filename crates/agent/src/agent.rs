@@ -196,6 +196,7 @@ impl Agent {
             notify: Mutex::new(Some(notify_tx)),
             argv: bpf.as_ref().map(|_| ArgvBook::default()),
             names: AccountNames::default(),
+            failures: config.failures.clone(),
         });
         let audit = fanotify.as_ref().is_some_and(Fanotify::audit_enabled);
         let mut agent = Agent {

@@ -1,6 +1,7 @@
 //! How an agent is configured: which sensors, where alerts go, deadlines, workers, the mute
 //! set. The CLI and the guard build one of these; nothing here touches the system.
 
+use crate::failures::FailureSender;
 use crate::mute::MuteSet;
 use ringfence_hardening::EngineConfinement;
 use ringfence_protocol::{Enforcement, Event};
@@ -59,6 +60,9 @@ pub struct AgentConfig {
     /// Engines (by name) whose verdicts are audited from the first event on, while the others
     /// enforce (a channel in an audit rollout); see [`crate::Agent::set_audited_engines`].
     pub audited_engines: BTreeSet<String>,
+    /// Where engine failures go as values, each once ([`crate::failure_channel`]); `None`
+    /// leaves them in the alerts only (a standalone agent).
+    pub failures: Option<FailureSender>,
 }
 
 impl Default for AgentConfig {
@@ -81,6 +85,7 @@ impl Default for AgentConfig {
             protect: Vec::new(),
             enforcement: Enforcement::Enforce,
             audited_engines: BTreeSet::new(),
+            failures: None,
         }
     }
 }

@@ -5,6 +5,7 @@ use crate::bpf::{ARGV_WAIT, ArgvBook};
 use crate::cache::{CacheKey, DecisionCache};
 use crate::engines::EngineSlot;
 use crate::enrich::AccountNames;
+use crate::failures::FailureSender;
 use crate::latency::LatencyRecorder;
 use crate::mode::ModeSwitch;
 use crate::mute::MuteSet;
@@ -13,7 +14,7 @@ use crate::recent::RecentEvents;
 use crate::stats::Stats;
 use crate::watch::WatchQueue;
 use ringfence_engine_host::QuarantineReport;
-use ringfence_protocol::{Action, Event, Severity, Verdict};
+use ringfence_protocol::{Action, Event, FailureRecord, Severity, Verdict};
 use ringfence_sensor::Ticket;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
@@ -145,6 +146,9 @@ pub struct Core {
     pub argv: Option<ArgvBook>,
     /// User and group names for exec events.
     pub names: AccountNames,
+    /// Where every engine failure goes as a value (the managed agent's spool), besides the
+    /// alert that mentions it.
+    pub failures: Option<FailureSender>,
 }
 
 /// How a submission went.
@@ -266,6 +270,15 @@ impl Core {
             engines: &engines,
             failures: &[],
         });
+    }
+
+    /// Counts one engine failure and hands it to the failure channel, once per failure (an
+    /// alert may mention it too, but the channel is what ships it).
+    pub fn engine_failed(&self, failure: &FailureRecord) {
+        self.stats.failure(failure.kind);
+        if let Some(failures) = &self.failures {
+            failures.send(failure);
+        }
     }
 
     pub fn alert(&self, alert: &Alert<'_>) {

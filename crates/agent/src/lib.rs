@@ -9,6 +9,7 @@
 //!        ▼                         │ deadline passed
 //!  workers (EngineWorker per engine) ──▶ answer ◀── deadline responder
 //!  proc connector / replay ──▶ notification thread (batched) ──▶ alerts
+//!  engine failures (workers, notification thread) ──▶ failure channel (typed, bounded)
 //!  BPF ring buffer ──▶ counters, argv of recent execs (read by workers), loss alerts
 //!        └── network/file/privilege, enriched ──try──▶ notification thread (full: counted,
 //!                                                      alerted)
@@ -28,6 +29,7 @@ mod confine;
 mod core;
 pub mod engines;
 pub mod enrich;
+mod failures;
 pub mod latency;
 pub mod mode;
 pub mod mute;
@@ -45,6 +47,7 @@ pub use bpf::Visibility;
 pub use config::{AgentConfig, AgentError, Sensor};
 pub use core::Submitted;
 pub use engines::SwapError;
+pub use failures::{FailureReceiver, FailureSender, failure_channel};
 pub use latency::LatencySummary;
 pub use mute::MuteSet;
 pub use recent::RECENT_EVENTS;

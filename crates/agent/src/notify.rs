@@ -48,7 +48,7 @@ fn decide(core: &Core, engines: &mut Engines, batch: &[Event]) {
                 core.quarantined(report, event);
             }
             if let Some(failure) = decision.failure {
-                core.stats.failure(failure.kind);
+                core.engine_failed(&failure);
                 failures.push(failure);
             }
             if decision.verdict.action != Action::Allow {

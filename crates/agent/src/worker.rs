@@ -92,7 +92,7 @@ impl Engines {
                 core.quarantined(report, event);
             }
             if let Some(failure) = decision.failure {
-                core.stats.failure(failure.kind);
+                core.engine_failed(&failure);
                 failures.push(failure);
             }
             verdicts.push(EngineVerdict {

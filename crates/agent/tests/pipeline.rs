@@ -229,6 +229,43 @@ fn full_queue_and_hung_engine_are_answered_by_policy() {
     });
 }
 
+/// Every engine failure, on the permission path and the notification path alike, goes to the
+/// failure channel once: as many records as the agent counted failures (a record sent twice
+/// would make more).
+#[test]
+fn every_engine_failure_goes_to_the_failure_channel_once() {
+    within(Duration::from_secs(120), || {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let runtime = Runtime::new().expect("runtime");
+        let trapping = engine(
+            &runtime,
+            "faulty",
+            FailurePolicy::FailOpen,
+            Duration::from_secs(1),
+            b"trap",
+        );
+        let events = ringfence_protocol::corpus::generate(200, 11);
+        let (failures, received) = ringfence_agent::failure_channel(10_000);
+        let mut config = config(&dir.path().join("alerts.jsonl"));
+        config.sensors = vec![Sensor::Replay(events)];
+        config.perm_deadline = Duration::from_secs(5);
+        config.failures = Some(failures);
+        let agent = Agent::start(config, vec![trapping]).expect("agent starts");
+        assert!(
+            agent.wait_replay(Duration::from_secs(60)),
+            "replay finishes"
+        );
+        let stats = agent.shutdown();
+        let mut records = Vec::new();
+        while let Ok(record) = received.recv_timeout(Duration::from_millis(100)) {
+            records.push(record);
+        }
+        assert!(stats.engine_failures > 0, "{stats:?}");
+        assert_eq!(records.len() as u64, stats.engine_failures, "{stats:?}");
+        assert_eq!(received.take_dropped(), 0);
+    });
+}
+
 /// Submits `exec` events one at a time, each answered before the next.
 fn decide_one_by_one(agent: &Agent, count: usize) {
     for _ in 0..count {

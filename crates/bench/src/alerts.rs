@@ -11,6 +11,7 @@
 use crate::stats::{Row, print};
 use anyhow::Context;
 use ringfence_protocol::api::{Report, ReportBatch};
+use ringfence_protocol::report::ReportBody;
 use ringfence_server::ServerConfig;
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -231,14 +232,13 @@ fn upload(
                             let sent = u64::try_from(epoch.elapsed().as_micros()).unwrap_or(0);
                             Report {
                                 id: format!("a{id}"),
-                                kind: "alert".to_owned(),
                                 at_ms: ringfence_protocol::clock::unix_ms(),
-                                body: serde_json::json!({
+                                body: ReportBody::Alert(serde_json::json!({
                                     "class_uid": 1007,
                                     "severity_id": 3,
                                     "message": "bench alert",
                                     "bench_sent_us": sent,
-                                }),
+                                })),
                             }
                         })
                         .collect();

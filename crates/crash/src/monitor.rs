@@ -1,6 +1,7 @@
 //! The monitor process: waits for a crash request, writes the minidump, spools a report.
 
 use ringfence_protocol::api::Report;
+use ringfence_protocol::report::{MinidumpFailed, MinidumpReport, MinidumpWritten, ReportBody};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -17,13 +18,12 @@ struct Handler {
 }
 
 impl Handler {
-    fn spool_report(&self, body: serde_json::Value) -> std::io::Result<()> {
+    fn spool_report(&self, minidump: MinidumpReport) -> std::io::Result<()> {
         let now = ringfence_protocol::clock::unix_ms();
         let report = Report {
             id: format!("minidump-{now}"),
-            kind: "minidump".to_owned(),
             at_ms: now,
-            body,
+            body: ReportBody::Minidump(minidump),
         };
         // One report per crash; 999 keeps its name clear of the guard's counter in the same
         // millisecond.
@@ -51,14 +51,21 @@ impl minidumper::ServerHandler for Handler {
                     .map(|m| m.len())
                     .unwrap_or(0);
                 tracing::error!(path = %binary.path.display(), bytes, "the agent crashed; minidump written");
-                serde_json::json!({
-                    "engine": "agent",
-                    "path": binary.path.display().to_string(),
-                    "bytes": bytes,
-                    "embedded": binary.contents.as_ref().filter(|c| c.len() <= MAX_EMBEDDED_BYTES).map(|c| hex_encode(c)),
+                MinidumpReport::Written(MinidumpWritten {
+                    bytes,
+                    embedded: binary
+                        .contents
+                        .as_ref()
+                        .filter(|c| c.len() <= MAX_EMBEDDED_BYTES)
+                        .map(|c| hex_encode(c)),
+                    engine: "agent".to_owned(),
+                    path: binary.path.display().to_string(),
                 })
             }
-            Err(error) => serde_json::json!({"engine": "agent", "error": error.to_string()}),
+            Err(error) => MinidumpReport::Failed(MinidumpFailed {
+                engine: "agent".to_owned(),
+                error: error.to_string(),
+            }),
         };
         if let Err(error) = self.spool_report(body) {
             tracing::error!("could not spool the minidump report: {error}");

@@ -4,6 +4,7 @@
 
 use crate::releases::{self, CHANNEL};
 use crate::{DemoError, fleet::Fleet};
+use ringfence_protocol::report::{InstallOutcome, ReportBody, ReportKind};
 use ringfence_uplink::{CaCert, ClientError, ServerClient};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
@@ -131,27 +132,46 @@ impl Control {
     /// Agents whose install reports say they refused `version` (it failed on their own recent
     /// events, did not verify, or took too long to install): it never served there.
     pub fn refused(&self, version: &str) -> Result<BTreeSet<String>, DemoError> {
-        let reports = self.get("/api/v1/reports?kind=install")?;
-        Ok(reports["reports"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-            .iter()
-            .filter(|r| r["body"]["version"] == version && r["body"]["outcome"] == "refused")
-            .filter_map(|r| r["agent_id"].as_str().map(str::to_owned))
-            .collect())
+        self.installs(version, InstallOutcome::Refused)
     }
 
     /// Agents whose install reports say they ran `version`.
     pub fn reached(&self, version: &str) -> Result<BTreeSet<String>, DemoError> {
-        let reports = self.get("/api/v1/reports?kind=install")?;
+        self.installs(version, InstallOutcome::Running)
+    }
+
+    /// Agents with an install report of `version` that ended in `outcome`.
+    fn installs(
+        &self,
+        version: &str,
+        outcome: InstallOutcome,
+    ) -> Result<BTreeSet<String>, DemoError> {
+        Ok(self
+            .reports(ReportKind::Install)?
+            .into_iter()
+            .filter(|(_, body)| {
+                matches!(body, ReportBody::Install(install)
+                    if install.version == version && install.outcome == outcome)
+            })
+            .map(|(agent, _)| agent)
+            .collect())
+    }
+
+    /// The server's reports of `kind`, as (agent id, typed body); one that does not read as
+    /// its kind is left out.
+    pub fn reports(&self, kind: ReportKind) -> Result<Vec<(String, ReportBody)>, DemoError> {
+        let reports = self.get(&format!("/api/v1/reports?kind={kind}"))?;
         Ok(reports["reports"]
             .as_array()
             .cloned()
             .unwrap_or_default()
-            .iter()
-            .filter(|r| r["body"]["version"] == version && r["body"]["outcome"] == "running")
-            .filter_map(|r| r["agent_id"].as_str().map(str::to_owned))
+            .into_iter()
+            .filter_map(|r| {
+                let agent = r["agent_id"].as_str()?.to_owned();
+                let id = r["id"].as_str().unwrap_or_default();
+                let body = ReportBody::decode(id, kind.as_str(), r["body"].clone()).ok()?;
+                Some((agent, body))
+            })
             .collect())
     }
 }

@@ -6,6 +6,8 @@ use crate::releases::CHANNEL;
 use crate::summary::Summary;
 use crate::timeline::{Timeline, Tone};
 use crate::{DemoError, io};
+use ringfence_protocol::FailureKind;
+use ringfence_protocol::report::ReportBody;
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -441,9 +443,17 @@ pub fn run(options: DemoOptions) -> Result<Summary, DemoError> {
         .cloned()
         .unwrap_or_default()
         .iter()
-        .filter(|r| r["body"]["kind"] == "trap")
         .filter_map(|r| {
-            let trapped_ms = r["body"]["at_unix_ns"].as_f64()? / 1e6;
+            let id = r["id"].as_str().unwrap_or_default();
+            let ReportBody::Failure(failure) =
+                ReportBody::decode(id, "failure", r["body"].clone()).ok()?
+            else {
+                return None;
+            };
+            if failure.record.kind != FailureKind::Trap {
+                return None;
+            }
+            let trapped_ms = failure.record.at_unix_ns as f64 / 1e6;
             let received_ms = r["received_at"].as_f64()?;
             Some(((received_ms - trapped_ms) / 1000.0).max(0.0))
         })

@@ -11,6 +11,7 @@ use crate::policy::Failure;
 use ringfence_protocol::api::Report;
 use ringfence_protocol::clock::unix_ms;
 use ringfence_protocol::guard_link::Slot;
+use ringfence_protocol::report::{CrashKind, CrashReport, ReportBody};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -34,16 +35,15 @@ pub fn write(
     };
     let report = Report {
         id: format!("guard-{now}-{n}"),
-        kind: "crash".to_owned(),
         at_ms: now,
-        body: serde_json::json!({
-            "engine": "agent",
-            "kind": "native",
-            "signal": signal,
-            "exit_code": code,
-            "slot": slot,
-            "ran_ms": ran_ms,
-            "message": format!("the agent {failure}"),
+        body: ReportBody::Crash(CrashReport {
+            engine: "agent".to_owned(),
+            exit_code: code,
+            kind: CrashKind::Native,
+            message: format!("the agent {failure}"),
+            ran_ms,
+            signal,
+            slot,
         }),
     };
     ringfence_protocol::spool::write_from_outside(&data_dir.join("spool"), &report, n)
@@ -71,10 +71,12 @@ mod tests {
         assert!(name.starts_with("3-") && name.ends_with(".json"), "{name}");
         let report: Report =
             serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("a report");
-        assert_eq!(report.kind, "crash");
-        assert_eq!(report.body["signal"], "SIGSEGV");
-        assert_eq!(report.body["slot"], "current");
-        assert_eq!(report.body["message"], "the agent killed by SIGSEGV");
+        let ReportBody::Crash(crash) = report.body else {
+            panic!("a crash report: {report:?}");
+        };
+        assert_eq!(crash.signal.as_deref(), Some("SIGSEGV"));
+        assert_eq!(crash.slot, Slot::Current);
+        assert_eq!(crash.message, "the agent killed by SIGSEGV");
         let second = write(dir.path(), &Failure::Exited(3), Slot::Lkg, 1).expect("write");
         assert_ne!(path, second);
     }

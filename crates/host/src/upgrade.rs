@@ -169,7 +169,7 @@ impl SelfUpgrade {
         restart: impl FnOnce(Channels) -> Result<Agent, HostError>,
     ) -> Result<Agent, HostError> {
         let started = Instant::now();
-        let (channels, _error) = self.handoff_and_exec(agent, prepared);
+        let (channels, _error) = self.handoff_and_exec(agent, prepared, || {});
         let agent = restart(channels)?;
         tracing::info!(gap = ?started.elapsed(), "serving again after the failed upgrade");
         Ok(agent)
@@ -190,11 +190,19 @@ impl SelfUpgrade {
         }
     }
 
-    /// Hands `agent` over and executes the new image. Returns only if the exec failed, with the
-    /// live channels (for the caller to serve again, or drop: closing the group makes the kernel
-    /// allow whatever waits) and why.
-    pub fn handoff_and_exec(&self, agent: Agent, prepared: &Prepared) -> (Channels, HostError) {
+    /// Hands `agent` over, runs `handed_off` (what must be finished with the agent stopped and
+    /// before this image is gone, such as spooling the failures of its last events), and
+    /// executes the new image. Returns only if the exec failed, with the live channels (for
+    /// the caller to serve again, or drop: closing the group makes the kernel allow whatever
+    /// waits) and why.
+    pub fn handoff_and_exec(
+        &self,
+        agent: Agent,
+        prepared: &Prepared,
+        handed_off: impl FnOnce(),
+    ) -> (Channels, HostError) {
         let (mut channels, stats) = agent.handoff();
+        handed_off();
         tracing::info!(?stats, "handed off; executing the new image");
         let error = match self.exec(&mut channels, prepared) {
             Ok(never) => match never {},

@@ -2,15 +2,15 @@
 //!
 //! Both sides compile these types, so a field added here is added everywhere. Unknown fields are
 //! ignored on read so that a newer server can talk to an older agent and back, with one
-//! exception: the server reads report batches strictly ([`ReportBatch`], [`Report`]), whose
-//! shape is frozen (new data goes in a report's free-form `body`). The heartbeat stays lenient
-//! because its health figures grow with every agent release and agents may be upgraded before
-//! their server: a heartbeat refused for a new field would look like a dead host to the gates
-//! (`docs/threat-model.md`, "Hostile agents").
+//! exception: the server reads report batches strictly ([`WireReportBatch`], [`WireReport`]),
+//! whose shape is frozen (new data goes in a report's body, typed by its kind in
+//! [`crate::report`]). The heartbeat stays lenient because its health figures grow with every
+//! agent release and agents may be upgraded before their server: a heartbeat refused for a new
+//! field would look like a dead host to the gates (`docs/threat-model.md`, "Hostile agents").
 //!
 //! What the server accepts from an agent is bounded by [`limits`] and checked by
-//! [`Heartbeat::validated`] and [`ReportBatch::validate`], pure functions the handlers call
-//! and the fuzz target `agent_bodies` drives.
+//! [`Heartbeat::validated`], [`WireReportBatch::validate`] and [`WireReportBatch::typed`], pure
+//! functions the handlers call and the fuzz target `agent_bodies` drives.
 
 use crate::guard_link::Slot;
 use serde::{Deserialize, Serialize};
@@ -341,25 +341,22 @@ pub struct HeartbeatResponse {
     pub interval_s: u64,
 }
 
-/// One spooled item. `id` is chosen by the agent and unique per agent, so retries are stored
-/// once. `at_ms` is the agent's clock: a claim, which the server clamps and never orders or
-/// filters by (it stamps its own receipt time).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Report {
-    pub id: String,
-    /// `alert`, `failure`, `crash`, `install`, `restore`, `remediation`, `minidump`,
-    /// `telemetry`.
-    pub kind: String,
-    pub at_ms: i64,
-    pub body: serde_json::Value,
-}
+pub use crate::report::{Report, WireReport};
 
-/// `POST /api/v1/agents/reports`.
+/// `POST /api/v1/agents/reports`, as an agent sends it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReportBatch {
     pub reports: Vec<Report>,
+}
+
+/// `POST /api/v1/agents/reports`, as the server reads it: bodies unread until the batch is
+/// within [`limits`] ([`WireReportBatch::validate`]), then read by kind
+/// ([`WireReportBatch::typed`]).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WireReportBatch {
+    pub reports: Vec<WireReport>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -494,7 +491,7 @@ impl std::io::Write for ByteCounter {
     }
 }
 
-impl ReportBatch {
+impl WireReportBatch {
     /// Checks the batch against [`limits`]: count, id and kind lengths, and each body's size.
     pub fn validate(&self) -> Result<(), BodyError> {
         use limits::*;
@@ -504,14 +501,35 @@ impl ReportBatch {
                 self.reports.len()
             )));
         }
-        self.reports.iter().try_for_each(Report::validate)
+        self.reports.iter().try_for_each(WireReport::validate)
+    }
+
+    /// Every report read by its kind; the first that cannot be read refuses the batch (`422`,
+    /// naming the report and the problem): the agent then sends its reports one at a time and
+    /// sets aside the one refused, so nothing is dropped without a trace.
+    pub fn typed(self) -> Result<Vec<Report>, BodyError> {
+        self.reports
+            .into_iter()
+            .map(|report| {
+                report
+                    .typed()
+                    .map_err(|error| BodyError::Invalid(error.to_string()))
+            })
+            .collect()
     }
 }
 
 impl Report {
+    /// Checks one report against [`limits`] as it will be sent. Agents check before they send,
+    /// so one bad report is set aside rather than holding back every report spooled after it.
+    pub fn validate(&self) -> Result<(), BodyError> {
+        WireReport::from(self).validate()
+    }
+}
+
+impl WireReport {
     /// Checks one report against [`limits`]: id and kind lengths, the kind's alphabet and the
-    /// body's size. Agents check before they send, so one bad report is set aside rather than
-    /// holding back every report spooled after it.
+    /// body's size.
     pub fn validate(&self) -> Result<(), BodyError> {
         use limits::*;
         bounded("a report id", &self.id, 1, MAX_REPORT_ID_BYTES)?;
@@ -662,17 +680,17 @@ mod tests {
         )
         .expect("a newer agent's heartbeat parses");
         assert_eq!(heartbeat.health.cpu_pct, 1.0);
-        assert!(serde_json::from_str::<ReportBatch>(r#"{"reports":[],"extra":1}"#).is_err());
+        assert!(serde_json::from_str::<WireReportBatch>(r#"{"reports":[],"extra":1}"#).is_err());
         assert!(
-            serde_json::from_str::<ReportBatch>(
+            serde_json::from_str::<WireReportBatch>(
                 r#"{"reports":[{"id":"1","kind":"alert","at_ms":1,"body":{},"agent_id":"x"}]}"#
             )
             .is_err()
         );
     }
 
-    fn report(id: &str, kind: &str, body: serde_json::Value) -> Report {
-        Report {
+    fn report(id: &str, kind: &str, body: serde_json::Value) -> WireReport {
+        WireReport {
             id: id.to_owned(),
             kind: kind.to_owned(),
             at_ms: 0,
@@ -682,16 +700,16 @@ mod tests {
 
     #[test]
     fn report_batches_beyond_the_limits_are_refused() {
-        let ok = ReportBatch {
+        let ok = WireReportBatch {
             reports: vec![report("1", "crash", serde_json::json!({"kind": "native"}))],
         };
         assert_eq!(ok.validate(), Ok(()));
-        let too_many = ReportBatch {
+        let too_many = WireReportBatch {
             reports: vec![report("1", "alert", serde_json::json!({})); 1001],
         };
         assert!(matches!(too_many.validate(), Err(BodyError::Invalid(_))));
         let big = "x".repeat(limits::MAX_REPORT_BODY_BYTES);
-        let too_big = ReportBatch {
+        let too_big = WireReportBatch {
             reports: vec![report("1", "alert", serde_json::json!({ "m": big }))],
         };
         assert!(matches!(
@@ -699,12 +717,12 @@ mod tests {
             Err(BodyError::TooLarge { max, .. }) if max == limits::MAX_REPORT_BODY_BYTES
         ));
         for (id, kind) in [("", "alert"), ("1", ""), ("1", "Alert"), ("1", "a b")] {
-            let bad = ReportBatch {
+            let bad = WireReportBatch {
                 reports: vec![report(id, kind, serde_json::json!({}))],
             };
             assert!(bad.validate().is_err(), "{id:?} {kind:?}");
         }
-        let long_id = ReportBatch {
+        let long_id = WireReportBatch {
             reports: vec![report(
                 &"i".repeat(limits::MAX_REPORT_ID_BYTES + 1),
                 "alert",
@@ -717,7 +735,11 @@ mod tests {
     #[test]
     fn a_reports_time_is_a_claim_clamped_to_the_servers_clock() {
         let now = 1_700_000_000_000;
-        let mut future = report("1", "crash", serde_json::json!({}));
+        let mut future = Report {
+            id: "1".into(),
+            at_ms: 0,
+            body: crate::report::ReportBody::Alert(serde_json::json!({})),
+        };
         future.at_ms = 4_102_444_800_000;
         assert_eq!(future.claimed_at(now), now);
         let mut ancient = future.clone();

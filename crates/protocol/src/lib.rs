@@ -15,6 +15,7 @@ pub mod enforcement;
 pub mod event;
 pub mod failure;
 pub mod guard_link;
+pub mod report;
 pub mod spool;
 pub mod verdict;
 

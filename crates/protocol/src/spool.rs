@@ -3,7 +3,7 @@
 //! a report per file, named `<priority>-<sequence>.json`, written under a temporary name and
 //! renamed, so a reader sees the whole report or nothing. Names sort by priority, then by age.
 
-use crate::api::Report;
+use crate::report::{Report, ReportKind};
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -17,14 +17,18 @@ pub enum Priority {
 }
 
 impl Priority {
-    /// A report's priority follows from its kind; kinds this build does not know (evidence
-    /// such as minidumps, restores, remediations) rank with failures.
-    pub fn of_kind(kind: &str) -> Priority {
+    /// A report's priority follows from its kind; evidence (minidumps, installs, restores,
+    /// remediations) ranks with failures.
+    pub fn of_kind(kind: ReportKind) -> Priority {
         match kind {
-            "telemetry" => Priority::Telemetry,
-            "alert" => Priority::Alert,
-            "crash" => Priority::Crash,
-            _ => Priority::Failure,
+            ReportKind::Telemetry => Priority::Telemetry,
+            ReportKind::Alert => Priority::Alert,
+            ReportKind::Crash => Priority::Crash,
+            ReportKind::Failure
+            | ReportKind::Install
+            | ReportKind::Restore
+            | ReportKind::Remediation
+            | ReportKind::Minidump => Priority::Failure,
         }
     }
 
@@ -97,13 +101,14 @@ pub fn write_bytes(dir: &Path, name: SpoolName, bytes: &[u8]) -> io::Result<Path
 /// priority, for writers outside the agent; returns the file's path.
 pub fn write_from_outside(dir: &Path, report: &Report, n: u64) -> io::Result<PathBuf> {
     std::fs::create_dir_all(dir)?;
-    let name = SpoolName::from_outside(Priority::of_kind(&report.kind), report.at_ms, n);
+    let name = SpoolName::from_outside(Priority::of_kind(report.kind()), report.at_ms, n);
     write_bytes(dir, name, &serde_json::to_vec(report)?)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::report::{CrashKind, CrashReport, ReportBody};
 
     #[test]
     fn names_round_trip_and_sort_by_priority_then_age() {
@@ -147,9 +152,16 @@ mod tests {
         let spool = dir.path().join("spool");
         let report = Report {
             id: "guard-1".into(),
-            kind: "crash".into(),
             at_ms: 5,
-            body: serde_json::json!({"signal": "SIGSEGV"}),
+            body: ReportBody::Crash(CrashReport {
+                engine: "agent".into(),
+                exit_code: None,
+                kind: CrashKind::Native,
+                message: "the agent killed by SIGSEGV".into(),
+                ran_ms: 1,
+                signal: Some("SIGSEGV".into()),
+                slot: crate::guard_link::Slot::Current,
+            }),
         };
         let path = write_from_outside(&spool, &report, 2).expect("written");
         let name = path.file_name().and_then(|n| n.to_str()).expect("a name");

@@ -176,7 +176,7 @@ fn alerts_list_returns_the_fleets_alerts_with_each_filter() {
     server.post(
         reports,
         Some(&web1_key),
-        serde_json::json!({"reports": [{"id": "2", "kind": "failure", "at_ms": 5, "body": {}}]}),
+        serde_json::json!({"reports": [{"id": "2", "kind": "failure", "at_ms": 5, "body": {"engine": "faulty", "content_sha256": "", "kind": "trap", "message": "trap", "at_unix_ns": 0}}]}),
     );
 
     let (a1, b1) = (format!("{web1}:1"), format!("{web2}:1"));

@@ -4,8 +4,10 @@
 
 use crate::fleet::ActiveRollout;
 use crate::state::AppState;
+use ringfence_protocol::FailureRecord;
 use ringfence_protocol::api::Heartbeat;
 use ringfence_protocol::guard_link::Slot;
+use ringfence_protocol::report::{InstallOutcome, InstallReport, ReportBody, ReportKind};
 use ringfence_rollout::{AgentHealth, Phase, step};
 use ringfence_store::{AgentRecord, StoreError};
 use serde::Deserialize;
@@ -130,21 +132,17 @@ fn agent_health(
     }
 }
 
-/// Whether a failure report is about this rollout's engine. Reports that name no engine (a
-/// guard's crash report: the whole agent died) count for every rollout, and so does every
-/// report when the release's manifest names no engine (nothing to tell them apart by).
-fn about(report: &serde_json::Value, channel: &str, engine: Option<&str>) -> bool {
-    match (report.get("engine").and_then(|e| e.as_str()), engine) {
-        (Some(name), Some(engine)) => name == channel || name == engine,
-        _ => true,
-    }
+/// Whether a failure is about this rollout's engine. Every failure counts when the release's
+/// manifest names no engine (nothing to tell them apart by).
+fn about(failure: &FailureRecord, channel: &str, engine: Option<&str>) -> bool {
+    engine.is_none_or(|engine| failure.engine == channel || failure.engine == engine)
 }
 
 /// Whether an install report says a host refused this rollout's release.
-fn refused_this_release(report: &serde_json::Value, rollout: &ActiveRollout) -> bool {
-    report["outcome"] == "refused"
-        && report["channel"].as_str() == Some(rollout.channel.as_str())
-        && report["version"].as_str() == Some(rollout.version.as_str())
+fn refused_this_release(install: &InstallReport, rollout: &ActiveRollout) -> bool {
+    install.outcome == InstallOutcome::Refused
+        && install.channel == rollout.channel
+        && install.version == rollout.version
 }
 
 /// The engine a release runs, from its signed manifest.
@@ -174,15 +172,25 @@ pub async fn fleet_health(
     let since = rollout.state.started_ms;
     let engine = engine_of(state, &rollout.channel, &rollout.version).await?;
     let mut reports: HashMap<String, Vec<i64>> = HashMap::new();
-    for kind in ["failure", "crash", "install"] {
-        for report in state.store.reports_since(kind, since).await? {
-            let counts = match kind {
-                "failure" => about(&report.body, &rollout.channel, engine.as_deref()),
+    for kind in [ReportKind::Failure, ReportKind::Crash, ReportKind::Install] {
+        for report in state.store.reports_since(kind.as_str(), since).await? {
+            let counts = match crate::stored_reports::body_of(&report) {
+                Ok(ReportBody::Failure(failure)) => {
+                    about(&failure.record, &rollout.channel, engine.as_deref())
+                }
+                // The whole agent died: that counts against every rollout on the host.
+                Ok(ReportBody::Crash(_)) => true,
                 // A host that refused this release (it failed the checked swap on the host's
                 // own events, did not verify, or took too long to install) never runs it: the
                 // rollout would wait for adoption in vain. Evidence, like a crash.
-                "install" => refused_this_release(&report.body, rollout),
-                _ => true,
+                Ok(ReportBody::Install(install)) => refused_this_release(&install, rollout),
+                Ok(_) => false,
+                // A failure or crash stored before bodies were typed still says something
+                // went wrong on the host; an unreadable install says nothing about this release.
+                Err(error) => {
+                    tracing::debug!(%error, "a stored report does not read as its kind");
+                    kind != ReportKind::Install
+                }
             };
             if !counts {
                 continue;
@@ -475,12 +483,20 @@ mod tests {
     }
 
     #[test]
-    fn failure_reports_count_for_the_rollouts_engine_or_when_it_is_unknown() {
-        let sigma = json!({"engine": "sigma", "kind": "trap"});
-        let crash = json!({"signal": 11});
+    fn failures_count_for_the_rollouts_engine_or_when_it_is_unknown() {
+        let sigma = FailureRecord {
+            engine: "sigma".into(),
+            content_sha256: String::new(),
+            kind: ringfence_protocol::FailureKind::Trap,
+            trap_code: None,
+            message: String::new(),
+            event_kind: None,
+            backtrace: Vec::new(),
+            at_unix_ns: 0,
+            elapsed_us: 0,
+        };
         assert!(about(&sigma, "detection", Some("sigma")));
         assert!(!about(&sigma, "allow", Some("exec-allowlist")));
         assert!(about(&sigma, "allow", None));
-        assert!(about(&crash, "allow", Some("exec-allowlist")));
     }
 }

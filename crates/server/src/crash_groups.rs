@@ -3,6 +3,7 @@
 //! that shipped it, and explained in a sentence a person can act on.
 
 use ringfence_protocol::FailureRecord;
+use ringfence_protocol::report::ReportBody;
 use ringfence_store::{ReleaseRecord, ReportRecord};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -140,40 +141,32 @@ fn plain_words(group: &CrashGroup, rollout: Option<&ActiveRollout>) -> String {
 }
 
 /// The failure a report describes: an engine's `FailureRecord`, or a native crash report
-/// (written by the guard when the agent process dies) in its own shape, read as one: the agent
-/// as the "engine", the signal (or exit code) as the code.
+/// (written by the guard when the agent process dies) read as one: the agent as the "engine",
+/// the signal (or exit code) as the code. A stored report that does not read as its kind (from
+/// before bodies were typed) is an unknown failure, still counted.
 fn record_of(report: &ReportRecord) -> FailureRecord {
-    match serde_json::from_value(report.body.clone()) {
-        Ok(record) => record,
-        Err(_) => FailureRecord {
-            engine: report
-                .body
-                .get("engine")
-                .and_then(|e| e.as_str())
-                .unwrap_or("agent")
-                .to_owned(),
-            content_sha256: String::new(),
-            kind: ringfence_protocol::FailureKind::Trap,
-            trap_code: report
-                .body
-                .get("signal")
-                .and_then(|s| s.as_str())
-                .map(str::to_owned)
-                .or_else(|| {
-                    let code = report.body.get("exit_code").and_then(|c| c.as_i64())?;
-                    Some(format!("exit {code}"))
-                }),
-            message: report
-                .body
-                .get("message")
-                .and_then(|m| m.as_str())
-                .unwrap_or("")
-                .to_owned(),
-            event_kind: None,
-            backtrace: Vec::new(),
-            at_unix_ns: 0,
-            elapsed_us: 0,
-        },
+    let unknown = |engine: &str, trap_code: Option<String>, message: String| FailureRecord {
+        engine: engine.to_owned(),
+        content_sha256: String::new(),
+        kind: ringfence_protocol::FailureKind::Trap,
+        trap_code,
+        message,
+        event_kind: None,
+        backtrace: Vec::new(),
+        at_unix_ns: 0,
+        elapsed_us: 0,
+    };
+    match crate::stored_reports::body_of(report) {
+        Ok(ReportBody::Failure(failure)) => failure.record,
+        Ok(ReportBody::Crash(crash)) => unknown(
+            &crash.engine,
+            crash
+                .signal
+                .or_else(|| crash.exit_code.map(|code| format!("exit {code}"))),
+            crash.message,
+        ),
+        Ok(other) => unknown("unknown", None, format!("a {} report", other.kind())),
+        Err(error) => unknown("unknown", None, error.to_string()),
     }
 }
 

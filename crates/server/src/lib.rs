@@ -23,6 +23,7 @@ pub mod revocation;
 pub mod signing;
 pub mod sinks;
 pub mod state;
+pub mod stored_reports;
 pub mod tls;
 
 pub use config::ServerConfig;

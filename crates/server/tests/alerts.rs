@@ -95,7 +95,7 @@ async fn alerts_are_found_by_time_host_rule_and_severity() {
             &web1,
             vec![
                 alert("1", "ssh-authorized-keys", 4, "High"),
-                json!({"id": "2", "kind": "failure", "at_ms": 5, "body": {"kind": "trap"}}),
+                json!({"id": "2", "kind": "failure", "at_ms": 5, "body": {"engine": "faulty", "content_sha256": "", "kind": "trap", "message": "trap", "at_unix_ns": 0}}),
             ],
         )
         .await;
@@ -214,8 +214,8 @@ async fn retention_deletes_old_and_excess_alerts_but_never_failures_or_crashes()
             vec![
                 alert("1", "r", 4, "High"),
                 alert("2", "r", 4, "High"),
-                json!({"id": "3", "kind": "failure", "at_ms": 5, "body": {"kind": "trap"}}),
-                json!({"id": "4", "kind": "crash", "at_ms": 5, "body": {"signal": "SIGSEGV"}}),
+                json!({"id": "3", "kind": "failure", "at_ms": 5, "body": {"engine": "faulty", "content_sha256": "", "kind": "trap", "message": "trap", "at_unix_ns": 0}}),
+                json!({"id": "4", "kind": "crash", "at_ms": 5, "body": {"engine": "agent", "message": "the agent killed by SIGSEGV", "signal": "SIGSEGV"}}),
             ],
         )
         .await;
@@ -255,7 +255,7 @@ async fn retention_deletes_old_and_excess_alerts_but_never_failures_or_crashes()
             &agent,
             vec![
                 alert("1", "r", 4, "High"),
-                json!({"id": "2", "kind": "failure", "at_ms": 5, "body": {"kind": "trap"}}),
+                json!({"id": "2", "kind": "failure", "at_ms": 5, "body": {"engine": "faulty", "content_sha256": "", "kind": "trap", "message": "trap", "at_unix_ns": 0}}),
                 alert("3", "r", 4, "High"),
                 alert("4", "r", 4, "High"),
             ],

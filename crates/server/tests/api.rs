@@ -337,11 +337,65 @@ async fn malformed_and_oversized_bodies_get_4xx_and_store_nothing() {
 }
 
 #[tokio::test]
+async fn a_report_of_an_unknown_kind_or_a_malformed_body_refuses_the_batch_naming_it() {
+    for h in harnesses().await {
+        let agent = h.enroll("a", &[]).await;
+        let good = json!({"id": "good", "kind": "alert", "at_ms": 1, "body": {}});
+        for (bad, problem) in [
+            (
+                json!({"id": "odd-kind", "kind": "quarantine", "at_ms": 1, "body": {}}),
+                "unknown kind",
+            ),
+            (
+                json!({"id": "no-record", "kind": "failure", "at_ms": 1, "body": {"kind": "trap"}}),
+                "missing field `engine`",
+            ),
+            (
+                json!({"id": "bad-type", "kind": "telemetry", "at_ms": 1,
+                       "body": {"suppressed_reports": "many"}}),
+                "invalid type",
+            ),
+        ] {
+            let id = bad["id"].as_str().expect("an id").to_owned();
+            let (status, reply) = h
+                .post_json(
+                    "/api/v1/agents/reports",
+                    Some(&agent.credential),
+                    json!({"reports": [good.clone(), bad]}),
+                )
+                .await;
+            assert_eq!(
+                status,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "{}: {reply}",
+                h.name
+            );
+            let error = reply["error"].as_str().expect("an error");
+            assert!(
+                error.contains(&format!("{id:?}")) && error.contains(problem),
+                "{}: {error}",
+                h.name
+            );
+        }
+        assert!(
+            h.state
+                .store
+                .reports_since("alert", 0)
+                .await
+                .expect("reports")
+                .is_empty(),
+            "{}: nothing of a refused batch is stored",
+            h.name
+        );
+    }
+}
+
+#[tokio::test]
 async fn reports_are_stored_once_and_scoped_to_the_sender() {
     for h in harnesses().await {
         let a = h.enroll("a", &[]).await;
         let b = h.enroll("b", &[]).await;
-        let batch = json!({"reports": [{"id": "1", "kind": "failure", "at_ms": 5, "body": {"kind": "trap"}}]});
+        let batch = json!({"reports": [{"id": "1", "kind": "failure", "at_ms": 5, "body": {"engine": "faulty", "content_sha256": "", "kind": "trap", "message": "trap", "at_unix_ns": 0}}]});
         let (_, ack) = h
             .post_json("/api/v1/agents/reports", Some(&a.credential), batch.clone())
             .await;

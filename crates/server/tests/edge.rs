@@ -185,7 +185,7 @@ async fn a_report_dated_2100_is_stamped_with_the_servers_clock_and_does_not_coun
         let agent = h.enroll("canary-1", &["canary".to_owned()]).await;
         let before = ringfence_store::now_ms();
         let batch = json!({"reports": [{"id": "from-the-future", "kind": "crash",
-            "at_ms": 4_102_444_800_000_i64, "body": {"kind": "native"}}]});
+            "at_ms": 4_102_444_800_000_i64, "body": {"kind": "native", "engine": "agent", "message": "the agent exited"}}]});
         let (status, ack) = h
             .post_json("/api/v1/agents/reports", Some(&agent.credential), batch)
             .await;

@@ -781,7 +781,7 @@ async fn hostile_figures_and_a_report_dated_2100_do_not_steer_rollouts() {
     let mut fleet = Fleet::enroll(&h, 10).await;
     // Before any rollout, one agent files a "crash" dated 2100.
     let report = json!({"reports": [{"id": "future-1", "kind": "crash", "at_ms": 4_102_444_800_000i64,
-        "body": {"signal": 11}}]});
+        "body": {"engine": "agent", "message": "the agent killed by SIGSEGV", "signal": "SIGSEGV"}}]});
     let (status, _) = h
         .post_json(
             "/api/v1/agents/reports",

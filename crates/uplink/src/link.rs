@@ -23,6 +23,9 @@ use ringfence_protocol::api::{
     Report, ReportBatch,
 };
 use ringfence_protocol::guard_link::Slot;
+use ringfence_protocol::report::{
+    InstallOutcome, InstallReport, RemediationOutcome, RemediationReport, ReportBody,
+};
 use ringfence_release::{
     Bundle, BundleError, LoadedRelease, SignedRollbackDirective, SlotError, SlotStore, TrustedKeys,
     VerifyError, VerifyOptions, Version, verify,
@@ -216,11 +219,10 @@ impl std::fmt::Debug for Link {
 static REPORT_SEQUENCE: AtomicU64 = AtomicU64::new(0);
 
 /// A report ready for the spool.
-pub fn report(kind: &str, body: serde_json::Value) -> Report {
+pub fn report(body: ReportBody) -> Report {
     let sequence = REPORT_SEQUENCE.fetch_add(1, Ordering::Relaxed);
     Report {
         id: format!("{}-{sequence}", ringfence_protocol::clock::unix_ms()),
-        kind: kind.to_owned(),
         at_ms: ringfence_protocol::clock::unix_ms(),
         body,
     }
@@ -492,11 +494,10 @@ impl<H: AgentHost> Worker<H> {
                         Origin::Assignment => install_body(&job.channel, &job.version, &outcome),
                         Origin::Plan(plan) => remediation_body(plan, &outcome),
                     };
-                    let kind = job_kind(&job.origin);
                     let key = (job.channel.clone(), job.version.clone());
                     self.refused
                         .insert(key, Instant::now() + Duration::from_secs(30));
-                    self.spool_report(kind, body);
+                    self.spool_report(body);
                 }
                 return;
             }
@@ -532,11 +533,12 @@ impl<H: AgentHost> Worker<H> {
             Origin::Assignment => install_body(&job.channel, &job.version, &outcome),
             Origin::Plan(plan) => remediation_body(plan, &outcome),
         };
-        self.spool_report(job_kind(&job.origin), body);
+        self.spool_report(body);
     }
 
-    fn spool_report(&self, kind: &str, body: serde_json::Value) {
-        if let Err(error) = self.spool.push(&report(kind, body)) {
+    fn spool_report(&self, body: ReportBody) {
+        let kind = body.kind();
+        if let Err(error) = self.spool.push(&report(body)) {
             tracing::warn!("could not spool an {kind} report: {error}");
         }
     }
@@ -599,7 +601,7 @@ impl<H: AgentHost> Worker<H> {
             };
             // A refused plan is reported once too; the operator sees why and writes another.
             self.remediated.insert(plan.id.clone());
-            self.spool_report("remediation", remediation_body(plan, &outcome));
+            self.spool_report(remediation_body(plan, &outcome));
         }
     }
 
@@ -738,42 +740,38 @@ impl<H: AgentHost> Worker<H> {
     }
 }
 
-fn job_kind(origin: &Origin) -> &'static str {
-    match origin {
-        Origin::Assignment => "install",
-        Origin::Plan(_) => "remediation",
-    }
-}
-
 /// The body of an `install` report: `running`, or `refused` with the reason.
-fn install_body(
-    channel: &str,
-    version: &str,
-    outcome: &Result<bool, InstallError>,
-) -> serde_json::Value {
-    match outcome {
-        Ok(_) => {
-            serde_json::json!({"channel": channel, "version": version, "outcome": "running"})
-        }
-        Err(reason) => serde_json::json!({
-            "channel": channel, "version": version, "outcome": "refused",
-            "reason": reason.to_string(),
-        }),
-    }
+fn install_body(channel: &str, version: &str, outcome: &Result<bool, InstallError>) -> ReportBody {
+    let (outcome, reason) = match outcome {
+        Ok(_) => (InstallOutcome::Running, None),
+        Err(reason) => (InstallOutcome::Refused, Some(reason.to_string())),
+    };
+    ReportBody::Install(InstallReport {
+        channel: channel.to_owned(),
+        outcome,
+        reason,
+        version: version.to_owned(),
+    })
 }
 
 /// The body of a `remediation` report.
-fn remediation_body(plan: &Remediation, outcome: &Result<bool, InstallError>) -> serde_json::Value {
+fn remediation_body(plan: &Remediation, outcome: &Result<bool, InstallError>) -> ReportBody {
     match outcome {
         Ok(_) => {
             tracing::warn!(plan = %plan.id, channel = %plan.channel, "remediation plan applied: {}", plan.reason)
         }
         Err(reason) => tracing::warn!(plan = %plan.id, "remediation plan refused: {reason}"),
     }
-    serde_json::json!({
-        "plan": plan.id, "action": plan.action, "channel": plan.channel,
-        "outcome": if outcome.is_ok() { "applied" } else { "refused" },
-        "reason": outcome.as_ref().err().map(ToString::to_string),
+    ReportBody::Remediation(RemediationReport {
+        action: plan.action.clone(),
+        channel: plan.channel.clone(),
+        outcome: if outcome.is_ok() {
+            RemediationOutcome::Applied
+        } else {
+            RemediationOutcome::Refused
+        },
+        plan: plan.id.clone(),
+        reason: outcome.as_ref().err().map(ToString::to_string),
     })
 }
 
@@ -1013,12 +1011,14 @@ mod tests {
         tx
     }
 
-    fn install_reports(spool: &Spool) -> Vec<serde_json::Value> {
+    fn install_reports(spool: &Spool) -> Vec<InstallReport> {
         spool
             .peek(100)
             .into_iter()
-            .filter(|(_, report)| report.kind == "install")
-            .map(|(_, report)| report.body)
+            .filter_map(|(_, report)| match report.body {
+                ReportBody::Install(install) => Some(install),
+                _ => None,
+            })
             .collect()
     }
 
@@ -1044,7 +1044,7 @@ mod tests {
         );
         let reports = install_reports(&worker.spool);
         assert_eq!(reports.len(), 1, "{reports:?}");
-        assert_eq!(reports[0]["outcome"], "running");
+        assert_eq!(reports[0].outcome, InstallOutcome::Running);
     }
 
     #[test]
@@ -1058,8 +1058,8 @@ mod tests {
         worker.poll_install();
         let reports = install_reports(&worker.spool);
         assert_eq!(reports.len(), 1, "{reports:?}");
-        assert_eq!(reports[0]["outcome"], "refused");
-        let reason = reports[0]["reason"].as_str().expect("reason");
+        assert_eq!(reports[0].outcome, InstallOutcome::Refused);
+        let reason = reports[0].reason.as_deref().expect("reason");
         assert!(reason.contains("install timeout"), "{reason}");
         assert!(
             worker
@@ -1091,7 +1091,10 @@ mod tests {
         assert!(worker.job.is_none());
         let reports = install_reports(&worker.spool);
         assert_eq!(reports.len(), 1, "{reports:?}");
-        assert_eq!(reports[0]["reason"], "the install thread died");
+        assert_eq!(
+            reports[0].reason.as_deref(),
+            Some("the install thread died")
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! priority goes first (telemetry before alerts before failures); crash reports are kept as long
 //! as anything else can make room. Every eviction is counted and reported, never silent.
 
-use ringfence_protocol::api::Report;
+use ringfence_protocol::report::{Report, ReportKind};
 pub use ringfence_protocol::spool::Priority;
 use ringfence_protocol::spool::{self as format, SpoolName, TEMPORARY_SUFFIX};
 use std::collections::BTreeMap;
@@ -23,7 +23,7 @@ pub enum SpoolError {
     },
     /// Nothing lower-priority could be evicted to make room.
     #[error("spool is full of reports at least as important as this {kind} report")]
-    Full { kind: String },
+    Full { kind: ReportKind },
 }
 
 /// Sequence numbers at or above this are not ours (2^63: centuries of reports per second).
@@ -137,7 +137,7 @@ impl Spool {
     /// Appends a report. Makes room by evicting lower-priority reports; refuses (and counts) the
     /// report only when nothing less important is left, or the disk is full and nothing can go.
     pub fn push(&self, report: &Report) -> Result<(), SpoolError> {
-        let priority = Priority::of_kind(&report.kind);
+        let priority = Priority::of_kind(report.kind());
         let bytes = serde_json::to_vec(report).unwrap_or_default();
         let size = bytes.len() as u64;
         let mut index = self.index();
@@ -145,7 +145,7 @@ impl Spool {
             if !self.evict_below(&mut index, priority) {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
                 return Err(SpoolError::Full {
-                    kind: report.kind.clone(),
+                    kind: report.kind(),
                 });
             }
         }
@@ -189,16 +189,28 @@ impl Spool {
 
     /// Up to `limit` reports to upload, most important and oldest first, with their handles.
     pub fn peek(&self, limit: usize) -> Vec<(PathBuf, Report)> {
-        let index = self.index();
+        let held: Vec<PathBuf> = self
+            .index()
+            .files
+            .values()
+            .rev()
+            .take(limit)
+            .map(|(path, _)| path.clone())
+            .collect();
         let mut out = Vec::new();
-        for ((_, _), (path, _)) in index.files.iter().rev().take(limit) {
-            match std::fs::read(path)
-                .ok()
-                .and_then(|b| serde_json::from_slice::<Report>(&b).ok())
-            {
-                Some(report) => out.push((path.clone(), report)),
-                None => {
-                    tracing::warn!(path = %path.display(), "unreadable spool file; it will be removed on ack")
+        for path in held {
+            match std::fs::read(&path) {
+                Ok(bytes) => match serde_json::from_slice::<Report>(&bytes) {
+                    Ok(report) => out.push((path, report)),
+                    // A file this build cannot read (a kind or body it does not know, written
+                    // by another version of the guard or the crash monitor) would hold its
+                    // place at the head of the queue forever: it is set aside and counted.
+                    Err(error) => {
+                        self.set_aside(&path, &format!("not a report this agent reads: {error}"))
+                    }
+                },
+                Err(error) => {
+                    tracing::warn!(path = %path.display(), %error, "cannot read a spool file; trying again later")
                 }
             }
         }
@@ -278,14 +290,57 @@ impl Spool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ringfence_protocol::guard_link::Slot;
+    use ringfence_protocol::report::{CrashKind, CrashReport, ReportBody, TelemetryReport};
 
-    fn report(id: u32, kind: &str, padding: usize) -> Report {
+    /// A report of `kind` about `padding` bytes larger than the smallest.
+    fn report(id: u32, kind: ReportKind, padding: usize) -> Report {
+        let pad = "x".repeat(padding);
+        let body = match kind {
+            ReportKind::Crash => ReportBody::Crash(CrashReport {
+                engine: "agent".into(),
+                exit_code: None,
+                kind: CrashKind::Native,
+                message: pad,
+                ran_ms: 0,
+                signal: Some("SIGSEGV".into()),
+                slot: Slot::Current,
+            }),
+            ReportKind::Telemetry => ReportBody::Telemetry(TelemetryReport {
+                suppressed_reports: 0,
+            }),
+            _ => ReportBody::Alert(serde_json::json!({ "pad": pad })),
+        };
         Report {
-            id: id.to_string(),
-            kind: kind.to_owned(),
+            // Telemetry has no free text: its size comes from the id.
+            id: match kind {
+                ReportKind::Telemetry => format!("{id}-{pad}", pad = "x".repeat(padding)),
+                _ => id.to_string(),
+            },
             at_ms: i64::from(id),
-            body: serde_json::json!({ "pad": "x".repeat(padding) }),
+            body,
         }
+    }
+
+    #[test]
+    fn a_spool_file_of_an_unknown_kind_is_set_aside_not_stuck() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(
+            dir.path().join("2-00000000000000000001.json"),
+            br#"{"id":"1","kind":"from_the_future","at_ms":1,"body":{}}"#,
+        )
+        .expect("plant");
+        let spool = Spool::open(dir.path(), 1 << 20).expect("open");
+        spool.push(&report(2, ReportKind::Alert, 10)).expect("push");
+        let batch = spool.peek(10);
+        assert_eq!(batch.len(), 1, "{batch:?}");
+        assert_eq!(spool.stats().set_aside, 1);
+        assert_eq!(spool.stats().pending, 1);
+        assert!(
+            dir.path()
+                .join("rejected/2-00000000000000000001.json")
+                .exists()
+        );
     }
 
     #[test]
@@ -294,7 +349,7 @@ mod tests {
         {
             let spool = Spool::open(dir.path(), 1 << 20).expect("open");
             for i in 0..5 {
-                spool.push(&report(i, "alert", 10)).expect("push");
+                spool.push(&report(i, ReportKind::Alert, 10)).expect("push");
             }
         }
         let spool = Spool::open(dir.path(), 1 << 20).expect("reopen");
@@ -304,7 +359,7 @@ mod tests {
         spool.ack(&batch.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>());
         assert_eq!(spool.stats().pending, 2);
         spool
-            .push(&report(9, "alert", 10))
+            .push(&report(9, ReportKind::Alert, 10))
             .expect("sequence continues after reopen");
         assert_eq!(spool.stats().pending, 3);
     }
@@ -315,30 +370,36 @@ mod tests {
         std::fs::write(dir.path().join(format!("1-{}.json", u64::MAX)), b"{}").expect("plant");
         let spool = Spool::open(dir.path(), 1 << 20).expect("open does not overflow");
         assert_eq!(spool.stats().pending, 0);
-        spool.push(&report(1, "alert", 10)).expect("push");
+        spool.push(&report(1, ReportKind::Alert, 10)).expect("push");
         assert_eq!(spool.stats().pending, 1);
     }
 
     #[test]
     fn full_spool_drops_oldest_telemetry_first_and_keeps_crashes() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let spool = Spool::open(dir.path(), 2_000).expect("open");
+        // Room for every crash report and some telemetry, not for all of both.
+        let spool = Spool::open(dir.path(), 4_000).expect("open");
         for i in 0..10 {
-            spool.push(&report(i, "telemetry", 100)).expect("telemetry");
+            spool
+                .push(&report(i, ReportKind::Telemetry, 100))
+                .expect("telemetry");
         }
         for i in 10..20 {
             spool
-                .push(&report(i, "crash", 100))
+                .push(&report(i, ReportKind::Crash, 100))
                 .expect("crash reports make room");
         }
         let kept = spool.peek(100);
-        let crashes = kept.iter().filter(|(_, r)| r.kind == "crash").count();
+        let crashes = kept
+            .iter()
+            .filter(|(_, r)| r.kind() == ReportKind::Crash)
+            .count();
         assert_eq!(crashes, 10, "every crash report kept");
         assert!(spool.stats().dropped > 0, "evictions are counted");
         // Telemetry cannot evict crash reports.
         let mut refused = 0;
         for i in 20..40 {
-            if spool.push(&report(i, "telemetry", 100)).is_err() {
+            if spool.push(&report(i, ReportKind::Telemetry, 100)).is_err() {
                 refused += 1;
             }
         }
@@ -347,7 +408,7 @@ mod tests {
             spool
                 .peek(100)
                 .iter()
-                .filter(|(_, r)| r.kind == "crash")
+                .filter(|(_, r)| r.kind() == ReportKind::Crash)
                 .count(),
             10
         );
@@ -402,7 +463,10 @@ mod tests {
         let spool = Spool::open(fs.0.path(), 1 << 30).expect("open");
         let mut refused = 0;
         for i in 0..200 {
-            if spool.push(&report(i, "telemetry", 1_000)).is_err() {
+            if spool
+                .push(&report(i, ReportKind::Telemetry, 1_000))
+                .is_err()
+            {
                 refused += 1;
             }
         }
@@ -411,14 +475,14 @@ mod tests {
         assert!(dropped >= refused, "refusals are counted");
         for i in 1000..1005 {
             spool
-                .push(&report(i, "crash", 1_000))
+                .push(&report(i, ReportKind::Crash, 1_000))
                 .expect("crash reports evict telemetry on a full disk");
         }
         assert_eq!(
             spool
                 .peek(1000)
                 .iter()
-                .filter(|(_, r)| r.kind == "crash")
+                .filter(|(_, r)| r.kind() == ReportKind::Crash)
                 .count(),
             5
         );

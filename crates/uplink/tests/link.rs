@@ -4,8 +4,9 @@
 //! audit at an audit rollout's or plan's word and enforce again when it is enforced or retired.
 
 use ringfence_bundled_engines as bundled;
-use ringfence_protocol::FailurePolicy;
 use ringfence_protocol::api::{EnrollRequest, HealthFigures};
+use ringfence_protocol::report::{CrashKind, CrashReport, FailureReport, ReportBody};
+use ringfence_protocol::{FailureKind, FailurePolicy, FailureRecord};
 use ringfence_release::{
     Bundle, Component, LoadedRelease, MANIFEST_FORMAT, Manifest, ReleaseKey, SlotStore, Version,
 };
@@ -460,7 +461,20 @@ fn follows_a_rollout_and_rolls_back_with_the_signed_directive() {
     // The engine fails on this host: the agent reports it, the crash gate trips.
     agent
         .spool
-        .push(&report("failure", json!({"engine": "faulty", "content_sha256": "", "kind": "trap", "message": "oob", "at_unix_ns": 0})))
+        .push(&report(ReportBody::Failure(FailureReport {
+            record: FailureRecord {
+                engine: "faulty".into(),
+                content_sha256: String::new(),
+                kind: FailureKind::Trap,
+                trap_code: None,
+                message: "oob".into(),
+                event_kind: None,
+                backtrace: Vec::new(),
+                at_unix_ns: 0,
+                elapsed_us: 0,
+            },
+            during: None,
+        })))
         .expect("spool");
     wait_for("rolled back", Duration::from_secs(20), || {
         server.rollout(&second)["phase"] == "rolled_back"
@@ -491,7 +505,7 @@ fn reports_spooled_while_the_server_is_down_arrive_once() {
     for i in 0..5 {
         agent
             .spool
-            .push(&report("alert", json!({"n": i})))
+            .push(&report(ReportBody::Alert(json!({"n": i}))))
             .expect("spool");
     }
     let operator = server.operator();
@@ -546,18 +560,26 @@ fn a_report_no_server_accepts_is_set_aside_and_the_rest_arrive() {
     let agent = Agent::enroll(&server, &[]);
     agent
         .spool
-        .push(&report("alert", json!({"n": 0})))
+        .push(&report(ReportBody::Alert(json!({"n": 0}))))
         .expect("spool");
     // A crash report with a body past the protocol's limit, spooled between two good ones: it
     // must neither be retried forever nor hold the others back.
     let oversize = "00".repeat(ringfence_protocol::api::limits::MAX_REPORT_BODY_BYTES);
     agent
         .spool
-        .push(&report("crash", json!({"embedded": oversize})))
+        .push(&report(ReportBody::Crash(CrashReport {
+            engine: "agent".into(),
+            exit_code: None,
+            kind: CrashKind::Native,
+            message: oversize,
+            ran_ms: 0,
+            signal: None,
+            slot: Default::default(),
+        })))
         .expect("spool");
     agent
         .spool
-        .push(&report("alert", json!({"n": 1})))
+        .push(&report(ReportBody::Alert(json!({"n": 1}))))
         .expect("spool");
     let _link = agent.link();
     wait_for("spool drained", Duration::from_secs(20), || {

@@ -7,6 +7,7 @@
 //! another CA, and servers that have no CA to sign with. Refused requests record nothing.
 
 use ringfence_protocol::api::{CertificateRenewal, EnrollRequest, Heartbeat, ReportBatch};
+use ringfence_protocol::report::ReportBody;
 use ringfence_server::ServerConfig;
 use ringfence_server::tls::{TlsMaterial, Transport, VerifiedCsr};
 use ringfence_uplink::link::report;
@@ -349,7 +350,9 @@ fn expired_and_reused_enrollment_tokens_are_refused_over_tls() {
 
 fn alert() -> ReportBatch {
     ReportBatch {
-        reports: vec![report("alert", serde_json::json!({"what": "test"}))],
+        reports: vec![report(ReportBody::Alert(
+            serde_json::json!({"what": "test"}),
+        ))],
     }
 }
 

@@ -8,7 +8,7 @@ use axum::Json;
 use axum::extract::State;
 use ringfence_protocol::api::{
     CertificateRenewal, EnrollRequest, EnrollResponse, Heartbeat, HeartbeatResponse,
-    RenewedCertificate, ReportAck, ReportBatch,
+    RenewedCertificate, ReportAck, WireReportBatch,
 };
 use ringfence_store::{AgentStatusUpdate, NewAgent, ReportRecord, TokenKind, now_ms};
 use serde::{Deserialize, Serialize};
@@ -249,23 +249,26 @@ pub async fn heartbeat(
 pub async fn reports(
     State(state): State<AppState>,
     agent: Agent,
-    Json(batch): Json<ReportBatch>,
+    Json(batch): Json<WireReportBatch>,
 ) -> ApiResult<Json<ReportAck>> {
     batch.validate()?;
+    // Every report is read by its kind before any is stored: an unknown kind or a malformed
+    // body refuses the whole batch with a 422 naming the report, and the agent, which sends a
+    // refused batch again one report at a time, sets that one aside and counts it.
+    let reports = batch.typed()?;
     // The server's clock orders and filters reports; the agent's time is kept as a claim, and
     // clamped, so a report dated 2100 cannot count against every later rollout.
     let now = now_ms();
-    let records: Vec<ReportRecord> = batch
-        .reports
+    let records: Vec<ReportRecord> = reports
         .into_iter()
         .map(|report| ReportRecord {
             // Scoped by the authenticated agent, so one agent cannot overwrite another's.
             id: format!("{}:{}", agent.id, report.id),
             agent_id: agent.id.clone(),
             at: report.claimed_at(now),
-            kind: report.kind,
+            kind: report.kind().as_str().to_owned(),
             received_at: now,
-            body: report.body,
+            body: report.body.to_json(),
         })
         .collect();
     let received = records.len();

@@ -15,6 +15,7 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use ringfence_protocol::api::{HealthFigures, Heartbeat, InstalledRelease};
 use ringfence_protocol::guard_link::Slot;
+use ringfence_protocol::report::ReportKind;
 use ringfence_store::{ReportRecord, now_ms};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
@@ -215,19 +216,28 @@ pub async fn show(
         .and_then(|status| serde_json::from_value(status.clone()).ok());
     let restores = state
         .store
-        .agent_reports(&id, &["restore"], HOST_REPORTS)
+        .agent_reports(&id, &[ReportKind::Restore.as_str()], HOST_REPORTS)
         .await?;
     let failures = state
         .store
         .agent_reports(
             &id,
-            &["failure", "crash", "minidump", "install"],
+            &[
+                ReportKind::Failure.as_str(),
+                ReportKind::Crash.as_str(),
+                ReportKind::Minidump.as_str(),
+                ReportKind::Install.as_str(),
+            ],
             HOST_REPORTS,
         )
         .await?;
     let signatures: BTreeSet<String> = state
         .store
-        .agent_reports(&id, &["failure", "crash"], SIGNATURE_REPORTS)
+        .agent_reports(
+            &id,
+            &[ReportKind::Failure.as_str(), ReportKind::Crash.as_str()],
+            SIGNATURE_REPORTS,
+        )
         .await?
         .iter()
         .map(crate::crash_groups::signature_of)
@@ -235,8 +245,16 @@ pub async fn show(
     let crash_groups = if signatures.is_empty() {
         Vec::new()
     } else {
-        let mut reports = state.store.reports_since("failure", 0).await?;
-        reports.extend(state.store.reports_since("crash", 0).await?);
+        let mut reports = state
+            .store
+            .reports_since(ReportKind::Failure.as_str(), 0)
+            .await?;
+        reports.extend(
+            state
+                .store
+                .reports_since(ReportKind::Crash.as_str(), 0)
+                .await?,
+        );
         let releases = state.store.releases().await?;
         let mut rollouts = Vec::new();
         for record in state.store.rollouts().await? {

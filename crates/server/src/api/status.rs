@@ -12,6 +12,7 @@ use axum::Json;
 use axum::extract::{Query, State};
 use ringfence_protocol::api::Heartbeat;
 use ringfence_protocol::guard_link::Slot;
+use ringfence_protocol::report::ReportKind;
 use ringfence_rollout::Phase;
 use ringfence_store::{AgentRecord, now_ms};
 use serde::{Deserialize, Serialize};
@@ -382,8 +383,16 @@ pub async fn crash_groups(
     Query(query): Query<CrashQuery>,
 ) -> ApiResult<Json<serde_json::Value>> {
     let since = query.since_ms.unwrap_or(0);
-    let mut reports = state.store.reports_since("failure", since).await?;
-    reports.extend(state.store.reports_since("crash", since).await?);
+    let mut reports = state
+        .store
+        .reports_since(ReportKind::Failure.as_str(), since)
+        .await?;
+    reports.extend(
+        state
+            .store
+            .reports_since(ReportKind::Crash.as_str(), since)
+            .await?,
+    );
     let releases = state.store.releases().await?;
     let mut rollouts = Vec::new();
     for record in state.store.rollouts().await? {

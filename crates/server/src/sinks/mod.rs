@@ -200,7 +200,9 @@ pub async fn outbox_overflowed(state: &crate::AppState, dropped: u64) {
     let alert = ringfence_store::ReportRecord {
         id: format!("server:{}:outbox-overflow:{now}", state.replica),
         agent_id: "server".to_owned(),
-        kind: "alert".to_owned(),
+        kind: ringfence_protocol::report::ReportKind::Alert
+            .as_str()
+            .to_owned(),
         at: now,
         received_at: now,
         body: serde_json::json!({

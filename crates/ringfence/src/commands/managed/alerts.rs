@@ -1,5 +1,7 @@
-//! Engine failures and alerts leave the host through the spool: a follower reads the agent's
-//! alert file and spools them, rate-limited, counting what it leaves out.
+//! Alerts leave the host through the spool: a follower reads the agent's alert file and spools
+//! each alert, rate-limited together with the engine failures ([`super::budget`]), counting
+//! what it leaves out. Engine failures take their own typed path (`super::failures`); the
+//! alerts that mention them are shipped as they are, and nothing reads failures back out.
 //!
 //! Every alert is reported exactly once across agent restarts, rotations and truncations:
 //! - the follower keeps its place (`inode`, `offset`) in a small state file next to the alert
@@ -13,10 +15,11 @@
 //!   then the new one from 0; a file shorter than the offset, or whose bytes before the offset
 //!   are not the ones read (truncated and written again), is read from 0.
 
+use super::budget::ReportBudget;
 use anyhow::Context;
 use ringfence_protocol::api::Report;
+use ringfence_protocol::report::ReportBody;
 use ringfence_uplink::Spool;
-use ringfence_uplink::link::report;
 use serde::{Deserialize, Serialize};
 use std::fs::File;
 use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
@@ -24,7 +27,7 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Where the follower stands, as saved on disk.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -301,75 +304,41 @@ impl Follower {
     }
 }
 
-/// The reports of one alert line: each engine failure in it (`<id>-f<n>`), then the alert
-/// itself (`<id>`). A line that is not JSON yields nothing.
-fn reports_of(line: &Line) -> Vec<Report> {
-    let Ok(alert) = serde_json::from_str::<serde_json::Value>(&line.text) else {
-        return Vec::new();
-    };
+/// The report of one alert line, under the line's id. A line that is not JSON yields nothing.
+fn report_of(line: &Line) -> Option<Report> {
+    let alert = serde_json::from_str::<serde_json::Value>(&line.text).ok()?;
     let at_ms = alert["time"]
         .as_i64()
         .unwrap_or_else(ringfence_protocol::clock::unix_ms);
-    let failures = alert["unmapped"]["ringfence"]["failures"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    let mut reports: Vec<Report> = failures
-        .into_iter()
-        .enumerate()
-        .map(|(n, failure)| Report {
-            id: format!("{}-f{n}", line.id),
-            kind: "failure".to_owned(),
-            at_ms,
-            body: failure,
-        })
-        .collect();
-    reports.push(Report {
+    Some(Report {
         id: line.id.clone(),
-        kind: "alert".to_owned(),
         at_ms,
-        body: alert,
-    });
-    reports
+        body: ReportBody::Alert(alert),
+    })
 }
 
-/// Follows the alert file and spools engine failures and alerts, at most `per_second` each,
-/// counting what it had to leave out. A line the spool refuses (a full disk) is retried.
+/// Follows the alert file and spools alerts within `budget`, which counts what it leaves out.
+/// A line the spool refuses (a full disk) is retried.
 pub(super) fn ship_alerts(
     path: PathBuf,
     spool: Arc<Spool>,
+    budget: Arc<ReportBudget>,
     stop: Arc<AtomicBool>,
 ) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
-        const PER_SECOND: u32 = 20;
         let mut follower = Follower::new(path.clone(), state_path(&path));
-        let mut window = Instant::now();
-        let mut sent = 0u32;
-        let mut suppressed = 0u64;
         while !stop.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(100));
             follower.poll(&mut |line| {
-                if window.elapsed() >= Duration::from_secs(1) {
-                    if suppressed > 0 {
-                        let _ = spool.push(&report(
-                            "telemetry",
-                            serde_json::json!({"suppressed_reports": suppressed}),
-                        ));
-                    }
-                    window = Instant::now();
-                    sent = 0;
-                    suppressed = 0;
+                let Some(alert) = report_of(line) else {
+                    return true;
+                };
+                if !budget.admit(&spool) {
+                    return true;
                 }
-                for item in reports_of(line) {
-                    if sent >= PER_SECOND {
-                        suppressed += 1;
-                        continue;
-                    }
-                    if let Err(error) = spool.push(&item) {
-                        tracing::warn!(%error, "cannot spool an alert; retrying");
-                        return false;
-                    }
-                    sent += 1;
+                if let Err(error) = spool.push(&alert) {
+                    tracing::warn!(%error, "cannot spool an alert; retrying");
+                    return false;
                 }
                 true
             });

@@ -6,6 +6,7 @@ use ringfence_agent::Agent;
 use ringfence_engine_host::{EngineSettings, LoadedEngine, Runtime};
 use ringfence_protocol::Enforcement;
 use ringfence_protocol::api::{FailureCounts, HealthFigures, LatencyFigures, PolicyAnswers};
+use ringfence_protocol::report::{FailurePhase, FailureReport, ReportBody};
 use ringfence_release::LoadedRelease;
 use ringfence_uplink::{AgentHost, HostError, Spool};
 use std::collections::{BTreeMap, BTreeSet};
@@ -197,16 +198,11 @@ impl ManagedHost {
     /// install`: the release never served, but the vendor gets its crash data (and the
     /// server a crash group) as from any other failure.
     fn report_refusal(&self, error: &ringfence_agent::SwapError) {
-        let Ok(mut body) = serde_json::to_value(error.record()) else {
-            return;
-        };
-        if let Some(fields) = body.as_object_mut() {
-            fields.insert("during".to_owned(), "install".into());
-        }
-        if let Err(spool_error) = self
-            .spool
-            .push(&ringfence_uplink::link::report("failure", body))
-        {
+        let failure = ReportBody::Failure(FailureReport {
+            record: error.record().clone(),
+            during: Some(FailurePhase::Install),
+        });
+        if let Err(spool_error) = self.spool.push(&ringfence_uplink::link::report(failure)) {
             tracing::warn!("could not spool the failure that refused a release: {spool_error}");
         }
     }
@@ -577,9 +573,13 @@ mod tests {
         assert!(error.to_string().contains("trap"), "{error}");
         let spooled = host.spool.peek(10);
         assert!(
-            spooled.iter().any(|(_, report)| report.kind == "failure"
-                && report.body["kind"] == "trap"
-                && report.body["during"] == "install"),
+            spooled.iter().any(|(_, report)| matches!(
+                &report.body,
+                ReportBody::Failure(FailureReport {
+                    record,
+                    during: Some(FailurePhase::Install),
+                }) if record.kind == ringfence_protocol::FailureKind::Trap
+            )),
             "the failure behind the refusal is crash data: {spooled:?}"
         );
         assert_eq!(agent.generation(), 1, "the old engines keep serving");

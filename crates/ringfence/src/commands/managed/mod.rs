@@ -2,15 +2,19 @@
 //!
 //! Glue between the agent core and the uplink: enroll (or load the identity), start on the
 //! release in the current slot (or the last known good when the guard says so), let the uplink
-//! swap engines as assignments arrive, ship engine failures and alerts through the spool, and
-//! beat the guard's heartbeat while the agent answers.
+//! swap engines as assignments arrive, ship engine failures (typed, from the agent's failure
+//! channel) and alerts (from the alert file) through the spool, and beat the guard's heartbeat
+//! while the agent answers.
 
 mod alerts;
+mod budget;
 mod crash;
+mod failures;
 mod host;
 mod traffic;
 
 use anyhow::Context;
+use budget::ReportBudget;
 use host::{ManagedHost, engine_for};
 use ringfence_agent::{Agent, AgentConfig};
 use ringfence_engine_host::Runtime;
@@ -18,6 +22,7 @@ use ringfence_host::{Ending, SelfUpgrade};
 use ringfence_protocol::api::EnrollRequest;
 use ringfence_protocol::corpus;
 use ringfence_protocol::guard_link::{GuardLink, SLOT_ENV, Slot};
+use ringfence_protocol::report::{ReportBody, RestoreReport};
 use ringfence_release::SlotStore;
 use ringfence_sensor::Channels;
 use ringfence_uplink::link::{report, trusted_keys};
@@ -34,6 +39,10 @@ use std::time::{Duration, Instant};
 
 /// The managed agent's last heartbeat, in its data directory (`ringfence status --host`).
 pub const HEALTH_FILE: &str = "health.json";
+
+/// Engine failures waiting for the shipper; beyond this they are dropped and counted (a storm
+/// is cut to the report budget anyway).
+const FAILURE_QUEUE: usize = 1024;
 
 /// Arguments of the managed mode (given together with `--server`).
 #[derive(Debug, Clone, clap::Args)]
@@ -198,7 +207,13 @@ pub fn run(
             match slots.restore_lkg(&channel) {
                 Ok(_) => {
                     tracing::warn!(%channel, "started on the last known good release at the guard's request");
-                    let _ = spool.push(&report("restore", serde_json::json!({"channel": channel, "reason": "guard asked for the last known good slot"})));
+                    let restore = ReportBody::Restore(RestoreReport {
+                        channel: channel.clone(),
+                        reason: "guard asked for the last known good slot".to_owned(),
+                    });
+                    if let Err(error) = spool.push(&report(restore)) {
+                        tracing::warn!(%channel, "could not spool the restore report: {error}");
+                    }
                 }
                 Err(error) => {
                     tracing::warn!(%channel, "no last known good release to restore: {error}")
@@ -229,6 +244,9 @@ pub fn run(
         Some(channels) => host::audited_engines(&engines, &channels),
         None => engines.values().map(|e| e.name().to_owned()).collect(),
     };
+    // Engine failures reach the spool as values; the agent holds the sending end while it runs.
+    let (failure_tx, failure_rx) = ringfence_agent::failure_channel(FAILURE_QUEUE);
+    config.failures = Some(failure_tx);
     let agent = Arc::new(Agent::start_with(
         config,
         engines.into_values().collect(),
@@ -238,6 +256,9 @@ pub fn run(
     let _ = host.agent.set(Arc::clone(&agent));
 
     let stop = Arc::new(AtomicBool::new(false));
+    // Set only once the agent stopped or handed off: the failure shipper drains what is left.
+    let failures_stop = Arc::new(AtomicBool::new(false));
+    let budget = Arc::new(ReportBudget::new(budget::REPORTS_PER_SECOND));
     let link_config = LinkConfig {
         bless_after: args.bless_after,
         interval: Duration::from_secs(1),
@@ -246,9 +267,20 @@ pub fn run(
         ..LinkConfig::default()
     };
     // The network-facing threads write nothing but the data directory: Landlock holds them to it.
-    let (shipper, link) =
+    let (shipper, failure_shipper, link) =
         ringfence_host::confine::landlocked(hardening.as_ref(), "uplink", || {
-            let shipper = alerts::ship_alerts(alerts_path, Arc::clone(&spool), Arc::clone(&stop));
+            let shipper = alerts::ship_alerts(
+                alerts_path,
+                Arc::clone(&spool),
+                Arc::clone(&budget),
+                Arc::clone(&stop),
+            );
+            let failure_shipper = failures::ship_failures(
+                failure_rx,
+                Arc::clone(&spool),
+                Arc::clone(&budget),
+                Arc::clone(&failures_stop),
+            );
             let link = Link::start(
                 &identity,
                 Arc::clone(&spool),
@@ -256,7 +288,7 @@ pub fn run(
                 Arc::clone(&host),
                 link_config,
             );
-            (shipper, link)
+            (shipper, failure_shipper, link)
         })?;
     let link = link?;
     let sent = Arc::new(AtomicU64::new(0));
@@ -304,7 +336,11 @@ pub fn run(
             .map_err(|_| anyhow::anyhow!("the agent is still shared; cannot hand it off"))?;
         // The next image starts its own monitor; this one would linger as a zombie.
         drop(crash_monitor);
-        let (channels, error) = upgrade.handoff_and_exec(agent, &prepared);
+        // The failures of the events decided during the handoff are spooled before the exec.
+        let (channels, error) = upgrade.handoff_and_exec(agent, &prepared, || {
+            failures_stop.store(true, Ordering::Relaxed);
+            let _ = failure_shipper.join();
+        });
         // Closing the group lets the kernel allow what waits; the guard starts a fresh agent.
         drop(channels);
         return Err(anyhow::Error::new(error)
@@ -315,6 +351,9 @@ pub fn run(
         Ok(agent) => agent.shutdown(),
         Err(agent) => agent.stats(),
     };
+    // After the agent stopped: the failures of its last events are spooled too.
+    failures_stop.store(true, Ordering::Relaxed);
+    let _ = failure_shipper.join();
     eprintln!(
         "ringfence agent: stopped (mode {mode}): {} allowed, {} denied, {} would deny",
         final_stats.allowed, final_stats.denied, final_stats.would_deny

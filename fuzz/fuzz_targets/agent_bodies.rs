@@ -1,6 +1,6 @@
 //! Heartbeats and report batches as a hostile agent sends them, through the validation the
 //! server's handlers apply before anything is stored or read (`Heartbeat::validated`,
-//! `ReportBatch::validate`, `Report::claimed_at`): nothing may panic, whatever is accepted
+//! `WireReportBatch::validate` and `typed`, `Report::claimed_at`): nothing may panic, whatever is accepted
 //! must be within the protocol's limits, every figure kept must be finite and bounded (a figure
 //! that is not made the gates' thresholds infinite), validation must be idempotent, and a
 //! report's time must land within the window the server allows.
@@ -10,7 +10,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ringfence_protocol::api::{BodyError, Heartbeat, ReportBatch, bounds, limits};
+use ringfence_protocol::api::{BodyError, Heartbeat, WireReportBatch, bounds, limits};
 
 /// The server's clock for the claimed-time checks: fixed, so runs reproduce.
 const NOW_MS: i64 = 1_780_000_000_000;
@@ -51,7 +51,7 @@ fn heartbeat(body: &[u8]) {
 }
 
 fn report_batch(body: &[u8]) {
-    let Ok(batch) = serde_json::from_slice::<ReportBatch>(body) else {
+    let Ok(batch) = serde_json::from_slice::<WireReportBatch>(body) else {
         return;
     };
     match batch.validate() {
@@ -62,8 +62,18 @@ fn report_batch(body: &[u8]) {
                 assert!((1..=limits::MAX_REPORT_KIND_BYTES).contains(&report.kind.len()));
                 let size = serde_json::to_vec(&report.body).expect("serialises").len();
                 assert!(size <= limits::MAX_REPORT_BODY_BYTES);
-                let at = report.claimed_at(NOW_MS);
-                assert!((NOW_MS - limits::MAX_REPORT_AGE_MS..=NOW_MS).contains(&at));
+            }
+            // Read by kind: a batch that reads is what the server stores, each report's time
+            // within the window it allows.
+            match batch.typed() {
+                Ok(reports) => {
+                    for report in &reports {
+                        let at = report.claimed_at(NOW_MS);
+                        assert!((NOW_MS - limits::MAX_REPORT_AGE_MS..=NOW_MS).contains(&at));
+                    }
+                }
+                Err(BodyError::Invalid(reason)) => assert!(!reason.is_empty()),
+                Err(other) => panic!("reading by kind refuses only as invalid: {other}"),
             }
         }
         Err(BodyError::TooLarge { actual, max, .. }) => assert!(actual > max),

@@ -1324,7 +1324,8 @@ async fn an_action_that_loses_a_race_to_the_controller_is_judged_again() {
             .expect("id")
             .to_owned();
         // Stands in for the controller, which rewrites every running rollout each tick: here
-        // every few milliseconds, so operators' actions keep losing the race to it.
+        // every few milliseconds (the controller: once a second), so operators' actions keep
+        // losing the race to it.
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let rewriter = tokio::spawn({
             let store = h.state.store.clone();
@@ -1341,7 +1342,7 @@ async fn an_action_that_loses_a_race_to_the_controller_is_judged_again() {
                     {
                         writes += 1;
                     }
-                    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
                 }
                 writes
             }

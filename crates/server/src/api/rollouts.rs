@@ -70,10 +70,11 @@ fn older(wanted: &str, running: &str) -> bool {
 /// per host, and a dashboard lists every rollout every second.
 const ADOPTION_LISTED: usize = 10;
 
-/// How many times an operator's action is judged and written before a rollout that keeps
+/// How long an operator's action is judged and written again before a rollout that keeps
 /// changing under it is reported as a conflict. The controller writes a rollout about once a
-/// second; losing to it more than a few times in a row means something else writes it.
-const ACTION_ATTEMPTS: u32 = 8;
+/// second, so one more attempt nearly always wins; two seconds of losing means something else
+/// writes it without pause.
+const ACTION_RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A rollout as the API shows it; each ring carries `hosts` and `on_release` when `adoption`
 /// was computed.
@@ -619,7 +620,7 @@ pub async fn act(
     // The controller rewrites every running rollout each tick (gates, bake, ring). An action
     // that lost the race to one of those writes is judged again on what was written: a halt in
     // between refuses the promote, a tick that only sampled gates lets it through.
-    let mut attempt = 1;
+    let first_attempt = std::time::Instant::now();
     let (rollout, revision, audit_reason) = loop {
         let at_ms = now_ms();
         let record = state
@@ -667,7 +668,7 @@ pub async fn act(
             .await
         {
             Ok(revision) => break (rollout, revision, audit_reason),
-            Err(StoreError::Conflict(_)) if attempt < ACTION_ATTEMPTS => attempt += 1,
+            Err(StoreError::Conflict(_)) if first_attempt.elapsed() < ACTION_RETRY_FOR => {}
             Err(error) => return Err(error.into()),
         }
     };

@@ -29,6 +29,16 @@ cleanup() {
 CLEANUP=()
 trap cleanup EXIT INT TERM
 
+# Debian packages, installed as root; the package lists are refreshed once per run.
+APT_UPDATED=0
+apt_install() {
+  if [ "$APT_UPDATED" = 0 ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    APT_UPDATED=1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
 # PostgreSQL: the store and server suites run on SQLite always and on PostgreSQL when
 # RINGFENCE_TEST_POSTGRES is set. We start a throwaway cluster on a private port and remove it
 # on exit, unless the caller already points at one.
@@ -39,8 +49,7 @@ start_postgres() {
   if ! ls -d /usr/lib/postgresql/*/bin >/dev/null 2>&1; then
     if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
       log "installing postgresql"
-      DEBIAN_FRONTEND=noninteractive apt-get update -qq
-      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+      apt_install postgresql
     else
       echo "note: PostgreSQL is not installed and we cannot install it; store tests cover SQLite only"
       return
@@ -69,8 +78,7 @@ install_chromium() {
   fi
   if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
     log "installing chromium and chromium-driver"
-    DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+    apt_install chromium chromium-driver
   else
     echo "note: chromium or chromium-driver is not installed and we cannot install them; the dashboard tests will say they skipped"
   fi
@@ -86,8 +94,7 @@ install_bpf_tools() {
   fi
   if ! command -v clang >/dev/null || ! command -v bpftool >/dev/null || [ ! -e /usr/include/bpf/bpf_helpers.h ]; then
     log "installing clang, llvm, libbpf-dev and bpftool"
-    DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clang llvm libbpf-dev bpftool >/dev/null
+    apt_install clang llvm libbpf-dev bpftool
   fi
   export RINGFENCE_REQUIRE_BPF=1
 }
@@ -100,8 +107,7 @@ install_rsyslog() {
   fi
   if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
     log "installing rsyslog and rsyslog-gnutls"
-    DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends rsyslog rsyslog-gnutls >/dev/null
+    apt_install --no-install-recommends rsyslog rsyslog-gnutls
   else
     echo "note: rsyslog is not installed and we cannot install it; the syslog sink test will say it skipped"
   fi

@@ -118,7 +118,7 @@ impl Syslog {
     }
 
     pub async fn send(&mut self, batch: &[OutboxItem]) -> Result<(), SinkError> {
-        if let Some(stream) = &self.stream
+        if let Some(stream) = &mut self.stream
             && !still_open(stream)
         {
             tracing::info!("the syslog receiver closed the connection; reconnecting");
@@ -139,13 +139,28 @@ impl Syslog {
     }
 }
 
-/// False when the receiver has closed its end (or sent anything, which a syslog receiver never
-/// does but a TLS alert would): writing there would vanish.
-fn still_open(stream: &TlsStream<TcpStream>) -> bool {
-    let mut byte = [0u8; 1];
-    match stream.get_ref().0.try_read(&mut byte) {
-        Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
-        Ok(_) => false,
+/// False when the receiver has closed its end: writing there would vanish.
+///
+/// Reads through TLS, without waiting, whatever the receiver sent since the last batch. A
+/// receiver sends no syslog data, but a TLS 1.3 server sends session tickets after the
+/// handshake: those must be taken by TLS, not mistaken for a closed connection. Leaving them
+/// unread would also make the eventual close a reset, and a reset makes the receiver's kernel
+/// discard the last batch it had not read yet.
+fn still_open(stream: &mut TlsStream<TcpStream>) -> bool {
+    use std::task::{Context, Poll, Waker};
+    use tokio::io::{AsyncRead, ReadBuf};
+    let mut context = Context::from_waker(Waker::noop());
+    let mut scratch = [0u8; 256];
+    loop {
+        let mut buffer = ReadBuf::new(&mut scratch);
+        match std::pin::Pin::new(&mut *stream).poll_read(&mut context, &mut buffer) {
+            Poll::Pending => return true,
+            // End of stream: the receiver closed (with or without a TLS close_notify).
+            Poll::Ready(Ok(())) if buffer.filled().is_empty() => return false,
+            // Data from a receiver that should send none: dropped, the connection still works.
+            Poll::Ready(Ok(())) => {}
+            Poll::Ready(Err(_)) => return false,
+        }
     }
 }
 
@@ -241,6 +256,152 @@ mod tests {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(rfc3339(1_796_385_600_123), "2026-12-04T12:00:00.123Z");
         assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
+    }
+
+    /// A TLS 1.3 receiver on loopback (it sends session tickets after each handshake, as
+    /// rustls and GnuTLS do) that counts connections and the bytes it read; a connection is
+    /// closed by the receiver after `close_after` bytes when set.
+    struct Receiver {
+        port: u16,
+        ca: tempfile::NamedTempFile,
+        connections: Arc<std::sync::atomic::AtomicUsize>,
+        bytes: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    async fn receiver(close_after: Option<usize>) -> Receiver {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+        use std::sync::atomic::Ordering;
+        use tokio::io::AsyncReadExt;
+        let ca_key = KeyPair::generate().expect("ca key");
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca_cert = ca_params.self_signed(&ca_key).expect("ca");
+        let key = KeyPair::generate().expect("key");
+        let cert = CertificateParams::new(vec!["127.0.0.1".to_owned()])
+            .expect("params")
+            .signed_by(&key, &Issuer::new(ca_params, ca_key))
+            .expect("cert");
+        let ca = tempfile::NamedTempFile::new().expect("ca file");
+        std::fs::write(ca.path(), ca_cert.pem()).expect("write ca");
+        let key = rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).expect("key");
+        let tls = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.der().clone()], key)
+        .expect("server config");
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("address").port();
+        let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let bytes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (counted, read) = (Arc::clone(&connections), Arc::clone(&bytes));
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                counted.fetch_add(1, Ordering::SeqCst);
+                let (acceptor, read) = (acceptor.clone(), Arc::clone(&read));
+                tokio::spawn(async move {
+                    let Ok(mut stream) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let mut buffer = [0u8; 4096];
+                    let mut taken = 0;
+                    while let Ok(n @ 1..) = stream.read(&mut buffer).await {
+                        read.fetch_add(n, Ordering::SeqCst);
+                        taken += n;
+                        if close_after.is_some_and(|limit| taken >= limit) {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        Receiver {
+            port,
+            ca,
+            connections,
+            bytes,
+        }
+    }
+
+    fn client(receiver: &Receiver) -> Syslog {
+        Syslog::new(SyslogConfig {
+            host: "127.0.0.1".into(),
+            port: receiver.port,
+            ca: receiver.ca.path().to_owned(),
+            server_name: "127.0.0.1".into(),
+        })
+    }
+
+    fn batch(from: i64, count: i64) -> (Vec<OutboxItem>, usize) {
+        let items: Vec<OutboxItem> = (from..from + count)
+            .map(|seq| OutboxItem {
+                seq,
+                report_id: format!("a:{seq}"),
+                agent_id: "a".into(),
+                received_at: 0,
+                body: serde_json::json!({"severity_id": 4}),
+            })
+            .collect();
+        let mut framed = Vec::new();
+        for item in &items {
+            frame(item, &mut framed);
+        }
+        (items, framed.len())
+    }
+
+    async fn wait_for(counter: &std::sync::atomic::AtomicUsize, want: usize) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while counter.load(std::sync::atomic::Ordering::SeqCst) < want {
+            assert!(std::time::Instant::now() < deadline, "waited for {want}");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn session_tickets_are_not_taken_for_a_closed_receiver() {
+        let receiver = receiver(None).await;
+        let mut syslog = client(&receiver);
+        let mut sent = 0;
+        for round in 0..5 {
+            let (items, bytes) = batch(round * 10, 10);
+            syslog.send(&items).await.expect("send");
+            sent += bytes;
+            // The tickets have arrived by the time the receiver read the batch.
+            wait_for(&receiver.bytes, sent).await;
+        }
+        assert_eq!(
+            receiver
+                .connections
+                .load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "one connection for every batch"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_receiver_that_closed_is_noticed_before_the_next_batch() {
+        let (first, first_bytes) = batch(0, 10);
+        let receiver = receiver(Some(first_bytes)).await;
+        let mut syslog = client(&receiver);
+        syslog.send(&first).await.expect("first batch");
+        wait_for(&receiver.bytes, first_bytes).await;
+        // The receiver has closed its end; the next batch must go on a new connection rather
+        // than into the dead one (where the write would "succeed").
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let (second, second_bytes) = batch(10, 10);
+        syslog.send(&second).await.expect("second batch");
+        wait_for(&receiver.bytes, first_bytes + second_bytes).await;
+        assert_eq!(
+            receiver
+                .connections
+                .load(std::sync::atomic::Ordering::SeqCst),
+            2
+        );
     }
 
     #[test]

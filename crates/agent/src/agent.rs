@@ -6,7 +6,7 @@ use crate::bpf::{ArgvBook, Visibility};
 use crate::cache::DecisionCache;
 use crate::config::{AgentConfig, AgentError, Sensor};
 use crate::core::{Core, Pending, Submitted};
-use crate::engines::{self as engine_set, EngineSlot, SwapError};
+use crate::engines::{self as engine_set, ServingSet, SwapError};
 use crate::enrich::AccountNames;
 use crate::latency::{LatencyRecorder, LatencySummary};
 use crate::mode::ModeSwitch;
@@ -159,8 +159,9 @@ impl Agent {
                 "self-protection needs the fanotify sensor; the agent's files are not protected"
             );
         }
-        // One handoff slot per worker plus the notification thread (index `workers`).
-        let slot = EngineSlot::audited(engines, config.workers + 1, config.audited_engines.clone());
+        // One set of pre-built workers per worker thread plus the notification thread (index
+        // `workers`).
+        let slot = ServingSet::audited(engines, config.workers + 1, config.audited_engines.clone());
         // Build every worker's engines before the first event: a worker that cannot
         // instantiate must fail the start, not the first exec.
         let mut worker_engines = Vec::new();

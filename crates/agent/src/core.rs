@@ -3,7 +3,7 @@
 use crate::alerts::{Alert, AlertSink, EngineVerdict, Reason};
 use crate::bpf::{ARGV_WAIT, ArgvBook};
 use crate::cache::{CacheKey, DecisionCache};
-use crate::engines::EngineSlot;
+use crate::engines::ServingSet;
 use crate::enrich::AccountNames;
 use crate::failures::FailureSender;
 use crate::latency::LatencyRecorder;
@@ -116,7 +116,7 @@ pub struct Watch {
 /// Everything the threads share.
 #[derive(Debug)]
 pub struct Core {
-    pub engines: EngineSlot,
+    pub engines: ServingSet,
     pub cache: Option<DecisionCache>,
     pub mute: MuteSet,
     pub protection: Option<SelfProtection>,

@@ -5,10 +5,10 @@
 //! The generation is part of every decision-cache key, so a swap invalidates the cache without
 //! touching it.
 //!
-//! Hot patching: [`EngineSlot::install`] takes a set whose per-worker `EngineWorker`s were
-//! already instantiated by the caller (off the hot path). Each worker takes its own handoff
-//! when it first sees the new generation, so switching costs a worker a mutex and a move, never
-//! an instantiation. Events a worker is already deciding finish on the old set; the old set and
+//! Hot patching: [`ServingSet::install`] takes a set whose per-worker `EngineWorker`s were
+//! already instantiated by the caller (off the hot path). Each worker thread takes the engine
+//! workers pre-built for it when it first sees the new generation, so switching costs a thread a
+//! mutex and a move, never an instantiation. Events a worker is already deciding finish on the old set; the old set and
 //! its instances are dropped once the last worker lets go of it.
 
 use ringfence_engine_host::{EngineWorker, LoadError, LoadedEngine};
@@ -24,12 +24,12 @@ pub struct EngineSet {
     pub engines: Vec<Arc<LoadedEngine>>,
     /// Per engine (same order): its verdicts are audited — a deny of its own is reported as
     /// "would deny" and allowed — while the other engines' verdicts are enforced. Set from the
-    /// slot's audited engine names when the set is installed.
+    /// serving set's audited engine names when the set is installed.
     audited: Vec<bool>,
     /// One pre-built `EngineWorker` per engine for each agent thread (by thread index), taken
-    /// by that thread when it switches to this set. Empty for sets installed without handoffs:
-    /// threads then build their own (see [`EngineSlot::swap`]).
-    handoffs: Vec<Mutex<Option<Vec<EngineWorker>>>>,
+    /// by that thread when it switches to this set. Empty for sets installed without pre-built workers:
+    /// threads then build their own (see [`ServingSet::swap`]).
+    prebuilt: Vec<Mutex<Option<Vec<EngineWorker>>>>,
 }
 
 impl EngineSet {
@@ -54,10 +54,10 @@ impl EngineSet {
     }
 
     /// Takes the pre-built engine workers for thread `index`, if there are any left.
-    pub fn take_handoff(&self, index: usize) -> Option<Vec<EngineWorker>> {
-        let slot = self.handoffs.get(index)?;
-        match slot.lock() {
-            Ok(mut slot) => slot.take(),
+    pub fn take_prebuilt(&self, index: usize) -> Option<Vec<EngineWorker>> {
+        let prebuilt = self.prebuilt.get(index)?;
+        match prebuilt.lock() {
+            Ok(mut prebuilt) => prebuilt.take(),
             Err(poisoned) => poisoned.into_inner().take(),
         }
     }
@@ -85,7 +85,7 @@ impl Fallback {
 
 /// The current engine set, and which generation each agent thread is serving.
 #[derive(Debug)]
-pub struct EngineSlot {
+pub struct ServingSet {
     current: RwLock<Arc<EngineSet>>,
     /// Generation each thread last switched to, by thread index (workers first, then the
     /// notification thread). Lets a swap tell when every worker serves the new set.
@@ -94,30 +94,30 @@ pub struct EngineSlot {
     audited: Mutex<BTreeSet<String>>,
 }
 
-impl EngineSlot {
-    /// A slot for `threads` agent threads, starting at generation 1.
-    pub fn new(engines: Vec<Arc<LoadedEngine>>) -> EngineSlot {
-        EngineSlot::with_threads(engines, 0)
+impl ServingSet {
+    /// A serving set for no pre-built workers, starting at generation 1.
+    pub fn new(engines: Vec<Arc<LoadedEngine>>) -> ServingSet {
+        ServingSet::with_threads(engines, 0)
     }
 
-    /// A slot whose swaps can hand pre-built workers to `threads` threads.
-    pub fn with_threads(engines: Vec<Arc<LoadedEngine>>, threads: usize) -> EngineSlot {
-        EngineSlot::audited(engines, threads, BTreeSet::new())
+    /// A serving set whose swaps can hand pre-built workers to `threads` threads.
+    pub fn with_threads(engines: Vec<Arc<LoadedEngine>>, threads: usize) -> ServingSet {
+        ServingSet::audited(engines, threads, BTreeSet::new())
     }
 
-    /// Like [`EngineSlot::with_threads`], auditing the engines named in `audited` from the
+    /// Like [`ServingSet::with_threads`], auditing the engines named in `audited` from the
     /// first event on.
     pub fn audited(
         engines: Vec<Arc<LoadedEngine>>,
         threads: usize,
         audited: BTreeSet<String>,
-    ) -> EngineSlot {
-        EngineSlot {
+    ) -> ServingSet {
+        ServingSet {
             current: RwLock::new(Arc::new(EngineSet {
                 generation: 1,
                 audited: engines.iter().map(|e| audited.contains(e.name())).collect(),
                 engines,
-                handoffs: Vec::new(),
+                prebuilt: Vec::new(),
             })),
             serving: (0..threads).map(|_| AtomicU64::new(1)).collect(),
             audited: Mutex::new(audited),
@@ -170,21 +170,21 @@ impl EngineSlot {
         }
     }
 
-    /// Replaces the set without handoffs (threads build their own workers at their next
-    /// event); returns the new generation. Prefer [`EngineSlot::install`].
+    /// Replaces the set without pre-built workers (threads build their own workers at their next
+    /// event); returns the new generation. Prefer [`ServingSet::install`].
     pub fn swap(&self, engines: Vec<Arc<LoadedEngine>>) -> u64 {
         self.install(engines, Vec::new())
     }
 
-    /// Replaces the set, handing `handoffs[i]` to thread `i`; returns the new generation.
+    /// Replaces the set, handing `prebuilt[i]` to thread `i`; returns the new generation.
     /// Only the pointer swap happens under the write lock: everything costly was done by the
     /// caller before.
     pub fn install(
         &self,
         engines: Vec<Arc<LoadedEngine>>,
-        handoffs: Vec<Vec<EngineWorker>>,
+        prebuilt: Vec<Vec<EngineWorker>>,
     ) -> u64 {
-        let handoffs = handoffs
+        let prebuilt = prebuilt
             .into_iter()
             .map(|workers| Mutex::new(Some(workers)))
             .collect();
@@ -206,12 +206,12 @@ impl EngineSlot {
                 generation,
                 engines,
                 audited,
-                handoffs,
+                prebuilt,
             }),
         );
         drop(guard);
-        // The old set (and its unused handoffs) may be the last reference: drop it after the
-        // lock so workers reading the slot never wait for instances being torn down.
+        // The old set (and its unused pre-built workers) may be the last reference: drop it after the
+        // lock so workers reading the serving set never wait for instances being torn down.
         drop(old);
         generation
     }
@@ -289,13 +289,13 @@ pub fn prebuild(
     engines: &[Arc<LoadedEngine>],
     threads: usize,
 ) -> Result<Vec<Vec<EngineWorker>>, SwapError> {
-    let mut handoffs = Vec::with_capacity(threads);
+    let mut prebuilt = Vec::with_capacity(threads);
     for _ in 0..threads {
         let workers = engines
             .iter()
             .map(|engine| EngineWorker::new(Arc::clone(engine)))
             .collect::<Result<Vec<_>, _>>()?;
-        handoffs.push(workers);
+        prebuilt.push(workers);
     }
-    Ok(handoffs)
+    Ok(prebuilt)
 }

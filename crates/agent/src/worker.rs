@@ -3,7 +3,7 @@
 //!
 //! Each worker owns one `EngineWorker` per engine of the set it last saw; when the set's
 //! generation changes it takes the ones the swap pre-built for it (a move, no instantiation)
-//! before deciding the next event. Only a set installed without handoffs makes it build its
+//! before deciding the next event. Only a set installed without pre-built workers makes it build its
 //! own, on the event path, and that is counted.
 
 use crate::alerts::{Alert, EngineVerdict, Reason};
@@ -27,7 +27,7 @@ pub struct Retired {
 pub struct Engines {
     pub set: Arc<EngineSet>,
     pub workers: Vec<EngineWorker>,
-    /// This thread's index into the set's handoffs and the slot's serving generations.
+    /// This thread's index into the set's pre-built workers and its serving generations.
     pub index: usize,
 }
 
@@ -53,10 +53,10 @@ impl Engines {
             return None;
         }
         let generation = current.generation;
-        let workers = match current.take_handoff(self.index) {
+        let workers = match current.take_prebuilt(self.index) {
             Some(workers) => workers,
             None => {
-                // No pre-built workers (a plain `EngineSlot::swap`): instantiate here, on the
+                // No pre-built workers (a plain `ServingSet::swap`): instantiate here, on the
                 // event path, and count it so a regression shows.
                 Stats::add(&core.stats.lazy_engine_builds);
                 match Engines::build(Arc::clone(&current), self.index) {

@@ -11,11 +11,13 @@ pub mod engine_cache;
 pub mod exec;
 mod fapolicyd;
 pub mod fleet_faults;
+pub mod guard;
 pub mod hotswap;
 pub mod http_load;
 pub mod memory;
 pub mod server;
 pub mod sigma;
+pub mod stand_in;
 pub mod stats;
 pub mod upgrade;
 

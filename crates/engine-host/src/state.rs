@@ -8,7 +8,7 @@
 //! the failure record.
 
 use crate::bindings::{v0_1, v0_2};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
@@ -225,10 +225,7 @@ impl StoreState {
 }
 
 fn wall_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
+    ringfence_protocol::clock::unix_ns()
 }
 
 /// The host interfaces are the same in every version; each version's generated traits get

@@ -1,6 +1,6 @@
 //! `ringfence guard`: the supervisor that must never crash. It starts the agent, watches its exit
 //! and its heartbeat pipe, restarts it with backoff, and restores the last known good slot
-//! locally on a crash loop or a boot loop — with std, libc/nix, serde_json, thiserror, tracing,
+//! locally on a crash loop or a boot loop — with std, nix, serde_json, thiserror, tracing,
 //! ringfence-backoff, ringfence-protocol (for the contract below) and ringfence-sys (libc alone)
 //! only: no engine code, no async runtime.
 //!
@@ -31,9 +31,3 @@ pub use slot::{AgentCommand, ArgSlotSwitch, SLOT_ENV, Slot, SlotSwitch};
 pub use state::{GuardState, Restore, RestoreReason};
 pub use status::{Phase, Status};
 pub use supervisor::{Config, Guard, GuardError, Shutdown, StopPipe, StopTrigger, stop_pipe};
-
-/// Dies by SIGSEGV with its default action, for the test agent that must crash like a native
-/// agent would.
-pub fn segfault() -> ! {
-    ringfence_sys::signals::die_by_signal(libc::SIGSEGV)
-}

@@ -37,6 +37,12 @@ pub enum HostError {
     /// The next binary does not run here, or is not a ringfence binary.
     #[error("{0}")]
     Probe(String),
+    /// The wasm runtime did not start.
+    #[error(transparent)]
+    Runtime(ringfence_engine_host::RuntimeError),
+    /// The caller's engines did not load.
+    #[error(transparent)]
+    Engines(crate::standalone::LoadEnginesError),
 }
 
 impl HostError {

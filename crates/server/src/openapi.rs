@@ -167,7 +167,7 @@ pub const ROUTES: &[(&str, &str, &str, &str)] = &[
     (
         "get",
         "/api/v1/reports",
-        "Reports of one kind since a time",
+        "Reports of one kind (`kind`: alert, failure, crash, install, restore, remediation, minidump or telemetry; 400 for another) since `since_ms`",
         "operator",
     ),
     (

@@ -240,6 +240,15 @@ async fn retention_deletes_old_and_excess_alerts_but_never_failures_or_crashes()
                 "{backend}: the {kind} report is kept: {reply}"
             );
         }
+        // A kind no agent sends is refused by name, not answered with an empty list.
+        let (status, reply) = h
+            .get("/api/v1/reports?kind=quarantine", Some(&h.operator))
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{backend}: {reply}");
+        assert!(
+            reply.to_string().contains("known kinds: alert, failure"),
+            "{backend}: {reply}"
+        );
         let (_, metrics) = h.get_text("/metrics").await;
         assert!(
             metrics.contains("\nringfence_alerts_pruned_total 2\n"),

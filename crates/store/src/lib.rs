@@ -39,7 +39,7 @@ pub use tokens::{Revocation, TOKEN_ID_LEN, TokenKind, TokenRecord};
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -94,10 +94,7 @@ pub struct Store {
 
 /// Milliseconds since the Unix epoch; all timestamps in the database use it.
 pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
+    ringfence_protocol::clock::unix_ms()
 }
 
 /// Statements every SQLite connection runs first. The busy timeout covers other processes

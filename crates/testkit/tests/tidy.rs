@@ -1,7 +1,7 @@
 //! Invariants of ARCHITECTURE.md that a tool can check, checked on every test run (in the
 //! manner of rust-analyzer's tidy tests): every Rust file says why it exists in a `//!` header,
-//! `unsafe` code lives only in the modules named there (every other crate forbids it), and SQL
-//! only in `crates/store`.
+//! `unsafe` code lives only in the modules named there (every other crate forbids it), SQL
+//! only in `crates/store`, and the agent's lifecycle only in `crates/host`, not the binary.
 
 use std::path::{Path, PathBuf};
 
@@ -135,6 +135,34 @@ fn sql_lives_only_in_the_store() {
     assert!(
         offending.is_empty(),
         "SQL outside crates/store: {offending:#?}"
+    );
+}
+
+/// The binary is clap definitions and calls: the agent process's lifecycle (opening and
+/// adopting the kernel channels, confinement, starting the agent, serving, upgrading in place)
+/// is `crates/host`'s, for the standalone and the managed agent alike.
+#[test]
+fn the_binary_leaves_the_agent_lifecycle_to_the_host_crate() {
+    const LIFECYCLE: &[&str] = &[
+        "Agent::start",
+        "Channels::adopt_from_env",
+        "confine::confine(",
+        "ringfence_host::serve(",
+        "exec_or_resume(",
+        "handoff_and_exec(",
+        "Link::start(",
+    ];
+    let offending: Vec<String> = rust_files()
+        .into_iter()
+        .filter(|(path, _)| path.starts_with("crates/ringfence/src/"))
+        .filter(|(_, text)| {
+            code_lines(text).any(|line| LIFECYCLE.iter().any(|call| line.contains(call)))
+        })
+        .map(|(path, _)| path)
+        .collect();
+    assert!(
+        offending.is_empty(),
+        "agent lifecycle in the binary crate (it belongs in crates/host): {offending:#?}"
     );
 }
 

@@ -394,7 +394,10 @@ impl InstallJob {
     }
 }
 
-struct Worker<H: AgentHost> {
+/// What the link's thread owns: the server client, the spool, the slots and the agent, and the
+/// state of its heartbeats, installs and uploads. (Not a "worker": in ringfence that word is an
+/// agent thread deciding permission events.)
+struct LinkThread<H: AgentHost> {
     client: ServerClient,
     /// What `client` was made from; replaced when the client certificate is renewed.
     identity: Identity,
@@ -416,7 +419,7 @@ struct Worker<H: AgentHost> {
     audited: BTreeSet<String>,
 }
 
-impl<H: AgentHost> Worker<H> {
+impl<H: AgentHost> LinkThread<H> {
     fn installed(&self) -> Vec<InstalledRelease> {
         let channels = self.slots.channels().unwrap_or_default();
         channels
@@ -796,7 +799,7 @@ fn refuses_content(error: &ClientError) -> bool {
     matches!(error, ClientError::Refused { status, .. } if matches!(status, 400 | 413 | 422))
 }
 
-impl<H: AgentHost> Worker<H> {
+impl<H: AgentHost> LinkThread<H> {
     /// Renews the client certificate while the server still accepts the old one: once it has
     /// expired, no handshake succeeds and only a new enrollment helps.
     fn renew_certificate(&mut self) {
@@ -872,7 +875,7 @@ impl Link {
         let client = identity.client(CLIENT_TIMEOUT)?;
         let keys = trusted_keys(identity)?;
         let stop = Arc::new(AtomicBool::new(false));
-        let mut worker = Worker {
+        let mut uplink = LinkThread {
             client,
             identity: identity.clone(),
             spool,
@@ -895,10 +898,10 @@ impl Link {
                 let mut urgent_retry = Backoff::default();
                 let mut urgent_at = Instant::now();
                 while !flag.load(Ordering::Relaxed) {
-                    let interval = match worker.beat() {
+                    let interval = match uplink.beat() {
                         Some(next) => {
                             retry.reset();
-                            next.min(worker.config.interval.max(Duration::from_secs(1)) * 10)
+                            next.min(uplink.config.interval.max(Duration::from_secs(1)) * 10)
                         }
                         // The server is away: keep what we have, try again later, and do not
                         // let a whole fleet come back in lockstep.
@@ -908,8 +911,8 @@ impl Link {
                     while Instant::now() < deadline && !flag.load(Ordering::Relaxed) {
                         // Failures and crashes go out at once, not with the next heartbeat:
                         // the rollout's crash gate is waiting for them.
-                        if worker.spool.urgent() > 0 && Instant::now() >= urgent_at {
-                            urgent_at = match worker.upload() {
+                        if uplink.spool.urgent() > 0 && Instant::now() >= urgent_at {
+                            urgent_at = match uplink.upload() {
                                 Ok(()) => {
                                     urgent_retry.reset();
                                     Instant::now()
@@ -920,7 +923,7 @@ impl Link {
                         std::thread::sleep(Duration::from_millis(50));
                     }
                 }
-                let _ = worker.upload();
+                let _ = uplink.upload();
             })
             .map_err(LinkError::Thread)?;
         Ok(Link {
@@ -968,7 +971,7 @@ mod tests {
         }
     }
 
-    fn offline_worker(dir: &std::path::Path) -> Worker<IdleHost> {
+    fn offline_link_thread(dir: &std::path::Path) -> LinkThread<IdleHost> {
         let identity = Identity {
             agent_id: "a".into(),
             credential: "c".into(),
@@ -978,7 +981,7 @@ mod tests {
             server_ca: None,
             client_cert: None,
         };
-        Worker {
+        LinkThread {
             client: identity.client(CLIENT_TIMEOUT).expect("client"),
             identity,
             spool: Arc::new(Spool::open(&dir.join("spool"), 1 << 20).expect("spool")),
@@ -997,10 +1000,10 @@ mod tests {
 
     /// An install whose thread the test plays: it ends when the test sends its outcome.
     fn blocked_install(
-        worker: &mut Worker<IdleHost>,
+        uplink: &mut LinkThread<IdleHost>,
     ) -> mpsc::SyncSender<Result<bool, InstallError>> {
         let (tx, outcome) = mpsc::sync_channel(1);
-        worker.job = Some(InstallJob {
+        uplink.job = Some(InstallJob {
             channel: "detection".into(),
             version: "2.0.0".into(),
             deadline: Instant::now() + Duration::from_secs(3600),
@@ -1025,24 +1028,24 @@ mod tests {
     #[test]
     fn heartbeats_carry_the_install_under_way_until_it_ends() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut worker = offline_worker(dir.path());
-        assert_eq!(worker.heartbeat().0.health.installing, None);
-        let finish = blocked_install(&mut worker);
+        let mut uplink = offline_link_thread(dir.path());
+        assert_eq!(uplink.heartbeat().0.health.installing, None);
+        let finish = blocked_install(&mut uplink);
         for _ in 0..3 {
-            let (heartbeat, _) = worker.heartbeat();
+            let (heartbeat, _) = uplink.heartbeat();
             assert_eq!(
                 heartbeat.health.installing.as_deref(),
                 Some("detection@2.0.0")
             );
         }
         finish.send(Ok(true)).expect("install thread");
-        let (heartbeat, _) = worker.heartbeat();
+        let (heartbeat, _) = uplink.heartbeat();
         assert_eq!(heartbeat.health.installing, None);
         assert!(
-            worker.activated.contains_key("detection"),
+            uplink.activated.contains_key("detection"),
             "blessing clock runs"
         );
-        let reports = install_reports(&worker.spool);
+        let reports = install_reports(&uplink.spool);
         assert_eq!(reports.len(), 1, "{reports:?}");
         assert_eq!(reports[0].outcome, InstallOutcome::Running);
     }
@@ -1050,46 +1053,46 @@ mod tests {
     #[test]
     fn an_install_past_its_timeout_is_reported_refused_once() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut worker = offline_worker(dir.path());
-        let finish = blocked_install(&mut worker);
-        if let Some(job) = worker.job.as_mut() {
+        let mut uplink = offline_link_thread(dir.path());
+        let finish = blocked_install(&mut uplink);
+        if let Some(job) = uplink.job.as_mut() {
             job.deadline = Instant::now();
         }
-        worker.poll_install();
-        let reports = install_reports(&worker.spool);
+        uplink.poll_install();
+        let reports = install_reports(&uplink.spool);
         assert_eq!(reports.len(), 1, "{reports:?}");
         assert_eq!(reports[0].outcome, InstallOutcome::Refused);
         let reason = reports[0].reason.as_deref().expect("reason");
         assert!(reason.contains("install timeout"), "{reason}");
         assert!(
-            worker
+            uplink
                 .refused
                 .contains_key(&("detection".to_owned(), "2.0.0".to_owned())),
             "not retried at once"
         );
         // The compile still runs: the host is still busy with it, and says so.
-        assert!(worker.heartbeat().0.health.installing.is_some());
-        worker.poll_install();
-        assert_eq!(install_reports(&worker.spool).len(), 1, "reported once");
+        assert!(uplink.heartbeat().0.health.installing.is_some());
+        uplink.poll_install();
+        assert_eq!(install_reports(&uplink.spool).len(), 1, "reported once");
 
         // The host gives up before switching engines; that ending is not reported again.
         finish
             .send(Err(InstallError::Refused(HostError::TimedOut)))
             .expect("install thread");
-        worker.poll_install();
-        assert!(worker.job.is_none());
-        assert_eq!(install_reports(&worker.spool).len(), 1);
-        assert!(!worker.activated.contains_key("detection"), "never blessed");
+        uplink.poll_install();
+        assert!(uplink.job.is_none());
+        assert_eq!(install_reports(&uplink.spool).len(), 1);
+        assert!(!uplink.activated.contains_key("detection"), "never blessed");
     }
 
     #[test]
     fn an_install_thread_that_dies_is_a_refused_install() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut worker = offline_worker(dir.path());
-        drop(blocked_install(&mut worker));
-        worker.poll_install();
-        assert!(worker.job.is_none());
-        let reports = install_reports(&worker.spool);
+        let mut uplink = offline_link_thread(dir.path());
+        drop(blocked_install(&mut uplink));
+        uplink.poll_install();
+        assert!(uplink.job.is_none());
+        let reports = install_reports(&uplink.spool);
         assert_eq!(reports.len(), 1, "{reports:?}");
         assert_eq!(
             reports[0].reason.as_deref(),
@@ -1100,14 +1103,14 @@ mod tests {
     #[test]
     fn a_channel_being_installed_is_not_blessed() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut worker = offline_worker(dir.path());
-        let _finish = blocked_install(&mut worker);
-        worker
+        let mut uplink = offline_link_thread(dir.path());
+        let _finish = blocked_install(&mut uplink);
+        uplink
             .activated
             .insert("detection".into(), Instant::now() - Duration::from_secs(60));
-        worker.bless(false);
+        uplink.bless(false);
         assert!(
-            worker.activated.contains_key("detection"),
+            uplink.activated.contains_key("detection"),
             "a channel being installed is not blessed"
         );
     }

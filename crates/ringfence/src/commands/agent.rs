@@ -1,16 +1,16 @@
-//! `ringfence agent`: loads engines, builds an agent configuration from the command line and
-//! runs the agent until SIGTERM (or until a replayed corpus is done).
+//! `ringfence agent`: the agent's flags, turned into an agent configuration and handed to the
+//! lifecycle in `ringfence_host` (`standalone::run`, or `managed::run` with `--server`); it
+//! reads the standalone agent's engines and words its exit summary.
 
 use super::engine::read_engine;
 use anyhow::Context;
-use ringfence_agent::{Agent, AgentConfig, MuteSet, Sensor};
+use ringfence_agent::{AgentConfig, MuteSet, Sensor};
 use ringfence_engine_host::{EngineSettings, LoadedEngine, Runtime};
-use ringfence_host::{Ending, SelfUpgrade};
+use ringfence_host::SelfUpgrade;
+use ringfence_host::standalone::{StandaloneOptions, Stopped};
 use ringfence_protocol::{Enforcement, FailurePolicy, content};
-use ringfence_sensor::Channels;
 use std::io::Write;
-use std::ops::ControlFlow;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -207,16 +207,6 @@ pub fn load_engines(runtime: &Runtime, args: &AgentArgs) -> anyhow::Result<Vec<A
     Ok(engines)
 }
 
-/// `runtime` keeping compiled engines in `<data_dir>/engine-cache/`, unless `mib` is 0: a
-/// restart or an in-place upgrade (the new image gets the same arguments) then loads them
-/// instead of compiling them again.
-pub fn with_engine_cache(runtime: Runtime, data_dir: &Path, mib: u64) -> Runtime {
-    if mib == 0 {
-        return runtime;
-    }
-    runtime.with_cache(data_dir.join("engine-cache"), mib.saturating_mul(1 << 20))
-}
-
 fn config(args: &AgentArgs) -> anyhow::Result<AgentConfig> {
     let mut mute = MuteSet::defaults();
     for pid in &args.mute_pid {
@@ -297,87 +287,32 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
         )?)
     };
     let upgrade = SelfUpgrade::new(args.upgrade_binary.clone(), trusted)?;
-    if args.managed.server.is_some() {
-        let data_dir = args
-            .data_dir
-            .clone()
-            .unwrap_or_else(|| PathBuf::from("/var/lib/ringfence/agent"));
-        let mut config = config(&args)?;
-        if !args.no_self_protect && args.data_dir.is_none() {
-            config.protect.push(data_dir.clone());
-        }
-        return super::managed::run(
-            config,
-            args.managed,
-            &data_dir,
-            args.engine_cache_mib,
-            &upgrade,
-            &args.harden,
-        );
-    }
     let mut config = config(&args)?;
-    // A previous image of this agent may have handed its live channels over (self-upgrade).
-    let inherited = Channels::adopt_from_env(&config.fanotify)?;
-    let upgraded = inherited.is_some();
-    // Channels open, then privileges go, then the first thread (the wasm runtime's) starts.
-    let view = ringfence_host::confine::view(
-        args.data_dir.as_deref(),
-        config.alerts.as_deref(),
-        upgrade.binary(),
-    );
-    let (channels, hardening) =
-        ringfence_host::confine::confine(!args.harden.no_harden, &mut config, inherited, view)?;
-    let mut runtime =
-        ringfence_host::confine::landlocked(hardening.as_ref(), "wasm runtime", Runtime::new)??;
-    if let Some(data_dir) = &args.data_dir {
-        runtime = with_engine_cache(runtime, data_dir, args.engine_cache_mib);
-    }
-    let engines = load_engines(&runtime, &args)?;
-    // The engines' compile is over; its scratch memory goes back to the kernel.
-    ringfence_sys::process::release_free_heap();
-    let mut agent = Agent::start_with(config.clone(), engines.clone(), channels)?;
-    report_visibility(&agent);
-    eprintln!(
-        "ringfence agent: ready (pid {}, mode {}, kernel audit log {}{})",
-        std::process::id(),
-        agent.enforcement(),
-        if agent.audit_enabled() { "on" } else { "off" },
-        if upgraded { ", upgraded in place" } else { "" }
-    );
-    // Under a guard, beat its heartbeat while the agent runs; a hung agent stops beating.
-    let guard = ringfence_protocol::guard_link::GuardLink::from_env();
-    if let Some(guard) = &guard {
-        guard.ready();
-    }
-    // A replaying agent has no kernel channels to hand over: it does not upgrade in place.
-    let upgrades = (!agent.has_replay()).then_some(&upgrade);
-    loop {
-        let ending =
-            ringfence_host::serve(upgrades, guard.as_ref(), Duration::from_millis(100), || {
-                if agent.has_replay() && agent.wait_replay(Duration::ZERO) {
-                    ControlFlow::Break(())
-                } else {
-                    ControlFlow::Continue(())
-                }
-            });
-        match ending {
-            Ending::Stop => break,
-            Ending::Upgrade(prepared) => {
-                agent = upgrade.exec_or_resume(agent, &prepared, |channels| {
-                    Ok(Agent::start_with(
-                        config.clone(),
-                        engines.clone(),
-                        channels,
-                    )?)
-                })?;
-                if let Some(guard) = &guard {
-                    guard.ready();
-                }
-            }
+    let harden = !args.harden.no_harden;
+    let data_dir = args
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("/var/lib/ringfence/agent"));
+    if let Some(options) =
+        args.managed
+            .clone()
+            .options(data_dir.clone(), args.engine_cache_mib, harden)
+    {
+        if !args.no_self_protect && args.data_dir.is_none() {
+            config.protect.push(data_dir);
         }
+        ringfence_host::managed::run(config, options, &upgrade)?;
+        return Ok(ExitCode::SUCCESS);
     }
-    let mode = agent.enforcement();
-    let stats = agent.shutdown();
+    let options = StandaloneOptions {
+        data_dir: args.data_dir.clone(),
+        engine_cache_mib: args.engine_cache_mib,
+        harden,
+    };
+    let Stopped { mode, stats } =
+        ringfence_host::standalone::run(config, &options, &upgrade, |runtime| {
+            load_engines(runtime, &args).map_err(Into::into)
+        })?;
     if args.stats_json {
         let mut err = std::io::stderr().lock();
         serde_json::to_writer(&mut err, &stats)?;
@@ -389,26 +324,6 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// One line on what the BPF sensor sees, when it was asked for: reduced visibility is not an
-/// error, but nobody should have to find it in a debug log.
-pub(crate) fn report_visibility(agent: &Agent) {
-    match agent.visibility() {
-        Some(ringfence_agent::Visibility::Reduced { reason }) => {
-            eprintln!("ringfence agent: reduced visibility (BPF sensor off): {reason}");
-        }
-        Some(ringfence_agent::Visibility::Full { attached, absent }) => eprintln!(
-            "ringfence agent: BPF sensor attached ({} hooks{})",
-            attached.len(),
-            if absent.is_empty() {
-                String::new()
-            } else {
-                format!("; not in this kernel: {}", absent.join(", "))
-            }
-        ),
-        None => {}
-    }
 }
 
 /// The exit summary a person reads: what was decided and how, not a struct dump

@@ -1,9 +1,6 @@
 //! `ringfence guard`: clap glue around `ringfence-guard`, the supervisor that starts the agent,
 //! restarts it and restores the last known good slot locally; plus `guard status`.
 
-mod bench;
-mod test_child;
-
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use ringfence_guard::{
@@ -35,10 +32,10 @@ enum GuardCommand {
     Status(StatusArgs),
     /// An agent stand-in for tests and benchmarks.
     #[command(hide = true)]
-    TestChild(test_child::TestChildArgs),
+    TestChild(ringfence_bench::stand_in::Options),
     /// Measure the guard: idle RSS and CPU, time from the third crash to serving on LKG.
     #[command(hide = true)]
-    Bench(bench::BenchArgs),
+    Bench(ringfence_bench::guard::Options),
 }
 
 #[derive(Debug, Args)]
@@ -112,8 +109,11 @@ pub fn run(args: GuardArgs) -> anyhow::Result<ExitCode> {
     match args.command {
         None => supervise(args.run),
         Some(GuardCommand::Status(args)) => status(args),
-        Some(GuardCommand::TestChild(args)) => test_child::run(args),
-        Some(GuardCommand::Bench(args)) => bench::run(args),
+        Some(GuardCommand::TestChild(args)) => ringfence_bench::stand_in::run(args),
+        Some(GuardCommand::Bench(args)) => {
+            ringfence_bench::guard::run(&args)?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

@@ -359,12 +359,17 @@ pub async fn reports(
     _operator: Operator,
     Query(query): Query<ReportsQuery>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    if query.kind.is_empty() || query.kind.len() > 32 {
-        return Err(AppError::bad_request("kind must be 1–32 bytes"));
-    }
+    // A kind no agent sends would only ever list nothing: say so instead.
+    let Some(kind) = ReportKind::parse(&query.kind) else {
+        let known: Vec<&str> = ReportKind::ALL.iter().map(|k| k.as_str()).collect();
+        return Err(AppError::bad_request(format!(
+            "unknown report kind; known kinds: {}",
+            known.join(", ")
+        )));
+    };
     let reports = state
         .store
-        .reports_since(&query.kind, query.since_ms.unwrap_or(0))
+        .reports_since(kind.as_str(), query.since_ms.unwrap_or(0))
         .await?;
     Ok(Json(serde_json::json!({ "reports": reports })))
 }

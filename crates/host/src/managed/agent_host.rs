@@ -252,21 +252,26 @@ impl ManagedHost {
     }
 }
 
+/// Why a release's engine does not load on this host.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum EngineLoadError {
+    /// The release carries no engine and names one this binary does not bundle.
+    #[error("release names engine {0:?}, which is not bundled")]
+    NotBundled(String),
+    #[error(transparent)]
+    Load(#[from] ringfence_engine_host::LoadError),
+}
+
 pub(super) fn engine_for(
     runtime: &Runtime,
     release: &LoadedRelease,
-) -> Result<Arc<LoadedEngine>, String> {
+) -> Result<Arc<LoadedEngine>, EngineLoadError> {
     let manifest = release.manifest();
     let wasm = match release.engine() {
         Some(bytes) => bytes.to_vec(),
         None => ringfence_bundled_engines::get(&manifest.engine_name)
             .map(|e| e.wasm.to_vec())
-            .ok_or_else(|| {
-                format!(
-                    "release names engine {:?}, which is not bundled",
-                    manifest.engine_name
-                )
-            })?,
+            .ok_or_else(|| EngineLoadError::NotBundled(manifest.engine_name.clone()))?,
     };
     let settings =
         EngineSettings::new(manifest.engine_name.clone()).with_policy(manifest.failure_policy);
@@ -276,7 +281,7 @@ pub(super) fn engine_for(
         &wasm,
         release.content().unwrap_or_default(),
     )
-    .map_err(|e| e.to_string())
+    .map_err(EngineLoadError::from)
 }
 
 /// CPU ticks of this process less `installing`.
@@ -349,9 +354,9 @@ impl AgentHost for ManagedHost {
         deadline: Instant,
     ) -> Result<(), HostError> {
         self.installing(|| {
-            let engine = engine_for(&self.runtime, release).map_err(|reason| {
+            let engine = engine_for(&self.runtime, release).map_err(|error| {
                 self.load_failures.fetch_add(1, Ordering::Relaxed);
-                HostError::Load(reason)
+                HostError::Load(error.to_string())
             })?;
             if Instant::now() >= deadline {
                 return Err(HostError::TimedOut);

@@ -1,6 +1,5 @@
 //! The crash monitor a managed agent starts beside itself, so a native crash leaves a minidump.
 
-use anyhow::Context;
 use std::path::Path;
 use std::time::Duration;
 
@@ -18,9 +17,24 @@ impl Drop for CrashMonitor {
     }
 }
 
-pub(super) fn start_crash_monitor(data_dir: &Path) -> anyhow::Result<CrashMonitor> {
+/// Why there is no crash monitor: crash capture is evidence, not protection, so the agent runs
+/// without it and says why.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum CrashMonitorError {
+    #[error("{what}: {source}")]
+    Start {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Capture(#[from] ringfence_crash::CrashError),
+}
+
+pub(super) fn start_crash_monitor(data_dir: &Path) -> Result<CrashMonitor, CrashMonitorError> {
     let socket = data_dir.join("crash-monitor.sock");
-    let exe = std::env::current_exe().context("find the ringfence binary")?;
+    let start = |what| move |source| CrashMonitorError::Start { what, source };
+    let exe = std::env::current_exe().map_err(start("find the ringfence binary"))?;
     let child = std::process::Command::new(exe)
         .arg("crash-monitor")
         .arg("--socket")
@@ -31,7 +45,7 @@ pub(super) fn start_crash_monitor(data_dir: &Path) -> anyhow::Result<CrashMonito
         .arg(data_dir.join("spool"))
         .stdin(std::process::Stdio::null())
         .spawn()
-        .context("start the crash monitor")?;
+        .map_err(start("start the crash monitor"))?;
     let capture =
         ringfence_crash::CrashCapture::install(&socket, child.id(), Duration::from_secs(5))?;
     Ok(CrashMonitor {

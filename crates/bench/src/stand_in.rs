@@ -1,5 +1,7 @@
-//! A stand-in agent for guard tests and benchmarks: speaks the real heartbeat (`GuardLink`) and
-//! fails on demand, differently on the current and the LKG slot.
+//! A stand-in agent for guard tests and benchmarks (`ringfence guard test-child`): speaks the
+//! real heartbeat (`GuardLink`) and fails on demand, differently on the current and the LKG
+//! slot. It lives with the benchmarks because `ringfence guard bench` runs it on the operator's
+//! hosts; the guard's CLI tests drive it through the same hidden subcommand.
 
 use clap::{Args, ValueEnum};
 use ringfence_protocol::guard_link::{GuardLink, SLOT_ENV, Slot};
@@ -8,6 +10,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+/// How the stand-in behaves on one slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Mode {
     /// Say ready, then heartbeat forever.
@@ -22,8 +25,9 @@ pub enum Mode {
     ReadyThenCrash,
 }
 
+/// Options for `ringfence guard test-child`.
 #[derive(Debug, Args)]
-pub struct TestChildArgs {
+pub struct Options {
     /// Behaviour on the current slot.
     #[arg(long, value_enum, default_value = "ok")]
     mode: Mode,
@@ -51,7 +55,8 @@ fn record(path: Option<&PathBuf>, event: &str, slot: &str) {
     }
 }
 
-pub fn run(args: TestChildArgs) -> anyhow::Result<ExitCode> {
+/// Runs the stand-in until its mode ends it; the exit code is the one a crashing agent would have.
+pub fn run(args: Options) -> anyhow::Result<ExitCode> {
     let slot = args.slot.as_str();
     let mode = match args.slot {
         Slot::Current => args.mode,
@@ -83,7 +88,8 @@ pub fn run(args: TestChildArgs) -> anyhow::Result<ExitCode> {
         }
         Mode::Segv => {
             record(rec, "crash", slot);
-            ringfence_guard::segfault()
+            // Default action, as a native agent that crashed would die.
+            ringfence_sys::signals::die_by_signal(libc::SIGSEGV)
         }
         Mode::Hang => {
             if let Some(link) = &link {

@@ -1,14 +1,16 @@
 //! `ringfence guard bench`: the guard's own numbers, measured on real processes — time from an
-//! agent's third crash to the agent serving on LKG, and the guard's idle RSS and CPU.
+//! agent's third crash to the agent serving on LKG, and the guard's idle RSS and CPU. The agent
+//! the guard supervises is [`crate::stand_in`], run as `ringfence guard test-child`.
 
 use anyhow::{Context, bail};
 use clap::Args;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// Options for `ringfence guard bench`.
 #[derive(Debug, Args)]
-pub struct BenchArgs {
+pub struct Options {
     /// Crash-loop restores to time.
     #[arg(long, default_value_t = 3)]
     runs: u32,
@@ -173,7 +175,7 @@ fn idle(watch: Duration) -> anyhow::Result<([u64; 3], f64)> {
     Ok((rss_kib(guard.pid())?, percent))
 }
 
-pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
+pub fn run(args: &Options) -> anyhow::Result<()> {
     let mut restores = Vec::new();
     for i in 0..args.runs {
         let mode = if i % 2 == 0 { "crash" } else { "segv" };
@@ -213,5 +215,5 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             ringfence_protocol::duration::format(args.idle)
         );
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }

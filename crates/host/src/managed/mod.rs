@@ -1,27 +1,30 @@
-//! `ringfence agent --server URL`: the agent managed by a control plane.
+//! The agent managed by a control plane (`ringfence agent --server URL`): the same lifecycle as
+//! the standalone agent ([`crate::standalone`]: adopt or open the channels, confine, start,
+//! [`crate::serve`], stop or upgrade), with the uplink around it.
 //!
-//! Glue between the agent core and the uplink: enroll (or load the identity), start on the
-//! release in the current slot (or the last known good when the guard says so), let the uplink
-//! swap engines as assignments arrive, ship engine failures (typed, from the agent's failure
-//! channel) and alerts (from the alert file) through the spool, and beat the guard's heartbeat
-//! while the agent answers.
+//! What the uplink adds: enroll (or load the identity), start on the release in the current
+//! slot (or the last known good when the guard says so), let the uplink swap engines as
+//! assignments arrive, ship engine failures (typed, from the agent's failure channel) and alerts
+//! (from the alert file) through the spool, and start the crash monitor beside the agent.
 
+mod agent_host;
 mod alerts;
 mod budget;
 mod crash;
+mod error;
 mod failures;
-mod host;
 mod traffic;
 
-use anyhow::Context;
+pub use error::ManagedError;
+
+use crate::{Ending, HostError, SelfUpgrade};
+use agent_host::{ManagedHost, engine_for};
 use budget::ReportBudget;
-use host::{ManagedHost, engine_for};
 use ringfence_agent::{Agent, AgentConfig};
 use ringfence_engine_host::Runtime;
-use ringfence_host::{Ending, SelfUpgrade};
 use ringfence_protocol::api::EnrollRequest;
 use ringfence_protocol::corpus;
-use ringfence_protocol::guard_link::{GuardLink, SLOT_ENV, Slot};
+use ringfence_protocol::guard_link::{GuardLink, Slot};
 use ringfence_protocol::report::{ReportBody, RestoreReport};
 use ringfence_release::SlotStore;
 use ringfence_sensor::Channels;
@@ -32,7 +35,6 @@ use ringfence_uplink::{
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -44,51 +46,42 @@ pub const HEALTH_FILE: &str = "health.json";
 /// is cut to the report budget anyway).
 const FAILURE_QUEUE: usize = 1024;
 
-/// Arguments of the managed mode (given together with `--server`).
-#[derive(Debug, Clone, clap::Args)]
-pub struct ManagedArgs {
-    /// Control plane URL; without it the agent runs standalone.
-    #[arg(long, env = "RINGFENCE_SERVER")]
-    pub server: Option<String>,
+/// How a managed agent runs, besides its [`AgentConfig`]: the binary fills this from its
+/// command line (`--server` and the flags given with it).
+#[derive(Debug, Clone)]
+pub struct ManagedOptions {
+    /// The control plane's URL.
+    pub server: String,
     /// The server's CA certificate (PEM), checked at enrollment and kept in the identity.
-    #[arg(long, env = "RINGFENCE_SERVER_CA")]
     pub server_ca: Option<PathBuf>,
-    /// The server's CA fingerprint (`sha256:…`, printed by `ringfence server`): at enrollment
-    /// the CA is fetched, kept only if it matches, and verified against from then on.
-    #[arg(long, env = "RINGFENCE_SERVER_CA_FINGERPRINT")]
+    /// The server's CA fingerprint: at enrollment the CA is fetched and kept only if it matches.
     pub server_ca_fingerprint: Option<Fingerprint>,
-    /// Single-use enrollment token, needed on the first start only. The agent also makes a key
-    /// and, if the server has its own CA, gets a client certificate for it (mutual TLS), kept
-    /// with the credential in `identity.json`.
-    #[arg(long, env = "RINGFENCE_ENROLL_TOKEN", hide_env_values = true)]
+    /// Single-use enrollment token, needed on the first start only.
     pub enroll_token: Option<String>,
-    /// Tags for ring membership (e.g. `canary`); repeat.
-    #[arg(long = "tag")]
+    /// Tags for ring membership.
     pub tags: Vec<String>,
     /// Host name to enroll with (default: the kernel's).
-    #[arg(long)]
     pub hostname: Option<String>,
-    /// Which release slot to start on; the guard passes `lkg` after a crash loop.
-    #[arg(long, env = SLOT_ENV, value_enum, default_value_t = Slot::Current)]
+    /// Which release slot to start on; the guard asks for the last known good after a crash loop.
     pub slot: Slot,
     /// Replay this corpus in a loop as permission traffic (demos and load tests).
-    #[arg(long)]
     pub traffic: Option<PathBuf>,
     /// Events per second of replayed traffic.
-    #[arg(long, default_value_t = 200)]
     pub traffic_rate: u64,
     /// A release that ran this long without engine failures becomes the last known good.
-    #[arg(long, default_value = "30s", value_parser = ringfence_protocol::duration::parse)]
     pub bless_after: Duration,
     /// Where to write the final counters on exit (JSON), for demos and tests.
-    #[arg(long)]
     pub stats_out: Option<PathBuf>,
-    /// Do not start the crash monitor (no minidumps if the agent crashes).
-    #[arg(long)]
-    pub no_crash_monitor: bool,
+    /// Start the crash monitor (minidumps if the agent crashes).
+    pub crash_monitor: bool,
     /// Fault injection for tests: abort the agent this long after start.
-    #[arg(long, hide = true, value_parser = ringfence_protocol::duration::parse)]
     pub crash_after: Option<Duration>,
+    /// The agent's data directory: identity, spool, slots, alerts, engine cache.
+    pub data_dir: PathBuf,
+    /// Bound of the compiled-engine cache, in MiB; 0 turns it off.
+    pub engine_cache_mib: u64,
+    /// Confine the process (capabilities, seccomp, Landlock); `false` is `--no-harden`.
+    pub harden: bool,
 }
 
 fn hostname() -> String {
@@ -99,15 +92,16 @@ fn hostname() -> String {
 
 /// Loads the saved identity, or enrolls with the token. The server's CA is settled here, once:
 /// later runs trust what the identity recorded, whatever the flags say.
-fn identity(args: &ManagedArgs, data_dir: &Path, server: &str) -> anyhow::Result<Identity> {
+fn identity(
+    args: &ManagedOptions,
+    data_dir: &Path,
+    server: &str,
+) -> Result<Identity, ManagedError> {
     let path = data_dir.join("identity.json");
     if let Some(identity) = Identity::load(&path)? {
         return Ok(identity);
     }
-    let token = args
-        .enroll_token
-        .clone()
-        .context("this agent has not enrolled yet: pass --enroll-token (ringfence server enroll-token create)")?;
+    let token = args.enroll_token.clone().ok_or(ManagedError::NotEnrolled)?;
     let timeout = Duration::from_secs(30);
     let ca = tls::resolve(
         server,
@@ -115,20 +109,21 @@ fn identity(args: &ManagedArgs, data_dir: &Path, server: &str) -> anyhow::Result
         args.server_ca_fingerprint,
         timeout,
     )
-    .context("cannot verify the server (--server-ca FILE or --server-ca-fingerprint sha256:…)")?;
+    .map_err(ManagedError::ServerUnverified)?;
     let mut client = ServerClient::new(server, timeout);
     if let Some(ca) = &ca {
         client = client.with_ca(ca);
     }
     // The key for mutual TLS is made here and stays here; the server sees its CSR only.
-    let key = AgentKey::generate()?;
+    let key = AgentKey::generate().map_err(ManagedError::Key)?;
     let response = client.enroll(&EnrollRequest {
         token,
         hostname: args.hostname.clone().unwrap_or_else(hostname),
         tags: args.tags.clone(),
         csr: Some(key.csr_pem().to_owned()),
     })?;
-    let identity = Identity::from_enrollment(server, ca.as_ref(), key, response)?;
+    let identity = Identity::from_enrollment(server, ca.as_ref(), key, response)
+        .map_err(ManagedError::Enrollment)?;
     identity.save(&path)?;
     tracing::info!(
         agent = %identity.agent_id,
@@ -142,26 +137,22 @@ fn identity(args: &ManagedArgs, data_dir: &Path, server: &str) -> anyhow::Result
 /// any thread started (`ringfence_sys::signals::block_termination_signals`).
 pub fn run(
     mut config: AgentConfig,
-    args: ManagedArgs,
-    data_dir: &Path,
-    engine_cache_mib: u64,
+    args: ManagedOptions,
     upgrade: &SelfUpgrade,
-    harden: &super::harden::HardenArgs,
-) -> anyhow::Result<ExitCode> {
+) -> Result<(), ManagedError> {
     let started = Instant::now();
-    let server = args
-        .server
-        .clone()
-        .context("--server is required in managed mode")?;
-    std::fs::create_dir_all(data_dir).with_context(|| format!("create {}", data_dir.display()))?;
+    let server = args.server.clone();
+    let data_dir = args.data_dir.as_path();
+    std::fs::create_dir_all(data_dir)
+        .map_err(|e| HostError::io(format!("create {}", data_dir.display()), e))?;
     let identity = identity(&args, data_dir, &server)?;
     // A previous image of this agent may have handed its live channels over (self-upgrade).
-    let inherited = Channels::adopt_from_env(&config.fanotify)?;
+    let inherited = Channels::adopt_from_env(&config.fanotify).map_err(HostError::from)?;
     let upgraded = inherited.is_some();
     // An image started by an in-place upgrade inherits its predecessor's confinement (no
     // capabilities, seccomp, Landlock): a crash monitor started now could neither ptrace us nor
     // write dumps, and we would wait for it in vain while execs queue for us.
-    let crash_monitor = if args.no_crash_monitor {
+    let crash_monitor = if !args.crash_monitor {
         None
     } else if upgraded {
         tracing::info!("upgraded in place: no crash monitor until the next fresh start");
@@ -171,7 +162,7 @@ pub fn run(
             Ok(monitor) => Some(monitor),
             Err(error) => {
                 // Crash capture is evidence, not protection: run without it rather than not at all.
-                tracing::warn!("running without minidump capture: {error:#}");
+                tracing::warn!("running without minidump capture: {error}");
                 None
             }
         }
@@ -181,9 +172,8 @@ pub fn run(
     config.mute = config.mute.clone().with_path(data_dir.to_owned());
     allow_realtime_responder();
     // After the crash monitor started (it must stay free to ptrace us), before any thread.
-    let view = ringfence_host::confine::view(Some(data_dir), None, upgrade.binary());
-    let (channels, hardening) =
-        ringfence_host::confine::confine(!harden.no_harden, &mut config, inherited, view)?;
+    let view = crate::confine::view(Some(data_dir), None, upgrade.binary());
+    let (channels, hardening) = crate::confine::confine(args.harden, &mut config, inherited, view)?;
     if let Some(after) = args.crash_after {
         std::thread::spawn(move || {
             std::thread::sleep(after);
@@ -194,11 +184,10 @@ pub fn run(
     let spool = Arc::new(Spool::open(&data_dir.join("spool"), 64 << 20)?);
     let slots = SlotStore::open(data_dir.join("slots"))?;
     let keys = trusted_keys(&identity)?;
-    let runtime =
-        ringfence_host::confine::landlocked(hardening.as_ref(), "wasm runtime", Runtime::new)??;
+    let runtime = crate::confine::landlocked(hardening.as_ref(), "wasm runtime", Runtime::new)??;
     // Releases already installed, the next start and the next image of an in-place upgrade
     // load their compiled engines from here instead of compiling them again.
-    let runtime = super::agent::with_engine_cache(runtime, data_dir, engine_cache_mib);
+    let runtime = crate::with_engine_cache(runtime, data_dir, args.engine_cache_mib);
 
     // Start on what the slots say; the guard asks for the last known good after a crash loop.
     let mut engines = BTreeMap::new();
@@ -240,8 +229,8 @@ pub fn run(
     // Until the first heartbeat answer, the channels the server audited before the restart:
     // an audited release must not be enforced for that second. A damaged list audits every
     // engine until then.
-    config.audited_engines = match host::saved_audited_channels(data_dir) {
-        Some(channels) => host::audited_engines(&engines, &channels),
+    config.audited_engines = match agent_host::saved_audited_channels(data_dir) {
+        Some(channels) => agent_host::audited_engines(&engines, &channels),
         None => engines.values().map(|e| e.name().to_owned()).collect(),
     };
     // Engine failures reach the spool as values; the agent holds the sending end while it runs.
@@ -252,7 +241,7 @@ pub fn run(
         engines.into_values().collect(),
         channels,
     )?);
-    super::agent::report_visibility(&agent);
+    crate::report_visibility(&agent);
     let _ = host.agent.set(Arc::clone(&agent));
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -268,7 +257,7 @@ pub fn run(
     };
     // The network-facing threads write nothing but the data directory: Landlock holds them to it.
     let (shipper, failure_shipper, link) =
-        ringfence_host::confine::landlocked(hardening.as_ref(), "uplink", || {
+        crate::confine::landlocked(hardening.as_ref(), "uplink", || {
             let shipper = alerts::ship_alerts(
                 alerts_path,
                 Arc::clone(&spool),
@@ -316,7 +305,7 @@ pub fn run(
         if upgraded { ", upgraded in place" } else { "" }
     );
     // The uplink and the alert shipper run on threads of their own; this thread only waits.
-    let ending = ringfence_host::serve(
+    let ending = crate::serve(
         Some(upgrade),
         guard.as_ref(),
         Duration::from_millis(200),
@@ -332,8 +321,7 @@ pub fn run(
     if let Ending::Upgrade(prepared) = ending {
         // The link and its host were the other owners of the agent; both are gone now.
         drop(host);
-        let agent = Arc::try_unwrap(agent)
-            .map_err(|_| anyhow::anyhow!("the agent is still shared; cannot hand it off"))?;
+        let agent = Arc::try_unwrap(agent).map_err(|_| ManagedError::StillShared)?;
         // The next image starts its own monitor; this one would linger as a zombie.
         drop(crash_monitor);
         // The failures of the events decided during the handoff are spooled before the exec.
@@ -343,8 +331,7 @@ pub fn run(
         });
         // Closing the group lets the kernel allow what waits; the guard starts a fresh agent.
         drop(channels);
-        return Err(anyhow::Error::new(error)
-            .context("self-upgrade failed; exiting for the guard to restart the agent"));
+        return Err(ManagedError::Upgrade(error));
     }
     let mode = agent.enforcement();
     let final_stats = match Arc::try_unwrap(agent) {
@@ -366,7 +353,7 @@ pub fn run(
             unanswered.load(Ordering::Relaxed),
         )?;
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 /// Lets the agent's deadline responder take the lowest real-time priority after hardening has
@@ -386,7 +373,7 @@ fn write_stats(
     stats: &ringfence_agent::StatsSnapshot,
     sent: u64,
     unanswered: u64,
-) -> anyhow::Result<()> {
+) -> Result<(), ManagedError> {
     let value = serde_json::json!({
         "traffic_sent": sent,
         "traffic_unanswered": unanswered,
@@ -397,5 +384,6 @@ fn write_stats(
         "engine_failures": stats.engine_failures,
         "deadline_answers": stats.deadline_answers,
     });
-    std::fs::write(path, value.to_string()).with_context(|| format!("write {}", path.display()))
+    std::fs::write(path, value.to_string())
+        .map_err(|e| HostError::io(format!("write {}", path.display()), e).into())
 }

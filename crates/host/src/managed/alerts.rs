@@ -16,7 +16,6 @@
 //!   are not the ones read (truncated and written again), is read from 0.
 
 use super::budget::ReportBudget;
-use anyhow::Context;
 use ringfence_protocol::api::Report;
 use ringfence_protocol::report::ReportBody;
 use ringfence_uplink::Spool;
@@ -67,22 +66,45 @@ pub(super) fn state_path(alerts: &Path) -> PathBuf {
 
 /// `Ok(None)` when there is no state yet. Errors are never fatal to the caller: a lost offset
 /// costs a re-read whose reports the server deduplicates.
-fn load_cursor(path: &Path) -> anyhow::Result<Option<Cursor>> {
+fn load_cursor(path: &Path) -> Result<Option<Cursor>, CursorError> {
     let bytes = match std::fs::read(path) {
         Ok(bytes) => bytes,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(error) => {
-            return Err(anyhow::Error::new(error).context(format!("read {}", path.display())));
+        Err(source) => {
+            return Err(CursorError::Io {
+                path: path.to_owned(),
+                source,
+            });
         }
     };
     serde_json::from_slice(&bytes)
         .map(Some)
-        .with_context(|| format!("{} is not a follower state", path.display()))
+        .map_err(|source| CursorError::Malformed {
+            path: path.to_owned(),
+            source,
+        })
+}
+
+/// Why the follower's offset could not be read or saved; logged, never fatal.
+#[derive(Debug, thiserror::Error)]
+enum CursorError {
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{} is not a follower state: {source}", path.display())]
+    Malformed {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
 }
 
 /// Temporary file, fsync, rename, fsync of the directory: after a crash the file is the old
 /// cursor or the new one, never a torn one.
-fn save_cursor(path: &Path, cursor: Cursor) -> anyhow::Result<()> {
+fn save_cursor(path: &Path, cursor: Cursor) -> Result<(), CursorError> {
     let temporary = path.with_extension("offset.tmp");
     let write = || -> std::io::Result<()> {
         let mut file = File::create(&temporary)?;
@@ -94,7 +116,10 @@ fn save_cursor(path: &Path, cursor: Cursor) -> anyhow::Result<()> {
         }
         Ok(())
     };
-    write().with_context(|| format!("write {}", path.display()))
+    write().map_err(|source| CursorError::Io {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 /// FNV-1a: stable across builds and platforms (std's hasher is not), and enough to tell two

@@ -202,18 +202,21 @@ impl Store {
         .bind(limit)
         .fetch_all(self.reader())
         .await?;
-        rows.iter()
-            .map(|row| {
-                let body: String = row.try_get("body")?;
-                Ok(OutboxItem {
-                    seq: row.try_get("seq")?,
-                    report_id: row.try_get("report_id")?,
-                    agent_id: row.try_get("agent_id")?,
-                    received_at: row.try_get("received_at")?,
-                    body: serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
-                })
-            })
-            .collect()
+        rows.iter().map(outbox_item).collect()
+    }
+
+    /// The next `limit` alerts after `seq`, in order: for a sender that knows how far it has
+    /// sent before its cursor says so. A read, like [`Store::outbox_batch`].
+    pub async fn outbox_after(&self, seq: i64, limit: i64) -> Result<Vec<OutboxItem>> {
+        let rows = sqlx::query(
+            "SELECT seq, report_id, agent_id, received_at, body FROM outbox \
+             WHERE seq > $1 ORDER BY seq LIMIT $2",
+        )
+        .bind(seq)
+        .bind(limit)
+        .fetch_all(self.reader())
+        .await?;
+        rows.iter().map(outbox_item).collect()
     }
 
     /// Records that `sink` took everything up to `seq` (`count` alerts). A cursor never moves
@@ -296,6 +299,17 @@ impl Store {
             .await?;
         Ok(done.rows_affected())
     }
+}
+
+fn outbox_item(row: &sqlx::any::AnyRow) -> Result<OutboxItem> {
+    let body: String = row.try_get("body")?;
+    Ok(OutboxItem {
+        seq: row.try_get("seq")?,
+        report_id: row.try_get("report_id")?,
+        agent_id: row.try_get("agent_id")?,
+        received_at: row.try_get("received_at")?,
+        body: serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
+    })
 }
 
 /// Drops the oldest alerts past `policy.max_rows`, moving every cursor past them and counting
@@ -402,6 +416,12 @@ mod tests {
             let rest = store.outbox_batch("kafka", 10).await.expect("rest");
             let ids: Vec<&str> = rest.iter().map(|i| i.report_id.as_str()).collect();
             assert_eq!(ids, ["a:3", "a:4"], "{backend}");
+            // A sender ahead of its cursor reads on from where it sent.
+            assert_eq!(
+                store.outbox_after(last, 10).await.expect("after"),
+                rest,
+                "{backend}"
+            );
 
             // Syslog has taken nothing, so nothing is pruned yet.
             assert_eq!(store.prune_outbox(&sinks).await.expect("prune"), 0);

@@ -2,8 +2,12 @@
 //! the cursor; on failure keep the cursor and wait with backoff (`ringfence_backoff`).
 //!
 //! On SQLite every write waits for the one writer connection behind the uploads that fill the
-//! outbox, so a batch costs one write (the cursor): the batch is read on a reader, and the lease
-//! is renewed only once a third of its time has passed, not before every batch.
+//! outbox, so no batch waits for a write: the batch is read on a reader, the lease is renewed
+//! only once a third of its time has passed, and the cursor write that records a batch runs
+//! beside the next send (one at a time; batches sent meanwhile are recorded together). The
+//! lease holder reads on from what it sent, not from the cursor; a replica that takes the lease
+//! over starts from the cursor, so what was sent but not yet recorded is sent again, with the
+//! same event ids: at least once, as before.
 
 use super::{Client, SinkConfig};
 use crate::AppState;
@@ -52,18 +56,29 @@ async fn run(state: AppState, sink: SinkConfig) {
     }
     // When this replica last renewed the sink's lease.
     let mut renewed: Option<Instant> = None;
+    // How far this replica has sent while it holds the lease (ahead of the cursor).
+    let mut sent_through: Option<i64> = None;
+    let mut record = Recorder::default();
     loop {
         let wake = state.sink_wake.notified();
         if renewed.is_none_or(|at| at.elapsed() >= RENEW_AFTER) {
+            let held = renewed.is_some();
             renewed = None;
             match state
                 .store
                 .acquire_lease(&lease, &state.replica, LEASE_MS)
                 .await
             {
-                Ok(true) => renewed = Some(Instant::now()),
+                Ok(true) => {
+                    if !held {
+                        // Taken over (or first taken): the cursor says where sending stopped.
+                        sent_through = None;
+                    }
+                    renewed = Some(Instant::now());
+                }
                 Ok(false) => {
                     // Another replica sends for this sink; be ready to take over when it stops.
+                    sent_through = None;
                     tokio::time::sleep(RENEW_AFTER).await;
                     continue;
                 }
@@ -75,7 +90,11 @@ async fn run(state: AppState, sink: SinkConfig) {
                 }
             }
         }
-        let batch = match state.store.outbox_batch(&sink.name, settings.batch).await {
+        let read = match sent_through {
+            Some(seq) => state.store.outbox_after(seq, settings.batch).await,
+            None => state.store.outbox_batch(&sink.name, settings.batch).await,
+        };
+        let batch = match read {
             Ok(batch) => batch,
             Err(error) => {
                 tracing::warn!(sink = %sink.name, "reading the outbox: {error}");
@@ -85,6 +104,8 @@ async fn run(state: AppState, sink: SinkConfig) {
             }
         };
         let Some(last) = batch.last().map(|item| item.seq) else {
+            // Idle: the cursor catches up with what was sent before the outbox is pruned by it.
+            record.finish(&state, &sink.name).await;
             if let Err(error) = state.store.prune_outbox(&settings.names()).await {
                 tracing::warn!("pruning the outbox: {error}");
             }
@@ -99,11 +120,9 @@ async fn run(state: AppState, sink: SinkConfig) {
         match outcome {
             Ok(()) => {
                 attempt = 0;
+                sent_through = Some(last);
                 let count = i64::try_from(batch.len()).unwrap_or(i64::MAX);
-                if let Err(error) = state.store.sink_delivered(&sink.name, last, count).await {
-                    // Sent but not recorded: the batch goes again, with the same event ids.
-                    tracing::warn!(sink = %sink.name, "recording delivery: {error}");
-                }
+                record.sent(&state, &sink.name, last, count);
             }
             Err(error) => {
                 client.reset();
@@ -124,5 +143,55 @@ async fn run(state: AppState, sink: SinkConfig) {
                 tokio::time::sleep(delay).await;
             }
         }
+    }
+}
+
+/// Records batches in the sink's cursor without holding up the next send: one write at a time,
+/// and the batches sent while it runs are recorded together by the next.
+#[derive(Default)]
+struct Recorder {
+    running: Option<tokio::task::JoinHandle<()>>,
+    /// Sent but not yet handed to a write: the last `seq` and how many alerts.
+    waiting: Option<(i64, i64)>,
+}
+
+impl Recorder {
+    fn sent(&mut self, state: &AppState, sink: &str, last: i64, count: i64) {
+        let total = self.waiting.map_or(0, |(_, counted)| counted);
+        self.waiting = Some((last, total.saturating_add(count)));
+        if self
+            .running
+            .as_ref()
+            .is_none_or(|write| write.is_finished())
+        {
+            self.start(state, sink);
+        }
+    }
+
+    /// Waits for the write in flight, then records whatever is still waiting.
+    async fn finish(&mut self, state: &AppState, sink: &str) {
+        if let Some(write) = self.running.take() {
+            let _ = write.await;
+        }
+        if self.waiting.is_some() {
+            self.start(state, sink);
+            if let Some(write) = self.running.take() {
+                let _ = write.await;
+            }
+        }
+    }
+
+    fn start(&mut self, state: &AppState, sink: &str) {
+        let Some((last, count)) = self.waiting.take() else {
+            return;
+        };
+        let (store, sink) = (state.store.clone(), sink.to_owned());
+        self.running = Some(tokio::spawn(async move {
+            if let Err(error) = store.sink_delivered(&sink, last, count).await {
+                // Sent but not recorded: a replica taking over sends these again (same event
+                // ids); this one moves the cursor past them with its next write.
+                tracing::warn!(%sink, "recording delivery: {error}");
+            }
+        }));
     }
 }

@@ -134,6 +134,14 @@ fn fan_event(core: &Core, event: FanEvent, arrived: Instant) {
         if carried.would_deny {
             Stats::add(&core.stats.would_deny);
         }
+        // A cached allow the kernel asked about again: its entry was never placed, or was
+        // removed (evicted, or a writer came and went and left the content as it was).
+        if hit.verdict.action == Action::Allow && core.kcache.is_some() {
+            let set = core.engines.current();
+            if set.generation == key.generation && set.execs_by_content() {
+                core.kernel_cache(&ticket, key.file, key.generation);
+            }
+        }
         if hit.verdict.action == Action::Deny {
             let event = ringfence_sensor::resolve_exec(event.pid, &event.path);
             core.alert(&Alert {

@@ -175,7 +175,16 @@ impl Agent {
         // With the BPF sensor exec verdicts may turn on argv, which the kernel cannot see.
         let kcache = match &fanotify {
             Some(fan) if config.cache && config.kernel_cache > 0 && bpf.is_none() => {
-                Some(fan.kernel_cache(config.kernel_cache, slot.current().generation))
+                let devices = config
+                    .kernel_cache_filesystems
+                    .iter()
+                    .map(|path| {
+                        std::fs::metadata(path)
+                            .map(|meta| std::os::unix::fs::MetadataExt::dev(&meta))
+                            .map_err(|_| ringfence_sensor::SensorError::NoSuchPath(path.clone()))
+                    })
+                    .collect::<Result<Vec<u64>, _>>()?;
+                Some(fan.kernel_cache(config.kernel_cache, slot.current().generation, devices))
             }
             _ => None,
         };

@@ -55,6 +55,10 @@ pub struct AgentConfig {
     /// sets that judge execs by file content alone are ever kernel-cached, and only with
     /// `cache` on, the fanotify sensor, and no BPF sensor.
     pub kernel_cache: usize,
+    /// Filesystems (any path on each) whose files may be kernel-cached. An entry holds its file
+    /// open, and so keeps the mount busy (`umount` fails with `EBUSY`): name only filesystems
+    /// that stay mounted while the agent runs. Defaults to the root filesystem.
+    pub kernel_cache_filesystems: Vec<PathBuf>,
     pub mute: MuteSet,
     /// Applied by every thread that runs engines to itself before its first event (the
     /// engine role of `ringfence_hardening`); `None` leaves them as the process is.
@@ -90,6 +94,7 @@ impl Default for AgentConfig {
             queue_capacity: 1024,
             cache: true,
             kernel_cache: KERNEL_CACHE_FILES,
+            kernel_cache_filesystems: vec![PathBuf::from("/")],
             mute: MuteSet::defaults(),
             engine_threads: None,
             protect: Vec::new(),

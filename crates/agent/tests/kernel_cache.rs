@@ -30,6 +30,7 @@ fn config(mount: &Path) -> AgentConfig {
             ..FanotifyConfig::default()
         },
         alerts: Some(mount.join("alerts.jsonl")),
+        kernel_cache_filesystems: vec![mount.to_owned()],
         mute: MuteSet::defaults(),
         ..AgentConfig::default()
     }
@@ -356,6 +357,30 @@ fn kernel_entries_are_bounded_and_leave_with_their_file() {
         let gone = stats_when(&agent, |s| s.kernel_cache_unlinked >= 1);
         assert_eq!(gone.kernel_cache_unlinked, 1, "{gone:?}");
         assert_eq!(agent.kernel_cached(), 1);
+        agent.shutdown();
+    });
+}
+
+#[test]
+fn only_the_filesystems_named_are_kernel_cached() {
+    if !root_or_skip("only_the_filesystems_named_are_kernel_cached") {
+        return;
+    }
+    within(LIMIT, || {
+        let fs = Tmpfs::mount();
+        let bin = fs.binary("bin");
+        let runtime = Runtime::new().expect("runtime");
+        // The default, the root filesystem, which this tmpfs is not: an entry would keep the
+        // tmpfs busy, and its `umount` would fail.
+        let mut config = config(fs.path());
+        config.kernel_cache_filesystems = vec!["/".into()];
+        let agent = Agent::start(config, vec![by_content(&runtime)]).expect("starts");
+        for _ in 0..3 {
+            assert!(run(&bin).expect("runs").success());
+        }
+        let stats = stats_when(&agent, |s| s.kernel_cache_refused >= 1);
+        assert_eq!(stats.kernel_cache_placed, 0, "{stats:?}");
+        assert_eq!(stats.events, 3, "{stats:?}");
         agent.shutdown();
     });
 }

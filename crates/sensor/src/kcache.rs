@@ -71,7 +71,8 @@ pub enum Placement {
 pub enum Refusal {
     /// The lease thread is not running.
     NoOwner,
-    /// Not a local filesystem whose changes all pass through the file (overlay, NFS, FUSE).
+    /// Not a filesystem the agent was given, or not a local one whose changes all pass
+    /// through the file (overlay, NFS, FUSE).
     Filesystem,
     /// Someone has the file open for writing (or the lease was refused otherwise).
     Lease,
@@ -114,18 +115,30 @@ pub struct Removed {
 pub struct KernelCache {
     group: Arc<OwnedFd>,
     capacity: usize,
+    /// The filesystems (`st_dev`) whose files may be placed.
+    devices: Vec<u64>,
     inner: Mutex<Inner>,
     /// Thread id the kernel reports lease breaks to; 0 while no lease thread runs.
     owner: AtomicI32,
 }
 
 impl KernelCache {
-    /// A cache that places marks on `group` and keeps at most `capacity` entries, accepting
-    /// verdicts of `generation`.
-    pub fn new(group: Arc<OwnedFd>, capacity: usize, generation: u64) -> KernelCache {
+    /// A cache that places marks on `group` for files on the filesystems `devices` (`st_dev`)
+    /// and keeps at most `capacity` entries, accepting verdicts of `generation`.
+    ///
+    /// Each entry holds the file open, which keeps the mount it was executed through busy: an
+    /// `umount` of it fails with `EBUSY`. So the agent names only filesystems nobody unmounts
+    /// while it runs (by default the root filesystem).
+    pub fn new(
+        group: Arc<OwnedFd>,
+        capacity: usize,
+        generation: u64,
+        devices: Vec<u64>,
+    ) -> KernelCache {
         KernelCache {
             group,
             capacity: capacity.max(1),
+            devices,
             inner: Mutex::new(Inner {
                 accepting: Some(generation),
                 ..Inner::default()
@@ -158,6 +171,9 @@ impl KernelCache {
         let owner = self.owner.load(Ordering::Acquire);
         if owner == 0 {
             return (Placement::Refused(Refusal::NoOwner), false);
+        }
+        if !self.devices.contains(&id.dev) {
+            return (Placement::Refused(Refusal::Filesystem), false);
         }
         // Held throughout: a break reported while the mark goes in waits for this lock, and
         // then finds the entry to remove.
@@ -345,7 +361,7 @@ mod tests {
     fn nothing_is_placed_without_a_thread_to_hear_breaks() {
         let (read, _write) = std::io::pipe().expect("pipe");
         let group = Arc::new(OwnedFd::from(read));
-        let cache = KernelCache::new(Arc::clone(&group), 4, 1);
+        let cache = KernelCache::new(Arc::clone(&group), 4, 1, vec![1]);
         let id = FileId {
             dev: 1,
             ino: 2,

@@ -165,9 +165,9 @@ pub enum Submitted {
 }
 
 impl Core {
-    /// Lets the kernel answer later execs of the file of `ticket` (an exec just allowed, by
-    /// every engine of generation `generation`, which judge by content alone), and counts
-    /// what came of it.
+    /// Lets the kernel answer later execs of the file of `ticket` (an exec just allowed from
+    /// the cache, by every engine of generation `generation`, which judge by content alone),
+    /// and counts what came of it. Called by the fanotify reader only.
     pub fn kernel_cache(&self, ticket: &Ticket, file: FileId, generation: u64) {
         let (Some(kcache), Some(fd)) = (&self.kcache, ticket.file()) else {
             return;

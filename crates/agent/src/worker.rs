@@ -166,19 +166,6 @@ fn handle(core: &Core, engines: &mut Engines, job: Job) {
         .mode
         .carry(allow)
         .or_audited(verdict.action == Action::Deny);
-    // An allow by every engine of a set that judges execs by content alone can be answered by
-    // the kernel from the next exec on; anything else (a deny, an alert, a failure) must keep
-    // reaching the engines or the user-space cache, which alerts.
-    let kernel_cacheable = job
-        .key
-        .as_ref()
-        .filter(|key| {
-            failures.is_empty()
-                && verdict.action == Action::Allow
-                && key.generation == engines.set.generation
-                && engines.set.execs_by_content()
-        })
-        .map(|key| key.file);
     if let (Some(cache), Some(key)) = (&core.cache, job.key)
         && failures.is_empty()
         && verdict.action != Action::Observe
@@ -205,10 +192,6 @@ fn handle(core: &Core, engines: &mut Engines, job: Job) {
     core.answered(carried.allow, job.arrived);
     if carried.would_deny {
         Stats::add(&core.stats.would_deny);
-    }
-    if let Some(file) = kernel_cacheable {
-        // After the answer: the lease and the mark cost this exec nothing.
-        core.kernel_cache(&job.ticket, file, engines.set.generation);
     }
     count_policy_parts(core, &failures);
     drop(retired);

@@ -195,10 +195,14 @@ impl Core {
         self.stopping() || self.handing_off.load(Ordering::Acquire)
     }
 
-    /// Ends the readers' current waits; call after setting `stopping` or `handing_off`.
+    /// Ends the readers' current waits (and the kernel exec cache's lease thread's); call
+    /// after setting `stopping` or `handing_off`.
     pub fn wake_readers(&self) {
         if let Some(wake) = &self.wake {
             wake.wake();
+        }
+        if let Some(kcache) = &self.kcache {
+            kcache.wake();
         }
     }
 

@@ -295,6 +295,15 @@ impl KernelCache {
         self.lock().accepting = Some(generation);
     }
 
+    /// Ends the lease thread's current wait, so that a stop or handoff (during which every
+    /// exec waits) need not wait out its sweep interval.
+    pub fn wake(&self) {
+        let owner = self.owner.load(Ordering::Acquire);
+        if owner != 0 {
+            let _ = sys::lease::wake(owner);
+        }
+    }
+
     /// Removes the entries whose lease is being broken (and, at most every second, those whose
     /// file has no name left).
     pub fn check(&self) -> Removed {
@@ -340,8 +349,9 @@ impl KernelCache {
         self.owner.store(sys::lease::thread_id(), Ordering::Release);
         ready();
         while running() {
-            // A break found by the signal, or by the periodic pass if a signal was lost.
-            sys::lease::wait_break(Duration::from_millis(200));
+            // Every lease is looked at when a break is reported, and at each periodic sweep
+            // (for files that lost their name); an idle agent does nothing in between.
+            sys::lease::wait_break(SWEEP_EVERY);
             let pass = self.check();
             if pass != Removed::default() {
                 removed(pass);

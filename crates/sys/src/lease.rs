@@ -79,6 +79,18 @@ pub fn report_breaks_to(file: &impl AsFd, tid: libc::pid_t) -> io::Result<()> {
     Ok(())
 }
 
+/// Ends a [`wait_break`] of the thread `tid` of this process at once (`tgkill` with
+/// [`LEASE_SIGNAL`], which that thread keeps blocked, so nothing else happens to it).
+pub fn wake(tid: libc::pid_t) -> io::Result<()> {
+    // SAFETY: tgkill takes integers only; the signal goes to a thread of our own process that
+    // blocks it (a thread that has exited makes the call fail with ESRCH).
+    let ret = unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), tid, LEASE_SIGNAL) };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// The calling thread's id (`gettid`).
 pub fn thread_id() -> libc::pid_t {
     // SAFETY: gettid has no arguments and cannot fail.

@@ -182,10 +182,12 @@ impl KernelCache {
             return (Placement::Stale, false);
         }
         if let Some(entry) = inner.entries.get(&(id.dev, id.ino)) {
-            if entry.id == id {
+            let leased = matches!(sys::lease::lease(&entry.file), Ok(sys::lease::Lease::Read));
+            if entry.id == id && leased {
                 // The kernel asked although the entry is there: its mark went some other way
-                // (an upgrade's clearing of its own ignore marks). The lease was held all
-                // along, so no writer came: the mark goes back.
+                // (an upgrade's clearing of its own ignore marks). The lease is still held, so
+                // no writer came (one waiting now finds the entry when this lock is free, and
+                // the mark goes again before it may write): the mark goes back.
                 let _ = sys::fanotify::mark_file(
                     &self.group,
                     libc::FAN_MARK_ADD | libc::FAN_MARK_IGNORED_MASK,
@@ -194,8 +196,8 @@ impl KernelCache {
                 );
                 return (Placement::Present, false);
             }
-            // The same inode changed since its entry went in (the kernel cleared the mark on
-            // the write; the lease break may still be on its way).
+            // The same inode changed since its entry went in, or its lease was taken from us
+            // (the kernel cleared the mark on the write; the break is still on its way).
             let key = (id.dev, id.ino);
             self.remove(&mut inner, key);
         }

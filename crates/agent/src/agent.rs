@@ -18,7 +18,7 @@ use crate::worker::Engines;
 use crate::{confine, notify, responder, sensors, worker};
 use ringfence_engine_host::LoadedEngine;
 use ringfence_protocol::{Enforcement, Event};
-use ringfence_sensor::{Channels, EntryWatch, Fanotify, ProcConnector, Ticket};
+use ringfence_sensor::{Channels, EntryWatch, Fanotify, KernelCache, ProcConnector, Ticket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
@@ -34,6 +34,8 @@ pub struct Agent {
     sensors: Vec<JoinHandle<()>>,
     workers: Vec<JoinHandle<()>>,
     responder: Option<JoinHandle<()>>,
+    /// Hears lease breaks of the kernel exec cache.
+    kernel_cache: Option<JoinHandle<()>>,
     notifier: Option<JoinHandle<()>>,
     replay_done: Arc<AtomicBool>,
     has_replay: bool,
@@ -171,9 +173,26 @@ impl Agent {
         let notify_engines = Engines::build(slot.current(), config.workers)?;
         let (queue_tx, queue_rx) = mpsc::sync_channel(config.queue_capacity);
         let (notify_tx, notify_rx) = mpsc::sync_channel(16_384);
+        // With the BPF sensor exec verdicts may turn on argv, which the kernel cannot see.
+        let kcache = match &fanotify {
+            Some(fan) if config.cache && config.kernel_cache > 0 && bpf.is_none() => {
+                let devices = config
+                    .kernel_cache_filesystems
+                    .iter()
+                    .map(|path| {
+                        std::fs::metadata(path)
+                            .map(|meta| std::os::unix::fs::MetadataExt::dev(&meta))
+                            .map_err(|_| ringfence_sensor::SensorError::NoSuchPath(path.clone()))
+                    })
+                    .collect::<Result<Vec<u64>, _>>()?;
+                Some(fan.kernel_cache(config.kernel_cache, slot.current().generation, devices))
+            }
+            _ => None,
+        };
         let core = Arc::new(Core {
             engines: slot,
             cache: config.cache.then(DecisionCache::default),
+            kcache,
             mute,
             protection,
             stats: Stats::default(),
@@ -208,6 +227,7 @@ impl Agent {
             sensors: Vec::new(),
             workers: Vec::new(),
             responder: None,
+            kernel_cache: None,
             notifier: None,
             replay_done: Arc::new(AtomicBool::new(replays.is_empty())),
             has_replay: !replays.is_empty(),
@@ -240,6 +260,18 @@ impl Agent {
             notify::run(&c, notify_engines, &notify_rx, &n);
         })?);
         confined.wait()?;
+        if core.kcache.is_some() {
+            let c = Arc::clone(&core);
+            let (ready, started) = mpsc::channel();
+            agent.kernel_cache = Some(spawn("rf-kcache", move || {
+                kernel_cache(&c, move || {
+                    let _ = ready.send(());
+                });
+            })?);
+            // Before the first event: an allow decided before the thread listens for lease
+            // breaks could not be kernel-cached.
+            let _ = started.recv_timeout(Duration::from_secs(1));
+        }
         if let Some(mut fan) = fanotify {
             if let Some(wake) = &core.wake {
                 fan.wake_on(Arc::clone(wake));
@@ -346,10 +378,7 @@ impl Agent {
         }
         let engines = self.core.engines.current().engines.clone();
         let handoffs = engine_set::prebuild(&engines, self.core.engines.threads())?;
-        let generation = self.core.engines.install(engines, handoffs);
-        if let Some(cache) = &self.core.cache {
-            cache.clear();
-        }
+        let generation = self.install(engines, handoffs);
         tracing::warn!(generation, "audited engines changed");
         Ok(generation)
     }
@@ -419,13 +448,40 @@ impl Agent {
                 return Err(error);
             }
         };
+        let generation = self.install(engines, handoffs);
+        Stats::add(&self.core.stats.swaps);
+        tracing::info!(generation, "engine set swapped");
+        Ok(generation)
+    }
+
+    /// Makes `engines` the serving set. Every kernel exec cache entry goes first, and none is
+    /// placed until the new set serves: the kernel must never answer with the old set's
+    /// verdict once the new one could answer differently.
+    fn install(
+        &self,
+        engines: Vec<Arc<LoadedEngine>>,
+        handoffs: Vec<Vec<ringfence_engine_host::EngineWorker>>,
+    ) -> u64 {
+        if let Some(kcache) = &self.core.kcache {
+            let cleared = kcache.suspend();
+            self.core
+                .stats
+                .kernel_cache_cleared
+                .fetch_add(cleared as u64, Ordering::Relaxed);
+        }
         let generation = self.core.engines.install(engines, handoffs);
         if let Some(cache) = &self.core.cache {
             cache.clear();
         }
-        Stats::add(&self.core.stats.swaps);
-        tracing::info!(generation, "engine set swapped");
-        Ok(generation)
+        if let Some(kcache) = &self.core.kcache {
+            kcache.resume(generation);
+        }
+        generation
+    }
+
+    /// Files whose allowed execs the kernel answers now (kernel exec cache entries).
+    pub fn kernel_cached(&self) -> usize {
+        self.core.kcache.as_ref().map_or(0, KernelCache::len)
     }
 
     /// The last permission events decided (at most [`crate::RECENT_EVENTS`]), oldest first:
@@ -521,6 +577,11 @@ impl Agent {
             // The next image loads its own (see `Channels::bpf`).
             bpf: None,
         };
+        // Every kernel exec cache entry is gone once it ends: the next image may run other
+        // engines, and it does not know these marks.
+        if let Some(handle) = self.kernel_cache.take() {
+            let _ = handle.join();
+        }
         for handle in self.sensors.drain(..) {
             let _ = handle.join();
         }
@@ -553,6 +614,9 @@ impl Agent {
         if let Some(handle) = self.entry_reader.take() {
             let _ = handle.join();
         }
+        if let Some(handle) = self.kernel_cache.take() {
+            let _ = handle.join();
+        }
         for handle in self.sensors.drain(..) {
             let _ = handle.join();
         }
@@ -578,6 +642,32 @@ impl Drop for Agent {
             self.stop();
         }
     }
+}
+
+/// The kernel exec cache's lease thread: hears every break of a lease (a writer opening a
+/// kernel-cached file) and removes that file's entry before the writer may go on; at stop or
+/// handoff it removes every entry.
+fn kernel_cache(core: &Core, ready: impl FnOnce()) {
+    let Some(kcache) = &core.kcache else {
+        ready();
+        return;
+    };
+    let stats = &core.stats;
+    let cleared = kcache.serve_breaks(
+        || !core.sensors_stop(),
+        ready,
+        |removed| {
+            stats
+                .kernel_cache_invalidated
+                .fetch_add(removed.broken, Ordering::Relaxed);
+            stats
+                .kernel_cache_unlinked
+                .fetch_add(removed.unlinked, Ordering::Relaxed);
+        },
+    );
+    stats
+        .kernel_cache_cleared
+        .fetch_add(cleared as u64, Ordering::Relaxed);
 }
 
 /// The entry watch of a protected agent: the one handed over, or a new one. Without it the

@@ -11,6 +11,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Files the kernel exec cache holds by default: each costs the agent a descriptor and the
+/// kernel a mark and a lease.
+pub const KERNEL_CACHE_FILES: usize = 4096;
+
 /// One event source.
 #[derive(Debug, Clone)]
 pub enum Sensor {
@@ -46,6 +50,15 @@ pub struct AgentConfig {
     /// Permission events waiting for a worker; beyond this, policy answers at once.
     pub queue_capacity: usize,
     pub cache: bool,
+    /// Let the kernel answer execs whose allow is cached, with no event to the agent (see
+    /// `ringfence_sensor::kcache`), for at most this many files; 0 turns it off. Only engine
+    /// sets that judge execs by file content alone are ever kernel-cached, and only with
+    /// `cache` on, the fanotify sensor, and no BPF sensor.
+    pub kernel_cache: usize,
+    /// Filesystems (any path on each) whose files may be kernel-cached. An entry holds its file
+    /// open, and so keeps the mount busy (`umount` fails with `EBUSY`): name only filesystems
+    /// that stay mounted while the agent runs. Defaults to the root filesystem.
+    pub kernel_cache_filesystems: Vec<PathBuf>,
     pub mute: MuteSet,
     /// Applied by every thread that runs engines to itself before its first event (the
     /// engine role of `ringfence_hardening`); `None` leaves them as the process is.
@@ -80,6 +93,8 @@ impl Default for AgentConfig {
             workers: 2,
             queue_capacity: 1024,
             cache: true,
+            kernel_cache: KERNEL_CACHE_FILES,
+            kernel_cache_filesystems: vec![PathBuf::from("/")],
             mute: MuteSet::defaults(),
             engine_threads: None,
             protect: Vec::new(),

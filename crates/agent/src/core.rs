@@ -15,7 +15,8 @@ use crate::stats::Stats;
 use crate::watch::WatchQueue;
 use ringfence_engine_host::QuarantineReport;
 use ringfence_protocol::{Action, Event, FailureRecord, Severity, Verdict};
-use ringfence_sensor::Ticket;
+use ringfence_sensor::kcache::Placement;
+use ringfence_sensor::{FileId, KernelCache, Ticket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
@@ -118,6 +119,9 @@ pub struct Watch {
 pub struct Core {
     pub engines: ServingSet,
     pub cache: Option<DecisionCache>,
+    /// Files whose allowed execs the kernel answers itself; `None` when off (see
+    /// [`AgentConfig::kernel_cache`](crate::AgentConfig::kernel_cache)).
+    pub kcache: Option<KernelCache>,
     pub mute: MuteSet,
     pub protection: Option<SelfProtection>,
     pub stats: Stats,
@@ -161,6 +165,27 @@ pub enum Submitted {
 }
 
 impl Core {
+    /// Lets the kernel answer later execs of the file of `ticket` (an exec just allowed from
+    /// the cache, by every engine of generation `generation`, which judge by content alone),
+    /// and counts what came of it. Called by the fanotify reader only.
+    pub fn kernel_cache(&self, ticket: &Ticket, file: FileId, generation: u64) {
+        let (Some(kcache), Some(fd)) = (&self.kcache, ticket.file()) else {
+            return;
+        };
+        let (placement, evicted) = kcache.place(fd, file, generation);
+        match placement {
+            Placement::Placed => Stats::add(&self.stats.kernel_cache_placed),
+            Placement::Refused(why) => {
+                Stats::add(&self.stats.kernel_cache_refused);
+                tracing::debug!(?why, "exec verdict not kernel-cached");
+            }
+            Placement::Present | Placement::Stale => {}
+        }
+        if evicted {
+            Stats::add(&self.stats.kernel_cache_evicted);
+        }
+    }
+
     pub fn stopping(&self) -> bool {
         self.stopping.load(Ordering::Acquire)
     }
@@ -170,10 +195,14 @@ impl Core {
         self.stopping() || self.handing_off.load(Ordering::Acquire)
     }
 
-    /// Ends the readers' current waits; call after setting `stopping` or `handing_off`.
+    /// Ends the readers' current waits (and the kernel exec cache's lease thread's); call
+    /// after setting `stopping` or `handing_off`.
     pub fn wake_readers(&self) {
         if let Some(wake) = &self.wake {
             wake.wake();
+        }
+        if let Some(kcache) = &self.kcache {
+            kcache.wake();
         }
     }
 

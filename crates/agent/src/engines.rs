@@ -11,7 +11,7 @@
 //! mutex and a move, never an instantiation. Events a worker is already deciding finish on the old set; the old set and
 //! its instances are dropped once the last worker lets go of it.
 
-use ringfence_engine_host::{EngineWorker, LoadError, LoadedEngine};
+use ringfence_engine_host::{EngineWorker, ExecInputs, LoadError, LoadedEngine};
 use ringfence_protocol::{Event, FailurePolicy, FailureRecord};
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -36,6 +36,16 @@ impl EngineSet {
     /// True when engine `index` of the set is audited, not enforced.
     pub fn is_audited(&self, index: usize) -> bool {
         self.audited.get(index).copied().unwrap_or(false)
+    }
+
+    /// True when every engine of the set (and there is one) declares that it judges an exec by
+    /// the executed file's content alone: only such a set's allows may be kernel-cached.
+    pub fn execs_by_content(&self) -> bool {
+        !self.engines.is_empty()
+            && self
+                .engines
+                .iter()
+                .all(|e| e.settings().exec_inputs == ExecInputs::FileContent)
     }
 
     /// What to answer when no engine could: deny when any enforced engine is fail-closed.

@@ -1,6 +1,8 @@
 //! The host agent: sensors in, engine verdicts out, every permission event answered on time.
 //!
 //! ```text
+//!  kernel exec cache (inode ignore mark + read lease) ──▶ kernel answers, no event
+//!        │ not cached, or taken back (lease break, swap, stop)
 //!  fanotify reader ──mute/cache hit──▶ answer
 //!        │ miss
 //!        ▼
@@ -44,7 +46,7 @@ mod worker;
 
 pub use agent::Agent;
 pub use bpf::Visibility;
-pub use config::{AgentConfig, AgentError, Sensor};
+pub use config::{AgentConfig, AgentError, KERNEL_CACHE_FILES, Sensor};
 pub use core::Submitted;
 pub use engines::SwapError;
 pub use failures::{FailureReceiver, FailureSender, failure_channel};

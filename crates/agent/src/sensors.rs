@@ -134,6 +134,18 @@ fn fan_event(core: &Core, event: FanEvent, arrived: Instant) {
         if carried.would_deny {
             Stats::add(&core.stats.would_deny);
         }
+        // A cached allow the kernel asked about: the kernel answers the file's next execs
+        // (unless it cannot, see `kcache`). Placed here, on the reader, never by a worker:
+        // threads that run engine code may not call `fanotify_mark` (their seccomp list), so
+        // the first exec of a file is the engines', the second the user-space cache's, and the
+        // later ones the kernel's. Also after an entry was evicted or taken back by a writer
+        // that left the content as it was.
+        if hit.verdict.action == Action::Allow && core.kcache.is_some() {
+            let set = core.engines.current();
+            if set.generation == key.generation && set.execs_by_content() {
+                core.kernel_cache(&ticket, key.file, key.generation);
+            }
+        }
         if hit.verdict.action == Action::Deny {
             let event = ringfence_sensor::resolve_exec(event.pid, &event.path);
             core.alert(&Alert {

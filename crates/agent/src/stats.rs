@@ -44,6 +44,21 @@ counters! {
     queue_full,
     /// Answered from the decision cache.
     cache_hits,
+    /// Files whose allowed execs the kernel answers from now on (kernel exec cache entries
+    /// placed).
+    kernel_cache_placed,
+    /// Verdicts that could have been kernel-cached but were not (a writer had the file open,
+    /// a filesystem without leases or with changes behind its back, a changed file).
+    kernel_cache_refused,
+    /// Kernel exec cache entries removed because someone opened the file for writing.
+    kernel_cache_invalidated,
+    /// Kernel exec cache entries removed because the file lost its last name.
+    kernel_cache_unlinked,
+    /// Kernel exec cache entries evicted, oldest first, to stay within the bound.
+    kernel_cache_evicted,
+    /// Kernel exec cache entries removed all at once because another engine set was about to
+    /// answer, or the agent stopped or handed over.
+    kernel_cache_cleared,
     /// Permission events of muted processes or paths, allowed without a look.
     muted,
     /// Engine calls made (one per engine per event, one per engine per batch).

@@ -31,7 +31,7 @@ mod worker;
 pub use bindings::InterfaceVersion;
 pub use cache::{CacheError, CacheStats, CompileSource, DEFAULT_CACHE_BYTES, EngineCache};
 pub use corpus_run::{CorpusReport, LatencySummary, run_corpus};
-pub use limits::{EngineSettings, QuarantineRule};
+pub use limits::{EngineSettings, ExecInputs, QuarantineRule};
 pub use loaded::{ContentSummary, LoadError, LoadedEngine};
 pub use quarantine::QuarantineReport;
 pub use runtime::{EPOCH_TICK, Runtime, RuntimeConfig, RuntimeError};

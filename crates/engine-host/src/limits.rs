@@ -20,6 +20,19 @@ impl Default for QuarantineRule {
     }
 }
 
+/// What an engine's exec verdict may depend on, as its vendor (or the bundle that ships it)
+/// declares. Only a verdict that is a function of the executed file's content may be answered
+/// by the kernel without asking the agent (the kernel exec cache): the kernel's cached answer
+/// follows the inode, which a rename, hard link or mount gives new paths without asking anyone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ExecInputs {
+    /// Anything in the event: path, argv, parent, user. The safe assumption, and the default.
+    #[default]
+    Event,
+    /// The executed file's content alone (a hash allow-list; an engine that ignores execs).
+    FileContent,
+}
+
 /// Everything the host needs to run one engine, besides its bytes.
 #[derive(Debug, Clone)]
 pub struct EngineSettings {
@@ -35,6 +48,8 @@ pub struct EngineSettings {
     pub quarantine: QuarantineRule,
     /// Engine-specific `init` configuration. The host adds `ringfence.deadline-us`.
     pub config: Vec<(String, String)>,
+    /// What its exec verdicts depend on.
+    pub exec_inputs: ExecInputs,
 }
 
 impl EngineSettings {
@@ -48,7 +63,14 @@ impl EngineSettings {
             memory_limit: 64 << 20,
             quarantine: QuarantineRule::default(),
             config: Vec::new(),
+            exec_inputs: ExecInputs::Event,
         }
+    }
+
+    /// Declares what the engine's exec verdicts depend on.
+    pub fn with_exec_inputs(mut self, inputs: ExecInputs) -> Self {
+        self.exec_inputs = inputs;
+        self
     }
 
     pub fn with_policy(mut self, policy: FailurePolicy) -> Self {

@@ -613,3 +613,64 @@ fn a_managed_agent_upgrades_in_place_and_stays_enrolled() {
     signal(pid, "TERM");
     assert!(agent.0.wait().expect("agent exits").success());
 }
+
+#[test]
+fn a_kernel_cached_agent_upgrades_in_place_and_its_new_image_caches_again() {
+    let Some((_serial, stage)) =
+        staged("a_kernel_cached_agent_upgrades_in_place_and_its_new_image_caches_again")
+    else {
+        return;
+    };
+    // An engine declared to judge execs by content (`faulty` with `ok` allows every exec):
+    // the hardened agent lets the kernel answer the loop's execs after their second run.
+    let content = stage.path().join("ok.txt");
+    std::fs::write(&content, b"ok").expect("content");
+    let engines = stage.path().join("engines.json");
+    let config = serde_json::json!({"engines": [{
+        "engine": "bundled:faulty",
+        "content": content,
+        "exec_by_content": true,
+    }]});
+    std::fs::write(&engines, config.to_string()).expect("engine config");
+    let p = |p: &Path| p.to_string_lossy().into_owned();
+    let args = [
+        "--standalone".to_owned(),
+        "--engine-config".into(),
+        p(&engines),
+        "--mount".into(),
+        p(stage.path()),
+        "--kernel-cache-fs".into(),
+        p(stage.path()),
+        "--alerts".into(),
+        p(&stage.path().join("alerts.jsonl")),
+        "--data-dir".into(),
+        p(&stage.path().join("data")),
+        "--perm-deadline".into(),
+        "5s".into(),
+    ];
+    let (mut agent, lines) = stage.run(|command| command.arg("agent").args(&args));
+    let pid = agent.0.id();
+    wait_for(&lines, "ready", Duration::from_secs(60));
+    // The new build goes in before the loop starts: a child the loop forks while this process
+    // still has the copy open for writing would hold it until its exec, and the upgrade's
+    // probe of the binary would fail with ETXTBSY (a race of this test, not of the agent; the
+    // agent refuses such an upgrade and keeps serving).
+    stage.install(env!("CARGO_BIN_EXE_ringfence"));
+    let execs = ExecLoop::with_denials(&stage, false);
+    execs.wait_runs(20);
+    signal(pid, "USR2");
+    wait_for(&lines, "upgraded in place", Duration::from_secs(60));
+    execs.wait_runs(20);
+    let (runs, problems) = execs.finish();
+    assert!(problems.is_empty(), "after {runs} rounds: {problems:#?}");
+    signal(pid, "TERM");
+    // The new image's summary: it put the loop's two files in the kernel again (the old image
+    // removed its entries before the handoff).
+    wait_for(
+        &lines,
+        "files whose execs the kernel answered from then on",
+        Duration::from_secs(30),
+    );
+    let status = agent.0.wait().expect("agent exits");
+    assert!(status.success(), "{status:?}");
+}

@@ -214,6 +214,18 @@ impl Fanotify {
         }
     }
 
+    /// A kernel exec cache on this group for files on the filesystems `devices`, with room for
+    /// `capacity` files, accepting verdicts of engine generation `generation` (see
+    /// [`crate::kcache`]).
+    pub fn kernel_cache(
+        &self,
+        capacity: usize,
+        generation: u64,
+        devices: Vec<u64>,
+    ) -> crate::KernelCache {
+        crate::KernelCache::new(Arc::clone(&self.group), capacity, generation, devices)
+    }
+
     /// A duplicate of the group descriptor that survives `execve`, for handing the group to a
     /// new image of the agent. Dropping it (when the exec failed) closes only the duplicate.
     pub fn inheritable_fd(&self) -> Result<OwnedFd, SensorError> {

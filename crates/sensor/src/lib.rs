@@ -2,6 +2,8 @@
 //!
 //! - [`Fanotify`] marks mounts for exec authorisation and paths for open authorisation and
 //!   yields [`FanEvent`]s, each permission event carrying a [`Ticket`] answered exactly once.
+//! - [`KernelCache`] lets the kernel answer execs whose allow verdict is cached, with a lease on
+//!   each file so that no write can outrun the removal of its answer.
 //! - [`EntryWatch`] reports who creates, deletes or renames the agent's own files.
 //! - [`ProcConnector`] yields fork/exec/exit notifications enriched from /proc.
 //! - [`handoff`] passes the fanotify groups and the connector socket to a new image of the agent
@@ -21,6 +23,7 @@ mod error;
 pub mod fanotify;
 pub mod handoff;
 pub mod intent;
+pub mod kcache;
 pub mod mounts;
 pub mod procfs;
 pub mod resolve;
@@ -31,6 +34,7 @@ pub use entries::{EntryChange, EntryChangeKind, EntryWatch};
 pub use error::SensorError;
 pub use fanotify::{Access, FanEvent, Fanotify, FanotifyConfig, FileId};
 pub use handoff::{Channels, HANDOFF_ENV, Inheritable};
+pub use kcache::KernelCache;
 pub use resolve::{resolve_exec, resolve_open};
 pub use ticket::Ticket;
 

@@ -95,6 +95,14 @@ impl Ticket {
         }
     }
 
+    /// The file of a kernel event (open read-only by the kernel for us), while the ticket lives.
+    pub fn file(&self) -> Option<&OwnedFd> {
+        match &self.target {
+            Target::Kernel { fd, .. } => Some(fd),
+            Target::Detached => None,
+        }
+    }
+
     /// True for tickets that a kernel waits on.
     pub fn is_kernel(&self) -> bool {
         matches!(self.target, Target::Kernel { .. })

@@ -6,7 +6,7 @@ use crate::fd::own;
 use crate::{check, check_size};
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -32,6 +32,22 @@ pub fn mark(group: &OwnedFd, flags: u32, mask: u64, path: Option<&Path>) -> io::
     // SAFETY: `group` is a live descriptor, `ptr` is null or a NUL-terminated string that
     // outlives the call; the kernel only reads it.
     check(unsafe { libc::fanotify_mark(group.as_raw_fd(), flags, mask, libc::AT_FDCWD, ptr) })?;
+    Ok(())
+}
+
+/// `fanotify_mark(2)` on the file `file` is open on (an inode mark: `dirfd` is the file and the
+/// path is null), whatever names it has now.
+pub fn mark_file(group: &OwnedFd, flags: u32, mask: u64, file: &impl AsFd) -> io::Result<()> {
+    // SAFETY: both descriptors are live; a null path makes the kernel mark `file`'s inode.
+    check(unsafe {
+        libc::fanotify_mark(
+            group.as_raw_fd(),
+            flags,
+            mask,
+            file.as_fd().as_raw_fd(),
+            std::ptr::null(),
+        )
+    })?;
     Ok(())
 }
 

@@ -1,5 +1,5 @@
-//! Every raw system call ringfence makes, wrapped once: fanotify, netlink sockets, descriptors,
-//! signals, process control (pidfd, parent-death signal, scheduling), the confinement calls
+//! Every raw system call ringfence makes, wrapped once: fanotify, file leases, netlink sockets,
+//! descriptors, signals, process control (pidfd, parent-death signal, scheduling), the confinement calls
 //! (`prctl`, `seccomp(2)`) and the crash handler.
 //!
 //! **Architecture invariant:** this is the only crate with `unsafe` code (apart from wasmtime's
@@ -20,6 +20,7 @@ pub mod confine;
 pub mod crash;
 pub mod fanotify;
 pub mod fd;
+pub mod lease;
 pub mod netlink;
 pub mod process;
 pub mod signals;

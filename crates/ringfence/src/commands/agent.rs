@@ -5,7 +5,7 @@
 use super::engine::read_engine;
 use anyhow::Context;
 use ringfence_agent::{AgentConfig, MuteSet, Sensor};
-use ringfence_engine_host::{EngineSettings, LoadedEngine, Runtime};
+use ringfence_engine_host::{EngineSettings, ExecInputs, LoadedEngine, Runtime};
 use ringfence_host::SelfUpgrade;
 use ringfence_host::standalone::{StandaloneOptions, Stopped};
 use ringfence_protocol::{Enforcement, FailurePolicy, content};
@@ -92,6 +92,16 @@ pub struct AgentArgs {
     /// Do not cache decisions.
     #[arg(long)]
     no_cache: bool,
+    /// Files whose allowed execs the kernel answers without asking the agent (the kernel exec
+    /// cache); 0 turns it off. Only engine sets whose every engine is declared to judge execs
+    /// by file content alone (`"exec_by_content": true` in --engine-config) use it.
+    #[arg(long, default_value_t = ringfence_agent::KERNEL_CACHE_FILES)]
+    kernel_cache_files: usize,
+    /// A path on a filesystem whose files the kernel exec cache may hold (repeat for several;
+    /// default: /). Each entry keeps its file open, so `umount` of that filesystem fails with
+    /// EBUSY while the agent runs: name only filesystems that stay mounted.
+    #[arg(long = "kernel-cache-fs")]
+    kernel_cache_fs: Vec<PathBuf>,
     /// More pids never to block (besides the agent, its parent and journald).
     #[arg(long)]
     mute_pid: Vec<u32>,
@@ -142,6 +152,10 @@ struct EngineEntry {
     content: Option<PathBuf>,
     #[serde(default)]
     policy: Option<FailurePolicy>,
+    /// The engine's exec verdicts depend on the executed file's content alone (never its path,
+    /// argv, parent or user), so its allows may be kernel-cached.
+    #[serde(default)]
+    exec_by_content: bool,
 }
 
 fn engine_entries(args: &AgentArgs) -> anyhow::Result<Vec<EngineEntry>> {
@@ -162,6 +176,7 @@ fn engine_entries(args: &AgentArgs) -> anyhow::Result<Vec<EngineEntry>> {
             engine: engine.clone(),
             content: args.content.get(i).cloned(),
             policy: None,
+            exec_by_content: false,
         });
     }
     anyhow::ensure!(
@@ -193,7 +208,12 @@ pub fn load_engines(runtime: &Runtime, args: &AgentArgs) -> anyhow::Result<Vec<A
         };
         let settings = EngineSettings::new(name)
             .with_policy(entry.policy.unwrap_or_default())
-            .with_deadline(args.engine_deadline.max(Duration::from_millis(1)));
+            .with_deadline(args.engine_deadline.max(Duration::from_millis(1)))
+            .with_exec_inputs(if entry.exec_by_content {
+                ExecInputs::FileContent
+            } else {
+                ExecInputs::Event
+            });
         let engine = LoadedEngine::load(runtime, settings, &wasm, &bytes)
             .with_context(|| format!("loading engine {}", entry.engine))?;
         eprintln!(
@@ -221,6 +241,7 @@ fn config(args: &AgentArgs) -> anyhow::Result<AgentConfig> {
         workers: args.workers,
         queue_capacity: args.queue,
         cache: !args.no_cache,
+        kernel_cache: args.kernel_cache_files,
         mute,
         sensors: Vec::new(),
         enforcement: args.mode,
@@ -230,6 +251,9 @@ fn config(args: &AgentArgs) -> anyhow::Result<AgentConfig> {
         config.fanotify.exec_mounts = args.mount.clone();
     }
     config.fanotify.exec_filesystems = args.filesystem.clone();
+    if !args.kernel_cache_fs.is_empty() {
+        config.kernel_cache_filesystems = args.kernel_cache_fs.clone();
+    }
     config.fanotify.watch_open = args.watch_open.clone();
     // The binary is not marked: the kernel already refuses to open a running executable for
     // writing (ETXTBSY), and the crash monitor reads it while the agent is stopped for a dump,
@@ -344,6 +368,14 @@ fn in_words(stats: &ringfence_agent::StatsSnapshot) -> String {
     for (count, what) in [
         (stats.would_deny, "would have been denied (audit mode)"),
         (stats.cache_hits, "answered from the decision cache"),
+        (
+            stats.kernel_cache_placed,
+            "files whose execs the kernel answered from then on",
+        ),
+        (
+            stats.kernel_cache_invalidated,
+            "kernel-cached files taken back because they were opened for writing",
+        ),
         (stats.muted, "muted"),
         (
             by_policy,

@@ -118,11 +118,21 @@ install_rsyslog() {
 log "a toolchain without the wasm target"
 bash scripts/test-fresh-toolchain.sh
 
+# python3 writes through a shared mapping in the kernel exec cache's live test (Rust would need
+# `unsafe` for mmap outside crates/sys).
+install_python() {
+  if ! command -v python3 >/dev/null && [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+    log "installing python3"
+    apt_install python3
+  fi
+}
+
 log "services"
 start_postgres
 install_chromium
 install_bpf_tools
 install_rsyslog
+install_python
 
 log "tests"
 # Skips are loud: every skipped test says why and appends a line here (crates/testkit). As root

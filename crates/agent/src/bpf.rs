@@ -15,8 +15,8 @@
 //! [`ARGV_WAIT`] for the reader to catch up.
 
 use crate::alerts::{Alert, Reason};
-use crate::core::Core;
 use crate::enrich::Enricher;
+use crate::shared::Core;
 use crate::stats::Stats;
 use ringfence_bpf_sensor::{BpfEvent, BpfSensor, FileOp, Hooks, ModuleLoad, NetKind, SetId};
 use ringfence_protocol::{

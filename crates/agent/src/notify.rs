@@ -3,7 +3,7 @@
 //! bounded and overflow is counted.
 
 use crate::alerts::{Alert, EngineVerdict, Reason};
-use crate::core::Core;
+use crate::shared::Core;
 use crate::stats::Stats;
 use crate::worker::Engines;
 use ringfence_protocol::{Action, Event};
@@ -63,7 +63,7 @@ fn decide(core: &Core, engines: &mut Engines, batch: &[Event]) {
         if verdicts.is_empty() {
             continue;
         }
-        let verdict = crate::core::combine(&verdicts);
+        let verdict = crate::shared::combine(&verdicts);
         core.alert(&Alert {
             event,
             verdict: &verdict,

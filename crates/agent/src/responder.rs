@@ -19,7 +19,7 @@
 //! says so in the log.
 
 use crate::alerts::Reason;
-use crate::core::{Core, Watch};
+use crate::shared::{Core, Watch};
 use crate::watch::Taken;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;

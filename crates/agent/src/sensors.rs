@@ -3,8 +3,8 @@
 
 use crate::alerts::{Alert, EntryActivity, Reason};
 use crate::cache::CacheKey;
-use crate::core::{Core, Pending};
 use crate::protect::{Decision, SelfProtection};
+use crate::shared::{Core, Pending};
 use crate::stats::Stats;
 use ringfence_protocol::{Action, Event, OpenEvent, Severity, Verdict};
 use ringfence_sensor::{

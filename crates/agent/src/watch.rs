@@ -10,7 +10,7 @@
 //! `ringfence demo`). Here a responder that finds the lock taken sleeps on it, and the sender
 //! it interrupted runs and lets go.
 
-use crate::core::Watch;
+use crate::shared::Watch;
 use std::collections::VecDeque;
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -104,7 +104,7 @@ impl WatchQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::Pending;
+    use crate::shared::Pending;
     use ringfence_sensor::Ticket;
     use std::sync::Arc;
 

@@ -8,8 +8,8 @@
 
 use crate::alerts::{Alert, EngineVerdict, Reason};
 use crate::cache::Cached;
-use crate::core::{Core, Job, combine};
 use crate::engines::EngineSet;
+use crate::shared::{Core, Job, combine};
 use crate::stats::Stats;
 use ringfence_engine_host::{EngineWorker, LoadError};
 use ringfence_protocol::{Action, Event, FailureKind, FailureRecord};

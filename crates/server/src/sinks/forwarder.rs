@@ -170,14 +170,14 @@ impl Recorder {
 
     /// Waits for the write in flight, then records whatever is still waiting.
     async fn finish(&mut self, state: &AppState, sink: &str) {
-        if let Some(write) = self.running.take() {
-            let _ = write.await;
-        }
-        if self.waiting.is_some() {
-            self.start(state, sink);
+        loop {
             if let Some(write) = self.running.take() {
                 let _ = write.await;
             }
+            if self.waiting.is_none() {
+                return;
+            }
+            self.start(state, sink);
         }
     }
 

@@ -258,41 +258,25 @@ mod tests {
         assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
     }
 
-    /// A TLS 1.3 receiver on loopback (it sends session tickets after each handshake, as
-    /// rustls and GnuTLS do) that counts connections and the bytes it read; a connection is
-    /// closed by the receiver after `close_after` bytes when set.
+    /// A receiver on loopback with the server's own generated TLS identity (TLS 1.3 there
+    /// sends session tickets after each handshake, as rustls and GnuTLS do) that counts
+    /// connections and the bytes it read; a connection is closed by the receiver after
+    /// `close_after` bytes when set.
     struct Receiver {
         port: u16,
-        ca: tempfile::NamedTempFile,
+        ca: PathBuf,
+        _dir: tempfile::TempDir,
         connections: Arc<std::sync::atomic::AtomicUsize>,
         bytes: Arc<std::sync::atomic::AtomicUsize>,
     }
 
     async fn receiver(close_after: Option<usize>) -> Receiver {
-        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
         use std::sync::atomic::Ordering;
         use tokio::io::AsyncReadExt;
-        let ca_key = KeyPair::generate().expect("ca key");
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let ca_cert = ca_params.self_signed(&ca_key).expect("ca");
-        let key = KeyPair::generate().expect("key");
-        let cert = CertificateParams::new(vec!["127.0.0.1".to_owned()])
-            .expect("params")
-            .signed_by(&key, &Issuer::new(ca_params, ca_key))
-            .expect("cert");
-        let ca = tempfile::NamedTempFile::new().expect("ca file");
-        std::fs::write(ca.path(), ca_cert.pem()).expect("write ca");
-        let key = rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).expect("key");
-        let tls = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .expect("versions")
-        .with_no_client_auth()
-        .with_single_cert(vec![cert.der().clone()], key)
-        .expect("server config");
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+        let dir = tempfile::tempdir().expect("tls dir");
+        let tls = crate::tls::TlsMaterial::generated(dir.path(), &[]).expect("tls identity");
+        let ca = tls.ca_path.expect("a generated CA");
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls.config);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -323,6 +307,7 @@ mod tests {
         Receiver {
             port,
             ca,
+            _dir: dir,
             connections,
             bytes,
         }
@@ -332,7 +317,7 @@ mod tests {
         Syslog::new(SyslogConfig {
             host: "127.0.0.1".into(),
             port: receiver.port,
-            ca: receiver.ca.path().to_owned(),
+            ca: receiver.ca.clone(),
             server_name: "127.0.0.1".into(),
         })
     }
